@@ -1,0 +1,114 @@
+"""Shared helpers of the suite's training scripts: determinism, ONNX export, metadata, metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SUITE_DATA = ROOT / "advonnx" / "suites" / "data"
+SUITE_MODELS = ROOT / "advonnx" / "suites" / "models"
+WORK = ROOT / "models" / "_work"
+METRICS = ROOT / "models" / "metrics.json"
+OPSET = 18
+
+
+def make_deterministic(seed: int) -> None:
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(2)
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, metadata: dict) -> str:
+    """Export with the dynamo exporter, falling back to TorchScript; returns the exporter tag.
+
+    Input "image", output "logits" (raw), dynamic batch axis, opset OPSET, weights inlined.
+    """
+    model = model.eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    version = torch.__version__.split("+")[0]
+    try:
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            prog = torch.onnx.export(
+                model,
+                (example,),
+                dynamo=True,
+                input_names=["image"],
+                output_names=["logits"],
+                dynamic_shapes=({0: batch},),
+                opset_version=OPSET,
+                optimize=True,
+                verbose=False,
+            )
+        proto = prog.model_proto
+        exporter = f"torch.onnx {version} (dynamo)"
+    except Exception as err:  # pragma: no cover - fallback path
+        print(f"dynamo export failed ({type(err).__name__}: {err}); using dynamo=False")
+        tmp = path.with_suffix(".tmp.onnx")
+        torch.onnx.export(
+            model,
+            (example,),
+            str(tmp),
+            dynamo=False,
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=OPSET,
+        )
+        proto = onnx.load(str(tmp))
+        tmp.unlink()
+        exporter = f"torch.onnx {version} (torchscript)"
+    # a stable batch dimension name on input and output
+    for vi in list(proto.graph.input) + list(proto.graph.output):
+        vi.type.tensor_type.shape.dim[0].dim_param = "batch"
+    meta = dict(metadata)
+    meta["advonnx.exporter"] = exporter
+    del proto.metadata_props[:]
+    for k, v in meta.items():
+        onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props}, k: v})
+    proto.producer_name = "advonnx/models"
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save_model(proto, str(path), save_as_external_data=False)
+    return exporter
+
+
+def ort_logits(path: Path, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    outs = [sess.run(["logits"], {"image": x[i : i + batch]})[0] for i in range(0, len(x), batch)]
+    return np.concatenate(outs)
+
+
+def dice_per_class(pred: np.ndarray, y: np.ndarray, n_classes: int) -> list[float]:
+    """Dice per class over the whole test set (pooled over samples); NaN if absent in both."""
+    out = []
+    for c in range(n_classes):
+        p, t = pred == c, y == c
+        denom = p.sum() + t.sum()
+        out.append(float(2 * (p & t).sum() / denom) if denom else float("nan"))
+    return out
+
+
+def update_metrics(entries: dict) -> None:
+    data = json.loads(METRICS.read_text()) if METRICS.exists() else {}
+    data.update(entries)
+    METRICS.write_text(json.dumps(dict(sorted(data.items())), indent=2) + "\n")
