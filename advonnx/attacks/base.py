@@ -1,0 +1,221 @@
+"""The attack contract. The base class owns validation, budget enforcement, query counting and
+the success decision; an attack only writes ``run`` (foolbox 3's design).
+
+An attack sees a model through :class:`AttackContext` only: ``predict`` and
+``value_and_grad``, each counted per sample. advonnx never trusts an attack's own claim: after
+``run`` the perturbation is projected onto the eps-ball and the value range, the model is
+queried once more and success is decided from ``x_adv`` itself.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import AdvonnxError
+from ..xp import Random, batch_view, flat, namespace, norms, to_numpy
+
+NORMS = ("linf", "l2", "l0")
+
+
+@dataclass
+class AttackResult:
+    """What an attack produced, checked by advonnx (arrays in the namespace of ``x``)."""
+
+    x_adv: Any
+    success: Any  # (N,) bool, recomputed from x_adv
+    queries: np.ndarray  # (N,) model evaluations spent on each sample
+    clean_pred: Any
+    adv_pred: Any
+    labels: Any  # reference labels (given or clean predictions)
+    target: Any | None
+    linf: Any
+    l2: Any
+    l0: Any
+    min_norm: Any | None  # minimal-norm attacks: norm of the smallest adversarial found
+    gradient: str  # exact | estimated | none
+    time_s: float
+    params: dict = field(default_factory=dict)
+
+    @property
+    def robust(self):
+        """Per-sample: the model still answers correctly on ``x_adv``."""
+        xp = namespace(self.adv_pred)
+        return self.adv_pred == self.labels if self.adv_pred.ndim == 1 else xp.zeros(0)
+
+
+class AttackContext:
+    """The model as an attack sees it: counted ``predict`` / ``value_and_grad`` and the budget."""
+
+    def __init__(self, model, *, n: int, rng: Random, gradient: str, targeted: bool,
+                 value_range, max_queries: int | None):
+        self.model = model
+        self.rng = rng
+        self.gradient = gradient
+        self.targeted = targeted
+        self.lo, self.hi = value_range
+        self.max_queries = max_queries
+        self.queries = np.zeros(n, dtype=np.int64)
+        self.spec = model.spec
+
+    def count(self, idx) -> None:
+        np.add.at(self.queries, to_numpy(idx), 1)
+
+    def predict(self, x, idx):
+        """Scores of ``x``; rows belong to samples ``idx`` (indices into the attacked batch)."""
+        self.count(idx)
+        return self.model.predict(x)
+
+    def classify(self, x, idx):
+        scores = self.predict(x, idx)
+        return namespace(scores).argmax(scores, axis=self.spec.class_axis)
+
+    def value_and_grad(self, x, labels, idx, *, loss: str):
+        """Loss per row and its gradient w.r.t. ``x``; every evaluation is counted on ``idx``."""
+        idx_host = to_numpy(idx)
+
+        def counter(rows):
+            self.count(idx_host[np.asarray(rows)])
+
+        return self.model.value_and_grad(
+            x, labels, loss=loss, gradient=self.gradient, rng=self.rng, counter=counter
+        )
+
+    def clip(self, x):
+        xp = namespace(x)
+        return xp.clip(x, self.lo, self.hi)
+
+    def is_adversarial(self, pred, labels):
+        """Per-sample success: targeted → pred equals the target; else pred differs."""
+        return pred == labels if self.targeted else pred != labels
+
+
+class Attack(ABC):
+    """Base of all attacks. Subclasses declare ``name``, ``norms``, ``needs`` and ``run``.
+
+    Keyword-only parameters; unknown ones are rejected. ``repr`` lists the parameters and is
+    used as the setting's key in results.
+    """
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    norms: ClassVar[tuple[str, ...]] = ("linf", "l2")
+    needs: ClassVar[str] = "gradient"  # gradient | scores | decisions
+    minimal_norm: ClassVar[bool] = False
+    tasks: ClassVar[tuple[str, ...]] = ("classification", "segmentation")
+    loss: str = "ce"
+
+    def __init__(self, *, norm: str = "linf", eps: float | None = None, loss: str = "ce"):
+        if norm not in self.norms:
+            raise AdvonnxError(f"{self.name} supports norms {', '.join(self.norms)}, not {norm!r}")
+        if not self.minimal_norm and (eps is None or not eps > 0):
+            raise AdvonnxError(f"{self.name} needs a budget eps > 0 (got {eps!r})")
+        if loss not in ("ce", "margin"):
+            raise AdvonnxError(f"{self.name}: loss must be 'ce' or 'margin', not {loss!r}")
+        self.norm = norm
+        self.eps = None if eps is None else float(eps)
+        self.loss = loss
+
+    # -- description ------------------------------------------------------------------------
+    @classmethod
+    def parameters(cls) -> dict[str, Any]:
+        """Keyword parameters of the constructor and their defaults."""
+        return {
+            p.name: p.default
+            for p in inspect.signature(cls.__init__).parameters.values()
+            if p.kind == p.KEYWORD_ONLY
+        }
+
+    def params(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.parameters() if hasattr(self, k)}
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({inner})"
+
+    # -- the contract -----------------------------------------------------------------------
+    @abstractmethod
+    def run(self, ctx: AttackContext, x, labels):
+        """Return adversarial candidates for ``x`` (labels: targets if ctx.targeted)."""
+
+    def project(self, x, x_adv):
+        """Project ``x_adv`` onto the eps-ball of ``self.norm`` around ``x``."""
+        if self.eps is None:
+            return x_adv
+        xp = namespace(x)
+        delta = x_adv - x
+        if self.norm == "linf":
+            delta = xp.clip(delta, -self.eps, self.eps)
+        elif self.norm == "l2":
+            n = norms(delta, "l2")
+            factor = xp.where(n > self.eps, self.eps / xp.where(n > 0, n, 1.0), 1.0)
+            delta = delta * batch_view(xp.astype(factor, delta.dtype), delta.ndim)
+        elif self.norm == "l0":
+            d = flat(delta)
+            k = int(self.eps)
+            if d.shape[1] > k:
+                order = xp.argsort(-xp.abs(d), axis=1)
+                keep = xp.zeros(d.shape, dtype=xp.bool)
+                rows = xp.arange(d.shape[0])[:, None]
+                keep = _scatter_true(keep, rows, order[:, :k])
+                delta = xp.reshape(xp.where(keep, d, 0.0), delta.shape)
+        return x + delta
+
+    def __call__(self, model, x, y=None, *, target=None, targeted: bool = False,
+                 rng: Random | None = None, gradient: str = "auto",
+                 max_queries: int | None = None) -> AttackResult:
+        """Attack the batch ``x`` (model layout, value range units) with labels ``y``.
+
+        ``y=None`` attacks the clean predictions. ``targeted=True`` needs ``target`` labels.
+        """
+        spec = model.spec
+        xp = namespace(x)
+        if spec.task not in self.tasks:
+            raise AdvonnxError(f"{self.name} does not attack {spec.task} models")
+        rng = rng or Random(0)
+        mode = model.gradient_mode(gradient) if self.needs == "gradient" else "none"
+        clean_pred = model.classify(x)
+        labels = clean_pred if y is None else xp.asarray(y)
+        if labels.shape != clean_pred.shape:
+            raise AdvonnxError(f"labels of shape {labels.shape} do not match the predictions {clean_pred.shape}")
+        if targeted and target is None:
+            raise AdvonnxError(f"targeted {self.name} needs target labels")
+        ctx = AttackContext(model, n=x.shape[0], rng=rng, gradient=mode, targeted=targeted,
+                            value_range=spec.value_range, max_queries=max_queries)
+        t0 = time.perf_counter()
+        x_adv = self.run(ctx, x, target if targeted else labels)
+        elapsed = time.perf_counter() - t0
+        x_adv = xp.clip(self.project(x, xp.astype(x_adv, x.dtype)), spec.value_range[0], spec.value_range[1])
+        adv_pred = model.classify(x_adv)
+        if adv_pred.ndim == 1:
+            success = adv_pred == target if targeted else adv_pred != labels
+        else:
+            success = _dense_success(adv_pred, target if targeted else labels, targeted)
+        delta = x_adv - x
+        min_norm = norms(delta, self.norm) if self.minimal_norm else None
+        if min_norm is not None:
+            min_norm = xp.where(success, min_norm, xp.inf)
+        return AttackResult(
+            x_adv=x_adv, success=success, queries=ctx.queries, clean_pred=clean_pred,
+            adv_pred=adv_pred, labels=labels, target=target if targeted else None,
+            linf=norms(delta, "linf"), l2=norms(delta, "l2"), l0=norms(delta, "l0"),
+            min_norm=min_norm, gradient=mode, time_s=elapsed, params=self.params(),
+        )
+
+
+def _dense_success(pred, ref, targeted: bool):
+    """Segmentation: success when at least half the pixels are flipped (or reach the target)."""
+    xp = namespace(pred)
+    hit = (pred == ref) if targeted else (pred != ref)
+    frac = xp.mean(xp.astype(flat(hit), xp.float32), axis=1)
+    return frac >= 0.5
+
+
+def _scatter_true(mask, rows, cols):
+    mask[rows, cols] = True
+    return mask

@@ -1,0 +1,40 @@
+"""Attack registry: names → classes, construction from loose settings (CLI / suite TOML)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import AdvonnxError
+from .base import Attack
+from .gradient_descent import BIM, FGSM, PGD
+
+ATTACKS: dict[str, type[Attack]] = {}
+ALIASES: dict[str, str] = {"fgm": "fgsm", "ifgsm": "bim", "i-fgsm": "bim", "pgd_linf": "pgd"}
+
+
+def register(cls: type[Attack]) -> type[Attack]:
+    ATTACKS[cls.name] = cls
+    return cls
+
+
+for _cls in (FGSM, BIM, PGD):
+    register(_cls)
+
+
+def attack_class(name: str) -> type[Attack]:
+    key = ALIASES.get(name.lower(), name.lower())
+    if key not in ATTACKS:
+        raise AdvonnxError(f"unknown attack {name!r}; available: {', '.join(sorted(ATTACKS))} (see `advonnx attacks`)")
+    return ATTACKS[key]
+
+
+def make_attack(name: str, **settings: Any) -> Attack:
+    """Build attack ``name`` from settings; unknown settings are refused with the valid ones."""
+    cls = attack_class(name)
+    allowed = cls.parameters()
+    unknown = sorted(set(settings) - set(allowed))
+    if unknown:
+        raise AdvonnxError(
+            f"attack {cls.name} has no setting {', '.join(unknown)}; its settings: {', '.join(allowed)}"
+        )
+    return cls(**settings)

@@ -1,0 +1,671 @@
+"""OnnxModel: one ONNX file run by onnxruntime, with its spec, batching, query counting and
+gradients (exact from the ONNX graph, or estimated from queries).
+
+The file is turned into a *canonical* graph before anything runs:
+- the spec's preprocessing ``(x * scale - mean) / std`` is folded in front of the input, so the
+  user's values (and ``eps``) are in the declared value range;
+- a ZipMap output (scikit-learn converters) is replaced by the probability tensor it reads;
+- a single-output binary classifier (one logit ``z`` or one probability ``p``) is presented as
+  two class scores ``[0, z]`` (logits; softmax gives ``sigmoid(z)``) or ``[1 - p, p]``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from . import losses
+from .errors import AdvonnxError, GradientUnavailable, ModelError
+from .loading import load_onnx
+from .oracles import EstimatorConfig, estimate_value_and_grad
+from .spec import ModelSpec, read_metadata, read_sidecar
+from .xp import Random, namespace, to_numpy
+
+_FLOAT_TYPES = {TensorProto.FLOAT: "float32", TensorProto.DOUBLE: "float64", TensorProto.FLOAT16: "float16"}
+_PASS_THROUGH = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Cast"}
+PROBE_SPATIAL = 64  # spatial size used to probe models whose spatial dims are dynamic
+
+
+class ModelRunError(AdvonnxError):
+    """onnxruntime failed on a batch; the runner records those samples as errored."""
+
+
+def _dims(value_info) -> tuple:
+    t = value_info.type.tensor_type
+    if not t.HasField("shape"):
+        return ()
+    return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in t.shape.dim)
+
+
+def _producer_map(graph) -> dict[str, onnx.NodeProto]:
+    return {out: node for node in graph.node for out in node.output}
+
+
+def _last_op(graph, name: str) -> str:
+    """The op that produces ``name``, looking through shape-only ops."""
+    producers = _producer_map(graph)
+    node = producers.get(name)
+    while node is not None and node.op_type in _PASS_THROUGH and node.input:
+        node = producers.get(node.input[0])
+    return "" if node is None else node.op_type
+
+
+def _guess_layout(shape: tuple, first_ops: list[str], notes: list[str]) -> str:
+    rank = len(shape)
+    if rank == 2:
+        return "NF"
+    if rank not in (4, 5):
+        raise ModelError(
+            f"input of rank {rank} (shape {shape}) is not supported: advonnx expects images "
+            "(N,C,H,W)/(N,H,W,C), volumes (N,C,D,H,W)/(N,D,H,W,C) or feature vectors (N,F)"
+        )
+    first, last = shape[1], shape[-1]
+    cf, cl = ("NCHW", "NHWC") if rank == 4 else ("NCDHW", "NDHWC")
+    small = (1, 2, 3, 4)
+    if "Transpose" in first_ops and last in small:
+        notes.append(f"layout {cl}: the graph starts with a Transpose and the last dim is {last}")
+        return cl
+    if first in small and last not in small:
+        return cf
+    if last in small and first not in small:
+        return cl
+    if first is None and last is None:
+        notes.append(f"layout guessed {cf}: channel dims are dynamic; declare layout if wrong")
+        return cf
+    notes.append(f"layout guessed {cf} from shape {shape}; declare layout if wrong")
+    return cf
+
+
+def _select_input(graph, declared: str | None, path: str) -> onnx.ValueInfoProto:
+    initializers = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    if declared:
+        for i in inputs:
+            if i.name == declared:
+                return i
+        raise ModelError(f"{path}: no input named {declared!r}; inputs are {[i.name for i in inputs]}")
+    if len(inputs) != 1:
+        raise ModelError(
+            f"{path}: the model has {len(inputs)} inputs {[i.name for i in inputs]}; "
+            "say which one is the image with --input NAME"
+        )
+    return inputs[0]
+
+
+def _select_output(graph, declared: str | None, path: str) -> str:
+    names = [o.name for o in graph.output]
+    if declared:
+        if declared not in names:
+            raise ModelError(f"{path}: no output named {declared!r}; outputs are {names}")
+        return declared
+    if len(names) == 1:
+        return names[0]
+    producers = _producer_map(graph)
+    floats = [o.name for o in graph.output if o.type.tensor_type.elem_type in _FLOAT_TYPES]
+    zipmaps = [n for n in names if n in producers and producers[n].op_type == "ZipMap"]
+    candidates = floats or zipmaps
+    if len(candidates) == 1:
+        return candidates[0]
+    raise ModelError(
+        f"{path}: the model has outputs {names} and the scores are ambiguous; "
+        "say which one holds the class scores with --output NAME"
+    )
+
+
+def _initializer_const(name: str, values, dtype=np.float32) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(values, dtype=dtype), name)
+
+
+def build_canonical(model: onnx.ModelProto, spec: ModelSpec) -> onnx.ModelProto:
+    """The graph advonnx runs: preprocessing folded in, one canonical scores output."""
+    m = copy.deepcopy(model)
+    g = m.graph
+    producers = _producer_map(g)
+    out_name = spec.output_name
+    # ZipMap → the probability tensor it reads.
+    zip_node = producers.get(out_name)
+    if zip_node is not None and zip_node.op_type == "ZipMap":
+        out_name = zip_node.input[0]
+        g.node.remove(zip_node)
+    dtype = np.dtype(spec.input_dtype)
+    # Preprocessing prefix.
+    if spec.scale != 1.0 or spec.mean or spec.std:
+        inner = "advonnx_preprocessed"
+        for node in g.node:
+            for k, name in enumerate(node.input):
+                if name == spec.input_name:
+                    node.input[k] = inner
+        for out in g.output:
+            if out.name == spec.input_name:
+                raise ModelError("the input is also an output; cannot fold preprocessing")
+        rank = len(spec.input_shape)
+        cshape = [1] * rank
+        channel_axis = 1 if spec.layout in ("NCHW", "NCDHW", "NF") else rank - 1
+        prefix, cur = [], spec.input_name
+        if spec.scale != 1.0:
+            g.initializer.append(_initializer_const("advonnx_scale", spec.scale, dtype))
+            prefix.append(helper.make_node("Mul", [cur, "advonnx_scale"], ["advonnx_scaled"]))
+            cur = "advonnx_scaled"
+        for key, op in (("mean", "Sub"), ("std", "Div")):
+            values = getattr(spec, key)
+            if not values:
+                continue
+            shape = list(cshape)
+            if len(values) > 1:
+                shape[channel_axis] = len(values)
+            g.initializer.append(_initializer_const(f"advonnx_{key}", np.reshape(values, shape), dtype))
+            prefix.append(helper.make_node(op, [cur, f"advonnx_{key}"], [f"advonnx_{key}_out"]))
+            cur = f"advonnx_{key}_out"
+        prefix.append(helper.make_node("Identity", [cur], [inner]))
+        for node in reversed(prefix):
+            g.node.insert(0, node)
+    # Binary single output → two class scores.
+    final = out_name
+    if spec.output_kind == "binary":
+        axis = spec.class_axis
+        if spec.scores == "probabilities":
+            g.initializer.append(_initializer_const("advonnx_one", 1.0, np.float32))
+            g.node.extend([
+                helper.make_node("CastLike", ["advonnx_one", out_name], ["advonnx_one_like"]),
+                helper.make_node("Sub", ["advonnx_one_like", out_name], ["advonnx_neg_class"]),
+            ])
+        else:
+            g.node.append(helper.make_node("Sub", [out_name, out_name], ["advonnx_neg_class"]))
+        g.node.append(helper.make_node("Concat", ["advonnx_neg_class", out_name], ["advonnx_two_class"], axis=axis))
+        final = "advonnx_two_class"
+    old_out = next((o for o in model.graph.output if o.name == spec.output_name), None)
+    elem = TensorProto.FLOAT
+    if old_out is not None and old_out.type.tensor_type.elem_type in _FLOAT_TYPES:
+        elem = old_out.type.tensor_type.elem_type
+    del g.output[:]
+    g.output.append(helper.make_tensor_value_info(final, elem, None))
+    # Older opsets lack CastLike: lift if needed.
+    if spec.output_kind == "binary" and spec.scores == "probabilities":
+        m = _ensure_opset(m, 15)
+    return m
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    return 0
+
+
+def _ensure_opset(model: onnx.ModelProto, minimum: int) -> onnx.ModelProto:
+    if _opset(model) >= minimum:
+        return model
+    from onnx import version_converter
+
+    return version_converter.convert_version(model, minimum)
+
+
+def available_providers(device: str = "auto") -> tuple[list[str], str]:
+    """Execution providers for ``device`` (auto|cpu|cuda[:N]) and a reason when CUDA is not used."""
+    have = ort.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"], "cpu requested"
+    wants_cuda = device.startswith("cuda")
+    if "CUDAExecutionProvider" not in have:
+        if wants_cuda:
+            raise AdvonnxError(
+                "--device cuda: this onnxruntime has no CUDA execution provider; "
+                "install the gpu extra (see README, GPU) or use --device cpu"
+            )
+        return ["CPUExecutionProvider"], "onnxruntime has no CUDA execution provider"
+    opts: dict[str, Any] = {}
+    if ":" in device:
+        opts["device_id"] = int(device.split(":", 1)[1])
+    return [("CUDAExecutionProvider", opts), "CPUExecutionProvider"], ""
+
+
+def _session_options(threads: int | None) -> ort.SessionOptions:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    env_threads = os.environ.get("ADVONNX_THREADS")
+    n = threads if threads is not None else (int(env_threads) if env_threads else 0)
+    so.intra_op_num_threads = n
+    so.inter_op_num_threads = 1
+    return so
+
+
+class OnnxModel:
+    """An ONNX model ready to be attacked: ``predict`` and ``value_and_grad`` on batches.
+
+    ``x`` is always a batch in the model's own layout, in the user's value range (see
+    ``spec.value_range``). ``queries`` counts model evaluations (one per row predicted or
+    differentiated).
+    """
+
+    def __init__(
+        self,
+        proto: onnx.ModelProto,
+        spec: ModelSpec,
+        *,
+        device: str = "auto",
+        threads: int | None = None,
+        batch_size: int = 256,
+        estimator: EstimatorConfig | None = None,
+    ):
+        self.spec = spec
+        self.original = proto
+        self.batch_size = int(batch_size)
+        self.estimator = estimator or EstimatorConfig()
+        self.queries = 0
+        self._lock = threading.Lock()
+        self._providers, self.cuda_note = available_providers(device)
+        self._threads = threads
+        self.canonical = build_canonical(proto, spec)
+        self._session = self._make_session(self.canonical)
+        self.execution_provider = self._session.get_providers()[0]
+        self._grad_sessions: dict[tuple, ort.InferenceSession] = {}
+        self._unsupported: list[str] | None = None
+
+    # -- sessions ---------------------------------------------------------------------------
+    def _make_session(self, proto: onnx.ModelProto) -> ort.InferenceSession:
+        try:
+            return ort.InferenceSession(
+                proto.SerializeToString(),
+                sess_options=_session_options(self._threads),
+                providers=self._providers,
+            )
+        except Exception as err:  # onnxruntime raises several private exception types
+            msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ModelError(f"{self.spec.path}: onnxruntime cannot load the model: {msg}") from None
+
+    @property
+    def input_name(self) -> str:
+        return self.spec.input_name
+
+    # -- prediction -------------------------------------------------------------------------
+    def _chunks(self, n: int):
+        size = self.spec.fixed_batch or self.batch_size
+        for start in range(0, n, size):
+            yield start, min(n, start + size)
+
+    def _run(self, session, feeds: dict[str, np.ndarray], outputs: list[str] | None = None):
+        """Run ``session`` on feeds whose leading dim is the batch, honouring a fixed batch."""
+        n = next(iter(feeds.values())).shape[0]
+        fixed = self.spec.fixed_batch
+        results: list[list[np.ndarray]] = []
+        for start, stop in self._chunks(n):
+            chunk = {k: v[start:stop] for k, v in feeds.items()}
+            pad = (fixed - (stop - start)) if fixed else 0
+            if pad > 0:
+                chunk = {k: np.concatenate([v, np.repeat(v[-1:], pad, axis=0)]) for k, v in chunk.items()}
+            try:
+                out = session.run(outputs, chunk)
+            except Exception as err:
+                msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise ModelRunError(f"{Path(self.spec.path).name}: onnxruntime failed on a batch: {msg}") from None
+            results.append([o[: stop - start] if pad > 0 else o for o in out])
+        return [np.concatenate([r[i] for r in results]) for i in range(len(results[0]))]
+
+    def _host_input(self, x) -> np.ndarray:
+        host = to_numpy(x)
+        want = self.spec.input_shape
+        if host.ndim != len(want) or any(w is not None and w != h for w, h in zip(want[1:], host.shape[1:])):
+            raise AdvonnxError(
+                f"{Path(self.spec.path).name}: input batch of shape {host.shape} does not fit the "
+                f"model input {self.spec.input_name!r} {tuple('?' if d is None else d for d in want)}"
+            )
+        return np.ascontiguousarray(host, dtype=self.spec.input_dtype)
+
+    def predict(self, x):
+        """Class scores for the batch ``x`` (logits or probabilities, as ``spec.scores`` says).
+
+        Single-output binary models give two columns (see module docstring). Returns an array
+        in the namespace of ``x``.
+        """
+        host = self._host_input(x)
+        (scores,) = self._run(self._session, {self.spec.input_name: host})
+        with self._lock:
+            self.queries += host.shape[0]
+        return _like(x, scores.astype(np.float32, copy=False))
+
+    def classify(self, x):
+        """Predicted labels: argmax over classes (or thresholded scores for multi-label)."""
+        scores = self.predict(x)
+        xp = namespace(scores)
+        if self.spec.output_kind == "multilabel":
+            thr = self.spec.threshold if self.spec.scores == "probabilities" else 0.0
+            return xp.astype(scores > thr, xp.int64)
+        return xp.argmax(scores, axis=self.spec.class_axis)
+
+    # -- gradients --------------------------------------------------------------------------
+    def unsupported_ops(self) -> list[str]:
+        """Ops on the input→output path without a VJP rule ([] means exact gradients work)."""
+        if self._unsupported is None:
+            try:
+                from .autodiff import unsupported_ops
+            except ImportError:
+                self._unsupported = ["(advonnx.autodiff not available)"]
+            else:
+                self._unsupported = list(unsupported_ops(self.canonical, input_name=self.spec.input_name))
+        return self._unsupported
+
+    def gradient_mode(self, requested: str = "auto") -> str:
+        """Which gradient ``requested`` (auto|exact|estimated) resolves to for this model."""
+        if requested not in ("auto", "exact", "estimated"):
+            raise AdvonnxError(f"unknown gradient mode {requested!r}; use auto, exact or estimated")
+        if requested == "estimated":
+            return "estimated"
+        missing = self.unsupported_ops()
+        if not missing:
+            return "exact"
+        if requested == "exact":
+            raise GradientUnavailable(
+                f"{Path(self.spec.path).name}: no exact gradient: no VJP rule for {', '.join(missing)}; "
+                "use --gradient estimated (or auto)"
+            )
+        return "estimated"
+
+    def _grad_session(self, loss: str) -> ort.InferenceSession:
+        key = (loss,)
+        if key not in self._grad_sessions:
+            from .autodiff import gradient_model
+
+            proto = gradient_model(
+                self.canonical,
+                loss=loss,
+                input_name=self.spec.input_name,
+                probabilities=self.spec.scores == "probabilities",
+                class_axis=self.spec.class_axis,
+            )
+            self._grad_sessions[key] = self._make_session(proto)
+        return self._grad_sessions[key]
+
+    def loss(self, scores, y, loss: str = "ce", *, mask=None, cotangent=None):
+        """Per-sample loss from scores (host or device arrays), as in ``advonnx.losses``."""
+        if cotangent is not None:
+            xp = namespace(scores)
+            return xp.sum(xp.reshape(scores * cotangent, (scores.shape[0], -1)), axis=1)
+        return losses.compute(
+            loss,
+            scores,
+            y,
+            probabilities=self.spec.scores == "probabilities",
+            axis=self.spec.class_axis,
+            mask=mask,
+        )
+
+    def value_and_grad(
+        self,
+        x,
+        y=None,
+        *,
+        loss: str = "ce",
+        gradient: str = "auto",
+        cotangent=None,
+        mask=None,
+        rng: Random | None = None,
+        counter=None,
+    ):
+        """Per-sample ``loss`` (N,) and the gradient of ``loss.sum()`` w.r.t. ``x`` (shaped like x).
+
+        ``loss``: ``ce``, ``margin`` or ``seg_ce`` (see ``advonnx.losses``), for labels ``y``.
+        ``cotangent`` (shaped like the scores) instead gives the vector-Jacobian product
+        ``cotangentᵀ ∂scores/∂x`` and ``loss = <cotangent, scores>`` per sample.
+        ``gradient``: ``exact`` (ONNX gradient graph), ``estimated`` (NES/SPSA from queries,
+        costing ``2q+1`` queries per sample) or ``auto`` (exact when every op has a rule).
+        ``counter(idx)`` is called with the sample indices of every row evaluated.
+        """
+        mode = self.gradient_mode(gradient)
+        xp = namespace(x)
+        n = x.shape[0]
+        if cotangent is None and y is None:
+            raise AdvonnxError("value_and_grad needs labels y (or a cotangent)")
+        if mode == "exact":
+            from .autodiff import (
+                GRAD_INPUT_COTANGENT,
+                GRAD_INPUT_LABEL,
+                GRAD_INPUT_MASK,
+                GRAD_OUTPUT_GRAD,
+                GRAD_OUTPUT_SCORES,
+            )
+
+            feeds = {self.spec.input_name: self._host_input(x)}
+            if cotangent is not None:
+                session = self._grad_session("cotangent")
+                feeds[GRAD_INPUT_COTANGENT] = np.ascontiguousarray(to_numpy(cotangent), dtype=np.float32)
+            else:
+                session = self._grad_session(loss)
+                feeds[GRAD_INPUT_LABEL] = np.ascontiguousarray(to_numpy(y), dtype=np.int64)
+                if loss == "seg_ce":
+                    m = np.ones(to_numpy(y).shape, np.float32) if mask is None else to_numpy(mask)
+                    feeds[GRAD_INPUT_MASK] = np.ascontiguousarray(m, dtype=np.float32)
+            scores, grad = self._run(session, feeds, [GRAD_OUTPUT_SCORES, GRAD_OUTPUT_GRAD])
+            with self._lock:
+                self.queries += n
+            if counter is not None:
+                counter(np.arange(n))
+            scores = _like(x, scores.astype(np.float32, copy=False))
+            value = self.loss(scores, y, loss, mask=mask, cotangent=cotangent)
+            return value, _like(x, grad.astype(to_numpy(x).dtype, copy=False))
+        rng = rng or Random(0)
+
+        def loss_of(xb, idx):
+            if counter is not None:
+                counter(to_numpy(idx))
+            scores = self.predict(xb)
+            take = lambda a: None if a is None else xp.take(a, idx, axis=0)  # noqa: E731
+            return self.loss(scores, take(y), loss, mask=take(mask), cotangent=take(cotangent))
+
+        return estimate_value_and_grad(
+            loss_of, x, self.estimator, rng, value_range=self.spec.value_range
+        )
+
+
+def _like(x, host: np.ndarray):
+    if isinstance(x, np.ndarray):
+        return host
+    xp = namespace(x)
+    return xp.asarray(host)
+
+
+# -- spec inference ---------------------------------------------------------------------------
+
+
+def infer_spec(proto: onnx.ModelProto, path: str, overrides: dict[str, Any]) -> ModelSpec:
+    """Guess the spec from the graph, then apply metadata < sidecar < overrides."""
+    from .spec import normalize_declared
+
+    declared: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for origin, values in (
+        ("metadata", read_metadata(proto)),
+        ("sidecar", read_sidecar(path)),
+        ("override", normalize_declared({k: v for k, v in overrides.items() if v is not None}, "overrides")),
+    ):
+        for k, v in values.items():
+            declared[k] = v
+            sources[k] = origin
+    g = proto.graph
+    notes: list[str] = []
+    inp = _select_input(g, declared.get("input_name"), path)
+    elem = inp.type.tensor_type.elem_type
+    if elem not in _FLOAT_TYPES:
+        raise ModelError(
+            f"{path}: input {inp.name!r} has element type "
+            f"{TensorProto.DataType.Name(elem) if elem else 'unknown'}; advonnx attacks float inputs only"
+        )
+    shape = _dims(inp)
+    if not shape:
+        raise ModelError(f"{path}: input {inp.name!r} has no declared rank; re-export with a shaped input")
+    consumers = [n.op_type for n in g.node if inp.name in n.input]
+    layout = declared.get("layout") or _guess_layout(shape, consumers, notes)
+    if len(shape) == 2 and layout != "NF" or len(shape) == 4 and layout not in ("NCHW", "NHWC") or len(shape) == 5 and layout not in ("NCDHW", "NDHWC"):
+        raise ModelError(f"{path}: declared layout {layout} does not fit input shape {shape}")
+    out_name = _select_output(g, declared.get("output_name"), path)
+    spec = ModelSpec(
+        path=str(path),
+        input_name=inp.name,
+        output_name=out_name,
+        input_shape=shape,
+        input_dtype=_FLOAT_TYPES[elem],
+        layout=layout,
+        fixed_batch=shape[0] if shape[0] is not None else None,
+        producer=f"{proto.producer_name} {proto.producer_version}".strip(),
+        opset=_opset(proto),
+        notes=notes,
+    )
+    for key in ("scale", "mean", "std", "framework", "exporter", "dataset", "training", "threshold"):
+        if key in declared:
+            setattr(spec, key, declared[key])
+    if spec.framework == "unknown" and proto.producer_name:
+        spec.framework = _framework_from_producer(proto.producer_name)
+        sources["framework"] = "graph"
+    if "value_range" in declared:
+        spec.value_range = declared["value_range"]
+    else:
+        sources["value_range"] = "assumed"
+        notes.append("value range not declared: assuming [0, 1]; declare it (sidecar, metadata or --value-range) if wrong")
+    if spec.mean and spec.std and len(spec.mean) != len(spec.std) and min(len(spec.mean), len(spec.std)) > 1:
+        raise ModelError(f"{path}: mean has {len(spec.mean)} values but std has {len(spec.std)}")
+    # Probe run of the graph to read the scores' shape and values.
+    last = _last_op(g, out_name)
+    probe = _probe_output(proto, spec, notes)
+    _infer_output(spec, probe, last, declared, notes)
+    if "class_names" in declared:
+        names = declared["class_names"]
+        if spec.num_classes and len(names) != spec.num_classes and spec.output_kind != "binary":
+            raise ModelError(
+                f"{path}: {len(names)} class names declared but the model outputs {spec.num_classes} classes"
+            )
+        spec.class_names = names
+    elif spec.num_classes:
+        spec.class_names = tuple(str(i) for i in range(spec.num_classes))
+    spec.sources = {**{k: "graph" for k in ("layout", "scores", "task")}, **sources}
+    return spec
+
+
+def _framework_from_producer(producer: str) -> str:
+    p = producer.lower()
+    for key, name in (("pytorch", "pytorch"), ("torch", "pytorch"), ("tf2onnx", "tensorflow"),
+                      ("keras", "tensorflow"), ("skl2onnx", "scikit-learn"), ("jax", "jax"),
+                      ("onnxmltools", "onnxmltools")):
+        if key in p:
+            return name
+    return producer
+
+
+def _probe_output(proto: onnx.ModelProto, spec: ModelSpec, notes: list[str]) -> np.ndarray | None:
+    """Scores of the raw graph (no folding) on a small random batch; None if it cannot run."""
+    shape = list(spec.input_shape)
+    shape[0] = spec.fixed_batch or 2
+    for k in range(1, len(shape)):
+        if shape[k] is None:
+            is_channel = (k == 1 and spec.layout in ("NCHW", "NCDHW")) or (
+                k == len(shape) - 1 and spec.layout in ("NHWC", "NDHWC")
+            )
+            shape[k] = 1 if is_channel else (8 if spec.layout == "NF" else PROBE_SPATIAL)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.0, 1.0, size=shape).astype(spec.input_dtype)
+    bare = copy.deepcopy(proto)
+    producers = _producer_map(bare.graph)
+    out = spec.output_name
+    zip_node = producers.get(out)
+    if zip_node is not None and zip_node.op_type == "ZipMap":
+        out = zip_node.input[0]
+        bare.graph.node.remove(zip_node)
+        del bare.graph.output[:]
+        bare.graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, None))
+    try:
+        so = _session_options(1)
+        sess = ort.InferenceSession(bare.SerializeToString(), sess_options=so, providers=["CPUExecutionProvider"])
+        return np.asarray(sess.run([out], {spec.input_name: x})[0])
+    except Exception as err:
+        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(f"{spec.path}: onnxruntime cannot run the model on a probe batch of shape {tuple(shape)}: {msg}") from None
+
+
+def _infer_output(spec: ModelSpec, scores: np.ndarray, last_op: str, declared: dict, notes: list[str]):
+    in_rank = len(spec.input_shape)
+    if scores.ndim == 2:
+        task = "classification"
+        class_axis = 1
+    elif scores.ndim == in_rank and scores.ndim >= 3:
+        task = "segmentation"
+        class_axis = 1 if spec.layout in ("NCHW", "NCDHW") else scores.ndim - 1
+    elif scores.ndim == in_rank - 1 and scores.ndim >= 3:
+        # (N, H, W) dense output: one channel squeezed away
+        raise ModelError(
+            f"{spec.path}: output {spec.output_name!r} of shape {scores.shape} has no class axis; "
+            "export the model with a (N, C, H, W) score map"
+        )
+    else:
+        raise ModelError(
+            f"{spec.path}: output {spec.output_name!r} of shape {scores.shape} is neither class scores (N, C) "
+            "nor a score map of the input's rank; choose another output with --output NAME"
+        )
+    spec.task = declared.get("task", task)
+    spec.class_axis = class_axis
+    n_out = scores.shape[class_axis]
+    if not np.all(np.isfinite(scores)):
+        notes.append("the probe batch gave NaN/Inf scores; results on such samples are marked invalid")
+    # scores kind
+    if "scores" in declared:
+        spec.scores = declared["scores"]
+    elif last_op in ("Softmax", "Sigmoid"):
+        spec.scores = "probabilities"
+        notes.append(f"scores are probabilities: the output comes from {last_op}")
+    elif last_op == "ZipMap":
+        spec.scores = "probabilities"
+    else:
+        finite = scores[np.isfinite(scores)]
+        in_unit = finite.size and finite.min() >= 0 and finite.max() <= 1
+        sums = np.sum(scores, axis=class_axis)
+        if in_unit and n_out > 1 and np.allclose(sums, 1.0, atol=1e-3):
+            spec.scores = "probabilities"
+            notes.append("scores guessed to be probabilities: probe outputs lie in [0,1] and sum to 1")
+        else:
+            spec.scores = "logits"
+    if n_out == 1:
+        spec.output_kind = "binary"
+        spec.num_classes = 2
+        notes.append("single-output binary model: presented as two class scores")
+    elif last_op == "Sigmoid" and spec.task == "classification":
+        spec.output_kind = "multilabel"
+        spec.num_classes = n_out
+        notes.append(f"multi-label output ({n_out} independent sigmoids, threshold {spec.threshold})")
+    else:
+        spec.output_kind = "softmax" if spec.task == "classification" else "dense"
+        spec.num_classes = n_out
+
+
+def load_model(
+    path: str | os.PathLike,
+    *,
+    device: str = "auto",
+    threads: int | None = None,
+    batch_size: int = 256,
+    estimator: EstimatorConfig | None = None,
+    **overrides: Any,
+) -> OnnxModel:
+    """Load an ONNX model, infer or read its spec, and open an onnxruntime session.
+
+    ``overrides`` (highest precedence) may set: input_name, output_name, layout (NCHW, NHWC,
+    NCDHW, NDHWC, NF), scores (logits|probabilities), task, class_names, value_range (LO, HI in
+    the user's units), scale, mean, std (the model sees ``(x * scale - mean) / std``),
+    framework, threshold.
+    """
+    path = str(path)
+    proto = load_onnx(path)
+    spec = infer_spec(proto, path, overrides)
+    return OnnxModel(proto, spec, device=device, threads=threads, batch_size=batch_size, estimator=estimator)
+
+
+def with_spec(model: OnnxModel, **changes: Any) -> OnnxModel:
+    """A new OnnxModel on the same file with spec fields replaced (used by tests and the CLI)."""
+    return OnnxModel(model.original, replace(model.spec, **changes), batch_size=model.batch_size,
+                     estimator=model.estimator)

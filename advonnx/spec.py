@@ -1,0 +1,214 @@
+"""ModelSpec: what advonnx knows or guessed about a model, and where each fact came from.
+
+Precedence, lowest to highest: graph guess < ONNX ``metadata_props`` (keys ``advonnx.*``) <
+sidecar ``MODEL.onnx.advonnx.toml`` < explicit overrides (CLI flags, ``load_model(**overrides)``).
+Every field records its source so ``advonnx inspect`` and the results can show what was
+declared and what was assumed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelError
+
+LAYOUTS = ("NCHW", "NHWC", "NCDHW", "NDHWC", "NF")
+SCORES = ("logits", "probabilities")
+TASKS = ("classification", "segmentation")
+OUTPUT_KINDS = ("softmax", "binary", "multilabel", "dense")
+
+# Fields a user may declare (metadata, sidecar, overrides) and how to parse them.
+DECLARABLE = (
+    "input_name",
+    "output_name",
+    "layout",
+    "scores",
+    "task",
+    "class_names",
+    "value_range",
+    "scale",
+    "mean",
+    "std",
+    "framework",
+    "exporter",
+    "dataset",
+    "training",
+    "threshold",
+)
+
+
+@dataclass
+class ModelSpec:
+    """Everything the attack engine needs to know about an ONNX model's interface.
+
+    ``value_range`` is in the user's value units (after folding ``scale``, ``mean`` and ``std``
+    in front of the graph): the model sees ``(x * scale - mean) / std``.
+    """
+
+    path: str
+    input_name: str = ""
+    output_name: str = ""
+    input_shape: tuple = ()  # graph dims; None where dynamic
+    input_dtype: str = "float32"
+    layout: str = "NCHW"
+    task: str = "classification"
+    scores: str = "logits"
+    output_kind: str = "softmax"
+    num_classes: int = 0
+    class_names: tuple[str, ...] = ()
+    class_axis: int = 1  # in the canonical output
+    value_range: tuple[float, float] = (0.0, 1.0)
+    scale: float = 1.0
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    fixed_batch: int | None = None
+    threshold: float = 0.5  # multi-label decision threshold
+    framework: str = "unknown"
+    exporter: str = "unknown"
+    producer: str = ""
+    opset: int = 0
+    dataset: str = ""
+    training: str = ""
+    sources: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...] | None:
+        dims = self._spatial_dims()
+        if dims is None or any(d is None for d in dims):
+            return None
+        return tuple(int(d) for d in dims)
+
+    def _spatial_dims(self):
+        shape = self.input_shape
+        if self.layout == "NF" or len(shape) < 3:
+            return None
+        return tuple(shape[2:]) if self.layout in ("NCHW", "NCDHW") else tuple(shape[1:-1])
+
+    @property
+    def channels(self) -> int | None:
+        shape = self.input_shape
+        if self.layout == "NF" or len(shape) < 3:
+            return None
+        return shape[1] if self.layout in ("NCHW", "NCDHW") else shape[-1]
+
+    @property
+    def features(self) -> int | None:
+        return self.input_shape[1] if self.layout == "NF" and len(self.input_shape) == 2 else None
+
+    @property
+    def value_range_declared(self) -> bool:
+        return self.sources.get("value_range", "assumed") != "assumed"
+
+    def source(self, name: str) -> str:
+        return self.sources.get(name, "graph")
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def parse_value_range(value: Any) -> tuple[float, float]:
+    if isinstance(value, str):
+        parts = [p for p in value.replace(" ", "").split(",") if p]
+    else:
+        parts = list(value)
+    try:
+        lo, hi = (float(_fraction(p)) for p in parts)
+    except (TypeError, ValueError):
+        raise ModelError(f"value range {value!r} is not two numbers; write it as 'LO,HI', e.g. '0,1'") from None
+    if not lo < hi:
+        raise ModelError(f"value range {value!r} must have LO < HI")
+    return (lo, hi)
+
+
+def _fraction(text: Any) -> float:
+    if isinstance(text, str) and "/" in text:
+        num, den = text.split("/", 1)
+        return float(num) / float(den)
+    return float(text)
+
+
+def _floats(value: Any) -> tuple[float, ...]:
+    if isinstance(value, str):
+        value = [v for v in value.replace(" ", "").split(",") if v]
+    if isinstance(value, (int, float)):
+        value = [value]
+    return tuple(float(v) for v in value)
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    return tuple(str(v) for v in value)
+
+
+def normalize_declared(raw: dict[str, Any], origin: str) -> dict[str, Any]:
+    """Parse and validate declared fields from metadata, a sidecar or overrides."""
+    out: dict[str, Any] = {}
+    aliases = {"input": "input_name", "output": "output_name", "classes": "class_names"}
+    for key, value in raw.items():
+        if value is None:
+            continue
+        key = aliases.get(key, key)
+        if key not in DECLARABLE:
+            if origin == "metadata":
+                continue  # other tools' metadata keys are not ours to judge
+            raise ModelError(
+                f"unknown model setting {key!r} in {origin}; known: {', '.join(DECLARABLE)}"
+            )
+        if key == "layout":
+            value = str(value).upper()
+            if value not in LAYOUTS:
+                raise ModelError(f"layout {value!r} from {origin} is not one of {', '.join(LAYOUTS)}")
+        elif key == "scores":
+            value = str(value).lower()
+            if value in ("probs", "probability", "softmax", "sigmoid"):
+                value = "probabilities"
+            if value not in SCORES:
+                raise ModelError(f"scores {value!r} from {origin}: use 'logits' or 'probabilities'")
+        elif key == "task":
+            value = str(value).lower()
+            if value not in TASKS:
+                raise ModelError(f"task {value!r} from {origin}: use 'classification' or 'segmentation'")
+        elif key == "value_range":
+            value = parse_value_range(value)
+        elif key in ("mean", "std"):
+            value = _floats(value)
+            if key == "std" and any(v == 0 for v in value):
+                raise ModelError(f"std from {origin} contains 0; a normalization cannot divide by 0")
+        elif key in ("scale", "threshold"):
+            value = float(_fraction(value))
+        elif key == "class_names":
+            value = _names(value)
+        else:
+            value = str(value)
+        out[key] = value
+    return out
+
+
+def read_metadata(model_proto) -> dict[str, Any]:
+    """``advonnx.*`` entries of the model's metadata_props, prefix removed."""
+    raw = {}
+    for prop in model_proto.metadata_props:
+        if prop.key.startswith("advonnx."):
+            raw[prop.key[len("advonnx."):]] = prop.value
+    return normalize_declared(raw, "metadata")
+
+
+def sidecar_path(model_path: str | Path) -> Path:
+    return Path(str(model_path) + ".advonnx.toml")
+
+
+def read_sidecar(model_path: str | Path) -> dict[str, Any]:
+    path = sidecar_path(model_path)
+    if not path.is_file():
+        return {}
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ModelError(f"{path}: not valid TOML ({err}); fix or remove the sidecar file") from None
+    return normalize_declared(raw, f"sidecar {path.name}")
