@@ -1,0 +1,682 @@
+"""``load_dataset``: a .npz, an image file, a DICOM series, a folder or a CSV manifest -> Dataset."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from advonnx.data.dataset import Dataset, InputExpectation
+from advonnx.data.intensity import IntensityRule, apply_rule, parse_intensity_rule
+from advonnx.data.readers import (
+    NO_SPACING_FORMATS,
+    SUPPORTED,
+    RawImage,
+    Unreadable,
+    dicom_series,
+    is_companion,
+    one_line,
+    read_file,
+    read_series,
+)
+from advonnx.errors import DataError
+
+LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601
+
+
+def _err(where: object, what: str, todo: str) -> DataError:
+    """One line: where, what is wrong; what to do."""
+    return DataError(one_line(f"{where}: {what}; {todo}", 1000))
+
+
+# --------------------------------------------------------------------------- sample pipeline
+
+
+@dataclass
+class _Item:
+    sample_id: str
+    path: Path  # the file, or the series folder
+    files: list[str] | None = None  # DICOM series file names
+    label: str | int | None = None
+    mask: Path | None = None
+
+
+class _Pipeline:
+    """Channels -> intensity -> size -> dtype/layout, one sample at a time, counting what it did."""
+
+    def __init__(self, expect: InputExpectation, rule: IntensityRule, resize: str):
+        self.e = expect
+        self.rule = rule
+        self.resize = resize
+        self.nd = expect.spatial_ndim
+        self.channels = 1 if self.nd is None else expect.channels
+        self.ref: tuple[str, tuple[int, ...]] | None = None  # first sample, for dynamic axes
+        self.counts: dict[str, int] = {}
+        self.formats: dict[str, int] = {}
+        self.no_spacing = 0
+        self.dtype = np.dtype(expect.dtype)
+
+    def _count(self, key: str) -> None:
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+    def _squeeze(self, raw: RawImage) -> tuple[np.ndarray, tuple[float, ...]]:
+        arr, spacing = raw.array, raw.spacing
+        want = self.nd
+        if want is None:
+            return arr, spacing
+        while arr.ndim - 1 > want and arr.shape[0] == 1:
+            arr, spacing = arr[0], spacing[1:]
+        have = arr.ndim - 1
+        if have != want:
+            size = "x".join(map(str, arr.shape[:-1]))
+            if have == 2:
+                raise Unreadable(f"2-D image ({size}) but the model takes 3-D volumes ({self.e.layout})")
+            raise Unreadable(f"3-D volume ({size}) but the model takes 2-D images ({self.e.layout})")
+        return arr, spacing
+
+    def _adapt_channels(self, arr: np.ndarray, color: bool) -> np.ndarray:
+        c = arr.shape[-1]
+        if color and c in (2, 4):
+            arr = arr[..., :-1]
+            c -= 1
+            self._count("alpha channel dropped")
+        want = self.channels
+        if want is None:
+            want = self.channels = c
+        if c == want:
+            return arr
+        if c == 1:
+            self._count(f"grayscale repeated to {want} channels")
+            return np.repeat(arr, want, axis=-1)
+        if c == 3 and want == 1:
+            self._count("RGB converted to luminance (0.299R+0.587G+0.114B)")
+            return (arr.astype(np.float64) @ LUMA)[..., None]
+        raise Unreadable(f"{c} channels but the model takes {want}")
+
+    def _target(self, shape: tuple[int, ...], sid: str) -> tuple[int, ...]:
+        fixed = self.e.spatial_shape
+        if self.ref is None:
+            self.ref = (sid, shape)
+        target = []
+        for i, n in enumerate(shape):
+            want = fixed[i] if fixed is not None else None
+            if want is None:
+                ref_id, ref_shape = self.ref
+                if n != ref_shape[i]:
+                    raise _err(
+                        sid,
+                        f"size {_size(shape)} differs from {ref_id} ({_size(ref_shape)}) and the model's input size is dynamic",
+                        "bring all images to one size, or give the model spec a fixed input shape so advonnx can resample",
+                    )
+                want = n
+            target.append(want)
+        return tuple(target)
+
+    def image(self, raw: RawImage, sid: str) -> tuple[np.ndarray, tuple[float, ...] | None]:
+        self.formats[raw.fmt] = self.formats.get(raw.fmt, 0) + 1
+        arr, spacing = self._squeeze(raw)
+        arr = self._adapt_channels(arr, raw.color)
+        arr = apply_rule(arr, self.rule, self.e.value_range, eight_bit=raw.eight_bit, name=sid)
+        lo, hi = self.e.value_range
+        if self.nd is None:  # tabular: flatten a gray image
+            feats = arr.reshape(-1)
+            want = self.e.spatial_shape[0] if self.e.spatial_shape else None
+            if want is not None and feats.size != want:
+                raise _err(
+                    sid,
+                    f"image has {feats.size} pixels but the model takes {want} features",
+                    "resize the images to match, or give an .npz of feature vectors",
+                )
+            return _cast(feats, self.dtype, lo, hi), None
+        if raw.fmt in NO_SPACING_FORMATS:
+            self.no_spacing += 1
+        shape = arr.shape[:-1]
+        target = self._target(shape, sid)
+        if target != shape:
+            if self.resize == "refuse":
+                raise _err(
+                    sid,
+                    f"image size {_size(shape)} but the model takes {_size(target)}",
+                    "resize the images, or load with resize='resample'",
+                )
+            arr, spacing = resample(arr, spacing, target, sitk.sitkLinear)
+            self._count("resampled (linear, physical extent kept)")
+        out = _cast(arr, self.dtype, lo, hi)
+        if self.e.channels_first:
+            out = np.moveaxis(out, -1, 0)
+        return np.ascontiguousarray(out), tuple(spacing)
+
+    def mask(self, raw: RawImage, sid: str, image_shape: tuple[int, ...], target: tuple[int, ...]) -> np.ndarray:
+        arr, spacing = self._squeeze(raw)
+        if arr.shape[-1] > 1:
+            if raw.color and arr.shape[-1] in (2, 4):
+                arr = arr[..., :-1]
+            if not np.all(arr == arr[..., :1]):
+                raise _err(sid, "the mask has several differing channels", "save masks as one-channel label images")
+        lab = arr[..., 0]
+        if lab.dtype.kind == "f":
+            if not np.all(np.isfinite(lab)) or not np.all(lab == np.round(lab)):
+                raise _err(sid, "the mask holds non-integer values", "save masks as integer label images")
+        if lab.size and lab.min() < 0:
+            raise _err(sid, f"the mask holds a negative label {int(lab.min())}", "labels must be 0..K-1")
+        lab = lab.astype(np.int64)
+        if lab.shape != image_shape:  # same physical extent assumed
+            lab, _ = resample(lab[..., None], spacing, image_shape, sitk.sitkNearestNeighbor)
+            lab = lab[..., 0]
+            self._count("masks resampled to their image's size (nearest)")
+        if lab.shape != target:
+            lab, _ = resample(lab[..., None], spacing, target, sitk.sitkNearestNeighbor)
+            lab = lab[..., 0]
+        return lab.astype(np.int64)
+
+
+def _size(shape) -> str:
+    return "x".join(str(s) for s in shape)
+
+
+def _cast(arr: np.ndarray, dtype: np.dtype, lo: float, hi: float) -> np.ndarray:
+    arr = np.clip(arr, lo, hi)
+    if dtype.kind in "iu":
+        arr = np.rint(arr)
+    return arr.astype(dtype)
+
+
+def resample(arr: np.ndarray, spacing, target, interpolator) -> tuple[np.ndarray, tuple[float, ...]]:
+    """Resample a (*spatial, C) array to ``target`` keeping its physical extent (SimpleITK)."""
+    shape = arr.shape[:-1]
+    c = arr.shape[-1]
+    work = arr if arr.dtype.kind == "f" else arr.astype(np.float64 if interpolator != sitk.sitkNearestNeighbor else np.int32)
+    img = sitk.GetImageFromArray(work[..., 0]) if c == 1 else sitk.GetImageFromArray(work, isVector=True)
+    img.SetSpacing([float(s) for s in reversed(spacing)])
+    new_spacing = [s * n / t for s, n, t in zip(spacing, shape, target)]
+    # pixel centres: keep the outer edges where they were
+    origin = [(ns - s) / 2.0 for s, ns in zip(spacing, new_spacing)]
+    out = sitk.Resample(
+        img,
+        [int(t) for t in reversed(target)],
+        sitk.Transform(),
+        interpolator,
+        list(reversed(origin)),
+        list(reversed(new_spacing)),
+        img.GetDirection(),
+        0.0,
+        img.GetPixelID(),
+    )
+    res = sitk.GetArrayFromImage(out)
+    if c == 1:
+        res = res[..., None]
+    return res, tuple(float(s) for s in new_spacing)
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def _label_index(value: str | int, where: str, class_names: list[str] | None) -> int | str:
+    """An int label (checked against class_names) or a class name left for later mapping."""
+    if isinstance(value, str):
+        v = value.strip()
+        if v == "":
+            raise _err(where, "empty label", "give every sample a label (an integer or a class name)")
+        if class_names is not None and v in class_names:
+            return class_names.index(v)
+        if re.fullmatch(r"[-+]?\d+", v):
+            value = int(v)
+        else:
+            if class_names is not None:
+                raise _err(
+                    where,
+                    f"label {v!r} is not one of the known classes ({', '.join(class_names)})",
+                    "fix the label or pass class_names that include it",
+                )
+            return v
+    value = int(value)
+    if value < 0 or (class_names is not None and value >= len(class_names)):
+        known = f"0..{len(class_names) - 1} ({', '.join(class_names)})" if class_names else "0 or more"
+        raise _err(where, f"label {value} is outside the known classes {known}", "fix the label or pass class_names")
+    return value
+
+
+def _finish_labels(labels: list, where: str, class_names: list[str] | None) -> tuple[np.ndarray, list[str] | None]:
+    names = [v for v in labels if isinstance(v, str)]
+    if names:
+        if any(isinstance(v, int) for v in labels):
+            raise _err(where, "labels mix integers and class names", "use one kind, or pass class_names")
+        class_names = sorted(set(names))
+        labels = [class_names.index(v) for v in labels]
+    return np.asarray(labels, dtype=np.int64), class_names
+
+
+# --------------------------------------------------------------------------- npz
+
+
+def _load_npz(path: Path, e: InputExpectation, intensity: str, rule: IntensityRule, limit, class_names, desc):
+    try:
+        z = np.load(path, allow_pickle=False)
+        files = list(z.files)
+    except Exception as ex:  # noqa: BLE001 - any reader failure is the user's file
+        raise _err(path, f"cannot read as .npz ({one_line(ex, 150)})", "save it with numpy.savez(path, x=..., y=...)") from None
+    if "x" not in files:
+        raise _err(path, f"no array named 'x' (found: {', '.join(files) or 'nothing'})", "save samples as numpy.savez(path, x=..., y=...)")
+
+    def get(key):
+        try:
+            return z[key]
+        except ValueError as ex:  # object arrays need pickle
+            raise _err(path, f"array '{key}' is not numeric ({one_line(ex, 100)})", f"store '{key}' as a plain numeric array") from None
+
+    x = get("x")
+    if x.dtype.kind == "c":
+        raise _err(path, f"x is complex ({x.dtype})", "store real intensities (e.g. the magnitude)")
+    if x.dtype.kind not in "biuf":
+        raise _err(path, f"x has dtype {x.dtype}, not numbers", "store x as an int or float array")
+    _check_npz_shape(path, x, e)
+    n_all = x.shape[0]
+    n = n_all if limit is None else min(int(limit), n_all)
+    x = x[:n]
+    if not np.all(np.isfinite(x)):
+        bad = int(np.argwhere(~np.isfinite(x.reshape(n, -1)).any(axis=1))[0, 0])
+        raise _err(path, f"x holds NaN or infinite values (first in sample {bad})", "replace or drop those samples")
+    lo, hi = e.value_range
+    if intensity == "auto":
+        rule = IntensityRule("none")
+        desc["intensity_rule"] = "none (npz taken as stored; 'auto' does not rescale arrays)"
+    if rule.kind == "none":
+        if x.size and (x.min() < lo or x.max() > hi):
+            raise _err(
+                path,
+                f"x values span [{x.min():g}, {x.max():g}] but the model takes [{lo:g}, {hi:g}]",
+                "rescale x, or pass an intensity rule (e.g. intensity='minmax' or 'percentile:0.5-99.5')",
+            )
+        xf = x
+    else:
+        xf = np.stack([apply_rule(x[i], rule, (lo, hi), eight_bit=x.dtype == np.uint8, name=f"{path} sample {i}") for i in range(n)]) if n else x.astype(np.float64)
+    xo = _cast(xf, np.dtype(e.dtype), lo, hi)
+
+    if class_names is None and "class_names" in files:
+        class_names = [str(c) for c in get("class_names").tolist()]
+        desc["notes"] += "class names from the npz; "
+    y = None
+    if "y" in files:
+        y = _npz_labels(path, get("y"), n_all, xo, e, class_names)[:n]
+        desc["label_source"] = "npz array 'y'"
+    else:
+        desc["label_source"] = "none: no 'y' in the npz; clean predictions will be the reference"
+    if "sample_id" in files:
+        sid = get("sample_id")
+        if sid.shape != (n_all,):
+            raise _err(path, f"sample_id has shape {sid.shape}, expected ({n_all},)", "store one id per sample")
+        ids = [str(s) for s in sid.tolist()[:n]]
+    else:
+        ids = [f"npz:{i}" for i in range(n)]
+    spacing = None
+    nd = e.spatial_ndim
+    if nd is not None:
+        if "spacing" in files:
+            sp = get("spacing").astype(np.float64)
+            if sp.shape == (nd,):
+                sp = np.broadcast_to(sp, (n_all, nd))
+            if sp.shape != (n_all, nd) or not np.all(sp > 0):
+                raise _err(path, f"spacing has shape {sp.shape} or non-positive values", f"store ({nd},) or (N, {nd}) spacings in mm, array order")
+            spacing = [tuple(float(v) for v in row) for row in sp[:n]]
+            desc["spacing"] = "from the npz 'spacing' array (mm, array order)"
+        else:
+            spacing = [(1.0,) * nd] * n
+            desc["spacing"] = "unknown: the npz has no 'spacing'; 1 mm assumed"
+    desc["format"] = "npz"
+    return Dataset(xo, y, ids, spacing, [], desc, class_names)
+
+
+def _check_npz_shape(path: Path, x: np.ndarray, e: InputExpectation) -> None:
+    nd = e.spatial_ndim
+    want_ndim = 2 if nd is None else nd + 2
+    shape = tuple(x.shape)
+    got = f"x has shape {shape} but the model takes {e.shape_str()}"
+    if x.ndim != want_ndim:
+        hint = "store x in the model's layout"
+        if nd is not None and x.ndim == want_ndim - 1 and e.channels in (1, None):
+            hint = "add a channel axis (x[:, None] for channels-first, x[..., None] for channels-last)"
+        raise _err(path, got, hint)
+    if x.shape[0] == 0:
+        raise _err(path, "x holds no samples", "store at least one sample")
+    if nd is None:
+        f = e.spatial_shape[0] if e.spatial_shape else None
+        if f is not None and shape[1] != f:
+            raise _err(path, got, "store one feature vector per row")
+        return
+    if e.channels_first:
+        c, sp = shape[1], shape[2:]
+    else:
+        c, sp = shape[-1], shape[1:-1]
+    ok_c = e.channels is None or c == e.channels
+    ok_s = e.spatial_shape is None or all(w is None or w == g for w, g in zip(e.spatial_shape, sp))
+    if ok_c and ok_s:
+        return
+    hint = "store x in the model's layout and size"
+    other_c = shape[-1] if e.channels_first else shape[1]
+    if e.channels is not None and other_c == e.channels and c != e.channels:
+        perm = (0, x.ndim - 1, *range(1, x.ndim - 1)) if e.channels_first else (0, *range(2, x.ndim), 1)
+        hint = f"x looks channels-{'last' if e.channels_first else 'first'}; transpose it with x.transpose{perm}"
+    raise _err(path, got, hint)
+
+
+def _npz_labels(path, y, n, x, e: InputExpectation, class_names):
+    if y.dtype.kind in "US":
+        vals = [_label_index(str(v), f"{path} y[{i}]", class_names) for i, v in enumerate(y.reshape(-1).tolist())]
+        arr, _ = _finish_labels(vals, str(path), class_names)
+        y = arr.reshape(y.shape)
+    if y.dtype.kind not in "biuf":
+        raise _err(path, f"y has dtype {y.dtype}", "store integer labels")
+    if y.shape[:1] != (n,):
+        raise _err(path, f"y has shape {y.shape} but x holds {n} samples", "store one label (or label map) per sample")
+    if y.dtype.kind == "f" and (not np.all(np.isfinite(y)) or not np.all(y == np.round(y))):
+        raise _err(path, "y holds non-integer values", "store integer class indices")
+    if e.task == "classification":
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1:
+            raise _err(path, f"y has shape {y.shape}; classification needs one class index per sample", "store y as class indices, e.g. y.argmax(1) for one-hot")
+    else:
+        sp = x.shape[2:] if e.channels_first else x.shape[1:-1]
+        if y.ndim == x.ndim and y.shape[1 if e.channels_first else -1] == 1:
+            y = y[:, 0] if e.channels_first else y[..., 0]
+        if tuple(y.shape[1:]) != tuple(sp):
+            raise _err(path, f"y has shape {y.shape} but label maps must be (N, {', '.join(map(str, sp))})", "store one label map per sample at the image size")
+    y = y.astype(np.int64)
+    if y.size and y.min() < 0:
+        raise _err(path, f"y holds a negative label {int(y.min())}", "labels must be 0..K-1")
+    if class_names is not None and y.size and y.max() >= len(class_names):
+        raise _err(path, f"y holds label {int(y.max())} but there are {len(class_names)} classes ({', '.join(class_names)})", "fix the labels or the class names")
+    return y
+
+
+# --------------------------------------------------------------------------- folders
+
+
+def _visible(names) -> list[str]:
+    return sorted(n for n in names if not n.startswith("."))
+
+
+def _is_series_dir(d: Path) -> bool:
+    """A folder holding exactly one DICOM series and nothing else (a 3-D patient folder)."""
+    entries = _visible(os.listdir(d))
+    if not entries or any((d / n).is_dir() for n in entries):
+        return False
+    series = dicom_series(d)
+    return len(series) == 1 and len(series[0][1]) == len(entries)
+
+
+def _walk(root: Path, top: Path, three_d: bool, label, items: list[_Item], notes: dict) -> None:
+    """Every sample under ``top`` (recursively), ids relative to ``root``."""
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames[:] = _visible(dirnames)
+        hidden = [f for f in filenames if f.startswith(".")]
+        notes["hidden"] = notes.get("hidden", 0) + len(hidden)
+        d = Path(dirpath)
+        files = _visible(filenames)
+        used: set[str] = set()
+        if three_d and files:
+            series = [(u, f) for u, f in dicom_series(d) if len(f) > 1]
+            for uid, names in series:
+                rel = d.relative_to(root).as_posix()
+                sid = root.name if rel == "." else rel
+                if len(series) > 1:
+                    sid += f"#{uid}"
+                items.append(_Item(sid, d, files=names, label=label))
+                used.update(Path(f).name for f in names)
+        for f in files:
+            p = d / f
+            if f in used or is_companion(p):
+                continue
+            items.append(_Item(p.relative_to(root).as_posix(), p, label=label))
+
+
+def _folder_items(root: Path, e: InputExpectation, class_names, desc, skipped) -> tuple[list[_Item], list[str] | None]:
+    three_d = e.spatial_ndim == 3
+    entries = _visible(os.listdir(root))
+    subdirs = [n for n in entries if (root / n).is_dir()]
+    notes: dict = {}
+    items: list[_Item] = []
+    classes = None
+    use_classes = e.task == "classification" and subdirs
+    if use_classes and three_d and not (class_names and set(subdirs) <= set(class_names)):
+        if all(_is_series_dir(root / s) for s in subdirs):
+            use_classes = False  # a folder of patient series folders
+    if use_classes:
+        if class_names is not None:
+            for s in subdirs:
+                if s not in class_names:
+                    raise _err(root / s, f"class folder {s!r} is not one of the known classes ({', '.join(class_names)})", "rename or move the folder, or pass class_names that include it")
+            classes = list(class_names)
+        else:
+            classes = subdirs
+        for n in entries:
+            if not (root / n).is_dir():
+                skipped.append((n, "file outside the class subfolders"))
+        for s in subdirs:
+            _walk(root, root / s, three_d, classes.index(s), items, notes)
+        desc["label_source"] = "class subfolders: " + ", ".join(f"{i}={c}" for i, c in enumerate(classes))
+        desc["format"] = "class folders"
+    else:
+        _walk(root, root, three_d, None, items, notes)
+        desc["label_source"] = "none: folder without labels; clean predictions will be the reference"
+        desc["format"] = "folder"
+    if notes.get("hidden"):
+        desc["notes"] += f"{notes['hidden']} hidden files ignored; "
+    items.sort(key=lambda it: it.sample_id)
+    return items, classes
+
+
+# --------------------------------------------------------------------------- manifests
+
+
+def _manifest_items(path: Path, e: InputExpectation, class_names, desc) -> list[_Item]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as ex:
+        raise _err(path, f"cannot read the manifest ({one_line(ex, 150)})", "save it as UTF-8 CSV with a header path,label or image,mask") from None
+    rows = [r for r in rows if any(c.strip() for c in r)]
+    if not rows:
+        raise _err(path, "the manifest is empty", "write a header path,label (or image,mask) and one row per sample")
+    header = [h.strip().lower() for h in rows[0]]
+    if "path" in header:
+        ic, lc, kind = header.index("path"), header.index("label") if "label" in header else None, "label"
+    elif "image" in header:
+        ic, lc, kind = header.index("image"), header.index("mask") if "mask" in header else None, "mask"
+    else:
+        raise _err(path, f"header {','.join(rows[0])} has no 'path' or 'image' column", "use the header path,label (classification) or image,mask (segmentation)")
+    if lc is not None and kind == "label" and e.task == "segmentation":
+        raise _err(path, "a path,label manifest for a segmentation model", "use the header image,mask with one label image per sample")
+    if lc is not None and kind == "mask" and e.task == "classification":
+        raise _err(path, "an image,mask manifest for a classification model", "use the header path,label")
+    base = path.parent
+    items = []
+    for i, r in enumerate(rows[1:], start=2):
+        where = f"{path} line {i}"
+        r = r + [""] * (len(header) - len(r))
+        rel = r[ic].strip()
+        if not rel:
+            raise _err(where, "empty image path", "give every row an image path")
+        p = Path(rel) if Path(rel).is_absolute() else base / rel
+        if not p.exists():
+            raise _err(p, f"listed in {path.name} line {i} but does not exist (relative paths resolve against {base})", "fix the path in the manifest")
+        it = _Item(Path(rel).as_posix(), p)
+        if p.is_dir():
+            series = dicom_series(p)
+            if len(series) != 1:
+                raise _err(p, f"folder listed in {path.name} line {i} holds {len(series)} DICOM series", "list one image file or one single-series DICOM folder per row")
+            it.files = series[0][1]
+        if lc is not None:
+            v = r[lc].strip()
+            if kind == "label":
+                it.label = _label_index(v, where, class_names)
+            else:
+                if not v:
+                    raise _err(where, "empty mask path", "give every row a mask")
+                m = Path(v) if Path(v).is_absolute() else base / v
+                if not m.exists():
+                    raise _err(m, f"mask listed in {path.name} line {i} does not exist (relative paths resolve against {base})", "fix the path in the manifest")
+                it.mask = m
+        items.append(it)
+    if not items:
+        raise _err(path, "the manifest lists no samples", "add one row per sample under the header")
+    desc["format"] = "CSV manifest"
+    if lc is None:
+        desc["label_source"] = "none: manifest without labels; clean predictions will be the reference"
+    elif kind == "label":
+        desc["label_source"] = f"manifest column '{header[lc]}'"
+    else:
+        desc["label_source"] = f"manifest column '{header[lc]}' (label images, nearest-neighbour resampling)"
+    desc["notes"] += "manifest order kept; "
+    return items
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def load_dataset(
+    source: str | os.PathLike,
+    expect: InputExpectation,
+    *,
+    intensity: str = "auto",
+    resize: str = "resample",
+    limit: int | None = None,
+    class_names: list[str] | None = None,
+) -> Dataset:
+    """Read ``source`` into a :class:`Dataset` in the model's layout, dtype and value range.
+
+    ``source``: an ``.npz`` (``x`` in the model's layout; optional ``y``, ``sample_id``,
+    ``spacing``, ``class_names``), one image file, a folder (one subfolder per class, a flat
+    folder, or DICOM series folders for 3-D models) or a CSV manifest (``path,label`` or
+    ``image,mask``). Files that cannot be read inside a folder are skipped and listed in
+    ``Dataset.skipped``; everything else wrong raises :class:`DataError` (one line).
+    """
+    rule = parse_intensity_rule(intensity)
+    if resize not in ("resample", "refuse"):
+        raise DataError(f"resize={resize!r} is not understood; use 'resample' or 'refuse'")
+    if limit is not None and int(limit) < 1:
+        raise DataError(f"limit={limit!r} keeps no samples; pass a positive number or None")
+    if class_names is not None:
+        class_names = [str(c) for c in class_names]
+        if len(set(class_names)) != len(class_names):
+            raise DataError(f"class_names {class_names} repeat a name; give each class once")
+    path = Path(os.fspath(source)).expanduser()
+    if not path.exists():
+        raise _err(path, "no such file or folder", "check the path")
+    desc = {
+        "source": str(path),
+        "format": "",
+        "intensity_rule": str(rule),
+        "resize": resize,
+        "label_source": "",
+        "notes": "",
+        "layout": expect.layout,
+    }
+    if path.is_file() and path.name.lower().endswith(".npz"):
+        ds = _load_npz(path, expect, intensity, rule, limit, class_names, desc)
+        return _finish_desc(ds)
+
+    skipped: list[tuple[str, str]] = []
+    single = False
+    if path.is_dir():
+        if not any(not n.startswith(".") for n in os.listdir(path)):
+            raise _err(path, "the folder is empty", f"point advonnx at a folder of images ({SUPPORTED})")
+        items, classes = _folder_items(path, expect, class_names, desc, skipped)
+        if not items:
+            raise _err(path, "the folder holds no image files", f"point advonnx at a folder of images ({SUPPORTED})")
+    elif path.name.lower().endswith((".csv", ".tsv")):
+        items = _manifest_items(path, expect, class_names, desc)
+        classes = class_names
+    else:
+        single = True
+        items = [_Item(path.name, path)]
+        classes = class_names
+        desc["label_source"] = "none: a single image without a label; its prediction will be the reference"
+
+    pipe = _Pipeline(expect, rule, resize)
+    xs, ys, ids, spacings = [], [], [], []
+    for it in items:
+        if limit is not None and len(xs) >= int(limit):
+            break
+        try:
+            raw = read_series(it.files) if it.files is not None else read_file(it.path)
+            arr, sp = pipe.image(raw, it.sample_id)
+            if it.mask is not None:
+                mraw = read_file(it.mask)
+                target = arr.shape[1:] if expect.channels_first else arr.shape[:-1]
+                lab = pipe.mask(mraw, str(it.mask), _squeezed_shape(raw, expect), target)
+                ys.append(lab)
+            elif it.label is not None:
+                ys.append(it.label)
+        except Unreadable as ex:
+            if single:
+                raise _err(it.path, str(ex), f"advonnx reads {SUPPORTED}") from None
+            skipped.append((it.sample_id, str(ex)))
+            continue
+        xs.append(arr)
+        ids.append(it.sample_id)
+        spacings.append(sp)
+    if not xs:
+        first = skipped[0] if skipped else ("?", "?")
+        raise _err(path, f"none of the {len(skipped)} files could be used (first: {first[0]}: {first[1]})", f"check the files; advonnx reads {SUPPORTED}")
+
+    y = None
+    if ys and len(ys) != len(xs):
+        raise _err(path, "some samples have labels and others not", "label every sample")
+    if ys:
+        if expect.task == "segmentation":
+            y = np.stack(ys).astype(np.int64)
+            y, classes = _check_masks(path, y, classes, desc)
+        else:
+            y, classes = _finish_labels(ys, str(path), classes)
+    x = np.stack(xs)
+    spacing = None if expect.spatial_ndim is None else [tuple(s) for s in spacings]
+    desc["format"] = desc["format"] or ""
+    fmts = ", ".join(f"{k} ({v})" for k, v in sorted(pipe.formats.items()))
+    desc["format"] = f"{desc['format']}: {fmts}" if desc["format"] else fmts
+    if expect.spatial_ndim is not None:
+        desc["spacing"] = (
+            f"{pipe.no_spacing} images from formats without spacing (PNG/JPEG/BMP/TIFF): 1 mm assumed"
+            if pipe.no_spacing
+            else "from the image headers (mm, array order)"
+        )
+    desc["channels"] = f"model takes {pipe.channels}" + "".join(f"; {v}x {k}" for k, v in pipe.counts.items() if "mask" not in k and "resampled" not in k)
+    n_res = sum(v for k, v in pipe.counts.items() if k.startswith("resampled"))
+    desc["resize"] = f"{resize}: {n_res} of {len(xs)} images resampled (linear; masks nearest; physical extent kept)" if resize == "resample" else "refuse"
+    if skipped:
+        desc["notes"] += f"{len(skipped)} files skipped (see Dataset.skipped); "
+    if limit is not None:
+        desc["notes"] += f"limit={int(limit)}: first samples in sorted order; "
+    return _finish_desc(Dataset(x, y, ids, spacing, skipped, desc, classes))
+
+
+def _squeezed_shape(raw: RawImage, e: InputExpectation) -> tuple[int, ...]:
+    shape = raw.array.shape[:-1]
+    nd = e.spatial_ndim or len(shape)
+    while len(shape) > nd and shape[0] == 1:
+        shape = shape[1:]
+    return tuple(shape)
+
+
+def _check_masks(path: Path, y: np.ndarray, classes, desc) -> tuple[np.ndarray, list[str] | None]:
+    values = np.unique(y)
+    if set(values.tolist()) <= {0, 255} and 255 in values and (classes is None or len(classes) == 2):
+        y = (y == 255).astype(np.int64)
+        desc["notes"] += "binary masks stored as 0/255 read as 0/1; "
+    if classes is not None and y.size and y.max() >= len(classes):
+        raise _err(path, f"a mask holds label {int(y.max())} but there are {len(classes)} classes ({', '.join(classes)})", "fix the masks or the class names")
+    return y, classes
+
+
+def _finish_desc(ds: Dataset) -> Dataset:
+    d = ds.description
+    d["samples"] = str(len(ds))
+    if ds.class_names:
+        d["classes"] = ", ".join(f"{i}={c}" for i, c in enumerate(ds.class_names))
+    d["notes"] = d["notes"].strip().rstrip(";")
+    return ds
