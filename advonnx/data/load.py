@@ -279,7 +279,7 @@ def _load_npz(path: Path, e: InputExpectation, intensity: str, rule: IntensityRu
     n = n_all if limit is None else min(int(limit), n_all)
     x = x[:n]
     if not np.all(np.isfinite(x)):
-        bad = int(np.argwhere(~np.isfinite(x.reshape(n, -1)).any(axis=1))[0, 0])
+        bad = int(np.flatnonzero((~np.isfinite(x.reshape(n, -1))).any(axis=1))[0])
         raise _err(path, f"x holds NaN or infinite values (first in sample {bad})", "replace or drop those samples")
     lo, hi = e.value_range
     if intensity == "auto":
