@@ -75,8 +75,14 @@ class _Pipeline:
         if have != want:
             size = "x".join(map(str, arr.shape[:-1]))
             if have == 2:
-                raise Unreadable(f"2-D image ({size}) but the model takes 3-D volumes ({self.e.layout})")
-            raise Unreadable(f"3-D volume ({size}) but the model takes 2-D images ({self.e.layout})")
+                raise Unreadable(
+                    f"2-D image ({size}) but the model takes 3-D volumes ({self.e.layout})",
+                    "give volumes (NIfTI, MHA, NRRD or a DICOM series folder) or use a 2-D model",
+                )
+            raise Unreadable(
+                f"3-D volume ({size}) but the model takes 2-D images ({self.e.layout})",
+                "give 2-D images (e.g. slices saved as PNG or single-slice DICOM) or use a 3-D model",
+            )
         return arr, spacing
 
     def _adapt_channels(self, arr: np.ndarray, color: bool) -> np.ndarray:
@@ -96,7 +102,10 @@ class _Pipeline:
         if c == 3 and want == 1:
             self._count("RGB converted to luminance (0.299R+0.587G+0.114B)")
             return (arr.astype(np.float64) @ LUMA)[..., None]
-        raise Unreadable(f"{c} channels but the model takes {want}")
+        raise Unreadable(
+            f"{c} channels but the model takes {want}",
+            f"give 1-channel or RGB images, or images with {want} channels",
+        )
 
     def _target(self, shape: tuple[int, ...], sid: str) -> tuple[int, ...]:
         fixed = self.e.spatial_shape
@@ -121,6 +130,8 @@ class _Pipeline:
         self.formats[raw.fmt] = self.formats.get(raw.fmt, 0) + 1
         arr, spacing = self._squeeze(raw)
         arr = self._adapt_channels(arr, raw.color)
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            raise Unreadable("holds NaN or infinite values", "replace them (e.g. with the background value) first")
         arr = apply_rule(arr, self.rule, self.e.value_range, eight_bit=raw.eight_bit, name=sid)
         lo, hi = self.e.value_range
         if self.nd is None:  # tabular: flatten a gray image
@@ -600,12 +611,13 @@ def load_dataset(
 
     pipe = _Pipeline(expect, rule, resize)
     xs, ys, ids, spacings = [], [], [], []
+    first_todo = f"check the files; advonnx reads {SUPPORTED}"
     for it in items:
         if limit is not None and len(xs) >= int(limit):
             break
         try:
             raw = read_series(it.files) if it.files is not None else read_file(it.path)
-            arr, sp = pipe.image(raw, it.sample_id)
+            arr, sp = pipe.image(raw, str(it.path))
             if it.mask is not None:
                 mraw = read_file(it.mask)
                 target = arr.shape[1:] if expect.channels_first else arr.shape[:-1]
@@ -615,7 +627,9 @@ def load_dataset(
                 ys.append(it.label)
         except Unreadable as ex:
             if single:
-                raise _err(it.path, str(ex), f"advonnx reads {SUPPORTED}") from None
+                raise _err(it.path, str(ex), ex.todo) from None
+            if not skipped:
+                first_todo = ex.todo
             skipped.append((it.sample_id, str(ex)))
             continue
         xs.append(arr)
@@ -623,7 +637,7 @@ def load_dataset(
         spacings.append(sp)
     if not xs:
         first = skipped[0] if skipped else ("?", "?")
-        raise _err(path, f"none of the {len(skipped)} files could be used (first: {first[0]}: {first[1]})", f"check the files; advonnx reads {SUPPORTED}")
+        raise _err(path, f"none of the {len(skipped)} files could be used (first: {first[0]}: {first[1]})", first_todo)
 
     y = None
     if ys and len(ys) != len(xs):

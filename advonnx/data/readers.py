@@ -17,11 +17,20 @@ HEADER_SUFFIXES = (".mhd", ".nhdr", ".hdr")
 #: file formats that carry no physical spacing (SimpleITK reports 1.0)
 NO_SPACING_FORMATS = {"PNG", "JPEG", "BMP", "TIFF"}
 
+
+
 SUPPORTED = "PNG, JPEG, BMP, TIFF, NIfTI, MHA/MHD, NRRD, DICOM (file or series folder), .npz, CSV manifests"
 
 
 class Unreadable(Exception):
-    """A file that cannot be used as a sample (reason in one line); folders skip it."""
+    """A file that cannot be used as a sample (reason in one line); folders skip it.
+
+    ``todo`` says what to do when the file was the whole source (then it is an error).
+    """
+
+    def __init__(self, reason: str, todo: str = f"advonnx reads {SUPPORTED}"):
+        super().__init__(reason)
+        self.todo = todo
 
 
 @dataclass
@@ -41,9 +50,10 @@ def one_line(text: object, limit: int = 300) -> str:
 def sitk_message(exc: BaseException) -> str:
     """The useful line of a SimpleITK exception (they span several lines with C++ paths)."""
     s = str(exc)
-    m = re.search(r"sitk::ERROR:\s*(.*)", s, re.S)
+    m = re.search(r".*(?:sitk::ERROR|ITK ERROR):\s*(.*)", s, re.S)
     if m:
         s = m.group(1)
+    s = re.sub(r"^\w+\(0x[0-9a-fA-F]+\):\s*", "", s.strip())  # "PNGImageIO(0x55..): "
     return one_line(s, 200)
 
 

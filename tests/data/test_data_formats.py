@@ -182,3 +182,24 @@ def test_tabular_nf_flattens_gray_images(tmp_path, rng):
     ds = load_dataset(p, InputExpectation("NF", (64,), None))
     assert ds.x.shape == (1, 64) and ds.spacing is None
     np.testing.assert_allclose(ds.x[0], a.reshape(-1) / 255, atol=1e-7)
+
+
+@pytest.mark.parametrize("ext,tol", [(".jpg", 0.08), (".bmp", 1e-7), (".tif", 1e-7)])
+def test_other_2d_formats(tmp_path, rng, ext, tol):
+    a = np.tile(np.linspace(0, 255, 20), (16, 1)).astype(np.uint8)  # smooth: JPEG keeps it close
+    p = write_image(tmp_path / f"a{ext}", a)
+    ds = load_dataset(p, E2)
+    assert ds.x.shape == (1, 1, 16, 20)
+    np.testing.assert_allclose(ds.x[0, 0], a / 255.0, atol=tol)
+
+
+def test_class_folders_of_dicom_series_3d(tmp_path, rng):
+    for k, (c, pid) in enumerate([("healthy", "p1"), ("tumour", "p2"), ("tumour", "p3")]):
+        write_dicom_series(tmp_path / "cls" / c / pid, rng.integers(0, 500, size=(6, 16, 20)), uid_suffix=str(k))
+    write_image(tmp_path / "cls" / "healthy" / "extra.nii.gz", rng.normal(size=(6, 16, 20)).astype(np.float32))
+    ds = load_dataset(tmp_path / "cls", E3)
+    assert ds.sample_ids == ["healthy/extra.nii.gz", "healthy/p1", "tumour/p2", "tumour/p3"]
+    assert ds.y.tolist() == [0, 0, 1, 1] and ds.class_names == ["healthy", "tumour"]
+    # a series folder for a 2-D model: every slice file is a sample
+    ds2 = load_dataset(tmp_path / "cls" / "tumour" / "p2", E2)
+    assert len(ds2) == 6 and ds2.sample_ids[0] == "slice000.dcm"
