@@ -43,7 +43,9 @@ class InputExpectation:
                     f"input layout {layout} needs a spatial shape of {nd} axes, got {self.spatial_shape!r}; "
                     "fix the model spec's input shape"
                 )
-            object.__setattr__(self, "spatial_shape", None if all(s is None for s in shape) else shape)
+            object.__setattr__(
+                self, "spatial_shape", None if all(s is None for s in shape) else shape
+            )
         if self.channels is not None:
             ch = int(self.channels)
             object.__setattr__(self, "channels", ch if ch > 0 else None)
@@ -75,6 +77,7 @@ class InputExpectation:
 
     def shape_str(self) -> str:
         """The expected batch shape, e.g. ``(N, 1, 32, 32) [NCHW]``; ``?`` marks a dynamic axis."""
+
         def s(v):
             return "?" if v is None else str(v)
 

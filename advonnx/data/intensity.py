@@ -105,7 +105,9 @@ def apply_rule(
     """
     x = np.asarray(image)
     if x.dtype.kind not in "biuf":
-        raise DataError(f"{name}: pixel type {x.dtype} is not a real number; convert it to int or float")
+        raise DataError(
+            f"{name}: pixel type {x.dtype} is not a real number; convert it to int or float"
+        )
     x = x.astype(np.float64)
     if not np.all(np.isfinite(x)):
         raise DataError(f"{name}: contains NaN or infinite values; replace them before loading")
@@ -148,5 +150,7 @@ def map_intensity(image: np.ndarray, rule: str, value_range=(0.0, 1.0)) -> np.nd
     """
     lo, hi = float(value_range[0]), float(value_range[1])
     if not lo < hi:
-        raise DataError(f"value range {value_range!r} is not an interval lo < hi; fix the model spec")
+        raise DataError(
+            f"value range {value_range!r} is not an interval lo < hi; fix the model spec"
+        )
     return apply_rule(image, parse_intensity_rule(rule), (lo, hi))

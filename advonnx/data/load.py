@@ -131,7 +131,10 @@ class _Pipeline:
         arr, spacing = self._squeeze(raw)
         arr = self._adapt_channels(arr, raw.color)
         if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-            raise Unreadable("holds NaN or infinite values", "replace them (e.g. with the background value) first")
+            raise Unreadable(
+                "holds NaN or infinite values",
+                "replace them (e.g. with the background value) first",
+            )
         arr = apply_rule(arr, self.rule, self.e.value_range, eight_bit=raw.eight_bit, name=sid)
         lo, hi = self.e.value_range
         if self.nd is None:  # tabular: flatten a gray image
@@ -162,19 +165,29 @@ class _Pipeline:
             out = np.moveaxis(out, -1, 0)
         return np.ascontiguousarray(out), tuple(spacing)
 
-    def mask(self, raw: RawImage, sid: str, image_shape: tuple[int, ...], target: tuple[int, ...]) -> np.ndarray:
+    def mask(
+        self, raw: RawImage, sid: str, image_shape: tuple[int, ...], target: tuple[int, ...]
+    ) -> np.ndarray:
         arr, spacing = self._squeeze(raw)
         if arr.shape[-1] > 1:
             if raw.color and arr.shape[-1] in (2, 4):
                 arr = arr[..., :-1]
             if not np.all(arr == arr[..., :1]):
-                raise _err(sid, "the mask has several differing channels", "save masks as one-channel label images")
+                raise _err(
+                    sid,
+                    "the mask has several differing channels",
+                    "save masks as one-channel label images",
+                )
         lab = arr[..., 0]
         if lab.dtype.kind == "f":
             if not np.all(np.isfinite(lab)) or not np.all(lab == np.round(lab)):
-                raise _err(sid, "the mask holds non-integer values", "save masks as integer label images")
+                raise _err(
+                    sid, "the mask holds non-integer values", "save masks as integer label images"
+                )
         if lab.size and lab.min() < 0:
-            raise _err(sid, f"the mask holds a negative label {int(lab.min())}", "labels must be 0..K-1")
+            raise _err(
+                sid, f"the mask holds a negative label {int(lab.min())}", "labels must be 0..K-1"
+            )
         lab = lab.astype(np.int64)
         if lab.shape != image_shape:  # same physical extent assumed
             lab, _ = resample(lab[..., None], spacing, image_shape, sitk.sitkNearestNeighbor)
@@ -197,16 +210,26 @@ def _cast(arr: np.ndarray, dtype: np.dtype, lo: float, hi: float) -> np.ndarray:
     return arr.astype(dtype)
 
 
-def resample(arr: np.ndarray, spacing, target, interpolator) -> tuple[np.ndarray, tuple[float, ...]]:
+def resample(
+    arr: np.ndarray, spacing, target, interpolator
+) -> tuple[np.ndarray, tuple[float, ...]]:
     """Resample a (*spatial, C) array to ``target`` keeping its physical extent (SimpleITK)."""
     shape = arr.shape[:-1]
     c = arr.shape[-1]
-    work = arr if arr.dtype.kind == "f" else arr.astype(np.float64 if interpolator != sitk.sitkNearestNeighbor else np.int32)
-    img = sitk.GetImageFromArray(work[..., 0]) if c == 1 else sitk.GetImageFromArray(work, isVector=True)
+    work = (
+        arr
+        if arr.dtype.kind == "f"
+        else arr.astype(np.float64 if interpolator != sitk.sitkNearestNeighbor else np.int32)
+    )
+    img = (
+        sitk.GetImageFromArray(work[..., 0])
+        if c == 1
+        else sitk.GetImageFromArray(work, isVector=True)
+    )
     img.SetSpacing([float(s) for s in reversed(spacing)])
-    new_spacing = [s * n / t for s, n, t in zip(spacing, shape, target)]
+    new_spacing = [s * n / t for s, n, t in zip(spacing, shape, target, strict=True)]
     # pixel centres: keep the outer edges where they were
-    origin = [(ns - s) / 2.0 for s, ns in zip(spacing, new_spacing)]
+    origin = [(ns - s) / 2.0 for s, ns in zip(spacing, new_spacing, strict=True)]
     out = sitk.Resample(
         img,
         [int(t) for t in reversed(target)],
@@ -232,7 +255,9 @@ def _label_index(value: str | int, where: str, class_names: list[str] | None) ->
     if isinstance(value, str):
         v = value.strip()
         if v == "":
-            raise _err(where, "empty label", "give every sample a label (an integer or a class name)")
+            raise _err(
+                where, "empty label", "give every sample a label (an integer or a class name)"
+            )
         if class_names is not None and v in class_names:
             return class_names.index(v)
         if re.fullmatch(r"[-+]?\d+", v):
@@ -247,16 +272,26 @@ def _label_index(value: str | int, where: str, class_names: list[str] | None) ->
             return v
     value = int(value)
     if value < 0 or (class_names is not None and value >= len(class_names)):
-        known = f"0..{len(class_names) - 1} ({', '.join(class_names)})" if class_names else "0 or more"
-        raise _err(where, f"label {value} is outside the known classes {known}", "fix the label or pass class_names")
+        known = (
+            f"0..{len(class_names) - 1} ({', '.join(class_names)})" if class_names else "0 or more"
+        )
+        raise _err(
+            where,
+            f"label {value} is outside the known classes {known}",
+            "fix the label or pass class_names",
+        )
     return value
 
 
-def _finish_labels(labels: list, where: str, class_names: list[str] | None) -> tuple[np.ndarray, list[str] | None]:
+def _finish_labels(
+    labels: list, where: str, class_names: list[str] | None
+) -> tuple[np.ndarray, list[str] | None]:
     names = [v for v in labels if isinstance(v, str)]
     if names:
         if any(isinstance(v, int) for v in labels):
-            raise _err(where, "labels mix integers and class names", "use one kind, or pass class_names")
+            raise _err(
+                where, "labels mix integers and class names", "use one kind, or pass class_names"
+            )
         class_names = sorted(set(names))
         labels = [class_names.index(v) for v in labels]
     return np.asarray(labels, dtype=np.int64), class_names
@@ -265,20 +300,34 @@ def _finish_labels(labels: list, where: str, class_names: list[str] | None) -> t
 # --------------------------------------------------------------------------- npz
 
 
-def _load_npz(path: Path, e: InputExpectation, intensity: str, rule: IntensityRule, limit, class_names, desc):
+def _load_npz(
+    path: Path, e: InputExpectation, intensity: str, rule: IntensityRule, limit, class_names, desc
+):
     try:
         z = np.load(path, allow_pickle=False)
         files = list(z.files)
     except Exception as ex:  # noqa: BLE001 - any reader failure is the user's file
-        raise _err(path, f"cannot read as .npz ({one_line(ex, 150)})", "save it with numpy.savez(path, x=..., y=...)") from None
+        raise _err(
+            path,
+            f"cannot read as .npz ({one_line(ex, 150)})",
+            "save it with numpy.savez(path, x=..., y=...)",
+        ) from None
     if "x" not in files:
-        raise _err(path, f"no array named 'x' (found: {', '.join(files) or 'nothing'})", "save samples as numpy.savez(path, x=..., y=...)")
+        raise _err(
+            path,
+            f"no array named 'x' (found: {', '.join(files) or 'nothing'})",
+            "save samples as numpy.savez(path, x=..., y=...)",
+        )
 
     def get(key):
         try:
             return z[key]
         except ValueError as ex:  # object arrays need pickle
-            raise _err(path, f"array '{key}' is not numeric ({one_line(ex, 100)})", f"store '{key}' as a plain numeric array") from None
+            raise _err(
+                path,
+                f"array '{key}' is not numeric ({one_line(ex, 100)})",
+                f"store '{key}' as a plain numeric array",
+            ) from None
 
     x = get("x")
     if x.dtype.kind == "c":
@@ -291,7 +340,11 @@ def _load_npz(path: Path, e: InputExpectation, intensity: str, rule: IntensityRu
     x = x[:n]
     if not np.all(np.isfinite(x)):
         bad = int(np.flatnonzero((~np.isfinite(x.reshape(n, -1))).any(axis=1))[0])
-        raise _err(path, f"x holds NaN or infinite values (first in sample {bad})", "replace or drop those samples")
+        raise _err(
+            path,
+            f"x holds NaN or infinite values (first in sample {bad})",
+            "replace or drop those samples",
+        )
     lo, hi = e.value_range
     if intensity == "auto":
         rule = IntensityRule("none")
@@ -305,7 +358,22 @@ def _load_npz(path: Path, e: InputExpectation, intensity: str, rule: IntensityRu
             )
         xf = x
     else:
-        xf = np.stack([apply_rule(x[i], rule, (lo, hi), eight_bit=x.dtype == np.uint8, name=f"{path} sample {i}") for i in range(n)]) if n else x.astype(np.float64)
+        xf = (
+            np.stack(
+                [
+                    apply_rule(
+                        x[i],
+                        rule,
+                        (lo, hi),
+                        eight_bit=x.dtype == np.uint8,
+                        name=f"{path} sample {i}",
+                    )
+                    for i in range(n)
+                ]
+            )
+            if n
+            else x.astype(np.float64)
+        )
     xo = _cast(xf, np.dtype(e.dtype), lo, hi)
 
     if class_names is None and "class_names" in files:
@@ -320,7 +388,11 @@ def _load_npz(path: Path, e: InputExpectation, intensity: str, rule: IntensityRu
     if "sample_id" in files:
         sid = get("sample_id")
         if sid.shape != (n_all,):
-            raise _err(path, f"sample_id has shape {sid.shape}, expected ({n_all},)", "store one id per sample")
+            raise _err(
+                path,
+                f"sample_id has shape {sid.shape}, expected ({n_all},)",
+                "store one id per sample",
+            )
         ids = [str(s) for s in sid.tolist()[:n]]
     else:
         ids = [f"npz:{i}" for i in range(n)]
@@ -332,7 +404,11 @@ def _load_npz(path: Path, e: InputExpectation, intensity: str, rule: IntensityRu
             if sp.shape == (nd,):
                 sp = np.broadcast_to(sp, (n_all, nd))
             if sp.shape != (n_all, nd) or not np.all(sp > 0):
-                raise _err(path, f"spacing has shape {sp.shape} or non-positive values", f"store ({nd},) or (N, {nd}) spacings in mm, array order")
+                raise _err(
+                    path,
+                    f"spacing has shape {sp.shape} or non-positive values",
+                    f"store ({nd},) or (N, {nd}) spacings in mm, array order",
+                )
             spacing = [tuple(float(v) for v in row) for row in sp[:n]]
             desc["spacing"] = "from the npz 'spacing' array (mm, array order)"
         else:
@@ -350,7 +426,9 @@ def _check_npz_shape(path: Path, x: np.ndarray, e: InputExpectation) -> None:
     if x.ndim != want_ndim:
         hint = "store x in the model's layout"
         if nd is not None and x.ndim == want_ndim - 1 and e.channels in (1, None):
-            hint = "add a channel axis (x[:, None] for channels-first, x[..., None] for channels-last)"
+            hint = (
+                "add a channel axis (x[:, None] for channels-first, x[..., None] for channels-last)"
+            )
         raise _err(path, got, hint)
     if x.shape[0] == 0:
         raise _err(path, "x holds no samples", "store at least one sample")
@@ -364,44 +442,69 @@ def _check_npz_shape(path: Path, x: np.ndarray, e: InputExpectation) -> None:
     else:
         c, sp = shape[-1], shape[1:-1]
     ok_c = e.channels is None or c == e.channels
-    ok_s = e.spatial_shape is None or all(w is None or w == g for w, g in zip(e.spatial_shape, sp))
+    ok_s = e.spatial_shape is None or all(
+        w is None or w == g for w, g in zip(e.spatial_shape, sp, strict=True)
+    )
     if ok_c and ok_s:
         return
     hint = "store x in the model's layout and size"
     other_c = shape[-1] if e.channels_first else shape[1]
     if e.channels is not None and other_c == e.channels and c != e.channels:
-        perm = (0, x.ndim - 1, *range(1, x.ndim - 1)) if e.channels_first else (0, *range(2, x.ndim), 1)
+        perm = (
+            (0, x.ndim - 1, *range(1, x.ndim - 1))
+            if e.channels_first
+            else (0, *range(2, x.ndim), 1)
+        )
         hint = f"x looks channels-{'last' if e.channels_first else 'first'}; transpose it with x.transpose{perm}"
     raise _err(path, got, hint)
 
 
 def _npz_labels(path, y, n, x, e: InputExpectation, class_names):
     if y.dtype.kind in "US":
-        vals = [_label_index(str(v), f"{path} y[{i}]", class_names) for i, v in enumerate(y.reshape(-1).tolist())]
+        vals = [
+            _label_index(str(v), f"{path} y[{i}]", class_names)
+            for i, v in enumerate(y.reshape(-1).tolist())
+        ]
         arr, _ = _finish_labels(vals, str(path), class_names)
         y = arr.reshape(y.shape)
     if y.dtype.kind not in "biuf":
         raise _err(path, f"y has dtype {y.dtype}", "store integer labels")
     if y.shape[:1] != (n,):
-        raise _err(path, f"y has shape {y.shape} but x holds {n} samples", "store one label (or label map) per sample")
+        raise _err(
+            path,
+            f"y has shape {y.shape} but x holds {n} samples",
+            "store one label (or label map) per sample",
+        )
     if y.dtype.kind == "f" and (not np.all(np.isfinite(y)) or not np.all(y == np.round(y))):
         raise _err(path, "y holds non-integer values", "store integer class indices")
     if e.task == "classification":
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
         if y.ndim != 1:
-            raise _err(path, f"y has shape {y.shape}; classification needs one class index per sample", "store y as class indices, e.g. y.argmax(1) for one-hot")
+            raise _err(
+                path,
+                f"y has shape {y.shape}; classification needs one class index per sample",
+                "store y as class indices, e.g. y.argmax(1) for one-hot",
+            )
     else:
         sp = x.shape[2:] if e.channels_first else x.shape[1:-1]
         if y.ndim == x.ndim and y.shape[1 if e.channels_first else -1] == 1:
             y = y[:, 0] if e.channels_first else y[..., 0]
         if tuple(y.shape[1:]) != tuple(sp):
-            raise _err(path, f"y has shape {y.shape} but label maps must be (N, {', '.join(map(str, sp))})", "store one label map per sample at the image size")
+            raise _err(
+                path,
+                f"y has shape {y.shape} but label maps must be (N, {', '.join(map(str, sp))})",
+                "store one label map per sample at the image size",
+            )
     y = y.astype(np.int64)
     if y.size and y.min() < 0:
         raise _err(path, f"y holds a negative label {int(y.min())}", "labels must be 0..K-1")
     if class_names is not None and y.size and y.max() >= len(class_names):
-        raise _err(path, f"y holds label {int(y.max())} but there are {len(class_names)} classes ({', '.join(class_names)})", "fix the labels or the class names")
+        raise _err(
+            path,
+            f"y holds label {int(y.max())} but there are {len(class_names)} classes ({', '.join(class_names)})",
+            "fix the labels or the class names",
+        )
     return y
 
 
@@ -446,7 +549,9 @@ def _walk(root: Path, top: Path, three_d: bool, label, items: list[_Item], notes
             items.append(_Item(p.relative_to(root).as_posix(), p, label=label))
 
 
-def _folder_items(root: Path, e: InputExpectation, class_names, desc, skipped) -> tuple[list[_Item], list[str] | None]:
+def _folder_items(
+    root: Path, e: InputExpectation, class_names, desc, skipped
+) -> tuple[list[_Item], list[str] | None]:
     three_d = e.spatial_ndim == 3
     entries = _visible(os.listdir(root))
     subdirs = [n for n in entries if (root / n).is_dir()]
@@ -461,7 +566,11 @@ def _folder_items(root: Path, e: InputExpectation, class_names, desc, skipped) -
         if class_names is not None:
             for s in subdirs:
                 if s not in class_names:
-                    raise _err(root / s, f"class folder {s!r} is not one of the known classes ({', '.join(class_names)})", "rename or move the folder, or pass class_names that include it")
+                    raise _err(
+                        root / s,
+                        f"class folder {s!r} is not one of the known classes ({', '.join(class_names)})",
+                        "rename or move the folder, or pass class_names that include it",
+                    )
             classes = list(class_names)
         else:
             classes = subdirs
@@ -470,11 +579,15 @@ def _folder_items(root: Path, e: InputExpectation, class_names, desc, skipped) -
                 skipped.append((n, "file outside the class subfolders"))
         for s in subdirs:
             _walk(root, root / s, three_d, classes.index(s), items, notes)
-        desc["label_source"] = "class subfolders: " + ", ".join(f"{i}={c}" for i, c in enumerate(classes))
+        desc["label_source"] = "class subfolders: " + ", ".join(
+            f"{i}={c}" for i, c in enumerate(classes)
+        )
         desc["format"] = "class folders"
     else:
         _walk(root, root, three_d, None, items, notes)
-        desc["label_source"] = "none: folder without labels; clean predictions will be the reference"
+        desc["label_source"] = (
+            "none: folder without labels; clean predictions will be the reference"
+        )
         desc["format"] = "folder"
     if notes.get("hidden"):
         desc["notes"] += f"{notes['hidden']} hidden files ignored; "
@@ -490,21 +603,47 @@ def _manifest_items(path: Path, e: InputExpectation, class_names, desc) -> list[
         with open(path, newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.reader(fh))
     except (OSError, UnicodeDecodeError, csv.Error) as ex:
-        raise _err(path, f"cannot read the manifest ({one_line(ex, 150)})", "save it as UTF-8 CSV with a header path,label or image,mask") from None
+        raise _err(
+            path,
+            f"cannot read the manifest ({one_line(ex, 150)})",
+            "save it as UTF-8 CSV with a header path,label or image,mask",
+        ) from None
     rows = [r for r in rows if any(c.strip() for c in r)]
     if not rows:
-        raise _err(path, "the manifest is empty", "write a header path,label (or image,mask) and one row per sample")
+        raise _err(
+            path,
+            "the manifest is empty",
+            "write a header path,label (or image,mask) and one row per sample",
+        )
     header = [h.strip().lower() for h in rows[0]]
     if "path" in header:
-        ic, lc, kind = header.index("path"), header.index("label") if "label" in header else None, "label"
+        ic, lc, kind = (
+            header.index("path"),
+            header.index("label") if "label" in header else None,
+            "label",
+        )
     elif "image" in header:
-        ic, lc, kind = header.index("image"), header.index("mask") if "mask" in header else None, "mask"
+        ic, lc, kind = (
+            header.index("image"),
+            header.index("mask") if "mask" in header else None,
+            "mask",
+        )
     else:
-        raise _err(path, f"header {','.join(rows[0])} has no 'path' or 'image' column", "use the header path,label (classification) or image,mask (segmentation)")
+        raise _err(
+            path,
+            f"header {','.join(rows[0])} has no 'path' or 'image' column",
+            "use the header path,label (classification) or image,mask (segmentation)",
+        )
     if lc is not None and kind == "label" and e.task == "segmentation":
-        raise _err(path, "a path,label manifest for a segmentation model", "use the header image,mask with one label image per sample")
+        raise _err(
+            path,
+            "a path,label manifest for a segmentation model",
+            "use the header image,mask with one label image per sample",
+        )
     if lc is not None and kind == "mask" and e.task == "classification":
-        raise _err(path, "an image,mask manifest for a classification model", "use the header path,label")
+        raise _err(
+            path, "an image,mask manifest for a classification model", "use the header path,label"
+        )
     base = path.parent
     items = []
     for i, r in enumerate(rows[1:], start=2):
@@ -515,12 +654,20 @@ def _manifest_items(path: Path, e: InputExpectation, class_names, desc) -> list[
             raise _err(where, "empty image path", "give every row an image path")
         p = Path(rel) if Path(rel).is_absolute() else base / rel
         if not p.exists():
-            raise _err(p, f"listed in {path.name} line {i} but does not exist (relative paths resolve against {base})", "fix the path in the manifest")
+            raise _err(
+                p,
+                f"listed in {path.name} line {i} but does not exist (relative paths resolve against {base})",
+                "fix the path in the manifest",
+            )
         it = _Item(Path(rel).as_posix(), p)
         if p.is_dir():
             series = dicom_series(p)
             if len(series) != 1:
-                raise _err(p, f"folder listed in {path.name} line {i} holds {len(series)} DICOM series", "list one image file or one single-series DICOM folder per row")
+                raise _err(
+                    p,
+                    f"folder listed in {path.name} line {i} holds {len(series)} DICOM series",
+                    "list one image file or one single-series DICOM folder per row",
+                )
             it.files = series[0][1]
         if lc is not None:
             v = r[lc].strip()
@@ -531,18 +678,26 @@ def _manifest_items(path: Path, e: InputExpectation, class_names, desc) -> list[
                     raise _err(where, "empty mask path", "give every row a mask")
                 m = Path(v) if Path(v).is_absolute() else base / v
                 if not m.exists():
-                    raise _err(m, f"mask listed in {path.name} line {i} does not exist (relative paths resolve against {base})", "fix the path in the manifest")
+                    raise _err(
+                        m,
+                        f"mask listed in {path.name} line {i} does not exist (relative paths resolve against {base})",
+                        "fix the path in the manifest",
+                    )
                 it.mask = m
         items.append(it)
     if not items:
         raise _err(path, "the manifest lists no samples", "add one row per sample under the header")
     desc["format"] = "CSV manifest"
     if lc is None:
-        desc["label_source"] = "none: manifest without labels; clean predictions will be the reference"
+        desc["label_source"] = (
+            "none: manifest without labels; clean predictions will be the reference"
+        )
     elif kind == "label":
         desc["label_source"] = f"manifest column '{header[lc]}'"
     else:
-        desc["label_source"] = f"manifest column '{header[lc]}' (label images, nearest-neighbour resampling)"
+        desc["label_source"] = (
+            f"manifest column '{header[lc]}' (label images, nearest-neighbour resampling)"
+        )
     desc["notes"] += "manifest order kept; "
     return items
 
@@ -596,18 +751,26 @@ def load_dataset(
     single = False
     if path.is_dir():
         if not any(not n.startswith(".") for n in os.listdir(path)):
-            raise _err(path, "the folder is empty", f"point advonnx at a folder of images ({SUPPORTED})")
+            raise _err(
+                path, "the folder is empty", f"point advonnx at a folder of images ({SUPPORTED})"
+            )
         items, classes = _folder_items(path, expect, class_names, desc, skipped)
         if not items:
-            raise _err(path, "the folder holds no image files", f"point advonnx at a folder of images ({SUPPORTED})")
-    elif path.name.lower().endswith((".csv", ".tsv")):
+            raise _err(
+                path,
+                "the folder holds no image files",
+                f"point advonnx at a folder of images ({SUPPORTED})",
+            )
+    elif path.name.lower().endswith(".csv"):
         items = _manifest_items(path, expect, class_names, desc)
         classes = class_names
     else:
         single = True
         items = [_Item(path.name, path)]
         classes = class_names
-        desc["label_source"] = "none: a single image without a label; its prediction will be the reference"
+        desc["label_source"] = (
+            "none: a single image without a label; its prediction will be the reference"
+        )
 
     pipe = _Pipeline(expect, rule, resize)
     xs, ys, ids, spacings = [], [], [], []
@@ -637,7 +800,11 @@ def load_dataset(
         spacings.append(sp)
     if not xs:
         first = skipped[0] if skipped else ("?", "?")
-        raise _err(path, f"none of the {len(skipped)} files could be used (first: {first[0]}: {first[1]})", first_todo)
+        raise _err(
+            path,
+            f"none of the {len(skipped)} files could be used (first: {first[0]}: {first[1]})",
+            first_todo,
+        )
 
     y = None
     if ys and len(ys) != len(xs):
@@ -659,9 +826,15 @@ def load_dataset(
             if pipe.no_spacing
             else "from the image headers (mm, array order)"
         )
-    desc["channels"] = f"model takes {pipe.channels}" + "".join(f"; {v}x {k}" for k, v in pipe.counts.items() if "mask" not in k and "resampled" not in k)
+    desc["channels"] = f"model takes {pipe.channels}" + "".join(
+        f"; {v}x {k}" for k, v in pipe.counts.items() if "mask" not in k and "resampled" not in k
+    )
     n_res = sum(v for k, v in pipe.counts.items() if k.startswith("resampled"))
-    desc["resize"] = f"{resize}: {n_res} of {len(xs)} images resampled (linear; masks nearest; physical extent kept)" if resize == "resample" else "refuse"
+    desc["resize"] = (
+        f"{resize}: {n_res} of {len(xs)} images resampled (linear; masks nearest; physical extent kept)"
+        if resize == "resample"
+        else "refuse"
+    )
     if skipped:
         desc["notes"] += f"{len(skipped)} files skipped (see Dataset.skipped); "
     if limit is not None:
@@ -679,11 +852,19 @@ def _squeezed_shape(raw: RawImage, e: InputExpectation) -> tuple[int, ...]:
 
 def _check_masks(path: Path, y: np.ndarray, classes, desc) -> tuple[np.ndarray, list[str] | None]:
     values = np.unique(y)
-    if set(values.tolist()) <= {0, 255} and 255 in values and (classes is None or len(classes) == 2):
+    if (
+        set(values.tolist()) <= {0, 255}
+        and 255 in values
+        and (classes is None or len(classes) == 2)
+    ):
         y = (y == 255).astype(np.int64)
         desc["notes"] += "binary masks stored as 0/255 read as 0/1; "
     if classes is not None and y.size and y.max() >= len(classes):
-        raise _err(path, f"a mask holds label {int(y.max())} but there are {len(classes)} classes ({', '.join(classes)})", "fix the masks or the class names")
+        raise _err(
+            path,
+            f"a mask holds label {int(y.max())} but there are {len(classes)} classes ({', '.join(classes)})",
+            "fix the masks or the class names",
+        )
     return y, classes
 
 

@@ -18,8 +18,9 @@ HEADER_SUFFIXES = (".mhd", ".nhdr", ".hdr")
 NO_SPACING_FORMATS = {"PNG", "JPEG", "BMP", "TIFF"}
 
 
-
-SUPPORTED = "PNG, JPEG, BMP, TIFF, NIfTI, MHA/MHD, NRRD, DICOM (file or series folder), .npz, CSV manifests"
+SUPPORTED = (
+    "PNG, JPEG, BMP, TIFF, NIfTI, MHA/MHD, NRRD, DICOM (file or series folder), .npz, CSV manifests"
+)
 
 
 class Unreadable(Exception):
@@ -67,10 +68,24 @@ def suffix(path: Path) -> str:
 
 def format_name(path: Path) -> str:
     return {
-        ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF",
-        ".tiff": "TIFF", ".nii": "NIfTI", ".nii.gz": "NIfTI", ".mha": "MHA", ".mhd": "MHD",
-        ".nrrd": "NRRD", ".nhdr": "NRRD", ".dcm": "DICOM", ".dicom": "DICOM", ".hdr": "Analyze",
-    }.get(suffix(path), "DICOM" if suffix(path) == "" else suffix(path).lstrip(".").upper() or "file")
+        ".png": "PNG",
+        ".jpg": "JPEG",
+        ".jpeg": "JPEG",
+        ".bmp": "BMP",
+        ".tif": "TIFF",
+        ".tiff": "TIFF",
+        ".nii": "NIfTI",
+        ".nii.gz": "NIfTI",
+        ".mha": "MHA",
+        ".mhd": "MHD",
+        ".nrrd": "NRRD",
+        ".nhdr": "NRRD",
+        ".dcm": "DICOM",
+        ".dicom": "DICOM",
+        ".hdr": "Analyze",
+    }.get(
+        suffix(path), "DICOM" if suffix(path) == "" else suffix(path).lstrip(".").upper() or "file"
+    )
 
 
 @contextlib.contextmanager
@@ -134,7 +149,9 @@ def _raw_from_image(img: sitk.Image, fmt: str) -> RawImage:
     while arr.ndim - 1 > 3 and arr.shape[0] == 1:
         arr, spacing = arr[0], spacing[1:]
     if arr.ndim - 1 > 3:
-        raise Unreadable(f"4-D image of size {tuple(arr.shape[:-1])}; advonnx reads 2-D and 3-D images")
+        raise Unreadable(
+            f"4-D image of size {tuple(arr.shape[:-1])}; advonnx reads 2-D and 3-D images"
+        )
     eight_bit = pid in (sitk.sitkUInt8, sitk.sitkVectorUInt8)
     if arr.dtype.kind not in "biuf":
         raise Unreadable(f"pixel type {img.GetPixelIDTypeAsString()} is not a real number")
