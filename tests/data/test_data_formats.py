@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, write_dicom_series, write_image
+from data_helpers import assert_one_line_error, write_dicom_series, write_image
 
 from advonnx.data import Dataset, InputExpectation, load_dataset
 from advonnx.errors import DataError
