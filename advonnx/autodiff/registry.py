@@ -1,0 +1,183 @@
+"""The VJP rule registry and the context a rule sees.
+
+A rule is a small function ``rule(ctx) -> list[str | None]`` returning, for every input of
+``ctx.node``, the name of the cotangent tensor (``None`` for inputs that need none). Rules are
+registered per op type and per opset from which their semantics hold
+(``@vjp("Softmax", since=13)``), the way ``onnx.reference.ops`` versions its kernels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from ..errors import GradientUnavailable
+from .builder import Builder
+
+
+@dataclass(frozen=True)
+class Rule:
+    fn: Callable[[VJPContext], Sequence[str | None]]
+    since: int
+    requires_opset: int  # the opset the backward ops need (the model is lifted to it)
+
+
+_RULES: dict[tuple[str, str], list[Rule]] = {}
+
+
+def vjp(*op_types: str, since: int = 1, requires_opset: int = 13, domain: str = ""):
+    """Register ``fn`` as the VJP rule of ``op_types`` (ai.onnx unless ``domain``)."""
+
+    def register(fn):
+        for op in op_types:
+            rules = _RULES.setdefault((domain, op), [])
+            rules.append(Rule(fn, since, requires_opset))
+            rules.sort(key=lambda r: r.since)
+        return fn
+
+    return register
+
+
+def find_rule(domain: str, op_type: str, opset: int) -> Rule | None:
+    domain = "" if domain == "ai.onnx" else domain
+    found = None
+    for rule in _RULES.get((domain, op_type), []):
+        if rule.since <= opset:
+            found = rule
+    return found
+
+
+def supported_ops() -> list[str]:
+    """Sorted op types that have a VJP rule."""
+    return sorted(op if not d else f"{d}::{op}" for d, op in _RULES)
+
+
+FLOAT_TYPES = {
+    onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
+    onnx.TensorProto.BFLOAT16,
+}
+
+
+@dataclass
+class TensorInfo:
+    elem_type: int
+    shape: tuple | None  # dims: int, str (symbolic) or None (unknown); None if rank unknown
+
+
+@dataclass
+class GraphInfo:
+    """Static facts about the forward graph: types, shapes and constant values."""
+
+    tensors: dict[str, TensorInfo]
+    constants: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class VJPContext:
+    node: onnx.NodeProto
+    b: Builder
+    info: GraphInfo
+    grads: list[str | None]  # cotangent of every output (None: none flows back)
+    needs: list[bool]  # whether every input needs a cotangent
+    opset: int
+
+    # -- node ------------------------------------------------------------------------------
+    @property
+    def op_type(self) -> str:
+        return self.node.op_type
+
+    def x(self, i: int) -> str | None:
+        return self.node.input[i] if i < len(self.node.input) and self.node.input[i] else None
+
+    def y(self, i: int = 0) -> str:
+        return self.node.output[i]
+
+    def g(self, i: int = 0) -> str | None:
+        return self.grads[i] if i < len(self.grads) else None
+
+    def need(self, i: int) -> bool:
+        return i < len(self.needs) and self.needs[i]
+
+    def attr(self, name: str, default=None):
+        for a in self.node.attribute:
+            if a.name == name:
+                return helper.get_attribute_value(a)
+        return default
+
+    def attr_str(self, name: str, default: str) -> str:
+        v = self.attr(name, default)
+        return v.decode() if isinstance(v, bytes) else v
+
+    def forward_output(self, i: int, hint: str) -> str:
+        """Name of optional output ``i`` of the forward node, adding it if the node lacks it."""
+        while len(self.node.output) <= i:
+            self.node.output.append("")
+        if not self.node.output[i]:
+            self.node.output[i] = self.b.fresh(hint)
+        return self.node.output[i]
+
+    # -- static facts ----------------------------------------------------------------------
+    def shape(self, name: str) -> tuple | None:
+        t = self.info.tensors.get(name)
+        return None if t is None else t.shape
+
+    def static_shape(self, name: str) -> tuple[int, ...] | None:
+        s = self.shape(name)
+        if s is None or not all(isinstance(d, int) for d in s):
+            return None
+        return tuple(s)
+
+    def rank(self, name: str) -> int:
+        s = self.shape(name)
+        if s is None:
+            raise GradientUnavailable(
+                f"{self.op_type} node {self.node.name!r}: rank of {name!r} unknown after shape "
+                "inference; give the model static ranks")
+        return len(s)
+
+    def np_dtype(self, name: str | None = None):
+        name = name or self.y(0)
+        t = self.info.tensors.get(name)
+        if t is None:
+            return np.float32
+        return helper.tensor_dtype_to_np_dtype(t.elem_type)
+
+    def const(self, name: str | None) -> np.ndarray | None:
+        """The value of ``name`` when it is an initializer or a Constant node's output."""
+        return None if not name else self.info.constants.get(name)
+
+    def const_ints(self, name: str | None) -> list[int] | None:
+        v = self.const(name)
+        return None if v is None else [int(i) for i in np.asarray(v).reshape(-1)]
+
+    def unsupported(self, why: str):
+        raise GradientUnavailable(f"no exact gradient through {self.op_type} "
+                                  f"node {self.node.name!r}: {why}")
+
+    # -- common backward pieces ------------------------------------------------------------
+    def scalar(self, value: float, like: str | None = None) -> str:
+        return self.b.scalar(value, self.np_dtype(like))
+
+    def unbroadcast(self, g: str, target: str, out: str | None = None) -> str:
+        """Sum ``g`` (shaped like ``out``) back to the shape of ``target`` (broadcasting)."""
+        out = out or self.y(0)
+        ts, os_ = self.shape(target), self.shape(out)
+        if ts is None or os_ is None:
+            self.unsupported(f"rank of {target!r} or {out!r} unknown")
+        lead = len(os_) - len(ts)
+        axes = list(range(lead))
+        for i, d in enumerate(ts):
+            if d == 1 and os_[lead + i] != 1:
+                axes.append(lead + i)
+        if not axes:
+            return g
+        if len(axes) == len(os_) and not ts:
+            return self.b.reduce("ReduceSum", g, axes, keepdims=False)
+        s = self.b.reduce("ReduceSum", g, axes, keepdims=True)
+        if lead:
+            s = self.b.op("Squeeze", [s, self.b.ints(range(lead))])
+        return s

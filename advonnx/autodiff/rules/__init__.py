@@ -1,0 +1,14 @@
+"""VJP rules, one module per op family; importing this package registers them all."""
+
+from . import (  # noqa: F401
+    activations,
+    conv,
+    elementwise,
+    linalg,
+    normalization,
+    pooling,
+    reduce,
+    resize,
+    shape,
+    softmax,
+)

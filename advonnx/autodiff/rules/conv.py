@@ -1,0 +1,104 @@
+"""Conv (input VJP: ConvTranspose with the same weights) and ConvTranspose (VJP: Conv)."""
+
+from __future__ import annotations
+
+from ..registry import VJPContext, vjp
+
+
+def _bias_grad(ctx: VJPContext, g: str) -> str | None:
+    if not ctx.need(2):
+        return None
+    axes = [0] + list(range(2, ctx.rank(ctx.y())))
+    return ctx.b.reduce("ReduceSum", g, axes, keepdims=False)
+
+
+def _geometry(ctx: VJPContext, nd: int):
+    w_shape = ctx.static_shape(ctx.x(1))
+    kernel = ctx.attr("kernel_shape") or (list(w_shape[2:]) if w_shape else None)
+    if kernel is None:
+        ctx.unsupported("kernel shape unknown")
+    strides = list(ctx.attr("strides") or [1] * nd)
+    dilations = list(ctx.attr("dilations") or [1] * nd)
+    return list(kernel), strides, dilations
+
+
+@vjp("Conv")
+def conv(ctx: VJPContext):
+    if ctx.need(1):
+        ctx.unsupported("weights that depend on the input")
+    b, x, w, g = ctx.b, ctx.x(0), ctx.x(1), ctx.g()
+    nd = ctx.rank(x) - 2
+    kernel, strides, dilations = _geometry(ctx, nd)
+    eff = [(k - 1) * d + 1 for k, d in zip(kernel, dilations, strict=True)]
+    xs, ys = ctx.shape(x), ctx.shape(ctx.y())
+    in_sp = list(xs[2:]) if xs else [None] * nd
+    out_sp = list(ys[2:]) if ys else [None] * nd
+    auto_pad = ctx.attr_str("auto_pad", "NOTSET")
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        if not all(isinstance(d, int) for d in in_sp):
+            ctx.unsupported("auto_pad SAME with dynamic spatial dims")
+        begin, end = [], []
+        for i in range(nd):
+            out = -(-in_sp[i] // strides[i])
+            total = max(0, (out - 1) * strides[i] + eff[i] - in_sp[i])
+            small, large = total // 2, total - total // 2
+            begin.append(small if auto_pad == "SAME_UPPER" else large)
+            end.append(large if auto_pad == "SAME_UPPER" else small)
+        pads = begin + end
+    elif auto_pad == "VALID":
+        pads = [0] * (2 * nd)
+    else:
+        pads = list(ctx.attr("pads") or [0] * (2 * nd))
+    static = all(isinstance(d, int) for d in in_sp + out_sp)
+    out_pad = None
+    if static:
+        out_pad = [in_sp[i] - ((out_sp[i] - 1) * strides[i] + eff[i] - pads[i] - pads[nd + i])
+                   for i in range(nd)]
+        for i in range(nd):  # rows the forward window never reached: crop instead
+            if out_pad[i] < 0:
+                pads[nd + i] -= out_pad[i]
+                out_pad[i] = 0
+    gx = None
+    if ctx.need(0):
+        gx = b.op("ConvTranspose", [g, w], strides=strides, dilations=dilations, pads=pads,
+                  group=ctx.attr("group", 1), kernel_shape=kernel,
+                  output_padding=out_pad if out_pad and any(out_pad) else None)
+        if not static:  # pad the trailing rows/columns the forward conv dropped
+            diff = b.op("Sub", [b.shape(x, start=2), b.shape(gx, start=2)])
+            full = b.op("Concat", [b.ints([0] * (nd + 4)), diff], axis=0)
+            gx = b.op("Pad", [gx, full])
+    return [gx, None, _bias_grad(ctx, g)]
+
+
+@vjp("ConvTranspose")
+def conv_transpose(ctx: VJPContext):
+    if ctx.need(1):
+        ctx.unsupported("weights that depend on the input")
+    b, x, w, g = ctx.b, ctx.x(0), ctx.x(1), ctx.g()
+    nd = ctx.rank(x) - 2
+    kernel, strides, dilations = _geometry(ctx, nd)
+    out_shape = ctx.attr("output_shape")
+    auto_pad = ctx.attr_str("auto_pad", "NOTSET")
+    if out_shape or auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        xs = ctx.static_shape(x)
+        ys = ctx.static_shape(ctx.y())
+        if xs is None or ys is None:
+            ctx.unsupported("output_shape/auto_pad with dynamic shapes")
+        out_pad = list(ctx.attr("output_padding") or [0] * nd)
+        begin, end = [], []
+        for i in range(nd):
+            eff = (kernel[i] - 1) * dilations[i] + 1
+            total = strides[i] * (xs[2 + i] - 1) + out_pad[i] + eff - ys[2 + i]
+            small, large = total // 2, total - total // 2
+            begin.append(small if auto_pad == "SAME_UPPER" else large)
+            end.append(large if auto_pad == "SAME_UPPER" else small)
+        pads = begin + end
+    elif auto_pad == "VALID":
+        pads = [0] * (2 * nd)
+    else:
+        pads = list(ctx.attr("pads") or [0] * (2 * nd))
+    gx = None
+    if ctx.need(0):
+        gx = b.op("Conv", [g, w], strides=strides, dilations=dilations, pads=pads,
+                  group=ctx.attr("group", 1), kernel_shape=kernel)
+    return [gx, None, _bias_grad(ctx, g)]

@@ -1,0 +1,231 @@
+"""Data movement: Reshape, Flatten, Squeeze, Unsqueeze, Transpose, Concat, Split, Slice, Pad,
+Expand, Tile, Gather, GatherElements, DepthToSpace, SpaceToDepth."""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import helper
+
+from ..registry import VJPContext, vjp
+
+INT64_MAX = np.iinfo(np.int64).max
+
+
+@vjp("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+def reshape_like(ctx: VJPContext):
+    x = ctx.x(0)
+    return [ctx.b.reshape(ctx.g(), x, ctx.static_shape(x))]
+
+
+@vjp("Transpose")
+def transpose(ctx: VJPContext):
+    perm = ctx.attr("perm") or list(reversed(range(ctx.rank(ctx.x(0)))))
+    inverse = [0] * len(perm)
+    for i, p in enumerate(perm):
+        inverse[p] = i
+    return [ctx.b.op("Transpose", [ctx.g()], perm=inverse)]
+
+
+def _dim(ctx: VJPContext, name: str, axis: int) -> str:
+    """Size of ``name`` along ``axis`` as a 1-element int64 tensor."""
+    s = ctx.shape(name)
+    if s is not None and isinstance(s[axis], int):
+        return ctx.b.ints([s[axis]])
+    return ctx.b.op("Gather", [ctx.b.shape(name), ctx.b.ints([axis])])
+
+
+@vjp("Concat")
+def concat(ctx: VJPContext):
+    b = ctx.b
+    rank = ctx.rank(ctx.y())
+    axis = ctx.attr("axis") % rank
+    xs = list(ctx.node.input)
+    sizes = [ctx.shape(x) for x in xs]
+    if all(s is not None and isinstance(s[axis], int) for s in sizes):
+        split = b.ints([s[axis] for s in sizes])
+    else:
+        split = b.op("Concat", [_dim(ctx, x, axis) for x in xs], axis=0)
+    parts = b.op("Split", [ctx.g(), split], axis=axis, outputs=len(xs))
+    parts = [parts] if isinstance(parts, str) else parts
+    return [p if ctx.need(i) else None for i, p in enumerate(parts)]
+
+
+@vjp("Split")
+def split(ctx: VJPContext):
+    b = ctx.b
+    parts = []
+    for i, out in enumerate(ctx.node.output):
+        g = ctx.g(i)
+        if g is None:
+            g = b.zeros_like(out, ctx.static_shape(out), ctx.np_dtype(ctx.x(0)))
+        parts.append(g)
+    rank = ctx.rank(ctx.x(0))
+    return [b.op("Concat", parts, axis=ctx.attr("axis", 0) % rank)]
+
+
+def _slice_args(ctx: VJPContext):
+    starts, ends = ctx.const_ints(ctx.x(1)), ctx.const_ints(ctx.x(2))
+    if starts is None or ends is None:
+        return None
+    rank = ctx.rank(ctx.x(0))
+    axes = ctx.const_ints(ctx.x(3)) if ctx.x(3) else list(range(len(starts)))
+    steps = ctx.const_ints(ctx.x(4)) if ctx.x(4) else [1] * len(starts)
+    if axes is None or steps is None:
+        return None
+    return starts, ends, [a % rank for a in axes], steps
+
+
+@vjp("Slice", since=13)
+def slice_(ctx: VJPContext):
+    """Unit steps: zero-Pad the cotangent back. Other steps: scatter it, axis by axis."""
+    b, x, g = ctx.b, ctx.x(0), ctx.g()
+    rank = ctx.rank(x)
+    args = _slice_args(ctx)
+    xs = ctx.shape(x)
+    if args is not None:
+        starts, ends, axes, steps = args
+        if all(s == 1 for s in steps) and all(isinstance(xs[a], int) for a in axes):
+            pads = [0] * (2 * rank)
+            for st, en, a in zip(starts, ends, axes, strict=True):
+                d = xs[a]
+                st = min(max(st + d if st < 0 else st, 0), d)
+                en = min(max(en + d if en < 0 else en, 0), d)
+                pads[a] = st
+                pads[rank + a] = d - max(en, st)
+            return [b.op("Pad", [g, b.ints(pads)])]
+    # general case: for every sliced axis, scatter into zeros at the sliced positions
+    if args is None:
+        ctx.unsupported("slice bounds computed at run time")
+    starts, ends, axes, steps = args
+    for st, en, a, sp in zip(starts, ends, axes, steps, strict=True):
+        dim = _dim(ctx, x, a)
+        positions = b.op("Range", [b.const(np.int64(0)), b.op("Squeeze", [dim]),
+                                   b.const(np.int64(1))])
+        idx = b.op("Slice", [positions, b.ints([st]), b.ints([en]), b.ints([0]), b.ints([sp])])
+        shape = [1] * rank
+        shape[a] = -1
+        idx = b.op("Expand", [b.op("Reshape", [idx, b.ints(shape)]), b.shape(g)])
+        gshape = b.shape(g)
+        new_shape = b.op("ScatterElements", [gshape, b.ints([a]), dim], axis=0)
+        zeros = b.op("ConstantOfShape", [new_shape], value=helper.make_tensor(
+            "value", ctx.info.tensors[x].elem_type, [1], [0]))
+        g = b.op("ScatterElements", [zeros, idx, g], axis=a)
+    return [g]
+
+
+@vjp("Pad", since=13)
+def pad(ctx: VJPContext):
+    mode = ctx.attr_str("mode", "constant")
+    if mode != "constant":
+        ctx.unsupported(f"mode={mode}")
+    if ctx.need(2):
+        ctx.unsupported("a pad value that depends on the input")
+    pads = ctx.const_ints(ctx.x(1))
+    if pads is None:
+        ctx.unsupported("pads computed at run time")
+    b, x = ctx.b, ctx.x(0)
+    rank = ctx.rank(x)
+    axes = list(range(rank))
+    if ctx.x(3):
+        axes = ctx.const_ints(ctx.x(3))
+        if axes is None:
+            ctx.unsupported("axes computed at run time")
+        axes = [a % rank for a in axes]
+    n = len(axes)
+    begin, end = pads[:n], pads[n:]
+    starts = [max(p, 0) for p in begin]
+    ends = [-p if p > 0 else INT64_MAX for p in end]
+    g = b.op("Slice", [ctx.g(), b.ints(starts), b.ints(ends), b.ints(axes)])
+    if any(p < 0 for p in pads):  # negative pads cropped: zeros flow back there
+        full = [0] * (2 * rank)
+        for i, a in enumerate(axes):
+            full[a], full[rank + a] = max(-begin[i], 0), max(-end[i], 0)
+        g = b.op("Pad", [g, b.ints(full)])
+    return [g, None, None, None]
+
+
+@vjp("Expand")
+def expand(ctx: VJPContext):
+    return [ctx.unbroadcast(ctx.g(), ctx.x(0)), None]
+
+
+@vjp("Tile")
+def tile(ctx: VJPContext):
+    reps = ctx.const_ints(ctx.x(1))
+    if reps is None:
+        ctx.unsupported("repeats computed at run time")
+    x = ctx.x(0)
+    xs = ctx.shape(x)
+    dims = [d if isinstance(d, int) else -1 for d in xs]
+    if dims.count(-1) > 1:
+        ctx.unsupported("more than one dynamic dim")
+    b = ctx.b
+    inter = [v for r, d in zip(reps, dims, strict=True) for v in (r, d)]
+    g = b.op("Reshape", [ctx.g(), b.ints(inter)])
+    g = b.reduce("ReduceSum", g, list(range(0, 2 * len(reps), 2)), keepdims=False)
+    return [g, None]
+
+
+def _normalized_indices(ctx: VJPContext, idx: str, dim: str) -> str:
+    value = ctx.const(idx)
+    if value is not None and np.all(np.asarray(value) >= 0):
+        return idx
+    b = ctx.b
+    return b.op("Where", [b.op("Less", [idx, b.const(np.int64(0))]),
+                          b.op("Add", [idx, b.op("Cast", [dim], to=ctx.info.tensors[idx].elem_type)]),
+                          idx])
+
+
+@vjp("Gather", requires_opset=16)
+def gather(ctx: VJPContext):
+    """Scatter-add the cotangent back to the gathered rows (ScatterND, reduction="add")."""
+    b, x, idx, g = ctx.b, ctx.x(0), ctx.x(1), ctx.g()
+    rank = ctx.rank(x)
+    a = ctx.attr("axis", 0) % rank
+    q = ctx.rank(idx)
+    idx = _normalized_indices(ctx, idx, b.op("Squeeze", [_dim(ctx, x, a)]))
+    if ctx.np_dtype(idx) != np.int64:
+        idx = b.op("Cast", [idx], to=7)
+    perm_x = [a] + [i for i in range(rank) if i != a]
+    perm_g = list(range(a, a + q)) + list(range(a)) + list(range(a + q, rank - 1 + q))
+    xt = b.op("Transpose", [x], perm=perm_x) if a else x
+    gt = b.op("Transpose", [g], perm=perm_g) if a and q else g
+    zeros = b.zeros_like(xt, None, ctx.np_dtype(x))
+    out = b.op("ScatterND", [zeros, b.op("Unsqueeze", [idx, b.ints([-1])]), gt],
+               reduction="add")
+    if a:
+        inverse = [0] * rank
+        for i, p in enumerate(perm_x):
+            inverse[p] = i
+        out = b.op("Transpose", [out], perm=inverse)
+    return [out, None]
+
+
+@vjp("GatherElements", requires_opset=16)
+def gather_elements(ctx: VJPContext):
+    b, x, idx = ctx.b, ctx.x(0), ctx.x(1)
+    rank = ctx.rank(x)
+    a = ctx.attr("axis", 0) % rank
+    idx = _normalized_indices(ctx, idx, b.op("Squeeze", [_dim(ctx, x, a)]))
+    zeros = b.zeros_like(x, ctx.static_shape(x), ctx.np_dtype(x))
+    return [b.op("ScatterElements", [zeros, idx, ctx.g()], axis=a, reduction="add"), None]
+
+
+@vjp("DepthToSpace", "SpaceToDepth")
+def depth_space(ctx: VJPContext):
+    """Both are permutations: the inverse of DCR DepthToSpace is SpaceToDepth; CRD goes
+    through Reshape/Transpose."""
+    b, g = ctx.b, ctx.g()
+    bs = ctx.attr("blocksize")
+    if ctx.op_type == "SpaceToDepth":
+        return [b.op("DepthToSpace", [g], blocksize=bs, mode="DCR")]
+    if ctx.attr_str("mode", "DCR") == "DCR":
+        return [b.op("SpaceToDepth", [g], blocksize=bs)]
+    xs = ctx.static_shape(ctx.x(0))
+    if xs is None:
+        ctx.unsupported("CRD mode with dynamic shapes")
+    n, c, h, w = xs
+    c_out = c // (bs * bs)
+    t = b.op("Reshape", [g, b.ints([n, c_out, h, bs, w, bs])])
+    t = b.op("Transpose", [t], perm=[0, 1, 3, 5, 2, 4])
+    return [b.op("Reshape", [t, b.ints([n, c, h, w])])]

@@ -1,0 +1,442 @@
+"""ONNX -> ONNX gradient transform: append a loss head and a reverse-mode (VJP) sweep.
+
+``gradient_model`` returns a model whose outputs are the original scores, the per-sample
+loss and the gradient of the summed loss with respect to the input, built from standard
+ai.onnx ops only. The loss head is appended as ordinary forward nodes and differentiated by
+the same VJP rules as the network, so there is exactly one gradient code path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper, shape_inference
+
+from ..errors import GradientUnavailable
+from ..losses import PROB_FLOOR
+from . import rules as _rules  # noqa: F401  (registers the VJP rules)
+from .builder import Builder
+from .registry import FLOAT_TYPES, GraphInfo, TensorInfo, VJPContext, find_rule
+
+GRAD_INPUT_LABEL = "advonnx_label"
+GRAD_INPUT_MASK = "advonnx_mask"
+GRAD_INPUT_COTANGENT = "advonnx_cotangent"
+GRAD_OUTPUT_SCORES = "advonnx_scores"
+GRAD_OUTPUT_LOSS = "advonnx_loss"
+GRAD_OUTPUT_GRAD = "advonnx_grad"
+
+LOSSES = ("ce", "margin", "seg_ce", "cotangent")
+MIN_OPSET = 13
+
+# Ops whose floating outputs carry no gradient (zero almost everywhere, or no data dependence).
+NON_DIFFERENTIABLE = {
+    "Floor", "Ceil", "Round", "Sign", "Shape", "Size", "ArgMax", "ArgMin", "NonZero",
+    "RandomNormalLike", "RandomUniformLike", "RandomNormal", "RandomUniform", "Bernoulli",
+    "EyeLike", "ConstantOfShape", "Constant", "IsNaN", "IsInf", "Multinomial",
+}
+
+
+# -- graph facts ------------------------------------------------------------------------------
+def _onnx_opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    return 1
+
+
+def _initializer_names(graph: onnx.GraphProto) -> set[str]:
+    return {t.name for t in graph.initializer} | {t.values.name for t in graph.sparse_initializer}
+
+
+def _real_inputs(graph: onnx.GraphProto) -> list[str]:
+    inits = _initializer_names(graph)
+    return [i.name for i in graph.input if i.name not in inits]
+
+
+def _resolve_names(graph, input_name, output_name) -> tuple[str, str]:
+    inputs = _real_inputs(graph)
+    if input_name is None:
+        if len(inputs) != 1:
+            raise GradientUnavailable(
+                f"the model has {len(inputs)} inputs ({', '.join(inputs)}); pass input_name=")
+        input_name = inputs[0]
+    elif input_name not in inputs:
+        raise GradientUnavailable(f"input {input_name!r} not among the model inputs {inputs}")
+    outputs = [o.name for o in graph.output]
+    if output_name is None:
+        output_name = outputs[0]
+    elif output_name not in outputs:
+        raise GradientUnavailable(f"output {output_name!r} not among the model outputs {outputs}")
+    return input_name, output_name
+
+
+def _subgraph_inputs(node: onnx.NodeProto) -> list[str]:
+    """Outer-scope names a node's subgraphs (If/Loop/Scan bodies) read implicitly."""
+    names: list[str] = []
+    for a in node.attribute:
+        graphs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
+        for g in graphs:
+            local = {i.name for i in g.input} | _initializer_names(g)
+            for n in g.node:
+                local.update(n.output)
+            for n in g.node:
+                names += [i for i in list(n.input) + _subgraph_inputs(n) if i and i not in local]
+    return names
+
+
+def _all_inputs(node: onnx.NodeProto) -> list[str]:
+    return [i for i in node.input if i] + _subgraph_inputs(node)
+
+
+def _tensor_info(vi: onnx.ValueInfoProto) -> TensorInfo | None:
+    if not vi.type.HasField("tensor_type"):
+        return None
+    tt = vi.type.tensor_type
+    shape = None
+    if tt.HasField("shape"):
+        shape = tuple(
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim
+        )
+    return TensorInfo(tt.elem_type, shape)
+
+
+def _graph_info(model: onnx.ModelProto) -> GraphInfo:
+    try:
+        inferred = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception:  # noqa: BLE001 - fall back to the declared value infos
+        inferred = model
+    g = inferred.graph
+    tensors: dict[str, TensorInfo] = {}
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        info = _tensor_info(vi)
+        if info is not None:
+            tensors[vi.name] = info
+    constants: dict[str, np.ndarray] = {}
+    for t in model.graph.initializer:
+        tensors.setdefault(t.name, TensorInfo(t.data_type, tuple(t.dims)))
+        if t.data_location != TensorProto.EXTERNAL and np.prod(t.dims) <= 4096:
+            constants[t.name] = numpy_helper.to_array(t)
+    for n in model.graph.node:
+        if n.op_type == "Constant" and n.domain in ("", "ai.onnx"):
+            for a in n.attribute:
+                if a.name == "value":
+                    constants[n.output[0]] = numpy_helper.to_array(a.t)
+                elif a.name in ("value_float", "value_int"):
+                    constants[n.output[0]] = np.asarray(helper.get_attribute_value(a))
+                elif a.name in ("value_floats", "value_ints"):
+                    constants[n.output[0]] = np.asarray(helper.get_attribute_value(a))
+    return GraphInfo(tensors, constants)
+
+
+def _is_float(info: GraphInfo, name: str) -> bool:
+    t = info.tensors.get(name)
+    return t is None or t.elem_type in FLOAT_TYPES
+
+
+def _active(graph: onnx.GraphProto, info: GraphInfo, source: str, target: str):
+    """Tensors on a differentiable path from ``source`` to ``target``, and the nodes on it."""
+    forward = {source}
+    for node in graph.node:
+        if node.op_type in NON_DIFFERENTIABLE and node.domain in ("", "ai.onnx"):
+            continue
+        if any(i in forward for i in _all_inputs(node)):
+            forward.update(o for o in node.output if o and _is_float(info, o))
+    backward = {target}
+    for node in reversed(graph.node):
+        if any(o in backward for o in node.output):
+            backward.update(_all_inputs(node))
+    active = forward & backward
+    on_path = [
+        n for n in graph.node
+        if any(o in active for o in n.output) and any(i in active for i in _all_inputs(n))
+    ]
+    return active, on_path
+
+
+def _op_label(node: onnx.NodeProto) -> str:
+    return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+
+
+def _missing(on_path, opset: int) -> list[str]:
+    missing = set()
+    for n in on_path:
+        has_subgraph = any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+                           for a in n.attribute)
+        if has_subgraph or find_rule(n.domain, n.op_type, opset) is None:
+            missing.add(_op_label(n))
+    return sorted(missing)
+
+
+def unsupported_ops(model: onnx.ModelProto, *, input_name: str | None = None,
+                    output_name: str | None = None) -> list[str]:
+    """Sorted op types on the differentiable path from input to output that lack a VJP rule.
+
+    Non-ai.onnx ops are written ``domain::OpType``. ``[]`` means exact gradients exist.
+    """
+    input_name, output_name = _resolve_names(model.graph, input_name, output_name)
+    info = _graph_info(model)
+    _, on_path = _active(model.graph, info, input_name, output_name)
+    return _missing(on_path, max(_onnx_opset(model), MIN_OPSET))
+
+
+# -- opset lifting ------------------------------------------------------------------------------
+def _random_feed(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    feed = {}
+    inits = _initializer_names(model.graph)
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        tt = vi.type.tensor_type
+        shape = [d.dim_value if d.HasField("dim_value") else 1 for d in tt.shape.dim]
+        dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)
+        if np.issubdtype(dtype, np.floating):
+            feed[vi.name] = rng.standard_normal(shape).astype(dtype)
+        else:
+            feed[vi.name] = np.zeros(shape, dtype=dtype)
+    return feed
+
+
+def lift_opset(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
+    """``model`` converted to ai.onnx opset ``target``, checked to compute the same outputs."""
+    import onnxruntime as ort
+
+    from onnx import version_converter
+
+    try:
+        lifted = version_converter.convert_version(model, target)
+    except Exception as err:  # noqa: BLE001
+        raise GradientUnavailable(
+            f"cannot lift the model from opset {_onnx_opset(model)} to {target} "
+            f"(needed by the gradient ops): {str(err).splitlines()[0]}") from err
+    feed = _random_feed(model)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    try:
+        before = ort.InferenceSession(model.SerializeToString(), so,
+                                      providers=["CPUExecutionProvider"]).run(None, feed)
+        after = ort.InferenceSession(lifted.SerializeToString(), so,
+                                     providers=["CPUExecutionProvider"]).run(None, feed)
+    except Exception as err:  # noqa: BLE001
+        raise GradientUnavailable(
+            f"the model lifted to opset {target} could not be checked: {str(err).splitlines()[0]}"
+        ) from err
+    for a, b in zip(before, after, strict=True):
+        if a.shape != b.shape or not np.allclose(a, b, rtol=1e-4, atol=1e-5, equal_nan=True):
+            raise GradientUnavailable(
+                f"the model lifted to opset {target} computes different outputs; "
+                "export it at opset >= 16")
+    return lifted
+
+
+# -- loss head ---------------------------------------------------------------------------------
+def _loss_head(b: Builder, scores: str, sinfo: TensorInfo, *, loss: str, probabilities: bool,
+               class_axis: int) -> tuple[str, list[onnx.ValueInfoProto]]:
+    """Nodes computing the per-sample loss from ``scores``, the same formulas as
+    ``advonnx.losses``; returns the loss name and the new graph inputs."""
+    shape = sinfo.shape
+    if shape is None:
+        raise GradientUnavailable("the rank of the scores output is unknown; cannot build a loss")
+    rank = len(shape)
+    ax = class_axis % rank
+    dt = helper.tensor_dtype_to_np_dtype(sinfo.elem_type)
+    label_shape = [d for i, d in enumerate(shape) if i != ax]
+    if loss in ("ce", "margin"):
+        label_shape = label_shape[:1]
+    inputs = [helper.make_tensor_value_info(GRAD_INPUT_LABEL, TensorProto.INT64, label_shape)]
+    n_classes = shape[ax]
+    if n_classes == 1:  # a single sigmoid/logit output: two-class scores as advonnx.losses does
+        if probabilities:
+            other = b.op("Sub", [b.scalar(1.0, dt), scores])
+        else:
+            other = b.zeros_like(scores, None, dt)
+        scores = b.op("Concat", [other, scores], axis=ax)
+        n_classes = 2
+    if isinstance(n_classes, int):
+        cshape = [1] * rank
+        cshape[ax] = n_classes
+        classes = b.const(np.arange(n_classes, dtype=np.int64).reshape(cshape))
+    else:
+        depth = b.op("Gather", [b.shape(scores), b.ints([ax])])
+        rng = b.op("Range", [b.const(np.int64(0)), b.op("Squeeze", [depth]),
+                             b.const(np.int64(1))])
+        cshape = b.op("ScatterElements", [b.ints([1] * rank), b.ints([ax]), depth])
+        classes = b.op("Reshape", [rng, cshape])
+    label = b.op("Unsqueeze", [GRAD_INPUT_LABEL, b.ints([ax])])
+    onehot = b.op("Cast", [b.op("Equal", [label, classes])], to=sinfo.elem_type)
+
+    def pick(t: str) -> str:
+        return b.reduce("ReduceSum", b.op("Mul", [t, onehot]), [ax], keepdims=False)
+
+    if loss == "margin":
+        big = b.scalar(1e30 if dt == np.float64 else 1e9, dt)
+        others = b.reduce("ReduceMax", b.op("Sub", [scores, b.op("Mul", [onehot, big])]), [ax],
+                          keepdims=False)
+        return b.op("Sub", [others, pick(scores)]), inputs
+    if probabilities:
+        logp = b.op("Log", [b.op("Clip", [scores, b.scalar(PROB_FLOOR, dt), b.scalar(1.0, dt)])])
+    else:
+        logp = b.op("LogSoftmax", [scores], axis=ax)
+    per_item = b.op("Neg", [pick(logp)])
+    if loss == "ce":
+        return per_item, inputs
+    inputs.append(helper.make_tensor_value_info(GRAD_INPUT_MASK, sinfo.elem_type, label_shape))
+    flat = b.op("Flatten", [per_item], axis=1)
+    w = b.op("Flatten", [GRAD_INPUT_MASK], axis=1)
+    num = b.reduce("ReduceSum", b.op("Mul", [flat, w]), [1], keepdims=False)
+    den = b.op("Max", [b.reduce("ReduceSum", w, [1], keepdims=False), b.scalar(1.0, dt)])
+    return b.op("Div", [num, den]), inputs
+
+
+# -- the transform ------------------------------------------------------------------------------
+def gradient_model(model: onnx.ModelProto, *, loss: str, input_name: str | None = None,
+                   output_name: str | None = None, probabilities: bool = False,
+                   class_axis: int = 1) -> onnx.ModelProto:
+    """A model computing ``advonnx_scores``, ``advonnx_loss`` (N,) and ``advonnx_grad``.
+
+    ``advonnx_grad`` is d(sum of the loss over the batch)/d(input), or the vector-Jacobian
+    product ``cotangent^T J`` of the scores for ``loss="cotangent"``. Losses follow
+    :mod:`advonnx.losses`. Raises :class:`GradientUnavailable` naming ops without a rule.
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+    input_name, output_name = _resolve_names(model.graph, input_name, output_name)
+
+    opset = _onnx_opset(model)
+    info = _graph_info(model)
+    _, on_path = _active(model.graph, info, input_name, output_name)
+    missing = _missing(on_path, max(opset, MIN_OPSET))
+    if missing:
+        raise GradientUnavailable(
+            f"no exact gradient: no VJP rule for {', '.join(missing)}; use estimated gradients")
+    needed = max([MIN_OPSET] + [find_rule(n.domain, n.op_type, max(opset, MIN_OPSET))
+                                .requires_opset for n in on_path])
+    if opset < needed:
+        model = lift_opset(model, needed)
+        opset = needed
+    else:
+        model = _copy(model)
+
+    graph = model.graph
+    in_info = _graph_info(model).tensors.get(input_name)
+    if in_info is not None and in_info.elem_type not in FLOAT_TYPES:
+        raise GradientUnavailable(f"input {input_name!r} is not floating point; no gradient")
+    taken = _all_names(graph)
+
+    # 1. loss head, appended as forward nodes
+    head = Builder(taken, opset, prefix="advonnx_loss")
+    sinfo = _graph_info(model).tensors.get(output_name)
+    if sinfo is None or sinfo.elem_type not in FLOAT_TYPES:
+        raise GradientUnavailable(f"output {output_name!r} is not a floating-point tensor")
+    new_inputs: list[onnx.ValueInfoProto] = []
+    if loss == "cotangent":
+        target = output_name
+        new_inputs.append(helper.make_tensor_value_info(
+            GRAD_INPUT_COTANGENT, sinfo.elem_type, _dims(sinfo.shape)))
+        loss_name = None
+    else:
+        loss_name, new_inputs = _loss_head(head, output_name, sinfo, loss=loss,
+                                           probabilities=probabilities, class_axis=class_axis)
+        target = loss_name
+    graph.node.extend(head.nodes)
+    graph.initializer.extend(head.initializers)
+    graph.input.extend(new_inputs)
+
+    # 2. facts about the forward graph (with its loss head) and the path to differentiate
+    info = _graph_info(model)
+    active, on_path = _active(graph, info, input_name, target)
+    on_path_ids = {id(n) for n in on_path}
+
+    # 3. reverse sweep
+    b = Builder(_all_names(graph), opset)
+    grads: dict[str, list[str]] = {}
+    if loss == "cotangent":
+        grads[target] = [GRAD_INPUT_COTANGENT]
+    else:
+        dt = helper.tensor_dtype_to_np_dtype(sinfo.elem_type)
+        grads[target] = [b.op("ConstantOfShape", [b.shape(target)],
+                              value=numpy_helper.from_array(np.ones((1,), dt)))]
+
+    def total(name: str) -> str | None:
+        parts = grads.get(name)
+        if not parts:
+            return None
+        if len(parts) > 1:
+            grads[name] = [b.op("Sum", parts)]
+        return grads[name][0]
+
+    forward_nodes = list(graph.node)
+    for node in reversed(forward_nodes):
+        if id(node) not in on_path_ids:
+            continue
+        out_grads = [total(o) if o in active else None for o in node.output]
+        if all(g is None for g in out_grads):
+            continue
+        needs = [bool(i) and i in active for i in node.input]
+        rule = find_rule(node.domain, node.op_type, opset)
+        ctx = VJPContext(node, b, info, out_grads, needs, opset)
+        in_grads = list(rule.fn(ctx))
+        for i, gi in enumerate(in_grads):
+            if gi is not None and i < len(needs) and needs[i]:
+                grads.setdefault(node.input[i], []).append(gi)
+
+    grad = total(input_name)
+    if grad is None:  # the output does not depend on the input
+        in_dt = helper.tensor_dtype_to_np_dtype(in_info.elem_type)
+        grad = b.zeros_like(input_name, None, in_dt)
+
+    # 4. outputs
+    b.op("Identity", [output_name], outputs=[GRAD_OUTPUT_SCORES])
+    b.op("Identity", [grad], outputs=[GRAD_OUTPUT_GRAD])
+    graph.node.extend(b.nodes)
+    graph.initializer.extend(b.initializers)
+    in_vi = next(vi for vi in graph.input if vi.name == input_name)
+    outputs = [helper.make_tensor_value_info(GRAD_OUTPUT_SCORES, sinfo.elem_type,
+                                             _dims(sinfo.shape))]
+    if loss_name is not None:
+        b2 = helper.make_node("Identity", [loss_name], [GRAD_OUTPUT_LOSS],
+                              name=b.fresh("loss_out"))
+        graph.node.append(b2)
+        n_dim = (sinfo.shape or [None])[0]
+        outputs.append(helper.make_tensor_value_info(GRAD_OUTPUT_LOSS, sinfo.elem_type, [n_dim]))
+    outputs.append(_renamed(in_vi, GRAD_OUTPUT_GRAD))
+    del graph.output[:]
+    graph.output.extend(outputs)
+    _set_opset(model, opset)
+    return model
+
+
+def _dims(shape: tuple | None) -> list | None:
+    return None if shape is None else list(shape)
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
+def _renamed(vi: onnx.ValueInfoProto, name: str) -> onnx.ValueInfoProto:
+    out = onnx.ValueInfoProto()
+    out.CopyFrom(vi)
+    out.name = name
+    return out
+
+
+def _all_names(graph: onnx.GraphProto) -> set[str]:
+    names = {vi.name for vi in list(graph.input) + list(graph.output) + list(graph.value_info)}
+    names |= _initializer_names(graph)
+    for n in graph.node:
+        names.update(n.input)
+        names.update(n.output)
+        names.add(n.name)
+        names.update(_subgraph_inputs(n))
+    return names
+
+
+def _set_opset(model: onnx.ModelProto, opset: int) -> None:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            imp.version = max(imp.version, opset)
+            return
+    model.opset_import.append(helper.make_opsetid("", opset))
