@@ -15,7 +15,8 @@ import array_api_compat
 from advonnx.xp import batch_view, namespace
 
 # Pixel-sized parameters (blur sigma, motion length, k-space translation) are stated for a
-# 224-pixel field of view, as in ImageNet-C and MedMNIST-C, and scaled to the image's size.
+# 224-pixel field of view, as in ImageNet-C and MedMNIST-C, and scaled to the image's size
+# (see fov_scale).
 REFERENCE_SIZE = 224
 
 
@@ -87,9 +88,16 @@ def edge_pad(x, axis: int, before: int, after: int):
 
 
 def fov_scale(x, spatial_axes) -> float:
-    """Image size relative to the 224-pixel reference field of view (largest in-plane side)."""
+    """Factor from pixels at the 224-pixel reference to pixels of this image.
+
+    Linear (size / 224) from 224 px up: the same field of view gets the same blur. Below 224 px
+    it is sqrt(size / 224): ImageNet-C's own 32-pixel tables (CIFAR-10-C: Gaussian blur sigma
+    0.4 ... 1 against 1 ... 6 at 224 px) shrink much less than linearly, so that a small image's
+    mildest severity still changes it. ``size`` is the largest in-plane side.
+    """
     h, w = spatial_axes[-2:]
-    return max(x.shape[h], x.shape[w]) / REFERENCE_SIZE
+    ratio = max(x.shape[h], x.shape[w]) / REFERENCE_SIZE
+    return ratio if ratio >= 1.0 else math.sqrt(ratio)
 
 
 # -- filtering ---------------------------------------------------------------------------
