@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 
+import array_api_compat
 import numpy as np
 
 from advonnx.xp import from_numpy, to_numpy
@@ -70,10 +71,18 @@ def jpeg_planes(planes: np.ndarray, quality: int) -> np.ndarray:
     return out[..., :h, :w]
 
 
+def _to_host(x) -> np.ndarray:
+    """``x`` as a NumPy array. advonnx.xp.to_numpy asks for device "cpu", which
+    array-api-strict refuses; other namespaces than NumPy/CuPy go through ``np.asarray``."""
+    if array_api_compat.is_numpy_array(x) or array_api_compat.is_cupy_array(x):
+        return to_numpy(x)
+    return np.asarray(x)
+
+
 def jpeg(x, quality, rng, *, spatial_axes, value_range, spacing=None):
     """JPEG at ``quality`` (ImageNet-C / MedMNIST-C qualities) of every (H, W) plane; host only."""
     lo, hi = value_range
-    host = to_numpy(x)
+    host = _to_host(x)
     h, w = spatial_axes[-2:]
     others = [a for a in range(host.ndim) if a not in (h, w)]
     planes = np.transpose(host, others + [h, w]).astype(np.float64)

@@ -52,8 +52,8 @@ _ALL = (
     Corruption(
         "gaussian_blur",
         "Isotropic Gaussian blur over all spatial axes (sigma in px at 224 px, spacing-aware).",
-        f"{IMAGENET_C} gaussian_blur sigma; scaled by image size / 224 as MedMNIST-C "
-        "corrupts at 224 px; physically isotropic when spacing is given.",
+        f"{IMAGENET_C} gaussian_blur sigma at 224 px, scaled to the image size (linear above "
+        "224 px, square root below); physically isotropic when spacing is given.",
         (1.0, 2.0, 3.0, 4.0, 6.0),
         False,
         blur.gaussian_blur,
