@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import batch
+from corruption_helpers import batch
 
 from advonnx.corruptions import CORRUPTIONS, Corruption, apply_corruption, corruption_names
 from advonnx.errors import AdvonnxError

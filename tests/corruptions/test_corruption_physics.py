@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import batch, phantom_2d
+from corruption_helpers import batch, phantom_2d
 
 from advonnx.corruptions import CORRUPTIONS, apply_corruption
 from advonnx.corruptions.jpeg import jpeg_planes, quantization_table

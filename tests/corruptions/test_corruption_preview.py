@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import phantom_2d, phantom_3d
+from corruption_helpers import phantom_2d, phantom_3d
 
 from advonnx.corruptions.preview import preview_grid
 from advonnx.errors import AdvonnxError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import batch
+from corruption_helpers import batch
 
 from advonnx.corruptions import CORRUPTIONS, apply_corruption
 from advonnx.xp import Random
