@@ -93,24 +93,58 @@ def slice_(ctx: VJPContext):
                 pads[a] = st
                 pads[rank + a] = d - max(en, st)
             return [b.op("Pad", [g, b.ints(pads)])]
+    axes_v = list(range(rank)) if ctx.x(3) is None else ctx.const_ints(ctx.x(3))
+    steps_v = [1] * len(axes_v or []) if ctx.x(4) is None else ctx.const_ints(ctx.x(4))
+    if axes_v is None:
+        ctx.unsupported("slice axes computed at run time")
+    axes_v = [a % rank for a in axes_v]
+    if args is None and steps_v is not None and all(s == 1 for s in steps_v):
+        return [_slice_pad_runtime(ctx, axes_v)]
     # general case: for every sliced axis, scatter into zeros at the sliced positions
-    if args is None:
-        ctx.unsupported("slice bounds computed at run time")
-    starts, ends, axes, steps = args
-    for st, en, a, sp in zip(starts, ends, axes, steps, strict=True):
+    for i, a in enumerate(axes_v):
+        st, en, sp = (_element(ctx, ctx.x(k), i) for k in (1, 2, 4))
         dim = _dim(ctx, x, a)
         positions = b.op("Range", [b.const(np.int64(0)), b.op("Squeeze", [dim]),
                                    b.const(np.int64(1))])
-        idx = b.op("Slice", [positions, b.ints([st]), b.ints([en]), b.ints([0]), b.ints([sp])])
+        idx = b.op("Slice", [positions, st, en, b.ints([0]), sp])
         shape = [1] * rank
         shape[a] = -1
         idx = b.op("Expand", [b.op("Reshape", [idx, b.ints(shape)]), b.shape(g)])
-        gshape = b.shape(g)
-        new_shape = b.op("ScatterElements", [gshape, b.ints([a]), dim], axis=0)
+        new_shape = b.op("ScatterElements", [b.shape(g), b.ints([a]), dim], axis=0)
         zeros = b.op("ConstantOfShape", [new_shape], value=helper.make_tensor(
             "value", ctx.info.tensors[x].elem_type, [1], [0]))
         g = b.op("ScatterElements", [zeros, idx, g], axis=a)
     return [g]
+
+
+def _element(ctx: VJPContext, name: str | None, i: int) -> str:
+    """Element ``i`` of a 1-D int tensor input as a 1-element int64 tensor (1 if absent)."""
+    b = ctx.b
+    if name is None:
+        return b.ints([1])
+    value = ctx.const_ints(name)
+    if value is not None:
+        return b.ints([value[i]])
+    t = b.op("Slice", [name, b.ints([i]), b.ints([i + 1])])
+    return t if ctx.np_dtype(name) == np.int64 else b.op("Cast", [t], to=7)
+
+
+def _slice_pad_runtime(ctx: VJPContext, axes: list[int]) -> str:
+    """Unit-step Slice with bounds known only at run time: zero-Pad by computed amounts."""
+    b, x = ctx.b, ctx.x(0)
+    rank = ctx.rank(x)
+    ax = b.ints(axes)
+    dims = b.op("Gather", [b.shape(x), ax])
+    starts = ctx.x(1) if ctx.np_dtype(ctx.x(1)) == np.int64 else b.op("Cast", [ctx.x(1)], to=7)
+    zero = b.const(np.int64(0))
+    starts = b.op("Where", [b.op("Less", [starts, zero]), b.op("Add", [starts, dims]), starts])
+    begin = b.op("Min", [b.op("Max", [starts, zero]), dims])
+    out_dims = b.op("Gather", [b.shape(ctx.y()), ax])
+    end = b.op("Sub", [b.op("Sub", [dims, begin]), out_dims])
+    pads = b.op("ScatterElements", [b.ints([0] * (2 * rank)),
+                                    b.ints(axes + [a + rank for a in axes]),
+                                    b.op("Concat", [begin, end], axis=0)], axis=0)
+    return b.op("Pad", [ctx.g(), pads])
 
 
 @vjp("Pad", since=13)
