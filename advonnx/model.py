@@ -457,9 +457,13 @@ class OnnxModel:
         def loss_of(xb, idx):
             if counter is not None:
                 counter(to_numpy(idx))
-            scores = self.predict(xb)
+            # float64 loss: a confident model's float32 cross-entropy rounds to 0 and its
+            # finite differences vanish (a numerical gradient mask), its float32 logits do not.
+            scores = xp.astype(self.predict(xb), xp.float64)
             take = lambda a: None if a is None else xp.take(a, idx, axis=0)  # noqa: E731
-            return self.loss(scores, take(y), loss, mask=take(mask), cotangent=take(cotangent))
+            cot = take(cotangent)
+            cot = None if cot is None else xp.astype(cot, xp.float64)
+            return self.loss(scores, take(y), loss, mask=take(mask), cotangent=cot)
 
         return estimate_value_and_grad(
             loss_of, x, self.estimator, rng, value_range=self.spec.value_range

@@ -100,5 +100,6 @@ def estimate_value_and_grad(
         )
         values = xp.reshape(loss_of(probes, idx), (m, 2, cfg.samples))
         diff = (values[:, 0, :] - values[:, 1, :]) / (2.0 * sigma * cfg.samples)  # (m, q)
+        diff = xp.astype(diff, x.dtype)
         grad[start:stop, :] = xp.sum(diff[:, :, None] * u, axis=1)
     return loss, xp.reshape(grad, x.shape)

@@ -7,6 +7,7 @@ draws on the host or on the device of the arrays it is asked to match.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import array_api_compat
@@ -24,7 +25,9 @@ def to_numpy(x: Any) -> np.ndarray:
         return x
     if array_api_compat.is_cupy_array(x):
         return x.get()
-    return np.asarray(array_api_compat.to_device(x, "cpu") if hasattr(x, "device") else x)
+    if array_api_compat.is_torch_array(x):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
 
 
 def from_numpy(like: Any, host: np.ndarray):
@@ -78,7 +81,7 @@ class Random:
     def spawn(self, key: str | int) -> Random:
         """A child stream determined by this generator's seed and ``key`` alone."""
         if isinstance(key, str):
-            key = int.from_bytes(key.encode()[:16].ljust(16, b"\0"), "little") ^ len(key)
+            key = int(hashlib.sha256(key.encode()).hexdigest()[:16], 16)
         entropy = self.seed_sequence.entropy
         return Random(np.random.SeedSequence(entropy, spawn_key=(*self.seed_sequence.spawn_key, key)))
 
@@ -94,7 +97,7 @@ class Random:
         dt = dtype if dtype is not None else like.dtype
         if array_api_compat.is_numpy_namespace(xp):
             return host.astype(dt, copy=False)
-        return xp.asarray(host.astype(np.dtype(str(dt)) if not isinstance(dt, np.dtype) else dt, copy=False), device=array_api_compat.device(like))
+        return xp.asarray(host, dtype=dt, device=array_api_compat.device(like))
 
     def _is_cupy(self, like) -> bool:
         return like is not None and array_api_compat.is_cupy_array(like)

@@ -1,0 +1,351 @@
+"""The ``advonnx`` command line (typer). Exit codes: 0 done, 1 internal error, 2 bad input."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from .errors import AdvonnxError
+
+app = typer.Typer(
+    name="advonnx",
+    help="How far can a trained medical-imaging model be trusted? Attack any ONNX model through onnxruntime.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+_DEBUG = {"on": False}
+
+
+def _split(values: Optional[list[str]]) -> list[str]:
+    out: list[str] = []
+    for v in values or []:
+        out.extend(p for p in v.split(",") if p.strip())
+    return [p.strip() for p in out]
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False):
+    """advonnx: adversarial and corruption robustness of ONNX models, results in Parquet."""
+    if debug:
+        _DEBUG["on"] = True
+
+
+@app.command()
+def run(
+    suite: Annotated[Optional[str], typer.Argument(help="Suite TOML, or a built-in suite name (quick, full). Default: quick.")] = None,
+    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="ONNX model(s) to attack instead of the suite's.")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", "-d", help="Data: .npz (x, y), image folder (class subfolders or flat), CSV manifest, or one image/volume.")] = None,
+    attack: Annotated[Optional[list[str]], typer.Option("--attack", "--attacks", "-a", help="Attack name(s), comma-separated (see `advonnx attacks`).")] = None,
+    eps: Annotated[Optional[str], typer.Option("--eps", help="Budget(s) in the model's value units, e.g. 2/255,8/255 or 0.03.")] = None,
+    norm: Annotated[Optional[str], typer.Option("--norm", help="linf or l2.")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Iterations of iterative attacks.")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Use only the first N samples of each dataset.")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of every random draw of the run.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per onnxruntime call.")] = 256,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda[:N].")] = "auto",
+    gradient: Annotated[Optional[str], typer.Option("--gradient", help="auto, exact or estimated.")] = None,
+    input_name: Annotated[Optional[str], typer.Option("--input", help="Model input holding the image, if several.")] = None,
+    output_name: Annotated[Optional[str], typer.Option("--output", help="Model output holding the scores, if several.")] = None,
+    value_range: Annotated[Optional[str], typer.Option("--value-range", help="Model input value range LO,HI (default: declared, else 0,1).")] = None,
+    layout: Annotated[Optional[str], typer.Option("--layout", help="NCHW, NHWC, NCDHW, NDHWC or NF if the guess is wrong.")] = None,
+    save_examples: Annotated[Optional[int], typer.Option("--save-examples", help="Keep adversarial examples of the first K samples per model × setting.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Results folder; each run writes OUT/<run_id>/.")] = Path("advonnx-results"),
+    resume: Annotated[bool, typer.Option("--resume", help="Finish the latest run in OUT with the same settings.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+):
+    """Attack models and write one Parquet row per sample × attack setting, then show the leaderboard.
+
+    [bold]Examples[/bold]
+
+      advonnx run                                   # the built-in quick suite
+      advonnx run full                              # the longer built-in suite
+      advonnx run my_suite.toml --out results/
+      advonnx run --model vendor.onnx --data scans/ --attack fgsm,pgd --eps 1/255,4/255
+      advonnx run --model m.onnx --data test.npz --value-range 0,255 --eps 2,8
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .leaderboard import render
+    from .suite import AttackEntry, DatasetEntry, ModelEntry, Suite, load_suite, parse_eps, Runner
+
+    if model and not data and suite is None:
+        raise AdvonnxError("--model needs --data (an .npz, image folder, CSV manifest or image file)")
+    s: Suite = load_suite(suite or "quick") if (suite or not model) else Suite(name="adhoc", models=[], datasets=[], attacks=[])
+    overrides = {k: v for k, v in (("input_name", input_name), ("output_name", output_name),
+                                   ("value_range", value_range), ("layout", layout)) if v is not None}
+    if model:
+        s.models = [ModelEntry(name=Path(m).stem, path=str(Path(m)), overrides=dict(overrides)) for m in model]
+        s.name = s.name if suite else "adhoc"
+    elif overrides:
+        for m in s.models:
+            m.overrides.update(overrides)
+    if data:
+        s.datasets = [DatasetEntry(name=Path(data).stem or "data", path=str(Path(data)), limit=limit)]
+        for m in s.models:
+            m.dataset = s.datasets[0].name
+    elif limit is not None:
+        for d in s.datasets:
+            d.limit = limit
+    if attack or not s.attacks:
+        names = _split(attack) or ["fgsm", "pgd"]
+        budgets = parse_eps(eps or "2/255,8/255")
+        extra = {"steps": steps} if steps else {}
+        s.attacks = [AttackEntry(name=n, norm=norm or "linf", eps=budgets,
+                                 settings=dict(extra) if n != "fgsm" else {}) for n in names]
+        s.headline = {"attack": names[-1], "norm": norm or "linf", "eps": budgets[-1][1]}
+    else:
+        for a in s.attacks:
+            if eps:
+                a.eps = parse_eps(eps)
+            if norm:
+                a.norm = norm
+            if steps and "steps" in __import__("advonnx.attacks", fromlist=["attack_class"]).attack_class(a.name).parameters():
+                a.settings["steps"] = steps
+    if seed is not None:
+        s.seed = seed
+    if gradient:
+        s.gradient = gradient
+    if save_examples is not None:
+        s.save_examples = save_examples
+    progress = None if quiet else Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=False,
+    )
+    t0 = time.perf_counter()
+    runner = Runner(s, out=out, resume=resume, device=device, batch_size=batch_size, progress=progress,
+                    log=lambda m: err_console.print(f"[yellow]{m}[/yellow]"))
+    if progress is not None:
+        with progress:
+            folder, table = runner.run()
+    else:
+        folder, table = runner.run()
+    render(table, console, headline=s.headline, title=f"advonnx · suite {s.name}")
+    console.print(f"[green]{table.num_rows} rows[/green] in {folder} ({time.perf_counter() - t0:.1f} s)")
+
+
+@app.command()
+def show(
+    path: Annotated[Path, typer.Argument(help="A Parquet file, a run folder, or an output folder (latest run).")] = Path("advonnx-results"),
+    all_runs: Annotated[bool, typer.Option("--all", help="Every run in the folder, not just the latest.")] = False,
+):
+    """Re-render the leaderboard from results.
+
+    [bold]Examples[/bold]
+
+      advonnx show                       # latest run in ./advonnx-results
+      advonnx show advonnx-results/quick-20261125-101500-ab12cd
+    """
+    from .leaderboard import render
+    from .results import read_results, run_metadata
+
+    table = read_results(path, all_runs=all_runs)
+    meta = run_metadata(table)
+    render(table, console, headline=meta.get("headline") or {}, title=f"advonnx · {meta.get('run_id', path)}")
+
+
+@app.command()
+def compare(
+    a: Annotated[Path, typer.Argument(help="Results A (file, run folder or output folder).")],
+    b: Annotated[Path, typer.Argument(help="Results B.")],
+):
+    """Per-model, per-setting difference of clean and robust figures between two result sets (B − A).
+
+    [bold]Example[/bold]
+
+      advonnx compare results/before results/after
+    """
+    from rich.table import Table
+
+    from .leaderboard import _pct, summarize
+    from .results import read_results
+
+    sa = {(s["model"], s["dataset"], s["attack"], s["norm"], s["eps"]): s for s in summarize(read_results(a))}
+    sb = {(s["model"], s["dataset"], s["attack"], s["norm"], s["eps"]): s for s in summarize(read_results(b))}
+    t = Table(title=f"advonnx compare: B − A  (A = {a}, B = {b})")
+    for col in ("Model", "Dataset", "Attack", "Norm", "Eps", "Clean A", "Clean B", "Δ clean", "Robust A", "Robust B", "Δ robust"):
+        t.add_column(col, justify="right" if col not in ("Model", "Dataset", "Attack", "Norm") else "left")
+    for key in sorted(set(sa) | set(sb), key=str):
+        x, y = sa.get(key), sb.get(key)
+        def d(f):
+            if x is None or y is None:
+                return "–"
+            v = 100 * (y[f] - x[f])
+            color = "green" if v > 0 else "red" if v < 0 else ""
+            return f"[{color}]{v:+.1f}[/{color}]" if color else f"{v:+.1f}"
+        eps_text = (x or y)["eps_text"]
+        t.add_row(key[0], key[1], key[2], key[3], eps_text,
+                  _pct(x["clean"]) if x else "–", _pct(y["clean"]) if y else "–", d("clean"),
+                  _pct(x["robust"]) if x else "–", _pct(y["robust"]) if y else "–", d("robust"))
+    console.print(t)
+
+
+@app.command()
+def inspect(
+    model: Annotated[Path, typer.Argument(help="The ONNX model.")],
+    input_name: Annotated[Optional[str], typer.Option("--input")] = None,
+    output_name: Annotated[Optional[str], typer.Option("--output")] = None,
+    value_range: Annotated[Optional[str], typer.Option("--value-range")] = None,
+    layout: Annotated[Optional[str], typer.Option("--layout")] = None,
+):
+    """Show what advonnx found or guessed about a model, where each fact came from, and gradient support.
+
+    [bold]Example[/bold]
+
+      advonnx inspect vendor_model.onnx
+    """
+    from rich.table import Table
+
+    from .model import load_model
+
+    overrides = {k: v for k, v in (("input_name", input_name), ("output_name", output_name),
+                                   ("value_range", value_range), ("layout", layout)) if v is not None}
+    m = load_model(model, **overrides)
+    s = m.spec
+    t = Table(title=f"advonnx inspect {model}", show_header=True, header_style="bold")
+    t.add_column("field")
+    t.add_column("value")
+    t.add_column("source")
+    shape = "(" + ", ".join("?" if d is None else str(d) for d in s.input_shape) + ")"
+    missing = m.unsupported_ops()
+    gradient = "exact" if not missing else "estimated (no VJP rule for: " + ", ".join(missing) + ")"
+    for name, value, src in (
+        ("input", f"{s.input_name} {shape} {s.input_dtype}", s.source("input_name")),
+        ("output", s.output_name, s.source("output_name")),
+        ("layout", s.layout, s.source("layout")),
+        ("task", s.task, s.source("task")),
+        ("scores", f"{s.scores} ({s.output_kind})", s.source("scores")),
+        ("classes", f"{s.num_classes}: {', '.join(s.class_names)}", s.source("class_names")),
+        ("value range", f"[{s.value_range[0]:g}, {s.value_range[1]:g}]", s.sources.get("value_range", "assumed")),
+        ("preprocessing", f"scale={s.scale:g} mean={list(s.mean) or '-'} std={list(s.std) or '-'}", s.source("mean")),
+        ("batch", "dynamic" if s.fixed_batch is None else f"fixed at {s.fixed_batch} (advonnx batches internally)", "graph"),
+        ("framework", f"{s.framework} ({s.exporter}); producer {s.producer or '?'}; opset {s.opset}", s.source("framework")),
+        ("gradient", gradient, "autodiff"),
+        ("execution provider", m.execution_provider + (f" ({m.cuda_note})" if m.cuda_note else ""), "onnxruntime"),
+    ):
+        t.add_row(name, str(value), src)
+    console.print(t)
+    for note in s.notes:
+        console.print(f"[yellow]•[/yellow] {note}")
+
+
+@app.command("attacks")
+def list_attacks():
+    """List the attacks, their norms, what they need, and their settings with defaults."""
+    from rich.table import Table
+
+    from .attacks import ATTACKS
+
+    t = Table(title="advonnx attacks")
+    for col in ("name", "norms", "needs", "settings (defaults)", "what it does"):
+        t.add_column(col)
+    for name, cls in sorted(ATTACKS.items()):
+        params = ", ".join(f"{k}={_fmt_default(v)}" for k, v in cls.parameters().items())
+        t.add_row(name, ", ".join(cls.norms), cls.needs, params, cls.summary)
+    console.print(t)
+    console.print("[dim]eps is in the model's value units (e.g. 8/255 for images in [0, 1]); gradient attacks use exact gradients when the graph allows, else NES estimates.[/dim]")
+
+
+def _fmt_default(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return repr(v)
+
+
+@app.command()
+def doctor():
+    """Versions, execution providers and whether they work, threads, and a quick speed check."""
+    import platform
+
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from rich.table import Table
+
+    from . import __version__
+
+    t = Table(title="advonnx doctor")
+    t.add_column("check")
+    t.add_column("result")
+    t.add_row("advonnx", __version__)
+    t.add_row("python", platform.python_version() + " on " + platform.platform())
+    t.add_row("onnx / onnxruntime / numpy", f"{onnx.__version__} / {ort.__version__} / {np.__version__}")
+    t.add_row("execution providers", ", ".join(ort.get_available_providers()))
+    t.add_row("cores", str(os.cpu_count()))
+    try:
+        import cupy  # noqa: F401
+
+        t.add_row("cupy", "installed")
+    except Exception as err:  # cupy import errors are many kinds
+        t.add_row("cupy", f"not usable ({type(err).__name__}); CPU/NumPy path in use")
+    try:
+        from importlib.metadata import distributions
+
+        names = {d.metadata["Name"].lower() for d in distributions()}
+        if "onnxruntime" in names and "onnxruntime-gpu" in names:
+            t.add_row("[red]conflict[/red]", "both onnxruntime and onnxruntime-gpu are installed: uninstall both, then install only one")
+    except Exception:
+        pass
+    try:
+        from .suite import load_suite
+        from .model import load_model
+
+        s = load_suite("quick")
+        m = load_model(s.models[0].path)
+        import numpy as np
+
+        x = np.random.default_rng(0).uniform(0, 1, (256,) + tuple(m.spec.input_shape[1:])).astype(np.float32)
+        m.predict(x)
+        t0, n = time.perf_counter(), 0
+        while time.perf_counter() - t0 < 2.0:
+            m.predict(x)
+            n += x.shape[0]
+        t.add_row("predict speed (quick suite model)", f"{n / (time.perf_counter() - t0):,.0f} images/s on {m.execution_provider}")
+        t.add_row("gradient", m.gradient_mode("auto"))
+    except AdvonnxError as err:
+        t.add_row("[red]default suite[/red]", str(err))
+    console.print(t)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: one-line errors (exit 2) unless --debug."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]  # accepted anywhere on the line
+    try:
+        app(args=args, standalone_mode=False)
+    except AdvonnxError as err:
+        if debug:
+            raise
+        err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        sys.exit(err.exit_code)
+    except (typer.Exit, SystemExit) as e:
+        code = getattr(e, "exit_code", getattr(e, "code", 0))
+        sys.exit(code or 0)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except Exception as err:
+        import click
+
+        if isinstance(err, click.exceptions.ClickException):
+            err.show()
+            sys.exit(2)
+        if debug:
+            raise
+        err_console.print(f"[red]internal error:[/red] {type(err).__name__}: {err} (run again with --debug for the traceback)",
+                          highlight=False, soft_wrap=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

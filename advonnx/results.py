@@ -1,0 +1,207 @@
+"""Results: one Parquet row per (run, model, dataset, sample, attack setting).
+
+A run writes into its own folder ``OUT/<run_id>/``: ``run.json`` (config, versions, host),
+``part-<key>.parquet`` chunks (one per model × dataset × attack setting × sample block) and,
+for the first K samples of each model × attack setting, ``part-<key>.examples.npz``. Each
+chunk is written to a temporary name, fsynced and atomically renamed, so a killed run loses at
+most the chunk in flight and ``--resume`` recomputes only the missing ones. Temporary files are
+never read as results. The run's metadata is also stored in every chunk's key-value metadata
+(key ``advonnx``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import AdvonnxError
+
+SCHEMA = pa.schema([
+    ("run_id", pa.string()),
+    ("model", pa.string()),
+    ("model_sha256", pa.string()),
+    ("framework", pa.string()),
+    ("task", pa.string()),
+    ("dataset", pa.string()),
+    ("sample_id", pa.string()),
+    ("attack", pa.string()),
+    ("kind", pa.string()),  # adversarial | corruption | clean
+    ("norm", pa.string()),
+    ("eps", pa.float64()),
+    ("eps_text", pa.string()),
+    ("targeted", pa.bool_()),
+    ("steps", pa.int64()),
+    ("restarts", pa.int64()),
+    ("max_queries", pa.int64()),
+    ("settings", pa.string()),  # JSON of every attack parameter
+    ("gradient", pa.string()),  # exact | estimated | none
+    ("label", pa.int64()),
+    ("label_source", pa.string()),  # dataset | clean_prediction
+    ("clean_pred", pa.int64()),
+    ("adv_pred", pa.int64()),
+    ("clean_confidence", pa.float64()),
+    ("adv_confidence", pa.float64()),
+    ("clean_correct", pa.bool_()),
+    ("adv_correct", pa.bool_()),
+    ("success", pa.bool_()),
+    ("queries", pa.int64()),
+    ("l0", pa.float64()),
+    ("l2", pa.float64()),
+    ("linf", pa.float64()),
+    ("min_norm", pa.float64()),
+    ("psnr", pa.float64()),
+    ("ssim", pa.float64()),
+    ("pixel_acc_clean", pa.float64()),
+    ("pixel_acc_adv", pa.float64()),
+    ("dice_clean", pa.float64()),
+    ("dice_adv", pa.float64()),
+    ("iou_clean", pa.float64()),
+    ("iou_adv", pa.float64()),
+    ("hd95_clean", pa.float64()),
+    ("hd95_adv", pa.float64()),
+    ("dice_per_class", pa.list_(pa.float64())),
+    ("value_range_declared", pa.bool_()),
+    ("status", pa.string()),  # ok | invalid | errored | skipped
+    ("error", pa.string()),
+    ("time_s", pa.float64()),
+    ("seed", pa.int64()),
+])
+TIMING_COLUMNS = ("time_s",)
+STATUSES = ("ok", "invalid", "errored", "skipped")
+META_KEY = b"advonnx"
+
+
+def empty_row() -> dict[str, Any]:
+    return {name: None for name in SCHEMA.names}
+
+
+def rows_to_table(rows: list[dict[str, Any]], metadata: dict[str, Any] | None = None) -> pa.Table:
+    cols = {name: [r.get(name) for r in rows] for name in SCHEMA.names}
+    table = pa.Table.from_pydict(cols, schema=SCHEMA)
+    if metadata is not None:
+        table = table.replace_schema_metadata({META_KEY: json.dumps(metadata, sort_keys=True, default=str).encode()})
+    return table
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(str(path), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Write via ``write(fileobj)`` to a temp file in the same folder, fsync, rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+class RunStore:
+    """The folder of one run: locked while a process writes it."""
+
+    def __init__(self, folder: str | os.PathLike, metadata: dict[str, Any]):
+        self.folder = Path(folder)
+        self.metadata = metadata
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(self.folder / ".lock", "a+")  # noqa: SIM115 (held for the run)
+        try:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise AdvonnxError(
+                f"{self.folder}: another advonnx run is writing this folder; wait for it or choose another --out"
+            ) from None
+        for stale in self.folder.glob(".part-*.tmp"):
+            stale.unlink(missing_ok=True)
+        atomic_write_bytes(self.folder / "run.json",
+                           lambda f: f.write(json.dumps(metadata, indent=2, sort_keys=True, default=str).encode()))
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
+            self._lock_file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def chunk_path(self, key: str) -> Path:
+        return self.folder / f"part-{key}.parquet"
+
+    def has_chunk(self, key: str) -> bool:
+        return self.chunk_path(key).is_file()
+
+    def write_chunk(self, key: str, rows: list[dict[str, Any]], examples: dict[str, np.ndarray] | None = None) -> Path:
+        """Atomically write one chunk (and its examples first, so a chunk implies its examples)."""
+        if examples:
+            atomic_write_bytes(self.folder / f"part-{key}.examples.npz", lambda f: np.savez_compressed(f, **examples))
+        table = rows_to_table(rows, self.metadata)
+        path = self.chunk_path(key)
+        atomic_write_bytes(path, lambda f: pq.write_table(table, f, compression="zstd"))
+        return path
+
+
+def find_run_folders(path: str | os.PathLike) -> list[Path]:
+    """Run folders (holding run.json) at or directly below ``path``, oldest first."""
+    p = Path(path)
+    if (p / "run.json").is_file():
+        return [p]
+    runs = [d for d in p.iterdir() if d.is_dir() and (d / "run.json").is_file()] if p.is_dir() else []
+    return sorted(runs, key=lambda d: (d.stat().st_mtime, d.name))
+
+
+def read_results(path: str | os.PathLike, *, all_runs: bool = False) -> pa.Table:
+    """Rows of a Parquet file, a run folder, or the latest run in an output folder."""
+    p = Path(path)
+    if not p.exists():
+        raise AdvonnxError(f"{p}: no such results file or folder")
+    if p.is_file():
+        try:
+            return pq.read_table(p)
+        except (pa.ArrowInvalid, OSError) as err:
+            raise AdvonnxError(f"{p}: not a readable Parquet file ({err})") from None
+    runs = find_run_folders(p)
+    folders = runs if all_runs else runs[-1:]
+    files = [f for d in folders for f in sorted(d.glob("part-*.parquet"))]
+    if not files:
+        files = sorted(p.glob("part-*.parquet"))
+    if not files:
+        raise AdvonnxError(f"{p}: no advonnx results (part-*.parquet) here; run `advonnx run --out {p}` first")
+    tables = []
+    for f in files:
+        try:
+            tables.append(pq.read_table(f))
+        except (pa.ArrowInvalid, OSError) as err:
+            raise AdvonnxError(f"{f}: unreadable result chunk ({err}); delete it and run again with --resume") from None
+    meta = tables[0].schema.metadata
+    return pa.concat_tables([t.replace_schema_metadata(None) for t in tables]).replace_schema_metadata(meta)
+
+
+def run_metadata(table: pa.Table) -> dict[str, Any]:
+    meta = table.schema.metadata or {}
+    raw = meta.get(META_KEY)
+    return json.loads(raw) if raw else {}

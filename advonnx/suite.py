@@ -1,0 +1,450 @@
+"""Suites: models × datasets × attack settings, declared in TOML, run into a result folder.
+
+A suite file::
+
+    name = "quick"
+    seed = 0
+    save_examples = 4
+    [headline]                      # the setting the leaderboard sorts by
+    attack = "pgd"; norm = "linf"; eps = "2/255"
+    [[datasets]]
+    name = "brain-tissue-patch"; path = "data/brain_patches_test.npz"   # relative to the TOML
+    [[models]]
+    name = "brain_cnn"; path = "models/brain_cnn.onnx"; dataset = "brain-tissue-patch"
+    [[attacks]]
+    name = "pgd"; norm = "linf"; eps = ["1/255", "2/255"]; steps = 10    # other keys: settings
+
+A model is paired with the dataset it names (``dataset = ...``, or its ONNX metadata
+``advonnx.dataset``), else with every dataset. Work is cut into chunks (model × dataset ×
+attack setting × block of ``chunk_size`` samples); each chunk has its own seeded random
+stream, so results do not depend on batch size, chunk order or resumption.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import socket
+import time
+import tomllib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .attacks import make_attack
+from .errors import AdvonnxError, DataError
+from .metrics import confidence, confusion_overlap, pixel_accuracy, psnr, ssim
+from .model import ModelRunError, OnnxModel, load_model
+from .results import RunStore, empty_row, find_run_folders, read_results
+from .spec import _fraction
+from .xp import Random, to_numpy
+
+BUILTIN_SUITES = ("quick", "full")
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    path: str
+    dataset: str = ""
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DatasetEntry:
+    name: str
+    path: str
+    limit: int | None = None
+    intensity: str = "auto"
+    resize: str = "resample"
+
+
+@dataclass
+class AttackEntry:
+    name: str
+    norm: str = "linf"
+    eps: list[tuple[float, str]] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+    targeted: bool = False
+
+
+@dataclass
+class Suite:
+    name: str
+    models: list[ModelEntry]
+    datasets: list[DatasetEntry]
+    attacks: list[AttackEntry]
+    description: str = ""
+    seed: int = 0
+    save_examples: int = 4
+    chunk_size: int = 128
+    gradient: str = "auto"
+    headline: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    def config(self) -> dict[str, Any]:
+        """Everything that determines the rows (not where they are written)."""
+        return {
+            "name": self.name,
+            "seed": self.seed,
+            "chunk_size": self.chunk_size,
+            "gradient": self.gradient,
+            "models": [m.__dict__ for m in self.models],
+            "datasets": [d.__dict__ for d in self.datasets],
+            "attacks": [{**a.__dict__, "eps": [t for _, t in a.eps]} for a in self.attacks],
+            "headline": self.headline,
+        }
+
+    def config_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.config(), sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def parse_eps(value: Any) -> list[tuple[float, str]]:
+    """Budgets from ``8/255``, ``0.03``, ``"1/255,2/255"`` or a list of those."""
+    if isinstance(value, (int, float)):
+        items = [value]
+    elif isinstance(value, str):
+        items = [v for v in value.replace(" ", "").split(",") if v]
+    else:
+        items = list(value)
+    out = []
+    for item in items:
+        text = str(item)
+        try:
+            val = float(_fraction(text))
+        except (ValueError, ZeroDivisionError):
+            raise AdvonnxError(f"eps {text!r} is not a number; write e.g. 8/255 or 0.03") from None
+        if not val >= 0:
+            raise AdvonnxError(f"eps {text!r} must be >= 0")
+        out.append((val, text))
+    if not out:
+        raise AdvonnxError("no eps given; write e.g. --eps 2/255,8/255")
+    return out
+
+
+def _suite_from_dict(raw: dict[str, Any], base: Path, source: str) -> Suite:
+    def resolve(p: str) -> str:
+        path = Path(p).expanduser()
+        return str(path if path.is_absolute() else (base / path))
+
+    try:
+        datasets = [
+            DatasetEntry(name=d.get("name") or Path(d["path"]).stem, path=resolve(d["path"]),
+                         limit=d.get("limit"), intensity=d.get("intensity", "auto"),
+                         resize=d.get("resize", "resample"))
+            for d in raw.get("datasets", [])
+        ]
+        models = []
+        for m in raw.get("models", []):
+            m = dict(m)
+            path = resolve(m.pop("path"))
+            name = m.pop("name", None) or Path(path).stem
+            dataset = m.pop("dataset", "")
+            models.append(ModelEntry(name=name, path=path, dataset=dataset, overrides=m))
+        attacks = []
+        for a in raw.get("attacks", []):
+            a = dict(a)
+            name = a.pop("name")
+            norm = a.pop("norm", "linf")
+            eps = parse_eps(a.pop("eps", "8/255"))
+            targeted = bool(a.pop("targeted", False))
+            attacks.append(AttackEntry(name=name, norm=norm, eps=eps, settings=a, targeted=targeted))
+    except KeyError as err:
+        raise AdvonnxError(f"{source}: an entry lacks the key {err}; see `advonnx run --help` for the suite format") from None
+    if not models:
+        raise AdvonnxError(f"{source}: no [[models]] declared")
+    if not datasets:
+        raise AdvonnxError(f"{source}: no [[datasets]] declared")
+    for a in attacks:  # validate every setting now, not an hour into the run
+        for eps, _ in a.eps:
+            make_attack(a.name, norm=a.norm, eps=eps or 1e-12, **a.settings)
+    known = set(raw) - {"name", "description", "seed", "save_examples", "chunk_size", "gradient",
+                        "headline", "datasets", "models", "attacks"}
+    if known:
+        raise AdvonnxError(f"{source}: unknown suite key(s) {', '.join(sorted(known))}")
+    return Suite(
+        name=str(raw.get("name", Path(source).stem)), description=str(raw.get("description", "")),
+        models=models, datasets=datasets, attacks=attacks, seed=int(raw.get("seed", 0)),
+        save_examples=int(raw.get("save_examples", 4)), chunk_size=int(raw.get("chunk_size", 128)),
+        gradient=str(raw.get("gradient", "auto")), headline=dict(raw.get("headline", {})), source=source,
+    )
+
+
+def load_suite(name_or_path: str | Path) -> Suite:
+    """A built-in suite by name (``quick``, ``full``) or a suite TOML file."""
+    text_name = str(name_or_path)
+    if text_name in BUILTIN_SUITES:
+        root = resources.files("advonnx") / "suites"
+        path = Path(str(root / f"{text_name}.toml"))
+    else:
+        path = Path(text_name)
+    if not path.is_file():
+        raise AdvonnxError(f"{path}: no such suite file; give a TOML path or one of {', '.join(BUILTIN_SUITES)}")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise AdvonnxError(f"{path}: not valid TOML ({err})") from None
+    return _suite_from_dict(raw, path.parent, str(path))
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import pyarrow
+
+    return {"advonnx": __version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+            "numpy": np.__version__, "pyarrow": pyarrow.__version__, "python": platform.python_version()}
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _pairs(suite: Suite, models: dict[str, OnnxModel]) -> list[tuple[ModelEntry, DatasetEntry]]:
+    by_name = {d.name: d for d in suite.datasets}
+    pairs = []
+    for entry in suite.models:
+        wanted = entry.dataset or models[entry.name].spec.dataset
+        if wanted and wanted in by_name:
+            pairs.append((entry, by_name[wanted]))
+        elif entry.dataset:
+            raise AdvonnxError(f"model {entry.name} names dataset {entry.dataset!r}, which the suite does not declare")
+        else:
+            pairs.extend((entry, d) for d in suite.datasets)
+    return pairs
+
+
+def _expectation(model: OnnxModel):
+    from .data import InputExpectation
+
+    s = model.spec
+    return InputExpectation(layout=s.layout, spatial_shape=s.spatial_shape, channels=s.channels,
+                            value_range=s.value_range, task=s.task, dtype=s.input_dtype)
+
+
+class Runner:
+    """Runs a suite into ``OUT/<run_id>/``; ``progress`` is a rich Progress or None."""
+
+    def __init__(self, suite: Suite, *, out: str | Path = "advonnx-results", resume: bool = False,
+                 device: str = "auto", batch_size: int = 256, progress=None, log=None):
+        self.suite = suite
+        self.out = Path(out)
+        self.resume = resume
+        self.device = device
+        self.batch_size = batch_size
+        self.progress = progress
+        self.log = log or (lambda msg: None)
+
+    def _run_folder(self) -> tuple[Path, str]:
+        chash = self.suite.config_hash()
+        if self.resume:
+            for folder in reversed(find_run_folders(self.out) if self.out.exists() else []):
+                meta = json.loads((folder / "run.json").read_text())
+                if meta.get("config_hash") == chash:
+                    return folder, meta["run_id"]
+            self.log(f"nothing to resume in {self.out} for this suite and settings: starting a new run")
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        run_id = f"{self.suite.name}-{stamp}-{chash[:6]}"
+        return self.out / run_id, run_id
+
+    def run(self):
+        folder, run_id = self._run_folder()
+        models: dict[str, OnnxModel] = {}
+        for entry in self.suite.models:
+            models[entry.name] = load_model(entry.path, device=self.device, batch_size=self.batch_size,
+                                            **entry.overrides)
+        pairs = _pairs(self.suite, models)
+        meta = {
+            "run_id": run_id, "suite": self.suite.name, "suite_source": self.suite.source,
+            "config": self.suite.config(), "config_hash": self.suite.config_hash(),
+            "versions": _versions(), "host": socket.gethostname(), "platform": platform.platform(),
+            "execution_providers": {n: m.execution_provider for n, m in models.items()},
+            "cuda_note": next((m.cuda_note for m in models.values() if m.cuda_note), ""),
+            "specs": {n: _spec_summary(m) for n, m in models.items()},
+            "headline": self.suite.headline, "seed": self.suite.seed,
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        with RunStore(folder, meta) as store:
+            for entry, dentry in pairs:
+                self._run_pair(store, run_id, entry, dentry, models[entry.name])
+        return folder, read_results(folder)
+
+    def _run_pair(self, store: RunStore, run_id: str, entry: ModelEntry, dentry: DatasetEntry, model: OnnxModel):
+        from .data import load_dataset
+
+        spec = model.spec
+        try:
+            data = load_dataset(dentry.path, _expectation(model), intensity=dentry.intensity,
+                                resize=dentry.resize, limit=dentry.limit,
+                                class_names=list(spec.class_names) if spec.class_names else None)
+        except DataError as err:
+            raise DataError(f"dataset {dentry.name} for model {entry.name}: {err}") from None
+        if data.y is not None and spec.task == "classification":
+            bad = (data.y < 0) | (data.y >= spec.num_classes)
+            if np.any(bad):
+                raise DataError(
+                    f"{dentry.path}: label {int(data.y[bad][0])} is outside model {entry.name}'s "
+                    f"{spec.num_classes} classes; fix the labels or the class names"
+                )
+        sha = _sha256(entry.path)
+        base = {
+            "run_id": run_id, "model": entry.name, "model_sha256": sha, "framework": spec.framework,
+            "task": spec.task, "dataset": dentry.name, "seed": self.suite.seed,
+            "value_range_declared": spec.value_range_declared,
+            "label_source": "dataset" if data.y is not None else "clean_prediction",
+        }
+        n = len(data)
+        for attack_entry in self.suite.attacks:
+            for eps, eps_text in attack_entry.eps:
+                self._run_setting(store, base, model, data, attack_entry, eps, eps_text, n)
+        for sid, reason in data.skipped:
+            key = _key(base, "skipped", sid)
+            if not store.has_chunk(key):
+                row = {**empty_row(), **base, "sample_id": sid, "attack": "none", "kind": "skipped",
+                       "status": "skipped", "error": reason}
+                store.write_chunk(key, [row])
+
+    def _run_setting(self, store, base, model: OnnxModel, data, aentry: AttackEntry, eps: float,
+                     eps_text: str, n: int):
+        attack = make_attack(aentry.name, norm=aentry.norm, eps=eps, **aentry.settings) if eps > 0 else None
+        label = f"{base['model']} · {aentry.name} {aentry.norm} {eps_text}"
+        task = self.progress.add_task(label, total=n) if self.progress is not None else None
+        setting = {"attack": aentry.name, "norm": aentry.norm, "eps": eps_text,
+                   "settings": repr(attack) if attack else "identity", "targeted": aentry.targeted}
+        for block, start in enumerate(range(0, n, self.suite.chunk_size)):
+            stop = min(n, start + self.suite.chunk_size)
+            key = _key(base, setting, start, stop)
+            if not store.has_chunk(key):
+                rows, examples = self._attack_block(base, model, data, attack, aentry, eps, eps_text,
+                                                    start, stop, key, save=(block == 0))
+                store.write_chunk(key, rows, examples)
+            if task is not None:
+                self.progress.advance(task, stop - start)
+
+    def _attack_block(self, base, model: OnnxModel, data, attack, aentry: AttackEntry, eps, eps_text,
+                      start, stop, key, save: bool):
+        spec = model.spec
+        x = data.x[start:stop]
+        y = None if data.y is None else data.y[start:stop]
+        ids = data.sample_ids[start:stop]
+        params = attack.params() if attack else {}
+        common = {
+            **base, "attack": aentry.name, "kind": "adversarial", "norm": aentry.norm, "eps": eps,
+            "eps_text": eps_text, "targeted": aentry.targeted, "steps": params.get("steps", 1 if attack else 0),
+            "restarts": params.get("restarts", 1 if attack else 0),
+            "max_queries": params.get("max_queries"), "settings": json.dumps(params, sort_keys=True, default=str),
+        }
+        rng = Random(self.suite.seed).spawn(key)
+        t0 = time.perf_counter()
+        try:
+            if attack is None:
+                clean_pred = to_numpy(model.classify(x))
+                res_x = x
+                queries = np.zeros(len(x), np.int64)
+                gradient = "none"
+                labels = clean_pred if y is None else y
+            else:
+                target = None
+                if aentry.targeted:
+                    ref = to_numpy(model.classify(x)) if y is None else y
+                    target = (ref + 1 + rng.integers(0, spec.num_classes - 1, ref.shape)) % spec.num_classes
+                res = attack(model, x, y, target=target, targeted=aentry.targeted, rng=rng,
+                             gradient=self.suite.gradient)
+                res_x, queries, gradient = to_numpy(res.x_adv), res.queries, res.gradient
+                clean_pred, labels = to_numpy(res.clean_pred), to_numpy(res.labels)
+            clean_scores = to_numpy(model.predict(x))
+            adv_scores = to_numpy(model.predict(res_x))
+        except ModelRunError as err:
+            elapsed = time.perf_counter() - t0
+            rows = [{**empty_row(), **common, "sample_id": sid, "status": "errored", "error": str(err),
+                     "time_s": elapsed / len(ids)} for sid in ids]
+            return rows, None
+        elapsed = time.perf_counter() - t0
+        success = to_numpy(res.success) if attack is not None else np.zeros(len(x), bool)
+        adv_pred = np.argmax(adv_scores, axis=spec.class_axis)
+        clean_pred = np.argmax(clean_scores, axis=spec.class_axis)
+        vr = spec.value_range
+        delta = (res_x - x).reshape(len(x), -1).astype(np.float64)
+        p = to_numpy(psnr(x.astype(np.float64), res_x.astype(np.float64), vr))
+        s = to_numpy(ssim(x, res_x, vr, spec.layout))
+        finite = np.isfinite(clean_scores.reshape(len(x), -1)).all(1) & np.isfinite(adv_scores.reshape(len(x), -1)).all(1)
+        rows = []
+        if spec.task == "classification":
+            probs = spec.scores == "probabilities"
+            cconf = to_numpy(confidence(clean_scores, clean_pred, probabilities=probs))
+            aconf = to_numpy(confidence(adv_scores, adv_pred, probabilities=probs))
+            targets = None
+            if aentry.targeted and attack is not None:
+                targets = to_numpy(res.target)
+            for i, sid in enumerate(ids):
+                ok = bool(finite[i])
+                rows.append({
+                    **empty_row(), **common, "sample_id": sid, "gradient": gradient,
+                    "label": int(labels[i]), "clean_pred": int(clean_pred[i]), "adv_pred": int(adv_pred[i]),
+                    "clean_confidence": float(cconf[i]), "adv_confidence": float(aconf[i]),
+                    "clean_correct": bool(clean_pred[i] == labels[i]), "adv_correct": bool(adv_pred[i] == labels[i]),
+                    "success": bool(success[i]), "queries": int(queries[i]),
+                    "l0": float(np.count_nonzero(delta[i])), "l2": float(np.linalg.norm(delta[i])),
+                    "linf": float(np.abs(delta[i]).max(initial=0.0)),
+                    "min_norm": None, "psnr": float(p[i]), "ssim": float(s[i]),
+                    "status": "ok" if ok else "invalid",
+                    "error": None if ok else "model output is NaN or Inf",
+                    "time_s": elapsed / len(ids),
+                })
+        else:
+            ref = labels
+            dice_c, iou_c = confusion_overlap(clean_pred, ref, spec.num_classes)
+            dice_a, iou_a = confusion_overlap(adv_pred, ref, spec.num_classes)
+            pa_c, pa_a = pixel_accuracy(clean_pred, ref), pixel_accuracy(adv_pred, ref)
+            for i, sid in enumerate(ids):
+                ok = bool(finite[i])
+                rows.append({
+                    **empty_row(), **common, "sample_id": sid, "gradient": gradient,
+                    "clean_correct": None, "adv_correct": None,
+                    "success": bool(success[i]),
+                    "queries": int(queries[i]),
+                    "l0": float(np.count_nonzero(delta[i])), "l2": float(np.linalg.norm(delta[i])),
+                    "linf": float(np.abs(delta[i]).max(initial=0.0)), "psnr": float(p[i]), "ssim": float(s[i]),
+                    "pixel_acc_clean": float(pa_c[i]), "pixel_acc_adv": float(pa_a[i]),
+                    "dice_clean": float(dice_c[i].mean()), "dice_adv": float(dice_a[i].mean()),
+                    "iou_clean": float(iou_c[i].mean()), "iou_adv": float(iou_a[i].mean()),
+                    "dice_per_class": [float(v) for v in dice_a[i]],
+                    "status": "ok" if ok else "invalid",
+                    "error": None if ok else "model output is NaN or Inf",
+                    "time_s": elapsed / len(ids),
+                })
+        examples = None
+        k = self.suite.save_examples
+        if save and k > 0 and attack is not None:
+            examples = {"x": x[:k], "x_adv": res_x[:k], "sample_id": np.asarray(ids[:k]),
+                        "label": np.asarray(labels[:k]), "clean_pred": clean_pred[:k], "adv_pred": adv_pred[:k]}
+        return rows, examples
+
+
+def _key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _spec_summary(model: OnnxModel) -> dict[str, Any]:
+    s = model.spec
+    return {"layout": s.layout, "task": s.task, "scores": s.scores, "output_kind": s.output_kind,
+            "num_classes": s.num_classes, "value_range": list(s.value_range),
+            "value_range_source": s.sources.get("value_range", "assumed"), "framework": s.framework,
+            "exporter": s.exporter, "training": s.training, "gradient": model.gradient_mode("auto")}
+
+
+def run_suite(suite: str | Path | Suite = "quick", **kwargs):
+    """Run a built-in suite name, a TOML path or a :class:`Suite`; returns a pyarrow Table."""
+    s = suite if isinstance(suite, Suite) else load_suite(suite)
+    _, table = Runner(s, **kwargs).run()
+    return table
