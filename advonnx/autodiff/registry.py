@@ -162,6 +162,12 @@ class VJPContext:
     def scalar(self, value: float, like: str | None = None) -> str:
         return self.b.scalar(value, self.np_dtype(like))
 
+    def masked(self, cond: str, g: str, like: str | None = None) -> str:
+        """``g`` where ``cond`` holds, else 0: a Mul by the cast mask (onnxruntime's Where is
+        several times slower than Cast + Mul)."""
+        elem = self.info.tensors[like or self.y(0)].elem_type
+        return self.b.op("Mul", [g, self.b.op("Cast", [cond], to=elem)])
+
     def unbroadcast(self, g: str, target: str, out: str | None = None) -> str:
         """Sum ``g`` (shaped like ``out``) back to the shape of ``target`` (broadcasting)."""
         out = out or self.y(0)

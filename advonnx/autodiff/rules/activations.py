@@ -14,30 +14,42 @@ def _positive(ctx: VJPContext) -> str:
 
 @vjp("Relu")
 def relu(ctx: VJPContext):
-    return [ctx.b.op("Where", [_positive(ctx), ctx.g(), ctx.scalar(0.0)])]
+    return [ctx.masked(_positive(ctx), ctx.g())]
 
 
 @vjp("LeakyRelu")
 def leaky_relu(ctx: VJPContext):
-    g = ctx.g()
-    slope = ctx.b.op("Mul", [g, ctx.scalar(ctx.attr("alpha", 0.01))])
-    return [ctx.b.op("Where", [_positive(ctx), g, slope])]
+    b, alpha = ctx.b, ctx.attr("alpha", 0.01)
+    pos = b.op("Cast", [_positive(ctx)], to=ctx.info.tensors[ctx.y()].elem_type)
+    factor = b.op("Add", [b.op("Mul", [pos, ctx.scalar(1.0 - alpha)]), ctx.scalar(alpha)])
+    return [b.op("Mul", [ctx.g(), factor])]
 
 
 @vjp("ThresholdedRelu")
 def thresholded_relu(ctx: VJPContext):
     above = ctx.b.op("Greater", [ctx.x(0), ctx.scalar(ctx.attr("alpha", 1.0))])
-    return [ctx.b.op("Where", [above, ctx.g(), ctx.scalar(0.0)])]
+    return [ctx.masked(above, ctx.g())]
+
+
+def _positive_mask(ctx: VJPContext) -> str:
+    return ctx.b.op("Cast", [_positive(ctx)], to=ctx.info.tensors[ctx.y()].elem_type)
+
+
+def _blend(ctx: VJPContext, p: str, above: str, below: str) -> str:
+    """``above`` where the mask ``p`` is 1, ``below`` where it is 0 (no Where: it is slow)."""
+    b = ctx.b
+    return b.op("Add", [below, b.op("Mul", [p, b.op("Sub", [above, below])])])
 
 
 @vjp("PRelu")
 def prelu(ctx: VJPContext):
     b, g, x, s = ctx.b, ctx.g(), ctx.x(0), ctx.x(1)
-    pos = _positive(ctx)
-    gx = b.op("Where", [pos, g, b.op("Mul", [g, s])]) if ctx.need(0) else None
+    p = _positive_mask(ctx)
+    gx = b.op("Mul", [g, _blend(ctx, p, ctx.scalar(1.0), s)]) if ctx.need(0) else None
     gs = None
     if ctx.need(1):
-        gs = ctx.unbroadcast(b.op("Where", [pos, ctx.scalar(0.0), b.op("Mul", [g, x])]), s)
+        below = b.op("Sub", [ctx.scalar(1.0), p])
+        gs = ctx.unbroadcast(b.op("Mul", [b.op("Mul", [g, x]), below]), s)
     return [gx, gs]
 
 
@@ -46,7 +58,7 @@ def elu(ctx: VJPContext):
     """y' = 1 above 0, y + alpha below."""
     b, g, y = ctx.b, ctx.g(), ctx.y()
     neg = b.op("Add", [y, ctx.scalar(ctx.attr("alpha", 1.0))])
-    return [b.op("Where", [_positive(ctx), g, b.op("Mul", [g, neg])])]
+    return [b.op("Mul", [g, _blend(ctx, _positive_mask(ctx), ctx.scalar(1.0), neg)])]
 
 
 @vjp("Selu")
@@ -55,7 +67,7 @@ def selu(ctx: VJPContext):
     alpha = ctx.attr("alpha", 1.67326319217681884765625)
     gamma = ctx.attr("gamma", 1.05070102214813232421875)
     neg = b.op("Add", [y, ctx.scalar(alpha * gamma)])
-    return [b.op("Mul", [g, b.op("Where", [_positive(ctx), ctx.scalar(gamma), neg])])]
+    return [b.op("Mul", [g, _blend(ctx, _positive_mask(ctx), ctx.scalar(gamma), neg)])]
 
 
 @vjp("Sigmoid")
@@ -79,16 +91,16 @@ def hard_sigmoid(ctx: VJPContext):
     z = b.op("Add", [b.op("Mul", [x, ctx.scalar(alpha)]), ctx.scalar(beta)])
     inside = b.op("And", [b.op("Greater", [z, ctx.scalar(0.0)]),
                           b.op("Less", [z, ctx.scalar(1.0)])])
-    return [b.op("Where", [inside, b.op("Mul", [ctx.g(), ctx.scalar(alpha)]), ctx.scalar(0.0)])]
+    return [ctx.masked(inside, b.op("Mul", [ctx.g(), ctx.scalar(alpha)]))]
 
 
 @vjp("HardSwish")
 def hard_swish(ctx: VJPContext):
-    """y = x * clip(x/6 + 1/2, 0, 1): y' = 0 below -3, 1 above 3, (2x + 3)/6 between."""
+    """y = x * hs(x), hs = clip(x/6 + 1/2, 0, 1): y' = hs(x) + x/6 on |x| < 3."""
     b, x, g = ctx.b, ctx.x(0), ctx.g()
-    mid = b.op("Add", [b.op("Mul", [x, ctx.scalar(1.0 / 3.0)]), ctx.scalar(0.5)])
-    d = b.op("Where", [b.op("Greater", [x, ctx.scalar(3.0)]), ctx.scalar(1.0), mid])
-    d = b.op("Where", [b.op("Less", [x, ctx.scalar(-3.0)]), ctx.scalar(0.0), d])
+    inside = b.op("Less", [b.op("Abs", [x]), ctx.scalar(3.0)])
+    slope = ctx.masked(inside, b.op("Mul", [x, ctx.scalar(1.0 / 6.0)]))
+    d = b.op("Add", [b.op("HardSigmoid", [x], alpha=1.0 / 6.0, beta=0.5), slope])
     return [b.op("Mul", [g, d])]
 
 
@@ -141,17 +153,10 @@ def gelu(ctx: VJPContext):
 
 @vjp("Clip")
 def clip(ctx: VJPContext):
-    """Pass-through where min <= x <= max (as torch.clamp)."""
-    b, x = ctx.b, ctx.x(0)
-    inside = None
-    for i, cmp in ((1, "GreaterOrEqual"), (2, "LessOrEqual")):
-        bound = ctx.x(i)
-        if bound is None:
-            continue
+    """Pass-through where min <= x <= max (as torch.clamp): exactly where Clip(x) == x."""
+    for i in (1, 2):
         if ctx.need(i):
             ctx.unsupported("clip bounds that depend on the input")
-        m = b.op(cmp, [x, bound])
-        inside = m if inside is None else b.op("And", [inside, m])
-    if inside is None:
+    if ctx.x(1) is None and ctx.x(2) is None:
         return [ctx.g()]
-    return [b.op("Where", [inside, ctx.g(), ctx.scalar(0.0)])]
+    return [ctx.masked(ctx.b.op("Equal", [ctx.y(), ctx.x(0)]), ctx.g())]

@@ -22,6 +22,22 @@ def _geometry(ctx: VJPContext, nd: int):
     return list(kernel), strides, dilations
 
 
+def _flipped_weight(ctx: VJPContext, w: str, w_shape, group: int) -> str:
+    """Conv weights (M, C/g, *k) as the weights of the adjoint conv: (C, M/g, *k), every
+    kernel rotated by 180 degrees. Built from the initializer by ops onnxruntime folds once."""
+    b = ctx.b
+    m, cg, *k = w_shape
+    nd = len(k)
+    big = -(2**62)
+    w = b.op("Slice", [w, b.ints([-1] * nd), b.ints([big] * nd), b.ints(range(2, 2 + nd)),
+                       b.ints([-1] * nd)])
+    if cg == 1 and m == group:  # depthwise: already (C, 1, *k)
+        return w
+    w = b.op("Reshape", [w, b.ints([group, m // group, cg, *k])])
+    w = b.op("Transpose", [w], perm=[0, 2, 1, *range(3, 3 + nd)])
+    return b.op("Reshape", [w, b.ints([cg * group, m // group, *k])])
+
+
 @vjp("Conv")
 def conv(ctx: VJPContext):
     if ctx.need(1):
@@ -59,9 +75,17 @@ def conv(ctx: VJPContext):
                 pads[nd + i] -= out_pad[i]
                 out_pad[i] = 0
     gx = None
-    if ctx.need(0):
+    group = ctx.attr("group", 1)
+    w_shape = ctx.static_shape(w)
+    flip_pads = [e - 1 - p for e, p in zip(eff * 2, pads, strict=True)]
+    if ctx.need(0) and all(s == 1 for s in strides) and w_shape and min(flip_pads) >= 0:
+        # stride 1: a plain Conv with the kernel flipped and its channels transposed per group
+        # (onnxruntime's Conv kernels are faster than its ConvTranspose, depthwise above all)
+        gx = b.op("Conv", [g, _flipped_weight(ctx, w, w_shape, group)], dilations=dilations,
+                  pads=flip_pads, group=group, kernel_shape=kernel)
+    elif ctx.need(0):
         gx = b.op("ConvTranspose", [g, w], strides=strides, dilations=dilations, pads=pads,
-                  group=ctx.attr("group", 1), kernel_shape=kernel,
+                  group=group, kernel_shape=kernel,
                   output_padding=out_pad if out_pad and any(out_pad) else None)
         if not static:  # pad the trailing rows/columns the forward conv dropped
             diff = b.op("Sub", [b.shape(x, start=2), b.shape(gx, start=2)])

@@ -121,23 +121,21 @@ def mean(ctx: VJPContext):
 def max_min(ctx: VJPContext):
     """The cotangent goes to the first input equal to the result (a subgradient at ties)."""
     b, y, g = ctx.b, ctx.y(), ctx.g()
-    zero = ctx.scalar(0.0)
     out, taken = [], None
     for i, x in enumerate(ctx.node.input):
         hit = b.op("Equal", [x, y])
         first = hit if taken is None else b.op("And", [hit, b.op("Not", [taken])])
         if i < len(ctx.node.input) - 1:
             taken = hit if taken is None else b.op("Or", [taken, hit])
-        out.append(ctx.unbroadcast(b.op("Where", [first, g, zero]), x) if ctx.need(i) else None)
+        out.append(ctx.unbroadcast(ctx.masked(first, g), x) if ctx.need(i) else None)
     return out
 
 
 @vjp("Where")
 def where(ctx: VJPContext):
     b, c, g = ctx.b, ctx.x(0), ctx.g()
-    zero = ctx.scalar(0.0)
-    gx = ctx.unbroadcast(b.op("Where", [c, g, zero]), ctx.x(1)) if ctx.need(1) else None
-    gy = ctx.unbroadcast(b.op("Where", [c, zero, g]), ctx.x(2)) if ctx.need(2) else None
+    gx = ctx.unbroadcast(ctx.masked(c, g), ctx.x(1)) if ctx.need(1) else None
+    gy = ctx.unbroadcast(ctx.masked(b.op("Not", [c]), g), ctx.x(2)) if ctx.need(2) else None
     return [None, gx, gy]
 
 
