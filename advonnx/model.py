@@ -89,10 +89,16 @@ def _select_input(graph, declared: str | None, path: str) -> onnx.ValueInfoProto
     initializers = {t.name for t in graph.initializer}
     inputs = [i for i in graph.input if i.name not in initializers]
     if declared:
-        for i in inputs:
-            if i.name == declared:
-                return i
-        raise ModelError(f"{path}: no input named {declared!r}; inputs are {[i.name for i in inputs]}")
+        chosen = [i for i in inputs if i.name == declared]
+        if not chosen:
+            raise ModelError(f"{path}: no input named {declared!r}; inputs are {[i.name for i in inputs]}")
+        others = [i.name for i in inputs if i.name != declared]
+        if others:
+            raise ModelError(
+                f"{path}: besides {declared!r} the model requires inputs {others} that advonnx cannot feed; "
+                "export a model whose only input is the image (other inputs as initializers)"
+            )
+        return chosen[0]
     if len(inputs) != 1:
         raise ModelError(
             f"{path}: the model has {len(inputs)} inputs {[i.name for i in inputs]}; "

@@ -1,0 +1,73 @@
+"""Estimated gradients against the analytic gradient of a softmax regression."""
+
+import numpy as np
+import pytest
+from models import save, softmax_regression
+
+import advonnx
+from advonnx.oracles import EstimatorConfig
+
+
+def _analytic_ce_grad(x, y, w, b):
+    z = x.astype(np.float64) @ w + b
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    return (p - np.eye(w.shape[1])[y]) @ w.T
+
+
+def _cos(a, b):
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@pytest.fixture
+def regression(tmp_path):
+    proto, w, b = softmax_regression(d=784, classes=10, seed=0)
+    model = advonnx.load_model(save(proto, tmp_path / "softreg.onnx"))
+    x = np.random.default_rng(1).uniform(0, 1, (16, 784)).astype(np.float32)
+    y = np.random.default_rng(2).integers(0, 10, 16)
+    return model, x, y, w, b
+
+
+def test_nes_orthogonal_cosine_above_0_9_within_10000_queries(regression):
+    model, x, y, w, b = regression
+    model.estimator = EstimatorConfig(method="nes", samples=2000)  # 4001 queries per sample
+    counts = np.zeros(16, np.int64)
+    loss, g = model.value_and_grad(x, y, gradient="estimated", counter=lambda idx: np.add.at(counts, idx, 1))
+    cos = _cos(g, _analytic_ce_grad(x, y, w, b))
+    assert cos.mean() > 0.9, cos
+    assert counts.max() <= 10_000 and np.all(counts == 4001)
+    z = x @ w + b
+    ref_loss = -(z[np.arange(16), y] - np.log(np.exp(z).sum(1)))
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-4)
+
+
+def test_nes_gaussian_is_unbiased_direction(regression):
+    model, x, y, w, b = regression
+    model.estimator = EstimatorConfig(method="nes", samples=400, orthogonal=False)
+    _, g = model.value_and_grad(x, y, gradient="estimated")
+    assert _cos(g, _analytic_ce_grad(x, y, w, b)).mean() > 0.4  # sqrt(q/(q+d)) ≈ 0.58 in theory
+
+
+def test_spsa_estimate(regression):
+    model, x, y, w, b = regression
+    model.estimator = EstimatorConfig(method="spsa", samples=400)
+    _, g = model.value_and_grad(x, y, gradient="estimated")
+    assert _cos(g, _analytic_ce_grad(x, y, w, b)).mean() > 0.4
+
+
+def test_cotangent_vjp_estimate(regression):
+    model, x, y, w, b = regression
+    model.estimator = EstimatorConfig(samples=784)
+    cot = np.random.default_rng(3).normal(size=(16, 10)).astype(np.float32)
+    loss, g = model.value_and_grad(x, cotangent=cot, gradient="estimated")
+    np.testing.assert_allclose(loss, ((x @ w + b) * cot).sum(1), rtol=1e-4, atol=1e-4)
+    assert _cos(g, cot @ w.T).min() > 0.999
+
+
+def test_estimator_is_deterministic_per_seed(regression):
+    from advonnx.xp import Random
+
+    model, x, y, *_ = regression
+    a = model.value_and_grad(x, y, gradient="estimated", rng=Random(5))[1]
+    b = model.value_and_grad(x, y, gradient="estimated", rng=Random(5))[1]
+    assert np.array_equal(a, b)
