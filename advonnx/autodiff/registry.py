@@ -23,13 +23,18 @@ from .builder import Builder
 class Rule:
     fn: Callable[[VJPContext], Sequence[str | None]]
     since: int
-    requires_opset: int  # the opset the backward ops need (the model is lifted to it)
+    requires_opset: int | Callable[[onnx.NodeProto], int]  # opset the backward ops need
+
+    def required_opset(self, node: onnx.NodeProto) -> int:
+        """The opset the model is lifted to (at least) before this rule runs on ``node``."""
+        r = self.requires_opset
+        return r(node) if callable(r) else r
 
 
 _RULES: dict[tuple[str, str], list[Rule]] = {}
 
 
-def vjp(*op_types: str, since: int = 1, requires_opset: int = 13, domain: str = ""):
+def vjp(*op_types: str, since: int = 1, requires_opset: int | Callable = 13, domain: str = ""):
     """Register ``fn`` as the VJP rule of ``op_types`` (ai.onnx unless ``domain``)."""
 
     def register(fn):

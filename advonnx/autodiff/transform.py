@@ -157,9 +157,15 @@ def _op_label(node: onnx.NodeProto) -> str:
     return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
 
 
-def _missing(on_path, opset: int) -> list[str]:
+# Ops that lifting a model to MIN_OPSET rewrites into ops that have rules.
+LIFTED_AWAY = {"Upsample"}
+
+
+def _missing(on_path, opset: int, model_opset: int | None = None) -> list[str]:
     missing = set()
     for n in on_path:
+        if model_opset is not None and model_opset < MIN_OPSET and n.op_type in LIFTED_AWAY:
+            continue
         has_subgraph = any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
                            for a in n.attribute)
         if has_subgraph or find_rule(n.domain, n.op_type, opset) is None:
@@ -176,7 +182,8 @@ def unsupported_ops(model: onnx.ModelProto, *, input_name: str | None = None,
     input_name, output_name = _resolve_names(model.graph, input_name, output_name)
     info = _graph_info(model)
     _, on_path = _active(model.graph, info, input_name, output_name)
-    return _missing(on_path, max(_onnx_opset(model), MIN_OPSET))
+    opset = _onnx_opset(model)
+    return _missing(on_path, max(opset, MIN_OPSET), opset)
 
 
 # -- opset lifting ------------------------------------------------------------------------------
@@ -199,8 +206,6 @@ def _random_feed(model: onnx.ModelProto) -> dict[str, np.ndarray]:
 
 def lift_opset(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
     """``model`` converted to ai.onnx opset ``target``, checked to compute the same outputs."""
-    import onnxruntime as ort
-
     from onnx import version_converter
 
     try:
@@ -210,13 +215,8 @@ def lift_opset(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
             f"cannot lift the model from opset {_onnx_opset(model)} to {target} "
             f"(needed by the gradient ops): {str(err).splitlines()[0]}") from err
     feed = _random_feed(model)
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
     try:
-        before = ort.InferenceSession(model.SerializeToString(), so,
-                                      providers=["CPUExecutionProvider"]).run(None, feed)
-        after = ort.InferenceSession(lifted.SerializeToString(), so,
-                                     providers=["CPUExecutionProvider"]).run(None, feed)
+        before, after = _run_both(model, lifted, feed)
     except Exception as err:  # noqa: BLE001
         raise GradientUnavailable(
             f"the model lifted to opset {target} could not be checked: {str(err).splitlines()[0]}"
@@ -227,6 +227,21 @@ def lift_opset(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
                 f"the model lifted to opset {target} computes different outputs; "
                 "export it at opset >= 16")
     return lifted
+
+
+def _run_both(model: onnx.ModelProto, lifted: onnx.ModelProto, feed):
+    """Outputs of both models on ``feed``: onnxruntime, or onnx's reference evaluator where
+    onnxruntime has no kernel (e.g. float64 Upsample)."""
+    import onnxruntime as ort
+    from onnx.reference import ReferenceEvaluator
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    try:
+        return [ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+                .run(None, feed) for m in (model, lifted)]
+    except Exception:  # noqa: BLE001 - no kernel: compare with the reference evaluator
+        return [ReferenceEvaluator(m).run(None, feed) for m in (model, lifted)]
 
 
 # -- loss head ---------------------------------------------------------------------------------
@@ -305,12 +320,21 @@ def gradient_model(model: onnx.ModelProto, *, loss: str, input_name: str | None 
     opset = _onnx_opset(model)
     info = _graph_info(model)
     _, on_path = _active(model.graph, info, input_name, output_name)
-    missing = _missing(on_path, max(opset, MIN_OPSET))
+    missing = _missing(on_path, max(opset, MIN_OPSET), opset)
+    if missing:
+        raise GradientUnavailable(
+            f"no exact gradient: no VJP rule for {', '.join(missing)}; use estimated gradients")
+    if opset < MIN_OPSET:  # rules are written for opset >= 13 semantics
+        model = lift_opset(model, MIN_OPSET)
+        opset = MIN_OPSET
+        info = _graph_info(model)
+        _, on_path = _active(model.graph, info, input_name, output_name)
+        missing = _missing(on_path, opset)
     if missing:
         raise GradientUnavailable(
             f"no exact gradient: no VJP rule for {', '.join(missing)}; use estimated gradients")
     needed = max([MIN_OPSET] + [find_rule(n.domain, n.op_type, max(opset, MIN_OPSET))
-                                .requires_opset for n in on_path])
+                                .required_opset(n) for n in on_path])
     if opset < needed:
         model = lift_opset(model, needed)
         opset = needed

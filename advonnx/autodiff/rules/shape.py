@@ -147,13 +147,20 @@ def _slice_pad_runtime(ctx: VJPContext, axes: list[int]) -> str:
     return b.op("Pad", [ctx.g(), pads])
 
 
-@vjp("Pad", since=13)
+def _pad_requires(node) -> int:
+    for a in node.attribute:
+        if a.name == "mode" and a.s not in (b"constant", b""):
+            return 16  # ScatterElements reduction="add"
+    return 13
+
+
+@vjp("Pad", since=13, requires_opset=_pad_requires)
 def pad(ctx: VJPContext):
-    mode = ctx.attr_str("mode", "constant")
-    if mode != "constant":
-        ctx.unsupported(f"mode={mode}")
+    """constant: Slice the cotangent (zero-Pad it back where pads were negative, i.e. crops).
+    reflect/edge/wrap: scatter-add the cotangent to the source of every padded cell."""
     if ctx.need(2):
         ctx.unsupported("a pad value that depends on the input")
+    mode = ctx.attr_str("mode", "constant")
     pads = ctx.const_ints(ctx.x(1))
     if pads is None:
         ctx.unsupported("pads computed at run time")
@@ -167,6 +174,9 @@ def pad(ctx: VJPContext):
         axes = [a % rank for a in axes]
     n = len(axes)
     begin, end = pads[:n], pads[n:]
+    if mode != "constant":
+        return [_pad_scatter(ctx, mode, dict(zip(axes, zip(begin, end, strict=True),
+                                                 strict=True))), None, None, None]
     starts = [max(p, 0) for p in begin]
     ends = [-p if p > 0 else INT64_MAX for p in end]
     g = b.op("Slice", [ctx.g(), b.ints(starts), b.ints(ends), b.ints(axes)])
@@ -176,6 +186,30 @@ def pad(ctx: VJPContext):
             full[a], full[rank + a] = max(-begin[i], 0), max(-end[i], 0)
         g = b.op("Pad", [g, b.ints(full)])
     return [g, None, None, None]
+
+
+def _pad_scatter(ctx: VJPContext, mode: str, pads: dict[int, tuple[int, int]]) -> str:
+    b, x, g = ctx.b, ctx.x(0), ctx.g()
+    xs = ctx.shape(x)
+    rank = len(xs)
+    numpy_mode = {"reflect": "reflect", "edge": "edge", "wrap": "wrap"}.get(mode)
+    if numpy_mode is None:
+        ctx.unsupported(f"mode={mode}")
+    for a, (pb, pe) in sorted(pads.items(), reverse=True):
+        if (pb, pe) == (0, 0):
+            continue
+        d = xs[a]
+        if not isinstance(d, int) or pb < 0 or pe < 0:
+            ctx.unsupported(f"{mode} padding of a dynamic axis or with negative pads")
+        source = np.pad(np.arange(d, dtype=np.int64), (pb, pe), mode=numpy_mode)
+        shape = [1] * rank
+        shape[a] = -1
+        idx = b.op("Expand", [b.const(source.reshape(shape)), b.shape(g)])
+        target = b.op("ScatterElements", [b.shape(g), b.ints([a]), b.ints([d])], axis=0)
+        zeros = b.op("ConstantOfShape", [target], value=helper.make_tensor(
+            "value", ctx.info.tensors[x].elem_type, [1], [0]))
+        g = b.op("ScatterElements", [zeros, idx, g], axis=a, reduction="add")
+    return g
 
 
 @vjp("Expand")
