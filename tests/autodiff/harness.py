@@ -11,6 +11,7 @@ from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 from onnx.reference.ops.op_conv_transpose import ConvTranspose as _StockConvTranspose
+from onnx.reference.ops.op_max_pool import MaxPool as _StockMaxPool
 
 from advonnx.autodiff import GRAD_INPUT_COTANGENT, GRAD_OUTPUT_GRAD, gradient_model
 
@@ -73,8 +74,27 @@ class ConvTranspose(_StockConvTranspose):
         return (np.concatenate(outs, axis=1),)
 
 
+class MaxPool(_StockMaxPool):
+    """MaxPool whose Indices always count batch and channel offsets, as the spec and
+    onnxruntime do (the stock kernel's unit-stride path leaves them out)."""
+
+    op_domain = ""
+
+    def _run(self, x, auto_pad=None, ceil_mode=None, dilations=None, kernel_shape=None,
+             pads=None, storage_order=None, strides=None):
+        if len(self.output) == 1:
+            return super()._run(x, auto_pad=auto_pad, ceil_mode=ceil_mode, dilations=dilations,
+                                kernel_shape=kernel_shape, pads=pads,
+                                storage_order=storage_order, strides=strides)
+        nd = len(kernel_shape)
+        return self._max_pool(x, auto_pad=auto_pad, ceil_mode=ceil_mode,
+                              dilations=dilations or [1] * nd, kernel_shape=kernel_shape,
+                              pads=pads or [0] * (2 * nd), storage_order=storage_order or 0,
+                              strides=strides or [1] * nd)
+
+
 def reference(model: onnx.ModelProto) -> ReferenceEvaluator:
-    return ReferenceEvaluator(model, new_ops=[Erf, Pad, Gelu, ConvTranspose])
+    return ReferenceEvaluator(model, new_ops=[Erf, Pad, Gelu, ConvTranspose, MaxPool])
 
 
 ELEM = {np.float32: onnx.TensorProto.FLOAT, np.float64: onnx.TensorProto.DOUBLE}
