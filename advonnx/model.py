@@ -260,7 +260,7 @@ class OnnxModel:
         *,
         device: str = "auto",
         threads: int | None = None,
-        batch_size: int = 256,
+        batch_size: int = 64,
         estimator: EstimatorConfig | None = None,
     ):
         self.spec = spec
@@ -269,6 +269,9 @@ class OnnxModel:
         self.estimator = estimator or EstimatorConfig()
         self.queries = 0
         self._lock = threading.Lock()
+        tail = tuple(spec.input_shape[1:])
+        self._static_tail = tail if all(d is not None for d in tail) else None
+        self._dtype = np.dtype(spec.input_dtype)
         self._providers, self.cuda_note = available_providers(device)
         self._threads = threads
         self.canonical = build_canonical(proto, spec)
@@ -303,6 +306,12 @@ class OnnxModel:
         """Run ``session`` on feeds whose leading dim is the batch, honouring a fixed batch."""
         n = next(iter(feeds.values())).shape[0]
         fixed = self.spec.fixed_batch
+        if (fixed is None and n <= self.batch_size) or n == fixed:  # one call: no slicing or copies
+            try:
+                return session.run(outputs, feeds)
+            except Exception as err:
+                msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise ModelRunError(f"{Path(self.spec.path).name}: onnxruntime failed on a batch: {msg}") from None
         results: list[list[np.ndarray]] = []
         for start, stop in self._chunks(n):
             chunk = {k: v[start:stop] for k, v in feeds.items()}
@@ -318,8 +327,10 @@ class OnnxModel:
         return [np.concatenate([r[i] for r in results]) for i in range(len(results[0]))]
 
     def _host_input(self, x) -> np.ndarray:
-        host = to_numpy(x)
+        host = x if type(x) is np.ndarray else to_numpy(x)
         want = self.spec.input_shape
+        if host.shape[1:] == self._static_tail and host.dtype == self._dtype and host.flags.c_contiguous:
+            return host
         if host.ndim != len(want) or any(w is not None and w != h for w, h in zip(want[1:], host.shape[1:])):
             raise AdvonnxError(
                 f"{Path(self.spec.path).name}: input batch of shape {host.shape} does not fit the "
@@ -337,7 +348,9 @@ class OnnxModel:
         (scores,) = self._run(self._session, {self.spec.input_name: host})
         with self._lock:
             self.queries += host.shape[0]
-        return _like(x, scores.astype(np.float32, copy=False))
+        if scores.dtype != np.float32:
+            scores = scores.astype(np.float32)
+        return scores if type(x) is np.ndarray else _like(x, scores)
 
     def classify(self, x):
         """Predicted labels: argmax over classes (or thresholded scores for multi-label)."""

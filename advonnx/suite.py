@@ -236,7 +236,7 @@ class Runner:
     """Runs a suite into ``OUT/<run_id>/``; ``progress`` is a rich Progress or None."""
 
     def __init__(self, suite: Suite, *, out: str | Path = "advonnx-results", resume: bool = False,
-                 device: str = "auto", batch_size: int = 256, progress=None, log=None):
+                 device: str = "auto", batch_size: int = 64, progress=None, log=None):
         self.suite = suite
         self.out = Path(out)
         self.resume = resume

@@ -1,0 +1,74 @@
+"""advonnx's overhead over a raw onnxruntime InferenceSession.run, for prediction.
+
+Both run the same model file with the same session options (ORT_ENABLE_ALL, 2 intra-op
+threads), measured alternately in one process, median of repeats. Target: ratio ≤ 1.10.
+Writes benchmarks/results/predict.json and prints a Markdown table.
+
+    python benchmarks/bench_predict.py [--repeats 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+import advonnx
+from advonnx.suite import load_suite
+
+HERE = Path(__file__).parent
+
+
+def _time(fn, repeats: int) -> list[float]:
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    suite = load_suite("quick")
+    rows = []
+    for entry in suite.models:
+        model = advonnx.load_model(entry.path, threads=args.threads, batch_size=256)
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.intra_op_num_threads = args.threads
+        so.inter_op_num_threads = 1
+        raw = ort.InferenceSession(entry.path, sess_options=so, providers=["CPUExecutionProvider"])
+        name = raw.get_inputs()[0].name
+        for batch in (1, 32, 256):
+            x = np.random.default_rng(0).uniform(0, 1, (batch,) + tuple(model.spec.input_shape[1:])).astype(np.float32)
+            np.testing.assert_allclose(model.predict(x), raw.run(None, {name: x})[0], rtol=1e-5, atol=1e-5)
+            reps = args.repeats if batch > 1 else args.repeats * 20
+            t_raw, t_adv = [], []
+            for _ in range(5):  # alternate to share drift between both
+                t_raw += _time(lambda: raw.run(None, {name: x}), reps // 5)
+                t_adv += _time(lambda: model.predict(x), reps // 5)
+            r, a = statistics.median(t_raw), statistics.median(t_adv)
+            rows.append({"model": entry.name, "batch": batch, "raw_ms": 1e3 * r, "advonnx_ms": 1e3 * a,
+                         "ratio": a / r, "images_per_s": batch / a})
+    print("| model | batch | raw ORT ms | advonnx ms | ratio | images/s |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for row in rows:
+        print(f"| {row['model']} | {row['batch']} | {row['raw_ms']:.3f} | {row['advonnx_ms']:.3f} | "
+              f"{row['ratio']:.3f} | {row['images_per_s']:,.0f} |")
+    out = HERE / "results" / "predict.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"threads": args.threads, "rows": rows}, indent=2))
+    print(f"\nwritten {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Sessions: tests (the whole suite, slow checks included), fast, lint, bench, models."""
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.default_venv_backend = "venv"
+
+
+@nox.session
+def tests(session):
+    """Everything CI runs: unit tests and the slow checks (fresh-venv install, cross-library)."""
+    session.install(".[test]")
+    session.run("pytest", "-q", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session
+def fast(session):
+    """The default developer loop: every test not marked slow (< 10 minutes on 2 cores)."""
+    session.install(".[test]")
+    session.run("pytest", "-q", "-m", "not slow", *session.posargs)
+
+
+@nox.session
+def lint(session):
+    session.install("ruff")
+    session.run("ruff", "check", "advonnx", "tests", "benchmarks", "models", "noxfile.py")
+
+
+@nox.session
+def bench(session):
+    """Performance benchmarks; results land in benchmarks/results/."""
+    session.install(".[test]")
+    session.run("python", "benchmarks/bench_predict.py", *session.posargs)
+    session.run("python", "benchmarks/bench_autodiff.py")
+
+
+@nox.session
+def models(session):
+    """Rebuild the suite's data and models from the MNI template in nilearn's wheel (not in CI)."""
+    session.install(".[export]")
+    session.run("python", "models/build_brain_data.py")
+    session.run("python", "models/train_brain_classifiers.py")

@@ -1,0 +1,128 @@
+"""The command line as a user meets it: exit codes, one-line errors, end-to-end runs."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from models import save, small_cnn
+
+from advonnx.results import read_results
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def advonnx(*args, cwd=None, env=None):
+    e = {**os.environ, "COLUMNS": "120", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "advonnx.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=e, timeout=600)
+
+
+def test_attacks_lists_registry():
+    r = advonnx("attacks")
+    assert r.returncode == 0
+    for name in ("fgsm", "bim", "pgd"):
+        assert name in r.stdout
+
+
+def test_help_on_every_command():
+    for cmd in ("run", "show", "compare", "inspect", "attacks", "doctor"):
+        r = advonnx(cmd, "--help")
+        assert r.returncode == 0 and "Usage" in r.stdout, cmd
+
+
+def test_inspect_shows_guesses(tmp_path):
+    path = save(small_cnn(nhwc=True, head="softmax"), tmp_path / "v.onnx")
+    r = advonnx("inspect", path)
+    assert r.returncode == 0, r.stderr
+    assert "NHWC" in r.stdout and "probabilities" in r.stdout and "assumed" in r.stdout
+
+
+@pytest.mark.parametrize("content,needle", [
+    (None, "no such model file"),
+    (b"", "empty file"),
+    (b"\x08\x07garbage not onnx at all" * 10, "not a readable ONNX model"),
+])
+def test_bad_model_one_line_exit_2(tmp_path, content, needle):
+    path = tmp_path / "bad.onnx"
+    if content is not None:
+        path.write_bytes(content)
+    r = advonnx("inspect", path)
+    assert r.returncode == 2
+    assert needle in r.stderr and str(path.name) in r.stderr
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_truncated_model(tmp_path):
+    good = save(small_cnn(), tmp_path / "good.onnx")
+    data = Path(good).read_bytes()
+    (tmp_path / "cut.onnx").write_bytes(data[: len(data) // 2])
+    r = advonnx("inspect", tmp_path / "cut.onnx")
+    assert r.returncode == 2 and "cut.onnx" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_run_needs_data_with_model(tmp_path):
+    path = save(small_cnn(), tmp_path / "m.onnx")
+    r = advonnx("run", "--model", path)
+    assert r.returncode == 2 and "--data" in r.stderr
+
+
+def test_bad_eps_is_usage_error(tmp_path):
+    path = save(small_cnn(), tmp_path / "m.onnx")
+    np.savez(tmp_path / "d.npz", x=np.zeros((2, 1, 8, 8), np.float32))
+    r = advonnx("run", "--model", path, "--data", tmp_path / "d.npz", "--eps", "eight")
+    assert r.returncode == 2 and "eps" in r.stderr
+
+
+def test_adhoc_run_show_compare(tmp_path):
+    path = save(small_cnn(), tmp_path / "m.onnx")
+    x = np.random.default_rng(0).uniform(0, 1, (12, 1, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(12) % 3)
+    out = tmp_path / "res"
+    r = advonnx("run", "--model", path, "--data", tmp_path / "d.npz", "--attack", "fgsm,pgd",
+                "--eps", "1/255,8/255", "--steps", "3", "--out", out, "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "Robust" in r.stdout
+    table = read_results(out)
+    assert table.num_rows == 12 * 2 * 2
+    assert set(table.column("eps_text").to_pylist()) == {"1/255", "8/255"}
+    shown = advonnx("show", out)
+    assert shown.returncode == 0 and "fgsm linf 8/255" in shown.stdout
+    cmp = advonnx("compare", out, out)
+    assert cmp.returncode == 0 and "+0.0" in cmp.stdout
+
+
+def test_unlabelled_data_uses_clean_predictions(tmp_path):
+    path = save(small_cnn(), tmp_path / "m.onnx")
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).uniform(0, 1, (6, 1, 8, 8)).astype(np.float32))
+    r = advonnx("run", "--model", path, "--data", tmp_path / "d.npz", "--attack", "fgsm", "--eps", "0.1",
+                "--out", tmp_path / "o", "--quiet")
+    assert r.returncode == 0, r.stderr
+    t = read_results(tmp_path / "o")
+    assert set(t.column("label_source").to_pylist()) == {"clean_prediction"}
+    assert "clean predictions are the reference" in r.stdout.replace("\n", " ")
+
+
+@pytest.mark.slow
+def test_fresh_venv_install_and_default_run(tmp_path):
+    """The README's first command in a fresh venv, from an empty directory."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = venv / "bin" / "pip"
+    inst = subprocess.run([str(pip), "install", "-q", str(ROOT)], capture_output=True, text=True, timeout=900)
+    assert inst.returncode == 0, inst.stderr[-3000:]
+    work = tmp_path / "empty"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["COLUMNS"] = "120"
+    r = subprocess.run([str(venv / "bin" / "advonnx"), "run"], cwd=work, capture_output=True, text=True,
+                       timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "brain_cnn" in r.stdout and "brain_mobilenet" in r.stdout
+    runs = list((work / "advonnx-results").iterdir())
+    assert len(runs) == 1
+    table = read_results(runs[0])
+    assert table.num_rows > 0 and set(table.column("status").to_pylist()) == {"ok"}
