@@ -58,6 +58,8 @@ def run(
     output_name: Annotated[Optional[str], typer.Option("--output", help="Model output holding the scores, if several.")] = None,
     value_range: Annotated[Optional[str], typer.Option("--value-range", help="Model input value range LO,HI (default: declared, else 0,1).")] = None,
     layout: Annotated[Optional[str], typer.Option("--layout", help="NCHW, NHWC, NCDHW, NDHWC or NF if the guess is wrong.")] = None,
+    corruptions: Annotated[Optional[str], typer.Option("--corruptions", help="Natural corruptions too: all or NAME[,NAME...] (see `advonnx corruptions`).")] = None,
+    severities: Annotated[Optional[str], typer.Option("--severities", help="Corruption severities, e.g. 1-5 or 1,3,5.")] = None,
     save_examples: Annotated[Optional[int], typer.Option("--save-examples", help="Keep adversarial examples of the first K samples per model × setting.")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Results folder; each run writes OUT/<run_id>/.")] = Path("advonnx-results"),
     resume: Annotated[bool, typer.Option("--resume", help="Finish the latest run in OUT with the same settings.")] = False,
@@ -72,11 +74,22 @@ def run(
       advonnx run my_suite.toml --out results/
       advonnx run --model vendor.onnx --data scans/ --attack fgsm,pgd --eps 1/255,4/255
       advonnx run --model m.onnx --data test.npz --value-range 0,255 --eps 2,8
+      advonnx run --corruptions all --severities 1-5   # natural corruptions beside the attacks
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .leaderboard import render
-    from .suite import AttackEntry, DatasetEntry, ModelEntry, Suite, load_suite, parse_eps, Runner
+    from .suite import (
+        AttackEntry,
+        DatasetEntry,
+        ModelEntry,
+        Runner,
+        Suite,
+        load_suite,
+        parse_corruptions,
+        parse_eps,
+        parse_severities,
+    )
 
     if model and not data and suite is None:
         raise AdvonnxError("--model needs --data (an .npz, image folder, CSV manifest or image file)")
@@ -111,6 +124,13 @@ def run(
                 a.norm = norm
             if steps and "steps" in __import__("advonnx.attacks", fromlist=["attack_class"]).attack_class(a.name).parameters():
                 a.settings["steps"] = steps
+    if corruptions is not None:
+        s.corruptions = parse_corruptions(corruptions)
+        s.severities = parse_severities(severities or "1-5")
+    elif severities is not None:
+        if not s.corruptions:
+            raise AdvonnxError("--severities needs --corruptions (e.g. --corruptions all --severities 1-5)")
+        s.severities = parse_severities(severities)
     if seed is not None:
         s.seed = seed
     if gradient:
@@ -259,6 +279,56 @@ def _fmt_default(v) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return repr(v)
+
+
+@app.command("corruptions")
+def list_corruptions(
+    preview: Annotated[Optional[Path], typer.Option("--preview", help="An image or volume to show under every corruption and severity.")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="PNG file for the preview grid.")] = Path("corruptions.png"),
+    names: Annotated[str, typer.Option("--names", help="Which corruptions: all or NAME[,NAME...].")] = "all",
+):
+    """List the natural corruptions, or preview them on one image (rows: corruption; columns: clean, severity 1-5).
+
+    [bold]Examples[/bold]
+
+      advonnx corruptions
+      advonnx corruptions --preview slice.nii.gz -o grid.png
+    """
+    from rich.table import Table
+
+    from .corruptions import CORRUPTIONS, corruption_names
+
+    selected = corruption_names(names)
+    if preview is None:
+        t = Table(title="advonnx corruptions (severity 1-5)")
+        for col in ("name", "what it does", "parameters 1..5", "source"):
+            t.add_column(col)
+        for name in selected:
+            c = CORRUPTIONS[name]
+            t.add_row(name, c.description, ", ".join(map(str, c.severity_params)), c.source)
+        console.print(t)
+        return
+    import SimpleITK as sitk
+    import numpy as np
+
+    from .corruptions.preview import preview_grid
+    from .data import map_intensity
+
+    if not preview.is_file():
+        raise AdvonnxError(f"{preview}: no such image file")
+    try:
+        img = sitk.ReadImage(str(preview))
+    except RuntimeError:
+        raise AdvonnxError(f"{preview}: SimpleITK cannot read this image; give a PNG, JPEG, NIfTI, MHA, NRRD or DICOM file") from None
+    arr = sitk.GetArrayFromImage(img)
+    if img.GetNumberOfComponentsPerPixel() > 1:
+        arr = arr[..., :3].mean(axis=-1)
+    arr = np.squeeze(arr)
+    if arr.ndim not in (2, 3):
+        raise AdvonnxError(f"{preview}: image of shape {arr.shape} is neither 2-D nor 3-D")
+    rule = "divide:255" if img.GetPixelID() in (sitk.sitkUInt8, sitk.sitkVectorUInt8) else "percentile:0.5-99.5"
+    grid = preview_grid(map_intensity(arr.astype(np.float64), rule), selected, output)
+    console.print(f"wrote {output} ({grid.shape[1]}×{grid.shape[0]} px): rows {', '.join(selected)}; columns clean, severity 1-5")
 
 
 @app.command()

@@ -58,7 +58,7 @@ def summarize(table: pa.Table) -> list[dict[str, Any]]:
             "model": model, "dataset": dataset, "attack": attack, "norm": norm, "eps": eps,
             "eps_text": eps_text or f"{eps:g}", "framework": first["framework"], "task": first["task"],
             "gradient": next((r["gradient"] for r in ok if r["gradient"]), first["gradient"] or ""),
-            "label_source": first["label_source"], "n": len(ok),
+            "label_source": first["label_source"], "n": len(ok), "kind": first.get("kind") or "adversarial",
             "invalid": sum(r["status"] == "invalid" for r in rs),
             "errored": sum(r["status"] == "errored" for r in rs),
             "skipped": skipped[(model, dataset)],
@@ -122,6 +122,12 @@ def contrast_pairs(summaries: list[dict], headline: dict[str, Any]) -> list[tupl
     return pairs
 
 
+def setting_label(s: dict) -> str:
+    if s.get("kind") == "corruption":
+        return f"{s['attack']} sev {s['eps_text']}"
+    return f"{s['attack']} {s['norm']} {s['eps_text']}"
+
+
 def _pct(v: float) -> str:
     return "–" if v is None or math.isnan(v) else f"{100 * v:.1f}"
 
@@ -144,7 +150,8 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
         return summaries
     headline = headline or {}
     order = headline_key(summaries, headline)
-    summaries.sort(key=lambda s: (-(order.get(s["model"], -1.0)), s["model"], s["dataset"], s["attack"], s["norm"], s["eps"]))
+    summaries.sort(key=lambda s: (-(order.get(s["model"], -1.0)), s["model"], s["dataset"],
+                                  s.get("kind") == "corruption", s["attack"], s["norm"], s["eps"]))
     from rich import box
 
     console.print(f"[bold underline]{title}[/bold underline]")
@@ -176,7 +183,7 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
         lo, hi = s["robust_ci"]
         ci = "–" if math.isnan(lo) else f"{_pct(lo)}–{_pct(hi)}"
         t.add_row(
-            f"{s['attack']} {s['norm']} {s['eps_text']}", _pct(s["robust"]), ci, _pct(s["asr"]),
+            setting_label(s), _pct(s["robust"]), ci, _pct(s["asr"]),
             "–" if math.isnan(s["median_norm"]) else f"{s['median_norm']:.3g}",
             "–" if math.isnan(s["queries"]) else f"{s['queries']:.0f}", f"{s['time_s']:.1f}",
             style="bold" if is_head else None,
@@ -186,7 +193,8 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
     notes = []
     if any(s["label_source"] == "clean_prediction" for s in summaries):
         notes.append("no labels given for some data: the model's clean predictions are the reference, so clean accuracy is 100 % by construction")
-    notes.append("ASR = attack success rate over the samples classified correctly before the attack; median ‖δ‖ over successful samples")
+    notes.append("ASR = attack success rate over the samples classified correctly before the attack; "
+                 "median ‖δ‖ over successful samples (L2 for corruptions)")
     if headline:
         notes.append(f"sorted by robust {summaries[0]['metric']} at the headline setting: "
                      f"{headline.get('attack', '?')} {headline.get('norm', '')} eps={headline.get('eps', '?')} (bold)")

@@ -38,6 +38,7 @@ import numpy as np
 
 from . import __version__
 from .attacks import make_attack
+from .attacks.base import dense_success
 from .errors import AdvonnxError, DataError
 from .metrics import confidence, confusion_overlap, pixel_accuracy, psnr, ssim
 from .model import ModelRunError, OnnxModel, load_model
@@ -86,6 +87,8 @@ class Suite:
     chunk_size: int = 128
     gradient: str = "auto"
     headline: dict[str, Any] = field(default_factory=dict)
+    corruptions: list[str] = field(default_factory=list)
+    severities: list[int] = field(default_factory=list)
     source: str = ""
 
     def config(self) -> dict[str, Any]:
@@ -99,6 +102,8 @@ class Suite:
             "datasets": [d.__dict__ for d in self.datasets],
             "attacks": [{**a.__dict__, "eps": [t for _, t in a.eps]} for a in self.attacks],
             "headline": self.headline,
+            "corruptions": self.corruptions,
+            "severities": self.severities,
         }
 
     def config_hash(self) -> str:
@@ -165,7 +170,7 @@ def _suite_from_dict(raw: dict[str, Any], base: Path, source: str) -> Suite:
         for eps, _ in a.eps:
             make_attack(a.name, norm=a.norm, eps=eps or 1e-12, **a.settings)
     known = set(raw) - {"name", "description", "seed", "save_examples", "chunk_size", "gradient",
-                        "headline", "datasets", "models", "attacks"}
+                        "headline", "datasets", "models", "attacks", "corruptions", "severities"}
     if known:
         raise AdvonnxError(f"{source}: unknown suite key(s) {', '.join(sorted(known))}")
     return Suite(
@@ -173,7 +178,39 @@ def _suite_from_dict(raw: dict[str, Any], base: Path, source: str) -> Suite:
         models=models, datasets=datasets, attacks=attacks, seed=int(raw.get("seed", 0)),
         save_examples=int(raw.get("save_examples", 4)), chunk_size=int(raw.get("chunk_size", 128)),
         gradient=str(raw.get("gradient", "auto")), headline=dict(raw.get("headline", {})), source=source,
+        corruptions=parse_corruptions(raw.get("corruptions", [])),
+        severities=parse_severities(raw.get("severities", "1-5")) if raw.get("corruptions") else [],
     )
+
+
+def parse_corruptions(value: Any) -> list[str]:
+    """Corruption names from ``"all"``, ``"a,b"`` or a list; [] for none."""
+    if not value:
+        return []
+    from .corruptions import corruption_names
+
+    return corruption_names(value if isinstance(value, str) else ",".join(map(str, value)))
+
+
+def parse_severities(value: Any) -> list[int]:
+    """Severities from ``"1-5"``, ``"1,3,5"``, ``3`` or a list; each in 1..5."""
+    if isinstance(value, int):
+        items = [value]
+    elif isinstance(value, str):
+        items = []
+        for part in value.replace(" ", "").split(","):
+            if not part:
+                continue
+            lo, _, hi = part.partition("-")
+            try:
+                items.extend(range(int(lo), int(hi or lo) + 1))
+            except ValueError:
+                raise AdvonnxError(f"severities {value!r}: write e.g. 1-5 or 1,3,5") from None
+    else:
+        items = [int(v) for v in value]
+    if not items or any(not 1 <= v <= 5 for v in items):
+        raise AdvonnxError(f"severities {value!r} must lie in 1..5, e.g. 1-5 or 1,3,5")
+    return sorted(set(items))
 
 
 def load_suite(name_or_path: str | Path) -> Suite:
@@ -307,6 +344,10 @@ class Runner:
         for attack_entry in self.suite.attacks:
             for eps, eps_text in attack_entry.eps:
                 self._run_setting(store, base, model, data, attack_entry, eps, eps_text, n)
+        for name in self.suite.corruptions:
+            for severity in self.suite.severities:
+                self._run_setting(store, base, model, data, None, float(severity), str(severity), n,
+                                  corruption=name)
         for sid, reason in data.skipped:
             key = _key(base, "skipped", sid)
             if not store.has_chunk(key):
@@ -314,33 +355,40 @@ class Runner:
                        "status": "skipped", "error": reason}
                 store.write_chunk(key, [row])
 
-    def _run_setting(self, store, base, model: OnnxModel, data, aentry: AttackEntry, eps: float,
-                     eps_text: str, n: int):
-        attack = make_attack(aentry.name, norm=aentry.norm, eps=eps, **aentry.settings) if eps > 0 else None
-        label = f"{base['model']} · {aentry.name} {aentry.norm} {eps_text}"
+    def _run_setting(self, store, base, model: OnnxModel, data, aentry: AttackEntry | None, eps: float,
+                     eps_text: str, n: int, corruption: str | None = None):
+        if corruption is not None:
+            attack = None
+            label = f"{base['model']} · {corruption} severity {eps_text}"
+            setting = {"corruption": corruption, "severity": eps_text}
+        else:
+            attack = make_attack(aentry.name, norm=aentry.norm, eps=eps, **aentry.settings) if eps > 0 else None
+            label = f"{base['model']} · {aentry.name} {aentry.norm} {eps_text}"
+            setting = {"attack": aentry.name, "norm": aentry.norm, "eps": eps_text,
+                       "settings": repr(attack) if attack else "identity", "targeted": aentry.targeted}
         task = self.progress.add_task(label, total=n) if self.progress is not None else None
-        setting = {"attack": aentry.name, "norm": aentry.norm, "eps": eps_text,
-                   "settings": repr(attack) if attack else "identity", "targeted": aentry.targeted}
         for block, start in enumerate(range(0, n, self.suite.chunk_size)):
             stop = min(n, start + self.suite.chunk_size)
             key = _key(base, setting, start, stop)
             if not store.has_chunk(key):
                 rows, examples = self._attack_block(base, model, data, attack, aentry, eps, eps_text,
-                                                    start, stop, key, save=(block == 0))
+                                                    start, stop, key, save=(block == 0), corruption=corruption)
                 store.write_chunk(key, rows, examples)
             if task is not None:
                 self.progress.advance(task, stop - start)
 
-    def _attack_block(self, base, model: OnnxModel, data, attack, aentry: AttackEntry, eps, eps_text,
-                      start, stop, key, save: bool):
+    def _attack_block(self, base, model: OnnxModel, data, attack, aentry: AttackEntry | None, eps, eps_text,
+                      start, stop, key, save: bool, corruption: str | None = None):
         spec = model.spec
         x = data.x[start:stop]
         y = None if data.y is None else data.y[start:stop]
         ids = data.sample_ids[start:stop]
         params = attack.params() if attack else {}
+        targeted = bool(aentry and aentry.targeted)
         common = {
-            **base, "attack": aentry.name, "kind": "adversarial", "norm": aentry.norm, "eps": eps,
-            "eps_text": eps_text, "targeted": aentry.targeted, "steps": params.get("steps", 1 if attack else 0),
+            **base, "attack": corruption or aentry.name, "kind": "corruption" if corruption else "adversarial",
+            "norm": "none" if corruption else aentry.norm, "eps": eps,
+            "eps_text": eps_text, "targeted": targeted, "steps": params.get("steps", 1 if attack else 0),
             "restarts": params.get("restarts", 1 if attack else 0),
             "max_queries": params.get("max_queries"), "settings": json.dumps(params, sort_keys=True, default=str),
         }
@@ -350,15 +398,21 @@ class Runner:
             if attack is None:
                 clean_pred = to_numpy(model.classify(x))
                 res_x = x
+                if corruption is not None:
+                    from .corruptions import apply_corruption
+
+                    spacing = data.spacing[start] if data.spacing and len(set(data.spacing)) == 1 else None
+                    res_x = to_numpy(apply_corruption(corruption, x, int(eps), rng, layout=spec.layout,
+                                                      value_range=spec.value_range, spacing=spacing))
                 queries = np.zeros(len(x), np.int64)
                 gradient = "none"
                 labels = clean_pred if y is None else y
             else:
                 target = None
-                if aentry.targeted:
+                if targeted:
                     ref = to_numpy(model.classify(x)) if y is None else y
                     target = (ref + 1 + rng.integers(0, spec.num_classes - 1, ref.shape)) % spec.num_classes
-                res = attack(model, x, y, target=target, targeted=aentry.targeted, rng=rng,
+                res = attack(model, x, y, target=target, targeted=targeted, rng=rng,
                              gradient=self.suite.gradient)
                 res_x, queries, gradient = to_numpy(res.x_adv), res.queries, res.gradient
                 clean_pred, labels = to_numpy(res.clean_pred), to_numpy(res.labels)
@@ -370,9 +424,14 @@ class Runner:
                      "time_s": elapsed / len(ids)} for sid in ids]
             return rows, None
         elapsed = time.perf_counter() - t0
-        success = to_numpy(res.success) if attack is not None else np.zeros(len(x), bool)
         adv_pred = np.argmax(adv_scores, axis=spec.class_axis)
         clean_pred = np.argmax(clean_scores, axis=spec.class_axis)
+        if attack is not None:
+            success = to_numpy(res.success)
+        elif corruption is not None:
+            success = dense_success(adv_pred, labels, False) if adv_pred.ndim > 1 else adv_pred != labels
+        else:
+            success = np.zeros(len(x), bool)
         vr = spec.value_range
         delta = (res_x - x).reshape(len(x), -1).astype(np.float64)
         p = to_numpy(psnr(x.astype(np.float64), res_x.astype(np.float64), vr))
@@ -384,7 +443,7 @@ class Runner:
             cconf = to_numpy(confidence(clean_scores, clean_pred, probabilities=probs))
             aconf = to_numpy(confidence(adv_scores, adv_pred, probabilities=probs))
             targets = None
-            if aentry.targeted and attack is not None:
+            if targeted and attack is not None:
                 targets = to_numpy(res.target)
             for i, sid in enumerate(ids):
                 ok = bool(finite[i])
@@ -425,7 +484,7 @@ class Runner:
                 })
         examples = None
         k = self.suite.save_examples
-        if save and k > 0 and attack is not None:
+        if save and k > 0 and (attack is not None or corruption is not None):
             examples = {"x": x[:k], "x_adv": res_x[:k], "sample_id": np.asarray(ids[:k]),
                         "label": np.asarray(labels[:k]), "clean_pred": clean_pred[:k], "adv_pred": adv_pred[:k]}
         return rows, examples

@@ -195,7 +195,7 @@ class Attack(ABC):
         if adv_pred.ndim == 1:
             success = adv_pred == target if targeted else adv_pred != labels
         else:
-            success = _dense_success(adv_pred, target if targeted else labels, targeted)
+            success = dense_success(adv_pred, target if targeted else labels, targeted)
         delta = x_adv - x
         min_norm = norms(delta, self.norm) if self.minimal_norm else None
         if min_norm is not None:
@@ -208,7 +208,7 @@ class Attack(ABC):
         )
 
 
-def _dense_success(pred, ref, targeted: bool):
+def dense_success(pred, ref, targeted: bool):
     """Segmentation: success when at least half the pixels are flipped (or reach the target)."""
     xp = namespace(pred)
     hit = (pred == ref) if targeted else (pred != ref)
