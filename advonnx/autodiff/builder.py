@@ -76,10 +76,14 @@ class Builder:
         return self.op(op_type, [x], axes=axes, keepdims=k)
 
     def shape(self, x: str, start: int | None = None, end: int | None = None) -> str:
-        attrs = {}
-        if start is not None or end is not None:
-            attrs = {"start": start, "end": end}
-        return self.op("Shape", [x], **attrs)
+        """``Shape(x)[start:end]`` (Shape takes start/end from opset 15 on)."""
+        if start is None and end is None:
+            return self.op("Shape", [x])
+        if self.opset >= 15:
+            return self.op("Shape", [x], start=start, end=end)
+        stop = end if end is not None else np.iinfo(np.int64).max
+        return self.op("Slice", [self.op("Shape", [x]), self.ints([start or 0]),
+                                 self.ints([stop])])
 
     def shape_of(self, x: str, static: Sequence[Dim] | None) -> str:
         """The shape of ``x`` as an int64 tensor: a constant when fully static."""

@@ -19,6 +19,14 @@ from ..errors import GradientUnavailable
 from .builder import Builder
 
 
+class RuleUnavailable(GradientUnavailable):
+    """A rule exists for the op but not for this node's attributes or shapes."""
+
+    def __init__(self, message: str, op: str):
+        super().__init__(message)
+        self.op = op
+
+
 @dataclass(frozen=True)
 class Rule:
     fn: Callable[[VJPContext], Sequence[str | None]]
@@ -160,8 +168,10 @@ class VJPContext:
         return None if v is None else [int(i) for i in np.asarray(v).reshape(-1)]
 
     def unsupported(self, why: str):
-        raise GradientUnavailable(f"no exact gradient through {self.op_type} "
-                                  f"node {self.node.name!r}: {why}")
+        op = self.op_type if self.node.domain in ("", "ai.onnx") else \
+            f"{self.node.domain}::{self.op_type}"
+        raise RuleUnavailable(f"no exact gradient through {self.op_type} "
+                              f"node {self.node.name!r}: {why}", op)
 
     # -- common backward pieces ------------------------------------------------------------
     def scalar(self, value: float, like: str | None = None) -> str:

@@ -16,7 +16,14 @@ from ..errors import GradientUnavailable
 from ..losses import PROB_FLOOR
 from . import rules as _rules  # noqa: F401  (registers the VJP rules)
 from .builder import Builder
-from .registry import FLOAT_TYPES, GraphInfo, TensorInfo, VJPContext, find_rule
+from .registry import (
+    FLOAT_TYPES,
+    GraphInfo,
+    RuleUnavailable,
+    TensorInfo,
+    VJPContext,
+    find_rule,
+)
 
 GRAD_INPUT_LABEL = "advonnx_label"
 GRAD_INPUT_MASK = "advonnx_mask"
@@ -177,13 +184,30 @@ def unsupported_ops(model: onnx.ModelProto, *, input_name: str | None = None,
                     output_name: str | None = None) -> list[str]:
     """Sorted op types on the differentiable path from input to output that lack a VJP rule.
 
-    Non-ai.onnx ops are written ``domain::OpType``. ``[]`` means exact gradients exist.
+    Non-ai.onnx ops are written ``domain::OpType``. ``[]`` means exact gradients exist: when
+    every op has a rule, the gradient graph is built once (without running it) so that rules
+    refusing a node's particular attributes or shapes are reported too.
     """
     input_name, output_name = _resolve_names(model.graph, input_name, output_name)
     info = _graph_info(model)
     _, on_path = _active(model.graph, info, input_name, output_name)
     opset = _onnx_opset(model)
-    return _missing(on_path, max(opset, MIN_OPSET), opset)
+    missing = _missing(on_path, max(opset, MIN_OPSET), opset)
+    if missing:
+        return missing
+    try:
+        gradient_model(model, loss="cotangent", input_name=input_name, output_name=output_name)
+    except RuleUnavailable as err:
+        return [err.op]
+    except GradientUnavailable:
+        # the opset lift the backward ops need failed: blame the ops that need it
+        lifting = sorted({_op_label(n) for n in on_path
+                          if find_rule(n.domain, n.op_type, max(opset, MIN_OPSET))
+                          .required_opset(n) > opset})
+        if lifting:
+            return lifting
+        raise
+    return []
 
 
 # -- opset lifting ------------------------------------------------------------------------------

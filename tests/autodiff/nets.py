@@ -153,6 +153,29 @@ class TransformerBlockNet(nn.Module):
         return self.head(t.mean(1))
 
 
+class FullyConvSeg(nn.Module):
+    """Any input size divisible by 8: stride-2 conv, max pool, nearest upsampling,
+    ConvTranspose and Concat skips; exported with dynamic height and width."""
+
+    input_shape = (1, 24, 32)
+
+    def __init__(self, classes: int = 2):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.down = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.mid = nn.Conv2d(16, 16, 3, padding=2, dilation=2)
+        self.up_t = nn.ConvTranspose2d(16, 8, 2, stride=2)
+        self.out = nn.Conv2d(24, classes, 1)
+
+    def forward(self, x):
+        s1 = F.relu(self.c1(x))
+        h = F.relu(self.down(s1))
+        h = F.max_pool2d(F.relu(self.mid(h)), 2)
+        up_nearest = F.interpolate(h, scale_factor=4.0, mode="nearest")
+        h = torch.cat([self.up_t(F.interpolate(h, scale_factor=2.0, mode="nearest")), s1], 1)
+        return self.out(torch.cat([h, up_nearest[:, :8]], 1))
+
+
 class NHWC(nn.Module):
     """A channels-last wrapper: the exported graph starts with a Transpose."""
 
@@ -196,19 +219,25 @@ def make_net(name: str, seed: int = 0) -> nn.Module:
     return net.eval()
 
 
-def export(net: nn.Module, *, dynamo: bool, batch: int = 2) -> onnx.ModelProto:
+def export(net: nn.Module, *, dynamo: bool, batch: int = 2,
+           dynamic_spatial: bool = False) -> onnx.ModelProto:
     """``net`` exported with the TorchScript (dynamo=False) or torch.export (dynamo=True)
-    exporter, with a dynamic batch dimension."""
+    exporter, with a dynamic batch dimension (and dynamic height and width if asked)."""
     x = torch.randn(batch, *net.input_shape)
+    if dynamic_spatial:
+        axes = {0: "batch", 2: "height", 3: "width"}
+        dims = {0: torch.export.Dim("batch"), 2: 8 * torch.export.Dim("h8", max=64),
+                3: 8 * torch.export.Dim("w8", max=64)}
+    else:
+        axes, dims = {0: "batch"}, {0: torch.export.Dim("batch")}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if dynamo:
             prog = torch.onnx.export(net, (x,), dynamo=True, verbose=False,
                                      input_names=["input"], output_names=["scores"],
-                                     dynamic_shapes=({0: torch.export.Dim("batch")},))
+                                     dynamic_shapes=(dims,))
             return prog.model_proto
         f = io.BytesIO()
         torch.onnx.export(net, (x,), f, dynamo=False, input_names=["input"],
-                          output_names=["scores"], dynamic_axes={"input": {0: "batch"},
-                                                                 "scores": {0: "batch"}})
+                          output_names=["scores"], dynamic_axes={"input": axes, "scores": axes})
         return onnx.load_from_string(f.getvalue())

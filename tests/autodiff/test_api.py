@@ -205,6 +205,22 @@ def test_custom_domain_and_control_flow_are_reported():
     assert unsupported_ops(model) == ["If"]
 
 
+def test_rule_refusing_a_node_is_reported():
+    """Resize has a rule, but not for tf_crop_and_resize: unsupported_ops says so."""
+    roi = helper.make_tensor("roi", TensorProto.FLOAT, [8], [0, 0, 0, 0, 1, 1, 1, 1])
+    scales = helper.make_tensor("s", TensorProto.FLOAT, [4], [1, 1, 2, 2])
+    graph = helper.make_graph(
+        [helper.make_node("Resize", ["x", "roi", "s"], ["y"], mode="linear",
+                          coordinate_transformation_mode="tf_crop_and_resize")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 4, 4])],
+        initializer=[roi, scales])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert unsupported_ops(model) == ["Resize"]
+    with pytest.raises(GradientUnavailable, match="tf_crop_and_resize"):
+        gradient_model(model, loss="cotangent")
+
+
 def test_non_float_input_is_refused():
     graph = helper.make_graph(
         [helper.make_node("Cast", ["x"], ["f"], to=TensorProto.FLOAT),

@@ -23,7 +23,7 @@ from advonnx.autodiff import (
 )
 
 from .harness import check_default_domain, ort_session, rel_err
-from .nets import NHWC, NETS, WithSoftmax, export, make_net
+from .nets import NETS, NHWC, FullyConvSeg, WithSoftmax, export, make_net
 
 EXPORTERS = [pytest.param(False, id="torchscript"), pytest.param(True, id="dynamo")]
 TOL = 1e-4
@@ -203,6 +203,28 @@ def test_dynamic_batch_sizes():
         _, lv, g = sess.run(None, {"input": x, GRAD_INPUT_LABEL: y})
         assert lv.shape == (n,) and g.shape == x.shape
         _, tl, tg = torch_value_and_grad(net, x, y, "ce")
+        assert_per_sample(g, tg)
+
+
+@pytest.mark.parametrize("dynamo", EXPORTERS)
+def test_dynamic_height_and_width(dynamo):
+    """A fully convolutional net exported with dynamic H and W: one gradient graph serves
+    every input size."""
+    torch.manual_seed(0)
+    net = FullyConvSeg().eval()
+    model = export(net, dynamo=dynamo, dynamic_spatial=True)
+    dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert not isinstance(dims[2], int) and not isinstance(dims[3], int)
+    gm = gradient_model(model, loss="seg_ce")
+    sess = ort_session(gm)
+    rng = np.random.default_rng(11)
+    for h, w in ((16, 24), (32, 8)):
+        x = rng.standard_normal((2, 1, h, w)).astype(np.float32)
+        y = rng.integers(0, 2, (2, h, w)).astype(np.int64)
+        _, lv, g = sess.run(None, {"input": x, GRAD_INPUT_LABEL: y,
+                                   GRAD_INPUT_MASK: np.ones(y.shape, np.float32)})
+        _, tl, tg = torch_value_and_grad(net, x, y, "seg_ce")
+        np.testing.assert_allclose(lv, tl, rtol=1e-4)
         assert_per_sample(g, tg)
 
 

@@ -298,3 +298,33 @@ def test_rule_matches_finite_differences(name):
     rng = np.random.default_rng(abs(hash(name)) % 2**32)
     x = _sampler(case)(shape, rng)
     check_vjp(lambda dt: tiny_model(nodes, inits, shape, dt, opset), x)
+
+
+# dynamic dims: (nodes, initializers, declared shape, concrete shape, opset)
+DYNAMIC_CASES = {
+    "conv_stride2_dynamic_hw": ([N("Conv", ["x", "w"], strides=[2, 2], pads=[1, 1, 1, 1])],
+                                {"w": w(2, 2, 3, 3)}, ("N", 2, "H", "W"), (2, 2, 6, 5), 13),
+    "conv_stride1_dynamic_hw": ([N("Conv", ["x", "w"], pads=[1, 0, 1, 2], dilations=[1, 2])],
+                                {"w": w(2, 2, 3, 3)}, ("N", 2, "H", "W"), (1, 2, 5, 6), 17),
+    "concat_reduce_dynamic": ([N("Exp", ["x"], "e"), N("Concat", ["x", "e"], "c", axis=2),
+                               N("ReduceMean", ["c"], "m", axes=[2], keepdims=1),
+                               N("Mul", ["c", "m"], "y")], {}, ("N", 3, "L"), (2, 3, 4), 17),
+    "slice_dynamic_axis": ([N("Slice", ["x", "s", "e", "a"])],
+                           {"s": i64(1), "e": i64(-1), "a": i64(2)}, ("N", 3, "L"), (2, 3, 5),
+                           17),
+    "global_pool_dynamic": ([N("GlobalAveragePool", ["x"], "a"), N("Mul", ["x", "a"])], {},
+                            ("N", 2, "H", "W"), (2, 2, 3, 4), 17),
+    "maxpool_nearest_dynamic": ([N("MaxPool", ["x"], "p", kernel_shape=[2, 2], strides=[2, 2]),
+                                 N("Resize", ["p", "", "s"], "y", mode="nearest",
+                                   coordinate_transformation_mode="asymmetric",
+                                   nearest_mode="floor")],
+                                {"s": np.asarray([1, 1, 2, 2], np.float32)},
+                                ("N", 2, "H", "W"), (2, 2, 4, 6), 17),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DYNAMIC_CASES))
+def test_rule_with_dynamic_dims(name):
+    nodes, inits, declared, concrete, opset = DYNAMIC_CASES[name]
+    x = np.random.default_rng(7).standard_normal(concrete)
+    check_vjp(lambda dt: tiny_model(nodes, inits, declared, dt, opset), x)

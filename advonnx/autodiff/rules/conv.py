@@ -83,14 +83,18 @@ def conv(ctx: VJPContext):
         # (onnxruntime's Conv kernels are faster than its ConvTranspose, depthwise above all)
         gx = b.op("Conv", [g, _flipped_weight(ctx, w, w_shape, group)], dilations=dilations,
                   pads=flip_pads, group=group, kernel_shape=kernel)
-    elif ctx.need(0):
+    elif ctx.need(0) and static:
         gx = b.op("ConvTranspose", [g, w], strides=strides, dilations=dilations, pads=pads,
                   group=group, kernel_shape=kernel,
-                  output_padding=out_pad if out_pad and any(out_pad) else None)
-        if not static:  # pad the trailing rows/columns the forward conv dropped
-            diff = b.op("Sub", [b.shape(x, start=2), b.shape(gx, start=2)])
-            full = b.op("Concat", [b.ints([0] * (nd + 4)), diff], axis=0)
-            gx = b.op("Pad", [gx, full])
+                  output_padding=out_pad if any(out_pad) else None)
+    elif ctx.need(0):
+        # dynamic sizes: crop nothing at the end, then cut (or zero-pad) to the input's size
+        gx = b.op("ConvTranspose", [g, w], strides=strides, dilations=dilations,
+                  pads=pads[:nd] + [0] * nd, group=group, kernel_shape=kernel)
+        in_sp = b.shape(x, start=2)
+        gx = b.op("Slice", [gx, b.ints([0] * nd), in_sp, b.ints(range(2, 2 + nd))])
+        diff = b.op("Sub", [in_sp, b.shape(gx, start=2)])
+        gx = b.op("Pad", [gx, b.op("Concat", [b.ints([0] * (nd + 4)), diff], axis=0)])
     return [gx, None, _bias_grad(ctx, g)]
 
 

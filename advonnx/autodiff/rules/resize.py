@@ -54,6 +54,49 @@ def _is_repeat(m: np.ndarray) -> int | None:
     return k if np.array_equal(m, expected) else None
 
 
+def _dynamic_repeat(key: bytes, opset: int, mode: str, scale: float | None) -> int | None:
+    """k when nearest resizing by the integer ``scale`` repeats every input k times whatever
+    the axis length (checked on a few lengths)."""
+    if mode != "nearest" or scale is None or scale != int(scale) or scale < 2:
+        return None
+    k = int(scale)
+    for n in (3, 4, 7):
+        if _is_repeat(_axis_matrix(key, opset, n, n * k, scale)) != k:
+            return None
+    return k
+
+
+def _sum_repeats(ctx: VJPContext, g: str, repeats: dict[int, int]) -> str:
+    """Reshape every repeated axis (n*k) into (n, k) and sum the k copies."""
+    b, x = ctx.b, ctx.x(0)
+    xs, ys = ctx.shape(x), ctx.shape(ctx.y())
+    rank = len(xs)
+    first = min(repeats)
+    pieces, sum_axes = [], []
+    for a in range(rank):
+        if a < first:
+            pieces.append(0)  # Reshape copies the dim
+        elif a in repeats:
+            pieces += [xs[a] if isinstance(xs[a], int) else ("x", a), repeats[a]]
+            sum_axes.append(len(pieces) - 1)
+        else:
+            d = ys[a] if ys is not None else None
+            pieces.append(d if isinstance(d, int) else ("g", a))
+    if all(isinstance(p, int) for p in pieces):
+        shape = b.ints(pieces)
+    else:
+        parts = []
+        for p in pieces:
+            if isinstance(p, int):
+                parts.append(b.ints([p]))
+            else:
+                src = x if p[0] == "x" else g
+                parts.append(b.op("Gather", [b.shape(src), b.ints([p[1]])]))
+        shape = b.op("Concat", parts, axis=0)
+    g = b.op("Reshape", [g, shape])
+    return b.reduce("ReduceSum", g, sum_axes, keepdims=False)
+
+
 @vjp("Resize", since=13)
 def resize(ctx: VJPContext):
     b, x, g = ctx.b, ctx.x(0), ctx.g()
@@ -75,33 +118,30 @@ def resize(ctx: VJPContext):
     attrs = helper.make_node("Resize", [], [])
     attrs.attribute.extend(ctx.node.attribute)
     key = attrs.SerializeToString()
-    mats = {}
+    mats, repeats = {}, {}
     for i, a in enumerate(axes):
         n_in, n_out = xs[a], ys[a] if ys is not None else None
         scale = float(scales[i]) if scales is not None else None
         if scale == 1.0 or (scale is None and n_in == n_out and n_in is not None):
             continue
-        if not isinstance(n_in, int) or not isinstance(n_out, int):
-            ctx.unsupported("resized axes must have static sizes")
-        mats[a] = _axis_matrix(key, ctx.opset, n_in, n_out, scale)
-    dt = ctx.np_dtype(x)
-    repeats = {a: _is_repeat(m) for a, m in mats.items()}
-    rep_axes = [a for a, k in repeats.items() if k]
-    if rep_axes:  # nearest integer upsampling: sum each block of k copies
-        first = min(rep_axes)
-        shape, sum_axes = [], []
-        for a in range(rank):
-            if a < first:
-                shape.append(0)
-            elif a in rep_axes:
-                shape += [xs[a], repeats[a]]
-                sum_axes.append(len(shape) - 1)
+        if isinstance(n_in, int) and isinstance(n_out, int):
+            m = _axis_matrix(key, ctx.opset, n_in, n_out, scale)
+            k = _is_repeat(m)
+            if k:
+                repeats[a] = k
             else:
-                d = ys[a] if ys is not None else None
-                shape.append(d if isinstance(d, int) else -1)
-        g = b.op("Reshape", [g, b.ints(shape)])
-        g = b.reduce("ReduceSum", g, sum_axes, keepdims=False)
-    for a in sorted((a for a in mats if a not in rep_axes), reverse=True):
+                mats[a] = m
+            continue
+        # dynamic length: only integer nearest upsampling, whose map does not depend on it
+        k = _dynamic_repeat(key, ctx.opset, mode, scale)
+        if k is None:
+            ctx.unsupported("resized axes must have static sizes (except integer nearest "
+                            "upsampling)")
+        repeats[a] = k
+    if repeats:  # nearest integer upsampling: sum each block of k copies
+        g = _sum_repeats(ctx, g, repeats)
+    dt = ctx.np_dtype(x)
+    for a in sorted(mats, reverse=True):
         m = mats[a]
         if a == rank - 1:
             g = b.op("MatMul", [g, b.const(m.astype(dt))])
