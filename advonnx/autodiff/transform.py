@@ -268,6 +268,22 @@ def _run_both(model: onnx.ModelProto, lifted: onnx.ModelProto, feed):
         return [ReferenceEvaluator(m).run(None, feed) for m in (model, lifted)]
 
 
+SCATTER_OPSET = 16  # ScatterElements / ScatterND with reduction="add"
+CUDA_SCATTER_OPSET = 18  # onnxruntime's CUDA EP has these kernels for opsets 13-15 and 18+
+
+
+def _lift_for_scatter(model: onnx.ModelProto, opset: int, needed: int):
+    """The backward scatters: lift to opset 18 if that converts and checks cleanly (the
+    CUDA EP of onnxruntime has scatter-add kernels for opset 18, not for 16-17), else to the
+    opset the rules need, else keep the model's own."""
+    try:
+        return lift_opset(model, CUDA_SCATTER_OPSET), CUDA_SCATTER_OPSET
+    except GradientUnavailable:
+        if opset >= needed:
+            return _copy(model), opset
+        return lift_opset(model, needed), needed
+
+
 # -- loss head ---------------------------------------------------------------------------------
 def _loss_head(b: Builder, scores: str, sinfo: TensorInfo, *, loss: str, probabilities: bool,
                class_axis: int) -> tuple[str, list[onnx.ValueInfoProto]]:
@@ -359,9 +375,10 @@ def gradient_model(model: onnx.ModelProto, *, loss: str, input_name: str | None 
             f"no exact gradient: no VJP rule for {', '.join(missing)}; use estimated gradients")
     needed = max([MIN_OPSET] + [find_rule(n.domain, n.op_type, max(opset, MIN_OPSET))
                                 .required_opset(n) for n in on_path])
-    if opset < needed:
-        model = lift_opset(model, needed)
-        opset = needed
+    if needed >= SCATTER_OPSET and opset < CUDA_SCATTER_OPSET:
+        model, opset = _lift_for_scatter(model, opset, needed)
+    elif opset < needed:
+        model, opset = lift_opset(model, needed), needed
     else:
         model = _copy(model)
 
