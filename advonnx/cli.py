@@ -391,6 +391,9 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]  # accepted anywhere on the line
+    for stream in (sys.stdout, sys.stderr):  # an ASCII terminal gets '?' for ‖δ‖, not a crash
+        if hasattr(stream, "reconfigure") and (stream.encoding or "").lower().replace("-", "") != "utf8":
+            stream.reconfigure(errors="replace")
     try:
         app(args=args, standalone_mode=False)
     except AdvonnxError as err:

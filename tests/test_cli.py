@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def advonnx(*args, cwd=None, env=None):
     e = {**os.environ, "COLUMNS": "120", **(env or {})}
     return subprocess.run([sys.executable, "-m", "advonnx.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=e, timeout=600)
+                          encoding="utf-8", cwd=cwd, env=e, timeout=600)
 
 
 def test_attacks_lists_registry():
@@ -119,7 +119,7 @@ def test_fresh_venv_install_and_default_run(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["COLUMNS"] = "120"
     r = subprocess.run([str(venv / "bin" / "advonnx"), "run"], cwd=work, capture_output=True, text=True,
-                       timeout=600, env=env)
+                       encoding="utf-8", timeout=600, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "brain_cnn" in r.stdout and "brain_mobilenet" in r.stdout
     runs = list((work / "advonnx-results").iterdir())
