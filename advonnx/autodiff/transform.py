@@ -107,12 +107,50 @@ def _tensor_info(vi: onnx.ValueInfoProto) -> TensorInfo | None:
     return TensorInfo(tt.elem_type, shape)
 
 
-def _graph_info(model: onnx.ModelProto) -> GraphInfo:
+# Ops whose first output has the shape and type of their first input, for the few that
+# onnx's shape inference leaves without a shape (it has no inference for GroupNormalization).
+SHAPE_PRESERVING = {"GroupNormalization", "LayerNormalization", "InstanceNormalization",
+                    "BatchNormalization", "LpNormalization", "MeanVarianceNormalization"}
+
+
+def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
         inferred = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception:  # noqa: BLE001 - fall back to the declared value infos
-        inferred = model
-    g = inferred.graph
+        return model
+    for _ in range(8):  # fill in shape-preserving ops and propagate again
+        known = {vi.name: vi for vi in list(inferred.graph.input) + list(inferred.graph.value_info)
+                 + list(inferred.graph.output)}
+        added = []
+        for n in inferred.graph.node:
+            if n.op_type not in SHAPE_PRESERVING or not n.output or n.input[0] not in known:
+                continue
+            out = known.get(n.output[0])
+            if out is None or not out.type.tensor_type.HasField("shape"):
+                vi = onnx.ValueInfoProto()
+                vi.CopyFrom(known[n.input[0]])
+                vi.name = n.output[0]
+                added.append(vi)
+        if not added:
+            break
+        names = {vi.name for vi in added}
+        patched = _copy(model)
+        keep = [vi for vi in patched.graph.value_info if vi.name not in names]
+        del patched.graph.value_info[:]
+        patched.graph.value_info.extend(keep + added)
+        for o in patched.graph.output:
+            if o.name in names:
+                o.CopyFrom(next(vi for vi in added if vi.name == o.name))
+        model = patched
+        try:
+            inferred = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        except Exception:  # noqa: BLE001
+            return model
+    return inferred
+
+
+def _graph_info(model: onnx.ModelProto) -> GraphInfo:
+    g = _infer(model).graph
     tensors: dict[str, TensorInfo] = {}
     for vi in list(g.input) + list(g.value_info) + list(g.output):
         info = _tensor_info(vi)

@@ -93,8 +93,24 @@ class MaxPool(_StockMaxPool):
                               strides=strides or [1] * nd)
 
 
+class GroupNormalization(OpRun):
+    """GroupNormalization-21 computed in the input's precision (the stock kernel follows
+    stash_type and rounds float64 inputs through float32)."""
+
+    op_domain = ""
+
+    def _run(self, x, scale, bias, epsilon=1e-5, num_groups=None, stash_type=None):
+        n, c = x.shape[:2]
+        xr = x.reshape(n, num_groups, -1)
+        mean = xr.mean(axis=2, keepdims=True)
+        var = ((xr - mean) ** 2).mean(axis=2, keepdims=True)
+        y = ((xr - mean) / np.sqrt(var + epsilon)).reshape(x.shape)
+        shape = (1, c) + (1,) * (x.ndim - 2)
+        return (y * scale.reshape(shape) + bias.reshape(shape),)
+
+
 def reference(model: onnx.ModelProto) -> ReferenceEvaluator:
-    return ReferenceEvaluator(model, new_ops=[Erf, Pad, Gelu, ConvTranspose, MaxPool])
+    return ReferenceEvaluator(model, new_ops=[Erf, Pad, Gelu, ConvTranspose, MaxPool, GroupNormalization])
 
 
 ELEM = {np.float32: onnx.TensorProto.FLOAT, np.float64: onnx.TensorProto.DOUBLE}

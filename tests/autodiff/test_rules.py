@@ -190,6 +190,8 @@ CASES = {
                        {"s": w(5), "b": w(5)}, (2, 3, 5)),
     "layernorm_axis1": ([N("LayerNormalization", ["x", "s"], axis=1)], {"s": w(3, 4)},
                         (2, 3, 4)),
+    "groupnorm_21": ([N("GroupNormalization", ["x", "s", "b"], num_groups=3)],
+                     {"s": w(6), "b": w(6)}, (2, 6, 4), 21),
     # reductions
     "reduce_sum_keep": ([N("ReduceSum", ["x", "a"], keepdims=1)], {"a": i64(1, -1)}, (2, 3, 4)),
     "reduce_sum_all": ([N("ReduceSum", ["x"], keepdims=0)], {}, (2, 3, 4)),

@@ -1,4 +1,5 @@
-"""BatchNormalization (inference), InstanceNormalization, LayerNormalization."""
+"""BatchNormalization (inference), InstanceNormalization, LayerNormalization,
+GroupNormalization (opset 21)."""
 
 from __future__ import annotations
 
@@ -72,3 +73,25 @@ def layer_norm(ctx: VJPContext):
     xhat = b.op("Mul", [b.op("Sub", [x, mean]), inv])
     gs = b.op("Mul", [ctx.g(), ctx.x(1)])
     return [_normalized_vjp(ctx, gs, xhat, inv, axes)]
+
+
+@vjp("GroupNormalization", since=21)
+def group_norm(ctx: VJPContext):
+    """Opset 21 (scale per channel). The deprecated opset-18 form has no rule."""
+    _no_param_grads(ctx)
+    b, x = ctx.b, ctx.x(0)
+    rank = ctx.rank(x)
+    groups = ctx.attr("num_groups")
+    eps = ctx.attr("epsilon", 1e-5)
+    grouped = b.ints([0, groups, -1])
+    xr = b.op("Reshape", [x, grouped])
+    xc = b.op("Sub", [xr, b.reduce("ReduceMean", xr, [2], keepdims=True)])
+    var = b.reduce("ReduceMean", b.op("Mul", [xc, xc]), [2], keepdims=True)
+    inv = b.op("Reciprocal", [b.op("Sqrt", [b.op("Add", [var, ctx.scalar(eps, x)])])])
+    xhat = b.op("Mul", [xc, inv])
+    scale = ctx.x(1)
+    if ctx.np_dtype(scale) != ctx.np_dtype(x):
+        scale = b.op("CastLike", [scale, x])
+    gs = b.op("Reshape", [b.op("Mul", [ctx.g(), _per_channel(ctx, scale, rank)]), grouped])
+    gx = _normalized_vjp(ctx, gs, xhat, inv, [2])
+    return [b.reshape(gx, x, ctx.static_shape(x))]
