@@ -104,8 +104,9 @@ def test_every_shipped_model_has_metrics_and_sizes_are_small():
     total = sum(p.stat().st_size for p in MODELS.glob("*.onnx"))
     total += sum(p.stat().st_size for p in DATA.glob("*"))
     assert total < 10_000_000
-    for name in SHIPPED:
-        assert (MODELS / f"{name}.onnx").stat().st_size < 1_000_000
+    for name in SHIPPED:  # classifiers < 1 MB; the UNet is 2 MB
+        limit = 1_000_000 if METRICS[name]["task"] == "classification" else 2_500_000
+        assert (MODELS / f"{name}.onnx").stat().st_size < limit
 
 
 def _mean_dice(pred: np.ndarray, y: np.ndarray) -> float:
