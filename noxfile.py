@@ -10,7 +10,14 @@ nox.options.default_venv_backend = "venv"
 def tests(session):
     """Everything CI runs: unit tests and the slow checks (fresh-venv install, cross-library)."""
     session.install(".[test]")
+    _reference_libraries(session)
     session.run("pytest", "-q", "-p", "no:cacheprovider", *session.posargs)
+
+
+def _reference_libraries(session):
+    # torchattacks' dependencies pull a CUDA torchvision that breaks the CPU torch pin: no deps.
+    session.install("scipy", "requests")
+    session.install("--no-deps", "torchattacks==3.5.1")
 
 
 @nox.session
@@ -30,8 +37,10 @@ def lint(session):
 def bench(session):
     """Performance benchmarks; results land in benchmarks/results/."""
     session.install(".[test]")
+    _reference_libraries(session)
     session.run("python", "benchmarks/bench_predict.py", *session.posargs)
     session.run("python", "benchmarks/bench_autodiff.py")
+    session.run("python", "benchmarks/bench_attacks.py")
 
 
 @nox.session

@@ -123,3 +123,15 @@ def test_chunk_is_valid_parquet_with_metadata(tmp_path):
     f = next(folder.glob("part-*.parquet"))
     meta = json.loads(pq.read_schema(f).metadata[b"advonnx"])
     assert meta["seed"] == 0 and "onnxruntime" in meta["versions"] and meta["execution_providers"]["m"]
+
+
+def test_corruption_rows(tmp_path):
+    s = _suite(tmp_path)
+    s.attacks = s.attacks[:1]
+    s.corruptions, s.severities = ["gaussian_noise", "ghosting"], [1, 5]
+    _, t = Runner(s, out=tmp_path / "c").run()
+    rows = [r for r in t.to_pylist() if r["kind"] == "corruption"]
+    assert len(rows) == 10 * 2 * 2
+    assert {(r["attack"], r["eps"]) for r in rows} == {(n, float(v)) for n in ("gaussian_noise", "ghosting") for v in (1, 5)}
+    assert all(r["norm"] == "none" and r["gradient"] == "none" and r["l2"] > 0 for r in rows)
+    assert all(r["success"] == (r["adv_pred"] != r["label"]) for r in rows)
