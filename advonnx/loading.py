@@ -99,23 +99,23 @@ def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
     if not model.HasField("graph") or not model.graph.output:
         raise ModelError(f"{path}: parses but holds no ONNX graph with outputs; the file is not an ONNX model")
     total = 0
+    external = []
     for graph in _all_graphs(model.graph):
-        for t in graph.initializer:
+        tensors = list(graph.initializer) + [
+            attr.t for node in graph.node if node.op_type == "Constant"
+            for attr in node.attribute if attr.type == onnx.AttributeProto.TENSOR
+        ]
+        for t in tensors:
             total += _tensor_bytes(t)
             if t.data_location == onnx.TensorProto.EXTERNAL:
-                _check_external_location(path, t)
-        for node in graph.node:
-            if node.op_type == "Constant":
-                for attr in node.attribute:
-                    if attr.type == onnx.AttributeProto.TENSOR:
-                        total += _tensor_bytes(attr.t)
-                        if attr.t.data_location == onnx.TensorProto.EXTERNAL:
-                            _check_external_location(path, attr.t)
+                external.append(t)
     if total > MAX_MODEL_BYTES:
         raise ModelError(
             f"{path}: declares {total / 2**30:.1f} GiB of weights, above the limit of "
             f"{MAX_MODEL_BYTES / 2**30:.1f} GiB; raise ADVONNX_MAX_MODEL_BYTES if this is intended"
         )
+    for t in external:
+        _check_external_location(path, t)
     local_functions = {(f.domain, f.name) for f in model.functions}
     for graph in _all_graphs(model.graph):
         for node in graph.node:

@@ -33,6 +33,8 @@ from .xp import Random, namespace, to_numpy
 _FLOAT_TYPES = {TensorProto.FLOAT: "float32", TensorProto.DOUBLE: "float64", TensorProto.FLOAT16: "float16"}
 _PASS_THROUGH = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Cast"}
 PROBE_SPATIAL = 64  # spatial size used to probe models whose spatial dims are dynamic
+# Refuse models whose declared input (at the probe batch) exceeds this many values (2**28 = 1 GiB float32).
+MAX_INPUT_ELEMENTS = int(os.environ.get("ADVONNX_MAX_INPUT_ELEMENTS", 2**28))
 
 
 class ModelRunError(AdvonnxError):
@@ -501,6 +503,15 @@ def _like(x, host: np.ndarray):
 
 def infer_spec(proto: onnx.ModelProto, path: str, overrides: dict[str, Any]) -> ModelSpec:
     """Guess the spec from the graph, then apply metadata < sidecar < overrides."""
+    try:
+        return _infer_spec(proto, path, overrides)
+    except ModelError as err:
+        if str(path) in str(err):
+            raise
+        raise ModelError(f"{path}: {err}") from None
+
+
+def _infer_spec(proto: onnx.ModelProto, path: str, overrides: dict[str, Any]) -> ModelSpec:
     from .spec import normalize_declared
 
     declared: dict[str, Any] = {}
@@ -592,6 +603,13 @@ def _probe_output(proto: onnx.ModelProto, spec: ModelSpec, notes: list[str]) -> 
                 k == len(shape) - 1 and spec.layout in ("NHWC", "NDHWC")
             )
             shape[k] = 1 if is_channel else (8 if spec.layout == "NF" else PROBE_SPATIAL)
+    elements = int(np.prod(shape, dtype=np.float64))
+    if elements > MAX_INPUT_ELEMENTS:
+        raise ModelError(
+            f"{spec.path}: input {spec.input_name!r} declares {elements:,} values per batch of {shape[0]} "
+            f"(shape {tuple(shape)}), above the limit of {MAX_INPUT_ELEMENTS:,}; "
+            "raise ADVONNX_MAX_INPUT_ELEMENTS if this is intended"
+        )
     rng = np.random.default_rng(0)
     x = rng.uniform(0.0, 1.0, size=shape).astype(spec.input_dtype)
     bare = copy.deepcopy(proto)
