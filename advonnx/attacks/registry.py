@@ -7,6 +7,9 @@ from typing import Any
 from ..errors import AdvonnxError
 from .base import Attack
 from .gradient_descent import BIM, FGSM, PGD
+from .hopskipjump import HopSkipJump
+from .nes import NES, SPSA
+from .square import Square
 
 ATTACKS: dict[str, type[Attack]] = {}
 ALIASES: dict[str, str] = {"fgm": "fgsm", "ifgsm": "bim", "i-fgsm": "bim", "pgd_linf": "pgd"}
@@ -19,6 +22,9 @@ def register(cls: type[Attack]) -> type[Attack]:
 
 for _cls in (FGSM, BIM, PGD):
     register(_cls)
+for _cls in (NES, SPSA, Square, HopSkipJump):  # query-only (score- and decision-based) attacks
+    register(_cls)
+ALIASES.update({"hopskipjump": "hsj", "square_attack": "square", "nes_pgd": "nes", "spsa_pgd": "spsa"})
 
 
 def attack_class(name: str) -> type[Attack]:

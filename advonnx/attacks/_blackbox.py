@@ -1,0 +1,108 @@
+"""Helpers shared by the query-only attacks (NES/SPSA PGD, Square, HopSkipJump).
+
+Index bookkeeping (which samples are still attacked) stays on the host in NumPy; the arrays
+themselves stay in the namespace of ``x`` and are gathered / scattered with array-API calls
+only (``take`` and ``where``), so the loops run on NumPy, CuPy and array-api-strict.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import losses
+from ..errors import AdvonnxError
+from ..xp import from_numpy, namespace, to_numpy
+from .base import AttackContext
+
+UNBOUNDED = np.iinfo(np.int64).max // 4
+
+
+def query_budget(ctx: AttackContext, own: int | None) -> int:
+    """The per-sample query budget: the attack's ``max_queries`` and the caller's, whichever is smaller."""
+    caps = [int(b) for b in (own, ctx.max_queries) if b is not None]
+    if any(b < 1 for b in caps):
+        raise AdvonnxError(f"max_queries must be >= 1 (got {min(caps)})")
+    return min(caps) if caps else UNBOUNDED
+
+
+def remaining(ctx: AttackContext, budget: int, idx: np.ndarray) -> np.ndarray:
+    """Queries each sample of ``idx`` (host indices) may still spend."""
+    return budget - ctx.queries[idx]
+
+
+def take(x, idx: np.ndarray):
+    """Rows ``idx`` (host int array) of ``x``."""
+    xp = namespace(x)
+    if idx.shape[0] == x.shape[0] and np.array_equal(idx, np.arange(x.shape[0])):
+        return x
+    return xp.take(x, from_numpy(x, idx.astype(np.int64)), axis=0)
+
+
+def scatter(base, idx: np.ndarray, rows):
+    """``base`` with rows ``idx`` replaced by ``rows`` (array API: a gather and a where)."""
+    xp = namespace(base)
+    n = base.shape[0]
+    if idx.shape[0] == 0:
+        return base
+    pos = np.zeros(n, dtype=np.int64)
+    pos[idx] = np.arange(idx.shape[0])
+    hit = np.zeros(n, dtype=bool)
+    hit[idx] = True
+    gathered = xp.take(rows, from_numpy(base, pos), axis=0)
+    mask = xp.reshape(from_numpy(base, hit), (n,) + (1,) * (base.ndim - 1))
+    return xp.where(mask, gathered, base)
+
+
+def host_bool(a) -> np.ndarray:
+    return np.asarray(to_numpy(a), dtype=bool)
+
+
+def to_channels_first(x, layout: str):
+    """``x`` as (N, C, *spatial); feature vectors (N, F) become (N, 1, F)."""
+    xp = namespace(x)
+    if layout == "NF":
+        return xp.reshape(x, (x.shape[0], 1, x.shape[1]))
+    if layout == "NHWC":
+        return xp.permute_dims(x, (0, 3, 1, 2))
+    if layout == "NDHWC":
+        return xp.permute_dims(x, (0, 4, 1, 2, 3))
+    return x
+
+
+def from_channels_first(x, layout: str):
+    xp = namespace(x)
+    if layout == "NF":
+        return xp.reshape(x, (x.shape[0], x.shape[2]))
+    if layout == "NHWC":
+        return xp.permute_dims(x, (0, 2, 3, 1))
+    if layout == "NDHWC":
+        return xp.permute_dims(x, (0, 2, 3, 4, 1))
+    return x
+
+
+def objective(ctx: AttackContext, scores, labels, loss: str):
+    """Per-sample value the attack *minimizes* (float64), and per-sample success from argmax.
+
+    Untargeted (``labels`` true): margin ``z_y − max_{j≠y} z_j`` or ``−CE(y)``; targeted
+    (``labels`` targets): ``max_{j≠t} z_j − z_t`` or ``CE(t)``. Works on logits or
+    probabilities as the spec says.
+    """
+    xp = namespace(scores)
+    s = xp.astype(scores, xp.float64)
+    probs = ctx.spec.scores == "probabilities"
+    axis = ctx.spec.class_axis
+    if loss == "margin":
+        value = losses.margin(s, labels, axis=axis)
+        value = value if ctx.targeted else -value
+    else:
+        value = losses.cross_entropy(s, labels, probabilities=probs, axis=axis)
+        value = value if ctx.targeted else -value
+    pred = xp.argmax(scores, axis=axis)
+    return value, ctx.is_adversarial(pred, labels)
+
+
+def flat_dim(x) -> int:
+    d = 1
+    for s in x.shape[1:]:
+        d *= s
+    return d

@@ -1,0 +1,217 @@
+"""Query-only attacks (NES/SPSA PGD, Square, HopSkipJump): budget, range, success re-queried,
+query budget respected exactly, array-api-strict loops; slow: vs torchattacks / ART on brain_cnn."""
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from models import save, softmax_regression
+
+import advonnx
+from advonnx.attacks import make_attack
+from advonnx.errors import AdvonnxError
+
+SETTINGS = [
+    ("nes", dict(norm="linf", eps=0.1, steps=5, samples=8)),
+    ("spsa", dict(norm="l2", eps=1.0, steps=5, samples=8)),
+    ("square", dict(norm="linf", eps=0.1, max_queries=60)),
+    ("square", dict(norm="l2", eps=1.0, max_queries=60)),
+    ("hsj", dict(norm="l2", eps=1.0, max_queries=300)),
+    ("hsj", dict(norm="linf", eps=0.1, max_queries=300)),
+]
+IDS = [f"{n}-{s['norm']}" for n, s in SETTINGS]
+
+
+def linear_image(*, nhwc: bool = False, features: bool = False, probabilities: bool = False, classes: int = 3, seed: int = 0):
+    """Flatten → Gemm (→ Softmax) on 8×8 two-channel images: a toy that attacks can break."""
+    from onnx import TensorProto, helper, numpy_helper
+    from models import _model
+
+    rng = np.random.default_rng(seed)
+    d = 2 * 8 * 8
+    w = (rng.normal(0, 1.0, (d, classes)) * 0.5).astype(np.float32)
+    b = rng.normal(0, 0.1, classes).astype(np.float32)
+    nodes = [helper.make_node("Flatten", ["image"], ["f"]), helper.make_node("Gemm", ["f", "W", "b"], ["logits"])]
+    out = "logits"
+    if probabilities:
+        nodes.append(helper.make_node("Softmax", ["logits"], ["probs"], axis=1))
+        out = "probs"
+    shape = ["N", d] if features else ["N", 8, 8, 2] if nhwc else ["N", 2, 8, 8]
+    return _model(nodes, [helper.make_tensor_value_info("image", TensorProto.FLOAT, shape)],
+                  [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["N", classes])],
+                  [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "b")])
+
+
+@pytest.fixture(params=["nchw", "nhwc_softmax", "features"])
+def tiny(request, tmp_path):
+    proto = {"nchw": lambda: linear_image(), "nhwc_softmax": lambda: linear_image(nhwc=True, probabilities=True),
+             "features": lambda: linear_image(features=True)}[request.param]()
+    m = advonnx.load_model(save(proto, tmp_path / "m.onnx"))
+    shape = (8,) + tuple(m.spec.input_shape[1:])
+    x = np.random.default_rng(0).uniform(0.3, 0.7, shape).astype(np.float32)
+    return m, x
+
+
+@pytest.mark.parametrize("name,settings", SETTINGS, ids=IDS)
+def test_budget_range_success_and_queries(tiny, name, settings):
+    model, x = tiny
+    if name == "square" and settings["norm"] == "l2" and model.spec.layout == "NF":
+        with pytest.raises(AdvonnxError, match="images"):
+            advonnx.attack(model, x, None, name, rng=3, **settings)
+        return
+    res = advonnx.attack(model, x, None, name, rng=3, **settings)
+    lo, hi = model.spec.value_range
+    assert res.x_adv.shape == x.shape and res.x_adv.dtype == x.dtype
+    assert res.x_adv.min() >= lo and res.x_adv.max() <= hi
+    delta = (res.x_adv - x).reshape(len(x), -1).astype(np.float64)
+    bound = np.abs(delta).max(1) if settings["norm"] == "linf" else np.linalg.norm(delta, axis=1)
+    assert bound.max() <= settings["eps"] * (1 + 1e-5)
+    # success re-queried from x_adv, and the attack actually breaks something on this toy model
+    assert np.array_equal(res.success, model.classify(res.x_adv) != res.labels)
+    assert res.success.any()
+    assert np.all(res.queries >= 1)
+    cap = settings.get("max_queries")
+    if cap is not None:
+        assert res.queries.max() <= cap
+
+
+@pytest.mark.parametrize("name,settings", SETTINGS, ids=IDS)
+@pytest.mark.parametrize("budget", [1, 7, 40])
+def test_max_queries_respected_exactly(tmp_path, name, settings, budget):
+    """The caller's budget is never exceeded, and queries match the model's own counter."""
+    m = advonnx.load_model(save(linear_image(), tmp_path / "m.onnx"))
+    x = np.random.default_rng(1).uniform(0, 1, (5, 2, 8, 8)).astype(np.float32)
+    before = m.queries
+    settings = {k: v for k, v in settings.items() if k != "max_queries"}
+    res = advonnx.attack(m, x, None, name, rng=0, max_queries=budget, **settings)
+    assert res.queries.max() <= budget
+    # every model evaluation is counted on some sample: clean + final check are the base's 2 batches
+    assert m.queries - before == res.queries.sum() + 2 * len(x)
+
+
+def test_square_spends_budget_on_robust_samples_only(tmp_path):
+    """Per-sample early stop: a broken sample's queries are its count at first success."""
+    m = advonnx.load_model(save(linear_image(), tmp_path / "m.onnx"))
+    x = np.random.default_rng(2).uniform(0, 1, (16, 2, 8, 8)).astype(np.float32)
+    res = advonnx.attack(m, x, None, "square", rng=0, norm="linf", eps=0.03, max_queries=200)
+    assert res.success.any() and (~res.success).any()
+    assert np.all(res.queries[~res.success] == 200)
+    assert res.queries[res.success].mean() < 200
+
+
+def test_hsj_minimal_norm_shrinks_with_queries(tmp_path):
+    proto, *_ = softmax_regression(d=20, classes=3)
+    m = advonnx.load_model(save(proto, tmp_path / "r.onnx"))
+    x = np.random.default_rng(0).uniform(0.3, 0.7, (6, 20)).astype(np.float32)
+    few = advonnx.attack(m, x, None, "hsj", rng=0, norm="l2", max_queries=150)
+    many = advonnx.attack(m, x, None, "hsj", rng=0, norm="l2", max_queries=2000)
+    assert few.success.all() and many.success.all()
+    assert np.median(many.min_norm) < 0.8 * np.median(few.min_norm)
+    # on a linear model the minimal L2 distance to the boundary is known exactly
+    assert np.all(many.min_norm >= _linear_min_l2(proto, x) * (1 - 1e-3))
+    assert np.median(many.min_norm / _linear_min_l2(proto, x)) < 1.2
+
+
+def _linear_min_l2(proto, x):
+    from onnx import numpy_helper
+
+    w = numpy_helper.to_array(proto.graph.initializer[0]).astype(np.float64)
+    b = numpy_helper.to_array(proto.graph.initializer[1]).astype(np.float64)
+    z = x.astype(np.float64) @ w + b
+    y = z.argmax(1)
+    best = np.full(len(x), np.inf)
+    for j in range(w.shape[1]):
+        wd = w[:, j][None, :] - w[:, y].T
+        gap = z[np.arange(len(x)), y] - z[:, j]
+        dist = gap / np.maximum(np.linalg.norm(wd, axis=1), 1e-12)
+        best = np.where(y == j, best, np.minimum(best, dist))
+    return best
+
+
+def test_targeted_square_and_hsj(tmp_path):
+    m = advonnx.load_model(save(linear_image(), tmp_path / "m.onnx"))
+    x = np.random.default_rng(4).uniform(0, 1, (6, 2, 8, 8)).astype(np.float32)
+    target = (m.classify(x) + 1) % 3
+    for name, kw in (("square", dict(eps=0.5, max_queries=300)), ("hsj", dict(max_queries=800))):
+        res = advonnx.attack(m, x, None, name, rng=0, targeted=True, target=target, **kw)
+        assert np.array_equal(res.success, m.classify(res.x_adv) == target)
+        assert res.success.mean() >= 0.5
+
+
+def test_settings_and_needs():
+    with pytest.raises(AdvonnxError, match="no setting"):
+        make_attack("square", eps=0.1, steps=3)
+    assert make_attack("hopskipjump", norm="l2").name == "hsj"
+    assert make_attack("square", eps=0.1).needs == "scores"
+    assert make_attack("hsj").needs == "decisions"
+    assert "max_queries=100" in repr(make_attack("nes", eps=0.1, max_queries=100))
+
+
+@pytest.mark.parametrize("name,settings", [s for s in SETTINGS if s[0] != "square" or s[1]["norm"] == "linf"],
+                         ids=[i for i, s in zip(IDS, SETTINGS) if s[0] != "square" or s[1]["norm"] == "linf"])
+def test_array_api_strict_loop(tmp_path, name, settings):
+    """Same draws, same result on array-api-strict arrays as on NumPy (no NumPy-only calls)."""
+    xps = pytest.importorskip("array_api_strict")
+    from advonnx.xp import to_numpy
+
+    proto, *_ = softmax_regression(d=12, classes=3)
+    m = advonnx.load_model(save(proto, tmp_path / "r.onnx"))
+    xh = np.random.default_rng(0).uniform(0, 1, (5, 12)).astype(np.float32)
+    res = advonnx.attack(m, xps.asarray(xh), None, name, rng=1, **settings)
+    ref = advonnx.attack(m, xh, None, name, rng=1, **settings)
+    np.testing.assert_allclose(to_numpy(res.x_adv), ref.x_adv, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(res.queries, ref.queries)
+
+
+# -- slow: against the established libraries on the suite's trained CNN -------------------------
+
+
+def _correct(model, x, y, n):
+    ok = np.nonzero(model.classify(x) == y)[0][:n]
+    return x[ok], y[ok]
+
+
+@pytest.mark.slow
+def test_square_linf_vs_torchattacks(brain_cnn_path, brain_patches):
+    torch = pytest.importorskip("torch")
+    ta = pytest.importorskip("torchattacks")
+    from reference.brain_cnn_torch import brain_cnn_from_onnx
+
+    m = advonnx.load_model(brain_cnn_path)
+    x, y = _correct(m, *brain_patches, 100)
+    assert len(x) >= 100
+    net = brain_cnn_from_onnx(brain_cnn_path).eval()
+    ours, theirs, t_ours, t_theirs = [], [], 0.0, 0.0
+    for seed in range(3):
+        t0 = time.perf_counter()
+        r = advonnx.attack(m, x, y, "square", rng=seed, norm="linf", eps=8 / 255, max_queries=1000, p_init=0.8)
+        t_ours += time.perf_counter() - t0
+        ours.append(r.success.mean())
+        torch.manual_seed(seed)
+        atk = ta.Square(net, norm="Linf", eps=8 / 255, n_queries=1000, p_init=0.8, loss="margin", seed=seed)
+        t0 = time.perf_counter()
+        xa = atk(torch.from_numpy(x), torch.from_numpy(y).long()).detach().numpy()
+        t_theirs += time.perf_counter() - t0
+        assert np.abs(xa - x).max() <= 8 / 255 + 1e-6
+        theirs.append((m.classify(xa) != y).mean())
+    se = np.sqrt(np.mean(theirs) * (1 - np.mean(theirs)) / len(x))
+    print(f"square linf 1000q: ours {np.mean(ours):.3f} {t_ours:.1f}s, torchattacks {np.mean(theirs):.3f} {t_theirs:.1f}s")
+    assert np.mean(ours) >= np.mean(theirs) - 2 * se
+    assert t_ours <= 1.0 * t_theirs
+
+
+@pytest.mark.slow
+def test_hsj_l2_vs_art(brain_cnn_path, brain_patches):
+    pytest.importorskip("art")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_blackbox import hsj_vs_art
+
+    m = advonnx.load_model(brain_cnn_path)
+    x, y = _correct(m, *brain_patches, 50)
+    assert len(x) >= 50
+    r = hsj_vs_art(m, brain_cnn_path, x, y, seeds=(0, 1, 2), max_iter=4)
+    print(r)
+    assert r["ratio"] <= 1.1 or r["ratio"] <= 1 + r["art_spread"]
+    assert r["ours_time"] < r["art_time"]
