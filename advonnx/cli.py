@@ -49,6 +49,7 @@ def run(
     eps: Annotated[Optional[str], typer.Option("--eps", help="Budget(s) in the model's value units, e.g. 2/255,8/255 or 0.03.")] = None,
     norm: Annotated[Optional[str], typer.Option("--norm", help="linf or l2.")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Iterations of iterative attacks.")] = None,
+    max_queries: Annotated[Optional[int], typer.Option("--max-queries", help="Query budget per sample of the query-based attacks (square, hsj, nes, spsa).")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Use only the first N samples of each dataset.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of every random draw of the run.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per onnxruntime call (small batches are often faster on CPU caches).")] = 64,
@@ -124,6 +125,16 @@ def run(
                 a.norm = norm
             if steps and "steps" in __import__("advonnx.attacks", fromlist=["attack_class"]).attack_class(a.name).parameters():
                 a.settings["steps"] = steps
+    from .attacks import attack_class
+
+    for a in s.attacks:  # --max-queries / --steps go to the attacks that have them
+        accepted = attack_class(a.name).parameters()
+        if max_queries is not None and "max_queries" in accepted:
+            if max_queries < 1:
+                raise AdvonnxError("--max-queries must be >= 1")
+            a.settings["max_queries"] = max_queries
+        if steps and "steps" not in accepted:
+            a.settings.pop("steps", None)
     if corruptions is not None:
         s.corruptions = parse_corruptions(corruptions)
         s.severities = parse_severities(severities or "1-5")
