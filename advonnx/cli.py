@@ -64,6 +64,7 @@ def run(
     save_examples: Annotated[Optional[int], typer.Option("--save-examples", help="Keep adversarial examples of the first K samples per model × setting.")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Results folder; each run writes OUT/<run_id>/.")] = Path("advonnx-results"),
     resume: Annotated[bool, typer.Option("--resume", help="Finish the latest run in OUT with the same settings.")] = False,
+    chunk_size: Annotated[Optional[int], typer.Option("--chunk-size", help="Samples per result chunk (the unit of crash safety and resume).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ):
     """Attack models and write one Parquet row per sample × attack setting, then show the leaderboard.
@@ -148,6 +149,10 @@ def run(
         s.gradient = gradient
     if save_examples is not None:
         s.save_examples = save_examples
+    if chunk_size is not None:
+        if chunk_size < 1:
+            raise AdvonnxError("--chunk-size must be >= 1")
+        s.chunk_size = chunk_size
     progress = None if quiet else Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=console, transient=False,

@@ -490,8 +490,10 @@ class Runner:
         return rows, examples
 
 
-def _key(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+def _key(base: dict, *parts) -> str:
+    """Chunk key and random-stream name: what determines the rows, never the run id or time."""
+    stable = {k: v for k, v in base.items() if k != "run_id"}
+    return hashlib.sha256(json.dumps([stable, *parts], sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
 def _spec_summary(model: OnnxModel) -> dict[str, Any]:
