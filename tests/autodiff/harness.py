@@ -15,6 +15,7 @@ from onnx.reference.ops.op_max_pool import MaxPool as _StockMaxPool
 
 from advonnx.autodiff import GRAD_INPUT_COTANGENT, GRAD_OUTPUT_GRAD, gradient_model
 
+
 class Erf(OpRun):
     """float64-exact Erf (the stock reference kernel rounds to float32)."""
 

@@ -9,7 +9,6 @@ import onnx
 import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
-from onnx import helper
 
 from advonnx import losses
 from advonnx.autodiff import (
