@@ -82,9 +82,63 @@ def summarize(table: pa.Table) -> list[dict[str, Any]]:
         s["robust_ci"] = bootstrap_ci(robust)
         norm_col = norm if norm in ("linf", "l2", "l0") else "l2"
         s["median_norm"] = _median(r[norm_col] for r in broken)
+        budget = next((r.get("max_queries") for r in ok if r.get("max_queries")), None)
+        s["max_queries"] = budget
+        s["curve"] = [] if seg else query_curve(ok, budget)
         s["metric"] = "Dice" if seg else "accuracy"
         out.append(s)
     return out
+
+
+QUERY_FRACTIONS = (0.1, 0.25, 0.5, 1.0)
+
+
+def query_curve(rows: list[dict], budget: float | None = None, fractions=QUERY_FRACTIONS) -> list[tuple[float, float]]:
+    """Success rate vs queries: ``(q, ASR over clean-correct samples broken within q queries)``.
+
+    Query-based attacks stop a sample at its first success, so a broken sample's ``queries`` is its
+    count at first success; the curve at any budget below the run's follows from the rows.
+    """
+    correct = [r for r in rows if r.get("clean_correct") and r.get("status") == "ok"]
+    if not correct:
+        return []
+    budget = budget or max((r["queries"] or 0) for r in correct)
+    if not budget:
+        return []
+    q = np.array([r["queries"] or 0 for r in correct], dtype=np.float64)
+    hit = np.array([bool(r["success"]) for r in correct])
+    return [(f * budget, float(np.mean(hit & (q <= f * budget)))) for f in fractions]
+
+
+def gradient_masking(table: pa.Table) -> dict[str, Any]:
+    """Gradient-masking check (Athalye et al. 2018) per (model, dataset, norm, eps).
+
+    White-box = attacks run on exact gradients; black-box = query-only or estimated-gradient
+    attacks. A sample is flagged when a black-box attack broke it but no white-box attack did; a
+    model is flagged when its black-box robust accuracy (worst case over black-box attacks) is
+    below the white-box one by more than 2 standard errors of the difference.
+    """
+    rows = [r for r in table.to_pylist() if r.get("kind") == "adversarial" and r["status"] == "ok"
+            and r["task"] == "classification"]
+    groups: dict[tuple, dict[str, dict[str, list]]] = defaultdict(lambda: defaultdict(lambda: {"wb": [], "bb": []}))
+    for r in rows:
+        side = "wb" if r["gradient"] == "exact" else "bb"
+        groups[(r["model"], r["dataset"], r["norm"], r["eps"])][r["sample_id"]][side].append(bool(r["adv_correct"]))
+    out = []
+    for (model, dataset, norm, eps), samples in groups.items():
+        both = {sid: v for sid, v in samples.items() if v["wb"] and v["bb"]}
+        if not both:
+            continue
+        wb = np.array([all(v["wb"]) for v in both.values()], dtype=np.float64)
+        bb = np.array([all(v["bb"]) for v in both.values()], dtype=np.float64)
+        flagged = sorted(sid for sid, v in both.items() if all(v["wb"]) and not all(v["bb"]))
+        n = len(both)
+        se = math.sqrt(wb.mean() * (1 - wb.mean()) / n + bb.mean() * (1 - bb.mean()) / n)
+        gap = float(wb.mean() - bb.mean())
+        out.append({"model": model, "dataset": dataset, "norm": norm, "eps": eps, "n": n,
+                    "whitebox_robust": float(wb.mean()), "blackbox_robust": float(bb.mean()),
+                    "se": se, "flagged": bool(gap > 2 * se and gap > 0), "flagged_samples": flagged})
+    return {"settings": out, "flagged_models": sorted({s["model"] for s in out if s["flagged"]})}
 
 
 def headline_key(summaries: list[dict], headline: dict[str, Any]) -> dict[str, float]:
@@ -178,6 +232,7 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
             t.add_column("ASR %", justify="right")
             t.add_column("Med ‖δ‖", justify="right", no_wrap=True, min_width=7)
             t.add_column("Queries", justify="right", no_wrap=True)
+            t.add_column("ASR % at ⅒·¼·½·1 of Q", justify="right", no_wrap=True)
             t.add_column("Time s", justify="right")
         is_head = bool(order) and s["model"] in order and s["robust"] == order[s["model"]] and s["attack"] == headline.get("attack")
         lo, hi = s["robust_ci"]
@@ -185,7 +240,9 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
         t.add_row(
             setting_label(s), _pct(s["robust"]), ci, _pct(s["asr"]),
             "–" if math.isnan(s["median_norm"]) else f"{s['median_norm']:.3g}",
-            "–" if math.isnan(s["queries"]) else f"{s['queries']:.0f}", f"{s['time_s']:.1f}",
+            "–" if math.isnan(s["queries"]) else f"{s['queries']:.0f}",
+            "·".join(f"{100 * a:.0f}" for _, a in s["curve"]) if s["curve"] and s["gradient"] != "exact" else "–",
+            f"{s['time_s']:.1f}",
             style="bold" if is_head else None,
         )
     if t is not None:
@@ -201,6 +258,15 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
     for a, b, sa, sb in contrast_pairs(summaries, headline):
         notes.append(f"[bold magenta]equal clean, different robust:[/bold magenta] {a} vs {b}: clean "
                      f"{_pct(sa['clean'])} vs {_pct(sb['clean'])}, robust {_pct(sa['robust'])} vs {_pct(sb['robust'])}")
+    for g in gradient_masking(table)["settings"]:
+        if g["flagged"] or g["flagged_samples"]:
+            notes.append(
+                f"[bold red]gradient masking?[/bold red] {g['model']} {g['norm']} eps={g['eps']:g}: black-box robust "
+                f"{_pct(g['blackbox_robust'])} vs white-box {_pct(g['whitebox_robust'])} (2·SE = {_pct(2 * g['se'])}); "
+                f"{len(g['flagged_samples'])} samples broken only by black-box attacks"
+                + (" — model flagged" if g["flagged"] else ""))
+    if any(s["curve"] for s in summaries):
+        notes.append("ASR at ⅒·¼·½·1 of Q: success within that share of the query budget Q (queries at first success)")
     for n in notes:
         console.print(f"[dim]•[/dim] {n}")
     return summaries

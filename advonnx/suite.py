@@ -314,7 +314,9 @@ class Runner:
         with RunStore(folder, meta) as store:
             for entry, dentry in pairs:
                 self._run_pair(store, run_id, entry, dentry, models[entry.name])
-        return folder, read_results(folder)
+        table = read_results(folder)
+        write_gradient_masking(folder, table)
+        return folder, table
 
     def _run_pair(self, store: RunStore, run_id: str, entry: ModelEntry, dentry: DatasetEntry, model: OnnxModel):
         from .data import load_dataset
@@ -494,6 +496,28 @@ def _key(base: dict, *parts) -> str:
     """Chunk key and random-stream name: what determines the rows, never the run id or time."""
     stable = {k: v for k, v in base.items() if k != "run_id"}
     return hashlib.sha256(json.dumps([stable, *parts], sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def write_gradient_masking(folder: Path, table) -> dict[str, Any]:
+    """The gradient-masking check of a run (see ``leaderboard.gradient_masking``), stored as
+    ``gradient_masking.parquet``: one row per flagged sample, the per-model verdict in its
+    key-value metadata (key ``advonnx.gradient_masking``)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .leaderboard import gradient_masking
+
+    check = gradient_masking(table)
+    rows = [{"model": g["model"], "dataset": g["dataset"], "norm": g["norm"], "eps": g["eps"], "sample_id": sid}
+            for g in check["settings"] for sid in g["flagged_samples"]]
+    schema = pa.schema([("model", pa.string()), ("dataset", pa.string()), ("norm", pa.string()),
+                        ("eps", pa.float64()), ("sample_id", pa.string())])
+    out = pa.Table.from_pylist(rows, schema=schema).replace_schema_metadata(
+        {b"advonnx.gradient_masking": json.dumps(check, default=str).encode()})
+    tmp = Path(folder) / ".gradient_masking.parquet.tmp"
+    pq.write_table(out, tmp)
+    tmp.replace(Path(folder) / "gradient_masking.parquet")
+    return check
 
 
 def _spec_summary(model: OnnxModel) -> dict[str, Any]:

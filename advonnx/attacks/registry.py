@@ -6,13 +6,18 @@ from typing import Any
 
 from ..errors import AdvonnxError
 from .base import Attack
+from .carlini_wagner import CarliniWagnerL2
+from .dag import DAG
+from .deepfool import DeepFool
 from .gradient_descent import BIM, FGSM, PGD
 from .hopskipjump import HopSkipJump
+from .jsma import JSMA
 from .nes import NES, SPSA
 from .square import Square
 
 ATTACKS: dict[str, type[Attack]] = {}
-ALIASES: dict[str, str] = {"fgm": "fgsm", "ifgsm": "bim", "i-fgsm": "bim", "pgd_linf": "pgd"}
+ALIASES: dict[str, str] = {"fgm": "fgsm", "ifgsm": "bim", "i-fgsm": "bim", "pgd_linf": "pgd",
+                          "cw_l2": "cw", "carlini_wagner": "cw", "saliency": "jsma", "jsm": "jsma"}
 
 
 def register(cls: type[Attack]) -> type[Attack]:
@@ -20,7 +25,7 @@ def register(cls: type[Attack]) -> type[Attack]:
     return cls
 
 
-for _cls in (FGSM, BIM, PGD):
+for _cls in (FGSM, BIM, PGD, DeepFool, JSMA, CarliniWagnerL2, DAG):
     register(_cls)
 for _cls in (NES, SPSA, Square, HopSkipJump):  # query-only (score- and decision-based) attacks
     register(_cls)
