@@ -215,3 +215,29 @@ def test_hsj_l2_vs_art(brain_cnn_path, brain_patches):
     print(r)
     assert r["ratio"] <= 1.1 or r["ratio"] <= 1 + r["art_spread"]
     assert r["ours_time"] < r["art_time"]
+
+
+def test_gradient_masking_check_flags_samples_and_models():
+    from advonnx.leaderboard import gradient_masking, query_curve
+    from advonnx.results import empty_row, rows_to_table
+
+    rows = []
+    for i in range(100):
+        base = {**empty_row(), "model": "m", "dataset": "d", "norm": "linf", "eps": 0.1, "sample_id": str(i),
+                "kind": "adversarial", "status": "ok", "task": "classification", "clean_correct": True}
+        wb_broken, bb_broken = i < 10, i < 40  # black-box breaks 30 samples the white-box attack did not
+        rows.append({**base, "attack": "pgd", "gradient": "exact", "adv_correct": not wb_broken,
+                     "success": wb_broken, "queries": 10})
+        rows.append({**base, "attack": "square", "gradient": "none", "adv_correct": not bb_broken,
+                     "success": bb_broken, "queries": i * 10 if bb_broken else 1000, "max_queries": 1000})
+    check = gradient_masking(rows_to_table(rows))
+    (g,) = check["settings"]
+    assert g["whitebox_robust"] == 0.9 and g["blackbox_robust"] == 0.6 and g["flagged"]
+    assert len(g["flagged_samples"]) == 30 and check["flagged_models"] == ["m"]
+    # a black-box attack that is weaker than the white-box one is not a warning sign
+    for r in rows:
+        if r["attack"] == "square":
+            r["adv_correct"] = True
+    assert not gradient_masking(rows_to_table(rows))["settings"][0]["flagged"]
+    curve = query_curve([r for r in rows if r["attack"] == "pgd"], 100)
+    assert curve[-1] == (100.0, 0.1)
