@@ -152,12 +152,17 @@ class VJPContext:
                 "inference; give the model static ranks")
         return len(s)
 
+    def elem(self, name: str | None = None) -> int:
+        """ONNX element type of ``name`` (default: the first output); when shape inference
+        did not reach it, that of the node's first output or input, else float."""
+        for n in (name, self.y(0), self.x(0)):
+            t = self.info.tensors.get(n) if n else None
+            if t is not None:
+                return t.elem_type
+        return onnx.TensorProto.FLOAT
+
     def np_dtype(self, name: str | None = None):
-        name = name or self.y(0)
-        t = self.info.tensors.get(name)
-        if t is None:
-            return np.float32
-        return helper.tensor_dtype_to_np_dtype(t.elem_type)
+        return helper.tensor_dtype_to_np_dtype(self.elem(name))
 
     def const(self, name: str | None) -> np.ndarray | None:
         """The value of ``name`` when it is an initializer or a Constant node's output."""
@@ -180,7 +185,7 @@ class VJPContext:
     def masked(self, cond: str, g: str, like: str | None = None) -> str:
         """``g`` where ``cond`` holds, else 0: a Mul by the cast mask (onnxruntime's Where is
         several times slower than Cast + Mul)."""
-        elem = self.info.tensors[like or self.y(0)].elem_type
+        elem = self.elem(like or self.y(0))
         return self.b.op("Mul", [g, self.b.op("Cast", [cond], to=elem)])
 
     def unbroadcast(self, g: str, target: str, out: str | None = None) -> str:

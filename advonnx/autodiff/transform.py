@@ -257,7 +257,9 @@ def _random_feed(model: onnx.ModelProto) -> dict[str, np.ndarray]:
         if vi.name in inits:
             continue
         tt = vi.type.tensor_type
-        shape = [d.dim_value if d.HasField("dim_value") else 1 for d in tt.shape.dim]
+        # free dims: batch 1, any other (spatial) 32, so that pooling stacks still fit
+        shape = [d.dim_value if d.HasField("dim_value") else (1 if i == 0 else 32)
+                 for i, d in enumerate(tt.shape.dim)]
         dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)
         if np.issubdtype(dtype, np.floating):
             feed[vi.name] = rng.standard_normal(shape).astype(dtype)

@@ -67,8 +67,22 @@ def test_signature_keeps_dynamic_dims(loss):
         assert list(outputs) == [GRAD_OUTPUT_SCORES, GRAD_OUTPUT_LOSS, GRAD_OUTPUT_GRAD]
         assert _dims(outputs[GRAD_OUTPUT_LOSS]) == ["N"]
     assert _dims(outputs[GRAD_OUTPUT_GRAD]) == ["N", 4]
-    # the original model is left untouched
-    assert [n.op_type for n in linear_model().graph.node] == ["Gemm"]
+
+
+def test_input_model_is_not_modified():
+    """Neither the lift nor the extra MaxPool/LayerNormalization outputs touch the caller's
+    model."""
+    graph = helper.make_graph(
+        [helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[2], strides=[2]),
+         helper.make_node("LayerNormalization", ["p", "s"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 4])],
+        initializer=[helper.make_tensor("s", TensorProto.FLOAT, [4], [1.0, 2.0, 3.0, 4.0])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    before = model.SerializeToString()
+    gm = gradient_model(model, loss="cotangent")
+    assert model.SerializeToString() == before
+    assert len(next(n for n in gm.graph.node if n.op_type == "MaxPool").output) == 2
 
 
 def test_seg_ce_inputs():

@@ -20,7 +20,7 @@ def relu(ctx: VJPContext):
 @vjp("LeakyRelu")
 def leaky_relu(ctx: VJPContext):
     b, alpha = ctx.b, ctx.attr("alpha", 0.01)
-    pos = b.op("Cast", [_positive(ctx)], to=ctx.info.tensors[ctx.y()].elem_type)
+    pos = b.op("Cast", [_positive(ctx)], to=ctx.elem(ctx.y()))
     factor = b.op("Add", [b.op("Mul", [pos, ctx.scalar(1.0 - alpha)]), ctx.scalar(alpha)])
     return [b.op("Mul", [ctx.g(), factor])]
 
@@ -32,7 +32,7 @@ def thresholded_relu(ctx: VJPContext):
 
 
 def _positive_mask(ctx: VJPContext) -> str:
-    return ctx.b.op("Cast", [_positive(ctx)], to=ctx.info.tensors[ctx.y()].elem_type)
+    return ctx.b.op("Cast", [_positive(ctx)], to=ctx.elem(ctx.y()))
 
 
 def _blend(ctx: VJPContext, p: str, above: str, below: str) -> str:

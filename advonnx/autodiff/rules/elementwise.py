@@ -48,7 +48,7 @@ def pow_(ctx: VJPContext):
             d = b.op("Mul", [a, ctx.scalar(2.0, a)])
         else:
             e_a = e if ctx.np_dtype(e) == ctx.np_dtype(a) else b.op(
-                "Cast", [e], to=ctx.info.tensors[a].elem_type)
+                "Cast", [e], to=ctx.elem(a))
             d = b.op("Mul", [e_a, b.op("Pow", [a, b.op("Sub", [e_a, ctx.scalar(1.0, a)])])])
         ga = ctx.unbroadcast(b.op("Mul", [g, d]), a)
     if ctx.need(1):
@@ -150,5 +150,5 @@ def identity(ctx: VJPContext):
 
 @vjp("Cast", "CastLike")
 def cast(ctx: VJPContext):
-    elem = ctx.info.tensors[ctx.x(0)].elem_type
+    elem = ctx.elem(ctx.x(0))
     return [ctx.b.op("Cast", [ctx.g()], to=elem)]

@@ -34,7 +34,7 @@ def max_pool(ctx: VJPContext):
     flat = b.ints([-1])
     numel = b.op("Reshape", [b.op("Size", [x]), b.ints([1])])
     zeros = b.op("ConstantOfShape", [numel],
-                 value=helper.make_tensor("value", ctx.info.tensors[x].elem_type, [1], [0]))
+                 value=helper.make_tensor("value", ctx.elem(x), [1], [0]))
     s = b.op("ScatterElements", [zeros, b.op("Reshape", [indices, flat]),
                                  b.op("Reshape", [g, flat])], axis=0, reduction="add")
     return [b.reshape(s, x, ctx.static_shape(x))]
@@ -117,7 +117,7 @@ def _spatial_count(ctx: VJPContext, x: str) -> str:
         return ctx.scalar(1.0 / float(np.prod(xs[2:])))
     b = ctx.b
     n = b.op("ReduceProd", [b.shape(x, start=2)], keepdims=0)
-    return b.op("Reciprocal", [b.op("Cast", [n], to=ctx.info.tensors[x].elem_type)])
+    return b.op("Reciprocal", [b.op("Cast", [n], to=ctx.elem(x))])
 
 
 @vjp("GlobalAveragePool")
@@ -131,7 +131,7 @@ def global_average_pool(ctx: VJPContext):
 def global_max_pool(ctx: VJPContext):
     """The cotangent is shared by the cells equal to the maximum (exact away from ties)."""
     b, x = ctx.b, ctx.x(0)
-    mask = b.op("Cast", [b.op("Equal", [x, ctx.y()])], to=ctx.info.tensors[x].elem_type)
+    mask = b.op("Cast", [b.op("Equal", [x, ctx.y()])], to=ctx.elem(x))
     axes = list(range(2, ctx.rank(x)))
     count = b.reduce("ReduceSum", mask, axes, keepdims=True)
     return [b.op("Mul", [mask, b.op("Div", [ctx.g(), count])])]

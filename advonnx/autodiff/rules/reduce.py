@@ -41,7 +41,7 @@ def _count(ctx: VJPContext, axes: list[int]) -> str:
         return ctx.scalar(1.0 / n, x)
     b = ctx.b
     size = b.op("Div", [b.op("Size", [x]), b.op("Size", [ctx.y()])])
-    return b.op("Reciprocal", [b.op("Cast", [size], to=ctx.info.tensors[x].elem_type)])
+    return b.op("Reciprocal", [b.op("Cast", [size], to=ctx.elem(x))])
 
 
 @vjp("ReduceSum", "ReduceMean", since=13)
@@ -100,7 +100,7 @@ def reduce_max_min(ctx: VJPContext):
         return [ctx.g()]
     b, x = ctx.b, ctx.x(0)
     mask = b.op("Cast", [b.op("Equal", [x, _y_keep(ctx, axes)])],
-                to=ctx.info.tensors[x].elem_type)
+                to=ctx.elem(x))
     count = b.reduce("ReduceSum", mask, axes, keepdims=True)
     g = ctx.g()
     if not ctx.attr("keepdims", 1):

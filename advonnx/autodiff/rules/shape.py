@@ -112,7 +112,7 @@ def slice_(ctx: VJPContext):
         idx = b.op("Expand", [b.op("Reshape", [idx, b.ints(shape)]), b.shape(g)])
         new_shape = b.op("ScatterElements", [b.shape(g), b.ints([a]), dim], axis=0)
         zeros = b.op("ConstantOfShape", [new_shape], value=helper.make_tensor(
-            "value", ctx.info.tensors[x].elem_type, [1], [0]))
+            "value", ctx.elem(x), [1], [0]))
         g = b.op("ScatterElements", [zeros, idx, g], axis=a)
     return [g]
 
@@ -207,7 +207,7 @@ def _pad_scatter(ctx: VJPContext, mode: str, pads: dict[int, tuple[int, int]]) -
         idx = b.op("Expand", [b.const(source.reshape(shape)), b.shape(g)])
         target = b.op("ScatterElements", [b.shape(g), b.ints([a]), b.ints([d])], axis=0)
         zeros = b.op("ConstantOfShape", [target], value=helper.make_tensor(
-            "value", ctx.info.tensors[x].elem_type, [1], [0]))
+            "value", ctx.elem(x), [1], [0]))
         g = b.op("ScatterElements", [zeros, idx, g], axis=a, reduction="add")
     return g
 
@@ -240,7 +240,7 @@ def _normalized_indices(ctx: VJPContext, idx: str, dim: str) -> str:
         return idx
     b = ctx.b
     return b.op("Where", [b.op("Less", [idx, b.const(np.int64(0))]),
-                          b.op("Add", [idx, b.op("Cast", [dim], to=ctx.info.tensors[idx].elem_type)]),
+                          b.op("Add", [idx, b.op("Cast", [dim], to=ctx.elem(idx))]),
                           idx])
 
 
