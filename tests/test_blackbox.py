@@ -87,8 +87,10 @@ def test_max_queries_respected_exactly(tmp_path, name, settings, budget):
     settings = {k: v for k, v in settings.items() if k != "max_queries"}
     res = advonnx.attack(m, x, None, name, rng=0, max_queries=budget, **settings)
     assert res.queries.max() <= budget
-    # every model evaluation is counted on some sample: clean + final check are the base's 2 batches
-    assert m.queries - before == res.queries.sum() + 2 * len(x)
+    # every model evaluation of the attack is counted on some sample; the rest are the base's own
+    # whole-batch checks (clean prediction, success re-query, min-norm judgement)
+    overhead = m.queries - before - res.queries.sum()
+    assert overhead % len(x) == 0 and 2 * len(x) <= overhead <= 3 * len(x)
 
 
 def test_square_spends_budget_on_robust_samples_only(tmp_path):
