@@ -64,6 +64,7 @@ def run(
     save_examples: Annotated[Optional[int], typer.Option("--save-examples", help="Keep adversarial examples of the first K samples per model × setting.")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Results folder; each run writes OUT/<run_id>/.")] = Path("advonnx-results"),
     resume: Annotated[bool, typer.Option("--resume", help="Finish the latest run in OUT with the same settings.")] = False,
+    cluster: Annotated[Optional[str], typer.Option("--cluster", help="Run on Dask: local:N (N local workers) or tcp://HOST:PORT (a scheduler). Needs the dask extra.")] = None,
     chunk_size: Annotated[Optional[int], typer.Option("--chunk-size", help="Samples per result chunk (the unit of crash safety and resume).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ):
@@ -77,6 +78,7 @@ def run(
       advonnx run --model vendor.onnx --data scans/ --attack fgsm,pgd --eps 1/255,4/255
       advonnx run --model m.onnx --data test.npz --value-range 0,255 --eps 2,8
       advonnx run --corruptions all --severities 1-5   # natural corruptions beside the attacks
+      advonnx run full --cluster local:4             # the same rows, on 4 Dask workers
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -158,7 +160,7 @@ def run(
         console=console, transient=False,
     )
     t0 = time.perf_counter()
-    runner = Runner(s, out=out, resume=resume, device=device, batch_size=batch_size, progress=progress,
+    runner = Runner(s, out=out, resume=resume, device=device, batch_size=batch_size, progress=progress, cluster=cluster,
                     log=lambda m: err_console.print(f"[yellow]{m}[/yellow]"))
     if progress is not None:
         with progress:
@@ -223,6 +225,30 @@ def compare(
                   _pct(x["clean"]) if x else "–", _pct(y["clean"]) if y else "–", d("clean"),
                   _pct(x["robust"]) if x else "–", _pct(y["robust"]) if y else "–", d("robust"))
     console.print(t)
+
+
+@app.command()
+def report(
+    path: Annotated[Path, typer.Argument(help="A Parquet file, a run folder, or an output folder (latest run).")] = Path("advonnx-results"),
+    output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")] = Path("report.html"),
+    all_runs: Annotated[bool, typer.Option("--all", help="Every run in the folder, not just the latest.")] = False,
+    title: Annotated[Optional[str], typer.Option("--title", help="Page title (default: from the suite name).")] = None,
+    examples: Annotated[int, typer.Option("--examples", help="Example samples shown per model × setting (of those the run saved).")] = 4,
+):
+    """Write a self-contained HTML report: leaderboard, robustness curves, adversarial examples.
+
+    One file that opens offline (plots and images embedded); needs matplotlib (the report extra).
+
+    [bold]Examples[/bold]
+
+      advonnx report                                 # latest run in ./advonnx-results -> report.html
+      advonnx report results/quick-20261125-101500-ab12cd -o quick.html
+    """
+    from .report import write_report
+
+    info = write_report(path, output, all_runs=all_runs, title=title, examples_per_setting=max(0, examples))
+    console.print(f"wrote {output} ({info['bytes'] / 1e6:.2f} MB): {info['settings']} settings of {info['models']} models, "
+                  f"{info['plots']} plots, {info['example_images']} example images")
 
 
 @app.command()

@@ -1,8 +1,10 @@
 """Results: one Parquet row per (run, model, dataset, sample, attack setting).
 
-A run writes into its own folder ``OUT/<run_id>/``: ``run.json`` (config, versions, host),
+A run writes into its own folder ``OUT/<run_id>/``: ``_run.json`` (config, versions, host),
 ``part-<key>.parquet`` chunks (one per model × dataset × attack setting × sample block) and,
-for the first K samples of each model × attack setting, ``part-<key>.examples.npz``. Each
+for the first K samples of each model × attack setting, ``_examples/part-<key>.npz``. Names
+starting with ``_`` or ``.`` are skipped by pyarrow/duckdb/pandas dataset readers, so the run
+folder reads as one table: ``pyarrow.dataset.dataset(folder)``. Each
 chunk is written to a temporary name, fsynced and atomically renamed, so a killed run loses at
 most the chunk in flight and ``--resume`` recomputes only the missing ones. Temporary files are
 never read as results. The run's metadata is also stored in every chunk's key-value metadata
@@ -76,6 +78,8 @@ SCHEMA = pa.schema([
     ("seed", pa.int64()),
 ])
 TIMING_COLUMNS = ("time_s",)
+RUN_META = "_run.json"
+EXAMPLES_DIR = "_examples"
 STATUSES = ("ok", "invalid", "errored", "skipped")
 META_KEY = b"advonnx"
 
@@ -135,7 +139,7 @@ class RunStore:
             ) from None
         for stale in self.folder.glob(".part-*.tmp"):
             stale.unlink(missing_ok=True)
-        atomic_write_bytes(self.folder / "run.json",
+        atomic_write_bytes(self.folder / RUN_META,
                            lambda f: f.write(json.dumps(metadata, indent=2, sort_keys=True, default=str).encode()))
 
     def close(self) -> None:
@@ -158,19 +162,34 @@ class RunStore:
     def write_chunk(self, key: str, rows: list[dict[str, Any]], examples: dict[str, np.ndarray] | None = None) -> Path:
         """Atomically write one chunk (and its examples first, so a chunk implies its examples)."""
         if examples:
-            atomic_write_bytes(self.folder / f"part-{key}.examples.npz", lambda f: np.savez_compressed(f, **examples))
+            atomic_write_bytes(examples_path(self.folder, key), lambda f: np.savez_compressed(f, **examples))
         table = rows_to_table(rows, self.metadata)
         path = self.chunk_path(key)
         atomic_write_bytes(path, lambda f: pq.write_table(table, f, compression="zstd"))
         return path
 
 
+def examples_path(folder: str | os.PathLike, key: str) -> Path:
+    """Where the saved adversarial examples of chunk ``key`` live."""
+    return Path(folder) / EXAMPLES_DIR / f"part-{key}.npz"
+
+
+def example_files(folder: str | os.PathLike) -> list[tuple[Path, Path]]:
+    """(examples .npz, its chunk .parquet) pairs of a run folder, in a stable order."""
+    folder = Path(folder)
+    return [(f, folder / f.name.replace(".npz", ".parquet")) for f in sorted((folder / EXAMPLES_DIR).glob("part-*.npz"))]
+
+
+def read_run_meta(folder: str | os.PathLike) -> dict[str, Any]:
+    return json.loads((Path(folder) / RUN_META).read_text(encoding="utf-8"))
+
+
 def find_run_folders(path: str | os.PathLike) -> list[Path]:
-    """Run folders (holding run.json) at or directly below ``path``, oldest first."""
+    """Run folders (holding _run.json) at or directly below ``path``, oldest first."""
     p = Path(path)
-    if (p / "run.json").is_file():
+    if (p / RUN_META).is_file():
         return [p]
-    runs = [d for d in p.iterdir() if d.is_dir() and (d / "run.json").is_file()] if p.is_dir() else []
+    runs = [d for d in p.iterdir() if d.is_dir() and (d / RUN_META).is_file()] if p.is_dir() else []
     return sorted(runs, key=lambda d: (d.stat().st_mtime, d.name))
 
 

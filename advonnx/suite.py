@@ -41,8 +41,9 @@ from .attacks import make_attack
 from .attacks.base import dense_success
 from .errors import AdvonnxError, DataError
 from .metrics import confidence, confusion_overlap, pixel_accuracy, psnr, ssim
+from .seg_metrics import hd95, mean_hd95
 from .model import ModelRunError, OnnxModel, load_model
-from .results import RunStore, empty_row, find_run_folders, read_results
+from .results import RunStore, empty_row, find_run_folders, read_results, read_run_meta
 from .spec import _fraction
 from .xp import Random, to_numpy
 
@@ -269,11 +270,90 @@ def _expectation(model: OnnxModel):
                             value_range=s.value_range, task=s.task, dtype=s.input_dtype)
 
 
+@dataclass(frozen=True)
+class WorkUnit:
+    """One chunk of work: a model × dataset × setting × block of samples. Plain data, so it can
+    be shipped to a Dask worker; ``execute_unit`` computes its rows anywhere."""
+
+    key: str
+    model: ModelEntry
+    dataset: DatasetEntry
+    attack: AttackEntry | None
+    corruption: str | None
+    eps: float
+    eps_text: str
+    start: int
+    stop: int
+    save_examples: int
+    seed: int
+    gradient: str
+    base: dict
+    device: str
+    batch_size: int
+    threads: int | None = None
+
+
+# Per-process caches: a worker loads each model and dataset once and reuses them across tasks.
+_MODEL_CACHE: dict[tuple, OnnxModel] = {}
+_DATA_CACHE: dict[tuple, Any] = {}
+
+
+def _model_key(entry: ModelEntry, device: str, batch_size: int, threads: int | None) -> tuple:
+    return (entry.path, json.dumps(entry.overrides, sort_keys=True, default=str), device, batch_size, threads)
+
+
+def cached_model(entry: ModelEntry, device: str, batch_size: int, threads: int | None = None) -> OnnxModel:
+    key = _model_key(entry, device, batch_size, threads)
+    if key not in _MODEL_CACHE:
+        _MODEL_CACHE[key] = load_model(entry.path, device=device, batch_size=batch_size, threads=threads,
+                                       **entry.overrides)
+    return _MODEL_CACHE[key]
+
+
+def cached_dataset(dentry: DatasetEntry, model: OnnxModel, model_name: str = ""):
+    from .data import load_dataset
+
+    spec = model.spec
+    key = (dentry.path, dentry.limit, dentry.intensity, dentry.resize, repr(_expectation(model)), spec.class_names)
+    if key not in _DATA_CACHE:
+        try:
+            data = load_dataset(dentry.path, _expectation(model), intensity=dentry.intensity,
+                                resize=dentry.resize, limit=dentry.limit,
+                                class_names=list(spec.class_names) if spec.class_names else None)
+        except DataError as err:
+            raise DataError(f"dataset {dentry.name} for model {model_name or Path(spec.path).stem}: {err}") from None
+        if data.y is not None and spec.task == "classification":
+            bad = (data.y < 0) | (data.y >= spec.num_classes)
+            if np.any(bad):
+                raise DataError(
+                    f"{dentry.path}: label {int(data.y[bad][0])} is outside model {model_name}'s "
+                    f"{spec.num_classes} classes; fix the labels or the class names"
+                )
+        _DATA_CACHE[key] = data
+    return _DATA_CACHE[key]
+
+
+def execute_unit(unit: WorkUnit) -> tuple[list[dict], dict | None]:
+    """Rows (and saved examples) of one work unit; runs in this process or on a Dask worker."""
+    model = cached_model(unit.model, unit.device, unit.batch_size, unit.threads)
+    data = cached_dataset(unit.dataset, model, unit.model.name)
+    attack = None
+    if unit.attack is not None and unit.eps > 0:
+        attack = make_attack(unit.attack.name, norm=unit.attack.norm, eps=unit.eps, **unit.attack.settings)
+    return _compute_block(unit, model, data, attack)
+
+
 class Runner:
-    """Runs a suite into ``OUT/<run_id>/``; ``progress`` is a rich Progress or None."""
+    """Runs a suite into ``OUT/<run_id>/``; ``progress`` is a rich Progress or None.
+
+    ``cluster``: None (this process), ``local:N`` (a Dask LocalCluster of N single-threaded
+    workers) or ``tcp://HOST:PORT`` (an existing Dask scheduler). Only this process writes the
+    result folder, each chunk once, so retried or duplicated tasks never duplicate rows.
+    """
 
     def __init__(self, suite: Suite, *, out: str | Path = "advonnx-results", resume: bool = False,
-                 device: str = "auto", batch_size: int = 64, progress=None, log=None):
+                 device: str = "auto", batch_size: int = 64, progress=None, log=None,
+                 cluster: str | None = None):
         self.suite = suite
         self.out = Path(out)
         self.resume = resume
@@ -281,12 +361,13 @@ class Runner:
         self.batch_size = batch_size
         self.progress = progress
         self.log = log or (lambda msg: None)
+        self.cluster = cluster
 
     def _run_folder(self) -> tuple[Path, str]:
         chash = self.suite.config_hash()
         if self.resume:
             for folder in reversed(find_run_folders(self.out) if self.out.exists() else []):
-                meta = json.loads((folder / "run.json").read_text())
+                meta = read_run_meta(folder)
                 if meta.get("config_hash") == chash:
                     return folder, meta["run_id"]
             self.log(f"nothing to resume in {self.out} for this suite and settings: starting a new run")
@@ -294,13 +375,55 @@ class Runner:
         run_id = f"{self.suite.name}-{stamp}-{chash[:6]}"
         return self.out / run_id, run_id
 
+    def plan(self, run_id: str, models: dict[str, OnnxModel]) -> tuple[list[WorkUnit], list[tuple[str, dict]]]:
+        """Every work unit of the suite, in a fixed order, plus the rows of skipped samples."""
+        units: list[WorkUnit] = []
+        skipped: list[tuple[str, dict]] = []
+        threads = 1 if self.cluster else None
+        for entry, dentry in _pairs(self.suite, models):
+            model = models[entry.name]
+            spec = model.spec
+            data = cached_dataset(dentry, model, entry.name)
+            base = {
+                "run_id": run_id, "model": entry.name, "model_sha256": _sha256(entry.path),
+                "framework": spec.framework, "task": spec.task, "dataset": dentry.name, "seed": self.suite.seed,
+                "value_range_declared": spec.value_range_declared,
+                "label_source": "dataset" if data.y is not None else "clean_prediction",
+            }
+            settings: list[tuple[AttackEntry | None, str | None, float, str, dict]] = []
+            for a in self.suite.attacks:
+                for eps, eps_text in a.eps:
+                    attack = make_attack(a.name, norm=a.norm, eps=eps, **a.settings) if eps > 0 else None
+                    settings.append((a, None, eps, eps_text, {
+                        "attack": a.name, "norm": a.norm, "eps": eps_text,
+                        "settings": repr(attack) if attack else "identity", "targeted": a.targeted}))
+            for name in self.suite.corruptions:
+                for severity in self.suite.severities:
+                    settings.append((None, name, float(severity), str(severity),
+                                     {"corruption": name, "severity": str(severity)}))
+            n = len(data)
+            for a, corruption, eps, eps_text, setting in settings:
+                for block, start in enumerate(range(0, n, self.suite.chunk_size)):
+                    stop = min(n, start + self.suite.chunk_size)
+                    units.append(WorkUnit(
+                        key=_key(base, setting, start, stop), model=entry, dataset=dentry, attack=a,
+                        corruption=corruption, eps=eps, eps_text=eps_text, start=start, stop=stop,
+                        save_examples=self.suite.save_examples if block == 0 else 0, seed=self.suite.seed,
+                        gradient=self.suite.gradient, base=base, device=self.device,
+                        batch_size=self.batch_size, threads=threads,
+                    ))
+            for sid, reason in data.skipped:
+                row = {**empty_row(), **base, "sample_id": sid, "attack": "none", "kind": "skipped",
+                       "status": "skipped", "error": reason}
+                skipped.append((_key(base, "skipped", sid), row))
+        return units, skipped
+
     def run(self):
         folder, run_id = self._run_folder()
         models: dict[str, OnnxModel] = {}
         for entry in self.suite.models:
-            models[entry.name] = load_model(entry.path, device=self.device, batch_size=self.batch_size,
-                                            **entry.overrides)
-        pairs = _pairs(self.suite, models)
+            models[entry.name] = cached_model(entry, self.device, self.batch_size)
+        units, skipped = self.plan(run_id, models)
         meta = {
             "run_id": run_id, "suite": self.suite.name, "suite_source": self.suite.source,
             "config": self.suite.config(), "config_hash": self.suite.config_hash(),
@@ -308,188 +431,178 @@ class Runner:
             "execution_providers": {n: m.execution_provider for n, m in models.items()},
             "cuda_note": next((m.cuda_note for m in models.values() if m.cuda_note), ""),
             "specs": {n: _spec_summary(m) for n, m in models.items()},
-            "headline": self.suite.headline, "seed": self.suite.seed,
+            "headline": self.suite.headline, "seed": self.suite.seed, "cluster": self.cluster or "",
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         with RunStore(folder, meta) as store:
-            for entry, dentry in pairs:
-                self._run_pair(store, run_id, entry, dentry, models[entry.name])
+            for key, row in skipped:
+                if not store.has_chunk(key):
+                    store.write_chunk(key, [row])
+            tasks = self._progress_tasks(units)
+            pending = []
+            for u in units:
+                if store.has_chunk(u.key):
+                    self._advance(tasks, u)
+                else:
+                    pending.append(u)
+            if self.cluster:
+                from .distributed import run_distributed
+
+                meta["workers"] = run_distributed(self.cluster, pending, store, lambda u: self._advance(tasks, u),
+                                                  self.log)
+            else:
+                for u in pending:
+                    rows, examples = execute_unit(u)
+                    store.write_chunk(u.key, rows, examples)
+                    self._advance(tasks, u)
         table = read_results(folder)
         write_gradient_masking(folder, table)
         return folder, table
 
-    def _run_pair(self, store: RunStore, run_id: str, entry: ModelEntry, dentry: DatasetEntry, model: OnnxModel):
-        from .data import load_dataset
+    def _progress_tasks(self, units: list[WorkUnit]) -> dict:
+        tasks: dict[tuple, Any] = {}
+        if self.progress is None:
+            return tasks
+        for u in units:
+            label = _unit_label(u)
+            if label not in tasks:
+                total = sum(v.stop - v.start for v in units if _unit_label(v) == label)
+                tasks[label] = self.progress.add_task(label, total=total)
+        return tasks
 
-        spec = model.spec
-        try:
-            data = load_dataset(dentry.path, _expectation(model), intensity=dentry.intensity,
-                                resize=dentry.resize, limit=dentry.limit,
-                                class_names=list(spec.class_names) if spec.class_names else None)
-        except DataError as err:
-            raise DataError(f"dataset {dentry.name} for model {entry.name}: {err}") from None
-        if data.y is not None and spec.task == "classification":
-            bad = (data.y < 0) | (data.y >= spec.num_classes)
-            if np.any(bad):
-                raise DataError(
-                    f"{dentry.path}: label {int(data.y[bad][0])} is outside model {entry.name}'s "
-                    f"{spec.num_classes} classes; fix the labels or the class names"
-                )
-        sha = _sha256(entry.path)
-        base = {
-            "run_id": run_id, "model": entry.name, "model_sha256": sha, "framework": spec.framework,
-            "task": spec.task, "dataset": dentry.name, "seed": self.suite.seed,
-            "value_range_declared": spec.value_range_declared,
-            "label_source": "dataset" if data.y is not None else "clean_prediction",
-        }
-        n = len(data)
-        for attack_entry in self.suite.attacks:
-            for eps, eps_text in attack_entry.eps:
-                self._run_setting(store, base, model, data, attack_entry, eps, eps_text, n)
-        for name in self.suite.corruptions:
-            for severity in self.suite.severities:
-                self._run_setting(store, base, model, data, None, float(severity), str(severity), n,
-                                  corruption=name)
-        for sid, reason in data.skipped:
-            key = _key(base, "skipped", sid)
-            if not store.has_chunk(key):
-                row = {**empty_row(), **base, "sample_id": sid, "attack": "none", "kind": "skipped",
-                       "status": "skipped", "error": reason}
-                store.write_chunk(key, [row])
+    def _advance(self, tasks: dict, unit: WorkUnit) -> None:
+        if self.progress is not None:
+            self.progress.advance(tasks[_unit_label(unit)], unit.stop - unit.start)
 
-    def _run_setting(self, store, base, model: OnnxModel, data, aentry: AttackEntry | None, eps: float,
-                     eps_text: str, n: int, corruption: str | None = None):
-        if corruption is not None:
-            attack = None
-            label = f"{base['model']} · {corruption} severity {eps_text}"
-            setting = {"corruption": corruption, "severity": eps_text}
+
+def _unit_label(u: WorkUnit) -> str:
+    if u.corruption is not None:
+        return f"{u.model.name} · {u.corruption} severity {u.eps_text}"
+    return f"{u.model.name} · {u.attack.name} {u.attack.norm} {u.eps_text}"
+
+
+def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
+    base, aentry, corruption = unit.base, unit.attack, unit.corruption
+    eps, eps_text, start, stop, key = unit.eps, unit.eps_text, unit.start, unit.stop, unit.key
+    spec = model.spec
+    x = data.x[start:stop]
+    y = None if data.y is None else data.y[start:stop]
+    ids = data.sample_ids[start:stop]
+    params = attack.params() if attack else {}
+    targeted = bool(aentry and aentry.targeted)
+    common = {
+        **base, "attack": corruption or aentry.name, "kind": "corruption" if corruption else "adversarial",
+        "norm": "none" if corruption else aentry.norm, "eps": eps,
+        "eps_text": eps_text, "targeted": targeted, "steps": params.get("steps", 1 if attack else 0),
+        "restarts": params.get("restarts", 1 if attack else 0),
+        "max_queries": params.get("max_queries"), "settings": json.dumps(params, sort_keys=True, default=str),
+    }
+    rng = Random(unit.seed).spawn(key)
+    t0 = time.perf_counter()
+    try:
+        if attack is None:
+            clean_pred = to_numpy(model.classify(x))
+            res_x = x
+            if corruption is not None:
+                from .corruptions import apply_corruption
+
+                spacing = data.spacing[start] if data.spacing and len(set(data.spacing)) == 1 else None
+                res_x = to_numpy(apply_corruption(corruption, x, int(eps), rng, layout=spec.layout,
+                                                  value_range=spec.value_range, spacing=spacing))
+            queries = np.zeros(len(x), np.int64)
+            gradient = "none"
+            labels = clean_pred if y is None else y
         else:
-            attack = make_attack(aentry.name, norm=aentry.norm, eps=eps, **aentry.settings) if eps > 0 else None
-            label = f"{base['model']} · {aentry.name} {aentry.norm} {eps_text}"
-            setting = {"attack": aentry.name, "norm": aentry.norm, "eps": eps_text,
-                       "settings": repr(attack) if attack else "identity", "targeted": aentry.targeted}
-        task = self.progress.add_task(label, total=n) if self.progress is not None else None
-        for block, start in enumerate(range(0, n, self.suite.chunk_size)):
-            stop = min(n, start + self.suite.chunk_size)
-            key = _key(base, setting, start, stop)
-            if not store.has_chunk(key):
-                rows, examples = self._attack_block(base, model, data, attack, aentry, eps, eps_text,
-                                                    start, stop, key, save=(block == 0), corruption=corruption)
-                store.write_chunk(key, rows, examples)
-            if task is not None:
-                self.progress.advance(task, stop - start)
-
-    def _attack_block(self, base, model: OnnxModel, data, attack, aentry: AttackEntry | None, eps, eps_text,
-                      start, stop, key, save: bool, corruption: str | None = None):
-        spec = model.spec
-        x = data.x[start:stop]
-        y = None if data.y is None else data.y[start:stop]
-        ids = data.sample_ids[start:stop]
-        params = attack.params() if attack else {}
-        targeted = bool(aentry and aentry.targeted)
-        common = {
-            **base, "attack": corruption or aentry.name, "kind": "corruption" if corruption else "adversarial",
-            "norm": "none" if corruption else aentry.norm, "eps": eps,
-            "eps_text": eps_text, "targeted": targeted, "steps": params.get("steps", 1 if attack else 0),
-            "restarts": params.get("restarts", 1 if attack else 0),
-            "max_queries": params.get("max_queries"), "settings": json.dumps(params, sort_keys=True, default=str),
-        }
-        rng = Random(self.suite.seed).spawn(key)
-        t0 = time.perf_counter()
-        try:
-            if attack is None:
-                clean_pred = to_numpy(model.classify(x))
-                res_x = x
-                if corruption is not None:
-                    from .corruptions import apply_corruption
-
-                    spacing = data.spacing[start] if data.spacing and len(set(data.spacing)) == 1 else None
-                    res_x = to_numpy(apply_corruption(corruption, x, int(eps), rng, layout=spec.layout,
-                                                      value_range=spec.value_range, spacing=spacing))
-                queries = np.zeros(len(x), np.int64)
-                gradient = "none"
-                labels = clean_pred if y is None else y
-            else:
-                target = None
-                if targeted:
-                    ref = to_numpy(model.classify(x)) if y is None else y
-                    target = (ref + 1 + rng.integers(0, spec.num_classes - 1, ref.shape)) % spec.num_classes
-                res = attack(model, x, y, target=target, targeted=targeted, rng=rng,
-                             gradient=self.suite.gradient)
-                res_x, queries, gradient = to_numpy(res.x_adv), res.queries, res.gradient
-                clean_pred, labels = to_numpy(res.clean_pred), to_numpy(res.labels)
-            clean_scores = to_numpy(model.predict(x))
-            adv_scores = to_numpy(model.predict(res_x))
-        except ModelRunError as err:
-            elapsed = time.perf_counter() - t0
-            rows = [{**empty_row(), **common, "sample_id": sid, "status": "errored", "error": str(err),
-                     "time_s": elapsed / len(ids)} for sid in ids]
-            return rows, None
+            target = None
+            if targeted:
+                ref = to_numpy(model.classify(x)) if y is None else y
+                target = (ref + 1 + rng.integers(0, spec.num_classes - 1, ref.shape)) % spec.num_classes
+            res = attack(model, x, y, target=target, targeted=targeted, rng=rng,
+                         gradient=unit.gradient)
+            res_x, queries, gradient = to_numpy(res.x_adv), res.queries, res.gradient
+            clean_pred, labels = to_numpy(res.clean_pred), to_numpy(res.labels)
+        clean_scores = to_numpy(model.predict(x))
+        adv_scores = to_numpy(model.predict(res_x))
+    except ModelRunError as err:
         elapsed = time.perf_counter() - t0
-        adv_pred = np.argmax(adv_scores, axis=spec.class_axis)
-        clean_pred = np.argmax(clean_scores, axis=spec.class_axis)
-        if attack is not None:
-            success = to_numpy(res.success)
-        elif corruption is not None:
-            success = dense_success(adv_pred, labels, False) if adv_pred.ndim > 1 else adv_pred != labels
-        else:
-            success = np.zeros(len(x), bool)
-        vr = spec.value_range
-        delta = (res_x - x).reshape(len(x), -1).astype(np.float64)
-        p = to_numpy(psnr(x.astype(np.float64), res_x.astype(np.float64), vr))
-        s = to_numpy(ssim(x, res_x, vr, spec.layout))
-        finite = np.isfinite(clean_scores.reshape(len(x), -1)).all(1) & np.isfinite(adv_scores.reshape(len(x), -1)).all(1)
-        rows = []
-        if spec.task == "classification":
-            probs = spec.scores == "probabilities"
-            cconf = to_numpy(confidence(clean_scores, clean_pred, probabilities=probs))
-            aconf = to_numpy(confidence(adv_scores, adv_pred, probabilities=probs))
-            targets = None
-            if targeted and attack is not None:
-                targets = to_numpy(res.target)
-            for i, sid in enumerate(ids):
-                ok = bool(finite[i])
-                rows.append({
-                    **empty_row(), **common, "sample_id": sid, "gradient": gradient,
-                    "label": int(labels[i]), "clean_pred": int(clean_pred[i]), "adv_pred": int(adv_pred[i]),
-                    "clean_confidence": float(cconf[i]), "adv_confidence": float(aconf[i]),
-                    "clean_correct": bool(clean_pred[i] == labels[i]), "adv_correct": bool(adv_pred[i] == labels[i]),
-                    "success": bool(success[i]), "queries": int(queries[i]),
-                    "l0": float(np.count_nonzero(delta[i])), "l2": float(np.linalg.norm(delta[i])),
-                    "linf": float(np.abs(delta[i]).max(initial=0.0)),
-                    "min_norm": None, "psnr": float(p[i]), "ssim": float(s[i]),
-                    "status": "ok" if ok else "invalid",
-                    "error": None if ok else "model output is NaN or Inf",
-                    "time_s": elapsed / len(ids),
-                })
-        else:
-            ref = labels
-            dice_c, iou_c = confusion_overlap(clean_pred, ref, spec.num_classes)
-            dice_a, iou_a = confusion_overlap(adv_pred, ref, spec.num_classes)
-            pa_c, pa_a = pixel_accuracy(clean_pred, ref), pixel_accuracy(adv_pred, ref)
-            for i, sid in enumerate(ids):
-                ok = bool(finite[i])
-                rows.append({
-                    **empty_row(), **common, "sample_id": sid, "gradient": gradient,
-                    "clean_correct": None, "adv_correct": None,
-                    "success": bool(success[i]),
-                    "queries": int(queries[i]),
-                    "l0": float(np.count_nonzero(delta[i])), "l2": float(np.linalg.norm(delta[i])),
-                    "linf": float(np.abs(delta[i]).max(initial=0.0)), "psnr": float(p[i]), "ssim": float(s[i]),
-                    "pixel_acc_clean": float(pa_c[i]), "pixel_acc_adv": float(pa_a[i]),
-                    "dice_clean": float(dice_c[i].mean()), "dice_adv": float(dice_a[i].mean()),
-                    "iou_clean": float(iou_c[i].mean()), "iou_adv": float(iou_a[i].mean()),
-                    "dice_per_class": [float(v) for v in dice_a[i]],
-                    "status": "ok" if ok else "invalid",
-                    "error": None if ok else "model output is NaN or Inf",
-                    "time_s": elapsed / len(ids),
-                })
-        examples = None
-        k = self.suite.save_examples
-        if save and k > 0 and (attack is not None or corruption is not None):
-            examples = {"x": x[:k], "x_adv": res_x[:k], "sample_id": np.asarray(ids[:k]),
-                        "label": np.asarray(labels[:k]), "clean_pred": clean_pred[:k], "adv_pred": adv_pred[:k]}
-        return rows, examples
+        rows = [{**empty_row(), **common, "sample_id": sid, "status": "errored", "error": str(err),
+                 "time_s": elapsed / len(ids)} for sid in ids]
+        return rows, None
+    elapsed = time.perf_counter() - t0
+    adv_pred = np.argmax(adv_scores, axis=spec.class_axis)
+    clean_pred = np.argmax(clean_scores, axis=spec.class_axis)
+    min_norm = None
+    if attack is not None:
+        success = to_numpy(res.success)
+        min_norm = None if res.min_norm is None else to_numpy(res.min_norm).astype(np.float64)
+    elif corruption is not None:
+        success = dense_success(adv_pred, labels, False) if adv_pred.ndim > 1 else adv_pred != labels
+    else:
+        success = np.zeros(len(x), bool)
+    vr = spec.value_range
+    delta = (res_x - x).reshape(len(x), -1).astype(np.float64)
+    p = to_numpy(psnr(x.astype(np.float64), res_x.astype(np.float64), vr))
+    s = to_numpy(ssim(x, res_x, vr, spec.layout))
+    finite = np.isfinite(clean_scores.reshape(len(x), -1)).all(1) & np.isfinite(adv_scores.reshape(len(x), -1)).all(1)
+    rows = []
+    if spec.task == "classification":
+        probs = spec.scores == "probabilities"
+        cconf = to_numpy(confidence(clean_scores, clean_pred, probabilities=probs))
+        aconf = to_numpy(confidence(adv_scores, adv_pred, probabilities=probs))
+        targets = None
+        if targeted and attack is not None:
+            targets = to_numpy(res.target)
+        for i, sid in enumerate(ids):
+            ok = bool(finite[i])
+            rows.append({
+                **empty_row(), **common, "sample_id": sid, "gradient": gradient,
+                "label": int(labels[i]), "clean_pred": int(clean_pred[i]), "adv_pred": int(adv_pred[i]),
+                "clean_confidence": float(cconf[i]), "adv_confidence": float(aconf[i]),
+                "clean_correct": bool(clean_pred[i] == labels[i]), "adv_correct": bool(adv_pred[i] == labels[i]),
+                "success": bool(success[i]), "queries": int(queries[i]),
+                "l0": float(np.count_nonzero(delta[i])), "l2": float(np.linalg.norm(delta[i])),
+                "linf": float(np.abs(delta[i]).max(initial=0.0)),
+                "min_norm": None if min_norm is None else float(min_norm[i]), "psnr": float(p[i]), "ssim": float(s[i]),
+                "status": "ok" if ok else "invalid",
+                "error": None if ok else "model output is NaN or Inf",
+                "time_s": elapsed / len(ids),
+            })
+    else:
+        ref = labels
+        dice_c, iou_c = confusion_overlap(clean_pred, ref, spec.num_classes)
+        dice_a, iou_a = confusion_overlap(adv_pred, ref, spec.num_classes)
+        pa_c, pa_a = pixel_accuracy(clean_pred, ref), pixel_accuracy(adv_pred, ref)
+        # HD95 in mm from the data's spacing (1 mm per pixel for .npz); host-only, after the attack.
+        spacing = None if not data.spacing else list(data.spacing[start:stop])
+        if spacing is not None and any(sp is None or len(sp) != ref.ndim - 1 for sp in spacing):
+            spacing = None
+        hd_c = mean_hd95(hd95(clean_pred, ref, spec.num_classes, spacing))
+        hd_a = mean_hd95(hd95(adv_pred, ref, spec.num_classes, spacing))
+        for i, sid in enumerate(ids):
+            ok = bool(finite[i])
+            rows.append({
+                **empty_row(), **common, "sample_id": sid, "gradient": gradient,
+                "clean_correct": None, "adv_correct": None,
+                "success": bool(success[i]),
+                "queries": int(queries[i]),
+                "l0": float(np.count_nonzero(delta[i])), "l2": float(np.linalg.norm(delta[i])),
+                "linf": float(np.abs(delta[i]).max(initial=0.0)), "psnr": float(p[i]), "ssim": float(s[i]),
+                "pixel_acc_clean": float(pa_c[i]), "pixel_acc_adv": float(pa_a[i]),
+                "dice_clean": float(dice_c[i].mean()), "dice_adv": float(dice_a[i].mean()),
+                "iou_clean": float(iou_c[i].mean()), "iou_adv": float(iou_a[i].mean()),
+                "hd95_clean": float(hd_c[i]), "hd95_adv": float(hd_a[i]),
+                "min_norm": None if min_norm is None else float(min_norm[i]),
+                "dice_per_class": [float(v) for v in dice_a[i]],
+                "status": "ok" if ok else "invalid",
+                "error": None if ok else "model output is NaN or Inf",
+                "time_s": elapsed / len(ids),
+            })
+    examples = None
+    k = unit.save_examples
+    if k > 0 and (attack is not None or corruption is not None):
+        examples = {"x": x[:k], "x_adv": res_x[:k], "sample_id": np.asarray(ids[:k]),
+                    "label": np.asarray(labels[:k]), "clean_pred": clean_pred[:k], "adv_pred": adv_pred[:k]}
+    return rows, examples
 
 
 def _key(base: dict, *parts) -> str:
@@ -500,7 +613,7 @@ def _key(base: dict, *parts) -> str:
 
 def write_gradient_masking(folder: Path, table) -> dict[str, Any]:
     """The gradient-masking check of a run (see ``leaderboard.gradient_masking``), stored as
-    ``gradient_masking.parquet``: one row per flagged sample, the per-model verdict in its
+    ``_gradient_masking.parquet``: one row per flagged sample, the per-model verdict in its
     key-value metadata (key ``advonnx.gradient_masking``)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -516,7 +629,7 @@ def write_gradient_masking(folder: Path, table) -> dict[str, Any]:
         {b"advonnx.gradient_masking": json.dumps(check, default=str).encode()})
     tmp = Path(folder) / ".gradient_masking.parquet.tmp"
     pq.write_table(out, tmp)
-    tmp.replace(Path(folder) / "gradient_masking.parquet")
+    tmp.replace(Path(folder) / "_gradient_masking.parquet")
     return check
 
 

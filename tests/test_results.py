@@ -31,8 +31,11 @@ def test_parquet_round_trip_keeps_every_column_and_metadata(tmp_path):
     assert table.schema.names == SCHEMA.names
     assert [dict(r) for r in table.to_pylist()] == rows
     assert run_metadata(table) == meta
-    assert json.loads((tmp_path / "run" / "run.json").read_text()) == meta
-    assert np.load(tmp_path / "run" / "part-abc.examples.npz")["x"].shape == (2, 3)
+    assert json.loads((tmp_path / "run" / "_run.json").read_text()) == meta
+    assert np.load(tmp_path / "run" / "_examples" / "part-abc.npz")["x"].shape == (2, 3)
+    import pyarrow.dataset as ds
+
+    assert ds.dataset(str(tmp_path / "run"), format="parquet").to_table().num_rows == 5
     pd = pytest.importorskip("pandas")
     frame = pd.read_parquet(tmp_path / "run" / "part-abc.parquet")
     assert list(frame.columns) == SCHEMA.names and len(frame) == 5
@@ -89,7 +92,7 @@ def test_runner_rows_and_determinism_across_batch_sizes(tmp_path):
     assert set(t1.column("status").to_pylist()) == {"ok"}
     _, t2 = Runner(s, out=tmp_path / "b", batch_size=64).run()
     assert _comparable(t1) == _comparable(t2)
-    assert list(folder.glob("part-*.examples.npz"))
+    assert list((folder / "_examples").glob("part-*.npz"))
 
 
 def test_resume_recomputes_only_missing_chunks(tmp_path):

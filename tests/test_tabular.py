@@ -133,5 +133,5 @@ def test_cli_end_to_end_on_breast_cancer(cancer, tmp_path):
     import pyarrow.parquet as pq
 
     (run,) = [p for p in (tmp_path / "out").iterdir() if p.is_dir()]
-    meta = pq.read_schema(run / "gradient_masking.parquet").metadata
+    meta = pq.read_schema(run / "_gradient_masking.parquet").metadata
     assert b"advonnx.gradient_masking" in meta

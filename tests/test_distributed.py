@@ -1,0 +1,76 @@
+"""The same suite on a Dask LocalCluster: identical rows, resumable, robust to a dying worker."""
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+from models import save, small_cnn
+
+from advonnx.suite import AttackEntry, DatasetEntry, ModelEntry, Runner, Suite, parse_eps
+
+pytest.importorskip("dask.distributed")
+KEY = ("model", "dataset", "sample_id", "attack", "norm", "eps")
+
+
+def _suite(tmp_path, n=96):
+    a = save(small_cnn(size=12, seed=0), tmp_path / "a.onnx")
+    b = save(small_cnn(size=12, seed=1, nhwc=False), tmp_path / "b.onnx")
+    x = np.random.default_rng(0).uniform(0, 1, (n, 1, 12, 12)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(n) % 3)
+    return Suite(name="dist", models=[ModelEntry("a", a), ModelEntry("b", b)],
+                 datasets=[DatasetEntry("d", str(tmp_path / "d.npz"))],
+                 attacks=[AttackEntry("pgd", "linf", parse_eps("0.02,0.05"), {"steps": 3}),
+                          AttackEntry("fgsm", "l2", parse_eps("0.3"))],
+                 corruptions=["gaussian_noise"], severities=[2], chunk_size=16, seed=3)
+
+
+def _rows(table):
+    rows = table.drop(["time_s", "run_id"]).to_pylist()
+    keys = [tuple(r[k] for k in KEY) for r in rows]
+    assert len(keys) == len(set(keys)), "duplicate rows"
+    return sorted(rows, key=lambda r: tuple(str(r[k]) for k in KEY))
+
+
+@pytest.mark.slow
+def test_local_cluster_rows_equal_local_run(tmp_path):
+    s = _suite(tmp_path)
+    _, local = Runner(s, out=tmp_path / "local").run()
+    folder, dist = Runner(s, out=tmp_path / "dask", cluster="local:2").run()
+    assert _rows(dist) == _rows(local)
+    import json
+
+    meta = json.loads((folder / "_run.json").read_text())
+    assert meta["cluster"] == "local:2"
+    import pyarrow.dataset as ds
+
+    assert ds.dataset(str(folder), format="parquet").to_table().num_rows == local.num_rows
+
+
+@pytest.mark.slow
+def test_killed_worker_task_is_retried_without_duplicates(tmp_path):
+    from dask.distributed import Client, LocalCluster
+
+    s = _suite(tmp_path, n=160)
+    _, local = Runner(s, out=tmp_path / "local").run()
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                           silence_logs=40)
+    client = Client(cluster)
+    pids = list(client.run(os.getpid).values())
+    killed = []
+
+    def kill_one():
+        time.sleep(3.0)  # mid-run: workers have loaded models and started tasks
+        os.kill(pids[0], signal.SIGKILL)
+        killed.append(pids[0])
+
+    threading.Thread(target=kill_one, daemon=True).start()
+    try:
+        _, dist = Runner(s, out=tmp_path / "dask", cluster=cluster.scheduler_address).run()
+    finally:
+        client.close()
+        cluster.close()
+    assert killed, "the worker was not killed during the run"
+    assert _rows(dist) == _rows(local)
