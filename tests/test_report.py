@@ -1,0 +1,196 @@
+"""The HTML report: rendered from a real small run, checked as text and in headless Chromium."""
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+
+from browser import Chromium, chromium_path  # noqa: E402
+
+from advonnx.errors import AdvonnxError  # noqa: E402
+from advonnx.report import _plane, example_pairs, write_report  # noqa: E402
+from advonnx.results import find_run_folders, read_results, rows_to_table, run_metadata  # noqa: E402
+from advonnx.suite import AttackEntry, DatasetEntry, ModelEntry, Runner, Suite, parse_eps  # noqa: E402
+
+SUITES = Path(__file__).resolve().parents[1] / "advonnx" / "suites"
+SAVE = 2
+
+
+@pytest.fixture(scope="module")
+def tiny_results(tmp_path_factory):
+    """Two real runs in one output folder: two classifiers (gradient, query-based attacks and a
+    corruption) and the segmenter (an attack and a corruption), a few samples each (~10 s)."""
+    out = tmp_path_factory.mktemp("results")
+    cls = Suite(
+        name="tiny", seed=0, save_examples=SAVE, chunk_size=64,
+        models=[ModelEntry("brain_cnn", str(SUITES / "models/brain_cnn.onnx"), "patch"),
+                ModelEntry("brain_mobilenet", str(SUITES / "models/brain_mobilenet.onnx"), "patch")],
+        datasets=[DatasetEntry("patch", str(SUITES / "data/brain_patches_test.npz"), limit=16)],
+        attacks=[AttackEntry("fgsm", "linf", parse_eps("1/255,4/255")),
+                 AttackEntry("pgd", "linf", parse_eps("2/255"), {"steps": 3}),
+                 AttackEntry("square", "linf", parse_eps("4/255"), {"max_queries": 40})],
+        corruptions=["gaussian_noise"], severities=[1, 3],
+        headline={"attack": "pgd", "norm": "linf", "eps": "2/255"})
+    Runner(cls, out=out).run()
+    time.sleep(0.01)  # distinct mtimes: the segmentation run is the latest
+    seg = Suite(
+        name="tinyseg", seed=0, save_examples=SAVE, chunk_size=64,
+        models=[ModelEntry("brain_unet", str(SUITES / "models/brain_unet.onnx"), "slices")],
+        datasets=[DatasetEntry("slices", str(SUITES / "data/brain_slices_test.npz"), limit=3)],
+        attacks=[AttackEntry("fgsm", "linf", parse_eps("2/255,8/255"))],
+        corruptions=["gaussian_noise"], severities=[3],
+        headline={"attack": "fgsm", "norm": "linf", "eps": "8/255"})
+    Runner(seg, out=out).run()
+    return out
+
+
+def expected_example_images(folders, k: int = SAVE) -> int:
+    """From the saved files alone: 3 images per classification sample, 6 per segmentation one."""
+    n = 0
+    for folder in folders:
+        for npz, _ in example_pairs(folder):
+            with np.load(npz) as z:
+                n += min(k, len(z["x"])) * (6 if z["clean_pred"].ndim > 1 else 3)
+    return n
+
+
+def test_report_contents(tiny_results, tmp_path):
+    out = tmp_path / "report.html"
+    info = write_report(tiny_results, out, all_runs=True)
+    page = out.read_text(encoding="utf-8")
+    # plots: clean-vs-robust bars, eps curves ×2 datasets, severity curves ×2, queries (square) ×1
+    assert info["plots"] == 6
+    assert page.count('<figure class="plot">') == 6
+    folders = find_run_folders(tiny_results)
+    assert info["example_images"] == expected_example_images(folders) == page.count('class="example"')
+    assert info["models"] == 3
+    # self-contained: nothing fetched from anywhere
+    assert not re.search(r'(src|href)="(https?:|//)', page)
+    assert "<script src" not in page and "<link rel=\"stylesheet\"" not in page
+    for needle in ("brain_cnn", "brain_mobilenet", "brain_unet", "Accuracy vs query budget",
+                   "Dice vs perturbation budget", "Accuracy vs corruption severity", "csf_other", "gray_matter",
+                   "pytorch", "exact", "clean pred.", "perturbed pred."):
+        assert needle in page, needle
+
+
+def test_report_flags(tiny_results, tmp_path, monkeypatch):
+    """Invalid/errored rows and the gradient-masking verdict show up as flags and a warning."""
+    from advonnx import leaderboard
+
+    table = read_results(tiny_results)  # the segmentation run
+    rows = table.to_pylist()
+    rows[0]["status"] = "invalid"
+    rows[1]["status"] = "errored"
+    table = rows_to_table(rows, run_metadata(table))
+    folder = find_run_folders(tiny_results)[-1]
+    flagged = {"settings": [{"model": "brain_unet", "dataset": "slices", "norm": "linf", "eps": 8 / 255, "n": 3,
+                             "whitebox_robust": 0.9, "blackbox_robust": 0.1, "se": 0.1, "flagged": True,
+                             "flagged_samples": ["a", "b"]}], "flagged_models": ["brain_unet"]}
+    monkeypatch.setattr(leaderboard, "gradient_masking", lambda t: flagged, raising=False)
+    from advonnx.report import render_report
+
+    page, _ = render_report(table, [folder])
+    assert "1 invalid" in page and "1 errored" in page
+    assert "gradient masking?" in page and "Gradient masking suspected" in page
+
+
+def test_cli_report_and_errors(tiny_results, tmp_path):
+    env = {**os.environ, "COLUMNS": "200"}
+    out = tmp_path / "r.html"
+    r = subprocess.run([sys.executable, "-m", "advonnx.cli", "report", str(tiny_results), "-o", str(out), "--all"],
+                       capture_output=True, text=True, encoding="utf-8", env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert out.is_file() and "wrote" in r.stdout and "plots" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "advonnx.cli", "report", str(tmp_path / "nothing"), "-o", str(out)],
+                       capture_output=True, text=True, encoding="utf-8", env=env, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_missing_matplotlib_is_one_clear_error(tiny_results, tmp_path, monkeypatch):
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(AdvonnxError, match=r"pip install 'advonnx\[report\]'"):
+        write_report(tiny_results, tmp_path / "x.html")
+
+
+def test_example_planes():
+    """What an example panel shows: 2-D as is, RGB kept, 3-D volumes by their central slice."""
+    vol = np.zeros((1, 5, 6, 7), np.float32)
+    vol[0, 2] = 1.0
+    assert _plane(vol, "NCDHW").shape == (6, 7) and _plane(vol, "NCDHW").min() == 1.0
+    assert _plane(np.moveaxis(vol, 0, -1), "NDHWC").shape == (6, 7)
+    assert _plane(np.zeros((3, 8, 9)), "NCHW").shape == (8, 9, 3)
+    assert _plane(np.zeros((8, 9, 1)), "NHWC").shape == (8, 9)
+    assert _plane(np.zeros(10), "NF") is None
+
+
+def test_report_in_chromium(tiny_results, tmp_path):
+    """Opens the report in Debian's headless Chromium: no console errors, every plot and image
+    decodes, sorting and the example selector work; saves a full-page screenshot."""
+    if chromium_path() is None:
+        pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)")
+    out = tmp_path / "report.html"
+    info = write_report(tiny_results, out, all_runs=True)
+    shots = Path(os.environ.get("ADVONNX_SCREENSHOT_DIR", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    with Chromium(tmp_path / "profile") as browser:
+        browser.open(out.resolve().as_uri())
+        counts = browser.evaluate("""({
+            plots: document.querySelectorAll('figure.plot img').length,
+            examples: document.querySelectorAll('img.example').length,
+            broken: Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length,
+            visibleExamples: Array.from(document.querySelectorAll('img.example')).filter(i => i.offsetParent !== null).length,
+            tables: document.querySelectorAll('table.sortable').length,
+            title: document.title})""")
+        assert counts["plots"] == info["plots"] == 6
+        assert counts["examples"] == info["example_images"] == expected_example_images(find_run_folders(tiny_results))
+        assert counts["broken"] == 0
+        # one setting per model is shown at a time: 2 classifiers × SAVE × 3 + segmenter × SAVE × 6
+        assert counts["visibleExamples"] == 2 * SAVE * 3 + SAVE * 6
+        assert counts["tables"] == 2 and "advonnx" in counts["title"]
+        # sorting: click "Robust %" of the all-settings table twice -> ascending then descending
+        col = browser.evaluate("""(() => { const t = document.getElementById('lb-all');
+            const ths = Array.from(t.tHead.rows[0].cells);
+            const i = ths.findIndex(th => th.textContent.startsWith('Robust'));
+            const vals = () => Array.from(t.tBodies[0].rows).map(r => r.cells[i].getAttribute('data-v'))
+                                 .filter(v => v !== '').map(Number);
+            ths[i].click(); const up = vals(); ths[i].click(); const down = vals();
+            return {up, down}; })()""")
+        assert col["up"] == sorted(col["up"]) and col["down"] == sorted(col["down"], reverse=True)
+        assert len(col["up"]) >= 10
+        # the example selector swaps the visible panel set
+        switched = browser.evaluate("""(() => { const s = document.querySelector('select.ex');
+            s.value = s.options[s.options.length - 1].value; s.dispatchEvent(new Event('change'));
+            const on = document.querySelectorAll('.exset.on[data-group="' + s.dataset.group + '"]');
+            return on.length === 1 && on[0].dataset.key === s.value; })()""")
+        assert switched
+        browser.evaluate("document.querySelectorAll('select.ex').forEach(s => { s.selectedIndex = "
+                         "Array.from(s.options).findIndex(o => o.defaultSelected); s.dispatchEvent(new Event('change')); })")
+        shot = browser.screenshot(shots / "advonnx-report.png")
+        errors = browser.console_errors()
+    assert errors == []
+    assert shot.stat().st_size > 50_000
+    from PIL import Image
+
+    with Image.open(shot) as im:
+        assert im.width >= 1300 and im.height > 2000
+
+
+@pytest.mark.slow
+def test_quick_suite_report_under_5mb(tmp_path):
+    """The whole quick suite (about 1.5 minutes on 2 cores): its report stays under 5 MB."""
+    from advonnx.suite import load_suite
+
+    Runner(load_suite("quick"), out=tmp_path / "res").run()
+    info = write_report(tmp_path / "res", tmp_path / "quick.html")
+    assert info["bytes"] < 5_000_000, info
+    assert info["plots"] == 3 and info["contrast_pairs"] >= 1
+    assert info["example_images"] == expected_example_images(find_run_folders(tmp_path / "res"), 4)
