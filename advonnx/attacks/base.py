@@ -193,7 +193,8 @@ class Attack(ABC):
         if spec.task not in self.tasks:
             raise AdvonnxError(f"{self.name} does not attack {spec.task} models")
         rng = rng or Random(0)
-        mode = model.gradient_mode(gradient) if self.needs == "gradient" else "none"
+        loss = "seg_ce" if spec.task == "segmentation" else self.loss
+        mode = model.gradient_mode(gradient, loss=loss) if self.needs == "gradient" else "none"
         clean_pred = model.classify(x)
         labels = clean_pred if y is None else xp.asarray(y)
         if labels.shape != clean_pred.shape:

@@ -8,8 +8,8 @@ multiplied by 10 while no adversarial was found, then bisected between the large
 the smallest succeeding value (``binary_search_steps`` rounds). The result is the smallest-L2
 adversarial seen over all rounds (foolbox 3's ``L2CarliniWagnerAttack`` follows the same plan).
 Early abort is per sample: a sample leaves the round when its objective has not fallen by 0.01 %
-over ``steps / 10`` steps. Gradients come from the model's ``margin`` loss (exact or estimated),
-one model evaluation per active sample and step. Units: the model's value units.
+over ``steps / 10`` steps. Per active sample and step: one prediction (to pick the best other
+class) and one vector-Jacobian product of the logit difference (exact or estimated). Units: the model's value units.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import math
 from ..errors import AdvonnxError
 from ..xp import batch_view, flat, namespace
 from .base import Attack, AttackContext
-from .deepfool import put_rows
+from .deepfool import candidate_classes, onehot, put_rows
 
 
 class CarliniWagnerL2(Attack):
@@ -72,8 +72,13 @@ class CarliniWagnerL2(Attack):
                 wa = xp.take(w0, active, axis=0) + xp.take(delta, active, axis=0)
                 th = xp.tanh(wa)
                 xa = mid + half * th
-                margin, g = ctx.value_and_grad(xp.astype(xa, x.dtype), xp.take(labels, active, axis=0),
-                                               active, loss="margin")
+                xa32 = xp.astype(xa, x.dtype)
+                la = xp.take(labels, active, axis=0)
+                scores = ctx.predict(xa32, active)
+                other = candidate_classes(scores, la, 2)[:, 0]
+                c = scores.shape[1]
+                # margin = z_other − z_label (untargeted; > 0 is adversarial), for targets z_other − z_t
+                margin, g = ctx.vjp(xa32, onehot(other, c, x.dtype) - onehot(la, c, x.dtype), active)
                 margin = xp.astype(margin, xp.float64)
                 ca = xp.take(consts, active, axis=0)
                 term = sign * margin + self.confidence

@@ -5,7 +5,8 @@ clipped to the value range) chosen by Papernot's pairwise saliency map on the lo
 ``α = ∇Z_goal`` and ``β = ∇(Σ Z_other)``, in the direction ``s = sign(theta)``, the pair
 ``(p, q)`` maximizes ``(α_p + α_q)·|β_p + β_q|`` subject to ``s(α_p + α_q) > 0`` and
 ``s(β_p + β_q) < 0``. Targeted: goal = the target class, other = every other class.
-Untargeted: goal = every class but the label, other = the label. An element stays in the
+Untargeted: goal = the highest-scoring class other than the label at the current point (re-chosen
+every step), other = every other class. An element stays in the
 search domain until it reaches the bound ``theta`` pushes it to (as ART and cleverhans). A
 sample stops when it is adversarial or when more than ``gamma`` of its elements have changed.
 
@@ -31,7 +32,7 @@ from ..errors import AdvonnxError
 from ..metrics import spatial_axes
 from ..xp import flat, namespace
 from .base import Attack, AttackContext
-from .deepfool import onehot, put_rows, repeat_rows
+from .deepfool import candidate_classes, onehot, put_rows, repeat_rows
 
 
 def changed_pixels(x, x_adv, layout: str):
@@ -66,6 +67,10 @@ class JSMA(Attack):
         self.gamma = float(gamma)
         self.pair_candidates = int(pair_candidates)
 
+    @staticmethod
+    def _runner_up(scores, labels, c: int, dtype):
+        return onehot(candidate_classes(scores, labels, 2)[:, 0], c, dtype)
+
     def run(self, ctx: AttackContext, x, labels):
         xp = namespace(x)
         n = x.shape[0]
@@ -76,9 +81,7 @@ class JSMA(Attack):
         every = xp.arange(n)
         scores = ctx.predict(x, every)
         c = scores.shape[1]
-        goal = onehot(labels, c, x.dtype)
-        if not ctx.targeted:
-            goal = 1.0 - goal
+        goal = onehot(labels, c, x.dtype) if ctx.targeted else self._runner_up(scores, labels, c, x.dtype)
         xf = xp.astype(flat(x), x.dtype)
         x0f = xf
         pred = xp.argmax(scores, axis=1)
@@ -117,7 +120,10 @@ class JSMA(Attack):
             moved = xp.clip(xa + self.theta, ctx.lo, ctx.hi)
             xa = xp.where(hit, moved, xa)
             xf = put_rows(xf, active, xa)
-            pred = ctx.classify(xp.reshape(xa, (na,) + shape), active)
+            sa = ctx.predict(xp.reshape(xa, (na,) + shape), active)
+            pred = xp.argmax(sa, axis=1)
+            if not ctx.targeted:
+                goal = put_rows(goal, active, self._runner_up(sa, xp.take(labels, active, axis=0), c, x.dtype))
             done = ctx.is_adversarial(pred, xp.take(labels, active, axis=0))
             changed = xp.sum(xp.astype(xa != xp.take(x0f, active, axis=0), xp.float64), axis=1)
             still = xp.any(xa < bound, axis=1) if self.theta > 0 else xp.any(xa > bound, axis=1)
