@@ -38,6 +38,7 @@ CLASS_COLORS = ((0.90, 0.10, 0.29), (0.24, 0.71, 0.29), (1.00, 0.88, 0.10), (0.2
                 (0.96, 0.51, 0.19), (0.57, 0.12, 0.71), (0.27, 0.94, 0.94), (0.94, 0.20, 0.90),
                 (0.74, 0.96, 0.05), (0.98, 0.75, 0.83))
 MAX_IMAGE_SIDE = 256
+MAX_EXAMPLE_BYTES = 3_000_000  # of example images; keeps any report well under 5 MB
 NORM_NAMES = {"linf": "L∞", "l2": "L2", "l0": "L0", "none": ""}
 
 
@@ -269,7 +270,7 @@ def curve_figures(summaries: list[dict], rows: list[dict], colors: dict[str, str
                 panels[(s["attack"], s["norm"])].append(s)
         if panels:
             fig, axes = _grid(plt, len(panels))
-            for ax, ((attack, norm), ps) in zip(axes, sorted(panels.items())):
+            for ax, ((attack, norm), ps) in zip(axes, sorted(panels.items()), strict=False):
                 ticks = {}
                 for m in models:
                     pts = sorted((s["eps"], s["robust"], s["robust_ci"], s["eps_text"]) for s in ps if s["model"] == m)
@@ -301,7 +302,7 @@ def curve_figures(summaries: list[dict], rows: list[dict], colors: dict[str, str
                 cpanels[s["attack"]].append(s)
         if cpanels:
             fig, axes = _grid(plt, len(cpanels), h=2.8)
-            for ax, (name, ps) in zip(axes, sorted(cpanels.items())):
+            for ax, (name, ps) in zip(axes, sorted(cpanels.items()), strict=False):
                 for m in models:
                     pts = sorted((s["eps"], s["robust"]) for s in ps if s["model"] == m)
                     if pts:
@@ -338,7 +339,7 @@ def _query_figure(plt, rows: list[dict], models: list[str], colors: dict[str, st
     if not groups:
         return None
     fig, axes = _grid(plt, len(groups))
-    for ax, ((attack, norm, _eps, eps_text), per_model) in zip(axes, sorted(groups.items())):
+    for ax, ((attack, norm, _eps, eps_text), per_model) in zip(axes, sorted(groups.items()), strict=False):
         qmax = max(int(r["max_queries"]) for rs in per_model.values() for r in rs)
         seen = [r["queries"] or 0 for rs in per_model.values() for r in rs]
         grid = np.unique(np.concatenate([[0], np.linspace(1, max(qmax, 1), 200).round(), seen, [qmax]]))
@@ -368,7 +369,7 @@ def contrast_figure(heads: dict[tuple[str, str], dict], colors: dict[str, str], 
     plt = _mpl()
     datasets = sorted({d for _, d in heads})
     fig, axes = _grid(plt, len(datasets), ncols=2, h=3.6, w=1.2 + 1.6 * max(2, len(heads) // len(datasets)))
-    for ax, ds in zip(axes, datasets):
+    for ax, ds in zip(axes, datasets, strict=False):
         ss = sorted((s for (m, d), s in heads.items() if d == ds), key=lambda s: -s["clean"] if not _nan(s["clean"]) else 0)
         x = np.arange(len(ss))
         w = 0.38
@@ -608,13 +609,13 @@ figure.plot{margin:0 0 18px}
 figure.plot img{max-width:100%;height:auto;display:block;margin:0 auto}
 figure.plot figcaption{color:var(--muted);font-size:13px;margin-top:4px}
 .exset{display:none}.exset.on{display:block}
-.samples{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:14px;margin-top:12px}
+.samples{display:grid;grid-template-columns:repeat(auto-fill,minmax(280px,1fr));gap:14px;margin-top:12px}
 .samples.seg{grid-template-columns:1fr}
 .sample{border:1px solid var(--line);border-radius:10px;padding:10px 12px;background:#fff}
 .sample .sid{font-size:12px;color:var(--muted);margin-bottom:6px;font-family:ui-monospace,SFMono-Regular,Menlo,monospace;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 .imgs{display:flex;gap:8px;flex-wrap:wrap}
-.imgs figure{margin:0;width:84px;text-align:center;font-size:11.5px;line-height:1.3;color:var(--muted)}
-.imgs img{width:84px;height:84px;object-fit:contain;image-rendering:pixelated;border-radius:6px;background:#000;display:block}
+.imgs figure{margin:0;width:80px;text-align:center;font-size:11.5px;line-height:1.3;color:var(--muted)}
+.imgs img{width:80px;height:80px;object-fit:contain;image-rendering:pixelated;border-radius:6px;background:#000;display:block}
 .pred{font-size:13px;margin-top:8px;line-height:1.5}
 .pred .wrong{color:var(--bad);font-weight:600}.pred .right{color:var(--good);font-weight:600}
 .legend{font-size:13px;color:var(--muted);margin-top:6px}
@@ -764,7 +765,7 @@ def _all_settings(summaries, heads, colors, masking_notes) -> str:
         out.append(f"<td>{_e(s['attack'])}</td><td>{_e(NORM_NAMES.get(s['norm'], s['norm']) or '–')}</td>")
         out.append(f'<td class="n" data-v="{_num(s["eps"])}">{_e(s["eps_text"])}</td>')
         out.append(f"<td>{_e(s['gradient'] or '–')}</td><td class='n'>{s['n']}</td>")
-        out.append(_cell_ci(s["clean"], s["clean_ci"]))
+        out.append(_cell_ci(s["clean"], (math.nan, math.nan)))  # the same per model: its interval is in the leaderboard
         out.append(_cell_ci(s["robust"], s["robust_ci"], colors[s["model"]]))
         out.append(f'<td class="n" data-v="{_num(s["asr"])}">{_pct(s["asr"])}</td>')
         mn = s.get("median_norm")
@@ -787,7 +788,7 @@ def _contrast_html(summaries, heads, headline, colors) -> tuple[str, int]:
     metric = summaries[0]["metric"] if summaries else "accuracy"
     setting = (f"{headline.get('attack', '')} {NORM_NAMES.get(headline.get('norm', ''), headline.get('norm', ''))} "
                f"ε={headline.get('eps', '')}")
-    for a, b, sa, sb in pairs:
+    for _a, _b, sa, sb in pairs:
         lo, hi = (sa, sb) if sa["robust"] < sb["robust"] else (sb, sa)
         parts.append(
             f'<div class="callout"><b class="big">Equal clean, different robust.</b> '
@@ -815,10 +816,7 @@ def _examples_html(examples: list[dict], colors: dict[str, str], names: dict[str
     for gi, ((model, dataset), exs) in enumerate(sorted(groups.items())):
         gid = f"g{gi}"
 
-        def is_head(e):
-            return (e["kind"] != "corruption" and e["attack"] == headline.get("attack")
-                    and e["norm"] == headline.get("norm") and str(headline.get("eps")) in (e["eps_text"], f"{e['eps']:g}"))
-        default = next((i for i, e in enumerate(exs) if is_head(e)), next((i for i, e in enumerate(exs) if e["kind"] != "corruption"), 0))
+        default = next((i for i, e in enumerate(exs) if _is_headline(e, headline)), next((i for i, e in enumerate(exs) if e["kind"] != "corruption"), 0))
         out.append(f'<div class="card" style="margin-bottom:16px"><h3 style="margin-top:0">'
                    f'<span class="dot" style="background:{colors[model]}"></span>{_e(model)} '
                    f'<span class="ci">on {_e(dataset)}</span></h3>')
@@ -914,8 +912,29 @@ def merged_metadata(table: pa.Table, folders: list[Path]) -> dict[str, Any]:
     return meta
 
 
+def _is_headline(e: dict, headline: dict) -> bool:
+    return bool(headline) and e["kind"] != "corruption" and e["attack"] == headline.get("attack") \
+        and e["norm"] == headline.get("norm") and str(headline.get("eps")) in (e["eps_text"], f"{e['eps']:g}")
+
+
+def _within_budget(examples: list[dict], headline: dict, budget: int) -> tuple[list[dict], int]:
+    """Example settings whose images fit ``budget`` bytes: the headline setting first, then
+    attacks by decreasing budget, then corruptions by decreasing severity."""
+    order = sorted(range(len(examples)), key=lambda i: (not _is_headline(examples[i], headline),
+                                                         examples[i]["kind"] == "corruption", -examples[i]["eps"], i))
+    keep, used = set(), 0
+    for i in order:
+        size = sum(len(uri) for smp in examples[i]["samples"] for _, uri in smp["images"])
+        if keep and used + size > budget:
+            continue
+        keep.add(i)
+        used += size
+    return [e for i, e in enumerate(examples) if i in keep], len(examples) - len(keep)
+
+
 def render_report(table: pa.Table, folders: list[Path], *, title: str | None = None,
-                  examples_per_setting: int = 4, meta: dict[str, Any] | None = None) -> tuple[str, dict[str, int]]:
+                  examples_per_setting: int = 4, meta: dict[str, Any] | None = None,
+                  max_example_bytes: int = MAX_EXAMPLE_BYTES) -> tuple[str, dict[str, int]]:
     """The report's HTML and counts of what it holds (plots, example images, contrast pairs)."""
     from .leaderboard import summarize
 
@@ -939,7 +958,13 @@ def render_report(table: pa.Table, folders: list[Path], *, title: str | None = N
     contrast_uri = contrast_figure(heads, colors, headline)
     contrast_html, n_pairs = _contrast_html(summaries, heads, headline, colors)
     examples = collect_examples(folders, meta, names, examples_per_setting)
+    examples, omitted = _within_budget(examples, headline, max_example_bytes)
     examples_html, n_img = _examples_html(examples, colors, names, headline)
+    if omitted:
+        examples_html = (f'<div class="callout warn">The examples of {omitted} more settings are left out to keep this '
+                         f"file under {max_example_bytes / 1e6:.0f} MB of images (headline and strongest settings "
+                         "first); <code>advonnx report --examples N</code> shows fewer samples per setting.</div>"
+                         + examples_html)
 
     run_id = meta.get("run_id") or (folders[0].name if folders else "results")
     title = title or f"advonnx robustness report · {meta.get('suite') or run_id}"
@@ -1013,7 +1038,7 @@ def render_report(table: pa.Table, folders: list[Path], *, title: str | None = N
             "<link rel=\"icon\" href=\"data:,\">"
             f"<title>{_e(title)}</title><style>{CSS}</style></head><body>{''.join(body)}"
             f"<script>{JS}</script></body></html>")
-    stats = {"plots": len(plots), "example_images": n_img, "example_settings": len(examples),
+    stats = {"plots": len(plots), "example_images": n_img, "example_settings": len(examples), "examples_omitted": omitted,
              "contrast_pairs": n_pairs, "settings": len(summaries), "models": len(models)}
     return page, stats
 

@@ -194,3 +194,17 @@ def test_quick_suite_report_under_5mb(tmp_path):
     assert info["bytes"] < 5_000_000, info
     assert info["plots"] == 3 and info["contrast_pairs"] >= 1
     assert info["example_images"] == expected_example_images(find_run_folders(tmp_path / "res"), 4)
+
+
+def test_example_budget_keeps_headline_first(tiny_results):
+    """Big runs: example settings beyond the image budget are left out, headline first, with a note."""
+    from advonnx.report import render_report
+
+    folders = find_run_folders(tiny_results)
+    table = read_results(tiny_results, all_runs=True)
+    _, full = render_report(table, folders)
+    page, small = render_report(table, folders, max_example_bytes=1)
+    assert full["examples_omitted"] == 0
+    assert small["example_settings"] == 1 and small["examples_omitted"] == full["example_settings"] - 1
+    assert "are left out to keep this" in page
+    assert re.search(r'<option value="0" selected>pgd · L∞ · ε=2/255</option>', page)
