@@ -147,9 +147,7 @@ class VJPContext:
     def rank(self, name: str) -> int:
         s = self.shape(name)
         if s is None:
-            raise GradientUnavailable(
-                f"{self.op_type} node {self.node.name!r}: rank of {name!r} unknown after shape "
-                "inference; give the model static ranks")
+            self.unsupported(f"rank of {name!r} unknown after shape inference")
         return len(s)
 
     def elem(self, name: str | None = None) -> int:
@@ -195,6 +193,8 @@ class VJPContext:
         if ts is None or os_ is None:
             self.unsupported(f"rank of {target!r} or {out!r} unknown")
         lead = len(os_) - len(ts)
+        if any(not isinstance(d, int) and d != os_[lead + i] for i, d in enumerate(ts)):
+            return self._unbroadcast_runtime(g, target, lead)
         axes = list(range(lead))
         for i, d in enumerate(ts):
             if d == 1 and os_[lead + i] != 1:
@@ -207,3 +207,18 @@ class VJPContext:
         if lead:
             s = self.b.op("Squeeze", [s, self.b.ints(range(lead))])
         return s
+
+    def _unbroadcast_runtime(self, g: str, target: str, lead: int) -> str:
+        """As :meth:`unbroadcast`, with the broadcast axes found at run time (dims unknown
+        when the graph was built)."""
+        b = self.b
+        ts = b.shape(target)
+        gs = b.shape(g, start=lead) if lead else b.shape(g)
+        one = b.const(np.int64(1))
+        cond = b.op("And", [b.op("Equal", [ts, one]), b.op("Not", [b.op("Equal", [gs, one])])])
+        axes = b.op("Reshape", [b.op("NonZero", [cond]), b.ints([-1])])
+        if lead:
+            axes = b.op("Concat", [b.ints(range(lead)), b.op("Add", [axes, b.const(np.int64(lead))])],
+                        axis=0)
+        s = b.op("ReduceSum", [g, axes], keepdims=1, noop_with_empty_axes=1)
+        return b.op("Reshape", [s, ts])

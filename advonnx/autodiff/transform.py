@@ -149,6 +149,28 @@ def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
     return inferred
 
 
+def _probe(model: onnx.ModelProto, names: list[str]) -> dict[str, TensorInfo]:
+    """Ranks and element types of ``names`` from one onnxruntime run on a random input, for
+    tensors onnx's shape inference could not type (dims stay unknown: they may vary)."""
+    import onnxruntime as ort
+
+    probe = _copy(model)
+    del probe.graph.output[:]
+    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
+    so = ort.SessionOptions()
+    so.log_severity_level = 4
+    for free_dim in (32, 1):
+        try:
+            sess = ort.InferenceSession(probe.SerializeToString(), so,
+                                        providers=["CPUExecutionProvider"])
+            values = sess.run(names, _random_feed(model, free_dim))
+        except Exception:  # noqa: BLE001 - another size, or give up (rules then refuse)
+            continue
+        return {n: TensorInfo(helper.np_dtype_to_tensor_dtype(v.dtype), (None,) * v.ndim)
+                for n, v in zip(names, values, strict=True) if isinstance(v, np.ndarray)}
+    return {}
+
+
 def _graph_info(model: onnx.ModelProto) -> GraphInfo:
     g = _infer(model).graph
     tensors: dict[str, TensorInfo] = {}
@@ -161,6 +183,11 @@ def _graph_info(model: onnx.ModelProto) -> GraphInfo:
         tensors.setdefault(t.name, TensorInfo(t.data_type, tuple(t.dims)))
         if t.data_location != TensorProto.EXTERNAL and np.prod(t.dims) <= 4096:
             constants[t.name] = numpy_helper.to_array(t)
+    untyped = [o for n in model.graph.node for o in n.output
+               if o and (o not in tensors or tensors[o].shape is None)]
+    if untyped and not any(t.data_location == TensorProto.EXTERNAL
+                           for t in model.graph.initializer):
+        tensors.update(_probe(model, untyped))
     for n in model.graph.node:
         if n.op_type == "Constant" and n.domain in ("", "ai.onnx"):
             for a in n.attribute:
@@ -249,7 +276,7 @@ def unsupported_ops(model: onnx.ModelProto, *, input_name: str | None = None,
 
 
 # -- opset lifting ------------------------------------------------------------------------------
-def _random_feed(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+def _random_feed(model: onnx.ModelProto, free_dim: int = 32) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     feed = {}
     inits = _initializer_names(model.graph)
@@ -258,7 +285,7 @@ def _random_feed(model: onnx.ModelProto) -> dict[str, np.ndarray]:
             continue
         tt = vi.type.tensor_type
         # free dims: batch 1, any other (spatial) 32, so that pooling stacks still fit
-        shape = [d.dim_value if d.HasField("dim_value") else (1 if i == 0 else 32)
+        shape = [d.dim_value if d.HasField("dim_value") else (1 if i == 0 else free_dim)
                  for i, d in enumerate(tt.shape.dim)]
         dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)
         if np.issubdtype(dtype, np.floating):

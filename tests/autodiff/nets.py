@@ -153,6 +153,26 @@ class TransformerBlockNet(nn.Module):
         return self.head(t.mean(1))
 
 
+class AttentionNet(nn.Module):
+    """torch's own attention modules (nn.MultiheadAttention, scaled_dot_product_attention),
+    whose TorchScript export onnx's shape inference cannot fully type."""
+
+    input_shape = (1, 16, 16)
+
+    def __init__(self, classes: int = 3, dim: int = 16):
+        super().__init__()
+        self.patch = nn.Conv2d(1, dim, 4, stride=4)
+        self.mha = nn.MultiheadAttention(dim, 2, batch_first=True)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        t = self.patch(x).flatten(2).transpose(1, 2)
+        t = t + self.mha(t, t, t, need_weights=False)[0]
+        q = t.unsqueeze(1)
+        t = t + F.scaled_dot_product_attention(q, q, q)[:, 0]
+        return self.head(t.mean(1))
+
+
 class FullyConvSeg(nn.Module):
     """Any input size divisible by 8: stride-2 conv, max pool, nearest upsampling,
     ConvTranspose and Concat skips; exported with dynamic height and width."""
@@ -205,6 +225,7 @@ NETS = {
     "mobilenet": MobileNetish,
     "unet": UNetish,
     "transformer": TransformerBlockNet,
+    "attention": AttentionNet,
 }
 
 
