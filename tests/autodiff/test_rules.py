@@ -332,3 +332,19 @@ def test_rule_with_dynamic_dims(name):
     nodes, inits, declared, concrete, opset = DYNAMIC_CASES[name]
     x = np.random.default_rng(7).standard_normal(concrete)
     check_vjp(lambda dt: tiny_model(nodes, inits, declared, dt, opset), x)
+
+
+def test_broadcast_axes_found_at_run_time():
+    """A binary op whose operand's dims shape inference cannot know (a row sliced with
+    run-time bounds, broadcast over the rows of x): the broadcast axes are found at run time."""
+    from advonnx.autodiff import gradient_model
+
+    nodes = [N("Shape", ["x"], "s"), N("Gather", ["s", "zero"], "n"),
+             N("Div", ["n", "n"], "one"), N("Unsqueeze", ["one", "zero"], "end"),
+             N("Slice", ["x", "zero1", "end", "zero1"], "row"),
+             N("Mul", ["x", "row"], "m"), N("Add", ["m", "row"])]
+    inits = {"zero": np.asarray(0, np.int64), "zero1": i64(0)}
+    build = lambda dt: tiny_model(nodes, inits, ("N", "M"), dt)  # noqa: E731
+    gm = gradient_model(build(np.float32), loss="cotangent")
+    assert any(n.op_type == "NonZero" for n in gm.graph.node)
+    check_vjp(build, np.random.default_rng(3).standard_normal((3, 4)))
