@@ -361,6 +361,10 @@ def _loss_head(b: Builder, scores: str, sinfo: TensorInfo, *, loss: str, probabi
         raise GradientUnavailable("the rank of the scores output is unknown; cannot build a loss")
     rank = len(shape)
     ax = class_axis % rank
+    if loss in ("ce", "margin") and rank != 2:
+        raise GradientUnavailable(
+            f"loss {loss!r} needs (N, classes) scores, the output has rank {rank}; "
+            "use loss='seg_ce' for dense outputs")
     dt = helper.tensor_dtype_to_np_dtype(sinfo.elem_type)
     label_shape = [d for i, d in enumerate(shape) if i != ax]
     if loss in ("ce", "margin"):

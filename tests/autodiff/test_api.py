@@ -99,6 +99,17 @@ def test_seg_ce_inputs():
     assert inputs[GRAD_INPUT_MASK].type.tensor_type.elem_type == TensorProto.FLOAT
 
 
+def test_classification_loss_on_dense_output_is_refused():
+    w = helper.make_tensor("w", TensorProto.FLOAT, [3, 2, 1, 1], np.ones(6, np.float32))
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"])], "seg",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 5, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 5, 6])], initializer=[w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(GradientUnavailable, match="seg_ce"):
+        gradient_model(model, loss="ce")
+
+
 def test_input_and_output_names():
     side = helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 4])
     model = linear_model(extra_nodes=[helper.make_node("Relu", ["x"], ["z"])],

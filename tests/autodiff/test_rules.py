@@ -263,6 +263,12 @@ CASES = {
     "depth_to_space_crd": ([N("DepthToSpace", ["x"], blocksize=2, mode="CRD")], {},
                            (1, 8, 2, 3)),
     "space_to_depth": ([N("SpaceToDepth", ["x"], blocksize=2)], {}, (1, 2, 4, 6)),
+    "trilu_lower": ([N("Trilu", ["x", "k"], upper=0)], {"k": np.asarray(1, np.int64)},
+                    (2, 3, 4)),
+    "cumsum_reverse_exclusive": ([N("CumSum", ["x", "a"], exclusive=1, reverse=1)],
+                                 {"a": np.asarray(1, np.int64)}, (2, 4, 3)),
+    "cumsum": ([N("CumSum", ["x", "a"])], {"a": np.asarray(-1, np.int64)}, (2, 3, 4)),
+    "topk_values": ([N("TopK", ["x", "k"], ["y", "i"], axis=1)], {"k": i64(2)}, (2, 4, 3)),
     # resize
     "resize_nearest_x2": ([N("Resize", ["x", "", "s"], mode="nearest",
                              coordinate_transformation_mode="asymmetric", nearest_mode="floor")],

@@ -1,5 +1,5 @@
 """Data movement: Reshape, Flatten, Squeeze, Unsqueeze, Transpose, Concat, Split, Slice, Pad,
-Expand, Tile, Gather, GatherElements, DepthToSpace, SpaceToDepth."""
+Expand, Tile, Gather, GatherElements, DepthToSpace, SpaceToDepth, Trilu, CumSum, TopK."""
 
 from __future__ import annotations
 
@@ -297,3 +297,27 @@ def depth_space(ctx: VJPContext):
     t = b.op("Reshape", [g, b.ints([n, c_out, h, bs, w, bs])])
     t = b.op("Transpose", [t], perm=[0, 1, 3, 5, 2, 4])
     return [b.op("Reshape", [t, b.ints([n, c, h, w])])]
+
+
+@vjp("Trilu")
+def trilu(ctx: VJPContext):
+    """Trilu keeps a triangle: the cotangent is kept on the same triangle."""
+    inputs = [ctx.g()] + ([ctx.x(1)] if ctx.x(1) else [])
+    return [ctx.b.op("Trilu", inputs, upper=ctx.attr("upper", 1)), None]
+
+
+@vjp("CumSum")
+def cumsum(ctx: VJPContext):
+    """The adjoint of a cumulative sum is the cumulative sum the other way."""
+    return [ctx.b.op("CumSum", [ctx.g(), ctx.x(1)], exclusive=ctx.attr("exclusive", 0),
+                     reverse=1 - ctx.attr("reverse", 0)), None]
+
+
+@vjp("TopK", requires_opset=16)
+def top_k(ctx: VJPContext):
+    """Scatter-add the values' cotangent to the positions TopK reports in ``Indices``."""
+    b, x = ctx.b, ctx.x(0)
+    rank = ctx.rank(x)
+    zeros = b.zeros_like(x, ctx.static_shape(x), ctx.np_dtype(x))
+    return [b.op("ScatterElements", [zeros, ctx.y(1), ctx.g()],
+                 axis=ctx.attr("axis", -1) % rank, reduction="add"), None]
