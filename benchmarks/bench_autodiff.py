@@ -3,7 +3,7 @@
 Same nets, same weights, batch 32, CPU, 2 threads on both sides; the two are measured
 alternately in one process and the median of the repeats is reported. Run:
 
-    python benchmarks/bench_autodiff.py [--batch 32] [--repeats 15] [--dynamo]
+    python benchmarks/bench_autodiff.py [--batch 32] [--repeats 15] [--exporters torchscript]
 
 Prints a Markdown table and writes benchmarks/results/autodiff.json.
 """
@@ -107,16 +107,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=15)
-    ap.add_argument("--dynamo", action="store_true", help="export with torch.export (dynamo)")
+    ap.add_argument("--exporters", default="torchscript,dynamo",
+                    help="torch.onnx exporters to compare: torchscript (dynamo=False), dynamo")
     ap.add_argument("--nets", default=",".join(NETS))
     ap.add_argument("--spin", action="store_true",
                     help="let worker threads spin (faster on an otherwise idle machine)")
     args = ap.parse_args()
     torch.set_num_threads(THREADS)
-    rows = [bench(n, args.batch, args.repeats, args.dynamo) for n in args.nets.split(",")]
+    load_before = os.getloadavg()[0]
+    rows = [bench(n, args.batch, args.repeats, exporter == "dynamo")
+            for exporter in args.exporters.split(",") for n in args.nets.split(",")]
+    load = max(load_before, os.getloadavg()[0])
     print(f"\nforward+backward, batch {args.batch}, CPU, {THREADS} threads "
           f"({'spinning' if SPIN else 'passive wait'}), median of "
-          f"{args.repeats} (onnxruntime {ort.__version__}, torch {torch.__version__})\n")
+          f"{args.repeats} (onnxruntime {ort.__version__}, torch {torch.__version__}); "
+          f"host load average {load:.1f} on {os.cpu_count()} cores\n")
     print("| net | exporter | onnxruntime (ms) | torch (ms) | ort / torch | min: ort / torch (ms) "
           "| grad rel. err |")
     print("|---|---|---:|---:|---:|---:|---:|")
@@ -127,7 +132,8 @@ def main() -> None:
     out = ROOT / "benchmarks" / "results" / "autodiff.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
-        "threads": THREADS, "spin": SPIN, "batch": args.batch, "repeats": args.repeats,
+        "threads": THREADS, "spin": SPIN, "load_average": load, "batch": args.batch,
+        "repeats": args.repeats,
         "onnxruntime": ort.__version__, "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(), "rows": rows}, indent=2) + "\n")
     print(f"\nwrote {out.relative_to(ROOT)}")
