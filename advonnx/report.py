@@ -616,6 +616,7 @@ figure.plot figcaption{color:var(--muted);font-size:13px;margin-top:4px}
 .imgs{display:flex;gap:8px;flex-wrap:wrap}
 .imgs figure{margin:0;width:80px;text-align:center;font-size:11.5px;line-height:1.3;color:var(--muted)}
 .imgs img{width:80px;height:80px;object-fit:contain;image-rendering:pixelated;border-radius:6px;background:#000;display:block}
+.samples.seg .imgs figure{width:120px}.samples.seg .imgs img{width:120px;height:120px}
 .pred{font-size:13px;margin-top:8px;line-height:1.5}
 .pred .wrong{color:var(--bad);font-weight:600}.pred .right{color:var(--good);font-weight:600}
 .legend{font-size:13px;color:var(--muted);margin-top:6px}
