@@ -333,8 +333,9 @@ def test_dag_on_trained_unet_vs_authors_update():
 
     target = np.asarray(permuted_targets(y, 4, Random(0)))
     gamma, steps = 1 / 255, 30
+    # the authors' active-pixel rule (pixels="code") against their update transcribed to PyTorch
     ours = advonnx.attack(model, x, y, "dag", gamma=gamma, steps=steps, targeted=True, target=target,
-                          gradient="exact")
+                          pixels="code", gradient="exact")
     theirs = _authors_dag_torch(model, x, target, gamma, steps)
     frac_o = (model.classify(ours.x_adv) == target).mean()
     frac_t = (model.classify(theirs) == target).mean()
