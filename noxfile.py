@@ -18,6 +18,8 @@ def _reference_libraries(session):
     # torchattacks' dependencies pull a CUDA torchvision that breaks the CPU torch pin: no deps.
     session.install("scipy", "requests")
     session.install("--no-deps", "torchattacks==3.5.1")
+    # foolbox 3.3.4 (DeepFool, C&W references) and ART 1.20 (JSMA) pull no torch: plain installs.
+    session.install("foolbox==3.3.4", "adversarial-robustness-toolbox==1.20.1")
     # ART for the black-box comparisons (HopSkipJump, Square); no deps so torch stays the CPU pin
     session.install("scikit-learn", "six", "tqdm")
     session.install("--no-deps", "adversarial-robustness-toolbox==1.20.1")
@@ -44,6 +46,7 @@ def bench(session):
     session.run("python", "benchmarks/bench_predict.py", *session.posargs)
     session.run("python", "benchmarks/bench_autodiff.py")
     session.run("python", "benchmarks/bench_attacks.py")
+    session.run("python", "benchmarks/bench_paper_attacks.py")
     session.run("python", "benchmarks/bench_blackbox.py")
 
 
