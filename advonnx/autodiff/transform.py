@@ -454,14 +454,15 @@ def gradient_model(model: onnx.ModelProto, *, loss: str, input_name: str | None 
         model = _copy(model)
 
     graph = model.graph
-    in_info = _graph_info(model).tensors.get(input_name)
+    facts = _graph_info(model)
+    in_info = facts.tensors.get(input_name)
     if in_info is not None and in_info.elem_type not in FLOAT_TYPES:
         raise GradientUnavailable(f"input {input_name!r} is not floating point; no gradient")
     taken = _all_names(graph)
 
     # 1. loss head, appended as forward nodes
     head = Builder(taken, opset, prefix="advonnx_loss")
-    sinfo = _graph_info(model).tensors.get(output_name)
+    sinfo = facts.tensors.get(output_name)
     if sinfo is None or sinfo.elem_type not in FLOAT_TYPES:
         raise GradientUnavailable(f"output {output_name!r} is not a floating-point tensor")
     new_inputs: list[onnx.ValueInfoProto] = []
@@ -518,7 +519,7 @@ def gradient_model(model: onnx.ModelProto, *, loss: str, input_name: str | None 
 
     grad = total(input_name)
     if grad is None:  # the output does not depend on the input
-        in_dt = helper.tensor_dtype_to_np_dtype(in_info.elem_type)
+        in_dt = helper.tensor_dtype_to_np_dtype(in_info.elem_type if in_info else sinfo.elem_type)
         grad = b.zeros_like(input_name, None, in_dt)
 
     # 4. outputs
