@@ -136,7 +136,9 @@ def train_one(name: str, train: dict, test: dict) -> dict:
             total += len(yb)
         model.eval()
         with torch.no_grad():
-            te_acc = float((model(torch.from_numpy(test["x"])).argmax(1).numpy() == test["y"]).mean())
+            te_acc = float(
+                (model(torch.from_numpy(test["x"])).argmax(1).numpy() == test["y"]).mean()
+            )
         print(
             f"{name} epoch {epoch + 1}/{epochs}: loss {loss_sum / total:.4f} "
             f"train acc {correct / total:.4f} test acc {te_acc:.4f} "
@@ -166,7 +168,8 @@ def train_one(name: str, train: dict, test: dict) -> dict:
     max_diff = float(np.abs(logits - ref).max())
     acc = float((logits.argmax(1) == test["y"]).mean())
     per_class = [
-        float((logits.argmax(1)[test["y"] == c] == c).mean()) for c in range(len(test["class_names"]))
+        float((logits.argmax(1)[test["y"] == c] == c).mean())
+        for c in range(len(test["class_names"]))
     ]
     print(f"{name}: onnxruntime test accuracy {acc:.4f} (max |ort - torch| {max_diff:.2e})")
     return {
@@ -196,8 +199,10 @@ def main() -> int:
         results[name] = train_one(name, train, test)
         update_metrics({name: results[name]})
     for name, r in results.items():
-        print(f"{name}: test accuracy {r['test_accuracy']:.4f}, {r['params']} params, "
-              f"{r['onnx_bytes']} bytes, {r['train_time_s']} s, {r['exporter']}")
+        print(
+            f"{name}: test accuracy {r['test_accuracy']:.4f}, {r['params']} params, "
+            f"{r['onnx_bytes']} bytes, {r['train_time_s']} s, {r['exporter']}"
+        )
     return 0
 
 

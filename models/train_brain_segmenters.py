@@ -100,13 +100,21 @@ class BrainSDNet(nn.Module):
     def __init__(self, c: int = 32):
         super().__init__()
         self.encoder = nn.Sequential(
-            _cbr(1, c), _cbr(c, c), nn.MaxPool2d(2),  # 32
-            _cbr(c, 2 * c), _cbr(2 * c, 2 * c), nn.MaxPool2d(2),  # 16
+            _cbr(1, c),
+            _cbr(c, c),
+            nn.MaxPool2d(2),  # 32
+            _cbr(c, 2 * c),
+            _cbr(2 * c, 2 * c),
+            nn.MaxPool2d(2),  # 16
             _cbr(2 * c, 2 * c),
         )
         self.decoder = nn.Sequential(
-            nn.Upsample(scale_factor=2, mode="nearest"), _cbr(2 * c, 2 * c), _cbr(2 * c, c),  # 32
-            nn.Upsample(scale_factor=2, mode="nearest"), _cbr(c, c), _cbr(c, c),  # 64
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            _cbr(2 * c, 2 * c),
+            _cbr(2 * c, c),  # 32
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            _cbr(c, c),
+            _cbr(c, c),  # 64
             nn.Conv2d(c, N_CLASSES, 1),
         )
 
@@ -218,8 +226,10 @@ def train_one(name: str, train: dict, test: dict) -> dict:
     md = mean_dice(pred, test["y"])
     pooled = dice_per_class(pred, test["y"], N_CLASSES)
     pix = float((pred == test["y"]).mean())
-    print(f"{name}: onnxruntime test mean Dice {md:.4f}, pooled {np.round(pooled, 4).tolist()}, "
-          f"pixel acc {pix:.4f} (max |ort - torch| {max_diff:.2e})")
+    print(
+        f"{name}: onnxruntime test mean Dice {md:.4f}, pooled {np.round(pooled, 4).tolist()}, "
+        f"pixel acc {pix:.4f} (max |ort - torch| {max_diff:.2e})"
+    )
     return {
         "task": "segmentation",
         "dataset": "brain-tissue-seg",
@@ -248,8 +258,10 @@ def main() -> int:
         results[name] = train_one(name, train, test)
         update_metrics({name: results[name]})
     for name, r in results.items():
-        print(f"{name}: test mean Dice {r['test_mean_dice']:.4f}, {r['params']} params, "
-              f"{r['onnx_bytes']} bytes, {r['train_time_s']} s, {r['exporter']}")
+        print(
+            f"{name}: test mean Dice {r['test_mean_dice']:.4f}, {r['params']} params, "
+            f"{r['onnx_bytes']} bytes, {r['train_time_s']} s, {r['exporter']}"
+        )
     return 0
 
 
