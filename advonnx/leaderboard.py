@@ -23,7 +23,7 @@ DIFFERENT_ROBUST_POINTS = 15.0
 
 def bootstrap_ci(values: np.ndarray, *, seed: int = 0) -> tuple[float, float]:
     """95 % percentile bootstrap interval of the mean (NaN for fewer than 2 values)."""
-    values = np.asarray(values, dtype=np.float64)
+    values = np.sort(np.asarray(values, dtype=np.float64))  # independent of row order
     if values.size < 2:
         return (math.nan, math.nan)
     rng = np.random.default_rng(seed)
@@ -78,10 +78,15 @@ def summarize(table: pa.Table) -> list[dict[str, Any]]:
             s["asr"] = (len(broken) / len(correct)) if correct else math.nan
         s["clean"] = float(clean.mean()) if clean.size else math.nan
         s["robust"] = float(robust.mean()) if robust.size else math.nan
+        s["balanced_robust"] = robust.mean() if seg or not ok else _balanced(ok, "adv_correct")
+        s["balanced_clean"] = clean.mean() if seg or not ok else _balanced(ok, "clean_correct")
         s["clean_ci"] = bootstrap_ci(clean)
         s["robust_ci"] = bootstrap_ci(robust)
         norm_col = norm if norm in ("linf", "l2", "l0") else "l2"
         s["median_norm"] = _median(r[norm_col] for r in broken)
+        minimal = [r["min_norm"] for r in ok if r.get("min_norm") is not None and math.isfinite(r["min_norm"])]
+        s["median_min_norm"] = float(np.median(minimal)) if minimal else math.nan
+        s["mean_min_norm"] = float(np.mean(minimal)) if minimal else math.nan
         budget = next((r.get("max_queries") for r in ok if r.get("max_queries")), None)
         s["max_queries"] = budget
         s["curve"] = [] if seg else query_curve(ok, budget)
@@ -91,6 +96,79 @@ def summarize(table: pa.Table) -> list[dict[str, Any]]:
 
 
 QUERY_FRACTIONS = (0.1, 0.25, 0.5, 1.0)
+
+
+def _balanced(rows: list[dict], column: str) -> float:
+    """Balanced accuracy: the mean over true classes of the per-class rate of ``column``."""
+    by_class: dict[int, list[bool]] = defaultdict(list)
+    for r in rows:
+        by_class[r["label"]].append(bool(r[column]))
+    return float(np.mean([np.mean(v) for v in by_class.values()])) if by_class else math.nan
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman rank correlation (average ranks for ties); NaN for fewer than 2 points."""
+    if len(a) < 2:
+        return math.nan
+
+    def ranks(v):
+        v = np.asarray(v, dtype=np.float64)
+        order = np.argsort(v, kind="stable")
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v), dtype=np.float64)
+        for val in np.unique(v):
+            tie = v == val
+            r[tie] = r[tie].mean()
+        return r
+
+    ra, rb = ranks(a), ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return math.nan
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def corruption_summary(summaries: list[dict], headline: dict[str, Any], reference: str | None = None) -> dict[str, Any]:
+    """Per model and dataset: mean corruption accuracy (or Dice), mCE and relative balanced error.
+
+    mCE as in ImageNet-C (Hendrycks & Dietterich 2019): per corruption, the model's errors summed
+    over severities divided by the reference model's, then averaged over corruptions. The balanced
+    error (MedMNIST-C, Di Salvo et al. 2024) is 1 − balanced accuracy, normalized the same way
+    (rBE). Error is 1 − accuracy (1 − Dice for segmentation). The reference model is ``reference``
+    or the first model (by name) of each dataset. Also gives Spearman's rank correlation between
+    adversarial robustness at the headline setting and mean corruption robustness across models.
+    """
+    corr = [s for s in summaries if s.get("kind") == "corruption"]
+    if not corr:
+        return {"rows": [], "spearman": math.nan}
+    by = defaultdict(lambda: defaultdict(dict))  # (dataset) -> model -> (corruption, sev) -> s
+    for s in corr:
+        by[s["dataset"]][s["model"]][(s["attack"], s["eps"])] = s
+    adv = headline_key(summaries, headline)
+    rows = []
+    for dataset, models in by.items():
+        ref = reference if reference in models else sorted(models)[0]
+        for model, cells in sorted(models.items()):
+            ce, be = [], []
+            for c in sorted({k[0] for k in cells}):
+                sev = [k for k in cells if k[0] == c]
+                mine = [1 - cells[k]["robust"] for k in sev]
+                theirs = [1 - models[ref][k]["robust"] for k in sev if k in models[ref]]
+                mine_b = [1 - cells[k]["balanced_robust"] for k in sev]
+                theirs_b = [1 - models[ref][k]["balanced_robust"] for k in sev if k in models[ref]]
+                if len(theirs) == len(mine) and sum(theirs) > 0:
+                    ce.append(sum(mine) / sum(theirs))
+                if len(theirs_b) == len(mine_b) and sum(theirs_b) > 0:
+                    be.append(sum(mine_b) / sum(theirs_b))
+            rows.append({
+                "model": model, "dataset": dataset, "reference": ref,
+                "mean_corruption": float(np.mean([v["robust"] for v in cells.values()])),
+                "mean_balanced_error": float(np.mean([1 - v["balanced_robust"] for v in cells.values()])),
+                "mce": float(np.mean(ce)) if ce else math.nan, "rbe": float(np.mean(be)) if be else math.nan,
+                "adversarial": adv.get(model, math.nan), "metric": next(iter(cells.values()))["metric"],
+            })
+    paired = [(r["adversarial"], r["mean_corruption"]) for r in rows if not math.isnan(r["adversarial"])]
+    rho = spearman([p[0] for p in paired], [p[1] for p in paired])
+    return {"rows": rows, "spearman": rho, "n_models": len(paired)}
 
 
 def query_curve(rows: list[dict], budget: float | None = None, fractions=QUERY_FRACTIONS) -> list[tuple[float, float]]:
@@ -209,44 +287,56 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
     from rich import box
 
     console.print(f"[bold underline]{title}[/bold underline]")
-    rank = 0
-    last = None
-    t = None
+    groups: dict[tuple, list[dict]] = {}
     for s in summaries:
-        key = (s["model"], s["dataset"])
-        if key != last:
-            if t is not None:
-                console.print(t)
-            last = key
-            rank += 1
-            head = (f"[bold]{rank}. {s['model']}[/bold] on {s['dataset']} · {s['framework']} · "
-                    f"{s['gradient']} gradients · clean {s['metric']} {_ci(s['clean'], s['clean_ci'])} % · n={s['n']}")
-            flags = [f"{s[k]} {k}" for k in ("invalid", "errored", "skipped") if s[k]]
-            if flags:
-                head += " [red](" + ", ".join(flags) + ")[/red]"
-            t = Table(title=head, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD,
-                      pad_edge=False, padding=(0, 1))
-            t.add_column("Attack", no_wrap=True)
-            t.add_column("Robust %", justify="right", no_wrap=True)
-            t.add_column("95% CI", justify="right", no_wrap=True)
-            t.add_column("ASR %", justify="right")
-            t.add_column("Med ‖δ‖", justify="right", no_wrap=True, min_width=7)
-            t.add_column("Queries", justify="right", no_wrap=True)
-            t.add_column("ASR % at ⅒·¼·½·1 of Q", justify="right", no_wrap=True)
-            t.add_column("Time s", justify="right")
-        is_head = bool(order) and s["model"] in order and s["robust"] == order[s["model"]] and s["attack"] == headline.get("attack")
-        lo, hi = s["robust_ci"]
-        ci = "–" if math.isnan(lo) else f"{_pct(lo)}–{_pct(hi)}"
-        t.add_row(
-            setting_label(s), _pct(s["robust"]), ci, _pct(s["asr"]),
-            "–" if math.isnan(s["median_norm"]) else f"{s['median_norm']:.3g}",
-            "–" if math.isnan(s["queries"]) else f"{s['queries']:.0f}",
-            "·".join(f"{100 * a:.0f}" for _, a in s["curve"]) if s["curve"] and s["gradient"] != "exact" else "–",
-            f"{s['time_s']:.1f}",
-            style="bold" if is_head else None,
-        )
-    if t is not None:
+        groups.setdefault((s["model"], s["dataset"]), []).append(s)
+    for rank, group in enumerate(groups.values(), start=1):
+        s0 = group[0]
+        head = (f"[bold]{rank}. {s0['model']}[/bold] on {s0['dataset']} · {s0['framework']} · "
+                f"{s0['gradient']} gradients · clean {s0['metric']} {_ci(s0['clean'], s0['clean_ci'])} % · n={s0['n']}")
+        flags = [f"{s0[k]} {k}" for k in ("invalid", "errored", "skipped") if s0[k]]
+        if flags:
+            head += " [red](" + ", ".join(flags) + ")[/red]"
+        seg = s0["metric"] == "Dice"
+        show_curve = any(g["curve"] and g["gradient"] != "exact" for g in group)
+        show_min = any(not math.isnan(g.get("median_min_norm", math.nan)) for g in group)
+        columns = [("Attack", "left"), ("Robust Dice" if seg else "Robust %", "right"), ("95% CI", "right")]
+        columns += [("Dice drop", "right")] if seg else [("ASR %", "right")]
+        columns += [("Med ‖δ‖", "right")]
+        columns += [("Min ‖δ‖ med/mean", "right")] if show_min else []
+        columns += [("Queries", "right")]
+        columns += [("ASR % at ⅒·¼·½·1 Q", "right")] if show_curve else []
+        columns += [("Time s", "right")]
+        t = Table(title=head, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD,
+                  pad_edge=False, padding=(0, 1))
+        for name, justify in columns:
+            t.add_column(name, justify=justify, no_wrap=name != "Attack")
+        for s in group:
+            is_head = bool(order) and s["model"] in order and s["robust"] == order[s["model"]] and s["attack"] == headline.get("attack")
+            lo, hi = s["robust_ci"]
+            cells = [setting_label(s), _pct(s["robust"]), "–" if math.isnan(lo) else f"{_pct(lo)}–{_pct(hi)}"]
+            cells += [f"{100 * (s['clean'] - s['robust']):.1f}"] if seg else [_pct(s["asr"])]
+            cells += ["–" if math.isnan(s["median_norm"]) else f"{s['median_norm']:.3g}"]
+            if show_min:
+                med, mean = s.get("median_min_norm", math.nan), s.get("mean_min_norm", math.nan)
+                cells += ["–" if math.isnan(med) else f"{med:.3g}/{mean:.3g}"]
+            cells += ["–" if math.isnan(s["queries"]) else f"{s['queries']:.0f}"]
+            if show_curve:
+                cells += ["·".join(f"{100 * a:.0f}" for _, a in s["curve"]) if s["curve"] and s["gradient"] != "exact" else "–"]
+            cells += [f"{s['time_s']:.1f}"]
+            t.add_row(*cells, style="bold" if is_head else None)
         console.print(t)
+    cs = corruption_summary(summaries, headline)
+    if cs["rows"]:
+        ct = Table(title="Natural corruptions vs adversarial robustness", title_justify="left", header_style="bold",
+                   box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+        for col in ("Model", "Mean corr. %", "mCE", "rBE", "Bal. err. %", "Adv. robust %"):
+            ct.add_column(col, justify="left" if col == "Model" else "right")
+        for r in cs["rows"]:
+            ct.add_row(r["model"], _pct(r["mean_corruption"]),
+                       "–" if math.isnan(r["mce"]) else f"{r['mce']:.2f}", "–" if math.isnan(r["rbe"]) else f"{r['rbe']:.2f}",
+                       _pct(r["mean_balanced_error"]), _pct(r["adversarial"]))
+        console.print(ct)
     notes = []
     if any(s["label_source"] == "clean_prediction" for s in summaries):
         notes.append("no labels given for some data: the model's clean predictions are the reference, so clean accuracy is 100 % by construction")
@@ -265,7 +355,13 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
                 f"{_pct(g['blackbox_robust'])} vs white-box {_pct(g['whitebox_robust'])} (2·SE = {_pct(2 * g['se'])}); "
                 f"{len(g['flagged_samples'])} samples broken only by black-box attacks"
                 + (" — model flagged" if g["flagged"] else ""))
-    if any(s["curve"] for s in summaries):
+    if cs["rows"]:
+        refs = sorted({r["reference"] for r in cs["rows"]})
+        rho = cs["spearman"]
+        notes.append(f"mCE and rBE (relative balanced error) are normalized to {', '.join(refs)} (= 1.00); "
+                     f"Adv. robust = robust % at the headline setting; Spearman ρ between it and mean corruption robustness: "
+                     f"{'–' if math.isnan(rho) else f'{rho:+.2f}'} over {cs['n_models']} models")
+    if any(s["curve"] and s["gradient"] != "exact" for s in summaries):
         notes.append("ASR at ⅒·¼·½·1 of Q: success within that share of the query budget Q (queries at first success)")
     for n in notes:
         console.print(f"[dim]•[/dim] {n}")

@@ -363,6 +363,11 @@ class OnnxModel:
             return xp.astype(scores > thr, xp.int64)
         return xp.argmax(scores, axis=self.spec.class_axis)
 
+    def notes_once(self, message: str) -> None:
+        """Record a note about this model once (shown by inspect and kept in the spec)."""
+        if message not in self.spec.notes:
+            self.spec.notes.append(message)
+
     # -- gradients --------------------------------------------------------------------------
     def unsupported_ops(self) -> list[str]:
         """Ops on the input→output path without a VJP rule ([] means exact gradients work)."""
@@ -375,13 +380,23 @@ class OnnxModel:
                 self._unsupported = list(unsupported_ops(self.canonical, input_name=self.spec.input_name))
         return self._unsupported
 
-    def gradient_mode(self, requested: str = "auto") -> str:
-        """Which gradient ``requested`` (auto|exact|estimated) resolves to for this model."""
+    def gradient_mode(self, requested: str = "auto", *, loss: str | None = None) -> str:
+        """Which gradient ``requested`` (auto|exact|estimated) resolves to for this model.
+
+        With ``auto`` and a ``loss``, the gradient graph for that loss is built (and cached)
+        now, so a graph that defeats a rule falls back to estimated gradients with a note.
+        """
         if requested not in ("auto", "exact", "estimated"):
             raise AdvonnxError(f"unknown gradient mode {requested!r}; use auto, exact or estimated")
         if requested == "estimated":
             return "estimated"
         missing = self.unsupported_ops()
+        if not missing and requested == "auto" and loss is not None:
+            try:
+                self._grad_session(loss)
+            except (GradientUnavailable, ModelError) as err:  # this graph defeats a rule: say so, go on
+                self._unsupported = missing = [str(err).split(": ", 1)[-1]]
+                self.notes_once(f"exact gradients unavailable ({missing[0]}); using estimated gradients")
         if not missing:
             return "exact"
         if requested == "exact":
@@ -441,7 +456,7 @@ class OnnxModel:
         costing ``2q+1`` queries per sample) or ``auto`` (exact when every op has a rule).
         ``counter(idx)`` is called with the sample indices of every row evaluated.
         """
-        mode = self.gradient_mode(gradient)
+        mode = self.gradient_mode(gradient, loss="cotangent" if cotangent is not None else loss)
         xp = namespace(x)
         n = x.shape[0]
         if cotangent is None and y is None:
