@@ -6,7 +6,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -26,7 +26,7 @@ err_console = Console(stderr=True)
 _DEBUG = {"on": False}
 
 
-def _split(values: Optional[list[str]]) -> list[str]:
+def _split(values: list[str] | None) -> list[str]:
     out: list[str] = []
     for v in values or []:
         out.extend(p for p in v.split(",") if p.strip())
@@ -42,30 +42,30 @@ def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks o
 
 @app.command()
 def run(
-    suite: Annotated[Optional[str], typer.Argument(help="Suite TOML, or a built-in suite name (quick, full). Default: quick.")] = None,
-    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="ONNX model(s) to attack instead of the suite's.")] = None,
-    data: Annotated[Optional[str], typer.Option("--data", "-d", help="Data: .npz (x, y), image folder (class subfolders or flat), CSV manifest, or one image/volume.")] = None,
-    attack: Annotated[Optional[list[str]], typer.Option("--attack", "--attacks", "-a", help="Attack name(s), comma-separated (see `advonnx attacks`).")] = None,
-    eps: Annotated[Optional[str], typer.Option("--eps", help="Budget(s) in the model's value units, e.g. 2/255,8/255 or 0.03.")] = None,
-    norm: Annotated[Optional[str], typer.Option("--norm", help="linf or l2.")] = None,
-    steps: Annotated[Optional[int], typer.Option("--steps", help="Iterations of iterative attacks.")] = None,
-    max_queries: Annotated[Optional[int], typer.Option("--max-queries", help="Query budget per sample of the query-based attacks (square, hsj, nes, spsa).")] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", help="Use only the first N samples of each dataset.")] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of every random draw of the run.")] = None,
+    suite: Annotated[str | None, typer.Argument(help="Suite TOML, or a built-in suite name (quick, full). Default: quick.")] = None,
+    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="ONNX model(s) to attack instead of the suite's.")] = None,
+    data: Annotated[str | None, typer.Option("--data", "-d", help="Data: .npz (x, y), image folder (class subfolders or flat), CSV manifest, or one image/volume.")] = None,
+    attack: Annotated[list[str] | None, typer.Option("--attack", "--attacks", "-a", help="Attack name(s), comma-separated (see `advonnx attacks`).")] = None,
+    eps: Annotated[str | None, typer.Option("--eps", help="Budget(s) in the model's value units, e.g. 2/255,8/255 or 0.03.")] = None,
+    norm: Annotated[str | None, typer.Option("--norm", help="linf or l2.")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Iterations of iterative attacks.")] = None,
+    max_queries: Annotated[int | None, typer.Option("--max-queries", help="Query budget per sample of the query-based attacks (square, hsj, nes, spsa).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Use only the first N samples of each dataset.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of every random draw of the run.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per onnxruntime call (small batches are often faster on CPU caches).")] = 64,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda[:N].")] = "auto",
-    gradient: Annotated[Optional[str], typer.Option("--gradient", help="auto, exact or estimated.")] = None,
-    input_name: Annotated[Optional[str], typer.Option("--input", help="Model input holding the image, if several.")] = None,
-    output_name: Annotated[Optional[str], typer.Option("--output", help="Model output holding the scores, if several.")] = None,
-    value_range: Annotated[Optional[str], typer.Option("--value-range", help="Model input value range LO,HI (default: declared, else 0,1).")] = None,
-    layout: Annotated[Optional[str], typer.Option("--layout", help="NCHW, NHWC, NCDHW, NDHWC or NF if the guess is wrong.")] = None,
-    corruptions: Annotated[Optional[str], typer.Option("--corruptions", help="Natural corruptions too: all or NAME[,NAME...] (see `advonnx corruptions`).")] = None,
-    severities: Annotated[Optional[str], typer.Option("--severities", help="Corruption severities, e.g. 1-5 or 1,3,5.")] = None,
-    save_examples: Annotated[Optional[int], typer.Option("--save-examples", help="Keep adversarial examples of the first K samples per model × setting.")] = None,
+    gradient: Annotated[str | None, typer.Option("--gradient", help="auto, exact or estimated.")] = None,
+    input_name: Annotated[str | None, typer.Option("--input", help="Model input holding the image, if several.")] = None,
+    output_name: Annotated[str | None, typer.Option("--output", help="Model output holding the scores, if several.")] = None,
+    value_range: Annotated[str | None, typer.Option("--value-range", help="Model input value range LO,HI (default: declared, else 0,1).")] = None,
+    layout: Annotated[str | None, typer.Option("--layout", help="NCHW, NHWC, NCDHW, NDHWC or NF if the guess is wrong.")] = None,
+    corruptions: Annotated[str | None, typer.Option("--corruptions", help="Natural corruptions too: all or NAME[,NAME...] (see `advonnx corruptions`).")] = None,
+    severities: Annotated[str | None, typer.Option("--severities", help="Corruption severities, e.g. 1-5 or 1,3,5.")] = None,
+    save_examples: Annotated[int | None, typer.Option("--save-examples", help="Keep adversarial examples of the first K samples per model × setting.")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Results folder; each run writes OUT/<run_id>/.")] = Path("advonnx-results"),
     resume: Annotated[bool, typer.Option("--resume", help="Finish the latest run in OUT with the same settings.")] = False,
-    cluster: Annotated[Optional[str], typer.Option("--cluster", help="Run on Dask: local:N (N local workers) or tcp://HOST:PORT (a scheduler). Needs the dask extra.")] = None,
-    chunk_size: Annotated[Optional[int], typer.Option("--chunk-size", help="Samples per result chunk (the unit of crash safety and resume).")] = None,
+    cluster: Annotated[str | None, typer.Option("--cluster", help="Run on Dask: local:N (N local workers) or tcp://HOST:PORT (a scheduler). Needs the dask extra.")] = None,
+    chunk_size: Annotated[int | None, typer.Option("--chunk-size", help="Samples per result chunk (the unit of crash safety and resume).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ):
     """Attack models and write one Parquet row per sample × attack setting, then show the leaderboard.
@@ -232,7 +232,7 @@ def report(
     path: Annotated[Path, typer.Argument(help="A Parquet file, a run folder, or an output folder (latest run).")] = Path("advonnx-results"),
     output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")] = Path("report.html"),
     all_runs: Annotated[bool, typer.Option("--all", help="Every run in the folder, not just the latest.")] = False,
-    title: Annotated[Optional[str], typer.Option("--title", help="Page title (default: from the suite name).")] = None,
+    title: Annotated[str | None, typer.Option("--title", help="Page title (default: from the suite name).")] = None,
     examples: Annotated[int, typer.Option("--examples", help="Example samples shown per model × setting (of those the run saved).")] = 4,
 ):
     """Write a self-contained HTML report: leaderboard, robustness curves, adversarial examples.
@@ -254,10 +254,10 @@ def report(
 @app.command()
 def inspect(
     model: Annotated[Path, typer.Argument(help="The ONNX model.")],
-    input_name: Annotated[Optional[str], typer.Option("--input")] = None,
-    output_name: Annotated[Optional[str], typer.Option("--output")] = None,
-    value_range: Annotated[Optional[str], typer.Option("--value-range")] = None,
-    layout: Annotated[Optional[str], typer.Option("--layout")] = None,
+    input_name: Annotated[str | None, typer.Option("--input")] = None,
+    output_name: Annotated[str | None, typer.Option("--output")] = None,
+    value_range: Annotated[str | None, typer.Option("--value-range")] = None,
+    layout: Annotated[str | None, typer.Option("--layout")] = None,
 ):
     """Show what advonnx found or guessed about a model, where each fact came from, and gradient support.
 
@@ -325,7 +325,7 @@ def _fmt_default(v) -> str:
 
 @app.command("corruptions")
 def list_corruptions(
-    preview: Annotated[Optional[Path], typer.Option("--preview", help="An image or volume to show under every corruption and severity.")] = None,
+    preview: Annotated[Path | None, typer.Option("--preview", help="An image or volume to show under every corruption and severity.")] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="PNG file for the preview grid.")] = Path("corruptions.png"),
     names: Annotated[str, typer.Option("--names", help="Which corruptions: all or NAME[,NAME...].")] = "all",
 ):
@@ -350,8 +350,8 @@ def list_corruptions(
             t.add_row(name, c.description, ", ".join(map(str, c.severity_params)), c.source)
         console.print(t)
         return
-    import SimpleITK as sitk
     import numpy as np
+    import SimpleITK as sitk
 
     from .corruptions.preview import preview_grid
     from .data import map_intensity
@@ -408,8 +408,8 @@ def doctor():
     except Exception:
         pass
     try:
-        from .suite import load_suite
         from .model import load_model
+        from .suite import load_suite
 
         s = load_suite("quick")
         m = load_model(s.models[0].path)

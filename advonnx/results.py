@@ -47,6 +47,7 @@ SCHEMA = pa.schema([
     ("settings", pa.string()),  # JSON of every attack parameter
     ("gradient", pa.string()),  # exact | estimated | none
     ("label", pa.int64()),
+    ("target", pa.int64()),  # targeted attacks: the target class
     ("label_source", pa.string()),  # dataset | clean_prediction
     ("clean_pred", pa.int64()),
     ("adv_pred", pa.int64()),

@@ -27,7 +27,6 @@ import json
 import platform
 import socket
 import time
-import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import resources
@@ -35,15 +34,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tomllib
 
 from . import __version__
 from .attacks import make_attack
 from .attacks.base import dense_success
 from .errors import AdvonnxError, DataError
 from .metrics import confidence, confusion_overlap, pixel_accuracy, psnr, ssim
-from .seg_metrics import hd95, mean_hd95
 from .model import ModelRunError, OnnxModel, load_model
 from .results import RunStore, empty_row, find_run_folders, read_results, read_run_meta
+from .seg_metrics import hd95, mean_hd95
 from .spec import _fraction
 from .xp import Random, to_numpy
 
@@ -557,6 +557,7 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
             rows.append({
                 **empty_row(), **common, "sample_id": sid, "gradient": gradient,
                 "label": int(labels[i]), "clean_pred": int(clean_pred[i]), "adv_pred": int(adv_pred[i]),
+                "target": None if targets is None else int(targets[i]),
                 "clean_confidence": float(cconf[i]), "adv_confidence": float(aconf[i]),
                 "clean_correct": bool(clean_pred[i] == labels[i]), "adv_correct": bool(adv_pred[i] == labels[i]),
                 "success": bool(success[i]), "queries": int(queries[i]),

@@ -2,13 +2,13 @@
 
 import numpy as np
 import pytest
-from models import save, small_cnn, softmax_regression
 
 import advonnx
 from advonnx.attacks import make_attack
 from advonnx.errors import AdvonnxError
 from advonnx.oracles import EstimatorConfig
 from advonnx.xp import Random
+from models import save, small_cnn, softmax_regression
 
 FIXTURES = {
     "cnn_nchw": dict(),

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from models import save, softmax_regression
 
 import advonnx
 from advonnx.attacks import make_attack
 from advonnx.errors import AdvonnxError
+from models import save, softmax_regression
 
 SETTINGS = [
     ("nes", dict(norm="linf", eps=0.1, steps=5, samples=8)),
@@ -27,6 +27,7 @@ IDS = [f"{n}-{s['norm']}" for n, s in SETTINGS]
 def linear_image(*, nhwc: bool = False, features: bool = False, probabilities: bool = False, classes: int = 3, seed: int = 0):
     """Flatten → Gemm (→ Softmax) on 8×8 two-channel images: a toy that attacks can break."""
     from onnx import TensorProto, helper, numpy_helper
+
     from models import _model
 
     rng = np.random.default_rng(seed)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from models import save, small_cnn
 
 from advonnx.results import read_results
+from models import save, small_cnn
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,3 +126,15 @@ def test_fresh_venv_install_and_default_run(tmp_path):
     assert len(runs) == 1
     table = read_results(runs[0])
     assert table.num_rows > 0 and set(table.column("status").to_pylist()) == {"ok"}
+
+
+def test_targeted_run_records_targets(tmp_path):
+    path = save(small_cnn(), tmp_path / "m.onnx")
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).uniform(0, 1, (9, 1, 8, 8)).astype(np.float32),
+             y=np.arange(9) % 3)
+    r = advonnx("run", "--model", path, "--data", tmp_path / "d.npz", "--attack", "pgd", "--eps", "0.3",
+                "--steps", "5", "--targeted", "--out", tmp_path / "o", "--quiet")
+    assert r.returncode == 0, r.stderr
+    rows = read_results(tmp_path / "o").to_pylist()
+    assert all(row["targeted"] and row["target"] != row["label"] for row in rows)
+    assert all(row["success"] == (row["adv_pred"] == row["target"]) for row in rows)

@@ -12,9 +12,9 @@ import time
 
 import numpy as np
 import pytest
-from models import save, small_cnn
 
 from advonnx.results import read_results
+from models import save, small_cnn
 
 KEY = ("model", "dataset", "sample_id", "attack", "norm", "eps")
 

@@ -7,9 +7,9 @@ import time
 
 import numpy as np
 import pytest
-from models import save, small_cnn
 
 from advonnx.suite import AttackEntry, DatasetEntry, ModelEntry, Runner, Suite, parse_eps
+from models import save, small_cnn
 
 pytest.importorskip("dask.distributed")
 KEY = ("model", "dataset", "sample_id", "attack", "norm", "eps")

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from models import save, small_cnn
 from onnx import TensorProto, helper, numpy_helper
 
 from advonnx.results import read_results
+from models import save, small_cnn
 
 
 def cli(*args, cwd=None):

@@ -3,10 +3,10 @@
 import numpy as np
 import onnx
 import pytest
-from models import save, small_cnn, softmax_regression
 
 import advonnx
 from advonnx.errors import ModelError
+from models import save, small_cnn, softmax_regression
 
 
 def _load(tmp_path, proto, name="m.onnx", **overrides):

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
-from models import save, softmax_regression
 
 import advonnx
 from advonnx.oracles import EstimatorConfig
+from models import save, softmax_regression
 
 
 def _analytic_ce_grad(x, y, w, b):

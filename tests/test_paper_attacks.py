@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from models import _model, save, small_cnn
 from onnx import TensorProto, helper, numpy_helper
 
 import advonnx
@@ -21,6 +20,7 @@ from advonnx.attacks.base import AttackContext
 from advonnx.attacks.dag import DAG, class_onehot
 from advonnx.attacks.jsma import changed_pixels
 from advonnx.xp import Random
+from models import _model, save, small_cnn
 
 SUITES = __import__("pathlib").Path(__file__).resolve().parents[1] / "advonnx" / "suites"
 

@@ -6,12 +6,12 @@ import numpy as np
 import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from models import save, small_cnn, softmax_regression
 
 import advonnx
 from advonnx.metrics import confusion_overlap, pixel_accuracy, psnr, ssim
 from advonnx.oracles import EstimatorConfig
 from advonnx.results import SCHEMA, rows_to_table
+from models import save, small_cnn, softmax_regression
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -4,13 +4,14 @@ import json
 import math
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from models import save, small_cnn
 
 from advonnx.errors import AdvonnxError
 from advonnx.results import SCHEMA, RunStore, empty_row, read_results, rows_to_table, run_metadata
 from advonnx.suite import AttackEntry, DatasetEntry, ModelEntry, Runner, Suite, parse_eps
+from models import save, small_cnn
 
 
 def _row(i):
@@ -60,7 +61,7 @@ def test_second_writer_is_refused(tmp_path):
 def test_rows_to_table_rejects_unknown_types():
     r = _row(0)
     r["queries"] = "many"
-    with pytest.raises(Exception):
+    with pytest.raises((pa.ArrowInvalid, pa.ArrowTypeError)):
         rows_to_table([r])
 
 

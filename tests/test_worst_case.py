@@ -7,7 +7,13 @@ import math
 
 import numpy as np
 
-from advonnx.worst_case import breaking_radius, robust_accuracy, robustness_curve, still_robust, worst_case
+from advonnx.worst_case import (
+    breaking_radius,
+    robust_accuracy,
+    robustness_curve,
+    still_robust,
+    worst_case,
+)
 
 
 def row(sid, attack, eps, success, *, min_norm=None, correct=True, norm="l2", model="m"):

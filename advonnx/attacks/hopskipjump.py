@@ -25,10 +25,10 @@ import math
 import numpy as np
 
 from ..errors import AdvonnxError
+from ..oracles import _MAX_ELEMENTS
 from ..xp import batch_view, from_numpy, namespace, norms
 from ._blackbox import flat_dim, host_bool, query_budget, remaining, scatter, take
 from .base import Attack, AttackContext
-from ..oracles import _MAX_ELEMENTS
 
 
 class HopSkipJump(Attack):
