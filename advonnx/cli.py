@@ -50,6 +50,7 @@ def run(
     norm: Annotated[str | None, typer.Option("--norm", help="linf or l2.")] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Iterations of iterative attacks.")] = None,
     max_queries: Annotated[int | None, typer.Option("--max-queries", help="Query budget per sample of the query-based attacks (square, hsj, nes, spsa).")] = None,
+    targeted: Annotated[bool, typer.Option("--targeted", help="Targeted attacks: each sample gets a random target class other than its label (seeded).")] = False,
     limit: Annotated[int | None, typer.Option("--limit", help="Use only the first N samples of each dataset.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed of every random draw of the run.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per onnxruntime call (small batches are often faster on CPU caches).")] = 64,
@@ -145,6 +146,9 @@ def run(
         if not s.corruptions:
             raise AdvonnxError("--severities needs --corruptions (e.g. --corruptions all --severities 1-5)")
         s.severities = parse_severities(severities)
+    if targeted:
+        for a in s.attacks:
+            a.targeted = True
     if seed is not None:
         s.seed = seed
     if gradient:
