@@ -46,6 +46,7 @@ def bench(session):
     session.run("python", "benchmarks/bench_predict.py", *session.posargs)
     session.run("python", "benchmarks/bench_autodiff.py")
     session.run("python", "benchmarks/bench_attacks.py")
+    session.run("python", "benchmarks/bench_throughput.py")
     session.run("python", "benchmarks/bench_paper_attacks.py")
     session.run("python", "benchmarks/bench_blackbox.py")
 

@@ -378,9 +378,18 @@ def list_corruptions(
 
 
 @app.command()
-def doctor():
-    """Versions, execution providers and whether they work, threads, and a quick speed check."""
+def doctor(
+    seconds: Annotated[float, typer.Option("--seconds", help="Length of the speed check per device.")] = 5.0,
+):
+    """Versions, execution providers and whether they really work, CuPy, threads, memory, and a
+    speed check of the default suite's model on each usable device.
+
+    [bold]Example[/bold]
+
+      advonnx doctor
+    """
     import platform
+    from importlib.metadata import PackageNotFoundError, version
 
     import numpy as np
     import onnx
@@ -388,45 +397,63 @@ def doctor():
     from rich.table import Table
 
     from . import __version__
+    from .backend import cuda_status
 
-    t = Table(title="advonnx doctor")
-    t.add_column("check")
+    t = Table(title="advonnx doctor", show_header=False)
+    t.add_column("check", style="bold")
     t.add_column("result")
     t.add_row("advonnx", __version__)
     t.add_row("python", platform.python_version() + " on " + platform.platform())
     t.add_row("onnx / onnxruntime / numpy", f"{onnx.__version__} / {ort.__version__} / {np.__version__}")
     t.add_row("execution providers", ", ".join(ort.get_available_providers()))
-    t.add_row("cores", str(os.cpu_count()))
+    installed = {}
+    for dist in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            installed[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
+    if len(installed) == 2:
+        t.add_row("[red]broken install[/red]",
+                  "onnxruntime and onnxruntime-gpu are both installed and overwrite each other's module: "
+                  "pip uninstall -y onnxruntime onnxruntime-gpu, then install only one (GPU: pip install 'advonnx[gpu]')")
+    else:
+        t.add_row("onnxruntime package", ", ".join(f"{k} {v}" for k, v in installed.items()) or "?")
+    usable, why = cuda_status(0)
+    t.add_row("CUDA", "[green]usable[/green] (onnxruntime CUDA provider and CuPy on GPU 0)" if usable else f"not used: {why}")
     try:
-        import cupy  # noqa: F401
+        import cupy
 
-        t.add_row("cupy", "installed")
-    except Exception as err:  # cupy import errors are many kinds
-        t.add_row("cupy", f"not usable ({type(err).__name__}); CPU/NumPy path in use")
+        t.add_row("cupy", f"{cupy.__version__}")
+    except Exception as err:  # import errors of a broken CuPy come in many kinds
+        t.add_row("cupy", f"not available ({type(err).__name__}); attacks run on NumPy")
+    threads = os.environ.get("ADVONNX_THREADS")
+    t.add_row("cores / onnxruntime threads", f"{os.cpu_count()} / {threads or 'onnxruntime default (all physical cores)'}")
     try:
-        from importlib.metadata import distributions
-
-        names = {d.metadata["Name"].lower() for d in distributions()}
-        if "onnxruntime" in names and "onnxruntime-gpu" in names:
-            t.add_row("[red]conflict[/red]", "both onnxruntime and onnxruntime-gpu are installed: uninstall both, then install only one")
-    except Exception:
+        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        t.add_row("memory", f"{pages * size / 2**30:.1f} GiB")
+    except (ValueError, OSError, AttributeError):
         pass
     try:
         from .model import load_model
         from .suite import load_suite
 
-        s = load_suite("quick")
-        m = load_model(s.models[0].path)
-        import numpy as np
+        path = load_suite("quick").models[0].path
+        devices = ["cpu"] + (["cuda"] if usable else [])
+        for dev in devices:
+            m = load_model(path, device=dev)
+            x = np.random.default_rng(0).uniform(0, 1, (64,) + tuple(m.spec.input_shape[1:])).astype(np.float32)
+            if dev == "cuda":
+                import cupy
 
-        x = np.random.default_rng(0).uniform(0, 1, (256,) + tuple(m.spec.input_shape[1:])).astype(np.float32)
-        m.predict(x)
-        t0, n = time.perf_counter(), 0
-        while time.perf_counter() - t0 < 2.0:
+                x = cupy.asarray(x)
             m.predict(x)
-            n += x.shape[0]
-        t.add_row("predict speed (quick suite model)", f"{n / (time.perf_counter() - t0):,.0f} images/s on {m.execution_provider}")
-        t.add_row("gradient", m.gradient_mode("auto"))
+            t0, n = time.perf_counter(), 0
+            while time.perf_counter() - t0 < seconds:
+                m.predict(x)
+                n += x.shape[0]
+            t.add_row(f"speed on {dev}", f"{n / (time.perf_counter() - t0):,.0f} predictions/s "
+                      f"({Path(path).stem}, batch 64, {m.execution_provider})")
+        t.add_row("exact gradients", m.gradient_mode("auto", loss="ce"))
     except AdvonnxError as err:
         t.add_row("[red]default suite[/red]", str(err))
     console.print(t)

@@ -25,6 +25,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from . import losses
 from .errors import AdvonnxError, GradientUnavailable, ModelError
+from .backend import BoundRunner, io_binding_requested, is_device_array, resolve_device
 from .loading import load_onnx
 from .oracles import EstimatorConfig, estimate_value_and_grad
 from .spec import ModelSpec, read_metadata, read_sidecar
@@ -217,25 +218,6 @@ def _ensure_opset(model: onnx.ModelProto, minimum: int) -> onnx.ModelProto:
     return version_converter.convert_version(model, minimum)
 
 
-def available_providers(device: str = "auto") -> tuple[list[str], str]:
-    """Execution providers for ``device`` (auto|cpu|cuda[:N]) and a reason when CUDA is not used."""
-    have = ort.get_available_providers()
-    if device == "cpu":
-        return ["CPUExecutionProvider"], "cpu requested"
-    wants_cuda = device.startswith("cuda")
-    if "CUDAExecutionProvider" not in have:
-        if wants_cuda:
-            raise AdvonnxError(
-                "--device cuda: this onnxruntime has no CUDA execution provider; "
-                "install the gpu extra (see README, GPU) or use --device cpu"
-            )
-        return ["CPUExecutionProvider"], "onnxruntime has no CUDA execution provider"
-    opts: dict[str, Any] = {}
-    if ":" in device:
-        opts["device_id"] = int(device.split(":", 1)[1])
-    return [("CUDAExecutionProvider", opts), "CPUExecutionProvider"], ""
-
-
 def _session_options(threads: int | None) -> ort.SessionOptions:
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -264,6 +246,7 @@ class OnnxModel:
         threads: int | None = None,
         batch_size: int = 64,
         estimator: EstimatorConfig | None = None,
+        io_binding: bool = False,
     ):
         self.spec = spec
         self.original = proto
@@ -274,7 +257,10 @@ class OnnxModel:
         tail = tuple(spec.input_shape[1:])
         self._static_tail = tail if all(d is not None for d in tail) else None
         self._dtype = np.dtype(spec.input_dtype)
-        self._providers, self.cuda_note = available_providers(device)
+        self.device = resolve_device(device)
+        self._providers, self.cuda_note = self.device.providers, self.device.reason
+        self.io_binding = bool(io_binding or io_binding_requested() or self.device.kind == "cuda")
+        self._bound: dict[int, BoundRunner] = {}
         self._threads = threads
         self.canonical = build_canonical(proto, spec)
         self._session = self._make_session(self.canonical)
@@ -304,29 +290,50 @@ class OnnxModel:
         for start in range(0, n, size):
             yield start, min(n, start + size)
 
-    def _run(self, session, feeds: dict[str, np.ndarray], outputs: list[str] | None = None):
-        """Run ``session`` on feeds whose leading dim is the batch, honouring a fixed batch."""
+    def _call(self, session, feeds, outputs):
+        try:
+            if self.io_binding or is_device_array(next(iter(feeds.values()))):
+                runner = self._bound.get(id(session))
+                if runner is None:
+                    runner = self._bound[id(session)] = BoundRunner(session, self.device)
+                return runner.run(outputs, feeds)
+            return session.run(outputs, feeds)
+        except Exception as err:  # onnxruntime raises several private exception types
+            msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ModelRunError(f"{Path(self.spec.path).name}: onnxruntime failed on a batch: {msg}") from None
+
+    def _run(self, session, feeds: dict[str, Any], outputs: list[str] | None = None):
+        """Run ``session`` on feeds whose leading dim is the batch, honouring a fixed batch.
+
+        Feeds are NumPy (host) or CuPy (device, run through IO binding); outputs come back in
+        the same namespace.
+        """
         n = next(iter(feeds.values())).shape[0]
         fixed = self.spec.fixed_batch
         if (fixed is None and n <= self.batch_size) or n == fixed:  # one call: no slicing or copies
-            try:
-                return session.run(outputs, feeds)
-            except Exception as err:
-                msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                raise ModelRunError(f"{Path(self.spec.path).name}: onnxruntime failed on a batch: {msg}") from None
-        results: list[list[np.ndarray]] = []
+            return self._call(session, feeds, outputs)
+        xp = namespace(next(iter(feeds.values())))
+        results: list[list] = []
         for start, stop in self._chunks(n):
             chunk = {k: v[start:stop] for k, v in feeds.items()}
             pad = (fixed - (stop - start)) if fixed else 0
             if pad > 0:
-                chunk = {k: np.concatenate([v, np.repeat(v[-1:], pad, axis=0)]) for k, v in chunk.items()}
-            try:
-                out = session.run(outputs, chunk)
-            except Exception as err:
-                msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                raise ModelRunError(f"{Path(self.spec.path).name}: onnxruntime failed on a batch: {msg}") from None
+                chunk = {k: xp.concat([v, xp.broadcast_to(v[-1:], (pad, *v.shape[1:]))]) for k, v in chunk.items()}
+            out = self._call(session, chunk, outputs)
             results.append([o[: stop - start] if pad > 0 else o for o in out])
-        return [np.concatenate([r[i] for r in results]) for i in range(len(results[0]))]
+        return [xp.concat([r[i] for r in results]) for i in range(len(results[0]))]
+
+    def _input(self, x):
+        """``x`` as a feed: a contiguous host array, or the device array itself (CuPy)."""
+        if not is_device_array(x):
+            return self._host_input(x)
+        want = self.spec.input_shape
+        if x.ndim != len(want) or any(w is not None and w != h for w, h in zip(want[1:], x.shape[1:])):
+            raise AdvonnxError(
+                f"{Path(self.spec.path).name}: input batch of shape {tuple(x.shape)} does not fit the "
+                f"model input {self.spec.input_name!r} {tuple('?' if d is None else d for d in want)}"
+            )
+        return namespace(x).astype(x, self._dtype.name, copy=False)
 
     def _host_input(self, x) -> np.ndarray:
         host = x if type(x) is np.ndarray else to_numpy(x)
@@ -346,13 +353,13 @@ class OnnxModel:
         Single-output binary models give two columns (see module docstring). Returns an array
         in the namespace of ``x``.
         """
-        host = self._host_input(x)
-        (scores,) = self._run(self._session, {self.spec.input_name: host})
+        feed = self._input(x)
+        (scores,) = self._run(self._session, {self.spec.input_name: feed})
         with self._lock:
-            self.queries += host.shape[0]
-        if scores.dtype != np.float32:
-            scores = scores.astype(np.float32)
-        return scores if type(x) is np.ndarray else _like(x, scores)
+            self.queries += feed.shape[0]
+        if type(x) is np.ndarray:
+            return scores if scores.dtype == np.float32 else scores.astype(np.float32)
+        return _like(x, scores)
 
     def classify(self, x):
         """Predicted labels: argmax over classes (or thresholded scores for multi-label)."""
@@ -470,24 +477,35 @@ class OnnxModel:
                 GRAD_OUTPUT_SCORES,
             )
 
-            feeds = {self.spec.input_name: self._host_input(x)}
+            feed = self._input(x)
+            on_device = is_device_array(feed)
+
+            def aux(a, dtype):  # labels, masks, cotangents beside x: same device, right dtype
+                if on_device:
+                    return xp.astype(xp.asarray(a), dtype)
+                return np.ascontiguousarray(to_numpy(a), dtype=dtype)
+
+            feeds = {self.spec.input_name: feed}
             if cotangent is not None:
                 session = self._grad_session("cotangent")
-                feeds[GRAD_INPUT_COTANGENT] = np.ascontiguousarray(to_numpy(cotangent), dtype=np.float32)
+                feeds[GRAD_INPUT_COTANGENT] = aux(cotangent, "float32")
             else:
                 session = self._grad_session(loss)
-                feeds[GRAD_INPUT_LABEL] = np.ascontiguousarray(to_numpy(y), dtype=np.int64)
+                feeds[GRAD_INPUT_LABEL] = aux(y, "int64")
                 if loss == "seg_ce":
-                    m = np.ones(to_numpy(y).shape, np.float32) if mask is None else to_numpy(mask)
-                    feeds[GRAD_INPUT_MASK] = np.ascontiguousarray(m, dtype=np.float32)
+                    feeds[GRAD_INPUT_MASK] = aux(xp.ones(y.shape) if mask is None else mask, "float32")
             scores, grad = self._run(session, feeds, [GRAD_OUTPUT_SCORES, GRAD_OUTPUT_GRAD])
             with self._lock:
                 self.queries += n
             if counter is not None:
                 counter(np.arange(n))
-            scores = _like(x, scores.astype(np.float32, copy=False))
+            if on_device:
+                scores, grad = xp.astype(scores, xp.float32), xp.astype(grad, x.dtype)
+            else:
+                scores = _like(x, scores.astype(np.float32, copy=False))
+                grad = _like(x, grad.astype(to_numpy(x).dtype, copy=False))
             value = self.loss(scores, y, loss, mask=mask, cotangent=cotangent)
-            return value, _like(x, grad.astype(to_numpy(x).dtype, copy=False))
+            return value, grad
         rng = rng or Random(0)
 
         def loss_of(xb, idx):
@@ -704,8 +722,9 @@ def load_model(
     *,
     device: str = "auto",
     threads: int | None = None,
-    batch_size: int = 256,
+    batch_size: int = 64,
     estimator: EstimatorConfig | None = None,
+    io_binding: bool = False,
     **overrides: Any,
 ) -> OnnxModel:
     """Load an ONNX model, infer or read its spec, and open an onnxruntime session.
@@ -713,15 +732,17 @@ def load_model(
     ``overrides`` (highest precedence) may set: input_name, output_name, layout (NCHW, NHWC,
     NCDHW, NDHWC, NF), scores (logits|probabilities), task, class_names, value_range (LO, HI in
     the user's units), scale, mean, std (the model sees ``(x * scale - mean) / std``),
-    framework, threshold.
+    framework, threshold. ``device``: auto|cpu|cuda[:N]; ``io_binding`` binds buffers even on
+    the CPU (always on with CUDA); ``batch_size``: rows per onnxruntime call.
     """
     path = str(path)
     proto = load_onnx(path)
     spec = infer_spec(proto, path, overrides)
-    return OnnxModel(proto, spec, device=device, threads=threads, batch_size=batch_size, estimator=estimator)
+    return OnnxModel(proto, spec, device=device, threads=threads, batch_size=batch_size, estimator=estimator,
+                     io_binding=io_binding)
 
 
 def with_spec(model: OnnxModel, **changes: Any) -> OnnxModel:
     """A new OnnxModel on the same file with spec fields replaced (used by tests and the CLI)."""
     return OnnxModel(model.original, replace(model.spec, **changes), batch_size=model.batch_size,
-                     estimator=model.estimator)
+                     estimator=model.estimator, io_binding=model.io_binding)

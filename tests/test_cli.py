@@ -138,3 +138,10 @@ def test_targeted_run_records_targets(tmp_path):
     rows = read_results(tmp_path / "o").to_pylist()
     assert all(row["targeted"] and row["target"] != row["label"] for row in rows)
     assert all(row["success"] == (row["adv_pred"] == row["target"]) for row in rows)
+
+
+def test_doctor_explains_devices():
+    r = advonnx("doctor", "--seconds", "0.2")
+    assert r.returncode == 0, r.stderr
+    for needle in ("execution providers", "CUDA", "speed on cpu", "exact gradients"):
+        assert needle in r.stdout
