@@ -24,8 +24,8 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from . import losses
-from .errors import AdvonnxError, GradientUnavailable, ModelError
 from .backend import BoundRunner, io_binding_requested, is_device_array, resolve_device
+from .errors import AdvonnxError, GradientUnavailable, ModelError
 from .loading import load_onnx
 from .oracles import EstimatorConfig, estimate_value_and_grad
 from .spec import ModelSpec, read_metadata, read_sidecar
