@@ -197,6 +197,8 @@ def build_canonical(model: onnx.ModelProto, spec: ModelSpec) -> onnx.ModelProto:
         elem = old_out.type.tensor_type.elem_type
     del g.output[:]
     g.output.append(helper.make_tensor_value_info(final, elem, None))
+    if spec.label_output:
+        g.output.append(helper.make_tensor_value_info(spec.label_output, TensorProto.INT64, None))
     # Older opsets lack CastLike: lift if needed.
     if spec.output_kind == "binary" and spec.scores == "probabilities":
         m = _ensure_opset(m, 15)
@@ -264,6 +266,7 @@ class OnnxModel:
         self._threads = threads
         self.canonical = build_canonical(proto, spec)
         self._session = self._make_session(self.canonical)
+        self._scores_out = self.canonical.graph.output[0].name
         self.execution_provider = self._session.get_providers()[0]
         self._grad_sessions: dict[tuple, ort.InferenceSession] = {}
         self._unsupported: list[str] | None = None
@@ -354,7 +357,7 @@ class OnnxModel:
         in the namespace of ``x``.
         """
         feed = self._input(x)
-        (scores,) = self._run(self._session, {self.spec.input_name: feed})
+        (scores,) = self._run(self._session, {self.spec.input_name: feed}, [self._scores_out])
         with self._lock:
             self.queries += feed.shape[0]
         if type(x) is np.ndarray:
@@ -362,7 +365,15 @@ class OnnxModel:
         return _like(x, scores)
 
     def classify(self, x):
-        """Predicted labels: argmax over classes (or thresholded scores for multi-label)."""
+        """Predicted labels: the model's own label output when it has one (scikit-learn and
+        other converters: ties in the probabilities are broken the model's way), else argmax
+        over classes (thresholded scores for multi-label)."""
+        if self.spec.label_output:
+            feed = self._input(x)
+            (labels,) = self._run(self._session, {self.spec.input_name: feed}, [self.spec.label_output])
+            with self._lock:
+                self.queries += feed.shape[0]
+            return _like(x, np.asarray(labels, dtype=np.int64)) if not is_device_array(labels) else labels
         scores = self.predict(x)
         xp = namespace(scores)
         if self.spec.output_kind == "multilabel":
@@ -574,6 +585,8 @@ def _infer_spec(proto: onnx.ModelProto, path: str, overrides: dict[str, Any]) ->
     if len(shape) == 2 and layout != "NF" or len(shape) == 4 and layout not in ("NCHW", "NHWC") or len(shape) == 5 and layout not in ("NCDHW", "NDHWC"):
         raise ModelError(f"{path}: declared layout {layout} does not fit input shape {shape}")
     out_name = _select_output(g, declared.get("output_name"), path)
+    labels = [o.name for o in g.output if o.name != out_name and o.type.tensor_type.elem_type == TensorProto.INT64
+              and len(_dims(o)) <= 1]
     spec = ModelSpec(
         path=str(path),
         input_name=inp.name,
@@ -613,6 +626,9 @@ def _infer_spec(proto: onnx.ModelProto, path: str, overrides: dict[str, Any]) ->
     elif spec.num_classes:
         spec.class_names = tuple(str(i) for i in range(spec.num_classes))
     spec.sources = {**{k: "graph" for k in ("layout", "scores", "task")}, **sources}
+    if len(labels) == 1 and spec.task == "classification" and spec.output_kind in ("softmax", "binary"):
+        spec.label_output = labels[0]
+        notes.append(f"decisions come from the model's own label output {labels[0]!r}")
     return spec
 
 

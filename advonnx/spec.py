@@ -68,6 +68,7 @@ class ModelSpec:
     std: tuple[float, ...] = ()
     fixed_batch: int | None = None
     threshold: float = 0.5  # multi-label decision threshold
+    label_output: str = ""  # the model's own decision output (int64 labels), when it has one
     framework: str = "unknown"
     exporter: str = "unknown"
     producer: str = ""

@@ -529,8 +529,11 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
                  "time_s": elapsed / len(ids)} for sid in ids]
         return rows, None
     elapsed = time.perf_counter() - t0
-    adv_pred = np.argmax(adv_scores, axis=spec.class_axis)
-    clean_pred = np.argmax(clean_scores, axis=spec.class_axis)
+    if spec.label_output:  # the model's own decisions (they break probability ties its way)
+        adv_pred, clean_pred = to_numpy(model.classify(res_x)), to_numpy(model.classify(x))
+    else:
+        adv_pred = np.argmax(adv_scores, axis=spec.class_axis)
+        clean_pred = np.argmax(clean_scores, axis=spec.class_axis)
     min_norm = None
     if attack is not None:
         success = to_numpy(res.success)

@@ -62,9 +62,12 @@ def test_killed_worker_task_is_retried_without_duplicates(tmp_path):
     killed = []
 
     def kill_one():
-        time.sleep(3.0)  # mid-run: workers have loaded models and started tasks
+        # Mid-run: once some chunks are written (workers loaded their models and ran tasks).
+        deadline = time.time() + 120
+        while time.time() < deadline and len(list((tmp_path / "dask").glob("*/part-*.parquet"))) < 3:
+            time.sleep(0.02)
         os.kill(pids[0], signal.SIGKILL)
-        killed.append(pids[0])
+        killed.append(len(list((tmp_path / "dask").glob("*/part-*.parquet"))))
 
     threading.Thread(target=kill_one, daemon=True).start()
     try:
@@ -72,5 +75,7 @@ def test_killed_worker_task_is_retried_without_duplicates(tmp_path):
     finally:
         client.close()
         cluster.close()
-    assert killed, "the worker was not killed during the run"
+    assert killed, "the worker was not killed"
+    total = len(list((tmp_path / "dask").glob("*/part-*.parquet")))
+    assert killed[0] < total, "the worker was killed only after the run had finished"
     assert _rows(dist) == _rows(local)

@@ -119,7 +119,7 @@ def test_cli_end_to_end_on_breast_cancer(cancer, tmp_path):
     args = [sys.executable, "-m", "advonnx.cli", "run", "--model", str(models["logreg"]), "--model", str(tree),
             "--data", str(data), "--attack", "square,hsj", "--norm", "linf", "--eps", "0.1",
             "--max-queries", "400", "--out", str(tmp_path / "out"), "--quiet", "--seed", "1"]
-    r = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(args, capture_output=True, text=True, encoding="utf-8", timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     table = read_results(tmp_path / "out").to_pandas()
     table = table[table.kind == "adversarial"]
