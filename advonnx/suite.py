@@ -640,7 +640,7 @@ def write_gradient_masking(folder: Path, table) -> dict[str, Any]:
 def _spec_summary(model: OnnxModel) -> dict[str, Any]:
     s = model.spec
     return {"layout": s.layout, "task": s.task, "scores": s.scores, "output_kind": s.output_kind,
-            "num_classes": s.num_classes, "value_range": list(s.value_range),
+            "num_classes": s.num_classes, "class_names": list(s.class_names), "value_range": list(s.value_range),
             "value_range_source": s.sources.get("value_range", "assumed"), "framework": s.framework,
             "exporter": s.exporter, "training": s.training, "gradient": model.gradient_mode("auto")}
 
