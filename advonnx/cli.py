@@ -199,36 +199,41 @@ def show(
 def compare(
     a: Annotated[Path, typer.Argument(help="Results A (file, run folder or output folder).")],
     b: Annotated[Path, typer.Argument(help="Results B.")],
+    html: Annotated[Path | None, typer.Option("--html", help="Also write the comparison as a self-contained HTML page.")] = None,
 ):
     """Per-model, per-setting difference of clean and robust figures between two result sets (B − A).
 
-    [bold]Example[/bold]
+    [bold]Examples[/bold]
 
       advonnx compare results/before results/after
+      advonnx compare results/before results/after --html compare.html
     """
     from rich.table import Table
 
-    from .leaderboard import _pct, summarize
+    from .leaderboard import _pct, compare_rows
     from .results import read_results
 
-    sa = {(s["model"], s["dataset"], s["attack"], s["norm"], s["eps"]): s for s in summarize(read_results(a))}
-    sb = {(s["model"], s["dataset"], s["attack"], s["norm"], s["eps"]): s for s in summarize(read_results(b))}
+    rows = compare_rows(read_results(a), read_results(b))
     t = Table(title=f"advonnx compare: B − A  (A = {a}, B = {b})")
-    for col in ("Model", "Dataset", "Attack", "Norm", "Eps", "Clean A", "Clean B", "Δ clean", "Robust A", "Robust B", "Δ robust"):
-        t.add_column(col, justify="right" if col not in ("Model", "Dataset", "Attack", "Norm") else "left")
-    for key in sorted(set(sa) | set(sb), key=str):
-        x, y = sa.get(key), sb.get(key)
-        def d(f):
-            if x is None or y is None:
-                return "–"
-            v = 100 * (y[f] - x[f])
-            color = "green" if v > 0 else "red" if v < 0 else ""
-            return f"[{color}]{v:+.1f}[/{color}]" if color else f"{v:+.1f}"
-        eps_text = (x or y)["eps_text"]
-        t.add_row(key[0], key[1], key[2], key[3], eps_text,
-                  _pct(x["clean"]) if x else "–", _pct(y["clean"]) if y else "–", d("clean"),
-                  _pct(x["robust"]) if x else "–", _pct(y["robust"]) if y else "–", d("robust"))
+    for col in ("Model", "Dataset", "Setting", "Clean A", "Clean B", "Δ clean", "Robust A", "Robust B", "Δ robust"):
+        t.add_column(col, justify="left" if col in ("Model", "Dataset", "Setting") else "right")
+
+    def delta(v: float) -> str:
+        if v != v:  # NaN: the setting is in one result set only
+            return "–"
+        v *= 100
+        color = "green" if v > 0 else "red" if v < 0 else ""
+        return f"[{color}]{v:+.1f}[/{color}]" if color else f"{v:+.1f}"
+
+    for r in rows:
+        t.add_row(r["model"], r["dataset"], r["setting"], _pct(r["clean_a"]), _pct(r["clean_b"]), delta(r["delta_clean"]),
+                  _pct(r["robust_a"]), _pct(r["robust_b"]), delta(r["delta_robust"]))
     console.print(t)
+    if html is not None:
+        from .report import write_compare_report
+
+        info = write_compare_report(rows, html, a_name=str(a), b_name=str(b))
+        console.print(f"wrote {html} ({info['bytes'] / 1e3:.0f} kB)")
 
 
 @app.command()

@@ -366,3 +366,22 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
     for n in notes:
         console.print(f"[dim]•[/dim] {n}")
     return summaries
+
+
+def compare_rows(a: pa.Table, b: pa.Table) -> list[dict[str, Any]]:
+    """Per (model, dataset, attack, norm, eps): A's and B's clean and robust figures and B − A."""
+    key = lambda s: (s["model"], s["dataset"], s["attack"], s["norm"], s["eps"])  # noqa: E731
+    sa, sb = {key(s): s for s in summarize(a)}, {key(s): s for s in summarize(b)}
+    out = []
+    for k in sorted(set(sa) | set(sb), key=str):
+        x, y = sa.get(k), sb.get(k)
+        first = x or y
+        row = {"model": k[0], "dataset": k[1], "attack": k[2], "norm": k[3], "eps": k[4],
+               "setting": setting_label(first), "metric": first["metric"]}
+        for f in ("clean", "robust"):
+            row[f"{f}_a"] = x[f] if x else math.nan
+            row[f"{f}_b"] = y[f] if y else math.nan
+            row[f"delta_{f}"] = (y[f] - x[f]) if x and y else math.nan
+        out.append(row)
+    return out
+

@@ -1068,4 +1068,50 @@ def write_report(path: str | Path, output: str | Path = "report.html", *, all_ru
     return {**stats, "bytes": len(data), "path": str(output)}
 
 
-__all__ = ["render_report", "write_report", "collect_examples", "curve_figures", "contrast_figure"]
+def write_compare_report(rows: list[dict], output: str | Path, *, a_name: str, b_name: str) -> dict[str, Any]:
+    """A self-contained HTML page of ``leaderboard.compare_rows``: sortable table and Δ chart."""
+    plt = _mpl()
+    models = sorted({r["model"] for r in rows})
+    colors = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(models)}
+    both = [r for r in rows if not _nan(r["delta_robust"])]
+    chart = ""
+    if both:
+        fig, ax = plt.subplots(figsize=(8, max(2.0, 0.28 * len(both) + 1)))
+        labels = [f"{r['model']} · {r['setting']}" for r in both]
+        ax.barh(range(len(both)), [100 * r["delta_robust"] for r in both],
+                color=[colors[r["model"]] for r in both])
+        ax.set_yticks(range(len(both)), labels, fontsize=7)
+        ax.axvline(0, color="#444", lw=0.8)
+        ax.set_xlabel("Δ robust (points, B − A)")
+        ax.invert_yaxis()
+        fig.tight_layout()
+        chart = f'<figure><img alt="robust difference per setting" src="{_svg_uri(fig)}"></figure>'
+    head = ("<tr><th>Model</th><th>Dataset</th><th>Setting</th><th>Clean A</th><th>Clean B</th><th>Δ clean</th>"
+            "<th>Robust A</th><th>Robust B</th><th>Δ robust</th></tr>")
+
+    def d(v):
+        if _nan(v):
+            return '<td data-v="">–</td>'
+        cls = "pos" if v > 0 else "neg" if v < 0 else ""
+        return f'<td data-v="{100 * v:.3f}" class="{cls}">{100 * v:+.1f}</td>'
+
+    body = "".join(
+        f"<tr><td>{_e(r['model'])}</td><td>{_e(r['dataset'])}</td><td>{_e(r['setting'])}</td>"
+        f"<td>{_pct(r['clean_a'])}</td><td>{_pct(r['clean_b'])}</td>{d(r['delta_clean'])}"
+        f"<td>{_pct(r['robust_a'])}</td><td>{_pct(r['robust_b'])}</td>{d(r['delta_robust'])}</tr>" for r in rows)
+    extra = "td.pos{color:#059669;font-weight:600}td.neg{color:#dc2626;font-weight:600}"
+    page = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>advonnx compare</title>"
+            f"<style>{CSS}{extra}</style></head><body><header class=top><div class=wrap><h1>advonnx compare</h1>"
+            f"<p>A = {_e(a_name)} · B = {_e(b_name)} · differences are B − A in points</p></div></header>"
+            f"<main class=wrap><section><h2>Robust difference per setting</h2>{chart}</section>"
+            f"<section><h2>All settings</h2><table class=sortable><thead>{head}</thead><tbody>{body}</tbody></table>"
+            f"</section></main>"
+            f"<script>{JS}</script></body></html>")
+    data = page.encode("utf-8")
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_bytes(data)
+    return {"bytes": len(data), "rows": len(rows), "path": str(output)}
+
+
+__all__ = ["render_report", "write_report", "write_compare_report", "collect_examples", "curve_figures", "contrast_figure"]

@@ -145,3 +145,18 @@ def test_doctor_explains_devices():
     assert r.returncode == 0, r.stderr
     for needle in ("execution providers", "CUDA", "speed on cpu", "exact gradients"):
         assert needle in r.stdout
+
+
+def test_compare_html(tmp_path):
+    path = save(small_cnn(), tmp_path / "m.onnx")
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).uniform(0, 1, (8, 1, 8, 8)).astype(np.float32),
+             y=np.arange(8) % 3)
+    for out, eps in (("a", "0.01"), ("b", "0.2")):
+        r = advonnx("run", "--model", path, "--data", tmp_path / "d.npz", "--attack", "fgsm", "--eps", eps,
+                    "--out", tmp_path / out, "--quiet")
+        assert r.returncode == 0, r.stderr
+    r = advonnx("compare", tmp_path / "a", tmp_path / "b", "--html", tmp_path / "c.html")
+    assert r.returncode == 0, r.stderr
+    page = (tmp_path / "c.html").read_text()
+    assert "<table class=sortable>" in page and "fgsm linf 0.01" in page and "fgsm linf 0.2" in page
+    assert "http://" not in page and "https://" not in page
