@@ -25,6 +25,13 @@ def _reference_libraries(session):
     session.install("--no-deps", "adversarial-robustness-toolbox==1.20.1")
 
 
+def _torchio(session):
+    # TorchIO (corruption benchmark reference) requires torch: no deps, so the CPU torch pin stays;
+    # its light dependencies are installed explicitly.
+    session.install("nibabel", "deprecated", "humanize", "einops", "jaxtyping", "typer", "rich", "tqdm", "scipy")
+    session.install("--no-deps", "torchio==1.2.1")
+
+
 @nox.session
 def fast(session):
     """The default developer loop: every test not marked slow (< 10 minutes on 2 cores)."""
@@ -49,6 +56,9 @@ def bench(session):
     session.run("python", "benchmarks/bench_throughput.py")
     session.run("python", "benchmarks/bench_paper_attacks.py")
     session.run("python", "benchmarks/bench_blackbox.py")
+    _torchio(session)
+    session.run("python", "benchmarks/bench_corruptions.py")
+    session.run("python", "benchmarks/bench_cluster.py")
 
 
 @nox.session
