@@ -219,13 +219,20 @@ def gradient_masking(table: pa.Table) -> dict[str, Any]:
     return {"settings": out, "flagged_models": sorted({s["model"] for s in out if s["flagged"]})}
 
 
+def headline_for(headline: dict[str, Any] | None, dataset: str) -> dict[str, Any]:
+    """The headline setting of one dataset: ``headline`` with its ``datasets.<name>`` override
+    (a suite mixing images and tabular data needs a budget per dataset)."""
+    headline = headline or {}
+    base = {k: v for k, v in headline.items() if k != "datasets"}
+    return {**base, **((headline.get("datasets") or {}).get(dataset) or {})}
+
+
 def headline_key(summaries: list[dict], headline: dict[str, Any]) -> dict[str, float]:
     """Robust figure per model at the headline setting (for sorting)."""
-    want_attack = headline.get("attack")
-    want_norm = headline.get("norm")
-    want_eps = headline.get("eps")
     scores: dict[str, float] = {}
     for s in summaries:
+        h = headline_for(headline, s["dataset"])
+        want_attack, want_norm, want_eps = h.get("attack"), h.get("norm"), h.get("eps")
         if want_attack and s["attack"] != want_attack or want_norm and s["norm"] != want_norm:
             continue
         if want_eps is not None and str(want_eps) not in (s["eps_text"], f"{s['eps']:g}"):
@@ -312,7 +319,8 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
         for name, justify in columns:
             t.add_column(name, justify=justify, no_wrap=name != "Attack")
         for s in group:
-            is_head = bool(order) and s["model"] in order and s["robust"] == order[s["model"]] and s["attack"] == headline.get("attack")
+            is_head = bool(order) and s["model"] in order and s["robust"] == order[s["model"]] \
+                and s["attack"] == headline_for(headline, s["dataset"]).get("attack")
             lo, hi = s["robust_ci"]
             cells = [setting_label(s), _pct(s["robust"]), "–" if math.isnan(lo) else f"{_pct(lo)}–{_pct(hi)}"]
             cells += [f"{100 * (s['clean'] - s['robust']):.1f}"] if seg else [_pct(s["asr"])]
@@ -343,8 +351,10 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
     notes.append("ASR = attack success rate over the samples classified correctly before the attack; "
                  "median ‖δ‖ over successful samples (L2 for corruptions)")
     if headline:
-        notes.append(f"sorted by robust {summaries[0]['metric']} at the headline setting: "
-                     f"{headline.get('attack', '?')} {headline.get('norm', '')} eps={headline.get('eps', '?')} (bold)")
+        notes.append(f"sorted by robust {' / '.join(sorted({s['metric'] for s in summaries}))} at the headline setting: "
+                     f"{headline.get('attack', '?')} {headline.get('norm', '')} eps={headline.get('eps', '?')} (bold)"
+                     + "".join(f"; on {d}: {h.get('attack', '?')} {h.get('norm', '')} eps={h.get('eps', '?')}"
+                               for d, h in (headline.get("datasets") or {}).items()))
     for a, b, sa, sb in contrast_pairs(summaries, headline):
         notes.append(f"[bold magenta]equal clean, different robust:[/bold magenta] {a} vs {b}: clean "
                      f"{_pct(sa['clean'])} vs {_pct(sb['clean'])}, robust {_pct(sa['robust'])} vs {_pct(sb['robust'])}")

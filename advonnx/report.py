@@ -125,15 +125,16 @@ def _headline(summaries: list[dict], meta: dict) -> dict:
 
 
 def _at_headline(summaries: list[dict], headline: dict) -> dict[tuple[str, str], dict]:
-    from .leaderboard import headline_key
+    from .leaderboard import headline_for, headline_key
 
     keys = headline_key(summaries, headline) if headline else {}
     out = {}
     for s in summaries:
-        if s["model"] in keys and s.get("kind") != "corruption" and s["attack"] == headline.get("attack") \
-                and s["norm"] == headline.get("norm") and s["robust"] == keys[s["model"]] \
+        h = headline_for(headline, s["dataset"])
+        if s["model"] in keys and s.get("kind") != "corruption" and s["attack"] == h.get("attack") \
+                and s["norm"] == h.get("norm") and s["robust"] == keys[s["model"]] \
                 or (s["model"] in keys and _nan(keys[s["model"]]) and _nan(s["robust"])
-                    and s["attack"] == headline.get("attack")):
+                    and s["attack"] == h.get("attack")):
             out.setdefault((s["model"], s["dataset"]), s)
     return out
 
@@ -914,6 +915,9 @@ def merged_metadata(table: pa.Table, folders: list[Path]) -> dict[str, Any]:
 
 
 def _is_headline(e: dict, headline: dict) -> bool:
+    from .leaderboard import headline_for
+
+    headline = headline_for(headline, e.get("dataset", ""))
     return bool(headline) and e["kind"] != "corruption" and e["attack"] == headline.get("attack") \
         and e["norm"] == headline.get("norm") and str(headline.get("eps")) in (e["eps_text"], f"{e['eps']:g}")
 

@@ -65,6 +65,9 @@ class DatasetEntry:
     limit: int | None = None
     intensity: str = "auto"
     resize: str = "resample"
+    # None: the suite's corruptions / severities; [] (corruptions = []): none for this dataset
+    corruptions: list[str] | None = None
+    severities: list[int] | None = None
 
 
 @dataclass
@@ -74,6 +77,7 @@ class AttackEntry:
     eps: list[tuple[float, str]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     targeted: bool = False
+    datasets: list[str] = field(default_factory=list)  # run only on these datasets ([] = all)
 
 
 @dataclass
@@ -143,7 +147,9 @@ def _suite_from_dict(raw: dict[str, Any], base: Path, source: str) -> Suite:
         datasets = [
             DatasetEntry(name=d.get("name") or Path(d["path"]).stem, path=resolve(d["path"]),
                          limit=d.get("limit"), intensity=d.get("intensity", "auto"),
-                         resize=d.get("resize", "resample"))
+                         resize=d.get("resize", "resample"),
+                         corruptions=parse_corruptions(d["corruptions"]) if "corruptions" in d else None,
+                         severities=parse_severities(d["severities"]) if "severities" in d else None)
             for d in raw.get("datasets", [])
         ]
         models = []
@@ -160,7 +166,9 @@ def _suite_from_dict(raw: dict[str, Any], base: Path, source: str) -> Suite:
             norm = a.pop("norm", "linf")
             eps = parse_eps(a.pop("eps", "8/255"))
             targeted = bool(a.pop("targeted", False))
-            attacks.append(AttackEntry(name=name, norm=norm, eps=eps, settings=a, targeted=targeted))
+            only = a.pop("datasets", [])
+            only = [only] if isinstance(only, str) else list(only)
+            attacks.append(AttackEntry(name=name, norm=norm, eps=eps, settings=a, targeted=targeted, datasets=only))
     except KeyError as err:
         raise AdvonnxError(f"{source}: an entry lacks the key {err}; see `advonnx run --help` for the suite format") from None
     if not models:
@@ -168,6 +176,10 @@ def _suite_from_dict(raw: dict[str, Any], base: Path, source: str) -> Suite:
     if not datasets:
         raise AdvonnxError(f"{source}: no [[datasets]] declared")
     for a in attacks:  # validate every setting now, not an hour into the run
+        unknown = set(a.datasets) - {d.name for d in datasets}
+        if unknown:
+            raise AdvonnxError(f"{source}: attack {a.name} names dataset(s) {', '.join(sorted(unknown))}, "
+                               "which the suite does not declare")
         for eps, _ in a.eps:
             make_attack(a.name, norm=a.norm, eps=eps or 1e-12, **a.settings)
     known = set(raw) - {"name", "description", "seed", "save_examples", "chunk_size", "gradient",
@@ -392,13 +404,17 @@ class Runner:
             }
             settings: list[tuple[AttackEntry | None, str | None, float, str, dict]] = []
             for a in self.suite.attacks:
+                if a.datasets and dentry.name not in a.datasets:
+                    continue
                 for eps, eps_text in a.eps:
                     attack = make_attack(a.name, norm=a.norm, eps=eps, **a.settings) if eps > 0 else None
                     settings.append((a, None, eps, eps_text, {
                         "attack": a.name, "norm": a.norm, "eps": eps_text,
                         "settings": repr(attack) if attack else "identity", "targeted": a.targeted}))
-            for name in self.suite.corruptions:
-                for severity in self.suite.severities:
+            corruptions = self.suite.corruptions if dentry.corruptions is None else dentry.corruptions
+            severities = dentry.severities or self.suite.severities or [1, 2, 3, 4, 5]
+            for name in corruptions:
+                for severity in severities:
                     settings.append((None, name, float(severity), str(severity),
                                      {"corruption": name, "severity": str(severity)}))
             n = len(data)

@@ -1,7 +1,8 @@
 """The built-in suite's shipped data and ONNX models: format, metadata, and recorded metrics.
 
-The assets are built by models/build_brain_data.py, models/train_brain_classifiers.py and
-models/train_brain_segmenters.py; models/metrics.json records what those scripts measured.
+The assets are built by models/build_brain_data.py, models/train_brain_classifiers.py,
+models/train_brain_segmenters.py, models/train_brain_jax.py and models/train_tabular.py;
+models/metrics.json records what those scripts measured.
 """
 
 from __future__ import annotations
@@ -36,7 +37,10 @@ REQUIRED_META = [
 DATASET_FILES = {
     "brain-tissue-patch": "brain_patches_test.npz",
     "brain-tissue-seg": "brain_slices_test.npz",
+    "breast-cancer": "breast_cancer_test.npz",
 }
+BRAIN_FILES = ("brain_patches_test.npz", "brain_slices_test.npz")
+TABULAR = ("bc_mlp", "bc_lightgbm")
 SHIPPED = sorted(p.stem for p in MODELS.glob("*.onnx"))
 
 
@@ -45,7 +49,7 @@ def _load(name: str) -> dict[str, np.ndarray]:
         return {k: f[k] for k in f.files}
 
 
-def _check_common(d: dict[str, np.ndarray], class_names: list[str]) -> None:
+def _check_common(d: dict[str, np.ndarray], class_names: list[str], prefix: str = "mni152sym09a_z") -> None:
     x, sid = d["x"], d["sample_id"]
     assert x.dtype == np.float32
     assert np.isfinite(x).all()
@@ -55,7 +59,7 @@ def _check_common(d: dict[str, np.ndarray], class_names: list[str]) -> None:
     assert d["class_names"].tolist() == class_names
     assert sid.dtype.kind == "U" and sid.shape == (len(x),)
     assert len(set(sid.tolist())) == len(sid)
-    assert all(s.startswith("mni152sym09a_z") for s in sid.tolist())
+    assert all(s.startswith(prefix) for s in sid.tolist())
 
 
 def test_patch_test_set():
@@ -87,7 +91,7 @@ def test_slice_test_set():
 
 def test_test_bands_do_not_touch_training_slices():
     """Test samples come from the documented axial band z in [80, 100)."""
-    for name in DATASET_FILES.values():
+    for name in BRAIN_FILES:
         z = [int(s.split("_z")[1][:3]) for s in _load(name)["sample_id"].tolist()]
         assert min(z) >= 80 and max(z) < 100
 
@@ -99,7 +103,7 @@ def test_license_notice():
 
 
 def test_every_shipped_model_has_metrics_and_sizes_are_small():
-    assert {"brain_cnn", "brain_mobilenet"} <= set(SHIPPED)
+    assert {"brain_cnn", "brain_mobilenet", "brain_cnn_jax", "brain_unet", "brain_sdnet", *TABULAR} <= set(SHIPPED)
     assert set(SHIPPED) <= set(METRICS)
     total = sum(p.stat().st_size for p in MODELS.glob("*.onnx"))
     total += sum(p.stat().st_size for p in DATA.glob("*"))
@@ -122,7 +126,7 @@ def _mean_dice(pred: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(out))
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("name", [n for n in SHIPPED if n not in TABULAR])
 def test_shipped_model(name: str):
     path = MODELS / f"{name}.onnx"
     proto = onnx.load(str(path))
@@ -134,8 +138,8 @@ def test_shipped_model(name: str):
     assert meta["advonnx.layout"] == "NCHW"
     assert meta["advonnx.value_range"] == "0,1"
     assert meta["advonnx.scores"] == "logits"
-    assert meta["advonnx.framework"] == "pytorch"
-    assert meta["advonnx.exporter"].startswith("torch.onnx ")
+    assert (meta["advonnx.framework"], meta["advonnx.exporter"].split()[0]) in {("pytorch", "torch.onnx"),
+                                                                                ("jax", "jax2onnx")}
     rec = METRICS[name]
     assert meta["advonnx.task"] == rec["task"]
     assert meta["advonnx.dataset"] == rec["dataset"]
@@ -173,3 +177,102 @@ def test_classifiers_have_similar_clean_accuracy():
     a, b = METRICS["brain_cnn"]["test_accuracy"], METRICS["brain_mobilenet"]["test_accuracy"]
     assert min(a, b) >= 0.85
     assert abs(a - b) <= 0.02
+
+
+def test_breast_cancer_test_set():
+    d = _load("breast_cancer_test.npz")
+    assert set(d) == {"x", "y", "class_names", "sample_id", "feature_names"}
+    _check_common(d, ["malignant", "benign"], prefix="wdbc_")
+    x, y = d["x"], d["y"]
+    assert x.shape == (143, 30) and y.shape == (143,)
+    assert set(np.unique(y).tolist()) == {0, 1}
+    assert d["feature_names"].shape == (30,) and d["feature_names"][0] == "mean radius"
+
+
+@pytest.mark.parametrize("name", TABULAR)
+def test_tabular_model(name: str):
+    path = MODELS / f"{name}.onnx"
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    for key in REQUIRED_META:
+        assert meta.get(key), key
+    assert meta["advonnx.layout"] == "NF" and meta["advonnx.scores"] == "probabilities"
+    assert meta["advonnx.dataset"] == "breast-cancer"
+    framework, exporter = {"bc_mlp": ("scikit-learn", "skl2onnx"), "bc_lightgbm": ("lightgbm", "onnxmltools")}[name]
+    assert meta["advonnx.framework"] == framework and meta["advonnx.exporter"].startswith(exporter + " ")
+    d = _load("breast_cancer_test.npz")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    label = sess.run(None, {sess.get_inputs()[0].name: d["x"]})[0]
+    acc = float((np.asarray(label) == d["y"]).mean())
+    assert acc == pytest.approx(METRICS[name]["test_accuracy"], abs=0.005)
+    assert acc >= 0.90
+
+
+def _suite_frameworks(name: str) -> set[str]:
+    from advonnx.suite import load_suite
+
+    suite = load_suite(name)
+    out = set()
+    for m in suite.models:
+        meta = {p.key: p.value for p in onnx.load(m.path).metadata_props}
+        out.add(meta["advonnx.framework"])
+    return out
+
+
+@pytest.mark.parametrize("suite", ["quick", "full"])
+def test_builtin_suites(suite: str):
+    """Both suites load, use every shipped model, cover >= 4 frameworks, and run their headline
+    setting on every dataset."""
+    from advonnx.leaderboard import headline_for
+    from advonnx.spec import _fraction
+    from advonnx.suite import load_suite
+
+    s = load_suite(suite)
+    assert {Path(m.path).stem for m in s.models} == set(SHIPPED)
+    assert len(_suite_frameworks(suite)) >= 4
+    for d in s.datasets:
+        h = headline_for(s.headline, d.name)
+        eps = float(_fraction(h["eps"]))
+        assert any(a.name == h["attack"] and a.norm == h["norm"] and (not a.datasets or d.name in a.datasets)
+                   and any(abs(e - eps) < 1e-12 for e, _ in a.eps) for a in s.attacks), (suite, d.name)
+
+
+def test_quick_and_full_share_the_headline():
+    from advonnx.suite import load_suite
+
+    assert load_suite("quick").headline == load_suite("full").headline
+
+
+def test_quick_suite_routes_attacks_and_corruptions_per_dataset():
+    """``datasets = [...]`` on an attack and ``corruptions`` on a dataset: image attacks and
+    corruptions never reach the tabular set, the Square attack never reaches the images."""
+    from collections import defaultdict
+
+    from advonnx.suite import Runner, cached_model, load_suite
+
+    s = load_suite("quick")
+    models = {m.name: cached_model(m, "cpu", 64) for m in s.models}
+    units, _ = Runner(s).plan("test", models)
+    seen = defaultdict(set)
+    for u in units:
+        seen[u.dataset.name].add(u.corruption or u.attack.name)
+    assert seen["breast-cancer"] == {"square"}
+    assert seen["brain-tissue-seg"] == {"pgd", "gaussian_noise", "bias_field"}
+    assert {"fgsm", "pgd", "gaussian_blur"} <= seen["brain-tissue-patch"] and "square" not in seen["brain-tissue-patch"]
+
+
+def test_headline_per_dataset():
+    from advonnx.leaderboard import headline_for, headline_key
+
+    h = {"attack": "pgd", "norm": "linf", "eps": "2/255",
+         "datasets": {"tab": {"attack": "square", "eps": "0.05"}}}
+    assert headline_for(h, "img") == {"attack": "pgd", "norm": "linf", "eps": "2/255"}
+    assert headline_for(h, "tab") == {"attack": "square", "norm": "linf", "eps": "0.05"}
+    rows = [{"model": "a", "dataset": "img", "attack": "pgd", "norm": "linf", "eps": 2 / 255, "eps_text": "2/255",
+             "robust": 0.5},
+            {"model": "b", "dataset": "tab", "attack": "pgd", "norm": "linf", "eps": 2 / 255, "eps_text": "2/255",
+             "robust": 0.1},
+            {"model": "b", "dataset": "tab", "attack": "square", "norm": "linf", "eps": 0.05, "eps_text": "0.05",
+             "robust": 0.7}]
+    assert headline_key(rows, h) == {"a": 0.5, "b": 0.7}
