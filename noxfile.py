@@ -65,5 +65,12 @@ def bench(session):
 def models(session):
     """Rebuild the suite's data and models from the MNI template in nilearn's wheel (not in CI)."""
     session.install(".[export]")
+    before = session.create_tmp() + "/metrics_before.json"
+    session.run("cp", "models/metrics.json", before, external=True)
     session.run("python", "models/build_brain_data.py")
     session.run("python", "models/train_brain_classifiers.py")
+    session.run("python", "models/train_brain_segmenters.py")
+    session.run("python", "models/train_brain_jax.py")
+    session.run("python", "models/train_tabular.py")
+    # every rebuilt model's clean metric within 1 point of the committed one
+    session.run("python", "models/compare_metrics.py", before, "models/metrics.json")

@@ -78,6 +78,7 @@ def finish(proto: onnx.ModelProto, path: Path, meta: dict[str, str]) -> None:
     del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, meta)
     proto.producer_name = "advonnx/models"
+    proto.graph.name = path.stem  # onnxmltools names the graph with a random UUID: keep rebuilds byte-identical
     onnx.checker.check_model(proto, full_check=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save_model(proto, str(path))
