@@ -121,12 +121,24 @@ def main(argv=None):
     quick = "--quick" in argv
     model = advonnx.load_model(MODEL)
     x, y = correct_samples(model, 100)
-    results = {"device": "cpu", "model": MODEL.name}
+    import os
+
+    results = {"device": "cpu", "model": MODEL.name, "quick": quick, "cpus": os.cpu_count(),
+               "load_average_start": os.getloadavg()}
     results["square_linf"] = square_vs_torchattacks(model, MODEL, x, y, seeds=(0,) if quick else (0, 1, 2))
     print(json.dumps(results["square_linf"], indent=1))
     results["hsj_l2"] = hsj_vs_art(model, MODEL, x[:50], y[:50], seeds=(0,) if quick else (0, 1, 2),
                                    max_iter=4 if quick else 10)
     print(json.dumps(results["hsj_l2"], indent=1))
+    sq, hsj = results["square_linf"], results["hsj_l2"]
+    results["summary"] = {
+        "square_success_ours": float(np.mean(sq["ours"])), "square_success_torchattacks": float(np.mean(sq["torchattacks"])),
+        "square_success_art": float(np.mean(sq["art"])) if sq["art"] else None,
+        "square_time_ratio_vs_torchattacks": sq["ours_time"] / sq["torchattacks_time"],
+        "hsj_l2_ratio_vs_art": hsj["ratio"], "hsj_time_ratio_vs_art": hsj["ours_time"] / hsj["art_time"],
+    }
+    results["load_average_end"] = os.getloadavg()
+    print(json.dumps(results["summary"], indent=1))
     out = ROOT / "benchmarks" / "results" / "blackbox.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=1))
