@@ -192,8 +192,14 @@ def test_quick_suite_report_under_5mb(tmp_path):
     Runner(load_suite("quick"), out=tmp_path / "res").run()
     info = write_report(tmp_path / "res", tmp_path / "quick.html")
     assert info["bytes"] < 5_000_000, info
-    assert info["plots"] == 3 and info["contrast_pairs"] >= 1
-    assert info["example_images"] == expected_example_images(find_run_folders(tmp_path / "res"), 4)
+    # quick now holds 3 datasets (patches, slices, tabular): more plots, and beyond the image budget
+    # some example settings are left out (headline first)
+    assert info["plots"] >= 3 and info["contrast_pairs"] >= 1
+    saved = expected_example_images(find_run_folders(tmp_path / "res"), 4)
+    if info["examples_omitted"]:
+        assert 0 < info["example_images"] < saved
+    else:
+        assert info["example_images"] == saved
 
 
 def test_example_budget_keeps_headline_first(tiny_results):
