@@ -10,7 +10,6 @@ twice, never duplicates rows. Needs the ``dask`` extra (``pip install "advonnx[d
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 from .errors import AdvonnxError
@@ -30,8 +29,7 @@ def _client(cluster: str):
             raise AdvonnxError(f"--cluster {cluster!r}: write local:N with N workers, e.g. local:2") from None
         if n < 1:
             raise AdvonnxError("--cluster local:N needs N >= 1")
-        # One onnxruntime thread per worker process: N workers use N cores.
-        os.environ.setdefault("ADVONNX_THREADS", "1")
+        # One onnxruntime thread per worker process (WorkUnit.threads = 1): N workers use N cores.
         lc = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
                           silence_logs=40)
         return Client(lc), lc
