@@ -50,6 +50,7 @@ def run(
     norm: Annotated[str | None, typer.Option("--norm", help="linf or l2.")] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Iterations of iterative attacks.")] = None,
     max_queries: Annotated[int | None, typer.Option("--max-queries", help="Query budget per sample of the query-based attacks (square, hsj, nes, spsa).")] = None,
+    worst_case: Annotated[bool, typer.Option("--worst-case", help="AutoAttack style: attacks in the listed order, each later one only on the samples still robust at its norm and eps; the leaderboard adds the combined worst case.")] = False,
     targeted: Annotated[bool, typer.Option("--targeted", help="Targeted attacks: each sample gets a random target class other than its label (seeded).")] = False,
     limit: Annotated[int | None, typer.Option("--limit", help="Use only the first N samples of each dataset.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed of every random draw of the run.")] = None,
@@ -80,6 +81,7 @@ def run(
       advonnx run --model m.onnx --data test.npz --value-range 0,255 --eps 2,8
       advonnx run --corruptions all --severities 1-5   # natural corruptions beside the attacks
       advonnx run full --cluster local:4             # the same rows, on 4 Dask workers
+      advonnx run --attack fgsm,pgd,deepfool --worst-case   # combined robust accuracy (AutoAttack style)
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -149,6 +151,8 @@ def run(
     if targeted:
         for a in s.attacks:
             a.targeted = True
+    if worst_case:
+        s.worst_case = True
     if seed is not None:
         s.seed = seed
     if gradient:

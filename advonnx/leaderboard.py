@@ -334,6 +334,7 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
             cells += [f"{s['time_s']:.1f}"]
             t.add_row(*cells, style="bold" if is_head else None)
         console.print(t)
+    worst_case_table(table, console)
     cs = corruption_summary(summaries, headline)
     if cs["rows"]:
         ct = Table(title="Natural corruptions vs adversarial robustness", title_justify="left", header_style="bold",
@@ -395,3 +396,26 @@ def compare_rows(a: pa.Table, b: pa.Table) -> list[dict[str, Any]]:
         out.append(row)
     return out
 
+
+
+def worst_case_table(table: pa.Table, console) -> list[dict[str, Any]]:
+    """The combined worst case over attacks per model × dataset × norm × eps (``worst_case.py``):
+    a sample counts as broken at eps when any attack broke it at or below eps (a minimal-norm
+    result at every eps at or above its norm). Printed where a norm has two attacks or more."""
+    from rich import box
+    from rich.table import Table
+
+    from .worst_case import worst_case
+
+    rows = [r for r in worst_case(table.to_pylist()) if len(r["attacks"]) >= 2]
+    if not rows:
+        return rows
+    t = Table(title="Worst case over attacks (robust % = no attack broke the sample at or below eps)",
+              title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+    for col in ("Model", "Dataset", "Norm", "Eps", "Robust %", "n", "Attacks"):
+        t.add_column(col, justify="right" if col in ("Eps", "Robust %", "n") else "left")
+    for r in sorted(rows, key=lambda r: (r["model"], r["dataset"], r["norm"], r["eps"])):
+        t.add_row(r["model"], r["dataset"], r["norm"], f"{r['eps']:.4g}", _pct(r["robust"]), str(r["n"]),
+                  ",".join(r["attacks"]))
+    console.print(t)
+    return rows

@@ -61,6 +61,8 @@ SCHEMA = pa.schema([
     ("l2", pa.float64()),
     ("linf", pa.float64()),
     ("min_norm", pa.float64()),
+    ("rho", pa.float64()),  # minimal-norm attacks: ‖r‖₂/‖x‖₂ of min_norm's adversarial (DeepFool's ρ = mean)
+    ("l0_pixels", pa.int64()),  # changed spatial positions, any channel (l0 counts elements)
     ("psnr", pa.float64()),
     ("ssim", pa.float64()),
     ("pixel_acc_clean", pa.float64()),
@@ -73,7 +75,11 @@ SCHEMA = pa.schema([
     ("hd95_adv", pa.float64()),
     ("dice_per_class", pa.list_(pa.float64())),
     ("value_range_declared", pa.bool_()),
-    ("status", pa.string()),  # ok | invalid | errored | skipped
+    # ok | invalid | errored | skipped. Worst-case runs (``worst_case = true``): a sample that an
+    # earlier attack of the suite already broke at this norm and eps (or the model misclassifies
+    # unattacked) is not attacked again: status "skipped", error "broken by <attack>" (or
+    # "misclassified unattacked"), clean columns filled, adversarial columns null.
+    ("status", pa.string()),
     ("error", pa.string()),
     ("time_s", pa.float64()),
     ("seed", pa.int64()),

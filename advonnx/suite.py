@@ -95,6 +95,7 @@ class Suite:
     corruptions: list[str] = field(default_factory=list)
     severities: list[int] = field(default_factory=list)
     source: str = ""
+    worst_case: bool = False  # AutoAttack style: later attacks run only on still-robust samples
 
     def config(self) -> dict[str, Any]:
         """Everything that determines the rows (not where they are written)."""
@@ -109,6 +110,7 @@ class Suite:
             "headline": self.headline,
             "corruptions": self.corruptions,
             "severities": self.severities,
+            **({"worst_case": True} if self.worst_case else {}),
         }
 
     def config_hash(self) -> str:
@@ -183,7 +185,7 @@ def _suite_from_dict(raw: dict[str, Any], base: Path, source: str) -> Suite:
         for eps, _ in a.eps:
             make_attack(a.name, norm=a.norm, eps=eps or 1e-12, **a.settings)
     known = set(raw) - {"name", "description", "seed", "save_examples", "chunk_size", "gradient",
-                        "headline", "datasets", "models", "attacks", "corruptions", "severities"}
+                        "headline", "datasets", "models", "attacks", "corruptions", "severities", "worst_case"}
     if known:
         raise AdvonnxError(f"{source}: unknown suite key(s) {', '.join(sorted(known))}")
     return Suite(
@@ -193,6 +195,7 @@ def _suite_from_dict(raw: dict[str, Any], base: Path, source: str) -> Suite:
         gradient=str(raw.get("gradient", "auto")), headline=dict(raw.get("headline", {})), source=source,
         corruptions=parse_corruptions(raw.get("corruptions", [])),
         severities=parse_severities(raw.get("severities", "1-5")) if raw.get("corruptions") else [],
+        worst_case=bool(raw.get("worst_case", False)),
     )
 
 
@@ -303,6 +306,11 @@ class WorkUnit:
     device: str
     batch_size: int
     threads: int | None = None
+    # worst-case runs: the stage (index of the attack among the suite's attacks on this dataset;
+    # planned once every earlier stage's chunks are written) and the samples (dataset indices)
+    # that earlier attacks already broke at this norm and eps, with the reason, not attacked here
+    stage: int = 0
+    skip: tuple[tuple[int, str], ...] = ()
 
 
 # Per-process caches: a worker loads each model and dataset once and reuses them across tasks.
@@ -418,7 +426,10 @@ class Runner:
                     settings.append((None, name, float(severity), str(severity),
                                      {"corruption": name, "severity": str(severity)}))
             n = len(data)
+            staged = self.suite.worst_case and spec.task == "classification"
+            order = [a for a in self.suite.attacks if not a.datasets or dentry.name in a.datasets]
             for a, corruption, eps, eps_text, setting in settings:
+                stage = next(i for i, b in enumerate(order) if b is a) if staged and a is not None else 0
                 for block, start in enumerate(range(0, n, self.suite.chunk_size)):
                     stop = min(n, start + self.suite.chunk_size)
                     units.append(WorkUnit(
@@ -426,7 +437,7 @@ class Runner:
                         corruption=corruption, eps=eps, eps_text=eps_text, start=start, stop=stop,
                         save_examples=self.suite.save_examples if block == 0 else 0, seed=self.suite.seed,
                         gradient=self.suite.gradient, base=base, device=self.device,
-                        batch_size=self.batch_size, threads=threads,
+                        batch_size=self.batch_size, threads=threads, stage=stage,
                     ))
             for sid, reason in data.skipped:
                 row = {**empty_row(), **base, "sample_id": sid, "attack": "none", "kind": "skipped",
@@ -455,25 +466,60 @@ class Runner:
                 if not store.has_chunk(key):
                     store.write_chunk(key, [row])
             tasks = self._progress_tasks(units)
-            pending = []
-            for u in units:
-                if store.has_chunk(u.key):
-                    self._advance(tasks, u)
-                else:
-                    pending.append(u)
-            if self.cluster:
-                from .distributed import run_distributed
+            done: list[WorkUnit] = []
+            for stage in sorted({u.stage for u in units}):  # one stage unless worst_case
+                staged = [u for u in units if u.stage == stage]
+                if stage > 0:
+                    staged = self._with_skips(staged, done, store, models)
+                pending = []
+                for u in staged:
+                    if store.has_chunk(u.key):
+                        self._advance(tasks, u)
+                    else:
+                        pending.append(u)
+                if self.cluster and pending:
+                    from .distributed import run_distributed
 
-                meta["workers"] = run_distributed(self.cluster, pending, store, lambda u: self._advance(tasks, u),
-                                                  self.log)
-            else:
-                for u in pending:
-                    rows, examples = execute_unit(u)
-                    store.write_chunk(u.key, rows, examples)
-                    self._advance(tasks, u)
+                    workers = run_distributed(self.cluster, pending, store, lambda u: self._advance(tasks, u),
+                                              self.log)
+                    for w, count in workers.items():
+                        meta.setdefault("workers", {})[w] = meta.get("workers", {}).get(w, 0) + count
+                else:
+                    for u in pending:
+                        rows, examples = execute_unit(u)
+                        store.write_chunk(u.key, rows, examples)
+                        self._advance(tasks, u)
+                done.extend(staged)
         table = read_results(folder)
         write_gradient_masking(folder, table)
         return folder, table
+
+    def _with_skips(self, units: list[WorkUnit], done: list[WorkUnit], store, models) -> list[WorkUnit]:
+        """Worst case: each unit of a later attack, told which of its samples the written rows of
+        earlier attacks (same model, dataset, norm) already broke at its eps. The chunk key (and
+        so the random stream) includes the skip list, which the earlier rows determine: a resumed
+        run plans the same units."""
+        import dataclasses
+
+        import pyarrow.parquet as pq
+
+        from .worst_case import first_breaks, skip_reason
+
+        cols = ["model", "dataset", "sample_id", "attack", "kind", "task", "norm", "eps", "status",
+                "clean_correct", "success", "min_norm"]
+        rows = [r for u in done if u.corruption is None
+                for r in pq.read_table(store.chunk_path(u.key), columns=cols).to_pylist()]
+        breaks = first_breaks(rows)
+        out = []
+        for u in units:
+            model = models.get(u.model.name) or cached_model(u.model, u.device, u.batch_size, u.threads)
+            ids = cached_dataset(u.dataset, model, u.model.name).sample_ids
+            per = breaks.get((u.model.name, u.dataset.name, u.attack.norm), {})
+            skip = tuple((i, why) for i in range(u.start, u.stop)
+                         if (why := skip_reason(per.get(ids[i]), u.eps)) is not None)
+            key = _key({"unit": u.key}, [list(p) for p in skip]) if skip else u.key
+            out.append(dataclasses.replace(u, skip=skip, key=key))
+        return out
 
     def _progress_tasks(self, units: list[WorkUnit]) -> dict:
         tasks: dict[tuple, Any] = {}
@@ -498,6 +544,8 @@ def _unit_label(u: WorkUnit) -> str:
 
 
 def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
+    if unit.skip:
+        return _compute_with_skips(unit, model, data, attack)
     base, aentry, corruption = unit.base, unit.attack, unit.corruption
     eps, eps_text, start, stop, key = unit.eps, unit.eps_text, unit.start, unit.stop, unit.key
     spec = model.spec
@@ -550,10 +598,12 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
     else:
         adv_pred = np.argmax(adv_scores, axis=spec.class_axis)
         clean_pred = np.argmax(clean_scores, axis=spec.class_axis)
-    min_norm = None
+    min_norm = rho = l0_pixels = None
     if attack is not None:
         success = to_numpy(res.success)
         min_norm = None if res.min_norm is None else to_numpy(res.min_norm).astype(np.float64)
+        rho = None if res.rho is None else to_numpy(res.rho).astype(np.float64)
+        l0_pixels = None if res.l0_pixels is None else to_numpy(res.l0_pixels)
     elif corruption is not None:
         success = dense_success(adv_pred, labels, False) if adv_pred.ndim > 1 else adv_pred != labels
     else:
@@ -583,6 +633,8 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
                 "l0": float(np.count_nonzero(delta[i])), "l2": float(np.linalg.norm(delta[i])),
                 "linf": float(np.abs(delta[i]).max(initial=0.0)),
                 "min_norm": None if min_norm is None else float(min_norm[i]), "psnr": float(p[i]), "ssim": float(s[i]),
+                "rho": None if rho is None else float(rho[i]),
+                "l0_pixels": None if l0_pixels is None else int(l0_pixels[i]),
                 "status": "ok" if ok else "invalid",
                 "error": None if ok else "model output is NaN or Inf",
                 "time_s": elapsed / len(ids),
@@ -612,6 +664,8 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
                 "iou_clean": float(iou_c[i].mean()), "iou_adv": float(iou_a[i].mean()),
                 "hd95_clean": float(hd_c[i]), "hd95_adv": float(hd_a[i]),
                 "min_norm": None if min_norm is None else float(min_norm[i]),
+                "rho": None if rho is None else float(rho[i]),
+                "l0_pixels": None if l0_pixels is None else int(l0_pixels[i]),
                 "dice_per_class": [float(v) for v in dice_a[i]],
                 "status": "ok" if ok else "invalid",
                 "error": None if ok else "model output is NaN or Inf",
@@ -623,6 +677,45 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
         examples = {"x": x[:k], "x_adv": res_x[:k], "sample_id": np.asarray(ids[:k]),
                     "label": np.asarray(labels[:k]), "clean_pred": clean_pred[:k], "adv_pred": adv_pred[:k]}
     return rows, examples
+
+
+def _compute_with_skips(unit: WorkUnit, model: OnnxModel, data, attack):
+    """A worst-case unit: the attack runs on the block's still-robust samples only (same random
+    stream, the unit's key); the others get "skipped" rows with their clean columns."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    why = dict(unit.skip)
+    keep = [i for i in range(unit.start, unit.stop) if i not in why]
+    rows_by_index: dict[int, dict] = {}
+    examples = None
+    if keep:
+        sub = SimpleNamespace(
+            x=data.x[keep], y=None if data.y is None else data.y[keep],
+            sample_ids=[data.sample_ids[i] for i in keep],
+            spacing=[data.spacing[i] for i in keep] if data.spacing else data.spacing)
+        rows, examples = _compute_block(dataclasses.replace(unit, start=0, stop=len(keep), skip=()), model, sub, attack)
+        rows_by_index.update(zip(keep, rows))
+    gone = sorted(why)
+    xs = data.x[gone]
+    spec = model.spec
+    scores = to_numpy(model.predict(xs))
+    pred = to_numpy(model.classify(xs)) if spec.label_output else np.argmax(scores, axis=spec.class_axis)
+    labels = pred if data.y is None else np.asarray(data.y[gone])
+    conf = to_numpy(confidence(scores, pred, probabilities=spec.scores == "probabilities"))
+    params = attack.params() if attack else {}
+    a = unit.attack
+    for j, i in enumerate(gone):
+        rows_by_index[i] = {
+            **empty_row(), **unit.base, "sample_id": data.sample_ids[i], "attack": a.name, "kind": "adversarial",
+            "norm": a.norm, "eps": unit.eps, "eps_text": unit.eps_text, "targeted": a.targeted,
+            "steps": params.get("steps", 1 if attack else 0), "restarts": params.get("restarts", 1 if attack else 0),
+            "max_queries": params.get("max_queries"), "settings": json.dumps(params, sort_keys=True, default=str),
+            "label": int(labels[j]), "clean_pred": int(pred[j]), "clean_confidence": float(conf[j]),
+            "clean_correct": bool(pred[j] == labels[j]), "queries": 0, "status": "skipped", "error": why[i],
+            "time_s": 0.0,
+        }
+    return [rows_by_index[i] for i in range(unit.start, unit.stop)], examples
 
 
 def _key(base: dict, *parts) -> str:

@@ -21,23 +21,54 @@ from typing import Any
 import numpy as np
 
 
+def row_radius(r: dict[str, Any]) -> float | None:
+    """The smallest eps (of the row's norm) at which this row shows its sample broken; None for
+    rows that say nothing (not an ok classification attack row)."""
+    if r.get("kind") != "adversarial" or r.get("status") != "ok" or r.get("task") != "classification":
+        return None
+    if r.get("clean_correct") is False:
+        return 0.0
+    if r.get("min_norm") is not None and math.isfinite(r["min_norm"]):
+        return float(r["min_norm"])
+    if r.get("success") and r.get("min_norm") is None:
+        return float(r["eps"])
+    return math.inf
+
+
 def breaking_radius(rows: list[dict[str, Any]]) -> dict[tuple, dict[str, float]]:
     """{(model, dataset, norm): {sample_id: smallest breaking eps}} from classification rows."""
     out: dict[tuple, dict[str, float]] = defaultdict(dict)
     for r in rows:
-        if r.get("kind") != "adversarial" or r.get("status") != "ok" or r.get("task") != "classification":
+        radius = row_radius(r)
+        if radius is None:
             continue
         key = (r["model"], r["dataset"], r["norm"])
-        sid = r["sample_id"]
-        radius = out[key].get(sid, math.inf)
-        if r.get("clean_correct") is False:
-            radius = 0.0
-        elif r.get("min_norm") is not None and math.isfinite(r["min_norm"]):
-            radius = min(radius, float(r["min_norm"]))
-        elif r.get("success") and r.get("min_norm") is None:
-            radius = min(radius, float(r["eps"]))
-        out[key][sid] = radius
+        out[key][r["sample_id"]] = min(radius, out[key].get(r["sample_id"], math.inf))
     return dict(out)
+
+
+def first_breaks(rows: list[dict[str, Any]]) -> dict[tuple, dict[str, list[tuple[float, str]]]]:
+    """{(model, dataset, norm): {sample_id: [(radius, attack), ...]}}, one entry per attack in
+    the order the rows list them (the attack's smallest radius)."""
+    out: dict[tuple, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
+    for r in rows:
+        radius = row_radius(r)
+        if radius is None or not math.isfinite(radius):
+            continue
+        per = out[(r["model"], r["dataset"], r["norm"])][r["sample_id"]]
+        per[r["attack"]] = min(radius, per.get(r["attack"], math.inf))
+    return {k: {sid: [(r, a) for a, r in v.items()] for sid, v in d.items()} for k, d in out.items()}
+
+
+def skip_reason(breaks: list[tuple[float, str]] | None, eps: float) -> str | None:
+    """Why a later attack need not run on a sample at ``eps`` (None: still robust, attack it):
+    the first earlier attack that broke it at or below ``eps``."""
+    for radius, attack in breaks or ():
+        if radius == 0.0:
+            return "misclassified unattacked"
+        if radius <= eps:
+            return f"broken by {attack}"
+    return None
 
 
 def robust_accuracy(radii, eps_values) -> np.ndarray:
@@ -65,7 +96,7 @@ def worst_case(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if r.get("kind") == "adversarial" and r.get("task") == "classification":
             key = (r["model"], r["dataset"], r["norm"])
             attacks[key].add(r["attack"])
-            if r.get("min_norm") is None and r.get("eps"):
+            if r.get("min_norm") is None and r.get("eps") and r.get("status") != "skipped":
                 budgets[key].add(float(r["eps"]))
     out = []
     for key, per_sample in radii.items():

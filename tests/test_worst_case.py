@@ -54,3 +54,112 @@ def test_robustness_curve_from_minimal_norms():
 
 def test_still_robust_flags_select_the_unbroken():
     np.testing.assert_array_equal(still_robust(np.array([0.0, 0.5, np.inf]), 0.5), [False, False, True])
+
+
+# -- end to end: the Runner's stages and the CLI (AutoAttack-style orchestration) -------------
+
+KEY = ("model", "dataset", "sample_id", "attack", "norm", "eps")
+
+
+def _suite(tmp_path, *, worst_case=True, n=40):
+    from advonnx.suite import AttackEntry, DatasetEntry, ModelEntry, Suite, parse_eps
+    from models import save, small_cnn
+
+    m = save(small_cnn(size=8, seed=0), tmp_path / "m.onnx")
+    x = np.random.default_rng(0).uniform(0, 1, (n, 1, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x)  # labels: the clean predictions
+    eps = parse_eps("0.4,0.7")
+    return Suite(name="wc", models=[ModelEntry("m", m)], datasets=[DatasetEntry("d", str(tmp_path / "d.npz"))],
+                 attacks=[AttackEntry("fgsm", "linf", eps), AttackEntry("deepfool", "linf", eps, {"steps": 20}),
+                          AttackEntry("pgd", "linf", eps, {"steps": 5})],
+                 chunk_size=16, seed=5, worst_case=worst_case)
+
+
+def _rows(table):
+    rows = table.drop(["time_s", "run_id"]).to_pylist()
+    keys = [tuple(r[k] for k in KEY) for r in rows]
+    assert len(keys) == len(set(keys)), "duplicate rows"
+    return sorted(rows, key=lambda r: tuple(str(r[k]) for k in KEY))
+
+
+def test_runner_worst_case_attacks_only_still_robust_samples(tmp_path):
+    from advonnx.suite import Runner
+
+    _, full = Runner(_suite(tmp_path, worst_case=False), out=tmp_path / "full", batch_size=64).run()
+    _, wc = Runner(_suite(tmp_path), out=tmp_path / "wc", batch_size=64).run()
+    rows = _rows(wc)
+    assert len(rows) == full.num_rows == 40 * 3 * 2  # every sample × attack × eps has its row
+    by = {(r["attack"], r["eps"], r["sample_id"]): r for r in rows}
+    # the first attack runs on everything and gives the same rows as a plain run
+    assert [r for r in rows if r["attack"] == "fgsm"] == [r for r in _rows(full) if r["attack"] == "fgsm"]
+    assert all(r["status"] == "ok" for r in rows if r["attack"] == "fgsm")
+    n_skipped = 0
+    for (attack, eps, sid), r in by.items():
+        if attack == "fgsm":
+            continue
+        earlier = ["fgsm"] if attack == "deepfool" else ["fgsm", "deepfool"]
+        reason = None
+        for a in earlier:  # what the earlier attacks' written rows say, at any eps of the norm
+            seen = [by[(a, e, sid)] for e in (0.4, 0.7) if by[(a, e, sid)]["status"] == "ok"]
+            if any(s["clean_correct"] is False for s in seen):
+                reason = reason or "misclassified unattacked"
+            radius = min([s["min_norm"] for s in seen if s["min_norm"] is not None]
+                          + [s["eps"] for s in seen if s["min_norm"] is None and s["success"]], default=math.inf)
+            if radius <= eps:
+                reason = reason or f"broken by {a}"
+        if reason is None:
+            assert r["status"] == "ok", (attack, eps, sid)
+        else:
+            n_skipped += 1
+            assert (r["status"], r["error"]) == ("skipped", reason), (attack, eps, sid)
+            assert r["success"] is None and r["adv_pred"] is None and r["clean_correct"] is not None
+    assert n_skipped > 0
+    # a minimal-norm result breaks at every eps at or above its norm: deepfool's min_norm
+    # (even where its projected x_adv at a small eps is not adversarial) spares pgd the sample
+    assert any(r["error"] == "broken by deepfool" for r in rows if r["attack"] == "pgd")
+    assert any(r["status"] == "ok" for r in rows if r["attack"] == "pgd")
+    # the combined worst case is never above any single attack's robust accuracy
+    combined = {(w["norm"], w["eps"]): w["robust"] for w in worst_case(rows)}
+    for eps in (0.4, 0.7):
+        for a in ("fgsm", "deepfool", "pgd"):
+            ok = [r for r in rows if r["attack"] == a and r["eps"] == eps and r["status"] == "ok"]
+            assert combined[("linf", eps)] <= sum(bool(r["adv_correct"]) for r in ok) / 40 + 1e-12
+    # deterministic across runs and batch sizes (per-chunk seeded streams, keys from the skip lists)
+    _, again = Runner(_suite(tmp_path), out=tmp_path / "wc2", batch_size=3).run()
+    assert _rows(again) == rows
+
+
+def test_worst_case_resume_replans_the_same_units(tmp_path):
+    from advonnx.suite import Runner
+
+    folder, first = Runner(_suite(tmp_path), out=tmp_path / "wc").run()
+    chunks = sorted(folder.glob("part-*.parquet"))
+    for path in chunks[::3]:  # lose chunks of every stage, as a killed run would
+        path.unlink()
+    _, resumed = Runner(_suite(tmp_path), out=tmp_path / "wc", resume=True).run()
+    assert _rows(resumed) == _rows(first)
+    assert len(list(folder.glob("part-*.parquet"))) == len(chunks)
+
+
+def test_cli_worst_case_flag_and_leaderboard(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from advonnx.results import read_results
+    from advonnx.suite import load_suite
+
+    s = _suite(tmp_path)
+    cmd = [sys.executable, "-m", "advonnx.cli", "run", "--model", s.models[0].path, "--data", s.datasets[0].path,
+           "--attack", "fgsm,pgd", "--eps", "0.4,0.7", "--steps", "3", "--chunk-size", "16", "--quiet",
+           "--out", str(tmp_path / "cli"), "--worst-case"]
+    r = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", env={**os.environ, "COLUMNS": "160"})
+    assert r.returncode == 0, r.stderr
+    assert "Worst case over attacks" in r.stdout
+    rows = read_results(tmp_path / "cli").to_pylist()
+    pgd = [r for r in rows if r["attack"] == "pgd"]
+    assert len(pgd) == 80 and any(r["error"] == "broken by fgsm" for r in pgd)
+    toml = tmp_path / "wc.toml"
+    toml.write_text('worst_case = true\n[[models]]\npath = "m.onnx"\n[[datasets]]\npath = "d.npz"\n'
+                    '[[attacks]]\nname = "fgsm"\neps = "0.05"\n', encoding="utf-8")
+    assert load_suite(toml).worst_case and load_suite(toml).config()["worst_case"] is True

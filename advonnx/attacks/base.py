@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import AdvonnxError
+from ..metrics import spatial_axes
 from ..xp import Random, batch_view, flat, namespace, norms, to_numpy
 
 NORMS = ("linf", "l2", "l0")
@@ -41,6 +42,10 @@ class AttackResult:
     gradient: str  # exact | estimated | none
     time_s: float
     params: dict = field(default_factory=dict)
+    # minimal-norm attacks: ‖r‖₂ / ‖x‖₂ of the smallest adversarial found (NaN where none);
+    # DeepFool's robustness measure ρ is its mean (Moosavi-Dezfooli et al. 2016, eq. 15)
+    rho: Any | None = None
+    l0_pixels: Any | None = None  # changed spatial positions (any channel) of x_adv
 
     @property
     def robust(self):
@@ -207,7 +212,7 @@ class Attack(ABC):
         x_adv = self.run(ctx, x, target if targeted else labels)
         elapsed = time.perf_counter() - t0
         x_adv = xp.astype(x_adv, x.dtype)
-        min_norm = None
+        min_norm = rho = None
         if self.minimal_norm:
             # The smallest adversarial found, judged before any eps projection (a minimal-norm
             # result counts as a break at every eps of its norm at or above min_norm).
@@ -218,6 +223,8 @@ class Attack(ABC):
             else:
                 free_ok = dense_success(free_pred, target if targeted else labels, targeted)
             min_norm = xp.where(free_ok, norms(x_free - x, self.norm), xp.inf)
+            size = norms(x, "l2")
+            rho = xp.where(free_ok & (size > 0), norms(x_free - x, "l2") / xp.where(size > 0, size, 1.0), xp.nan)
         x_adv = xp.clip(self.project(x, x_adv), spec.value_range[0], spec.value_range[1])
         adv_pred = model.classify(x_adv)
         if adv_pred.ndim == 1:
@@ -229,8 +236,21 @@ class Attack(ABC):
             x_adv=x_adv, success=success, queries=ctx.queries, clean_pred=clean_pred,
             adv_pred=adv_pred, labels=labels, target=target if targeted else None,
             linf=norms(delta, "linf"), l2=norms(delta, "l2"), l0=norms(delta, "l0"),
-            min_norm=min_norm, gradient=mode, time_s=elapsed, params=self.params(),
+            min_norm=min_norm, gradient=mode, time_s=elapsed, params=self.params(), rho=rho,
+            l0_pixels=changed_pixels(x, x_adv, spec.layout),
         )
+
+
+def changed_pixels(x, x_adv, layout: str):
+    """Per sample: spatial positions where any channel changed (= changed elements for NF)."""
+    xp = namespace(x)
+    d = x_adv != x
+    axes = spatial_axes(layout, x.ndim)
+    if axes:
+        channel = [a for a in range(1, x.ndim) if a not in axes]
+        if channel:
+            d = xp.any(d, axis=tuple(channel))
+    return xp.sum(xp.astype(flat(d), xp.int64), axis=1)
 
 
 def dense_success(pred, ref, targeted: bool):

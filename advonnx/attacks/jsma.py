@@ -29,22 +29,9 @@ from __future__ import annotations
 import math
 
 from ..errors import AdvonnxError
-from ..metrics import spatial_axes
 from ..xp import flat, namespace
-from .base import Attack, AttackContext
+from .base import Attack, AttackContext, changed_pixels  # noqa: F401 (re-exported)
 from .deepfool import candidate_classes, onehot, put_rows, repeat_rows
-
-
-def changed_pixels(x, x_adv, layout: str):
-    """Per sample: spatial positions where any channel changed (= changed elements for NF)."""
-    xp = namespace(x)
-    d = x_adv != x
-    axes = spatial_axes(layout, x.ndim)
-    if axes:
-        channel = [a for a in range(1, x.ndim) if a not in axes]
-        if channel:
-            d = xp.any(d, axis=tuple(channel))
-    return xp.sum(xp.astype(flat(d), xp.int64), axis=1)
 
 
 class JSMA(Attack):
