@@ -289,7 +289,9 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
         return summaries
     headline = headline or {}
     order = headline_key(summaries, headline)
-    summaries.sort(key=lambda s: (-(order.get(s["model"], -1.0)), s["model"], s["dataset"],
+    if not getattr(console, "is_terminal", True) and console.width < 110:
+        console.width = 110  # logs and pipes: wide enough for every column, no truncated settings
+    summaries.sort(key=lambda s: (s["dataset"], -(order.get(s["model"], -1.0)), s["model"],
                                   s.get("kind") == "corruption", s["attack"], s["norm"], s["eps"]))
     from rich import box
 
@@ -300,7 +302,7 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
     for rank, group in enumerate(groups.values(), start=1):
         s0 = group[0]
         head = (f"[bold]{rank}. {s0['model']}[/bold] on {s0['dataset']} · {s0['framework']} · "
-                f"{s0['gradient']} gradients · clean {s0['metric']} {_ci(s0['clean'], s0['clean_ci'])} % · n={s0['n']}")
+                f"{'queries only' if s0['gradient'] in ('none', '') else s0['gradient'] + ' gradients'} · clean {s0['metric']} {_ci(s0['clean'], s0['clean_ci'])} % · n={s0['n']}")
         flags = [f"{s0[k]} {k}" for k in ("invalid", "errored", "skipped") if s0[k]]
         if flags:
             head += " [red](" + ", ".join(flags) + ")[/red]"
@@ -317,7 +319,8 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
         t = Table(title=head, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD,
                   pad_edge=False, padding=(0, 1))
         for name, justify in columns:
-            t.add_column(name, justify=justify, no_wrap=name != "Attack")
+            t.add_column(name, justify=justify, no_wrap=name in ("Attack", "Queries", "Time s"),
+                         min_width=14 if name == "Attack" else None)
         for s in group:
             is_head = bool(order) and s["model"] in order and s["robust"] == order[s["model"]] \
                 and s["attack"] == headline_for(headline, s["dataset"]).get("attack")
