@@ -304,21 +304,27 @@ def test_targeted_jsma_vs_art(brain):
 
 
 def _authors_dag_torch(model, x, target, gamma, steps):
-    """cihangxie/DAG fooling_seg_net.m + forward_and_back_propogation_seg.m, transcribed to
-    PyTorch; the VJP of the (pre-softmax) scores comes from the ONNX model's exact gradient."""
+    """The DAG update transcribed to PyTorch with the issue's active-pixel rule (the paper's):
+    Xie et al. 2017, Alg. 1: T_m = pixels still predicted as their (clean) label l_n and with a
+    target l'_n != l_n; r_m = sum over T_m of grad(f_{l'_n} - f_{l_n}); cihangxie/DAG
+    code/fooling_seg_net.m L12 ``r = x * 0``, L21 loop while pixels remain and itr < MAX_ITER,
+    L27-28 ``r_gain = step_length / max(abs(dr)); r = r + dr * r_gain``; scores before softmax
+    (code/forward_and_back_propogation_seg.m L10-11, L34-58). The VJP of the scores comes from
+    the ONNX model's exact gradient."""
     import torch
 
     c = model.spec.num_classes
     xt = torch.from_numpy(x)
     tgt = torch.from_numpy(target)
+    label = torch.from_numpy(model.classify(x))  # targeted DAG: l_n = the clean prediction
     r = torch.zeros_like(xt)  # r = x * 0
     for _ in range(steps):  # while pixels remain && itr < MAX_ITER
         pred = torch.from_numpy(model.classify((xt + r).clamp(0, 1).numpy()))
-        remaining = pred != tgt  # match_situation masked out
-        if not remaining.any():
+        active = (pred == label) & (tgt != label)  # T_m of Alg. 1
+        if not active.any():
             break
         oh = lambda lab: torch.nn.functional.one_hot(lab, c).permute(0, 3, 1, 2).float()  # noqa: E731
-        cot = (oh(tgt) - oh(pred)) * remaining[:, None].float()  # res_fool - res_pred
+        cot = (oh(tgt) - oh(label)) * active[:, None].float()
         _, g = model.value_and_grad((xt + r).clamp(0, 1).numpy(), cotangent=cot.numpy(), gradient="exact")
         dr = torch.from_numpy(g)
         gain = gamma / dr.abs().flatten(1).max(1).values.clamp_min(1e-12)  # step_length / max(abs(dr))
@@ -327,13 +333,12 @@ def _authors_dag_torch(model, x, target, gamma, steps):
 
 
 @pytest.mark.slow
-def test_dag_on_trained_unet_vs_authors_update():
+@pytest.mark.parametrize("name", ["brain_unet", "brain_sdnet"])
+def test_dag_on_trained_segmenter_vs_authors_update(name):
     pytest.importorskip("torch")
     from advonnx.metrics import confusion_overlap
 
-    path = SUITES / "models" / "brain_unet.onnx"
-    if not path.exists():
-        pytest.skip("brain_unet.onnx not built yet")
+    path = SUITES / "models" / f"{name}.onnx"
     model = advonnx.load_model(path)
     d = np.load(SUITES / "data" / "brain_slices_test.npz")
     x, y = d["x"][:10], d["y"][:10].astype(np.int64)
@@ -341,15 +346,18 @@ def test_dag_on_trained_unet_vs_authors_update():
 
     target = np.asarray(permuted_targets(y, 4, Random(0)))
     gamma, steps = 1 / 255, 30
-    # the authors' active-pixel rule (pixels="code") against their update transcribed to PyTorch
+    # default pixels="correct" (only still-correct pixels contribute) against the same rule
     ours = advonnx.attack(model, x, y, "dag", gamma=gamma, steps=steps, targeted=True, target=target,
-                          pixels="code", gradient="exact")
+                          gradient="exact")
+    assert ours.params["pixels"] == "correct"
     theirs = _authors_dag_torch(model, x, target, gamma, steps)
     frac_o = (model.classify(ours.x_adv) == target).mean()
     frac_t = (model.classify(theirs) == target).mean()
     dice_clean = confusion_overlap(model.classify(x), y, 4)[0].mean()
     dice_adv = confusion_overlap(model.classify(ours.x_adv), y, 4)[0].mean()
-    print(f"DAG gamma={gamma:.4f} steps={steps}: at target ours {frac_o:.3f} authors' update {frac_t:.3f}; "
-          f"Dice {dice_clean:.3f} -> {dice_adv:.3f}")
+    dice_t = confusion_overlap(model.classify(theirs), y, 4)[0].mean()
+    print(f"DAG {name} gamma={gamma:.4f} steps={steps} n={len(x)}: at target ours {frac_o:.4f} transcription "
+          f"{frac_t:.4f}; mean Dice {dice_clean:.3f} -> ours {dice_adv:.3f} (drop {dice_clean - dice_adv:.3f}), "
+          f"transcription {dice_t:.3f}")
     assert frac_o >= frac_t - 1e-9
     assert dice_adv < dice_clean
