@@ -139,7 +139,7 @@ def corruption_summary(summaries: list[dict], headline: dict[str, Any], referenc
     """
     corr = [s for s in summaries if s.get("kind") == "corruption"]
     if not corr:
-        return {"rows": [], "spearman": math.nan}
+        return {"rows": [], "spearman": {}}
     by = defaultdict(lambda: defaultdict(dict))  # (dataset) -> model -> (corruption, sev) -> s
     for s in corr:
         by[s["dataset"]][s["model"]][(s["attack"], s["eps"])] = s
@@ -166,9 +166,12 @@ def corruption_summary(summaries: list[dict], headline: dict[str, Any], referenc
                 "mce": float(np.mean(ce)) if ce else math.nan, "rbe": float(np.mean(be)) if be else math.nan,
                 "adversarial": adv.get(model, math.nan), "metric": next(iter(cells.values()))["metric"],
             })
-    paired = [(r["adversarial"], r["mean_corruption"]) for r in rows if not math.isnan(r["adversarial"])]
-    rho = spearman([p[0] for p in paired], [p[1] for p in paired])
-    return {"rows": rows, "spearman": rho, "n_models": len(paired)}
+    per_dataset = {}
+    for dataset in by:
+        paired = [(r["adversarial"], r["mean_corruption"]) for r in rows
+                  if r["dataset"] == dataset and not math.isnan(r["adversarial"])]
+        per_dataset[dataset] = (spearman([p[0] for p in paired], [p[1] for p in paired]), len(paired))
+    return {"rows": rows, "spearman": per_dataset}
 
 
 def query_curve(rows: list[dict], budget: float | None = None, fractions=QUERY_FRACTIONS) -> list[tuple[float, float]]:
@@ -371,10 +374,11 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
                 + (" — model flagged" if g["flagged"] else ""))
     if cs["rows"]:
         refs = sorted({r["reference"] for r in cs["rows"]})
-        rho = cs["spearman"]
-        notes.append(f"mCE and rBE (relative balanced error) are normalized to {', '.join(refs)} (= 1.00); "
-                     f"Adv. robust = robust % at the headline setting; Spearman ρ between it and mean corruption robustness: "
-                     f"{'–' if math.isnan(rho) else f'{rho:+.2f}'} over {cs['n_models']} models")
+        rhos = "; ".join(f"{d}: {'–' if math.isnan(r) else f'{r:+.2f}'} over {n} models"
+                         for d, (r, n) in cs["spearman"].items())
+        notes.append(f"mCE and rBE (relative balanced error) are normalized to {', '.join(refs)} (= 1.00 per dataset); "
+                     f"Adv. robust = robust % at the headline setting; Spearman ρ between it and mean corruption "
+                     f"robustness, per dataset: {rhos}")
     if any(s["curve"] and s["gradient"] != "exact" for s in summaries):
         notes.append("ASR at ⅒·¼·½·1 of Q: success within that share of the query budget Q (queries at first success)")
     for n in notes:
