@@ -61,6 +61,8 @@ def test_deepfool_breaks_every_sample_with_minimal_norm(cnn, norm):
     assert res.success.all()
     assert (m.classify(res.x_adv) != res.labels).all()  # re-checked by running the model
     np.testing.assert_allclose(res.min_norm, res.l2 if norm == "l2" else res.linf, rtol=1e-5)
+    # per-sample ‖r‖₂/‖x‖₂; DeepFool's robustness measure ρ is its mean
+    np.testing.assert_allclose(res.rho, res.l2 / np.linalg.norm(x.reshape(len(x), -1), axis=1), rtol=1e-5)
     # overshoot scales the accumulated perturbation: with none, points sit at the boundary
     # and a larger overshoot gives a proportionally larger (still adversarial) perturbation.
     r0 = advonnx.attack(m, x, None, "deepfool", norm=norm, overshoot=0.0, steps=50, gradient="exact")

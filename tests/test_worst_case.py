@@ -114,6 +114,10 @@ def test_runner_worst_case_attacks_only_still_robust_samples(tmp_path):
             assert (r["status"], r["error"]) == ("skipped", reason), (attack, eps, sid)
             assert r["success"] is None and r["adv_pred"] is None and r["clean_correct"] is not None
     assert n_skipped > 0
+    # DeepFool's ‖r‖₂/‖x‖₂ (ρ is its mean) and changed pixels are stored per row
+    df = [r for r in rows if r["attack"] == "deepfool" and r["status"] == "ok"]
+    assert all(r["rho"] is not None and (r["rho"] > 0 or math.isnan(r["rho"])) for r in df)
+    assert all(r["l0_pixels"] == r["l0"] for r in df)  # one channel: pixels = elements
     # a minimal-norm result breaks at every eps at or above its norm: deepfool's min_norm
     # (even where its projected x_adv at a small eps is not adversarial) spares pgd the sample
     assert any(r["error"] == "broken by deepfool" for r in rows if r["attack"] == "pgd")
