@@ -15,7 +15,8 @@
 
 Writes benchmarks/results/cluster.json and prints a Markdown table.
 
-    python benchmarks/bench_cluster.py [--suite quick] [--workers 1,2,4,8,16,32,64] [--skip-run DIR]
+    python benchmarks/bench_cluster.py [--suite quick] [--workers 1,2,4,8,16,32,64] [--costs-from RUN_DIR]
+    python benchmarks/bench_cluster.py --configs "" --costs-from /tmp/full/<run_id>   # estimate only
 """
 
 from __future__ import annotations
@@ -129,13 +130,21 @@ def main(argv=None) -> None:
     ap.add_argument("--estimate-suite", default="full")
     ap.add_argument("--workers", default="1,2,4,8,16,32,64")
     ap.add_argument("--configs", default="none:default,none:1,local:1,local:2",
-                    help="comma-separated CLUSTER:THREADS (CLUSTER none = no --cluster)")
+                    help="comma-separated CLUSTER:THREADS (CLUSTER none = no --cluster); empty: keep the runs "
+                         "already in cluster.json and only redo the estimate (needs --costs-from)")
+    ap.add_argument("--costs-from", default=None,
+                    help="a run folder (part-*.parquet) of the estimated suite, e.g. from `advonnx run full`: "
+                         "its chunks are the tasks of the estimate")
     args = ap.parse_args(argv)
     workers = [int(w) for w in args.workers.split(",")]
     result = {"suite": args.suite, "cpus": os.cpu_count(), "machine": platform.machine(),
               "python": platform.python_version(), "runs": []}
+    if not args.configs:
+        if not args.costs_from:
+            raise SystemExit("--configs '' needs --costs-from")
+        result = json.loads(OUT.read_text())
     with tempfile.TemporaryDirectory() as tmp:
-        for i, cfg in enumerate(args.configs.split(",")):
+        for i, cfg in enumerate(c for c in args.configs.split(",") if c):
             cl, _, th = cfg.rpartition(":")
             cl = None if cl == "none" else cl
             if cl and cl.startswith("local"):
@@ -155,17 +164,25 @@ def main(argv=None) -> None:
         result["local2_speedup_vs_local1"] = l1["wall_s"] / l2["wall_s"]
     # task costs: the single-threaded measurement (ADVONNX_THREADS=1 local run, else local:1)
     base = by.get(("none", "1")) or l1 or result["runs"][0]
-    measured = base["_costs"]
     startup = max(0.0, l1["wall_s"] - l1["sum_task_s"]) if l1 else 0.0
-    costs, note = full_suite_costs(args.estimate_suite, measured)
-    if costs is None:
-        costs = [c["cost_s"] for c in measured.values()]
-    result["estimate"] = {"note": note, "cost_source": f"{base['cluster']} threads={base['ADVONNX_THREADS']}",
+    if args.costs_from:
+        chunks = chunk_costs(Path(args.costs_from))
+        costs = [c["cost_s"] for c in chunks.values()]
+        note = (f"tasks = the {len(costs)} chunks of a measured run in {args.costs_from} "
+                f"(models: {', '.join(sorted({c['model'] for c in chunks.values()}))})")
+        source = f"run folder {args.costs_from}"
+    else:
+        measured = base["_costs"]
+        costs, note = full_suite_costs(args.estimate_suite, measured)
+        if costs is None:
+            costs = [c["cost_s"] for c in measured.values()]
+        source = f"{base['cluster']} threads={base['ADVONNX_THREADS']}"
+    result["estimate"] = {"note": note, "cost_source": source,
                           "startup_s": startup, "total_task_s": sum(costs), "longest_task_s": max(costs),
                           "rows": estimate(costs, workers, startup)}
     for r in result["runs"]:
-        r.pop("_costs")
-        r.pop("folder")
+        r.pop("_costs", None)
+        r.pop("folder", None)
     OUT.parent.mkdir(exist_ok=True)
     OUT.write_text(json.dumps(result, indent=1))
     print("\n| run | ADVONNX_THREADS | wall s | tasks | summed task s | load avg |\n|---|---|---:|---:|---:|---|")

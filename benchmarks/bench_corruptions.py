@@ -47,8 +47,10 @@ def phantom(shape: tuple[int, ...], seed: int) -> np.ndarray:
     return np.clip(img, 0, 1)
 
 
-def torchio_transforms(severity: int):
-    """TorchIO transforms with the advonnx parameters of ``severity`` (None: no counterpart)."""
+def torchio_transforms(severity: int, dims: int, size: int):
+    """TorchIO transforms with the advonnx parameters of ``severity`` for ``dims``-D images (absent: no
+    counterpart). TorchIO's spatial axes are (H, W, 1) for our 2-D images and (D, H, W) for volumes;
+    pixel parameters scale with the image side ``size`` as advonnx scales them (``fov_scale``)."""
     import torchio as tio
 
     p = {name: c.severity_params[severity - 1] for name, c in CORRUPTIONS.items()}
@@ -56,16 +58,21 @@ def torchio_transforms(severity: int):
     spikes, spike_int = p["spike"]
     degrees, shift, moves = p["kspace_motion"]
     g = math.log(p["gamma"])
+    ratio = size / 224
+    fov = ratio if ratio >= 1 else math.sqrt(ratio)  # advonnx.corruptions._ops.fov_scale
+    blur = p["gaussian_blur"] * fov
+    h_axis = 0 if dims == 2 else 1  # advonnx ghosts along H
+    in_plane = (0, 1) if dims == 2 else (0, 1, 2)
     return {
         "gaussian_noise": tio.RandomNoise(mean=0.0, std=(p["gaussian_noise"], p["gaussian_noise"])),
-        "gaussian_blur": tio.RandomBlur(std=(p["gaussian_blur"], p["gaussian_blur"])),
+        "gaussian_blur": tio.RandomBlur(std=(blur, blur)),
         "bias_field": tio.RandomBiasField(coefficients=p["bias_field"], order=3),
-        "ghosting": tio.RandomGhosting(num_ghosts=(ghosts, ghosts), axes=(0,), intensity=(ghost_int, ghost_int)),
+        "ghosting": tio.RandomGhosting(num_ghosts=(ghosts, ghosts), axes=(h_axis,), intensity=(ghost_int, ghost_int)),
         "spike": tio.RandomSpike(num_spikes=(spikes, spikes), intensity=(spike_int, spike_int)),
         "kspace_motion": tio.RandomMotion(degrees=degrees, translation=shift, num_transforms=moves),
         "gamma": tio.RandomGamma(log_gamma=(g, g)),
         # TorchIO resamples one random axis; advonnx all spatial axes
-        "downsample_upsample": tio.RandomAnisotropy(downsampling=(p["downsample_upsample"],) * 2),
+        "downsample_upsample": tio.RandomAnisotropy(axes=in_plane, downsampling=(p["downsample_upsample"],) * 2),
     }
 
 
@@ -79,7 +86,7 @@ def best_time(fn, repeats: int) -> float:
     return min(times)
 
 
-def measure(x: np.ndarray, layout: str, repeats: int, tio_transforms: dict, xp_name: str) -> list[dict]:
+def measure(x: np.ndarray, layout: str, repeats: int, xp_name: str) -> list[dict]:
     import torch
 
     n = x.shape[0]
@@ -109,6 +116,7 @@ def measure(x: np.ndarray, layout: str, repeats: int, tio_transforms: dict, xp_n
 
         return run
 
+    tio_transforms = torchio_transforms(SEVERITY, x.ndim - 2, max(x.shape[-2:]))
     rows = []
     for name in CORRUPTIONS:
         t_ours = best_time(ours(name), repeats)
@@ -176,17 +184,16 @@ def main(argv=None) -> None:
         "load_average_start": load0,
         "devices": {},
     }
-    tio_t = torchio_transforms(SEVERITY)
     devices = ["cpu"] + (["cuda"] if device_name() == "cuda" else [])
     for dev in devices:
         xp_name = "cupy" if dev == "cuda" else "numpy"
         imgs = np.stack([phantom((224, 224), s)[None] for s in range(args.batch)])
         vols = np.stack([phantom((128, 128, 128), 100 + s)[None] for s in range(args.volumes)])
         print(f"[{dev}] {args.batch} images 1×224×224", flush=True)
-        r2 = {"batch": args.batch, "shape": [1, 224, 224], "rows": measure(imgs, "NCHW", args.repeats, tio_t, xp_name)}
+        r2 = {"batch": args.batch, "shape": [1, 224, 224], "rows": measure(imgs, "NCHW", args.repeats, xp_name)}
         print(f"[{dev}] {args.volumes} volumes 1×128³", flush=True)
         r3 = {"batch": args.volumes, "shape": [1, 128, 128, 128],
-              "rows": measure(vols, "NCDHW", args.repeats, tio_t, xp_name)}
+              "rows": measure(vols, "NCDHW", args.repeats, xp_name)}
         results["devices"][dev] = {"images_224": r2, "volumes_128": r3}
     results["load_average_end"] = os.getloadavg()
     OUT.parent.mkdir(exist_ok=True)
