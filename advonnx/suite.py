@@ -18,6 +18,14 @@ A model is paired with the dataset it names (``dataset = ...``, or its ONNX meta
 ``advonnx.dataset``), else with every dataset. Work is cut into chunks (model × dataset ×
 attack setting × block of ``chunk_size`` samples); each chunk has its own seeded random
 stream, so results do not depend on batch size, chunk order or resumption.
+
+``worst_case = true`` (``advonnx run --worst-case``) orchestrates like AutoAttack: on
+classification models the attacks run in the listed order, in stages (stage k is planned once
+every chunk of stages < k is written, locally or on Dask), and each unit of attack k lists the
+samples of its block that earlier attacks already broke at its norm and eps (a minimal-norm
+result breaks at every eps at or above its norm; a sample misclassified unattacked counts as
+broken). Those samples are not attacked again: their rows have status "skipped" and error
+"broken by <attack>". The leaderboard adds the combined worst case (``worst_case.py``).
 """
 
 from __future__ import annotations

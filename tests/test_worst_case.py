@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from advonnx.worst_case import (
     breaking_radius,
@@ -167,3 +168,13 @@ def test_cli_worst_case_flag_and_leaderboard(tmp_path):
     toml.write_text('worst_case = true\n[[models]]\npath = "m.onnx"\n[[datasets]]\npath = "d.npz"\n'
                     '[[attacks]]\nname = "fgsm"\neps = "0.05"\n', encoding="utf-8")
     assert load_suite(toml).worst_case and load_suite(toml).config()["worst_case"] is True
+
+
+@pytest.mark.slow
+def test_worst_case_on_dask_equals_local(tmp_path):
+    pytest.importorskip("dask.distributed")
+    from advonnx.suite import Runner
+
+    _, local = Runner(_suite(tmp_path), out=tmp_path / "local").run()
+    _, dist = Runner(_suite(tmp_path), out=tmp_path / "dask", cluster="local:2").run()
+    assert _rows(dist) == _rows(local)
