@@ -157,6 +157,6 @@ def test_compare_html(tmp_path):
         assert r.returncode == 0, r.stderr
     r = advonnx("compare", tmp_path / "a", tmp_path / "b", "--html", tmp_path / "c.html")
     assert r.returncode == 0, r.stderr
-    page = (tmp_path / "c.html").read_text()
+    page = (tmp_path / "c.html").read_text(encoding="utf-8")
     assert "<table class=sortable>" in page and "fgsm linf 0.01" in page and "fgsm linf 0.2" in page
     assert "http://" not in page and "https://" not in page
