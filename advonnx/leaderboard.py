@@ -379,6 +379,8 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
         notes.append(f"mCE and rBE (relative balanced error) are normalized to {', '.join(refs)} (= 1.00 per dataset); "
                      f"Adv. robust = robust % at the headline setting; Spearman ρ between it and mean corruption "
                      f"robustness, per dataset: {rhos}")
+    for line in minimal_norm_curves(table, summaries):
+        notes.append(line)
     if any(s["curve"] and s["gradient"] != "exact" for s in summaries):
         notes.append("ASR at ⅒·¼·½·1 of Q: success within that share of the query budget Q (queries at first success)")
     for n in notes:
@@ -426,3 +428,36 @@ def worst_case_table(table: pa.Table, console) -> list[dict[str, Any]]:
                   ",".join(r["attacks"]))
     console.print(t)
     return rows
+
+
+def minimal_norm_curves(table: pa.Table, summaries: list[dict]) -> list[str]:
+    """Robustness curves (accuracy vs eps) derived from minimal-norm attacks' per-sample norms.
+
+    The eps grid is the budgets other attacks of the same norm used on that model, else the
+    quartiles of the minimal norms found. Samples misclassified clean count as broken at 0.
+    """
+    from .worst_case import robustness_curve
+
+    rows = [r for r in table.to_pylist() if r.get("kind") == "adversarial" and r.get("status") == "ok"]
+    minimal = defaultdict(list)
+    budgets = defaultdict(set)
+    for r in rows:
+        key = (r["model"], r["dataset"], r["norm"])
+        if r.get("min_norm") is not None:
+            minimal[key + (r["attack"],)].append(r)
+        elif r.get("eps"):
+            budgets[key].add(float(r["eps"]))
+    lines = []
+    for (model, dataset, norm, attack), rs in sorted(minimal.items()):
+        norms = np.array([r["min_norm"] if r["min_norm"] is not None else np.inf for r in rs], dtype=np.float64)
+        grid = sorted(budgets.get((model, dataset, norm), set()))
+        finite = norms[np.isfinite(norms)]
+        if not grid and finite.size:
+            grid = sorted({float(q) for q in np.quantile(finite, [0.25, 0.5, 0.75])})
+        if not grid:
+            continue
+        acc = robustness_curve(norms, [bool(r["clean_correct"]) for r in rs], grid)
+        points = ", ".join(f"{e:.3g}→{100 * a:.1f}%" for e, a in zip(grid, acc))
+        lines.append(f"robustness curve of {model} from {attack} minimal {norm} norms (accuracy at ‖δ‖ ≤ eps): {points}")
+    return lines
+

@@ -160,3 +160,14 @@ def test_compare_html(tmp_path):
     page = (tmp_path / "c.html").read_text(encoding="utf-8")
     assert "<table class=sortable>" in page and "fgsm linf 0.01" in page and "fgsm linf 0.2" in page
     assert "http://" not in page and "https://" not in page
+
+
+def test_minimal_norm_robustness_curve_is_shown(tmp_path):
+    path = save(small_cnn(), tmp_path / "m.onnx")
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).uniform(0, 1, (12, 1, 8, 8)).astype(np.float32),
+             y=np.arange(12) % 3)
+    r = advonnx("run", "--model", path, "--data", tmp_path / "d.npz", "--attack", "deepfool,pgd", "--norm", "l2",
+                "--eps", "0.1,0.3", "--out", tmp_path / "o", "--quiet")
+    assert r.returncode == 0, r.stderr
+    text = " ".join(r.stdout.split())
+    assert "robustness curve of m from deepfool minimal l2 norms" in text and "0.1→" in text and "0.3→" in text
