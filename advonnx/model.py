@@ -42,6 +42,12 @@ class ModelRunError(AdvonnxError):
     """onnxruntime failed on a batch; the runner records those samples as errored."""
 
 
+def _first_line(err: BaseException) -> str:
+    """The first line of an onnxruntime error (its messages run to many lines), or its type."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def _dims(value_info) -> tuple:
     t = value_info.type.tensor_type
     if not t.HasField("shape"):
@@ -280,7 +286,7 @@ class OnnxModel:
                 providers=self._providers,
             )
         except Exception as err:  # onnxruntime raises several private exception types
-            msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            msg = _first_line(err)
             raise ModelError(f"{self.spec.path}: onnxruntime cannot load the model: {msg}") from None
 
     @property
@@ -302,7 +308,7 @@ class OnnxModel:
                 return runner.run(outputs, feeds)
             return session.run(outputs, feeds)
         except Exception as err:  # onnxruntime raises several private exception types
-            msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            msg = _first_line(err)
             raise ModelRunError(f"{Path(self.spec.path).name}: onnxruntime failed on a batch: {msg}") from None
 
     def _run(self, session, feeds: dict[str, Any], outputs: list[str] | None = None):
@@ -326,28 +332,27 @@ class OnnxModel:
             results.append([o[: stop - start] if pad > 0 else o for o in out])
         return [xp.concat([r[i] for r in results]) for i in range(len(results[0]))]
 
+    def _check_fits(self, shape: tuple) -> None:
+        """One-line error when a batch of ``shape`` cannot feed the model's input."""
+        want = self.spec.input_shape
+        if len(shape) != len(want) or any(w is not None and w != h for w, h in zip(want[1:], shape[1:])):
+            raise AdvonnxError(
+                f"{Path(self.spec.path).name}: input batch of shape {tuple(shape)} does not fit the "
+                f"model input {self.spec.input_name!r} {tuple('?' if d is None else d for d in want)}"
+            )
+
     def _input(self, x):
         """``x`` as a feed: a contiguous host array, or the device array itself (CuPy)."""
         if not is_device_array(x):
             return self._host_input(x)
-        want = self.spec.input_shape
-        if x.ndim != len(want) or any(w is not None and w != h for w, h in zip(want[1:], x.shape[1:])):
-            raise AdvonnxError(
-                f"{Path(self.spec.path).name}: input batch of shape {tuple(x.shape)} does not fit the "
-                f"model input {self.spec.input_name!r} {tuple('?' if d is None else d for d in want)}"
-            )
+        self._check_fits(tuple(x.shape))
         return namespace(x).astype(x, self._dtype.name, copy=False)
 
     def _host_input(self, x) -> np.ndarray:
         host = x if type(x) is np.ndarray else to_numpy(x)
-        want = self.spec.input_shape
         if host.shape[1:] == self._static_tail and host.dtype == self._dtype and host.flags.c_contiguous:
             return host
-        if host.ndim != len(want) or any(w is not None and w != h for w, h in zip(want[1:], host.shape[1:])):
-            raise AdvonnxError(
-                f"{Path(self.spec.path).name}: input batch of shape {host.shape} does not fit the "
-                f"model input {self.spec.input_name!r} {tuple('?' if d is None else d for d in want)}"
-            )
+        self._check_fits(host.shape)
         return np.ascontiguousarray(host, dtype=self.spec.input_dtype)
 
     def predict(self, x):
@@ -675,7 +680,7 @@ def _probe_output(proto: onnx.ModelProto, spec: ModelSpec, notes: list[str]) -> 
         sess = ort.InferenceSession(bare.SerializeToString(), sess_options=so, providers=["CPUExecutionProvider"])
         return np.asarray(sess.run([out], {spec.input_name: x})[0])
     except Exception as err:
-        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        msg = _first_line(err)
         raise ModelError(f"{spec.path}: onnxruntime cannot run the model on a probe batch of shape {tuple(shape)}: {msg}") from None
 
 
