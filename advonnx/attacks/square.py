@@ -112,24 +112,27 @@ class Square(Attack):
 
     # -- the attack --------------------------------------------------------------------------
     def run(self, ctx: AttackContext, x, labels):
-        if self.norm == "l2":
-            return self._run_l2(ctx, x, labels)
-        return self._run_linf(ctx, x, labels)
-
-    def _run_linf(self, ctx: AttackContext, x, labels):
-        xp = namespace(x)
         layout = ctx.spec.layout
+        if self.norm == "l2" and layout not in ("NCHW", "NHWC"):
+            raise AdvonnxError("square l2 attacks 2-D images; use square linf or hsj for other inputs")
         xc = to_channels_first(x, layout)
-        n, c = xc.shape[0], xc.shape[1]
-        spatial = tuple(xc.shape[2:])
-        n_features = c * math.prod(spatial)
         budget = query_budget(ctx, self.max_queries)
         n_iters = min(budget, self.max_queries)
-        eps = self.eps
-        # vertical stripes: one sign per (channel, last spatial index)
-        stripe = (n, c) + (1,) * (len(spatial) - 1) + (spatial[-1],)
-        x_best = ctx.clip(xc + eps * ctx.rng.rademacher(stripe, like=xc))
-        all_idx = np.arange(n)
+        if self.norm == "l2":
+            x_init, propose = self._l2_init(ctx, xc), self._l2_proposal
+        else:
+            x_init, propose = self._linf_init(ctx, xc), self._linf_proposal
+        return from_channels_first(self._search(ctx, xc, x_init, labels, budget, n_iters, propose), layout)
+
+    def _search(self, ctx: AttackContext, xc, x_best, labels, budget: int, n_iters: int, propose):
+        """Random search shared by both norms: keep a sample's proposal when its loss drops.
+
+        ``propose(ctx, xa, xb, p)`` returns candidate inputs for the still-robust clean rows
+        ``xa``, whose best inputs so far are ``xb``, with square-area fraction ``p``.
+        """
+        xp = namespace(xc)
+        layout = ctx.spec.layout
+        all_idx = np.arange(xc.shape[0])
         loss_min, done = self._query(ctx, x_best, all_idx, labels, layout)
         done = host_bool(done)
         for it in range(n_iters - 1):
@@ -139,23 +142,7 @@ class Square(Attack):
                 break
             m = act.shape[0]
             xa, xb, la = take(xc, act), take(x_best, act), take(labels, act)
-            delta = xb - xa
-            p = p_selection(self.p_init, it, n_iters)
-            s = int(round(math.sqrt(p * n_features / c) if len(spatial) == 2 else (p * n_features / c) ** (1 / len(spatial))))
-            s = min(max(s, 1), max(min(spatial) - 1, 1))
-            mask = self._window_mask(ctx, m, spatial, s, xa)
-            signs = eps * ctx.rng.rademacher((m, c) + (1,) * len(spatial), like=xa)
-            cand = xp.where(mask, signs, delta)
-            # the authors redraw the sign while the window would not change x_best
-            for _ in range(8):
-                changed = xp.abs(ctx.clip(xa + cand) - xb) >= 1e-7
-                same = ~xp.any(xp.reshape(changed & mask, (m, -1)), axis=1)
-                if not bool(xp.any(same)):
-                    break
-                resign = eps * ctx.rng.rademacher((m, c) + (1,) * len(spatial), like=xa)
-                redo = xp.reshape(same, (m,) + (1,) * (xa.ndim - 1)) & mask
-                cand = xp.where(redo, resign, cand)
-            x_new = ctx.clip(xa + cand)
+            x_new = propose(ctx, xa, xb, p_selection(self.p_init, it, n_iters))
             loss, hit = self._query(ctx, x_new, act, la, layout)
             lm = take(loss_min, act)
             better = loss < lm
@@ -163,30 +150,45 @@ class Square(Attack):
             x_best = scatter(x_best, act, xp.where(keep, x_new, xb))
             loss_min = scatter(loss_min, act, xp.where(better, loss, lm))
             done[act] = host_bool(hit & better) | done[act]
-        return from_channels_first(x_best, layout)
+        return x_best
 
-    def _run_l2(self, ctx: AttackContext, x, labels):
-        xp = namespace(x)
-        layout = ctx.spec.layout
-        if layout not in ("NCHW", "NHWC"):
-            raise AdvonnxError("square l2 attacks 2-D images; use square linf or hsj for other inputs")
-        xc = to_channels_first(x, layout)
-        n, c, h, w = xc.shape
-        n_features = c * h * w
-        budget = query_budget(ctx, self.max_queries)
-        n_iters = min(budget, self.max_queries)
+    # -- linf: sign changes in one window ----------------------------------------------------
+    def _linf_init(self, ctx: AttackContext, xc):
+        n, c, spatial = xc.shape[0], xc.shape[1], tuple(xc.shape[2:])
+        # vertical stripes: one sign per (channel, last spatial index)
+        stripe = (n, c) + (1,) * (len(spatial) - 1) + (spatial[-1],)
+        return ctx.clip(xc + self.eps * ctx.rng.rademacher(stripe, like=xc))
+
+    def _linf_proposal(self, ctx: AttackContext, xa, xb, p: float):
+        xp = namespace(xa)
+        m, c, spatial = xa.shape[0], xa.shape[1], tuple(xa.shape[2:])
         eps = self.eps
-        rng = ctx.rng
+        delta = xb - xa
+        area = p * math.prod(spatial)
+        s = int(round(math.sqrt(area) if len(spatial) == 2 else area ** (1 / len(spatial))))
+        s = min(max(s, 1), max(min(spatial) - 1, 1))
+        mask = self._window_mask(ctx, m, spatial, s, xa)
+        signs = eps * ctx.rng.rademacher((m, c) + (1,) * len(spatial), like=xa)
+        cand = xp.where(mask, signs, delta)
+        # the authors redraw the sign while the window would not change x_best
+        for _ in range(8):
+            changed = xp.abs(ctx.clip(xa + cand) - xb) >= 1e-7
+            same = ~xp.any(xp.reshape(changed & mask, (m, -1)), axis=1)
+            if not bool(xp.any(same)):
+                break
+            resign = eps * ctx.rng.rademacher((m, c) + (1,) * len(spatial), like=xa)
+            redo = xp.reshape(same, (m,) + (1,) * (xa.ndim - 1)) & mask
+            cand = xp.where(redo, resign, cand)
+        return ctx.clip(xa + cand)
 
-        def l2(d, axes):
-            return xp.sqrt(xp.sum(d * d, axis=axes, keepdims=True))
-
-        # initialization: a grid of pseudo-Gaussian squares with random signs per channel
+    # -- l2: move mass between two windows at constant norm ----------------------------------
+    def _l2_init(self, ctx: AttackContext, xc):
+        """A grid of pseudo-Gaussian squares with random signs per channel, scaled to eps."""
+        xp = namespace(xc)
+        n, c, h, w = xc.shape
         s = max(h // 5, 1)
         sp = (h - s * 5) // 2 if h >= 5 else 0
         init = xp.zeros(xc.shape, dtype=xc.dtype)
-        rows = xp.reshape(xp.arange(h), (1, 1, h, 1))
-        cols = xp.reshape(xp.arange(w), (1, 1, 1, w))
         ch = sp
         for _ in range(h // s):
             cw = sp
@@ -194,54 +196,47 @@ class Square(Attack):
                 patch = np.zeros((h, w))
                 bh, bw = min(ch + s, h) - ch, min(cw + s, w) - cw
                 patch[ch:ch + bh, cw:cw + bw] = _meta_pseudo_gaussian(s, False)[:bh, :bw]
-                sign = rng.rademacher((n, c, 1, 1), like=xc)
+                sign = ctx.rng.rademacher((n, c, 1, 1), like=xc)
                 init = init + _as(xc, patch)[None, None, :, :] * sign
                 cw += s
             ch += s
-        nrm = l2(init, (1, 2, 3))
-        x_best = ctx.clip(xc + init / xp.where(nrm > 0, nrm, 1.0) * eps)
-        all_idx = np.arange(n)
-        loss_min, done = self._query(ctx, x_best, all_idx, labels, layout)
-        done = host_bool(done)
-        for it in range(n_iters - 1):
-            act = all_idx[~done]
-            act = act[remaining(ctx, budget, act) >= 1]
-            if act.shape[0] == 0:
-                break
-            m = act.shape[0]
-            xa, xb, la = take(xc, act), take(x_best, act), take(labels, act)
-            delta = xb - xa
-            p = p_selection(self.p_init, it, n_iters)
-            s = max(int(round(math.sqrt(p * n_features / c))), 3)
-            s = s + 1 if s % 2 == 0 else s
-            s = min(s, h - 1, w - 1)
-            h1, h2 = (int(v) for v in rng.integers(0, max(h - s, 1), (2,)))
-            w1, w2 = (int(v) for v in rng.integers(0, max(w - s, 1), (2,)))
-            win1 = (rows >= h1) & (rows < h1 + s) & (cols >= w1) & (cols < w1 + s)
-            win2 = (rows >= h2) & (rows < h2 + s) & (cols >= w2) & (cols < w2 + s)
-            f1 = xp.astype(win1, xc.dtype)
-            union = xp.astype(win1 | win2, xc.dtype)
-            curr_norm_window = l2(delta * f1, (2, 3))
-            curr_norm_image = l2(delta, (1, 2, 3))
-            norms_windows = l2(delta * union, (2, 3))
-            pert = np.zeros((h, w))
-            pert[h1:h1 + s, w1:w1 + s] = _meta_pseudo_gaussian(s, bool(rng.uniform((1,))[0] > 0.5))
-            new = _as(xc, pert)[None, None, :, :] * rng.rademacher((m, c, 1, 1), like=xc)
-            new = new + delta * f1 / (1e-10 + curr_norm_window)
-            new = new * f1
-            avail = xp.sqrt(xp.clip(eps**2 - curr_norm_image**2, 0.0, None) / c + norms_windows**2)
-            new = new / xp.where(l2(new, (2, 3)) > 0, l2(new, (2, 3)), 1.0) * avail
-            d_new = xp.where(win1, new, xp.where(win2, 0.0, delta))
-            dn = l2(d_new, (1, 2, 3))
-            x_new = ctx.clip(xa + d_new / xp.where(dn > 0, dn, 1.0) * eps)
-            loss, hit = self._query(ctx, x_new, act, la, layout)
-            lm = take(loss_min, act)
-            better = loss < lm
-            keep = xp.reshape(better, (m, 1, 1, 1))
-            x_best = scatter(x_best, act, xp.where(keep, x_new, xb))
-            loss_min = scatter(loss_min, act, xp.where(better, loss, lm))
-            done[act] = host_bool(hit & better) | done[act]
-        return from_channels_first(x_best, layout)
+        nrm = _l2(init, (1, 2, 3))
+        return ctx.clip(xc + init / xp.where(nrm > 0, nrm, 1.0) * self.eps)
+
+    def _l2_proposal(self, ctx: AttackContext, xa, xb, p: float):
+        xp = namespace(xa)
+        rng, eps = ctx.rng, self.eps
+        delta = xb - xa
+        m, c, h, w = xa.shape
+        rows = xp.reshape(xp.arange(h), (1, 1, h, 1))
+        cols = xp.reshape(xp.arange(w), (1, 1, 1, w))
+        s = max(int(round(math.sqrt(p * h * w))), 3)
+        s = s + 1 if s % 2 == 0 else s
+        s = min(s, h - 1, w - 1)
+        h1, h2 = (int(v) for v in rng.integers(0, max(h - s, 1), (2,)))
+        w1, w2 = (int(v) for v in rng.integers(0, max(w - s, 1), (2,)))
+        win1 = (rows >= h1) & (rows < h1 + s) & (cols >= w1) & (cols < w1 + s)
+        win2 = (rows >= h2) & (rows < h2 + s) & (cols >= w2) & (cols < w2 + s)
+        f1 = xp.astype(win1, xa.dtype)
+        union = xp.astype(win1 | win2, xa.dtype)
+        curr_norm_window = _l2(delta * f1, (2, 3))
+        curr_norm_image = _l2(delta, (1, 2, 3))
+        norms_windows = _l2(delta * union, (2, 3))
+        pert = np.zeros((h, w))
+        pert[h1:h1 + s, w1:w1 + s] = _meta_pseudo_gaussian(s, bool(rng.uniform((1,))[0] > 0.5))
+        new = _as(xa, pert)[None, None, :, :] * rng.rademacher((m, c, 1, 1), like=xa)
+        new = new + delta * f1 / (1e-10 + curr_norm_window)
+        new = new * f1
+        avail = xp.sqrt(xp.clip(eps**2 - curr_norm_image**2, 0.0, None) / c + norms_windows**2)
+        new = new / xp.where(_l2(new, (2, 3)) > 0, _l2(new, (2, 3)), 1.0) * avail
+        d_new = xp.where(win1, new, xp.where(win2, 0.0, delta))
+        dn = _l2(d_new, (1, 2, 3))
+        return ctx.clip(xa + d_new / xp.where(dn > 0, dn, 1.0) * eps)
+
+
+def _l2(d, axes):
+    xp = namespace(d)
+    return xp.sqrt(xp.sum(d * d, axis=axes, keepdims=True))
 
 
 def _as(like, host: np.ndarray):
