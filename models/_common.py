@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
@@ -112,3 +113,55 @@ def update_metrics(entries: dict) -> None:
     data = json.loads(METRICS.read_text()) if METRICS.exists() else {}
     data.update(entries)
     METRICS.write_text(json.dumps(dict(sorted(data.items())), indent=2) + "\n")
+
+
+def pytorch_metadata(task: str, dataset: str, class_names: str, training: str) -> dict[str, str]:
+    """The ``advonnx.*`` metadata of a PyTorch image model: NCHW, values in [0, 1], raw logits."""
+    return {
+        "advonnx.task": task,
+        "advonnx.layout": "NCHW",
+        "advonnx.value_range": "0,1",
+        "advonnx.scores": "logits",
+        "advonnx.class_names": class_names,
+        "advonnx.framework": "pytorch",
+        "advonnx.dataset": dataset,
+        "advonnx.training": training,
+    }
+
+
+def export_and_check(model: torch.nn.Module, test_x: np.ndarray, path: Path, metadata: dict,
+                     batch: int = 256) -> tuple[str, np.ndarray, float]:
+    """Export ``model`` to ``path`` and run the file with onnxruntime on the test set.
+
+    Returns the exporter's name, onnxruntime's logits and their largest absolute difference
+    from the PyTorch model's own (eval mode): the export is checked, not trusted.
+    """
+    model.eval()
+    exporter = export_onnx(model, torch.from_numpy(test_x[:2]), path, metadata)
+    logits = ort_logits(path, test_x, batch=batch)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(test_x)).numpy()
+    return exporter, logits, float(np.abs(logits - ref).max())
+
+
+def train_all(doc: str, configs: dict, train_file: str, test_file: str, train_one, metric: str) -> int:
+    """The command line of a training script: ``--only NAME`` (repeatable) or every model.
+
+    ``train_one(name, train, test)`` returns the model's ``metrics.json`` record, which is
+    written as soon as that model is done; ``metric`` is the record key printed last.
+    """
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--only", choices=sorted(configs), action="append")
+    args = ap.parse_args()
+    train = load_npz(WORK / train_file)
+    test = load_npz(SUITE_DATA / test_file)
+    results = {}
+    for name in args.only or list(configs):
+        results[name] = train_one(name, train, test)
+        update_metrics({name: results[name]})
+    for name, r in results.items():
+        print(
+            f"{name}: {metric} {r[metric]:.4f}, {r['params']} params, "
+            f"{r['onnx_bytes']} bytes, {r['train_time_s']} s, {r['exporter']}"
+        )
+    return 0

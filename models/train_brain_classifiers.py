@@ -19,24 +19,19 @@ Usage: python models/train_brain_classifiers.py [--only brain_cnn|brain_mobilene
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
-import numpy as np
 import torch
 from torch import nn
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    SUITE_DATA,
     SUITE_MODELS,
-    WORK,
-    export_onnx,
-    load_npz,
+    export_and_check,
     make_deterministic,
-    ort_logits,
-    update_metrics,
+    pytorch_metadata,
+    train_all,
 )
 
 CLASS_NAMES = "csf_other,gray_matter,white_matter"
@@ -148,24 +143,16 @@ def train_one(name: str, train: dict, test: dict) -> dict:
     train_time = time.perf_counter() - t0
 
     path = SUITE_MODELS / f"{name}.onnx"
-    meta = {
-        "advonnx.task": "classification",
-        "advonnx.layout": "NCHW",
-        "advonnx.value_range": "0,1",
-        "advonnx.scores": "logits",
-        "advonnx.class_names": CLASS_NAMES,
-        "advonnx.framework": "pytorch",
-        "advonnx.dataset": "brain-tissue-patch",
-        "advonnx.training": (
+    meta = pytorch_metadata(
+        "classification",
+        "brain-tissue-patch",
+        CLASS_NAMES,
+        (
             f"standard training, {epochs} epochs, Adam lr {lr:g} cosine, batch {BATCH}, "
             f"intensity-scale augmentation 0.95-1.05, seed {seed}"
         ),
-    }
-    exporter = export_onnx(model, torch.from_numpy(test["x"][:2]), path, meta)
-    logits = ort_logits(path, test["x"])
-    with torch.no_grad():
-        ref = model(torch.from_numpy(test["x"])).numpy()
-    max_diff = float(np.abs(logits - ref).max())
+    )
+    exporter, logits, max_diff = export_and_check(model, test["x"], path, meta)
     acc = float((logits.argmax(1) == test["y"]).mean())
     per_class = [
         float((logits.argmax(1)[test["y"] == c] == c).mean())
@@ -188,23 +175,6 @@ def train_one(name: str, train: dict, test: dict) -> dict:
     }
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=sorted(CONFIGS), action="append")
-    args = ap.parse_args()
-    train = load_npz(WORK / "brain_patches_train.npz")
-    test = load_npz(SUITE_DATA / "brain_patches_test.npz")
-    results = {}
-    for name in args.only or list(CONFIGS):
-        results[name] = train_one(name, train, test)
-        update_metrics({name: results[name]})
-    for name, r in results.items():
-        print(
-            f"{name}: test accuracy {r['test_accuracy']:.4f}, {r['params']} params, "
-            f"{r['onnx_bytes']} bytes, {r['train_time_s']} s, {r['exporter']}"
-        )
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(train_all(__doc__, CONFIGS, "brain_patches_train.npz", "brain_patches_test.npz",
+                       train_one, "test_accuracy"))

@@ -29,7 +29,6 @@ Usage: python models/train_brain_segmenters.py [--only brain_unet|brain_sdnet]
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
@@ -40,15 +39,12 @@ from torch import nn
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    SUITE_DATA,
     SUITE_MODELS,
-    WORK,
     dice_per_class,
-    export_onnx,
-    load_npz,
+    export_and_check,
     make_deterministic,
-    ort_logits,
-    update_metrics,
+    pytorch_metadata,
+    train_all,
 )
 
 CLASS_NAMES = "background,csf_other,gray_matter,white_matter"
@@ -203,25 +199,16 @@ def train_one(name: str, train: dict, test: dict) -> dict:
     train_time = time.perf_counter() - t0
 
     path = SUITE_MODELS / f"{name}.onnx"
-    meta = {
-        "advonnx.task": "segmentation",
-        "advonnx.layout": "NCHW",
-        "advonnx.value_range": "0,1",
-        "advonnx.scores": "logits",
-        "advonnx.class_names": CLASS_NAMES,
-        "advonnx.framework": "pytorch",
-        "advonnx.dataset": "brain-tissue-seg",
-        "advonnx.training": (
+    meta = pytorch_metadata(
+        "segmentation",
+        "brain-tissue-seg",
+        CLASS_NAMES,
+        (
             f"standard training, {epochs} epochs, Adam one-cycle max lr {lr:g}, batch {BATCH}, "
             f"cross-entropy + soft Dice, flip/shift/intensity augmentation, seed {seed}"
         ),
-    }
-    exporter = export_onnx(model, xte[:2], path, meta)
-    logits = ort_logits(path, test["x"], batch=32)
-    model.eval()
-    with torch.no_grad():
-        ref = model(xte).numpy()
-    max_diff = float(np.abs(logits - ref).max())
+    )
+    exporter, logits, max_diff = export_and_check(model, test["x"], path, meta, batch=32)
     pred = logits.argmax(1)
     md = mean_dice(pred, test["y"])
     pooled = dice_per_class(pred, test["y"], N_CLASSES)
@@ -247,23 +234,6 @@ def train_one(name: str, train: dict, test: dict) -> dict:
     }
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=sorted(CONFIGS), action="append")
-    args = ap.parse_args()
-    train = load_npz(WORK / "brain_slices_train.npz")
-    test = load_npz(SUITE_DATA / "brain_slices_test.npz")
-    results = {}
-    for name in args.only or list(CONFIGS):
-        results[name] = train_one(name, train, test)
-        update_metrics({name: results[name]})
-    for name, r in results.items():
-        print(
-            f"{name}: test mean Dice {r['test_mean_dice']:.4f}, {r['params']} params, "
-            f"{r['onnx_bytes']} bytes, {r['train_time_s']} s, {r['exporter']}"
-        )
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(train_all(__doc__, CONFIGS, "brain_slices_train.npz", "brain_slices_test.npz",
+                       train_one, "test_mean_dice"))
