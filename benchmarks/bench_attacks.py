@@ -10,20 +10,13 @@ benchmarks/results/attacks.json.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
+from _benchlib import brain_cnn_case, markdown_table, write_results
 
 import advonnx
-from advonnx.suite import load_suite
-
-HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE.parent / "tests"))
 
 
 def main() -> None:
@@ -34,10 +27,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     torch.set_num_threads(2)
-    suite = load_suite("quick")
-    path = next(m.path for m in suite.models if m.name == "brain_cnn")
-    data = np.load(Path(suite.datasets[0].path))
-    x, y = data["x"], data["y"]
+    path, x, y = brain_cnn_case()
     model = advonnx.load_model(path, threads=2)
     net = brain_cnn_from_onnx(path)
     eps, alpha, steps = 4 / 255, 1 / 255, 20
@@ -59,14 +49,12 @@ def main() -> None:
         "agreement": float((a == b).mean()), "robust_acc_advonnx": float(1 - a.mean()),
         "robust_acc_torchattacks": float(1 - b.mean()),
     }
-    print("| attack | samples | advonnx s | torchattacks s | ratio | agreement | robust acc (ours / theirs) |")
-    print("|---|---:|---:|---:|---:|---:|---|")
-    print(f"| PGD-20 linf 4/255 | {len(x)} | {result['advonnx_s']:.2f} | {result['torchattacks_s']:.2f} | "
-          f"{result['ratio']:.2f} | {result['agreement']:.3f} | {result['robust_acc_advonnx']:.3f} / "
-          f"{result['robust_acc_torchattacks']:.3f} |")
-    out = HERE / "results" / "attacks.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    print(markdown_table(
+        ["attack", "samples:", "advonnx s:", "torchattacks s:", "ratio:", "agreement:", "robust acc (ours / theirs)"],
+        [["PGD-20 linf 4/255", str(len(x)), f"{result['advonnx_s']:.2f}", f"{result['torchattacks_s']:.2f}",
+          f"{result['ratio']:.2f}", f"{result['agreement']:.3f}",
+          f"{result['robust_acc_advonnx']:.3f} / {result['robust_acc_torchattacks']:.3f}"]]))
+    write_results("attacks", result)
 
 
 if __name__ == "__main__":

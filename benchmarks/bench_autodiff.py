@@ -11,7 +11,6 @@ Prints a Markdown table and writes benchmarks/results/autodiff.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -30,6 +29,7 @@ import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402, N812
+from _benchlib import markdown_table, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -122,21 +122,16 @@ def main() -> None:
           f"({'spinning' if SPIN else 'passive wait'}), median of "
           f"{args.repeats} (onnxruntime {ort.__version__}, torch {torch.__version__}); "
           f"host load average {load:.1f} on {os.cpu_count()} cores\n")
-    print("| net | exporter | onnxruntime (ms) | torch (ms) | ort / torch | min: ort / torch (ms) "
-          "| grad rel. err |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r['net']} | {r['exporter']} | {r['ort_ms']:.1f} | {r['torch_ms']:.1f} | "
-              f"{r['ratio']:.2f}x | {r['ort_min_ms']:.1f} / {r['torch_min_ms']:.1f} | "
-              f"{r['grad_rel_err']:.1e} |")
-    out = ROOT / "benchmarks" / "results" / "autodiff.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
+    print(markdown_table(
+        ["net", "exporter", "onnxruntime (ms):", "torch (ms):", "ort / torch:", "min: ort / torch (ms):",
+         "grad rel. err:"],
+        [[r["net"], r["exporter"], f"{r['ort_ms']:.1f}", f"{r['torch_ms']:.1f}", f"{r['ratio']:.2f}x",
+          f"{r['ort_min_ms']:.1f} / {r['torch_min_ms']:.1f}", f"{r['grad_rel_err']:.1e}"] for r in rows]))
+    write_results("autodiff", {
         "threads": THREADS, "spin": SPIN, "load_average": load, "batch": args.batch,
         "repeats": args.repeats,
         "onnxruntime": ort.__version__, "torch": torch.__version__,
-        "machine": platform.processor() or platform.machine(), "rows": rows}, indent=2) + "\n")
-    print(f"\nwrote {out.relative_to(ROOT)}")
+        "machine": platform.processor() or platform.machine(), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -18,19 +18,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _benchlib import brain_cnn_case, write_results
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+import advonnx
 
-import advonnx  # noqa: E402
-
-MODEL = ROOT / "advonnx" / "suites" / "models" / "brain_cnn.onnx"
-DATA = ROOT / "advonnx" / "suites" / "data" / "brain_patches_test.npz"
+MODEL = Path(brain_cnn_case()[0])
 
 
 def correct_samples(model, n: int):
-    d = np.load(DATA)
-    x, y = d["x"], d["y"]
+    _, x, y = brain_cnn_case()
     ok = np.nonzero(model.classify(x) == y)[0][:n]
     return x[ok], y[ok]
 
@@ -139,9 +135,7 @@ def main(argv=None):
     }
     results["load_average_end"] = os.getloadavg()
     print(json.dumps(results["summary"], indent=1))
-    out = ROOT / "benchmarks" / "results" / "blackbox.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
+    write_results("blackbox", results, indent=1)
 
 
 if __name__ == "__main__":

@@ -33,9 +33,9 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from _benchlib import RESULTS, ROOT, markdown_table, write_results
 
-OUT = Path(__file__).resolve().parent / "results" / "cluster.json"
-ROOT = Path(__file__).resolve().parents[1]
+OUT = RESULTS / "cluster.json"
 
 
 def run_cli(suite: str, out: Path, cluster: str | None, threads: str | None) -> dict:
@@ -183,19 +183,19 @@ def main(argv=None) -> None:
     for r in result["runs"]:
         r.pop("_costs", None)
         r.pop("folder", None)
-    OUT.parent.mkdir(exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=1))
-    print("\n| run | ADVONNX_THREADS | wall s | tasks | summed task s | load avg |\n|---|---|---:|---:|---:|---|")
-    for r in result["runs"]:
-        print(f"| {r['cluster']} | {r['ADVONNX_THREADS']} | {r['wall_s']:.1f} | {r['tasks']} | {r['sum_task_s']:.1f} | "
-              f"{r['load_average_before']:.2f}→{r['load_average_after']:.2f} |")
+    write_results("cluster", result, indent=1)
+    print("\n" + markdown_table(
+        ["run", "ADVONNX_THREADS", "wall s:", "tasks:", "summed task s:", "load avg"],
+        [[r["cluster"], str(r["ADVONNX_THREADS"]), f"{r['wall_s']:.1f}", str(r["tasks"]), f"{r['sum_task_s']:.1f}",
+          f"{r['load_average_before']:.2f}→{r['load_average_after']:.2f}"] for r in result["runs"]]))
     if "local2_speedup_vs_local1" in result:
         print(f"\nlocal:2 vs local:1 speed-up: {result['local2_speedup_vs_local1']:.2f}x (ideal on 2 cores: 2.0x)")
     e = result["estimate"]
     print(f"\nEstimate ({e['note']}; costs from {e['cost_source']}; start-up {e['startup_s']:.1f} s per worker)\n")
-    print("| workers | tasks | LPT wall s | lower bound s | speed-up |\n|---:|---:|---:|---:|---:|")
-    for r in e["rows"]:
-        print(f"| {r['workers']} | {r['tasks']} | {r['lpt_wall_s']:.1f} | {r['lower_bound_s']:.1f} | {r['speedup_vs_1']:.2f} |")
+    print(markdown_table(
+        ["workers:", "tasks:", "LPT wall s:", "lower bound s:", "speed-up:"],
+        [[str(r["workers"]), str(r["tasks"]), f"{r['lpt_wall_s']:.1f}", f"{r['lower_bound_s']:.1f}",
+          f"{r['speedup_vs_1']:.2f}"] for r in e["rows"]]))
 
 
 if __name__ == "__main__":

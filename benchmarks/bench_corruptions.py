@@ -18,19 +18,17 @@ Writes benchmarks/results/corruptions.json and prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
+from _benchlib import write_results
 
 from advonnx.corruptions import CORRUPTIONS, apply_corruption
 from advonnx.xp import Random
 
-OUT = Path(__file__).resolve().parent / "results" / "corruptions.json"
 SEVERITY = 3
 
 
@@ -196,8 +194,7 @@ def main(argv=None) -> None:
               "rows": measure(vols, "NCDHW", args.repeats, xp_name)}
         results["devices"][dev] = {"images_224": r2, "volumes_128": r3}
     results["load_average_end"] = os.getloadavg()
-    OUT.parent.mkdir(exist_ok=True)
-    OUT.write_text(json.dumps(results, indent=1))
+    write_results("corruptions", results, indent=1)
     for dev, res in results["devices"].items():
         print(f"\n### {dev} (advonnx severity {SEVERITY}; TorchIO same parameters, one subject at a time; "
               f"load average {load0[0]:.2f} → {results['load_average_end'][0]:.2f})\n")

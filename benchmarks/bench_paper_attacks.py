@@ -7,16 +7,11 @@ same brain_cnn weights (PyTorch twin), CPU, 2 threads each. Writes benchmarks/re
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+from _benchlib import brain_cnn_case, write_results
 
 
 def timed(fn, repeats: int = 2) -> float:
@@ -38,12 +33,11 @@ def main() -> None:
     import advonnx
 
     torch.set_num_threads(2)
-    path = str(ROOT / "advonnx" / "suites" / "models" / "brain_cnn.onnx")
-    d = np.load(ROOT / "advonnx" / "suites" / "data" / "brain_patches_test.npz")
+    path, x_all, y_all = brain_cnn_case()
     model = advonnx.load_model(path, threads=2)
     net = brain_cnn_from_onnx(path)
-    ok = model.classify(d["x"]) == d["y"]
-    x, y = d["x"][ok][: args.n], d["y"][ok][: args.n]
+    ok = model.classify(x_all) == y_all
+    x, y = x_all[ok][: args.n], y_all[ok][: args.n]
     target = (y + 1 + np.random.default_rng(0).integers(0, 2, y.shape)) % 3
     model.value_and_grad(x[:2], cotangent=np.zeros((2, 3), np.float32), gradient="exact")  # build graph once
     results = {"n": len(x), "host": platform.node(), "device": "cpu, 2 threads", "per_image_ms": {}}
@@ -70,9 +64,7 @@ def main() -> None:
         per["jsma/art"] = 1e3 * timed(lambda: jsma.generate(x, y=np.eye(3, dtype=np.float32)[target])) / len(x)
     except ImportError:
         results["art"] = "not installed"
-    out = ROOT / "benchmarks" / "results" / "paper_attacks.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    write_results("paper_attacks", results)
     for k, v in per.items():
         print(f"{k:24s} {v:8.2f} ms/image")
 

@@ -10,18 +10,15 @@ Writes benchmarks/results/predict.json and prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from _benchlib import markdown_table, write_results
 
 import advonnx
 from advonnx.suite import load_suite
-
-HERE = Path(__file__).parent
 
 
 def _time(fn, repeats: int) -> list[float]:
@@ -59,15 +56,11 @@ def main() -> None:
             r, a = statistics.median(t_raw), statistics.median(t_adv)
             rows.append({"model": entry.name, "batch": batch, "raw_ms": 1e3 * r, "advonnx_ms": 1e3 * a,
                          "ratio": a / r, "images_per_s": batch / a})
-    print("| model | batch | raw ORT ms | advonnx ms | ratio | images/s |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for row in rows:
-        print(f"| {row['model']} | {row['batch']} | {row['raw_ms']:.3f} | {row['advonnx_ms']:.3f} | "
-              f"{row['ratio']:.3f} | {row['images_per_s']:,.0f} |")
-    out = HERE / "results" / "predict.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"threads": args.threads, "rows": rows}, indent=2))
-    print(f"\nwritten {out}")
+    print(markdown_table(
+        ["model", "batch:", "raw ORT ms:", "advonnx ms:", "ratio:", "images/s:"],
+        [[r["model"], str(r["batch"]), f"{r['raw_ms']:.3f}", f"{r['advonnx_ms']:.3f}", f"{r['ratio']:.3f}",
+          f"{r['images_per_s']:,.0f}"] for r in rows]))
+    write_results("predict", {"threads": args.threads, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -12,21 +12,16 @@ benchmarks/results/throughput.json and prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _benchlib import brain_cnn_case, markdown_table, write_results
 
 import advonnx
 from advonnx.backend import cuda_status
-from advonnx.suite import load_suite
-
-HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE.parent / "tests"))
 
 
 def cnn224():
@@ -57,8 +52,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0)
     args = ap.parse_args()
     torch.set_num_threads(2)
-    suite = load_suite("quick")
-    brain = next(m.path for m in suite.models if m.name == "brain_cnn")
+    brain = brain_cnn_case()[0]
     tmp = Path(tempfile.mkdtemp())
     net224 = cnn224()
     torch.onnx.export(net224, torch.zeros(1, 3, 224, 224), str(tmp / "cnn224.onnx"), input_names=["image"],
@@ -93,14 +87,12 @@ def main() -> None:
             rows.append({"device": dev, "net": name, "batch": batch, "predictions_per_s": pred,
                          "pgd_steps_per_s": grad, "pgd10_s": ours, "torchattacks_pgd10_s": theirs,
                          "ratio": ours / theirs})
-    print("| device | net | batch | predictions/s | PGD steps/s | PGD-10 s (advonnx) | PGD-10 s (torchattacks) | ratio |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r['device']} | {r['net']} | {r['batch']} | {r['predictions_per_s']:,.0f} | {r['pgd_steps_per_s']:.1f} | "
-              f"{r['pgd10_s']:.2f} | {r['torchattacks_pgd10_s']:.2f} | {r['ratio']:.2f} |")
-    out = HERE / "results" / "throughput.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"devices": devices, "threads": 2, "rows": rows}, indent=2))
+    print(markdown_table(
+        ["device", "net", "batch:", "predictions/s:", "PGD steps/s:", "PGD-10 s (advonnx):",
+         "PGD-10 s (torchattacks):", "ratio:"],
+        [[r["device"], r["net"], str(r["batch"]), f"{r['predictions_per_s']:,.0f}", f"{r['pgd_steps_per_s']:.1f}",
+          f"{r['pgd10_s']:.2f}", f"{r['torchattacks_pgd10_s']:.2f}", f"{r['ratio']:.2f}"] for r in rows]))
+    write_results("throughput", {"devices": devices, "threads": 2, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -598,6 +598,19 @@ def _folder_items(
 # --------------------------------------------------------------------------- manifests
 
 
+def _listed_path(rel: str, manifest: Path, line: int, what: str) -> Path:
+    """A path written in a CSV manifest, relative to the manifest's folder; it must exist."""
+    p = Path(rel) if Path(rel).is_absolute() else manifest.parent / rel
+    if not p.exists():
+        raise _err(
+            p,
+            f"{what}listed in {manifest.name} line {line} but does not exist "
+            f"(relative paths resolve against {manifest.parent})",
+            "fix the path in the manifest",
+        )
+    return p
+
+
 def _manifest_items(path: Path, e: InputExpectation, class_names, desc) -> list[_Item]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
@@ -644,7 +657,6 @@ def _manifest_items(path: Path, e: InputExpectation, class_names, desc) -> list[
         raise _err(
             path, "an image,mask manifest for a classification model", "use the header path,label"
         )
-    base = path.parent
     items = []
     for i, r in enumerate(rows[1:], start=2):
         where = f"{path} line {i}"
@@ -652,13 +664,7 @@ def _manifest_items(path: Path, e: InputExpectation, class_names, desc) -> list[
         rel = r[ic].strip()
         if not rel:
             raise _err(where, "empty image path", "give every row an image path")
-        p = Path(rel) if Path(rel).is_absolute() else base / rel
-        if not p.exists():
-            raise _err(
-                p,
-                f"listed in {path.name} line {i} but does not exist (relative paths resolve against {base})",
-                "fix the path in the manifest",
-            )
+        p = _listed_path(rel, path, i, "")
         it = _Item(Path(rel).as_posix(), p)
         if p.is_dir():
             series = dicom_series(p)
@@ -676,14 +682,7 @@ def _manifest_items(path: Path, e: InputExpectation, class_names, desc) -> list[
             else:
                 if not v:
                     raise _err(where, "empty mask path", "give every row a mask")
-                m = Path(v) if Path(v).is_absolute() else base / v
-                if not m.exists():
-                    raise _err(
-                        m,
-                        f"mask listed in {path.name} line {i} does not exist (relative paths resolve against {base})",
-                        "fix the path in the manifest",
-                    )
-                it.mask = m
+                it.mask = _listed_path(v, path, i, "mask ")
         items.append(it)
     if not items:
         raise _err(path, "the manifest lists no samples", "add one row per sample under the header")

@@ -22,6 +22,16 @@ def _geometry(ctx: VJPContext, nd: int):
     return list(kernel), strides, dilations
 
 
+def _same_pads(totals: list[int], auto_pad: str) -> list[int]:
+    """ONNX ``pads`` (all begins, then all ends) for SAME_UPPER/SAME_LOWER total paddings.
+
+    SAME_UPPER puts the odd pixel at the end, SAME_LOWER at the beginning (ONNX Conv spec).
+    """
+    small = [t // 2 for t in totals]
+    large = [t - t // 2 for t in totals]
+    return (small + large) if auto_pad == "SAME_UPPER" else (large + small)
+
+
 def _flipped_weight(ctx: VJPContext, w: str, w_shape, group: int) -> str:
     """Conv weights (M, C/g, *k) as the weights of the adjoint conv: (C, M/g, *k), every
     kernel rotated by 180 degrees. Built from the initializer by ops onnxruntime folds once."""
@@ -53,14 +63,8 @@ def conv(ctx: VJPContext):
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         if not all(isinstance(d, int) for d in in_sp):
             ctx.unsupported("auto_pad SAME with dynamic spatial dims")
-        begin, end = [], []
-        for i in range(nd):
-            out = -(-in_sp[i] // strides[i])
-            total = max(0, (out - 1) * strides[i] + eff[i] - in_sp[i])
-            small, large = total // 2, total - total // 2
-            begin.append(small if auto_pad == "SAME_UPPER" else large)
-            end.append(large if auto_pad == "SAME_UPPER" else small)
-        pads = begin + end
+        pads = _same_pads([max(0, (-(-in_sp[i] // strides[i]) - 1) * strides[i] + eff[i] - in_sp[i])
+                           for i in range(nd)], auto_pad)
     elif auto_pad == "VALID":
         pads = [0] * (2 * nd)
     else:
@@ -113,14 +117,8 @@ def conv_transpose(ctx: VJPContext):
         if xs is None or ys is None:
             ctx.unsupported("output_shape/auto_pad with dynamic shapes")
         out_pad = list(ctx.attr("output_padding") or [0] * nd)
-        begin, end = [], []
-        for i in range(nd):
-            eff = (kernel[i] - 1) * dilations[i] + 1
-            total = strides[i] * (xs[2 + i] - 1) + out_pad[i] + eff - ys[2 + i]
-            small, large = total // 2, total - total // 2
-            begin.append(small if auto_pad == "SAME_UPPER" else large)
-            end.append(large if auto_pad == "SAME_UPPER" else small)
-        pads = begin + end
+        pads = _same_pads([strides[i] * (xs[2 + i] - 1) + out_pad[i] + (kernel[i] - 1) * dilations[i] + 1 - ys[2 + i]
+                           for i in range(nd)], auto_pad)
     elif auto_pad == "VALID":
         pads = [0] * (2 * nd)
     else:
