@@ -86,9 +86,34 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, metad
     for k, v in meta.items():
         onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props}, k: v})
     proto.producer_name = "advonnx/models"
+    _drop_build_specific_metadata(proto.graph)
     onnx.checker.check_model(proto, full_check=True)
     onnx.save_model(proto, str(path), save_as_external_data=False)
     return exporter
+
+
+def _drop_build_specific_metadata(graph: onnx.GraphProto) -> None:
+    """Remove what the dynamo exporter writes about the build rather than the model.
+
+    Per-node Python stack traces hold absolute paths of the machine that built the file (the
+    training script, the site-packages folder), and the graph's copy of torch.export's program
+    (signature, range constraints) names symbolic shapes by counters that change from run to run:
+    with them the same weights gave different bytes in another checkout or venv, and shipped
+    files leaked build paths. The module hierarchy of every node (``namespace``) stays.
+    """
+    _keep_props(graph.metadata_props, lambda key: not key.startswith("pkg.torch.export."))
+    for node in graph.node:
+        _keep_props(node.metadata_props, lambda key: key != "pkg.torch.onnx.stack_trace")
+        for attr in node.attribute:
+            if attr.g.node:
+                _drop_build_specific_metadata(attr.g)
+
+
+def _keep_props(props, keep) -> None:
+    kept = [(p.key, p.value) for p in props if keep(p.key)]
+    del props[:]
+    for key, value in kept:
+        props.add(key=key, value=value)
 
 
 def ort_logits(path: Path, x: np.ndarray, batch: int = 256) -> np.ndarray:
