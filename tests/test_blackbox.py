@@ -24,14 +24,15 @@ SETTINGS = [
 IDS = [f"{n}-{s['norm']}" for n, s in SETTINGS]
 
 
-def linear_image(*, nhwc: bool = False, features: bool = False, probabilities: bool = False, classes: int = 3, seed: int = 0):
-    """Flatten → Gemm (→ Softmax) on 8×8 two-channel images: a toy that attacks can break."""
+def linear_image(*, nhwc: bool = False, features: bool = False, volume: bool = False, probabilities: bool = False,
+                 classes: int = 3, seed: int = 0):
+    """Flatten → Gemm (→ Softmax) on 8×8 two-channel images (or 4×4×4 volumes): a toy that attacks can break."""
     from onnx import TensorProto, helper, numpy_helper
 
     from models import _model
 
     rng = np.random.default_rng(seed)
-    d = 2 * 8 * 8
+    d = 2 * 8 * 8  # the volumes are 4×4×4: as many features as the images
     w = (rng.normal(0, 1.0, (d, classes)) * 0.5).astype(np.float32)
     b = rng.normal(0, 0.1, classes).astype(np.float32)
     nodes = [helper.make_node("Flatten", ["image"], ["f"]), helper.make_node("Gemm", ["f", "W", "b"], ["logits"])]
@@ -39,16 +40,16 @@ def linear_image(*, nhwc: bool = False, features: bool = False, probabilities: b
     if probabilities:
         nodes.append(helper.make_node("Softmax", ["logits"], ["probs"], axis=1))
         out = "probs"
-    shape = ["N", d] if features else ["N", 8, 8, 2] if nhwc else ["N", 2, 8, 8]
+    shape = ["N", d] if features else ["N", 2, 4, 4, 4] if volume else ["N", 8, 8, 2] if nhwc else ["N", 2, 8, 8]
     return _model(nodes, [helper.make_tensor_value_info("image", TensorProto.FLOAT, shape)],
                   [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["N", classes])],
                   [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "b")])
 
 
-@pytest.fixture(params=["nchw", "nhwc_softmax", "features"])
+@pytest.fixture(params=["nchw", "nhwc_softmax", "features", "ncdhw"])
 def tiny(request, tmp_path):
     proto = {"nchw": lambda: linear_image(), "nhwc_softmax": lambda: linear_image(nhwc=True, probabilities=True),
-             "features": lambda: linear_image(features=True)}[request.param]()
+             "features": lambda: linear_image(features=True), "ncdhw": lambda: linear_image(volume=True)}[request.param]()
     m = advonnx.load_model(save(proto, tmp_path / "m.onnx"))
     shape = (8,) + tuple(m.spec.input_shape[1:])
     x = np.random.default_rng(0).uniform(0.3, 0.7, shape).astype(np.float32)
@@ -58,10 +59,6 @@ def tiny(request, tmp_path):
 @pytest.mark.parametrize("name,settings", SETTINGS, ids=IDS)
 def test_budget_range_success_and_queries(tiny, name, settings):
     model, x = tiny
-    if name == "square" and settings["norm"] == "l2" and model.spec.layout == "NF":
-        with pytest.raises(AdvonnxError, match="images"):
-            advonnx.attack(model, x, None, name, rng=3, **settings)
-        return
     res = advonnx.attack(model, x, None, name, rng=3, **settings)
     lo, hi = model.spec.value_range
     assert res.x_adv.shape == x.shape and res.x_adv.dtype == x.dtype
@@ -92,6 +89,63 @@ def test_max_queries_respected_exactly(tmp_path, name, settings, budget):
     # whole-batch checks (clean prediction, success re-query, min-norm judgement)
     overhead = m.queries - before - res.queries.sum()
     assert overhead % len(x) == 0 and 2 * len(x) <= overhead <= 3 * len(x)
+
+
+def _authors_pseudo_gaussian(x, y):
+    """pseudo_gaussian_pert_rectangles of the authors' square_attack (github.com/max-andr/square-attack)."""
+    delta = np.zeros([x, y])
+    x_c, y_c = x // 2 + 1, y // 2 + 1
+    counter2 = [x_c - 1, y_c - 1]
+    for counter in range(0, max(x_c, y_c)):
+        delta[max(counter2[0], 0):min(counter2[0] + (2 * counter + 1), x),
+              max(0, counter2[1]):min(counter2[1] + (2 * counter + 1), y)] += 1.0 / (counter + 1) ** 2
+        counter2[0] -= 1
+        counter2[1] -= 1
+    return delta / np.sqrt(np.sum(delta ** 2, keepdims=True))
+
+
+def _authors_meta(s, transpose):
+    delta = np.zeros([s, s])
+    delta[:s // 2] = _authors_pseudo_gaussian(s // 2, s)
+    delta[s // 2:] = _authors_pseudo_gaussian(s - s // 2, s) * (-1)
+    delta /= np.sqrt(np.sum(delta ** 2, keepdims=True))
+    return delta.T if transpose else delta
+
+
+@pytest.mark.parametrize("s", [3, 4, 5, 8, 13])
+def test_square_l2_patterns_extend_the_authors_2d_ones(s):
+    from advonnx.attacks.square import _meta_pseudo_gaussian, _pseudo_gaussian_rectangles
+
+    for h, w in ((s, s), (s // 2, s), (s, s - s // 2), (2, 7)):
+        np.testing.assert_allclose(_pseudo_gaussian_rectangles((h, w)), _authors_pseudo_gaussian(h, w), rtol=0, atol=1e-15)
+    for axis in (0, 1):
+        np.testing.assert_allclose(_meta_pseudo_gaussian(s, 2, axis), _authors_meta(s, axis == 1), rtol=0, atol=1e-15)
+    cube = _meta_pseudo_gaussian(s, 3, 2)  # 3-D: unit norm, + in the first half along the axis, − in the second
+    assert cube.shape == (s, s, s) and np.isclose(np.sum(cube**2), 1.0)
+    assert (cube[:, :, : s // 2] >= 0).all() and (cube[:, :, s // 2:] <= 0).all()
+
+
+@pytest.mark.parametrize("volume", [False, True], ids=["features", "ncdhw"])
+def test_square_l2_keeps_the_whole_budget_beyond_2d(tmp_path, volume):
+    # the authors' L2 search moves mass between windows at ‖δ‖₂ = eps; away from the box it stays there
+    m = advonnx.load_model(save(linear_image(features=not volume, volume=volume, seed=2), tmp_path / "m.onnx"))
+    x = np.random.default_rng(1).uniform(0.4, 0.6, (6,) + tuple(m.spec.input_shape[1:])).astype(np.float32)
+    res = advonnx.attack(m, x, None, "square", rng=0, norm="l2", eps=0.05, max_queries=30)
+    norms = np.linalg.norm((res.x_adv - x).reshape(len(x), -1).astype(np.float64), axis=1)
+    np.testing.assert_allclose(norms, 0.05, rtol=1e-4)
+
+
+def test_square_l2_refuses_inputs_too_small_for_a_window(tmp_path):
+    from onnx import TensorProto, helper
+
+    from models import _model
+
+    proto = _model([helper.make_node("Flatten", ["image"], ["logits"])],
+                   [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3])],
+                   [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])], [])
+    m = advonnx.load_model(save(proto, tmp_path / "m.onnx"))
+    with pytest.raises(AdvonnxError, match="spatial side >= 4"):
+        advonnx.attack(m, np.full((2, 3), 0.5, np.float32), None, "square", norm="l2", eps=0.1)
 
 
 def test_square_spends_budget_on_robust_samples_only(tmp_path):
@@ -152,8 +206,7 @@ def test_settings_and_needs():
     assert "max_queries=100" in repr(make_attack("nes", eps=0.1, max_queries=100))
 
 
-@pytest.mark.parametrize("name,settings", [s for s in SETTINGS if s[0] != "square" or s[1]["norm"] == "linf"],
-                         ids=[i for i, s in zip(IDS, SETTINGS) if s[0] != "square" or s[1]["norm"] == "linf"])
+@pytest.mark.parametrize("name,settings", SETTINGS, ids=IDS)
 def test_array_api_strict_loop(tmp_path, name, settings):
     """Same draws, same result on array-api-strict arrays as on NumPy (no NumPy-only calls)."""
     xps = pytest.importorskip("array_api_strict")

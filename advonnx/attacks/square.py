@@ -8,8 +8,11 @@ is the number spent up to its first success.
 
 - ``linf``: vertical-stripe initialization ``±eps``; the window gets one random sign per channel
   (the authors' ``square_attack_linf``).
-- ``l2`` (images only): a grid of pseudo-Gaussian squares as initialization; each step moves
-  mass between two windows keeping ‖δ‖₂ = eps (the authors' ``square_attack_l2``).
+- ``l2``: a grid of pseudo-Gaussian squares as initialization; each step moves mass between
+  two windows keeping ‖δ‖₂ = eps (the authors' ``square_attack_l2``). The authors define it on
+  2-D images; here the nested-box pattern and its ± halves extend unchanged to cubes over any
+  number of spatial axes (3-D volumes, runs of features), and 2-D results are the authors'.
+  Every spatial side must be >= 4.
 
 The square's area is ``p · n_features / channels`` with ``p`` halved at fixed fractions of the
 budget (the authors' ``p_selection`` schedule, from ``p_init``). ``loss``: ``margin``
@@ -20,6 +23,7 @@ initialization query.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -53,23 +57,34 @@ def p_selection(p_init: float, it: int, n_iters: int) -> float:
     return p_init
 
 
-def _pseudo_gaussian_rectangles(h: int, w: int) -> np.ndarray:
-    delta = np.zeros((h, w))
-    ch, cw = h // 2 + 1, w // 2 + 1
-    c0, c1 = ch - 1, cw - 1
-    for counter in range(max(ch, cw)):
-        delta[max(c0, 0):min(c0 + 2 * counter + 1, h), max(0, c1):min(c1 + 2 * counter + 1, w)] += 1.0 / (counter + 1) ** 2
-        c0 -= 1
-        c1 -= 1
+def _pseudo_gaussian_rectangles(shape: tuple[int, ...]) -> np.ndarray:
+    """Nested boxes around the centre weighted 1/(k+1)², unit L2 norm (any number of axes).
+
+    In 2-D this is the authors' ``pseudo_gaussian_pert_rectangles``.
+    """
+    delta = np.zeros(shape)
+    centre = [size // 2 for size in shape]
+    for counter in range(max(size // 2 + 1 for size in shape)):
+        box = tuple(slice(max(c - counter, 0), min(c + counter + 1, size)) for c, size in zip(centre, shape, strict=True))
+        delta[box] += 1.0 / (counter + 1) ** 2
     return delta / np.sqrt(np.sum(delta**2))
 
 
-def _meta_pseudo_gaussian(s: int, flip: bool) -> np.ndarray:
-    delta = np.zeros((s, s))
-    delta[: s // 2] = _pseudo_gaussian_rectangles(s // 2, s)
-    delta[s // 2:] = -_pseudo_gaussian_rectangles(s - s // 2, s)
-    delta /= np.sqrt(np.sum(delta**2))
-    return delta.T if flip else delta
+def _meta_pseudo_gaussian(s: int, ndim: int, axis: int) -> np.ndarray:
+    """A cube of side ``s``: +pattern in the first half along ``axis``, −pattern in the second.
+
+    In 2-D, ``axis`` 0 is the authors' ``meta_pseudo_gaussian_pert`` and ``axis`` 1 its transpose.
+    """
+    first, second = [s] * ndim, [s] * ndim
+    first[axis], second[axis] = s // 2, s - s // 2
+    delta = np.concatenate([_pseudo_gaussian_rectangles(tuple(first)),
+                            -_pseudo_gaussian_rectangles(tuple(second))], axis=axis)
+    return delta / np.sqrt(np.sum(delta**2))
+
+
+def _side(area: float, ndim: int) -> float:
+    """Side of a hypercube of ``area`` elements over ``ndim`` axes."""
+    return math.sqrt(area) if ndim == 2 else area ** (1 / ndim)
 
 
 class Square(Attack):
@@ -113,9 +128,10 @@ class Square(Attack):
     # -- the attack --------------------------------------------------------------------------
     def run(self, ctx: AttackContext, x, labels):
         layout = ctx.spec.layout
-        if self.norm == "l2" and layout not in ("NCHW", "NHWC"):
-            raise AdvonnxError("square l2 attacks 2-D images; use square linf or hsj for other inputs")
         xc = to_channels_first(x, layout)
+        if self.norm == "l2" and min(xc.shape[2:]) < 4:
+            raise AdvonnxError(f"square l2 needs every spatial side >= 4 (input {tuple(x.shape[1:])}); "
+                               "use square linf or hsj")
         budget = query_budget(ctx, self.max_queries)
         n_iters = min(budget, self.max_queries)
         if self.norm == "l2":
@@ -164,8 +180,7 @@ class Square(Attack):
         m, c, spatial = xa.shape[0], xa.shape[1], tuple(xa.shape[2:])
         eps = self.eps
         delta = xb - xa
-        area = p * math.prod(spatial)
-        s = int(round(math.sqrt(area) if len(spatial) == 2 else area ** (1 / len(spatial))))
+        s = int(round(_side(p * math.prod(spatial), len(spatial))))
         s = min(max(s, 1), max(min(spatial) - 1, 1))
         mask = self._window_mask(ctx, m, spatial, s, xa)
         signs = eps * ctx.rng.rademacher((m, c) + (1,) * len(spatial), like=xa)
@@ -183,55 +198,64 @@ class Square(Attack):
 
     # -- l2: move mass between two windows at constant norm ----------------------------------
     def _l2_init(self, ctx: AttackContext, xc):
-        """A grid of pseudo-Gaussian squares with random signs per channel, scaled to eps."""
+        """A grid of pseudo-Gaussian cubes with random signs per channel, scaled to eps."""
         xp = namespace(xc)
-        n, c, h, w = xc.shape
-        s = max(h // 5, 1)
-        sp = (h - s * 5) // 2 if h >= 5 else 0
+        n, c, spatial = xc.shape[0], xc.shape[1], tuple(xc.shape[2:])
+        k = len(spatial)
+        s = max(spatial[0] // 5, 1)
+        sp = (spatial[0] - s * 5) // 2 if spatial[0] >= 5 else 0
+        cube = _meta_pseudo_gaussian(s, k, 0)
         init = xp.zeros(xc.shape, dtype=xc.dtype)
-        ch = sp
-        for _ in range(h // s):
-            cw = sp
-            for _ in range(w // s):
-                patch = np.zeros((h, w))
-                bh, bw = min(ch + s, h) - ch, min(cw + s, w) - cw
-                patch[ch:ch + bh, cw:cw + bw] = _meta_pseudo_gaussian(s, False)[:bh, :bw]
-                sign = ctx.rng.rademacher((n, c, 1, 1), like=xc)
-                init = init + _as(xc, patch)[None, None, :, :] * sign
-                cw += s
-            ch += s
-        nrm = _l2(init, (1, 2, 3))
+        for cell in itertools.product(*(range(size // s) for size in spatial)):
+            starts = [sp + i * s for i in cell]
+            box = tuple(slice(b, min(b + s, size)) for b, size in zip(starts, spatial, strict=True))
+            patch = np.zeros(spatial)
+            patch[box] = cube[tuple(slice(0, sl.stop - sl.start) for sl in box)]
+            sign = ctx.rng.rademacher((n, c) + (1,) * k, like=xc)
+            init = init + _as(xc, patch)[None, None, ...] * sign
+        nrm = _l2(init, tuple(range(1, xc.ndim)))
         return ctx.clip(xc + init / xp.where(nrm > 0, nrm, 1.0) * self.eps)
 
     def _l2_proposal(self, ctx: AttackContext, xa, xb, p: float):
         xp = namespace(xa)
         rng, eps = ctx.rng, self.eps
         delta = xb - xa
-        m, c, h, w = xa.shape
-        rows = xp.reshape(xp.arange(h), (1, 1, h, 1))
-        cols = xp.reshape(xp.arange(w), (1, 1, 1, w))
-        s = max(int(round(math.sqrt(p * h * w))), 3)
+        m, c, spatial = xa.shape[0], xa.shape[1], tuple(xa.shape[2:])
+        k = len(spatial)
+        every, per_channel = tuple(range(1, xa.ndim)), tuple(range(2, xa.ndim))
+        s = max(int(round(_side(p * math.prod(spatial), k))), 3)
         s = s + 1 if s % 2 == 0 else s
-        s = min(s, h - 1, w - 1)
-        h1, h2 = (int(v) for v in rng.integers(0, max(h - s, 1), (2,)))
-        w1, w2 = (int(v) for v in rng.integers(0, max(w - s, 1), (2,)))
-        win1 = (rows >= h1) & (rows < h1 + s) & (cols >= w1) & (cols < w1 + s)
-        win2 = (rows >= h2) & (rows < h2 + s) & (cols >= w2) & (cols < w2 + s)
+        s = min([s] + [size - 1 for size in spatial])
+        starts = [[int(v) for v in rng.integers(0, max(size - s, 1), (2,))] for size in spatial]
+        win1, win2 = self._window(xp, spatial, [a for a, _ in starts], s), self._window(xp, spatial, [b for _, b in starts], s)
         f1 = xp.astype(win1, xa.dtype)
         union = xp.astype(win1 | win2, xa.dtype)
-        curr_norm_window = _l2(delta * f1, (2, 3))
-        curr_norm_image = _l2(delta, (1, 2, 3))
-        norms_windows = _l2(delta * union, (2, 3))
-        pert = np.zeros((h, w))
-        pert[h1:h1 + s, w1:w1 + s] = _meta_pseudo_gaussian(s, bool(rng.uniform((1,))[0] > 0.5))
-        new = _as(xa, pert)[None, None, :, :] * rng.rademacher((m, c, 1, 1), like=xa)
+        curr_norm_window = _l2(delta * f1, per_channel)
+        curr_norm_image = _l2(delta, every)
+        norms_windows = _l2(delta * union, per_channel)
+        axis = min(int(float(rng.uniform((1,))[0]) * k), k - 1)
+        pert = np.zeros(spatial)
+        pert[tuple(slice(a, a + s) for a, _ in starts)] = _meta_pseudo_gaussian(s, k, axis)
+        new = _as(xa, pert)[None, None, ...] * rng.rademacher((m, c) + (1,) * k, like=xa)
         new = new + delta * f1 / (1e-10 + curr_norm_window)
         new = new * f1
         avail = xp.sqrt(xp.clip(eps**2 - curr_norm_image**2, 0.0, None) / c + norms_windows**2)
-        new = new / xp.where(_l2(new, (2, 3)) > 0, _l2(new, (2, 3)), 1.0) * avail
+        new_norm = _l2(new, per_channel)
+        new = new / xp.where(new_norm > 0, new_norm, 1.0) * avail
         d_new = xp.where(win1, new, xp.where(win2, 0.0, delta))
-        dn = _l2(d_new, (1, 2, 3))
+        dn = _l2(d_new, every)
         return ctx.clip(xa + d_new / xp.where(dn > 0, dn, 1.0) * eps)
+
+    @staticmethod
+    def _window(xp, spatial: tuple[int, ...], starts: list[int], s: int):
+        """(1, 1, *spatial) boolean mask of the hypercube of side ``s`` at ``starts``."""
+        k = len(spatial)
+        mask = None
+        for axis, (size, b) in enumerate(zip(spatial, starts, strict=True)):
+            coords = xp.reshape(xp.arange(size), (1, 1) + tuple(size if d == axis else 1 for d in range(k)))
+            inside = (coords >= b) & (coords < b + s)
+            mask = inside if mask is None else (mask & inside)
+        return mask
 
 
 def _l2(d, axes):
