@@ -455,16 +455,21 @@ class Runner:
 
     def run(self):
         folder, run_id = self._run_folder()
+        # with a cluster this process only plans (specs, shapes, sample ids) and writes rows: it
+        # loads the models on its CPU, and the workers load them on --device (a GPU-less laptop
+        # can drive GPU workers)
+        plan_device = "cpu" if self.cluster else self.device
         models: dict[str, OnnxModel] = {}
         for entry in self.suite.models:
-            models[entry.name] = cached_model(entry, self.device, self.batch_size)
+            models[entry.name] = cached_model(entry, plan_device, self.batch_size)
         units, skipped = self.plan(run_id, models)
         meta = {
             "run_id": run_id, "suite": self.suite.name, "suite_source": self.suite.source,
             "config": self.suite.config(), "config_hash": self.suite.config_hash(),
             "versions": _versions(), "host": socket.gethostname(), "platform": platform.platform(),
-            "execution_providers": {n: m.execution_provider for n, m in models.items()},
-            "cuda_note": next((m.cuda_note for m in models.values() if m.cuda_note), ""),
+            "execution_providers": ({n: f"cluster workers, --device {self.device}" for n in models} if self.cluster
+                                    else {n: m.execution_provider for n, m in models.items()}),
+            "cuda_note": "" if self.cluster else next((m.cuda_note for m in models.values() if m.cuda_note), ""),
             "specs": {n: _spec_summary(m) for n, m in models.items()},
             "headline": self.suite.headline, "seed": self.suite.seed, "cluster": self.cluster or "",
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -1,5 +1,6 @@
 """The same suite on a Dask LocalCluster: identical rows, resumable, robust to a dying worker."""
 
+import dataclasses
 import os
 import signal
 import threading
@@ -32,6 +33,33 @@ def _rows(table):
     keys = [tuple(r[k] for k in KEY) for r in rows]
     assert len(keys) == len(set(keys)), "duplicate rows"
     return sorted(rows, key=lambda r: tuple(str(r[k]) for k in KEY))
+
+
+def test_client_plans_on_cpu_and_workers_get_the_requested_device(tmp_path, monkeypatch):
+    # a GPU-less client driving GPU workers: planning must not open CUDA here, the units carry it
+    import advonnx.distributed as distributed
+
+    seen = []
+
+    def fake_run_distributed(cluster, units, store, on_done, log):
+        seen.extend(units)
+        for u in units:
+            from advonnx.suite import execute_unit
+
+            rows, examples = execute_unit(dataclasses.replace(u, device="cpu"))
+            store.write_chunk(u.key, rows, examples)
+            on_done(u)
+        return {"fake-worker": len(units)}
+
+    monkeypatch.setattr(distributed, "run_distributed", fake_run_distributed)
+    folder, table = Runner(_suite(tmp_path, n=16), out=tmp_path / "out", cluster="tcp://127.0.0.1:1",
+                           device="cuda").run()
+    assert seen and {u.device for u in seen} == {"cuda"}
+    assert table.num_rows > 0
+    import json
+
+    meta = json.loads((folder / "_run.json").read_text())
+    assert set(meta["execution_providers"].values()) == {"cluster workers, --device cuda"}
 
 
 @pytest.mark.slow
