@@ -270,16 +270,17 @@ def setting_label(s: dict) -> str:
     return f"{s['attack']} {s['norm']} {s['eps_text']}"
 
 
-def _pct(v: float) -> str:
-    return "–" if v is None or math.isnan(v) else f"{100 * v:.1f}"
+def percent(v) -> str:
+    """A fraction as a percentage with one decimal; "–" for a missing value or NaN."""
+    return "–" if v is None or v != v else f"{100 * v:.1f}"
 
 
 def _ci(v: float, ci: tuple[float, float]) -> str:
     if math.isnan(v):
         return "–"
     if math.isnan(ci[0]):
-        return _pct(v)
-    return f"{_pct(v)} [dim]({_pct(ci[0])}–{_pct(ci[1])})[/dim]"
+        return percent(v)
+    return f"{percent(v)} [dim]({percent(ci[0])}–{percent(ci[1])})[/dim]"
 
 
 def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, title: str = "advonnx leaderboard"):
@@ -328,8 +329,8 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
             is_head = bool(order) and s["model"] in order and s["robust"] == order[s["model"]] \
                 and s["attack"] == headline_for(headline, s["dataset"]).get("attack")
             lo, hi = s["robust_ci"]
-            cells = [setting_label(s), _pct(s["robust"]), "–" if math.isnan(lo) else f"{_pct(lo)}–{_pct(hi)}"]
-            cells += [f"{100 * (s['clean'] - s['robust']):.1f}"] if seg else [_pct(s["asr"])]
+            cells = [setting_label(s), percent(s["robust"]), "–" if math.isnan(lo) else f"{percent(lo)}–{percent(hi)}"]
+            cells += [f"{100 * (s['clean'] - s['robust']):.1f}"] if seg else [percent(s["asr"])]
             cells += ["–" if math.isnan(s["median_norm"]) else f"{s['median_norm']:.3g}"]
             if show_min:
                 med, mean = s.get("median_min_norm", math.nan), s.get("mean_min_norm", math.nan)
@@ -348,9 +349,9 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
         for col in ("Model", "Mean corr. %", "mCE", "rBE", "Bal. err. %", "Adv. robust %"):
             ct.add_column(col, justify="left" if col == "Model" else "right")
         for r in cs["rows"]:
-            ct.add_row(r["model"], _pct(r["mean_corruption"]),
+            ct.add_row(r["model"], percent(r["mean_corruption"]),
                        "–" if math.isnan(r["mce"]) else f"{r['mce']:.2f}", "–" if math.isnan(r["rbe"]) else f"{r['rbe']:.2f}",
-                       _pct(r["mean_balanced_error"]), _pct(r["adversarial"]))
+                       percent(r["mean_balanced_error"]), percent(r["adversarial"]))
         console.print(ct)
     notes = []
     if any(s["label_source"] == "clean_prediction" for s in summaries):
@@ -364,12 +365,12 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
                                for d, h in (headline.get("datasets") or {}).items()))
     for a, b, sa, sb in contrast_pairs(summaries, headline):
         notes.append(f"[bold magenta]equal clean, different robust:[/bold magenta] {a} vs {b}: clean "
-                     f"{_pct(sa['clean'])} vs {_pct(sb['clean'])}, robust {_pct(sa['robust'])} vs {_pct(sb['robust'])}")
+                     f"{percent(sa['clean'])} vs {percent(sb['clean'])}, robust {percent(sa['robust'])} vs {percent(sb['robust'])}")
     for g in gradient_masking(table)["settings"]:
         if g["flagged"] or g["flagged_samples"]:
             notes.append(
                 f"[bold red]gradient masking?[/bold red] {g['model']} {g['norm']} eps={g['eps']:g}: black-box robust "
-                f"{_pct(g['blackbox_robust'])} vs white-box {_pct(g['whitebox_robust'])} (2·SE = {_pct(2 * g['se'])}); "
+                f"{percent(g['blackbox_robust'])} vs white-box {percent(g['whitebox_robust'])} (2·SE = {percent(2 * g['se'])}); "
                 f"{len(g['flagged_samples'])} samples broken only by black-box attacks"
                 + (" — model flagged" if g["flagged"] else ""))
     if cs["rows"]:
@@ -424,7 +425,7 @@ def worst_case_table(table: pa.Table, console) -> list[dict[str, Any]]:
     for col in ("Model", "Dataset", "Norm", "Eps", "Robust %", "n", "Attacks"):
         t.add_column(col, justify="right" if col in ("Eps", "Robust %", "n") else "left")
     for r in sorted(rows, key=lambda r: (r["model"], r["dataset"], r["norm"], r["eps"])):
-        t.add_row(r["model"], r["dataset"], r["norm"], f"{r['eps']:.4g}", _pct(r["robust"]), str(r["n"]),
+        t.add_row(r["model"], r["dataset"], r["norm"], f"{r['eps']:.4g}", percent(r["robust"]), str(r["n"]),
                   ",".join(r["attacks"]))
     console.print(t)
     return rows

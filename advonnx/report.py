@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import AdvonnxError
+from .leaderboard import percent
 from .results import find_run_folders, read_results, run_metadata
 
 PALETTE = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2", "#65a30d",
@@ -71,10 +72,6 @@ def _e(v: Any) -> str:
 
 def _nan(v) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
-
-
-def _pct(v) -> str:
-    return "–" if _nan(v) else f"{100 * v:.1f}"
 
 
 def _num(v) -> str:
@@ -212,8 +209,8 @@ def _masking(table: pa.Table, summaries: list[dict], meta: dict,
     for g in info.get("settings", []) if isinstance(info, dict) else []:
         if g.get("flagged") or g.get("flagged_samples"):
             key = (g.get("model"), g.get("dataset"), g.get("norm"), g.get("eps"))
-            notes[key] = (f"gradient masking? black-box robust {_pct(g.get('blackbox_robust'))} % vs white-box "
-                          f"{_pct(g.get('whitebox_robust'))} %; {len(g.get('flagged_samples') or [])} samples "
+            notes[key] = (f"gradient masking? black-box robust {percent(g.get('blackbox_robust'))} % vs white-box "
+                          f"{percent(g.get('whitebox_robust'))} %; {len(g.get('flagged_samples') or [])} samples "
                           "broken only by black-box attacks")
             if g.get("flagged"):
                 models.add(g.get("model"))
@@ -673,8 +670,8 @@ def _bar(v, color: str) -> str:
 def _cell_ci(v, ci, color: str | None = None) -> str:
     if _nan(v):
         return '<td class="n" data-v="">–</td>'
-    ci_txt = "" if _nan(ci[0]) else f' <span class="ci">{_pct(ci[0])}–{_pct(ci[1])}</span>'
-    return f'<td class="n" data-v="{_num(v)}">{_pct(v)}{ci_txt}{_bar(v, color) if color else ""}</td>'
+    ci_txt = "" if _nan(ci[0]) else f' <span class="ci">{percent(ci[0])}–{percent(ci[1])}</span>'
+    return f'<td class="n" data-v="{_num(v)}">{percent(v)}{ci_txt}{_bar(v, color) if color else ""}</td>'
 
 
 def _flags(s: dict, masking_note: str | None) -> list[str]:
@@ -738,7 +735,7 @@ def _leaderboard(summaries, heads, colors, masked_models, masking_notes, value_r
             if w is None:
                 out.append('<td class="n" data-v="">–</td>')
             else:
-                out.append(f'<td data-v="{_num(w["robust"])}">{_pct(w["robust"])}'
+                out.append(f'<td data-v="{_num(w["robust"])}">{percent(w["robust"])}'
                            f'<br><span class="ci">{_e(_setting_name(w))}</span></td>')
         none = '<span class="tag ok">none</span>'
         out.append(f"<td>{''.join(tags) or none}</td></tr>")
@@ -769,7 +766,7 @@ def _all_settings(summaries, heads, colors, masking_notes) -> str:
         out.append(f"<td>{_e(s['gradient'] or '–')}</td><td class='n'>{s['n']}</td>")
         out.append(_cell_ci(s["clean"], (math.nan, math.nan)))  # the same per model: its interval is in the leaderboard
         out.append(_cell_ci(s["robust"], s["robust_ci"], colors[s["model"]]))
-        out.append(f'<td class="n" data-v="{_num(s["asr"])}">{_pct(s["asr"])}</td>')
+        out.append(f'<td class="n" data-v="{_num(s["asr"])}">{percent(s["asr"])}</td>')
         mn = s.get("median_norm")
         out.append(f'<td class="n" data-v="{_num(mn)}">{"–" if _nan(mn) else f"{mn:.3g}"}</td>')
         q = s.get("queries")
@@ -796,9 +793,9 @@ def _contrast_html(summaries, heads, headline, colors) -> tuple[str, int]:
             f'<div class="callout"><b class="big">Equal clean, different robust.</b> '
             f'<b style="color:{colors[hi["model"]]}">{_e(hi["model"])}</b> and '
             f'<b style="color:{colors[lo["model"]]}">{_e(lo["model"])}</b> score the same on clean {_e(lo["dataset"])} data '
-            f'({_pct(hi["clean"])} % vs {_pct(lo["clean"])} % {metric}), but under {_e(setting)} '
-            f'{_e(hi["model"])} keeps <b>{_pct(hi["robust"])} %</b> while {_e(lo["model"])} falls to '
-            f'<b>{_pct(lo["robust"])} %</b>: a gap of <b>{100 * (hi["robust"] - lo["robust"]):.1f} points</b> '
+            f'({percent(hi["clean"])} % vs {percent(lo["clean"])} % {metric}), but under {_e(setting)} '
+            f'{_e(hi["model"])} keeps <b>{percent(hi["robust"])} %</b> while {_e(lo["model"])} falls to '
+            f'<b>{percent(lo["robust"])} %</b>: a gap of <b>{100 * (hi["robust"] - lo["robust"]):.1f} points</b> '
             f'that the test set alone does not show.</div>')
     if not pairs and len(heads) > 1:
         parts.append(f'<p class="sub">No pair of models on one dataset is within 2 points clean and 15 points apart '
@@ -852,9 +849,9 @@ def _examples_html(examples: list[dict], colors: dict[str, str], names: dict[str
                     n_img += 1
                 out.append("</div>")
                 if seg:
-                    out.append(f'<div class="pred">max |δ| {s["delta_max"]:.3g} · Dice clean <b>{_pct(s.get("dice_clean"))} %</b> → perturbed '
+                    out.append(f'<div class="pred">max |δ| {s["delta_max"]:.3g} · Dice clean <b>{percent(s.get("dice_clean"))} %</b> → perturbed '
                                f'<b class="{"wrong" if (s.get("dice_adv") or 0) < (s.get("dice_clean") or 0) - 0.05 else "right"}">'
-                               f'{_pct(s.get("dice_adv"))} %</b></div>')
+                               f'{percent(s.get("dice_adv"))} %</b></div>')
                 else:
                     def conf(v):
                         return "" if _nan(v) else f" ({100 * v:.0f} %)"
@@ -1101,8 +1098,8 @@ def write_compare_report(rows: list[dict], output: str | Path, *, a_name: str, b
 
     body = "".join(
         f"<tr><td>{_e(r['model'])}</td><td>{_e(r['dataset'])}</td><td>{_e(r['setting'])}</td>"
-        f"<td>{_pct(r['clean_a'])}</td><td>{_pct(r['clean_b'])}</td>{d(r['delta_clean'])}"
-        f"<td>{_pct(r['robust_a'])}</td><td>{_pct(r['robust_b'])}</td>{d(r['delta_robust'])}</tr>" for r in rows)
+        f"<td>{percent(r['clean_a'])}</td><td>{percent(r['clean_b'])}</td>{d(r['delta_clean'])}"
+        f"<td>{percent(r['robust_a'])}</td><td>{percent(r['robust_b'])}</td>{d(r['delta_robust'])}</tr>" for r in rows)
     extra = "td.pos{color:#059669;font-weight:600}td.neg{color:#dc2626;font-weight:600}"
     page = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>advonnx compare</title>"
             f"<style>{CSS}{extra}</style></head><body><header class=top><div class=wrap><h1>advonnx compare</h1>"
