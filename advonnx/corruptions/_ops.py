@@ -103,14 +103,29 @@ def fov_scale(x, spatial_axes) -> float:
 # -- filtering ---------------------------------------------------------------------------
 
 
+# Up to this many taps a kernel is applied as a sum of shifted copies (a few multiply-adds per
+# voxel, no complex intermediates); longer ones by FFT. Both equal the same linear convolution.
+DIRECT_TAPS = 33
+
+
 def gaussian_filter1d(x, axis: int, sigma: float):
-    """Gaussian smoothing along ``axis`` (truncated at 3 sigma, edge-replicated borders), by FFT."""
+    """Gaussian smoothing along ``axis`` (truncated at 3 sigma, edge-replicated borders).
+
+    ``sigma`` in samples of that axis. Short kernels are summed directly, long ones by FFT.
+    """
     if sigma <= 0:
         return x
     xp = namespace(x)
     n = x.shape[axis]
     radius = max(1, math.ceil(3.0 * sigma))
     padded = edge_pad(x, axis, radius, radius)
+    if 2 * radius + 1 <= DIRECT_TAPS:
+        taps = [math.exp(-(k * k) / (2.0 * sigma * sigma)) for k in range(-radius, radius + 1)]
+        total = math.fsum(taps)
+        out = crop(padded, axis, 0, n) * (taps[0] / total)
+        for k in range(1, 2 * radius + 1):
+            out = out + crop(padded, axis, k, k + n) * (taps[k] / total)
+        return out
     length = n + 2 * radius
     d = wrapped_offsets(x, length)
     g = xp.exp(-(d * d) / (2.0 * sigma * sigma))
