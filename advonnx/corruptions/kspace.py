@@ -54,11 +54,29 @@ def spike(x, param, rng, *, spatial_axes, value_range, spacing=None):
     lo, _ = value_range
     n = x.shape[0]
     axes = tuple(spatial_axes)
-    spectrum = xp.fft.fftn(_ops.to_complex(x - lo), axes=axes)
-    peak = xp.max(xp.abs(spectrum), axis=axes, keepdims=True)
-
-    mask = None
     positions = [_ops.integers(rng, 0, x.shape[a], (n, MAX_SPIKES), x) for a in axes]
+    if int(n_spikes) == 0:
+        return x
+    shifted = x - lo
+    if bool(xp.all(shifted >= 0)):
+        # A spike at k adds (A / n_voxels) exp(2 pi i k.r / N) to the image; its real part is a
+        # cosine. For a non-negative image the spectrum's peak is the DC term, sum(x - lo), so
+        # A / n_voxels = intensity * mean(x - lo): the same image without two FFTs of the volume.
+        amplitude = intensity * xp.mean(shifted, axis=axes, keepdims=True)
+        waves = None
+        for s in range(int(n_spikes)):
+            phase = None  # in cycles; (r k mod N) / N per axis is exact in integers
+            for a, pos in zip(axes, positions, strict=True):
+                grid = _ops.along(_ops.arange_like(x, x.shape[a], dtype=xp.int64), a, x.ndim)
+                cycles = (grid * _ops.per_sample(pos[:, s], x.ndim)) % x.shape[a]
+                term = xp.astype(cycles, x.dtype) / x.shape[a]
+                phase = term if phase is None else phase + term
+            wave = xp.cos(2.0 * math.pi * phase)
+            waves = wave if waves is None else waves + wave
+        return x + amplitude * waves
+    spectrum = xp.fft.fftn(_ops.to_complex(shifted), axes=axes)
+    peak = xp.max(xp.abs(spectrum), axis=axes, keepdims=True)
+    mask = None
     for s in range(int(n_spikes)):
         hit = None
         for a, pos in zip(axes, positions, strict=True):
@@ -67,8 +85,6 @@ def spike(x, param, rng, *, spatial_axes, value_range, spacing=None):
             hit = on if hit is None else hit & on
         hit = xp.astype(hit, x.dtype)
         mask = hit if mask is None else mask + hit
-    if mask is None:
-        return x
     spectrum = spectrum + _ops.to_complex(intensity * peak * mask)
     return xp.real(xp.fft.ifftn(spectrum, axes=axes)) + lo
 

@@ -53,6 +53,27 @@ def test_spike_adds_a_plane_wave_everywhere():
     assert peak[1] > 0.95 * peak[0] and peak[2] < 0.05 * peak[0]  # +k and -k only
 
 
+@pytest.mark.parametrize("severity", [1, 5])
+def test_spike_equals_the_kspace_definition_in_float64(severity):
+    """spike() adds plane waves directly; TorchIO's definition, computed here by FFT in float64:
+    add ``intensity x max|spectrum|`` at each drawn k-space position, transform back, real part."""
+    from advonnx.corruptions import _ops, kspace
+
+    n_spikes, intensity = CORRUPTIONS["spike"].severity_params[severity - 1]
+    x = np.random.default_rng(3).uniform(0.1, 0.9, (2, 1, 10, 12, 14)).astype(np.float32)
+    axes = (2, 3, 4)
+    y = kspace.spike(x, (n_spikes, intensity), Random(5), spatial_axes=axes, value_range=(0.0, 1.0))
+    rng = Random(5)
+    positions = [_ops.integers(rng, 0, x.shape[a], (2, kspace.MAX_SPIKES), x) for a in axes]
+    spectrum = np.fft.fftn(x.astype(np.float64), axes=axes)
+    peak = np.abs(spectrum).max(axis=axes)
+    for i in range(2):
+        for s in range(n_spikes):
+            spectrum[(i, 0) + tuple(int(p[i, s]) for p in positions)] += intensity * peak[i, 0]
+    want = np.real(np.fft.ifftn(spectrum, axes=axes))
+    np.testing.assert_allclose(y, want, rtol=0, atol=2e-6 * (1 + intensity * n_spikes))
+
+
 def test_bias_field_is_smooth_and_multiplicative():
     x = np.full((1, 1, 32, 32), 0.5, np.float32)
     y = apply_corruption("bias_field", x, 5, Random(2), layout="NCHW")[0, 0]
