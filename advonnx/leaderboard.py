@@ -436,10 +436,13 @@ def minimal_norm_curves(table: pa.Table, summaries: list[dict]) -> list[str]:
 
     The eps grid is the budgets other attacks of the same norm used on that model, else the
     quartiles of the minimal norms found. Samples misclassified clean count as broken at 0.
+    Classification only: a segmentation sample has no single "correct" (DAG's minimal norm is
+    where it reached its pixel target, and its Dice under attack is in the table instead).
     """
     from .worst_case import robustness_curve
 
-    rows = [r for r in table.to_pylist() if r.get("kind") == "adversarial" and r.get("status") == "ok"]
+    rows = [r for r in table.to_pylist() if r.get("kind") == "adversarial" and r.get("status") == "ok"
+            and r.get("task") == "classification"]
     minimal = defaultdict(list)
     budgets = defaultdict(set)
     for r in rows:

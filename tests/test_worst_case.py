@@ -53,6 +53,26 @@ def test_robustness_curve_from_minimal_norms():
     np.testing.assert_allclose(robust_accuracy([0.2, 0.4], [0.2, 0.3]), [0.5, 0.5])
 
 
+def test_leaderboard_curves_cover_classification_only():
+    # hand-computed: deepfool radii 0.1, 0.3, inf (one sample wrong clean) on the pgd grid 0.2, 0.5;
+    # DAG rows of a segmenter (no clean_correct, never at its pixel target) give no curve at all
+    import pyarrow as pa
+
+    from advonnx.leaderboard import minimal_norm_curves
+
+    rows = [row("a", "deepfool", 0.0, True, min_norm=0.1), row("b", "deepfool", 0.0, True, min_norm=0.3),
+            row("c", "deepfool", 0.0, False, min_norm=math.inf), row("d", "deepfool", 0.0, False, correct=False,
+                                                                   min_norm=math.inf),
+            row("a", "pgd", 0.2, True), row("a", "pgd", 0.5, True)]
+    seg = [{**row(s, "dag", 4 / 255, False, min_norm=math.inf, correct=None, norm="linf", model="unet"),
+            "task": "segmentation"} for s in "ab"]
+    seg += [{**row(s, "pgd", 2 / 255, False, correct=None, norm="linf", model="unet"), "task": "segmentation"}
+            for s in "ab"]
+    lines = minimal_norm_curves(pa.Table.from_pylist(rows + seg), [])
+    assert lines == ["robustness curve of m from deepfool minimal l2 norms (accuracy at ‖δ‖ ≤ eps): "
+                     "0.2→50.0%, 0.5→25.0%"]
+
+
 def test_still_robust_flags_select_the_unbroken():
     np.testing.assert_array_equal(still_robust(np.array([0.0, 0.5, np.inf]), 0.5), [False, False, True])
 
