@@ -214,7 +214,7 @@ def compare(
     """
     from rich.table import Table
 
-    from .leaderboard import _pct, compare_rows
+    from .leaderboard import compare_rows, percent
     from .results import read_results
 
     rows = compare_rows(read_results(a), read_results(b))
@@ -230,8 +230,8 @@ def compare(
         return f"[{color}]{v:+.1f}[/{color}]" if color else f"{v:+.1f}"
 
     for r in rows:
-        t.add_row(r["model"], r["dataset"], r["setting"], _pct(r["clean_a"]), _pct(r["clean_b"]), delta(r["delta_clean"]),
-                  _pct(r["robust_a"]), _pct(r["robust_b"]), delta(r["delta_robust"]))
+        t.add_row(r["model"], r["dataset"], r["setting"], percent(r["clean_a"]), percent(r["clean_b"]), delta(r["delta_clean"]),
+                  percent(r["robust_a"]), percent(r["robust_b"]), delta(r["delta_robust"]))
     console.print(t)
     if html is not None:
         from .report import write_compare_report
