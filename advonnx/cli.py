@@ -294,7 +294,8 @@ def inspect(
     missing = m.unsupported_ops()
     gradient = "exact" if not missing else "estimated (no VJP rule for: " + ", ".join(missing) + ")"
     for name, value, src in (
-        ("input", f"{s.input_name} {shape} {s.input_dtype}", s.source("input_name")),
+        ("input", f"{s.input_name} {shape} " + (f"{s.input_integer} (fed as {s.input_dtype}, rounded in the graph)"
+                                                 if s.input_integer else s.input_dtype), s.source("input_name")),
         ("output", s.output_name, s.source("output_name")),
         ("layout", s.layout, s.source("layout")),
         ("task", s.task, s.source("task")),

@@ -32,6 +32,10 @@ from .spec import ModelSpec, read_metadata, read_sidecar
 from .xp import Random, namespace, to_numpy
 
 _FLOAT_TYPES = {TensorProto.FLOAT: "float32", TensorProto.DOUBLE: "float64", TensorProto.FLOAT16: "float16"}
+# Integer image inputs (8/16-bit pipelines, quantized front ends): advonnx feeds floats, the
+# canonical graph rounds and casts them (see build_canonical).
+_INTEGER_TYPES = {TensorProto.UINT8: "uint8", TensorProto.INT8: "int8", TensorProto.UINT16: "uint16",
+                  TensorProto.INT16: "int16"}
 _PASS_THROUGH = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Cast"}
 PROBE_SPATIAL = 64  # spatial size used to probe models whose spatial dims are dynamic
 # Refuse models whose declared input (at the probe batch) exceeds this many values (2**28 = 1 GiB float32).
@@ -140,8 +144,15 @@ def _initializer_const(name: str, values, dtype=np.float32) -> onnx.TensorProto:
     return numpy_helper.from_array(np.asarray(values, dtype=dtype), name)
 
 
-def build_canonical(model: onnx.ModelProto, spec: ModelSpec) -> onnx.ModelProto:
-    """The graph advonnx runs: preprocessing folded in, one canonical scores output."""
+def build_canonical(model: onnx.ModelProto, spec: ModelSpec, *, relaxed: bool = False) -> onnx.ModelProto:
+    """The graph advonnx runs: preprocessing folded in, one canonical scores output.
+
+    An integer input (``spec.input_integer``) becomes a float input that is rounded (Round:
+    half to even) and cast to the file's type before the original graph. ``relaxed=True``
+    leaves out the rounding and the cast, so the float reaches the original consumers: the
+    graph exact gradients are taken on (BPDA with the identity for the rounding; Athalye,
+    Carlini, Wagner 2018). It only builds when those consumers accept floats (a Cast, typically).
+    """
     m = copy.deepcopy(model)
     g = m.graph
     producers = _producer_map(g)
@@ -152,8 +163,8 @@ def build_canonical(model: onnx.ModelProto, spec: ModelSpec) -> onnx.ModelProto:
         out_name = zip_node.input[0]
         g.node.remove(zip_node)
     dtype = np.dtype(spec.input_dtype)
-    # Preprocessing prefix.
-    if spec.scale != 1.0 or spec.mean or spec.std:
+    # Preprocessing prefix (and the integer input's rounding).
+    if spec.scale != 1.0 or spec.mean or spec.std or spec.input_integer:
         inner = "advonnx_preprocessed"
         for node in g.node:
             for k, name in enumerate(node.input):
@@ -180,6 +191,14 @@ def build_canonical(model: onnx.ModelProto, spec: ModelSpec) -> onnx.ModelProto:
             g.initializer.append(_initializer_const(f"advonnx_{key}", np.reshape(values, shape), dtype))
             prefix.append(helper.make_node(op, [cur, f"advonnx_{key}"], [f"advonnx_{key}_out"]))
             cur = f"advonnx_{key}_out"
+        if spec.input_integer:
+            graph_input = next(i for i in g.input if i.name == spec.input_name)
+            file_type = graph_input.type.tensor_type.elem_type
+            graph_input.type.tensor_type.elem_type = TensorProto.FLOAT
+            if not relaxed:
+                prefix.append(helper.make_node("Round", [cur], ["advonnx_rounded"]))
+                prefix.append(helper.make_node("Cast", ["advonnx_rounded"], ["advonnx_integer_input"], to=file_type))
+                cur = "advonnx_integer_input"
         prefix.append(helper.make_node("Identity", [cur], [inner]))
         for node in reversed(prefix):
             g.node.insert(0, node)
@@ -276,6 +295,17 @@ class OnnxModel:
         self.execution_provider = self._session.get_providers()[0]
         self._grad_sessions: dict[tuple, ort.InferenceSession] = {}
         self._unsupported: list[str] | None = None
+        self._relaxed: onnx.ModelProto | None = None
+
+    @property
+    def differentiable(self) -> onnx.ModelProto:
+        """The graph exact gradients are taken on: the canonical one, or for an integer input
+        the same without its rounding (see build_canonical)."""
+        if not self.spec.input_integer:
+            return self.canonical
+        if self._relaxed is None:
+            self._relaxed = build_canonical(self.original, self.spec, relaxed=True)
+        return self._relaxed
 
     # -- sessions ---------------------------------------------------------------------------
     def _make_session(self, proto: onnx.ModelProto) -> ort.InferenceSession:
@@ -400,7 +430,12 @@ class OnnxModel:
             except ImportError:
                 self._unsupported = ["(advonnx.autodiff not available)"]
             else:
-                self._unsupported = list(unsupported_ops(self.canonical, input_name=self.spec.input_name))
+                try:
+                    self._unsupported = list(unsupported_ops(self.differentiable, input_name=self.spec.input_name))
+                except Exception as err:  # only the relaxed graph of an integer input can be ill-typed
+                    if not self.spec.input_integer:
+                        raise
+                    self._unsupported = [f"the {self.spec.input_integer} input feeds integer ops ({_first_line(err)})"]
         return self._unsupported
 
     def gradient_mode(self, requested: str = "auto", *, loss: str | None = None) -> str:
@@ -435,7 +470,7 @@ class OnnxModel:
             from .autodiff import gradient_model
 
             proto = gradient_model(
-                self.canonical,
+                self.differentiable,
                 loss=loss,
                 input_name=self.spec.input_name,
                 probabilities=self.spec.scores == "probabilities",
@@ -577,10 +612,17 @@ def _infer_spec(proto: onnx.ModelProto, path: str, overrides: dict[str, Any]) ->
     notes: list[str] = []
     inp = _select_input(g, declared.get("input_name"), path)
     elem = inp.type.tensor_type.elem_type
-    if elem not in _FLOAT_TYPES:
+    integer = _INTEGER_TYPES.get(elem, "")
+    if integer:
+        notes.append(
+            f"integer input ({integer}): advonnx feeds floats that the graph rounds to the nearest integer; "
+            "exact gradients pass the rounding as identity (BPDA) and adversarial examples stay on the integer grid"
+        )
+    elif elem not in _FLOAT_TYPES:
         raise ModelError(
             f"{path}: input {inp.name!r} has element type "
-            f"{TensorProto.DataType.Name(elem) if elem else 'unknown'}; advonnx attacks float inputs only"
+            f"{TensorProto.DataType.Name(elem) if elem else 'unknown'}; advonnx attacks float inputs and "
+            "8/16-bit integer image inputs only: give it a model whose input is an image"
         )
     shape = _dims(inp)
     if not shape:
@@ -597,7 +639,8 @@ def _infer_spec(proto: onnx.ModelProto, path: str, overrides: dict[str, Any]) ->
         input_name=inp.name,
         output_name=out_name,
         input_shape=shape,
-        input_dtype=_FLOAT_TYPES[elem],
+        input_dtype=_FLOAT_TYPES.get(elem, "float32"),
+        input_integer=integer,
         layout=layout,
         fixed_batch=shape[0] if shape[0] is not None else None,
         producer=f"{proto.producer_name} {proto.producer_version}".strip(),
@@ -612,6 +655,10 @@ def _infer_spec(proto: onnx.ModelProto, path: str, overrides: dict[str, Any]) ->
         sources["framework"] = "graph"
     if "value_range" in declared:
         spec.value_range = declared["value_range"]
+    elif integer and spec.scale == 1.0 and not spec.mean and not spec.std:
+        info = np.iinfo(integer)
+        spec.value_range = (float(info.min), float(info.max))
+        sources["value_range"] = "input type"
     else:
         sources["value_range"] = "assumed"
         notes.append("value range not declared: assuming [0, 1]; declare it (sidecar, metadata or --value-range) if wrong")
@@ -665,7 +712,11 @@ def _probe_output(proto: onnx.ModelProto, spec: ModelSpec, notes: list[str]) -> 
             "raise ADVONNX_MAX_INPUT_ELEMENTS if this is intended"
         )
     rng = np.random.default_rng(0)
-    x = rng.uniform(0.0, 1.0, size=shape).astype(spec.input_dtype)
+    if spec.input_integer:
+        info = np.iinfo(spec.input_integer)
+        x = rng.integers(max(int(info.min), 0), min(int(info.max), 255), size=shape, endpoint=True).astype(spec.input_integer)
+    else:
+        x = rng.uniform(0.0, 1.0, size=shape).astype(spec.input_dtype)
     bare = copy.deepcopy(proto)
     producers = _producer_map(bare.graph)
     out = spec.output_name

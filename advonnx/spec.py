@@ -54,7 +54,8 @@ class ModelSpec:
     input_name: str = ""
     output_name: str = ""
     input_shape: tuple = ()  # graph dims; None where dynamic
-    input_dtype: str = "float32"
+    input_dtype: str = "float32"  # what advonnx feeds the canonical graph
+    input_integer: str = ""  # the file's integer input type (e.g. "uint8"), rounded to inside the graph
     layout: str = "NCHW"
     task: str = "classification"
     scores: str = "logits"

@@ -103,7 +103,7 @@ def _model_cases(tmp_path):
     two_out.graph.output.append(_vi("relu_logits", ["N", 3]))
     add("two_outputs", two_out, "--output NAME")
     add("int_input", _graph_model([helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)],
-                                  [_vi("x", ["N", 4], TensorProto.INT64)], [_vi("y", ["N", 4])]), "float inputs only")
+                                  [_vi("x", ["N", 4], TensorProto.INT64)], [_vi("y", ["N", 4])]), "integer image inputs only")
     add("rank3_input", _graph_model([helper.make_node("Identity", ["x"], ["y"])],
                                     [_vi("x", ["N", 4, 4])], [_vi("y", ["N", 4, 4])]), "rank 3")
     add("scalar_output", _graph_model([helper.make_node("ReduceSum", ["x"], ["y"], keepdims=0)],

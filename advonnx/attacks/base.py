@@ -186,6 +186,19 @@ class Attack(ABC):
                 delta = xp.reshape(xp.where(keep, d, 0.0), delta.shape)
         return x + delta
 
+    def _on_integer_grid(self, x, x_adv, *, free: bool = False):
+        """An integer-input model sees ``round(x_adv)``: return that input itself, so that norms
+        and success describe what the model saw. Rounded samples that leave the eps-ball step
+        toward ``x`` instead (``x + trunc(δ)``, inside every norm ball). Needs integral ``x``."""
+        xp = namespace(x)
+        if not bool(xp.all(xp.round(x) == x)):
+            return x_adv
+        rounded = xp.round(x_adv)
+        if free or self.eps is None:
+            return rounded
+        inside = norms(rounded - x, self.norm) <= self.eps * (1 + 1e-6)
+        return xp.where(batch_view(inside, x.ndim), rounded, x + xp.trunc(x_adv - x))
+
     def __call__(self, model, x, y=None, *, target=None, targeted: bool = False,
                  rng: Random | None = None, gradient: str = "auto",
                  max_queries: int | None = None) -> AttackResult:
@@ -217,6 +230,8 @@ class Attack(ABC):
             # The smallest adversarial found, judged before any eps projection (a minimal-norm
             # result counts as a break at every eps of its norm at or above min_norm).
             x_free = xp.clip(x_adv, spec.value_range[0], spec.value_range[1])
+            if spec.input_integer:
+                x_free = self._on_integer_grid(x, x_free, free=True)
             free_pred = model.classify(x_free)
             if free_pred.ndim == 1:
                 free_ok = free_pred == target if targeted else free_pred != labels
@@ -226,6 +241,8 @@ class Attack(ABC):
             size = norms(x, "l2")
             rho = xp.where(free_ok & (size > 0), norms(x_free - x, "l2") / xp.where(size > 0, size, 1.0), xp.nan)
         x_adv = xp.clip(self.project(x, x_adv), spec.value_range[0], spec.value_range[1])
+        if spec.input_integer:
+            x_adv = self._on_integer_grid(x, x_adv)
         adv_pred = model.classify(x_adv)
         if adv_pred.ndim == 1:
             success = adv_pred == target if targeted else adv_pred != labels
