@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import AdvonnxError
-from .leaderboard import percent
+from .leaderboard import headline_for, percent
 from .results import find_run_folders, read_results, run_metadata
 
 PALETTE = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2", "#65a30d",
@@ -107,6 +107,11 @@ def _setting_name(s: dict) -> str:
     return f"{s['attack']} · {NORM_NAMES.get(s['norm'], s['norm'])} · ε={s['eps_text']}"
 
 
+def _setting_text(h: dict) -> str:
+    """A headline setting as text: ``pgd L∞ ε=2/255``."""
+    return f"{h.get('attack', '')} {NORM_NAMES.get(h.get('norm', ''), h.get('norm', ''))} ε={h.get('eps', '')}"
+
+
 def _headline(summaries: list[dict], meta: dict) -> dict:
     h = dict(meta.get("headline") or (meta.get("config") or {}).get("headline") or {})
     if h:
@@ -122,7 +127,7 @@ def _headline(summaries: list[dict], meta: dict) -> dict:
 
 
 def _at_headline(summaries: list[dict], headline: dict) -> dict[tuple[str, str], dict]:
-    from .leaderboard import headline_for, headline_key
+    from .leaderboard import headline_key
 
     keys = headline_key(summaries, headline) if headline else {}
     out = {}
@@ -387,14 +392,12 @@ def contrast_figure(heads: dict[tuple[str, str], dict], colors: dict[str, str], 
         ax.set_yticks([0, 20, 40, 60, 80, 100])
         metric = ss[0]["metric"]
         ax.set_ylabel(f"{metric} %")
-        ax.set_title(ds)
+        ax.set_title(f"{ds}\nunder {_setting_text(headline_for(headline, ds))}", fontsize=10)
         ax.grid(axis="x", visible=False)
     from matplotlib.patches import Patch
 
-    eps = headline.get("eps", "")
     fig.legend(handles=[Patch(color="#64748b", alpha=0.35, label="clean"),
-                        Patch(color="#64748b", label=f"under {headline.get('attack', '')} "
-                                                     f"{NORM_NAMES.get(headline.get('norm', ''), '')} ε={eps}")],
+                        Patch(color="#64748b", label="under the dataset's headline attack")],
                loc="lower center", ncol=2, bbox_to_anchor=(0.5, -0.02))
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     return _svg_uri(fig)
@@ -784,11 +787,10 @@ def _contrast_html(summaries, heads, headline, colors) -> tuple[str, int]:
 
     pairs = contrast_pairs(summaries, headline) if headline else []
     parts = []
-    metric = summaries[0]["metric"] if summaries else "accuracy"
-    setting = (f"{headline.get('attack', '')} {NORM_NAMES.get(headline.get('norm', ''), headline.get('norm', ''))} "
-               f"ε={headline.get('eps', '')}")
+    setting = _setting_text(headline)
     for _a, _b, sa, sb in pairs:
         lo, hi = (sa, sb) if sa["robust"] < sb["robust"] else (sb, sa)
+        metric, setting = lo["metric"], _setting_text(headline_for(headline, lo["dataset"]))
         parts.append(
             f'<div class="callout"><b class="big">Equal clean, different robust.</b> '
             f'<b style="color:{colors[hi["model"]]}">{_e(hi["model"])}</b> and '
@@ -912,8 +914,6 @@ def merged_metadata(table: pa.Table, folders: list[Path]) -> dict[str, Any]:
 
 
 def _is_headline(e: dict, headline: dict) -> bool:
-    from .leaderboard import headline_for
-
     headline = headline_for(headline, e.get("dataset", ""))
     return bool(headline) and e["kind"] != "corruption" and e["attack"] == headline.get("attack") \
         and e["norm"] == headline.get("norm") and str(headline.get("eps")) in (e["eps_text"], f"{e['eps']:g}")
@@ -976,7 +976,9 @@ def render_report(table: pa.Table, folders: list[Path], *, title: str | None = N
     facts = [("run", run_id), ("started", meta.get("started")), ("host", meta.get("host")),
              ("models", len(models)), ("settings", len(summaries)), ("rows", table.num_rows),
              ("samples per model", "/".join(str(v) for v in sorted(set(n_samples.values())))),
-             ("headline", f"{headline.get('attack', '')} {NORM_NAMES.get(headline.get('norm', ''), '')} ε={headline.get('eps', '')}" if headline else None),
+             ("headline", "; ".join([_setting_text(headline)] + [
+                 f"{name}: {_setting_text(headline_for(headline, name))}"
+                 for name in sorted(headline.get("datasets") or {})]) if headline else None),
              ("advonnx", versions.get("advonnx")), ("onnxruntime", versions.get("onnxruntime"))]
     facts_html = "".join(f"<span>{_e(k)} <b>{_e(v)}</b></span>" for k, v in facts if v not in (None, ""))
 
@@ -998,7 +1000,8 @@ def render_report(table: pa.Table, folders: list[Path], *, title: str | None = N
     if bad:
         warn.append(f"<b>{bad} rows</b> are invalid (NaN/Inf outputs) or errored and are left out of every figure.")
     body.append('<section id="leaderboard"><h2>Leaderboard</h2><p class="sub">One row per model, ranked by robust '
-                f"{_e(summaries[0]['metric'])} at the headline setting; click a column header to sort. Intervals are 95 % "
+                f"{_e(' / '.join(sorted({s['metric'] for s in summaries})))} at the headline setting; click a column "
+                "header to sort. Intervals are 95 % "
                 "bootstrap intervals over samples; only rows with status ok enter the figures.</p>")
     body.extend(f'<div class="callout warn">{w}</div>' for w in warn)
     body.append(f'<div class="card">{_leaderboard(summaries, heads, colors, masked, masking_notes, value_range_assumed)}</div></section>')

@@ -214,3 +214,25 @@ def test_example_budget_keeps_headline_first(tiny_results):
     assert small["example_settings"] == 1 and small["examples_omitted"] == full["example_settings"] - 1
     assert "are left out to keep this" in page
     assert re.search(r'<option value="0" selected>pgd · L∞ · ε=2/255</option>', page)
+
+
+def test_contrast_text_names_each_datasets_headline_and_metric():
+    # a mixed suite: images under PGD, a tabular pair under its own headline (Square); the callout
+    # of each pair must name that pair's attack and metric, not the first dataset's
+    from advonnx.report import _contrast_html
+
+    def summary(model, dataset, attack, norm, eps, clean, robust, metric="accuracy"):
+        return {"model": model, "dataset": dataset, "attack": attack, "norm": norm, "eps": float(eps),
+                "eps_text": str(eps), "clean": clean, "robust": robust, "metric": metric, "kind": "adversarial"}
+
+    summaries = [summary("seg_a", "seg", "pgd", "linf", 0.01, 0.86, 0.60, "Dice"),
+                 summary("seg_b", "seg", "pgd", "linf", 0.01, 0.85, 0.84, "Dice"),
+                 summary("mlp", "tab", "square", "linf", 0.05, 0.95, 0.59),
+                 summary("gbm", "tab", "square", "linf", 0.05, 0.94, 0.75)]
+    headline = {"attack": "pgd", "norm": "linf", "eps": "0.01",
+                "datasets": {"tab": {"attack": "square", "norm": "linf", "eps": "0.05"}}}
+    html, n = _contrast_html(summaries, {}, headline, {m: "#000" for m in ("seg_a", "seg_b", "mlp", "gbm")})
+    assert n == 2
+    seg, tab = html.split('<div class="callout">')[1:]
+    assert "% Dice), but under pgd L∞ ε=0.01" in seg
+    assert "% accuracy), but under square L∞ ε=0.05" in tab
