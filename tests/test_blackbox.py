@@ -260,6 +260,33 @@ def test_square_linf_vs_torchattacks(brain_cnn_path, brain_patches):
 
 
 @pytest.mark.slow
+def test_square_l2_vs_torchattacks(brain_cnn_path, brain_patches):
+    # the L2 search (pseudo-Gaussian windows, mass moved at constant norm) against the authors'
+    # algorithm as torchattacks ports it, on the same weights, budget and seeds
+    torch = pytest.importorskip("torch")
+    ta = pytest.importorskip("torchattacks")
+    from reference.brain_cnn_torch import brain_cnn_from_onnx
+
+    m = advonnx.load_model(brain_cnn_path)
+    x, y = _correct(m, *brain_patches, 100)
+    net = brain_cnn_from_onnx(brain_cnn_path).eval()
+    ours, theirs = [], []
+    for seed in range(3):
+        r = advonnx.attack(m, x, y, "square", rng=seed, norm="l2", eps=1.0, max_queries=500, p_init=0.1)
+        norms = np.linalg.norm((r.x_adv - x).reshape(len(x), -1), axis=1)
+        assert norms.max() <= 1.0 * (1 + 1e-5)
+        ours.append(r.success.mean())
+        torch.manual_seed(seed)
+        atk = ta.Square(net, norm="L2", eps=1.0, n_queries=500, p_init=0.1, loss="margin", seed=seed)
+        xa = atk(torch.from_numpy(x), torch.from_numpy(y).long()).detach().numpy()
+        theirs.append((m.classify(xa) != y).mean())
+    se = np.sqrt(np.mean(theirs) * (1 - np.mean(theirs)) / len(x))
+    print(f"square l2 1.0, 500q: ours {np.mean(ours):.3f}, torchattacks {np.mean(theirs):.3f}")
+    assert np.mean(theirs) > 0.1  # the budget breaks samples at all
+    assert np.mean(ours) >= np.mean(theirs) - 2 * se
+
+
+@pytest.mark.slow
 def test_hsj_l2_vs_art(brain_cnn_path, brain_patches):
     pytest.importorskip("art")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
