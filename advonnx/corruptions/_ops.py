@@ -155,18 +155,20 @@ def convolve_inplane(x, kernel, axes: tuple[int, int], pad: int):
     return crop(crop(out, h, pad, pad + nh), w, pad, pad + nw)
 
 
-def fourier_shift(z, axis: int, shift):
+def fourier_shift(z, axis: int, shift, *, spectrum: bool = False):
     """Complex ``z`` translated along ``axis`` by ``shift`` samples (circular, sub-pixel).
 
     ``shift`` broadcasts against ``z`` with size 1 along ``axis`` (it may vary along the other
-    axes, which is how a shear is made).
+    axes, which is how a shear is made). ``spectrum=True`` returns the result's FFT along
+    ``axis`` instead (saves the inverse transform when the caller wants k-space anyway).
     """
     xp = namespace(z)
     n = z.shape[axis]
     real = xp.real(z)
     f = along(fft_freq(real, n), axis, z.ndim)
     phase = xp.astype(f * shift, z.dtype) * (-2j * math.pi)
-    return xp.fft.ifft(xp.fft.fft(z, axis=axis) * xp.exp(phase), axis=axis)
+    shifted = xp.fft.fft(z, axis=axis) * xp.exp(phase)
+    return shifted if spectrum else xp.fft.ifft(shifted, axis=axis)
 
 
 # -- resampling --------------------------------------------------------------------------
