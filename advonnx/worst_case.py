@@ -20,6 +20,16 @@ from typing import Any
 
 import numpy as np
 
+# Norms of float32 perturbations: x + eps, rounded to float32, can sit an ulp of x beyond eps, so
+# a minimal norm of 0.0156863 means eps 4/255 (0.01568627). Radii within this relative margin of
+# eps count as at eps.
+NORM_RTOL = 1e-4
+
+
+def within(radius: float, eps: float) -> bool:
+    """``radius`` ≤ ``eps`` up to float32 rounding (see NORM_RTOL)."""
+    return radius <= eps * (1 + NORM_RTOL)
+
 
 def row_radius(r: dict[str, Any]) -> float | None:
     """The smallest eps (of the row's norm) at which this row shows its sample broken; None for
@@ -66,7 +76,7 @@ def skip_reason(breaks: list[tuple[float, str]] | None, eps: float) -> str | Non
     for radius, attack in breaks or ():
         if radius == 0.0:
             return "misclassified unattacked"
-        if radius <= eps:
+        if within(radius, eps):
             return f"broken by {attack}"
     return None
 
@@ -77,7 +87,7 @@ def robust_accuracy(radii, eps_values) -> np.ndarray:
     e = np.asarray(list(eps_values), dtype=np.float64)
     if r.size == 0:
         return np.full(e.shape, math.nan)
-    return (r[None, :] > e[:, None]).mean(axis=1)
+    return (r[None, :] > e[:, None] * (1 + NORM_RTOL)).mean(axis=1)
 
 
 def robustness_curve(min_norms, clean_correct, eps_values) -> np.ndarray:

@@ -53,6 +53,15 @@ def test_robustness_curve_from_minimal_norms():
     np.testing.assert_allclose(robust_accuracy([0.2, 0.4], [0.2, 0.3]), [0.5, 0.5])
 
 
+def test_float32_norms_at_eps_count_as_at_eps():
+    # a perturbation clipped to 4/255 measures 0.0156863 in float32 (0.01568627 in float64)
+    x = np.float32(0.123)
+    radius = float(np.float32(x + np.float32(4 / 255)) - x)
+    assert radius > 4 / 255
+    np.testing.assert_allclose(robust_accuracy([radius, 1.0], [4 / 255]), [0.5])
+    assert robust_accuracy([4 / 255 * 1.01], [4 / 255])[0] == 1.0  # a real excess still counts
+
+
 def test_leaderboard_curves_cover_classification_only():
     # hand-computed: deepfool radii 0.1, 0.3, inf (one sample wrong clean) on the pgd grid 0.2, 0.5;
     # DAG rows of a segmenter (no clean_correct, never at its pixel target) give no curve at all

@@ -249,6 +249,9 @@ class Attack(ABC):
         else:
             success = dense_success(adv_pred, target if targeted else labels, targeted)
         delta = x_adv - x
+        if min_norm is not None:
+            # the projected x_adv is an adversarial found too: the smallest norm is the lower one
+            min_norm = xp.where(success, xp.minimum(min_norm, norms(delta, self.norm)), min_norm)
         return AttackResult(
             x_adv=x_adv, success=success, queries=ctx.queries, clean_pred=clean_pred,
             adv_pred=adv_pred, labels=labels, target=target if targeted else None,
