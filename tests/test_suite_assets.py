@@ -113,6 +113,19 @@ def test_every_shipped_model_has_metrics_and_sizes_are_small():
         assert (MODELS / f"{name}.onnx").stat().st_size < limit
 
 
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_models_carry_no_build_paths(name: str):
+    # the dynamo exporter's per-node stack traces hold the builder's absolute paths and made
+    # rebuilds differ byte for byte; models/_common.py drops them (and torch.export's bookkeeping)
+    proto = onnx.load(str(MODELS / f"{name}.onnx"))
+    keys = {p.key for n in proto.graph.node for p in n.metadata_props} | {p.key for p in proto.graph.metadata_props}
+    assert "pkg.torch.onnx.stack_trace" not in keys
+    assert not any(k.startswith("pkg.torch.export.") for k in keys)
+    raw = (MODELS / f"{name}.onnx").read_bytes()
+    for marker in (b"site-packages", b"/home/", b"/root/", b"/work/", b"/tmp/"):
+        assert marker not in raw, f"{name}.onnx contains {marker!r}"
+
+
 def _mean_dice(pred: np.ndarray, y: np.ndarray) -> float:
     out = []
     for p, t in zip(pred, y, strict=True):
