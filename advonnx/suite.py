@@ -764,7 +764,8 @@ def _spec_summary(model: OnnxModel) -> dict[str, Any]:
     return {"layout": s.layout, "task": s.task, "scores": s.scores, "output_kind": s.output_kind,
             "num_classes": s.num_classes, "class_names": list(s.class_names), "value_range": list(s.value_range),
             "value_range_source": s.sources.get("value_range", "assumed"), "framework": s.framework,
-            "exporter": s.exporter, "training": s.training, "gradient": model.gradient_mode("auto")}
+            "exporter": s.exporter, "training": s.training, "gradient": model.gradient_mode("auto"),
+            "input_type": s.input_integer or s.input_dtype}
 
 
 def run_suite(suite: str | Path | Suite = "quick", **kwargs):
