@@ -144,6 +144,18 @@ def test_runner_worst_case_attacks_only_still_robust_samples(tmp_path):
             assert (r["status"], r["error"]) == ("skipped", reason), (attack, eps, sid)
             assert r["success"] is None and r["adv_pred"] is None and r["clean_correct"] is not None
     assert n_skipped > 0
+    # every attack's summary covers all 40 samples: the skipped ones count as broken, so the
+    # last attack's robust accuracy is the worst case over all three (hand-computed from rows)
+    from advonnx.leaderboard import summarize
+
+    summaries = {(s["attack"], s["eps"]): s for s in summarize(wc)}
+    for eps in (0.4, 0.7):
+        last = summaries[("pgd", eps)]
+        assert last["n"] == 40 and last["clean"] == 1.0  # labels are the clean predictions
+        # a sample is robust after pgd when pgd attacked it (nothing earlier broke it) and failed
+        survivors = sum(r["status"] == "ok" and r["adv_correct"] for (a, e, _), r in by.items() if a == "pgd" and e == eps)
+        assert last["robust"] == pytest.approx(survivors / 40)
+        assert last["robust"] == pytest.approx(next(w for w in worst_case(rows) if w["eps"] == eps)["robust"])
     # DeepFool's ‖r‖₂/‖x‖₂ (ρ is its mean) and changed pixels are stored per row
     df = [r for r in rows if r["attack"] == "deepfool" and r["status"] == "ok"]
     assert all(r["rho"] is not None and (r["rho"] > 0 or math.isnan(r["rho"])) for r in df)
