@@ -218,6 +218,8 @@ def compare(
     from .results import read_results
 
     rows = compare_rows(read_results(a), read_results(b))
+    if not console.is_terminal and console.width < 120:
+        console.width = 120  # logs and pipes: no truncated model names (as the leaderboard does)
     t = Table(title=f"advonnx compare: B − A  (A = {a}, B = {b})")
     for col in ("Model", "Dataset", "Setting", "Clean A", "Clean B", "Δ clean", "Robust A", "Robust B", "Δ robust"):
         t.add_column(col, justify="left" if col in ("Model", "Dataset", "Setting") else "right")
@@ -233,6 +235,13 @@ def compare(
         t.add_row(r["model"], r["dataset"], r["setting"], percent(r["clean_a"]), percent(r["clean_b"]), delta(r["delta_clean"]),
                   percent(r["robust_a"]), percent(r["robust_b"]), delta(r["delta_robust"]))
     console.print(t)
+    both = [r for r in rows if r["delta_robust"] == r["delta_robust"]]
+    if both:
+        moved = [r for r in both if abs(r["delta_robust"]) >= 0.0005]
+        top = max(both, key=lambda r: abs(r["delta_robust"]))
+        console.print(f"{len(rows)} settings, {len(both)} in both; robust figure moved in {len(moved)}"
+                      + (f", most for {top['model']} {top['setting']} ({100 * top['delta_robust']:+.1f} points)"
+                         if moved else ""))
     if html is not None:
         from .report import write_compare_report
 

@@ -93,6 +93,7 @@ def test_adhoc_run_show_compare(tmp_path):
     assert shown.returncode == 0 and "fgsm linf 8/255" in shown.stdout
     cmp = advonnx("compare", out, out)
     assert cmp.returncode == 0 and "+0.0" in cmp.stdout
+    assert "4 settings, 4 in both; robust figure moved in 0" in " ".join(cmp.stdout.split())
 
 
 def test_unlabelled_data_uses_clean_predictions(tmp_path):
