@@ -1,4 +1,9 @@
-"""Shared helpers of the suite's training scripts: determinism, ONNX export, metadata, metrics."""
+"""Shared helpers of the suite's training scripts: paths, determinism, ONNX export and saving,
+metadata, metrics.
+
+torch is imported by the PyTorch helpers only, so the JAX and tabular scripts share the rest
+without loading it.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,14 @@ import os
 import random
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 import onnxruntime as ort
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE_DATA = ROOT / "advonnx" / "suites" / "data"
@@ -23,6 +31,8 @@ OPSET = 18
 
 
 def make_deterministic(seed: int) -> None:
+    import torch
+
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     random.seed(seed)
     np.random.seed(seed)
@@ -41,6 +51,8 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, metad
 
     Input "image", output "logits" (raw), dynamic batch axis, opset OPSET, weights inlined.
     """
+    import torch
+
     model = model.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     version = torch.__version__.split("+")[0]
@@ -80,16 +92,20 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, metad
     # a stable batch dimension name on input and output
     for vi in list(proto.graph.input) + list(proto.graph.output):
         vi.type.tensor_type.shape.dim[0].dim_param = "batch"
-    meta = dict(metadata)
-    meta["advonnx.exporter"] = exporter
+    save_model(proto, path, {**metadata, "advonnx.exporter": exporter})
+    return exporter
+
+
+def save_model(proto: onnx.ModelProto, path: Path, metadata: dict[str, str]) -> None:
+    """Save an exported model as the suite ships it: exactly ``metadata`` as its
+    ``metadata_props``, producer "advonnx/models", nothing about the build machine, checked."""
     del proto.metadata_props[:]
-    for k, v in meta.items():
-        onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props}, k: v})
+    onnx.helper.set_model_props(proto, metadata)
     proto.producer_name = "advonnx/models"
     _drop_build_specific_metadata(proto.graph)
     onnx.checker.check_model(proto, full_check=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save_model(proto, str(path), save_as_external_data=False)
-    return exporter
 
 
 def _drop_build_specific_metadata(graph: onnx.GraphProto) -> None:
@@ -134,6 +150,11 @@ def dice_per_class(pred: np.ndarray, y: np.ndarray, n_classes: int) -> list[floa
     return out
 
 
+def per_class_accuracy(pred: np.ndarray, y: np.ndarray, n_classes: int) -> list[float]:
+    """Accuracy within each true class, rounded to 4 decimals as metrics.json stores it."""
+    return [round(float((pred[y == c] == c).mean()), 4) for c in range(n_classes)]
+
+
 def update_metrics(entries: dict) -> None:
     data = json.loads(METRICS.read_text()) if METRICS.exists() else {}
     data.update(entries)
@@ -161,6 +182,8 @@ def export_and_check(model: torch.nn.Module, test_x: np.ndarray, path: Path, met
     Returns the exporter's name, onnxruntime's logits and their largest absolute difference
     from the PyTorch model's own (eval mode): the export is checked, not trusted.
     """
+    import torch
+
     model.eval()
     exporter = export_onnx(model, torch.from_numpy(test_x[:2]), path, metadata)
     logits = ort_logits(path, test_x, batch=batch)

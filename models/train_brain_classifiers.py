@@ -30,6 +30,7 @@ from _common import (  # noqa: E402
     SUITE_MODELS,
     export_and_check,
     make_deterministic,
+    per_class_accuracy,
     pytorch_metadata,
     train_all,
 )
@@ -154,10 +155,7 @@ def train_one(name: str, train: dict, test: dict) -> dict:
     )
     exporter, logits, max_diff = export_and_check(model, test["x"], path, meta)
     acc = float((logits.argmax(1) == test["y"]).mean())
-    per_class = [
-        float((logits.argmax(1)[test["y"] == c] == c).mean())
-        for c in range(len(test["class_names"]))
-    ]
+    per_class = per_class_accuracy(logits.argmax(1), test["y"], len(test["class_names"]))
     print(f"{name}: onnxruntime test accuracy {acc:.4f} (max |ort - torch| {max_diff:.2e})")
     return {
         "task": "classification",
@@ -165,7 +163,7 @@ def train_one(name: str, train: dict, test: dict) -> dict:
         "test_data": "advonnx/suites/data/brain_patches_test.npz",
         "n_test": int(len(test["y"])),
         "test_accuracy": round(acc, 4),
-        "test_accuracy_per_class": [round(a, 4) for a in per_class],
+        "test_accuracy_per_class": per_class,
         "params": int(n_params),
         "onnx_bytes": path.stat().st_size,
         "train_time_s": round(train_time, 1),

@@ -20,8 +20,8 @@ Usage: python models/train_brain_jax.py     (needs .[export]: jax, jax2onnx, opt
 
 from __future__ import annotations
 
-import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -30,16 +30,21 @@ os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import optax  # noqa: E402
 from jax import lax  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-SUITE_DATA = ROOT / "advonnx" / "suites" / "data"
-SUITE_MODELS = ROOT / "advonnx" / "suites" / "models"
-WORK = ROOT / "models" / "_work"
-METRICS = ROOT / "models" / "metrics.json"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    SUITE_DATA,
+    SUITE_MODELS,
+    WORK,
+    load_npz,
+    per_class_accuracy,
+    save_model,
+    update_metrics,
+)
+
 NAME = "brain_cnn_jax"
 CLASS_NAMES = "csf_other,gray_matter,white_matter"
 EPOCHS, LR, BATCH, SEED = 8, 1e-3, 128, 0
@@ -79,18 +84,13 @@ def forward(params, x):
     return x @ params["f2"]["w"] + params["f2"]["b"]
 
 
-def load(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as f:
-        return {k: f[k] for k in f.files}
-
-
 def main() -> None:
     from importlib.metadata import version
 
     import jax2onnx
 
-    train = load(WORK / "brain_patches_train.npz")
-    test = load(SUITE_DATA / "brain_patches_test.npz")
+    train = load_npz(WORK / "brain_patches_train.npz")
+    test = load_npz(SUITE_DATA / "brain_patches_test.npz")
     x, y = train["x"].astype(np.float32), train["y"].astype(np.int32)
     steps_per_epoch = len(x) // BATCH
     sched = optax.cosine_decay_schedule(LR, EPOCHS * steps_per_epoch)
@@ -141,12 +141,8 @@ def main() -> None:
         "advonnx.training": (f"standard training, {EPOCHS} epochs, Adam (optax) lr {LR:g} cosine, batch {BATCH}, "
                              f"intensity-scale augmentation 0.95-1.05, seed {SEED}; same architecture as brain_cnn"),
     }
-    del proto.metadata_props[:]
-    onnx.helper.set_model_props(proto, meta)
-    proto.producer_name = "advonnx/models"
-    onnx.checker.check_model(proto, full_check=True)
     path = SUITE_MODELS / f"{NAME}.onnx"
-    onnx.save_model(proto, str(path))
+    save_model(proto, path, meta)
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     logits = sess.run(["logits"], {"image": test["x"]})[0]
@@ -154,19 +150,17 @@ def main() -> None:
     diff = float(np.abs(logits - ref).max())
     pred = logits.argmax(1)
     acc = float((pred == test["y"]).mean())
-    per_class = [round(float((pred[test["y"] == c] == c).mean()), 4) for c in range(3)]
+    per_class = per_class_accuracy(pred, test["y"], 3)
     n_params = int(sum(v.size for v in jax.tree_util.tree_leaves(frozen)))
     print(f"{NAME}: onnxruntime test accuracy {acc:.4f} {per_class} (max |ort - jax| {diff:.2e}), "
           f"{path.stat().st_size} bytes, exporter {exporter}")
-    data = json.loads(METRICS.read_text()) if METRICS.exists() else {}
-    data[NAME] = {
+    update_metrics({NAME: {
         "task": "classification", "dataset": "brain-tissue-patch",
         "test_data": "advonnx/suites/data/brain_patches_test.npz", "n_test": int(len(test["y"])),
         "test_accuracy": round(acc, 4), "test_accuracy_per_class": per_class, "params": n_params,
         "onnx_bytes": path.stat().st_size, "train_time_s": round(train_time, 1), "epochs": EPOCHS,
         "framework": "jax", "exporter": exporter, "max_abs_diff_ort_vs_jax": diff,
-    }
-    METRICS.write_text(json.dumps(dict(sorted(data.items())), indent=2) + "\n")
+    }})
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ one LightGBM thread.
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import time
 from pathlib import Path
 
@@ -30,10 +30,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-ROOT = Path(__file__).resolve().parents[1]
-SUITE_DATA = ROOT / "advonnx" / "suites" / "data"
-SUITE_MODELS = ROOT / "advonnx" / "suites" / "models"
-METRICS = ROOT / "models" / "metrics.json"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, SUITE_DATA, SUITE_MODELS, per_class_accuracy, save_model, update_metrics  # noqa: E402
+
 DATASET = "breast-cancer"
 TEST_FILE = SUITE_DATA / "breast_cancer_test.npz"
 SEED = 0
@@ -75,13 +74,8 @@ def metadata(framework: str, exporter: str, training: str) -> dict[str, str]:
 
 
 def finish(proto: onnx.ModelProto, path: Path, meta: dict[str, str]) -> None:
-    del proto.metadata_props[:]
-    onnx.helper.set_model_props(proto, meta)
-    proto.producer_name = "advonnx/models"
     proto.graph.name = path.stem  # onnxmltools names the graph with a random UUID: keep rebuilds byte-identical
-    onnx.checker.check_model(proto, full_check=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save_model(proto, str(path))
+    save_model(proto, path, meta)
 
 
 def ort_proba(path: Path, x: np.ndarray) -> np.ndarray:
@@ -147,7 +141,7 @@ def main() -> None:
         diff = float(np.abs(proba - clf.predict_proba(d["x"])).max())
         pred = proba.argmax(1)
         acc = float((pred == d["y"]).mean())
-        per_class = [round(float((pred[d["y"] == c] == c).mean()), 4) for c in range(len(CLASS_NAMES))]
+        per_class = per_class_accuracy(pred, d["y"], len(CLASS_NAMES))
         entries[name] = {
             "task": "classification", "dataset": DATASET, "test_data": str(TEST_FILE.relative_to(ROOT)),
             "n_test": int(len(d["y"])), "test_accuracy": round(acc, 4), "test_accuracy_per_class": per_class,
@@ -155,9 +149,7 @@ def main() -> None:
             "exporter": exporter, "max_abs_diff_ort_vs_native": diff, **extra,
         }
         print(f"{name}: accuracy {acc:.4f} {per_class}, {path.stat().st_size} bytes, ort vs native {diff:.2e}")
-    data = json.loads(METRICS.read_text()) if METRICS.exists() else {}
-    data.update(entries)
-    METRICS.write_text(json.dumps(dict(sorted(data.items())), indent=2) + "\n")
+    update_metrics(entries)
 
 
 if __name__ == "__main__":
