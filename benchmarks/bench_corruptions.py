@@ -24,7 +24,7 @@ import platform
 import time
 
 import numpy as np
-from _benchlib import write_results
+from _benchlib import markdown_table, write_results
 
 from advonnx.corruptions import CORRUPTIONS, apply_corruption
 from advonnx.xp import Random
@@ -143,17 +143,14 @@ def device_name() -> str:
 
 
 def table(results: dict) -> str:
-    lines = ["| corruption | 224² ours img/s | 224² TorchIO img/s | ×  | 128³ ours vol/s | 128³ TorchIO vol/s | × |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-
     def f(v, d=1):
         return "—" if v is None else f"{v:.{d}f}"
 
-    for r2, r3 in zip(results["images_224"]["rows"], results["volumes_128"]["rows"]):
-        lines.append(f"| {r2['corruption']} | {f(r2['ours_per_s'])} | {f(r2['torchio_per_s'])} | "
-                     f"{f(r2['speedup'])} | {f(r3['ours_per_s'], 2)} | {f(r3['torchio_per_s'], 2)} | "
-                     f"{f(r3['speedup'])} |")
-    return "\n".join(lines)
+    return markdown_table(
+        ["corruption", "224² ours img/s:", "224² TorchIO img/s:", "×:", "128³ ours vol/s:", "128³ TorchIO vol/s:", "×:"],
+        [[r2["corruption"], f(r2["ours_per_s"]), f(r2["torchio_per_s"]), f(r2["speedup"]), f(r3["ours_per_s"], 2),
+          f(r3["torchio_per_s"], 2), f(r3["speedup"])]
+         for r2, r3 in zip(results["images_224"]["rows"], results["volumes_128"]["rows"])])
 
 
 def main(argv=None) -> None:

@@ -189,10 +189,8 @@ class Attack(ABC):
     def _on_integer_grid(self, x, x_adv, *, free: bool = False):
         """An integer-input model sees ``round(x_adv)``: return that input itself, so that norms
         and success describe what the model saw. Rounded samples that leave the eps-ball step
-        toward ``x`` instead (``x + trunc(δ)``, inside every norm ball). Needs integral ``x``."""
+        toward ``x`` instead (``x + trunc(δ)``, inside every norm ball). ``x`` is integral."""
         xp = namespace(x)
-        if not bool(xp.all(xp.round(x) == x)):
-            return x_adv
         rounded = xp.round(x_adv)
         if free or self.eps is None:
             return rounded
@@ -221,6 +219,8 @@ class Attack(ABC):
             raise AdvonnxError(f"targeted {self.name} needs target labels")
         ctx = AttackContext(model, n=x.shape[0], rng=rng, gradient=mode, targeted=targeted,
                             value_range=spec.value_range, max_queries=max_queries)
+        # integer-input models: results go on the integer grid when the clean inputs lie on it
+        on_grid = bool(spec.input_integer) and bool(xp.all(xp.round(x) == x))
         t0 = time.perf_counter()
         x_adv = self.run(ctx, x, target if targeted else labels)
         elapsed = time.perf_counter() - t0
@@ -230,7 +230,7 @@ class Attack(ABC):
             # The smallest adversarial found, judged before any eps projection (a minimal-norm
             # result counts as a break at every eps of its norm at or above min_norm).
             x_free = xp.clip(x_adv, spec.value_range[0], spec.value_range[1])
-            if spec.input_integer:
+            if on_grid:
                 x_free = self._on_integer_grid(x, x_free, free=True)
             free_pred = model.classify(x_free)
             if free_pred.ndim == 1:
@@ -241,7 +241,7 @@ class Attack(ABC):
             size = norms(x, "l2")
             rho = xp.where(free_ok & (size > 0), norms(x_free - x, "l2") / xp.where(size > 0, size, 1.0), xp.nan)
         x_adv = xp.clip(self.project(x, x_adv), spec.value_range[0], spec.value_range[1])
-        if spec.input_integer:
+        if on_grid:
             x_adv = self._on_integer_grid(x, x_adv)
         adv_pred = model.classify(x_adv)
         if adv_pred.ndim == 1:
