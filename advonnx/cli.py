@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from .errors import AdvonnxError
 
@@ -478,6 +479,20 @@ def doctor(
     console.print(t)
 
 
+def _is_usage_error(err: BaseException) -> bool:
+    """A command-line parsing error from typer's click. Recognised by class name: typer >= 0.2x
+    vendors click as ``typer._click`` (click itself may be absent), older typer uses click."""
+    return any(cls.__name__ == "ClickException" for cls in type(err).__mro__)
+
+
+def _usage_message(err) -> str:
+    """click's error as one line, with the --help hint click would print on its own lines."""
+    message = " ".join(str(err.format_message()).split())
+    ctx = getattr(err, "ctx", None)
+    path = getattr(ctx, "command_path", None) or "advonnx"
+    return f"{message} (see '{path} --help')"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one-line errors (exit 2) unless --debug."""
     args = sys.argv[1:] if argv is None else argv
@@ -491,7 +506,7 @@ def main(argv: list[str] | None = None) -> None:
     except AdvonnxError as err:
         if debug:
             raise
-        err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
         sys.exit(err.exit_code)
     except (typer.Exit, SystemExit) as e:
         code = getattr(e, "exit_code", getattr(e, "code", 0))
@@ -500,10 +515,10 @@ def main(argv: list[str] | None = None) -> None:
         err_console.print("aborted")
         sys.exit(130)
     except Exception as err:
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
+        if _is_usage_error(err):
+            if debug:
+                raise
+            err_console.print(f"[red]error:[/red] {escape(_usage_message(err))}", highlight=False, soft_wrap=True)
             sys.exit(2)
         if debug:
             raise

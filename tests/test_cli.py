@@ -20,6 +20,33 @@ def advonnx(*args, cwd=None, env=None):
                           encoding="utf-8", cwd=cwd, env=e, timeout=600)
 
 
+USAGE_ERRORS = [
+    ("run", "--foo"),
+    ("inspect",),
+    ("run", "--limit", "abc"),
+    ("nosuchcommand",),
+    ("show", "--nosuchflag"),
+    ("run", "--eps"),
+    ("compare", "only_one_dir"),
+    ("attacks", "extra"),
+    ("run", "--device"),
+    ("corruptions", "--severities"),
+]
+
+BLOCK_CLICK = "import sys; sys.modules['click'] = None; from advonnx.cli import main; main()"
+
+
+@pytest.mark.parametrize("args", USAGE_ERRORS, ids=" ".join)
+def test_usage_errors_one_line_exit_2_without_click(args):
+    """typer >= 0.2x vendors click and no longer installs it: usage errors must not need it."""
+    r = subprocess.run([sys.executable, "-c", BLOCK_CLICK, *args], capture_output=True, text=True,
+                       encoding="utf-8", timeout=120, env={**os.environ, "COLUMNS": "200"})
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert "Traceback" not in r.stderr and "--help" in lines[0]
+
+
 def test_attacks_lists_registry():
     r = advonnx("attacks")
     assert r.returncode == 0
@@ -127,6 +154,12 @@ def test_fresh_venv_install_and_default_run(tmp_path):
     assert len(runs) == 1
     table = read_results(runs[0])
     assert table.num_rows > 0 and set(table.column("status").to_pylist()) == {"ok"}
+    # what a new user sees after a typo: one line, exit 2, in the environment a fresh install made
+    for args in USAGE_ERRORS:
+        r = subprocess.run([str(venv / "bin" / "advonnx"), *args], cwd=work, capture_output=True, text=True,
+                           encoding="utf-8", timeout=120, env=env)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, (args, r.stderr)
 
 
 def test_targeted_run_records_targets(tmp_path):
