@@ -1,10 +1,13 @@
 """Summaries derived from result rows, and the rich leaderboard.
 
-Per (model, dataset, attack, norm, eps): clean and robust accuracy with 95 % bootstrap
-intervals (1000 resamples of the samples, fixed seed), attack success rate over the samples the
-model classified correctly before the attack, median perturbation norm over successful samples,
-median queries, and attack time. Segmentation rows give mean Dice instead of accuracy.
-Only rows with status ``ok`` enter the figures; invalid/errored/skipped rows are counted. In a
+Per (model, dataset, attack setting, norm, eps) (settings that differ, and targeted vs
+untargeted, are separate settings with their own ``label``): clean and robust accuracy with 95 %
+bootstrap intervals (1000 resamples of the samples, fixed seed), attack success rate over the
+samples the model classified correctly before the attack, median perturbation norm over broken
+samples, median queries, and attack time. Segmentation rows give mean Dice instead of accuracy.
+Robust accuracy counts like AutoAttack: a sample is robust when it is classified correctly both
+clean and under attack. Rows with status ``ok`` enter the figures, and ``invalid`` ones (the
+model gave NaN/Inf) count as broken; errored and skipped rows are counted apart. In a
 worst-case run a later attack skips the samples earlier attacks already broke at or below its
 eps (``worst_case.py``); its figures still cover every sample, counting those as broken, so each
 attack's robust accuracy is the cumulative worst case up to it (AutoAttack's report).
@@ -46,31 +49,47 @@ def _carried(r: dict[str, Any]) -> bool:
     return r.get("status") == "skipped" and r.get("kind") == "adversarial" and r.get("task") == "classification"
 
 
-def summarize(table: pa.Table) -> list[dict[str, Any]]:
-    """One summary dict per (model, dataset, attack, norm, eps) setting."""
+def _counted(r: dict[str, Any]) -> dict[str, Any]:
+    """A classification row as AutoAttack counts it: ``robust`` = clean correct AND adversarially
+    correct; an invalid row (NaN/Inf outputs) and a worst-case carried row are broken."""
+    broken = r["status"] == "invalid" or _carried(r)
+    return {**r, "robust": bool(not broken and r["clean_correct"] and r["adv_correct"])}
+
+
+def summarize(table: pa.Table, *, labels: dict | None = None) -> list[dict[str, Any]]:
+    """One summary dict per (model, dataset, attack setting, norm, eps): settings that differ
+    (``settings`` column) or targeting are separate summaries, named by ``label``
+    (``results.attack_labels``; pass ``labels`` to share them across tables)."""
+    from .results import attack_labels, setting_key
+
     rows = table.to_pylist()
+    labels = labels or attack_labels(r for r in rows if r.get("kind") != "skipped")
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         if r.get("kind") == "skipped":
             continue
-        groups[(r["model"], r["dataset"], r["attack"], r["norm"], r["eps"], r.get("eps_text") or "")].append(r)
+        groups[(r["model"], r["dataset"], r["attack"], r["norm"], r["eps"], r.get("eps_text") or "",
+                setting_key(r))].append(r)
     skipped = defaultdict(int)
     for r in rows:
         if r.get("kind") == "skipped":
             skipped[(r["model"], r["dataset"])] += 1
     out = []
-    for (model, dataset, attack, norm, eps, eps_text), rs in groups.items():
+    for (model, dataset, attack, norm, eps, eps_text, skey), rs in groups.items():
         ok = [r for r in rs if r["status"] == "ok"]
-        carried = [{**r, "adv_correct": False} for r in rs if _carried(r)]
+        carried = [r for r in rs if _carried(r)]
+        invalid = [r for r in rs if r["status"] == "invalid"]
         first = rs[0]
         seg = first["task"] == "segmentation"
         s: dict[str, Any] = {
             "model": model, "dataset": dataset, "attack": attack, "norm": norm, "eps": eps,
+            "label": labels.get(skey, attack), "settings": first.get("settings"), "targeted": skey[2],
             "eps_text": eps_text or f"{eps:g}", "framework": first["framework"], "task": first["task"],
             "gradient": next((r["gradient"] for r in ok if r["gradient"]), first["gradient"] or ""),
-            "label_source": first["label_source"], "n": len(ok) + len(carried), "carried": len(carried),
+            "label_source": first["label_source"], "carried": len(carried),
+            "n": len(ok) + (0 if seg else len(carried) + len(invalid)),
             "kind": first.get("kind") or "adversarial",
-            "invalid": sum(r["status"] == "invalid" for r in rs),
+            "invalid": len(invalid),
             "errored": sum(r["status"] == "errored" for r in rs),
             "skipped": skipped[(model, dataset)],
             "time_s": float(sum(r["time_s"] or 0.0 for r in rs)),
@@ -81,18 +100,19 @@ def summarize(table: pa.Table) -> list[dict[str, Any]]:
             robust = np.array([r["dice_adv"] for r in ok], dtype=np.float64)
             broken = [r for r in ok if r["success"]]
             s["asr"] = (len(broken) / len(ok)) if ok else math.nan
+            counted = []
         else:
-            counted = ok + carried
+            counted = [_counted(r) for r in ok + carried + invalid]
             clean = np.array([bool(r["clean_correct"]) for r in counted], dtype=np.float64)
-            robust = np.array([bool(r["adv_correct"]) for r in counted], dtype=np.float64)
+            robust = np.array([r["robust"] for r in counted], dtype=np.float64)
             correct = [r for r in counted if r["clean_correct"]]
-            broken = [r for r in correct if r["success"]]  # attacked here: their norms are medians below
-            s["asr"] = ((len(broken) + sum(r["status"] == "skipped" for r in correct)) / len(correct)) if correct \
-                else math.nan
+            # attacked here and broken: their norms are the medians below
+            broken = [r for r in correct if r["status"] == "ok" and not r["robust"]]
+            s["asr"] = (sum(not r["robust"] for r in correct) / len(correct)) if correct else math.nan
         s["clean"] = float(clean.mean()) if clean.size else math.nan
         s["robust"] = float(robust.mean()) if robust.size else math.nan
-        s["balanced_robust"] = robust.mean() if seg or not ok else _balanced(ok + carried, "adv_correct")
-        s["balanced_clean"] = clean.mean() if seg or not ok else _balanced(ok + carried, "clean_correct")
+        s["balanced_robust"] = robust.mean() if seg or not counted else _balanced(counted, "robust")
+        s["balanced_clean"] = clean.mean() if seg or not counted else _balanced(counted, "clean_correct")
         s["clean_ci"] = bootstrap_ci(clean)
         s["robust_ci"] = bootstrap_ci(robust)
         norm_col = norm if norm in ("linf", "l2", "l0") else "l2"
@@ -249,7 +269,8 @@ def headline_key(summaries: list[dict], headline: dict[str, Any]) -> dict[str, f
     for s in summaries:
         h = headline_for(headline, s["dataset"])
         want_attack, want_norm, want_eps = h.get("attack"), h.get("norm"), h.get("eps")
-        if want_attack and s["attack"] != want_attack or want_norm and s["norm"] != want_norm:
+        if want_attack and s["attack"] != want_attack or want_norm and s["norm"] != want_norm \
+                or s.get("targeted", False) != bool(h.get("targeted", False)):
             continue
         if want_eps is not None and str(want_eps) not in (s["eps_text"], f"{s['eps']:g}"):
             try:
@@ -259,7 +280,8 @@ def headline_key(summaries: list[dict], headline: dict[str, Any]) -> dict[str, f
                     continue
             except ValueError:
                 continue
-        scores[s["model"]] = s["robust"]
+        # several settings of the headline attack (e.g. steps): the worst of them
+        scores[s["model"]] = min(s["robust"], scores.get(s["model"], math.inf))
     return scores
 
 
@@ -270,7 +292,7 @@ def contrast_pairs(summaries: list[dict], headline: dict[str, Any]) -> list[tupl
     pairs = []
     for i, a in enumerate(at):
         for b in at[i + 1:]:
-            if a["dataset"] != b["dataset"] or a["attack"] != b["attack"] or a["eps"] != b["eps"]:
+            if a["dataset"] != b["dataset"] or a.get("label") != b.get("label") or a["eps"] != b["eps"]:
                 continue
             if abs(a["clean"] - b["clean"]) * 100 <= EQUAL_CLEAN_POINTS and abs(a["robust"] - b["robust"]) * 100 >= DIFFERENT_ROBUST_POINTS:
                 pairs.append((a["model"], b["model"], a, b))
@@ -280,7 +302,7 @@ def contrast_pairs(summaries: list[dict], headline: dict[str, Any]) -> list[tupl
 def setting_label(s: dict) -> str:
     if s.get("kind") == "corruption":
         return f"{s['attack']} sev {s['eps_text']}"
-    return f"{s['attack']} {s['norm']} {s['eps_text']}"
+    return f"{s.get('label') or s['attack']} {s['norm']} {s['eps_text']}"
 
 
 def percent(v) -> str:
@@ -309,7 +331,7 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
     if not getattr(console, "is_terminal", True) and console.width < 110:
         console.width = 110  # logs and pipes: wide enough for every column, no truncated settings
     summaries.sort(key=lambda s: (s["dataset"], -(order.get(s["model"], -1.0)), s["model"],
-                                  s.get("kind") == "corruption", s["attack"], s["norm"], s["eps"]))
+                                  s.get("kind") == "corruption", s["attack"], s["norm"], s["eps"], s["label"]))
     from rich import box
 
     console.print(f"[bold underline]{title}[/bold underline]")
@@ -369,8 +391,9 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
     notes = []
     if any(s["label_source"] == "clean_prediction" for s in summaries):
         notes.append("no labels given for some data: the model's clean predictions are the reference, so clean accuracy is 100 % by construction")
-    notes.append("ASR = attack success rate over the samples classified correctly before the attack; "
-                 "median ‖δ‖ over successful samples (L2 for corruptions)")
+    notes.append("robust % = classified correctly clean and under attack (NaN/Inf outputs count as broken); "
+                 "ASR = share of the samples classified correctly before the attack that it broke; "
+                 "median ‖δ‖ over broken samples (L2 for corruptions)")
     if any(s.get("carried") for s in summaries):
         notes.append("worst case: each attack skipped the samples earlier attacks broke at or below its eps and counts "
                      "them as broken, so its robust % is the worst case up to it; ‖δ‖ and queries describe the samples "
@@ -407,14 +430,19 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
 
 
 def compare_rows(a: pa.Table, b: pa.Table) -> list[dict[str, Any]]:
-    """Per (model, dataset, attack, norm, eps): A's and B's clean and robust figures and B − A."""
-    key = lambda s: (s["model"], s["dataset"], s["attack"], s["norm"], s["eps"])  # noqa: E731
-    sa, sb = {key(s): s for s in summarize(a)}, {key(s): s for s in summarize(b)}
+    """Per (model, dataset, attack setting, norm, eps): A's and B's clean and robust figures and
+    B − A. Settings are matched by their full settings and targeting, labelled alike in A and B."""
+    from .results import attack_labels
+
+    labels = attack_labels(r for t in (a, b) for r in t.to_pylist() if r.get("kind") != "skipped")
+    key = lambda s: (s["model"], s["dataset"], s["label"], s["norm"], s["eps"])  # noqa: E731
+    sa = {key(s): s for s in summarize(a, labels=labels)}
+    sb = {key(s): s for s in summarize(b, labels=labels)}
     out = []
     for k in sorted(set(sa) | set(sb), key=str):
         x, y = sa.get(k), sb.get(k)
         first = x or y
-        row = {"model": k[0], "dataset": k[1], "attack": k[2], "norm": k[3], "eps": k[4],
+        row = {"model": k[0], "dataset": k[1], "attack": first["attack"], "label": k[2], "norm": k[3], "eps": k[4],
                "setting": setting_label(first), "metric": first["metric"]}
         for f in ("clean", "robust"):
             row[f"{f}_a"] = x[f] if x else math.nan
@@ -422,7 +450,6 @@ def compare_rows(a: pa.Table, b: pa.Table) -> list[dict[str, Any]]:
             row[f"delta_{f}"] = (y[f] - x[f]) if x and y else math.nan
         out.append(row)
     return out
-
 
 
 def worst_case_table(table: pa.Table, console) -> list[dict[str, Any]]:
@@ -456,16 +483,18 @@ def minimal_norm_curves(table: pa.Table, summaries: list[dict]) -> list[str]:
     Classification only: a segmentation sample has no single "correct" (DAG's minimal norm is
     where it reached its pixel target, and its Dice under attack is in the table instead).
     """
+    from .results import attack_labels, setting_key
     from .worst_case import robustness_curve
 
     rows = [r for r in table.to_pylist() if r.get("kind") == "adversarial" and r.get("status") == "ok"
             and r.get("task") == "classification"]
+    labels = attack_labels(rows)
     minimal = defaultdict(list)
     budgets = defaultdict(set)
     for r in rows:
         key = (r["model"], r["dataset"], r["norm"])
         if r.get("min_norm") is not None:
-            minimal[key + (r["attack"],)].append(r)
+            minimal[key + (labels[setting_key(r)],)].append(r)
         elif r.get("eps"):
             budgets[key].add(float(r["eps"]))
     lines = []

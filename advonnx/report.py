@@ -104,7 +104,7 @@ def _png_uri(rgb: np.ndarray) -> str:
 def _setting_name(s: dict) -> str:
     if s.get("kind") == "corruption":
         return f"{s['attack']} · severity {s['eps_text']}"
-    return f"{s['attack']} · {NORM_NAMES.get(s['norm'], s['norm'])} · ε={s['eps_text']}"
+    return f"{s.get('label') or s['attack']} · {NORM_NAMES.get(s['norm'], s['norm'])} · ε={s['eps_text']}"
 
 
 def _setting_text(h: dict) -> str:
@@ -270,7 +270,7 @@ def curve_figures(summaries: list[dict], rows: list[dict], colors: dict[str, str
         panels: dict[tuple, list[dict]] = defaultdict(list)
         for s in ss:
             if s.get("kind") != "corruption":
-                panels[(s["attack"], s["norm"])].append(s)
+                panels[(s.get("label") or s["attack"], s["norm"])].append(s)
         if panels:
             fig, axes = _grid(plt, len(panels))
             for ax, ((attack, norm), ps) in zip(axes, sorted(panels.items()), strict=False):
@@ -337,7 +337,7 @@ def _query_figure(plt, rows: list[dict], models: list[str], colors: dict[str, st
     for r in rows:
         if r.get("kind") == "adversarial" and r["status"] == "ok" and r.get("max_queries") \
                 and r["task"] == "classification":
-            groups[(r["attack"], r["norm"], r["eps"], r.get("eps_text") or f"{r['eps']:g}")][r["model"]].append(r)
+            groups[(r.get("label") or r["attack"], r["norm"], r["eps"], r.get("eps_text") or f"{r['eps']:g}")][r["model"]].append(r)
     groups = {k: v for k, v in groups.items() if any((r["queries"] or 0) > 1 for rs in v.values() for r in rs)}
     if not groups:
         return None
@@ -756,7 +756,7 @@ def _all_settings(summaries, heads, colors, masking_notes) -> str:
            f"<th>Model</th>{ds_th}<th>Attack / corruption</th><th>Norm</th><th>ε / severity</th>",
            "<th>Gradient</th><th>n</th><th>Clean %</th><th>Robust %</th><th>ASR %</th><th>Median ‖δ‖</th>",
            "<th>Queries</th><th>Time s</th><th>Flags</th></tr></thead><tbody>"]
-    for s in sorted(summaries, key=lambda s: (s["model"], s["dataset"], s.get("kind") == "corruption", s["attack"], s["norm"], s["eps"])):
+    for s in sorted(summaries, key=lambda s: (s["model"], s["dataset"], s.get("kind") == "corruption", s["attack"], s["norm"], s["eps"], s.get("label") or "")):
         note = masking_notes.get((s["model"], s["dataset"], s["norm"], s["eps"])) if s.get("kind") != "corruption" else None
         tags = _flags({k: s.get(k) for k in ("invalid", "errored")}, note)
         cls = ' class="head"' if id(s) in head_ids else ""
@@ -764,7 +764,7 @@ def _all_settings(summaries, heads, colors, masking_notes) -> str:
         out.append(f'<td data-v="{_e(s["model"])}"><span class="dot" style="background:{colors[s["model"]]}"></span>{_e(s["model"])}</td>')
         if multi_ds:
             out.append(f"<td>{_e(s['dataset'])}</td>")
-        out.append(f"<td>{_e(s['attack'])}</td><td>{_e(NORM_NAMES.get(s['norm'], s['norm']) or '–')}</td>")
+        out.append(f"<td>{_e(s.get('label') or s['attack'])}</td><td>{_e(NORM_NAMES.get(s['norm'], s['norm']) or '–')}</td>")
         out.append(f'<td class="n" data-v="{_num(s["eps"])}">{_e(s["eps_text"])}</td>')
         out.append(f"<td>{_e(s['gradient'] or '–')}</td><td class='n'>{s['n']}</td>")
         out.append(_cell_ci(s["clean"], (math.nan, math.nan)))  # the same per model: its interval is in the leaderboard
@@ -939,6 +939,7 @@ def render_report(table: pa.Table, folders: list[Path], *, title: str | None = N
                   max_example_bytes: int = MAX_EXAMPLE_BYTES) -> tuple[str, dict[str, int]]:
     """The report's HTML and counts of what it holds (plots, example images, contrast pairs)."""
     from .leaderboard import summarize
+    from .results import attack_labels, setting_key
 
     _mpl()
     meta = merged_metadata(table, folders) if meta is None else meta
@@ -947,7 +948,9 @@ def render_report(table: pa.Table, folders: list[Path], *, title: str | None = N
         raise AdvonnxError("no result rows to report (every row was skipped?); check the run's data")
     rows = table.select([c for c in ("model", "dataset", "attack", "kind", "norm", "eps", "eps_text", "task",
                                      "status", "max_queries", "queries", "clean_correct", "success",
-                                     "value_range_declared") if c in table.column_names]).to_pylist()
+                                     "value_range_declared", "settings", "targeted") if c in table.column_names]).to_pylist()
+    labels = attack_labels(r for r in rows if r.get("kind") != "skipped")
+    rows = [{**r, "label": labels.get(setting_key(r))} for r in rows]
     models = sorted({s["model"] for s in summaries})
     colors = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(models)}
     headline = _headline(summaries, meta)
@@ -1030,7 +1033,8 @@ def render_report(table: pa.Table, folders: list[Path], *, title: str | None = N
     body.append(examples_html)
     body.append("</section>")
     body.append('<section id="settings"><h2>All settings</h2><p class="sub">Every model × attack setting; ASR is the '
-                "attack success rate over samples classified correctly before the attack, median ‖δ‖ over successful "
+                "share of the samples classified correctly before the attack that it broke; robust = classified "
+                "correctly clean and under attack (NaN/Inf outputs count as broken); median ‖δ‖ over broken "
                 "samples (L2 for corruptions). Bold rows: the headline setting.</p>")
     body.append(f'<div class="card">{_all_settings(summaries, heads, colors, masking_notes)}</div></section>')
     body.append(f'<section id="models"><h2>Models</h2>{_model_cards(meta, summaries, colors, names)}</section>')

@@ -55,7 +55,13 @@ SCHEMA = pa.schema([
     ("adv_confidence", pa.float64()),
     ("clean_correct", pa.bool_()),
     ("adv_correct", pa.bool_()),
+    # success: the attack's own goal on x_adv (untargeted: adv_pred != label, so also True for
+    # samples already wrong before the attack; targeted: adv_pred == target). Count robustness
+    # with `robust` instead.
     ("success", pa.bool_()),
+    # robust: clean_correct AND adv_correct (AutoAttack's count); False for invalid rows (NaN/Inf
+    # outputs count as broken), null for skipped and errored rows and for segmentation.
+    ("robust", pa.bool_()),
     ("queries", pa.int64()),
     ("l0", pa.float64()),
     ("l2", pa.float64()),
@@ -89,6 +95,41 @@ RUN_META = "_run.json"
 EXAMPLES_DIR = "_examples"
 STATUSES = ("ok", "invalid", "errored", "skipped")
 META_KEY = b"advonnx"
+
+
+def setting_key(r: dict[str, Any]) -> tuple[str, str, bool]:
+    """What distinguishes one attack setting from another: the attack, its settings without the
+    budget (``eps``, ``norm`` are columns of their own) and whether it was targeted."""
+    try:
+        params = json.loads(r.get("settings") or "{}")
+    except (TypeError, ValueError):
+        params = {"settings": r.get("settings")}
+    rest = {k: v for k, v in params.items() if k not in ("eps", "norm")} if isinstance(params, dict) else params
+    return (r["attack"], json.dumps(rest, sort_keys=True, default=str), bool(r.get("targeted")))
+
+
+def _short(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def attack_labels(rows) -> dict[tuple[str, str, bool], str]:
+    """A short readable label per setting (:func:`setting_key`) of ``rows``: the attack name, the
+    settings in which the attack's settings differ (``pgd(steps=10)`` vs ``pgd(steps=50)``), and
+    ``targeted``."""
+    keys = {setting_key(r) for r in rows}
+    by_attack: dict[str, list[tuple]] = {}
+    for k in keys:
+        by_attack.setdefault(k[0], []).append(k)
+    out = {}
+    for attack, ks in by_attack.items():
+        params = {k: json.loads(k[1]) if k[1].startswith("{") else {"settings": k[1]} for k in ks}
+        names = sorted({n for p in params.values() for n in p})
+        differ = [n for n in names if len({json.dumps(p.get(n), sort_keys=True, default=str)
+                                           for p in params.values()}) > 1]
+        for k in ks:
+            inner = ", ".join(f"{n}={_short(params[k].get(n))}" for n in differ)
+            out[k] = attack + (f"({inner})" if inner else "") + (" targeted" if k[2] else "")
+    return out
 
 
 def empty_row() -> dict[str, Any]:

@@ -519,7 +519,7 @@ class Runner:
         from .worst_case import first_breaks, skip_reason
 
         cols = ["model", "dataset", "sample_id", "attack", "kind", "task", "norm", "eps", "status",
-                "clean_correct", "success", "min_norm"]
+                "clean_correct", "success", "min_norm", "targeted", "adv_correct", "linf", "l2", "l0"]
         rows = [r for u in done if u.corruption is None
                 for r in pq.read_table(store.chunk_path(u.key), columns=cols).to_pylist()]
         breaks = first_breaks(rows)
@@ -625,7 +625,9 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
     delta = (res_x - x).reshape(len(x), -1).astype(np.float64)
     p = to_numpy(psnr(x.astype(np.float64), res_x.astype(np.float64), vr))
     s = to_numpy(ssim(x, res_x, vr, spec.layout))
-    finite = np.isfinite(clean_scores.reshape(len(x), -1)).all(1) & np.isfinite(adv_scores.reshape(len(x), -1)).all(1)
+    finite_clean = np.isfinite(clean_scores.reshape(len(x), -1)).all(1)
+    finite_adv = np.isfinite(adv_scores.reshape(len(x), -1)).all(1)
+    finite = finite_clean & finite_adv
     rows = []
     if spec.task == "classification":
         probs = spec.scores == "probabilities"
@@ -641,7 +643,10 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
                 "label": int(labels[i]), "clean_pred": int(clean_pred[i]), "adv_pred": int(adv_pred[i]),
                 "target": None if targets is None else int(targets[i]),
                 "clean_confidence": float(cconf[i]), "adv_confidence": float(aconf[i]),
-                "clean_correct": bool(clean_pred[i] == labels[i]), "adv_correct": bool(adv_pred[i] == labels[i]),
+                # NaN/Inf scores are never a correct answer; robust = clean AND adversarially correct
+                "clean_correct": bool(clean_pred[i] == labels[i] and finite_clean[i]),
+                "adv_correct": bool(adv_pred[i] == labels[i] and finite_adv[i]),
+                "robust": bool(clean_pred[i] == labels[i] and adv_pred[i] == labels[i] and ok),
                 "success": bool(success[i]), "queries": int(queries[i]),
                 "l0": float(np.count_nonzero(delta[i])), "l2": float(np.linalg.norm(delta[i])),
                 "linf": float(np.abs(delta[i]).max(initial=0.0)),

@@ -33,14 +33,24 @@ def within(radius: float, eps: float) -> bool:
 
 def row_radius(r: dict[str, Any]) -> float | None:
     """The smallest eps (of the row's norm) at which this row shows its sample broken; None for
-    rows that say nothing (not an ok classification attack row)."""
-    if r.get("kind") != "adversarial" or r.get("status") != "ok" or r.get("task") != "classification":
+    rows that say nothing (not an ok or invalid classification attack row).
+
+    Broken means the adversarial prediction is not the label: for a targeted row that is
+    ``adv_correct`` false (missing the target while flipping the label still breaks the sample),
+    not ``success``. An invalid row (NaN/Inf outputs on its adversarial) breaks the sample at its
+    eps (a minimal-norm row: at the norm of its perturbation)."""
+    if r.get("kind") != "adversarial" or r.get("task") != "classification" \
+            or r.get("status") not in ("ok", "invalid"):
         return None
     if r.get("clean_correct") is False:
         return 0.0
+    if r["status"] == "invalid":
+        size = r.get("eps") or r.get(r.get("norm") or "", None)
+        return float(size) if size is not None and math.isfinite(size) else None
     if r.get("min_norm") is not None and math.isfinite(r["min_norm"]):
         return float(r["min_norm"])
-    if r.get("success") and r.get("min_norm") is None:
+    flipped = r.get("adv_correct") is False if r.get("targeted") else r.get("success")
+    if flipped and r.get("min_norm") is None:
         return float(r["eps"])
     return math.inf
 
@@ -99,13 +109,16 @@ def robustness_curve(min_norms, clean_correct, eps_values) -> np.ndarray:
 
 def worst_case(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One dict per (model, dataset, norm, eps) at the budgets the rows used: the worst case."""
+    from .results import attack_labels, setting_key
+
     radii = breaking_radius(rows)
+    labels = attack_labels(r for r in rows if r.get("kind") == "adversarial")
     budgets: dict[tuple, set] = defaultdict(set)
     attacks: dict[tuple, set] = defaultdict(set)
     for r in rows:
         if r.get("kind") == "adversarial" and r.get("task") == "classification":
             key = (r["model"], r["dataset"], r["norm"])
-            attacks[key].add(r["attack"])
+            attacks[key].add(labels[setting_key(r)])
             if r.get("min_norm") is None and r.get("eps") and r.get("status") != "skipped":
                 budgets[key].add(float(r["eps"]))
     out = []

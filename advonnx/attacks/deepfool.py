@@ -12,7 +12,8 @@ Batching: all samples still not adversarial and all their ``candidates - 1`` cla
 one vector-Jacobian product call per step (rows = samples × classes, cotangent = one-hot(k) −
 one-hot(l)), whose value is the logit difference ``f_k`` itself. Candidates are the label plus
 the ``candidates - 1`` highest-scoring other classes at the clean input; a targeted run has the
-target as its only candidate. Samples leave the batch as soon as they are adversarial.
+target as its only candidate. Samples leave the batch as soon as they are adversarial; samples
+already adversarial at ``x`` (misclassified, or at the target) take no step (minimal norm 0).
 
 The robustness measure of the paper, ``ρ = mean ‖r‖₂ / ‖x‖₂`` over the broken samples, is
 :func:`rho`.
@@ -107,8 +108,12 @@ class DeepFool(Attack):
         k = cands.shape[1]
         p_total = xp.zeros_like(x)
         x_adv = x
-        active = every
+        # samples already adversarial at x (misclassified, or at the target) take no step: norm 0
+        done = ctx.is_adversarial(xp.argmax(scores, axis=1), labels)
+        active = xp.take(every, xp.nonzero(~done)[0], axis=0)
         for _ in range(self.steps):
+            if active.shape[0] == 0:
+                break
             xa = xp.take(x_adv, active, axis=0)
             src = xp.take(source, active, axis=0)
             ca = xp.take(cands, active, axis=0)
@@ -136,6 +141,4 @@ class DeepFool(Attack):
             pred = ctx.classify(xa, active)
             done = ctx.is_adversarial(pred, xp.take(labels, active, axis=0))
             active = xp.take(active, xp.nonzero(~done)[0], axis=0)
-            if active.shape[0] == 0:
-                break
         return x_adv
