@@ -3,7 +3,7 @@ segmentation, 2-D and 3-D.
 
 Every pixel (voxel) ``t`` gets an adversarial target label ``l'_t``. Each iteration, over the
 *active* pixels, ``r = ∇ Σ_t (Z_{l'_t}(x + R, t) − Z_{l_t}(x + R, t))``, then
-``R ← R + gamma · r / ‖r‖∞`` (per sample), until no pixel is active or after ``steps``
+``R ← R + gamma · (hi − lo) · r / ‖r‖∞`` (per sample; gamma in fractions of the value range), until no pixel is active or after ``steps``
 iterations. This follows the authors' released MATLAB code, cihangxie/DAG @ 55505e2:
 
 - ``code/fooling_seg_net.m`` L12 ``r = x * 0``; L21 the loop runs while pixels remain and
@@ -28,7 +28,9 @@ per sample as a random cyclic shift of the foreground classes (background kept w
 label). ``stop_fraction``: a sample stops when its active pixels are at most this fraction of
 the pixels it started with (the authors use 0.01 of the foreground area; 0 = all reached).
 Values are clipped to the value range after each step; with ``eps`` the perturbation is also
-projected onto the eps-ball. gamma is in the model's value units.
+projected onto the eps-ball. gamma is a fraction of the value-range width ``hi − lo`` (the step
+is ``gamma · (hi − lo) · r / ‖r‖∞``; the default 0.5/255 is half a grey level, the same for a
+[0, 1] and a [0, 255] model).
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def dag_active(pred, labels, target, rule: str):
 
 class DAG(Attack):
     name = "dag"
-    summary = "Dense adversary generation for segmentation, ‖r‖∞-normalized steps (Xie et al. 2017)"
+    summary = "Dense adversary generation for segmentation, ‖r‖∞-normalized steps (Xie et al. 2017); gamma in fractions of the value range"
     norms = ("linf", "l2")
     minimal_norm = True
     tasks = ("segmentation",)
@@ -124,7 +126,8 @@ class DAG(Attack):
             pa = xp.take(pred, active, axis=0)
             r, _ = self.direction(ctx, xa, pa, la, ta, active)
             rmax = norms(r, "linf")
-            gain = xp.where(rmax > 0, self.gamma / xp.where(rmax > 0, rmax, 1.0), 0.0)
+            step = self.gamma * (ctx.hi - ctx.lo)
+            gain = xp.where(rmax > 0, step / xp.where(rmax > 0, rmax, 1.0), 0.0)
             ra = xp.take(r_total, active, axis=0) + batch_view(xp.astype(gain, x.dtype), x.ndim) * r
             r_total = put_rows(r_total, active, ra)
             x0a = xp.take(x, active, axis=0)

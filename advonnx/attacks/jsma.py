@@ -1,7 +1,9 @@
 """Jacobian-based saliency map attack (Papernot et al., EuroS&P 2016), an L0 attack.
 
-Each step changes two input elements by ``theta`` (value units; > 0 increases, < 0 decreases;
-clipped to the value range) chosen by Papernot's pairwise saliency map on the logits: with
+Each step changes two input elements by ``theta`` (a fraction of the value-range width
+``hi − lo``: 1.0 moves an element across the whole range, the default as in the paper for
+[0, 1] inputs, so a [0, 255] model gets the same attack scaled by 255; > 0 increases, < 0
+decreases; clipped to the value range) chosen by Papernot's pairwise saliency map on the logits: with
 ``α = ∇Z_goal`` and ``β = ∇(Σ Z_other)``, in the direction ``s = sign(theta)``, the pair
 ``(p, q)`` maximizes ``(α_p + α_q)·|β_p + β_q|`` subject to ``s(α_p + α_q) > 0`` and
 ``s(β_p + β_q) < 0``. Targeted: goal = the target class, other = every other class.
@@ -36,7 +38,7 @@ from .deepfool import candidate_classes, onehot, put_rows, repeat_rows
 
 class JSMA(Attack):
     name = "jsma"
-    summary = "Jacobian saliency map attack, pairwise, L0 (Papernot et al. 2016)"
+    summary = "Jacobian saliency map attack, pairwise, L0 (Papernot et al. 2016); theta in fractions of the value range"
     norms = ("l0",)
     minimal_norm = True
     tasks = ("classification",)
@@ -104,7 +106,7 @@ class JSMA(Attack):
             pi = xp.take_along_axis(cand, (best // m)[:, None], axis=1)
             qi = xp.take_along_axis(cand, (best % m)[:, None], axis=1)
             hit = ((pos[None, :] == pi) | (pos[None, :] == qi)) & domain
-            moved = xp.clip(xa + self.theta, ctx.lo, ctx.hi)
+            moved = xp.clip(xa + self.theta * (ctx.hi - ctx.lo), ctx.lo, ctx.hi)
             xa = xp.where(hit, moved, xa)
             xf = put_rows(xf, active, xa)
             sa = ctx.predict(xp.reshape(xa, (na,) + shape), active)
