@@ -316,6 +316,9 @@ def inspect(
         ("batch", "dynamic" if s.fixed_batch is None else f"fixed at {s.fixed_batch} (advonnx batches internally)", "graph"),
         ("framework", f"{s.framework} ({s.exporter}); producer {s.producer or '?'}; opset {s.opset}", s.source("framework")),
         ("gradient", gradient, "autodiff"),
+        ("randomized", (f"yes: {', '.join(s.randomized)}; decisions: majority of {m.votes} evaluations, gradients: "
+                        f"mean of {m.eot} draws (EOT)") if s.randomized else
+         f"no (votes {m.votes}, eot {m.eot})" if m.votes > 1 or m.eot > 1 else "no", "graph"),
         ("execution provider", m.execution_provider + (f" ({m.cuda_note})" if m.cuda_note else ""), "onnxruntime"),
     ):
         t.add_row(name, str(value), src)

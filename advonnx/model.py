@@ -28,7 +28,7 @@ from .backend import BoundRunner, io_binding_requested, is_device_array, resolve
 from .errors import AdvonnxError, GradientUnavailable, ModelError
 from .loading import load_onnx
 from .oracles import EstimatorConfig, estimate_value_and_grad
-from .spec import ModelSpec, read_metadata, read_sidecar
+from .spec import RANDOMIZED_EOT, RANDOMIZED_VOTES, ModelSpec, read_metadata, read_sidecar
 from .xp import Random, namespace, to_numpy
 
 _FLOAT_TYPES = {TensorProto.FLOAT: "float32", TensorProto.DOUBLE: "float64", TensorProto.FLOAT16: "float16"}
@@ -310,10 +310,14 @@ class OnnxModel:
     # -- sessions ---------------------------------------------------------------------------
     def _make_session(self, proto: onnx.ModelProto) -> ort.InferenceSession:
         try:
+            # onnxruntime's EliminateDropout rewrite drops a Dropout even in training mode: keep
+            # a randomized model random, as its graph says (and as its gradient graph is)
+            extra = {"disabled_optimizers": ["EliminateDropout"]} if "Dropout" in self.spec.randomized else {}
             return ort.InferenceSession(
                 proto.SerializeToString(),
                 sess_options=_session_options(self._threads),
                 providers=self._providers,
+                **extra,
             )
         except Exception as err:  # onnxruntime raises several private exception types
             msg = _first_line(err)
@@ -399,10 +403,36 @@ class OnnxModel:
             return scores if scores.dtype == np.float32 else scores.astype(np.float32)
         return _like(x, scores)
 
-    def classify(self, x):
+    @property
+    def votes(self) -> int:
+        """Evaluations per decision: ``spec.votes``, else RANDOMIZED_VOTES for a randomized model, 1."""
+        return self.spec.votes or (RANDOMIZED_VOTES if self.spec.randomized else 1)
+
+    @property
+    def eot(self) -> int:
+        """Gradient draws averaged per gradient (EOT): ``spec.eot``, else RANDOMIZED_EOT for a
+        randomized model, 1."""
+        return self.spec.eot or (RANDOMIZED_EOT if self.spec.randomized else 1)
+
+    def classify(self, x, *, votes: int | None = None):
         """Predicted labels: the model's own label output when it has one (scikit-learn and
         other converters: ties in the probabilities are broken the model's way), else argmax
-        over classes (thresholded scores for multi-label)."""
+        over classes (thresholded scores for multi-label).
+
+        With ``votes`` > 1 (default ``self.votes``: > 1 for randomized models) the label is the
+        majority over that many evaluations of ``x`` (ties: the lowest label), all counted."""
+        k = self.votes if votes is None else int(votes)
+        if k > 1:
+            xp = namespace(x)
+            n = x.shape[0]
+            each = self._classify_once(xp.concat([x] * k))
+            each = xp.reshape(each, (k, n) + tuple(each.shape[1:]))
+            c = max(self.spec.num_classes, 2)
+            counts = xp.sum(xp.astype(each[..., None] == xp.arange(c, dtype=each.dtype), xp.int64), axis=0)
+            return xp.astype(xp.argmax(counts, axis=-1), each.dtype)
+        return self._classify_once(x)
+
+    def _classify_once(self, x):
         if self.spec.label_output:
             feed = self._input(x)
             (labels,) = self._run(self._session, {self.spec.input_name: feed}, [self.spec.label_output])
@@ -647,7 +677,7 @@ def _infer_spec(proto: onnx.ModelProto, path: str, overrides: dict[str, Any]) ->
         opset=_opset(proto),
         notes=notes,
     )
-    for key in ("scale", "mean", "std", "framework", "exporter", "dataset", "training", "threshold"):
+    for key in ("scale", "mean", "std", "framework", "exporter", "dataset", "training", "threshold", "votes", "eot"):
         if key in declared:
             setattr(spec, key, declared[key])
     if spec.framework == "unknown" and proto.producer_name:
@@ -664,6 +694,13 @@ def _infer_spec(proto: onnx.ModelProto, path: str, overrides: dict[str, Any]) ->
         notes.append("value range not declared: assuming [0, 1]; declare it (sidecar, metadata or --value-range) if wrong")
     if spec.mean and spec.std and len(spec.mean) != len(spec.std) and min(len(spec.mean), len(spec.std)) > 1:
         raise ModelError(f"{path}: mean has {len(spec.mean)} values but std has {len(spec.std)}")
+    spec.randomized = randomized_ops(g, out_name)
+    if spec.randomized:
+        notes.append(
+            f"randomized model ({', '.join(spec.randomized)} active at inference): every decision is a majority "
+            f"over {spec.votes or RANDOMIZED_VOTES} evaluations and every gradient an average over "
+            f"{spec.eot or RANDOMIZED_EOT} draws (EOT); declare votes / eot to change that"
+        )
     # Probe run of the graph to read the scores' shape and values.
     last = _last_op(g, out_name)
     probe = _probe_output(proto, spec, notes)
@@ -682,6 +719,47 @@ def _infer_spec(proto: onnx.ModelProto, path: str, overrides: dict[str, Any]) ->
         spec.label_output = labels[0]
         notes.append(f"decisions come from the model's own label output {labels[0]!r}")
     return spec
+
+
+RANDOM_OPS = ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli", "Multinomial")
+
+
+def _constant_value(graph, name: str) -> np.ndarray | None:
+    for t in graph.initializer:
+        if t.name == name:
+            return numpy_helper.to_array(t)
+    for n in graph.node:
+        if n.op_type == "Constant" and n.output and n.output[0] == name:
+            for a in n.attribute:
+                if a.name == "value":
+                    return numpy_helper.to_array(a.t)
+                if a.name in ("value_int", "value_float"):
+                    return np.asarray(helper.get_attribute_value(a))
+    return None
+
+
+def randomized_ops(graph, output_name: str) -> tuple[str, ...]:
+    """Op types that make the output random at inference: a Random*/Bernoulli/Multinomial node,
+    or a Dropout whose ``training_mode`` input is true (a constant, or not constant at all), among
+    the nodes the output depends on. Sorted; () for a deterministic graph."""
+    producer = {o: n for n in graph.node for o in n.output if o}
+    seen: set[int] = set()
+    found: set[str] = set()
+    stack = [output_name]
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.domain in ("", "ai.onnx"):
+            if node.op_type in RANDOM_OPS:
+                found.add(node.op_type)
+            elif node.op_type == "Dropout" and len(node.input) > 2 and node.input[2]:
+                mode = _constant_value(graph, node.input[2])
+                if mode is None or bool(np.asarray(mode).reshape(-1)[0]):
+                    found.add("Dropout")
+        stack.extend(i for i in node.input if i)
+    return tuple(sorted(found))
 
 
 def _framework_from_producer(producer: str) -> str:
@@ -804,7 +882,8 @@ def load_model(
     ``overrides`` (highest precedence) may set: input_name, output_name, layout (NCHW, NHWC,
     NCDHW, NDHWC, NF), scores (logits|probabilities), task, class_names, value_range (LO, HI in
     the user's units), scale, mean, std (the model sees ``(x * scale - mean) / std``),
-    framework, threshold. ``device``: auto|cpu|cuda[:N]; ``io_binding`` binds buffers even on
+    framework, threshold, votes (evaluations per decision), eot (gradient draws averaged per
+    gradient; both 0 = automatic: 1, or 11 and 20 for a randomized model). ``device``: auto|cpu|cuda[:N]; ``io_binding`` binds buffers even on
     the CPU (always on with CUDA); ``batch_size``: rows per onnxruntime call.
     """
     path = str(path)

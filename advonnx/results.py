@@ -127,7 +127,7 @@ def attack_labels(rows) -> dict[tuple[str, str, bool], str]:
         differ = [n for n in names if len({json.dumps(p.get(n), sort_keys=True, default=str)
                                            for p in params.values()}) > 1]
         for k in ks:
-            inner = ", ".join(f"{n}={_short(params[k].get(n))}" for n in differ)
+            inner = ", ".join(f"{n}={_short(params[k][n])}" for n in differ if n in params[k])
             out[k] = attack + (f"({inner})" if inner else "") + (" targeted" if k[2] else "")
     return out
 

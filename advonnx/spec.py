@@ -21,6 +21,8 @@ LAYOUTS = ("NCHW", "NHWC", "NCDHW", "NDHWC", "NF")
 SCORES = ("logits", "probabilities")
 TASKS = ("classification", "segmentation")
 OUTPUT_KINDS = ("softmax", "binary", "multilabel", "dense")
+RANDOMIZED_VOTES = 11  # evaluations per decision of a randomized model (majority vote)
+RANDOMIZED_EOT = 20  # gradient draws averaged per gradient of a randomized model (EOT)
 
 # Fields a user may declare (metadata, sidecar, overrides) and how to parse them.
 DECLARABLE = (
@@ -39,6 +41,8 @@ DECLARABLE = (
     "dataset",
     "training",
     "threshold",
+    "votes",
+    "eot",
 )
 
 
@@ -76,6 +80,13 @@ class ModelSpec:
     opset: int = 0
     dataset: str = ""
     training: str = ""
+    # Randomized models: the random ops that affect the output (Dropout with training_mode true,
+    # RandomNormal/RandomUniform(Like), Bernoulli, Multinomial), by op type; () = deterministic.
+    randomized: tuple[str, ...] = ()
+    # Evaluations per decision (majority vote) and gradient draws averaged per gradient (EOT);
+    # 0 = automatic: 1 for deterministic models, RANDOMIZED_VOTES / RANDOMIZED_EOT for randomized ones.
+    votes: int = 0
+    eot: int = 0
     sources: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -185,6 +196,13 @@ def normalize_declared(raw: dict[str, Any], origin: str) -> dict[str, Any]:
                 raise ModelError(f"std from {origin} contains 0; a normalization cannot divide by 0")
         elif key in ("scale", "threshold"):
             value = float(_fraction(value))
+        elif key in ("votes", "eot"):
+            try:
+                value = int(value)
+            except (TypeError, ValueError):
+                value = -1
+            if value < 0:
+                raise ModelError(f"{key} from {origin} must be an integer >= 0 (0 = automatic)")
         elif key == "class_names":
             value = _names(value)
         else:

@@ -572,7 +572,7 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
         "norm": "none" if corruption else aentry.norm, "eps": eps,
         "eps_text": eps_text, "targeted": targeted, "steps": params.get("steps", 1 if attack else 0),
         "restarts": params.get("restarts", 1 if attack else 0),
-        "max_queries": params.get("max_queries"), "settings": json.dumps(params, sort_keys=True, default=str),
+        "max_queries": params.get("max_queries"), "settings": json.dumps(_recorded(params, model), sort_keys=True, default=str),
     }
     rng = Random(unit.seed).spawn(key)
     t0 = time.perf_counter()
@@ -606,7 +606,9 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
                  "time_s": elapsed / len(ids)} for sid in ids]
         return rows, None
     elapsed = time.perf_counter() - t0
-    if spec.label_output:  # the model's own decisions (they break probability ties its way)
+    if attack is not None and model.votes > 1:  # a randomized model: the attack's majority decisions
+        adv_pred, clean_pred = to_numpy(res.adv_pred), to_numpy(res.clean_pred)
+    elif spec.label_output or model.votes > 1:  # the model's own decisions; a randomized model's majority
         adv_pred, clean_pred = to_numpy(model.classify(res_x)), to_numpy(model.classify(x))
     else:
         adv_pred = np.argmax(adv_scores, axis=spec.class_axis)
@@ -718,7 +720,7 @@ def _compute_with_skips(unit: WorkUnit, model: OnnxModel, data, attack):
     xs = data.x[gone]
     spec = model.spec
     scores = to_numpy(model.predict(xs))
-    pred = to_numpy(model.classify(xs)) if spec.label_output else np.argmax(scores, axis=spec.class_axis)
+    pred = to_numpy(model.classify(xs)) if spec.label_output or model.votes > 1 else np.argmax(scores, axis=spec.class_axis)
     labels = pred if data.y is None else np.asarray(data.y[gone])
     conf = to_numpy(confidence(scores, pred, probabilities=spec.scores == "probabilities"))
     params = attack.params() if attack else {}
@@ -728,12 +730,20 @@ def _compute_with_skips(unit: WorkUnit, model: OnnxModel, data, attack):
             **empty_row(), **unit.base, "sample_id": data.sample_ids[i], "attack": a.name, "kind": "adversarial",
             "norm": a.norm, "eps": unit.eps, "eps_text": unit.eps_text, "targeted": a.targeted,
             "steps": params.get("steps", 1 if attack else 0), "restarts": params.get("restarts", 1 if attack else 0),
-            "max_queries": params.get("max_queries"), "settings": json.dumps(params, sort_keys=True, default=str),
+            "max_queries": params.get("max_queries"), "settings": json.dumps(_recorded(params, model), sort_keys=True, default=str),
             "label": int(labels[j]), "clean_pred": int(pred[j]), "clean_confidence": float(conf[j]),
             "clean_correct": bool(pred[j] == labels[j]), "queries": 0, "status": "skipped", "error": why[i],
             "time_s": 0.0,
         }
     return [rows_by_index[i] for i in range(unit.start, unit.stop)], examples
+
+
+def _recorded(params: dict, model: OnnxModel) -> dict:
+    """An attack's settings as rows record them: with the votes per decision and gradient draws
+    (EOT) when the model is randomized or they were declared."""
+    if model.votes > 1 or model.eot > 1:
+        return {**params, "votes": model.votes, **({"eot": model.eot} if params else {})}
+    return params
 
 
 def _key(base: dict, *parts) -> str:
@@ -770,6 +780,7 @@ def _spec_summary(model: OnnxModel) -> dict[str, Any]:
             "num_classes": s.num_classes, "class_names": list(s.class_names), "value_range": list(s.value_range),
             "value_range_source": s.sources.get("value_range", "assumed"), "framework": s.framework,
             "exporter": s.exporter, "training": s.training, "gradient": model.gradient_mode("auto"),
+            "randomized": list(s.randomized), "votes": model.votes, "eot": model.eot,
             "input_type": s.input_integer or s.input_dtype}
 
 

@@ -55,10 +55,15 @@ class AttackResult:
 
 
 class AttackContext:
-    """The model as an attack sees it: counted ``predict`` / ``value_and_grad`` and the budget."""
+    """The model as an attack sees it: counted ``predict`` / ``value_and_grad`` and the budget.
+
+    Randomized models (``spec.randomized``): ``classify`` is the majority over ``model.votes``
+    evaluations, and ``value_and_grad`` / ``vjp`` average loss and gradient over ``eot`` draws
+    (expectation over transformation, Athalye et al. 2018), exact or estimated; every evaluation
+    is counted."""
 
     def __init__(self, model, *, n: int, rng: Random, gradient: str, targeted: bool,
-                 value_range, max_queries: int | None):
+                 value_range, max_queries: int | None, eot: int | None = None):
         self.model = model
         self.rng = rng
         self.gradient = gradient
@@ -67,6 +72,8 @@ class AttackContext:
         self.max_queries = max_queries
         self.queries = np.zeros(n, dtype=np.int64)
         self.spec = model.spec
+        self.eot = int(eot) if eot else int(getattr(model, "eot", 1))
+        self.votes = int(getattr(model, "votes", 1))
 
     def count(self, idx) -> None:
         np.add.at(self.queries, to_numpy(idx), 1)
@@ -77,19 +84,16 @@ class AttackContext:
         return self.model.predict(x)
 
     def classify(self, x, idx):
+        if self.votes > 1:  # a randomized model: the majority over `votes` evaluations
+            for _ in range(self.votes):
+                self.count(idx)
+            return self.model.classify(x, votes=self.votes)
         scores = self.predict(x, idx)
         return namespace(scores).argmax(scores, axis=self.spec.class_axis)
 
     def value_and_grad(self, x, labels, idx, *, loss: str):
         """Loss per row and its gradient w.r.t. ``x``; every evaluation is counted on ``idx``."""
-        idx_host = to_numpy(idx)
-
-        def counter(rows):
-            self.count(idx_host[np.asarray(rows)])
-
-        return self.model.value_and_grad(
-            x, labels, loss=loss, gradient=self.gradient, rng=self.rng, counter=counter
-        )
+        return self._expected(x, labels, None, idx, loss=loss)
 
     def vjp(self, x, cotangent, idx):
         """``<cotangent, scores>`` per row and ``cotangentᵀ ∂scores/∂x`` (shaped like ``x``).
@@ -97,14 +101,29 @@ class AttackContext:
         ``cotangent`` is shaped like the scores (a one-hot difference gives a logit difference
         and its gradient); every row is counted on the sample ``idx`` it belongs to.
         """
+        return self._expected(x, None, cotangent, idx, loss="ce")
+
+    def _expected(self, x, labels, cotangent, idx, *, loss: str):
+        """The model's value and gradient, averaged over ``eot`` draws (one batched call of the
+        ``eot`` copies of ``x``) for a randomized model."""
+        k = self.eot
+        xp = namespace(x)
         idx_host = to_numpy(idx)
+        if k > 1:
+            n = x.shape[0]
+            tile = lambda a: None if a is None else xp.concat([a] * k)  # noqa: E731
+            x, labels, cotangent, idx_host = tile(x), tile(labels), tile(cotangent), np.tile(idx_host, k)
 
         def counter(rows):
             self.count(idx_host[np.asarray(rows)])
 
-        return self.model.value_and_grad(
-            x, None, cotangent=cotangent, gradient=self.gradient, rng=self.rng, counter=counter
+        value, grad = self.model.value_and_grad(
+            x, labels, loss=loss, cotangent=cotangent, gradient=self.gradient, rng=self.rng, counter=counter
         )
+        if k > 1:
+            value = xp.mean(xp.reshape(value, (k, n)), axis=0)
+            grad = xp.mean(xp.reshape(grad, (k, n) + tuple(grad.shape[1:])), axis=0)
+        return value, grad
 
     def clip(self, x):
         xp = namespace(x)
@@ -199,10 +218,12 @@ class Attack(ABC):
 
     def __call__(self, model, x, y=None, *, target=None, targeted: bool = False,
                  rng: Random | None = None, gradient: str = "auto",
-                 max_queries: int | None = None) -> AttackResult:
+                 max_queries: int | None = None, eot: int | None = None) -> AttackResult:
         """Attack the batch ``x`` (model layout, value range units) with labels ``y``.
 
         ``y=None`` attacks the clean predictions. ``targeted=True`` needs ``target`` labels.
+        ``eot``: gradient draws averaged per gradient (default ``model.eot``: 1 for a
+        deterministic model, more for a randomized one).
         """
         spec = model.spec
         xp = namespace(x)
@@ -218,7 +239,7 @@ class Attack(ABC):
         if targeted and target is None:
             raise AdvonnxError(f"targeted {self.name} needs target labels")
         ctx = AttackContext(model, n=x.shape[0], rng=rng, gradient=mode, targeted=targeted,
-                            value_range=spec.value_range, max_queries=max_queries)
+                            value_range=spec.value_range, max_queries=max_queries, eot=eot)
         # integer-input models: results go on the integer grid when the clean inputs lie on it
         on_grid = bool(spec.input_integer) and bool(xp.all(xp.round(x) == x))
         t0 = time.perf_counter()

@@ -143,8 +143,17 @@ def where(ctx: VJPContext):
 def identity(ctx: VJPContext):
     if ctx.op_type == "Dropout" and ctx.x(2) is not None:
         mode = ctx.const(ctx.x(2))
-        if mode is None or bool(mode):
-            ctx.unsupported("training_mode must be a constant false")
+        if mode is None:
+            ctx.unsupported("training_mode must be a constant")
+        if bool(mode):
+            # y = x · mask / (1 − ratio) for the mask this evaluation drew: the gradient of that
+            # draw (the forward node's mask output, added when the node lacks it)
+            ratio = 0.5 if ctx.x(1) is None else ctx.const(ctx.x(1))
+            if ratio is None:
+                ctx.unsupported("ratio must be a constant in training mode")
+            mask = ctx.forward_output(1, "dropout_mask")
+            scaled = ctx.b.op("Mul", [ctx.g(), ctx.scalar(1.0 / (1.0 - float(ratio)), ctx.y(0))])
+            return [ctx.masked(mask, scaled)]
     return [ctx.g()]
 
 
