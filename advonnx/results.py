@@ -114,21 +114,22 @@ def _short(v: Any) -> str:
 
 def attack_labels(rows) -> dict[tuple[str, str, bool], str]:
     """A short readable label per setting (:func:`setting_key`) of ``rows``: the attack name, the
-    settings in which the attack's settings differ (``pgd(steps=10)`` vs ``pgd(steps=50)``), and
-    ``targeted``."""
-    keys = {setting_key(r) for r in rows}
-    by_attack: dict[str, list[tuple]] = {}
-    for k in keys:
-        by_attack.setdefault(k[0], []).append(k)
+    settings in which settings of the attack at one norm and eps differ (``pgd(steps=10)`` vs
+    ``pgd(steps=50)``; a step size derived from eps does not count), and ``targeted``."""
+    groups: dict[tuple, set] = {}
+    for r in rows:
+        groups.setdefault((r["attack"], r.get("norm"), r.get("eps")), set()).add(setting_key(r))
+    params = {k: json.loads(k[1]) if k[1].startswith("{") else {"settings": k[1]}
+              for ks in groups.values() for k in ks}
+    differ: dict[str, set] = {}
+    for (attack, _, _), ks in groups.items():
+        names = {n for k in ks for n in params[k]}
+        differ.setdefault(attack, set()).update(
+            n for n in names if len({json.dumps(params[k].get(n), sort_keys=True, default=str) for k in ks}) > 1)
     out = {}
-    for attack, ks in by_attack.items():
-        params = {k: json.loads(k[1]) if k[1].startswith("{") else {"settings": k[1]} for k in ks}
-        names = sorted({n for p in params.values() for n in p})
-        differ = [n for n in names if len({json.dumps(p.get(n), sort_keys=True, default=str)
-                                           for p in params.values()}) > 1]
-        for k in ks:
-            inner = ", ".join(f"{n}={_short(params[k][n])}" for n in differ if n in params[k])
-            out[k] = attack + (f"({inner})" if inner else "") + (" targeted" if k[2] else "")
+    for k, p in params.items():
+        inner = ", ".join(f"{n}={_short(p[n])}" for n in sorted(differ[k[0]]) if n in p)
+        out[k] = k[0] + (f"({inner})" if inner else "") + (" targeted" if k[2] else "")
     return out
 
 

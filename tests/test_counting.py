@@ -53,6 +53,9 @@ def test_settings_and_targeting_are_separate_rows_with_labels():
     lone = summarize(rows_to_table([r for r in rows if r["settings"] == rows[0]["settings"] and not r["targeted"]]))
     assert [s["label"] for s in lone] == ["pgd"]
     assert [s["label"] for s in summarize(rows_to_table([r for r in rows if r["targeted"]]))] == ["pgd targeted"]
+    # a setting derived from eps (PGD's default step size) is one setting across budgets
+    sweep = [_row(f"s{i}", eps=e, settings={"step_size": e / 4}) for e in (0.1, 0.2) for i in range(5)]
+    assert [s["label"] for s in summarize(rows_to_table(sweep))] == ["pgd", "pgd"]
     # compare matches setting by setting, and its labels are the same
     cmp = compare_rows(rows_to_table(rows), rows_to_table(rows))
     assert sorted(r["setting"] for r in cmp) == ["pgd(steps=10) linf 0.1", "pgd(steps=10) targeted linf 0.1",
