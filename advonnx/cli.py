@@ -62,6 +62,8 @@ def run(
     output_name: Annotated[str | None, typer.Option("--output", help="Model output holding the scores, if several.")] = None,
     value_range: Annotated[str | None, typer.Option("--value-range", help="Model input value range LO,HI (default: declared, else 0,1).")] = None,
     layout: Annotated[str | None, typer.Option("--layout", help="NCHW, NHWC, NCDHW, NDHWC or NF if the guess is wrong.")] = None,
+    votes: Annotated[int | None, typer.Option("--votes", help="Evaluations per decision, majority vote (default: 1; 11 for randomized models).")] = None,
+    eot: Annotated[int | None, typer.Option("--eot", help="Gradient draws averaged per gradient, EOT (default: 1; 20 for randomized models).")] = None,
     corruptions: Annotated[str | None, typer.Option("--corruptions", help="Natural corruptions too: all or NAME[,NAME...] (see `advonnx corruptions`).")] = None,
     severities: Annotated[str | None, typer.Option("--severities", help="Corruption severities, e.g. 1-5 or 1,3,5.")] = None,
     save_examples: Annotated[int | None, typer.Option("--save-examples", help="Keep adversarial examples of the first K samples per model × setting.")] = None,
@@ -103,7 +105,8 @@ def run(
         raise AdvonnxError("--model needs --data (an .npz, image folder, CSV manifest or image file)")
     s: Suite = load_suite(suite or "quick") if (suite or not model) else Suite(name="adhoc", models=[], datasets=[], attacks=[])
     overrides = {k: v for k, v in (("input_name", input_name), ("output_name", output_name),
-                                   ("value_range", value_range), ("layout", layout)) if v is not None}
+                                   ("value_range", value_range), ("layout", layout), ("votes", votes),
+                                   ("eot", eot)) if v is not None}
     if model:
         s.models = [ModelEntry(name=Path(m).stem, path=str(Path(m)), overrides=dict(overrides)) for m in model]
         s.name = s.name if suite else "adhoc"
