@@ -265,12 +265,11 @@ def headline_for(headline: dict[str, Any] | None, dataset: str) -> dict[str, Any
 
 def headline_key(summaries: list[dict], headline: dict[str, Any]) -> dict[str, float]:
     """Robust figure per model at the headline setting (for sorting)."""
-    scores: dict[str, float] = {}
+    ranked: dict[str, tuple[int, float]] = {}
     for s in summaries:
         h = headline_for(headline, s["dataset"])
         want_attack, want_norm, want_eps = h.get("attack"), h.get("norm"), h.get("eps")
-        if want_attack and s["attack"] != want_attack or want_norm and s["norm"] != want_norm \
-                or s.get("targeted", False) != bool(h.get("targeted", False)):
+        if want_attack and s["attack"] != want_attack or want_norm and s["norm"] != want_norm:
             continue
         if want_eps is not None and str(want_eps) not in (s["eps_text"], f"{s['eps']:g}"):
             try:
@@ -280,9 +279,13 @@ def headline_key(summaries: list[dict], headline: dict[str, Any]) -> dict[str, f
                     continue
             except ValueError:
                 continue
-        # several settings of the headline attack (e.g. steps): the worst of them
-        scores[s["model"]] = min(s["robust"], scores.get(s["model"], math.inf))
-    return scores
+        # several settings of the headline attack (e.g. steps): the worst of them; untargeted ones
+        # unless the headline says targeted or the model has only targeted ones
+        rank = int(bool(s.get("targeted")) != bool(h.get("targeted", False)))
+        best = ranked.get(s["model"], (2, math.inf))
+        if (rank, s["robust"]) < best:
+            ranked[s["model"]] = (rank, s["robust"])
+    return {model: robust for model, (_, robust) in ranked.items()}
 
 
 def contrast_pairs(summaries: list[dict], headline: dict[str, Any]) -> list[tuple[str, str, dict, dict]]:

@@ -141,3 +141,16 @@ def test_robust_column_agrees_with_the_leaderboard(tmp_path):
     assert s["robust"] == pytest.approx(np.mean([r["robust"] for r in rows]))
     correct = [r for r in rows if r["clean_correct"]]
     assert s["asr"] == pytest.approx(np.mean([not r["robust"] for r in correct]))
+
+
+def test_headline_prefers_the_worst_untargeted_setting():
+    from advonnx.leaderboard import headline_key
+
+    rows = [_row(f"s{i}", settings={"steps": 10}, adv=i < 6) for i in range(10)]
+    rows += [_row(f"s{i}", settings={"steps": 50}, adv=i < 3) for i in range(10)]
+    rows += [_row(f"s{i}", settings={"steps": 10}, targeted=True, adv=i < 1) for i in range(10)]
+    summaries = summarize(rows_to_table(rows))
+    assert headline_key(summaries, {"attack": "pgd", "norm": "linf", "eps": "0.1"}) == {"m": 0.3}
+    assert headline_key(summaries, {"attack": "pgd", "eps": "0.1", "targeted": True}) == {"m": 0.1}
+    only_targeted = summarize(rows_to_table(rows[20:]))
+    assert headline_key(only_targeted, {"attack": "pgd", "eps": "0.1"}) == {"m": 0.1}
