@@ -28,7 +28,7 @@ from .backend import BoundRunner, io_binding_requested, is_device_array, resolve
 from .errors import AdvonnxError, GradientUnavailable, ModelError
 from .loading import load_onnx
 from .oracles import EstimatorConfig, estimate_value_and_grad
-from .spec import ModelSpec, read_metadata, read_sidecar
+from .spec import ModelSpec, channel_axis, channels_first, read_metadata, read_sidecar
 from .xp import Random, namespace, to_numpy
 
 _FLOAT_TYPES = {TensorProto.FLOAT: "float32", TensorProto.DOUBLE: "float64", TensorProto.FLOAT16: "float16"}
@@ -38,6 +38,7 @@ _INTEGER_TYPES = {TensorProto.UINT8: "uint8", TensorProto.INT8: "int8", TensorPr
                   TensorProto.INT16: "int16"}
 _PASS_THROUGH = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Cast"}
 PROBE_SPATIAL = 64  # spatial size used to probe models whose spatial dims are dynamic
+PROBE_SIGNAL = 1024  # time steps used to probe signal models whose length is dynamic (pooling-deep 1-D nets)
 # Refuse models whose declared input (at the probe batch) exceeds this many values (2**28 = 1 GiB float32).
 MAX_INPUT_ELEMENTS = int(os.environ.get("ADVONNX_MAX_INPUT_ELEMENTS", 2**28))
 
@@ -76,10 +77,13 @@ def _guess_layout(shape: tuple, first_ops: list[str], notes: list[str]) -> str:
     rank = len(shape)
     if rank == 2:
         return "NF"
+    if rank == 3:
+        return _guess_signal_layout(shape, first_ops, notes)
     if rank not in (4, 5):
         raise ModelError(
-            f"input of rank {rank} (shape {shape}) is not supported: advonnx expects images "
-            "(N,C,H,W)/(N,H,W,C), volumes (N,C,D,H,W)/(N,D,H,W,C) or feature vectors (N,F)"
+            f"input of rank {rank} (shape {shape}) is not supported: advonnx expects signals "
+            "(N,C,T)/(N,T,C), images (N,C,H,W)/(N,H,W,C), volumes (N,C,D,H,W)/(N,D,H,W,C) or "
+            "feature vectors (N,F)"
         )
     first, last = shape[1], shape[-1]
     cf, cl = ("NCHW", "NHWC") if rank == 4 else ("NCDHW", "NDHWC")
@@ -96,6 +100,21 @@ def _guess_layout(shape: tuple, first_ops: list[str], notes: list[str]) -> str:
         return cf
     notes.append(f"layout guessed {cf} from shape {shape}; declare layout if wrong")
     return cf
+
+
+def _guess_signal_layout(shape: tuple, first_ops: list[str], notes: list[str]) -> str:
+    """(N, C, T) or (N, T, C): a signal has fewer channels (leads, electrodes) than time steps;
+    a dynamic axis is the time axis."""
+    mid, last = shape[1], shape[2]
+    if mid is not None and last is not None and mid != last:
+        return "NCW" if mid < last else "NWC"
+    if mid is None and last is not None:
+        notes.append(f"layout guessed NWC: time axis 1 is dynamic, {last} channels; declare layout if wrong")
+        return "NWC"
+    if last is None and mid is not None:
+        return "NCW"
+    notes.append(f"layout guessed NCW from shape {shape}; declare layout if wrong")
+    return "NCW"
 
 
 def _select_input(graph, declared: str | None, path: str) -> onnx.ValueInfoProto:
@@ -175,7 +194,7 @@ def build_canonical(model: onnx.ModelProto, spec: ModelSpec, *, relaxed: bool = 
                 raise ModelError("the input is also an output; cannot fold preprocessing")
         rank = len(spec.input_shape)
         cshape = [1] * rank
-        channel_axis = 1 if spec.layout in ("NCHW", "NCDHW", "NF") else rank - 1
+        c_axis = 1 if spec.layout == "NF" or channels_first(spec.layout) else rank - 1
         prefix, cur = [], spec.input_name
         if spec.scale != 1.0:
             g.initializer.append(_initializer_const("advonnx_scale", spec.scale, dtype))
@@ -187,7 +206,7 @@ def build_canonical(model: onnx.ModelProto, spec: ModelSpec, *, relaxed: bool = 
                 continue
             shape = list(cshape)
             if len(values) > 1:
-                shape[channel_axis] = len(values)
+                shape[c_axis] = len(values)
             g.initializer.append(_initializer_const(f"advonnx_{key}", np.reshape(values, shape), dtype))
             prefix.append(helper.make_node(op, [cur, f"advonnx_{key}"], [f"advonnx_{key}_out"]))
             cur = f"advonnx_{key}_out"
@@ -629,7 +648,7 @@ def _infer_spec(proto: onnx.ModelProto, path: str, overrides: dict[str, Any]) ->
         raise ModelError(f"{path}: input {inp.name!r} has no declared rank; re-export with a shaped input")
     consumers = [n.op_type for n in g.node if inp.name in n.input]
     layout = declared.get("layout") or _guess_layout(shape, consumers, notes)
-    if len(shape) == 2 and layout != "NF" or len(shape) == 4 and layout not in ("NCHW", "NHWC") or len(shape) == 5 and layout not in ("NCDHW", "NDHWC"):
+    if len(layout) != len(shape):
         raise ModelError(f"{path}: declared layout {layout} does not fit input shape {shape}")
     out_name = _select_output(g, declared.get("output_name"), path)
     labels = [o.name for o in g.output if o.name != out_name and o.type.tensor_type.elem_type == TensorProto.INT64
@@ -647,7 +666,7 @@ def _infer_spec(proto: onnx.ModelProto, path: str, overrides: dict[str, Any]) ->
         opset=_opset(proto),
         notes=notes,
     )
-    for key in ("scale", "mean", "std", "framework", "exporter", "dataset", "training", "threshold"):
+    for key in ("scale", "mean", "std", "framework", "exporter", "dataset", "training", "threshold", "sampling_rate"):
         if key in declared:
             setattr(spec, key, declared[key])
     if spec.framework == "unknown" and proto.producer_name:
@@ -694,16 +713,18 @@ def _framework_from_producer(producer: str) -> str:
     return producer
 
 
+def _probe_length(layout: str) -> int:
+    return PROBE_SIGNAL if len(layout) == 3 else PROBE_SPATIAL
+
+
 def _probe_output(proto: onnx.ModelProto, spec: ModelSpec, notes: list[str]) -> np.ndarray | None:
     """Scores of the raw graph (no folding) on a small random batch; None if it cannot run."""
     shape = list(spec.input_shape)
     shape[0] = spec.fixed_batch or 2
     for k in range(1, len(shape)):
         if shape[k] is None:
-            is_channel = (k == 1 and spec.layout in ("NCHW", "NCDHW")) or (
-                k == len(shape) - 1 and spec.layout in ("NHWC", "NDHWC")
-            )
-            shape[k] = 1 if is_channel else (8 if spec.layout == "NF" else PROBE_SPATIAL)
+            is_channel = k == channel_axis(spec.layout, len(shape))
+            shape[k] = 1 if is_channel else (8 if spec.layout == "NF" else _probe_length(spec.layout))
     elements = int(np.prod(shape, dtype=np.float64))
     if elements > MAX_INPUT_ELEMENTS:
         raise ModelError(
@@ -742,7 +763,7 @@ def _infer_output(spec: ModelSpec, scores: np.ndarray, last_op: str, declared: d
         class_axis = 1
     elif scores.ndim == in_rank and scores.ndim >= 3:
         task = "segmentation"
-        class_axis = 1 if spec.layout in ("NCHW", "NCDHW") else scores.ndim - 1
+        class_axis = 1 if channels_first(spec.layout) else scores.ndim - 1
     elif scores.ndim == in_rank - 1 and scores.ndim >= 3:
         # (N, H, W) dense output: one channel squeezed away
         raise ModelError(

@@ -17,7 +17,27 @@ import tomllib
 
 from .errors import ModelError
 
-LAYOUTS = ("NCHW", "NHWC", "NCDHW", "NDHWC", "NF")
+# N: batch, C: channels, D/H/W: spatial axes (W alone: the time axis of a 1-D signal), F: features.
+LAYOUTS = ("NCHW", "NHWC", "NCDHW", "NDHWC", "NCW", "NWC", "NF")
+SIGNAL_LAYOUTS = ("NCW", "NWC")
+
+
+def channels_first(layout: str) -> bool:
+    """True when the channel axis is axis 1 (NCHW, NCDHW, NCW)."""
+    return len(layout) > 2 and layout[1] == "C"
+
+
+def channel_axis(layout: str, rank: int) -> int | None:
+    """The channel axis of a batch of ``rank`` in ``layout`` (None for feature vectors)."""
+    if layout == "NF":
+        return None
+    return 1 if channels_first(layout) else rank - 1
+
+
+def layout_spatial_ndim(layout: str) -> int | None:
+    """Spatial axes of ``layout``: 1 for signals, 2 for images, 3 for volumes; None for NF."""
+    n = sum(c in "DHW" for c in layout)
+    return n or None
 SCORES = ("logits", "probabilities")
 TASKS = ("classification", "segmentation")
 OUTPUT_KINDS = ("softmax", "binary", "multilabel", "dense")
@@ -39,6 +59,7 @@ DECLARABLE = (
     "dataset",
     "training",
     "threshold",
+    "sampling_rate",
 )
 
 
@@ -69,6 +90,7 @@ class ModelSpec:
     std: tuple[float, ...] = ()
     fixed_batch: int | None = None
     threshold: float = 0.5  # multi-label decision threshold
+    sampling_rate: float | None = None  # Hz, 1-D signals: what hertz-defined corruptions need
     label_output: str = ""  # the model's own decision output (int64 labels), when it has one
     framework: str = "unknown"
     exporter: str = "unknown"
@@ -90,14 +112,14 @@ class ModelSpec:
         shape = self.input_shape
         if self.layout == "NF" or len(shape) < 3:
             return None
-        return tuple(shape[2:]) if self.layout in ("NCHW", "NCDHW") else tuple(shape[1:-1])
+        return tuple(shape[2:]) if channels_first(self.layout) else tuple(shape[1:-1])
 
     @property
     def channels(self) -> int | None:
         shape = self.input_shape
         if self.layout == "NF" or len(shape) < 3:
             return None
-        return shape[1] if self.layout in ("NCHW", "NCDHW") else shape[-1]
+        return shape[1] if channels_first(self.layout) else shape[-1]
 
     @property
     def features(self) -> int | None:
@@ -185,6 +207,10 @@ def normalize_declared(raw: dict[str, Any], origin: str) -> dict[str, Any]:
                 raise ModelError(f"std from {origin} contains 0; a normalization cannot divide by 0")
         elif key in ("scale", "threshold"):
             value = float(_fraction(value))
+        elif key == "sampling_rate":
+            value = float(_fraction(value))
+            if not value > 0:
+                raise ModelError(f"sampling_rate from {origin} must be a positive number of hertz, not {value!r}")
         elif key == "class_names":
             value = _names(value)
         else:

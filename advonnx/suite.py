@@ -213,7 +213,8 @@ def parse_corruptions(value: Any) -> list[str]:
         return []
     from .corruptions import corruption_names
 
-    return corruption_names(value if isinstance(value, str) else ",".join(map(str, value)))
+    # "all" takes image and signal corruptions; each model gets those that fit its layout
+    return corruption_names(value if isinstance(value, str) else ",".join(map(str, value)), modality=None)
 
 
 def parse_severities(value: Any) -> list[int]:
@@ -429,7 +430,19 @@ class Runner:
                         "settings": repr(attack) if attack else "identity", "targeted": a.targeted}))
             corruptions = self.suite.corruptions if dentry.corruptions is None else dentry.corruptions
             severities = dentry.severities or self.suite.severities or [1, 2, 3, 4, 5]
-            for name in corruptions:
+            from .corruptions import CORRUPTIONS
+
+            unfit = [c for c in corruptions if not CORRUPTIONS[c].fits(spec.layout)]
+            if unfit:
+                model.notes_once(f"corruptions that do not apply to {spec.layout} inputs left out: {', '.join(unfit)}")
+            rate_known = bool(spec.sampling_rate) or (data.spacing is not None and all(data.spacing))
+            timed = [c for c in corruptions if CORRUPTIONS[c].needs_sampling_rate and c not in unfit]
+            if timed and not rate_known:
+                raise AdvonnxError(
+                    f"{entry.name}: {', '.join(timed)} {'needs' if len(timed) == 1 else 'need'} the signal's sampling rate: pass --sampling-rate HZ "
+                    f"(or store 'sampling_rate' in the npz, or declare it in the model's sidecar)"
+                )
+            for name in (c for c in corruptions if c not in unfit):
                 for severity in severities:
                     settings.append((None, name, float(severity), str(severity),
                                      {"corruption": name, "severity": str(severity)}))
@@ -584,6 +597,8 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
                 from .corruptions import apply_corruption
 
                 spacing = data.spacing[start] if data.spacing and len(set(data.spacing)) == 1 else None
+                if spacing is None and spec.sampling_rate:  # a signal's sample period in seconds
+                    spacing = (1.0 / spec.sampling_rate,)
                 res_x = to_numpy(apply_corruption(corruption, x, int(eps), rng, layout=spec.layout,
                                                   value_range=spec.value_range, spacing=spacing))
             queries = np.zeros(len(x), np.int64)

@@ -398,7 +398,15 @@ def _load_npz(
         ids = [f"npz:{i}" for i in range(n)]
     spacing = None
     nd = e.spatial_ndim
-    if nd is not None:
+    if nd == 1 and "sampling_rate" in files:  # a signal's sample period in seconds
+        fs = float(np.asarray(get("sampling_rate")).reshape(-1)[0])
+        if not fs > 0:
+            raise _err(path, f"sampling_rate is {fs:g}", "store the sampling rate in hertz (a positive number)")
+        spacing = [(1.0 / fs,)] * n
+        desc["spacing"] = f"sample period 1/{fs:g} s from the npz 'sampling_rate'"
+    elif nd == 1 and "spacing" not in files:
+        desc["spacing"] = "unknown: the npz has no 'sampling_rate' (hertz-defined corruptions use the model's)"
+    elif nd is not None:
         if "spacing" in files:
             sp = get("spacing").astype(np.float64)
             if sp.shape == (nd,):

@@ -1,0 +1,136 @@
+"""1-D signal models (EEG/ECG-style (N, C, T) and (N, T, C) inputs): layout guess, exact
+gradients against torch autograd, attacks and corruptions end to end."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import advonnx
+from advonnx.errors import AdvonnxError
+from advonnx.results import read_results
+
+torch = pytest.importorskip("torch")
+
+
+class SignalCNN(torch.nn.Module):
+    """Conv1d → ReLU → MaxPool → Conv1d → ReLU → global average → Linear (an ECG-net in small)."""
+
+    def __init__(self, channels=3, classes=4, channels_last=False):
+        super().__init__()
+        self.channels_last = channels_last
+        self.c1 = torch.nn.Conv1d(channels, 8, 7, padding=3)
+        self.c2 = torch.nn.Conv1d(8, 8, 5, padding=2)
+        self.head = torch.nn.Linear(8, classes)
+
+    def forward(self, x):
+        if self.channels_last:
+            x = x.transpose(1, 2)
+        h = torch.relu(self.c1(x))
+        h = torch.nn.functional.max_pool1d(h, 2)
+        h = torch.relu(self.c2(h)).mean(dim=2)
+        return self.head(h)
+
+
+def export(net, shape, path, *, dynamo=False):
+    net.eval()
+    x = torch.zeros(shape)
+    kwargs = {"dynamo": dynamo}
+    if not dynamo:
+        kwargs["dynamic_axes"] = {"signal": {0: "N"}}
+    torch.onnx.export(net, (x,), str(path), input_names=["signal"], output_names=["logits"], **kwargs)
+    return str(path)
+
+
+def signals(n=24, channels=3, length=128, seed=0):
+    """Sines of a class-dependent frequency plus noise, (N, C, T) in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(length) / length
+    y = rng.integers(0, 4, n)
+    x = 0.5 + 0.3 * np.sin(2 * np.pi * (2 + 3 * y)[:, None, None] * t + rng.uniform(0, 6, (n, channels, 1)))
+    x += rng.normal(0, 0.05, x.shape)
+    return np.clip(x, 0, 1).astype(np.float32), y
+
+
+@pytest.fixture(scope="module")
+def ncw_model(tmp_path_factory):
+    torch.manual_seed(0)
+    net = SignalCNN()
+    path = export(net, (2, 3, 128), tmp_path_factory.mktemp("sig") / "ecg_ncw.onnx")
+    return net, path
+
+
+def test_layout_guess_ncw_and_nwc(tmp_path, ncw_model):
+    _, path = ncw_model
+    m = advonnx.load_model(path)
+    assert m.spec.layout == "NCW" and m.spec.task == "classification" and m.spec.num_classes == 4
+    assert m.spec.channels == 3 and m.spec.spatial_shape == (128,)
+    torch.manual_seed(0)
+    nwc = export(SignalCNN(channels_last=True), (2, 128, 3), tmp_path / "ecg_nwc.onnx")
+    m2 = advonnx.load_model(nwc)
+    assert m2.spec.layout == "NWC" and m2.spec.channels == 3 and m2.spec.spatial_shape == (128,)
+
+
+def test_declared_layout_must_fit_rank(ncw_model):
+    _, path = ncw_model
+    with pytest.raises(AdvonnxError, match="does not fit"):
+        advonnx.load_model(path, layout="NCHW")
+
+
+@pytest.mark.parametrize("dynamo", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_exact_gradient_equals_torch_autograd(tmp_path, dynamo):
+    torch.manual_seed(1)
+    net = SignalCNN().eval()
+    path = export(net, (2, 3, 128), tmp_path / f"ecg_{dynamo}.onnx", dynamo=dynamo)
+    m = advonnx.load_model(path)
+    x, y = signals(8)
+    loss, grad = m.value_and_grad(x, y, loss="ce", gradient="exact")
+    xt = torch.tensor(x, requires_grad=True)
+    ref = torch.nn.functional.cross_entropy(net(xt), torch.tensor(y), reduction="none")
+    ref.sum().backward()
+    assert np.allclose(loss, ref.detach().numpy(), atol=1e-5)
+    err = np.linalg.norm(grad - xt.grad.numpy()) / np.linalg.norm(xt.grad.numpy())
+    assert err < 1e-4
+
+
+def test_attacks_and_metrics_on_signals(ncw_model):
+    _, path = ncw_model
+    m = advonnx.load_model(path, value_range="0,1")
+    x, _ = signals(16)
+    for name, kw in (("pgd", {"eps": 0.05, "steps": 5}), ("square", {"eps": 0.05, "max_queries": 50})):
+        res = advonnx.attack(m, x, None, name, norm="linf", **kw)
+        assert res.x_adv.shape == x.shape
+        assert float(np.max(res.linf)) <= 0.05 + 1e-6
+        assert np.all((res.x_adv >= 0) & (res.x_adv <= 1))
+
+
+def _cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "advonnx.cli", *map(str, args)], capture_output=True, text=True,
+                          encoding="utf-8", cwd=cwd, timeout=600)
+
+
+@pytest.mark.slow
+def test_cli_run_with_signal_corruptions(tmp_path, ncw_model):
+    """`advonnx run` on a signal model: attacks plus the corruptions that fit signals (image ones
+    left out), the sampling rate from the npz; without one, a one-line error and no run folder."""
+    _, path = ncw_model
+    x, y = signals(12)
+    np.savez(tmp_path / "ecg.npz", x=x, y=y, sampling_rate=np.float64(250.0))
+    r = _cli("run", "--model", path, "--data", tmp_path / "ecg.npz", "--attack", "pgd", "--eps", "0.05",
+             "--corruptions", "all", "--severities", "1,5", "--out", tmp_path / "out", "-q", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    t = read_results(next((tmp_path / "out").iterdir()))
+    corr = set(t.filter(t.column("kind").to_numpy(zero_copy_only=False) == "corruption").column("attack").to_pylist())
+    assert corr == {"gaussian_noise", "powerline", "baseline_wander", "electrode_motion", "amplitude_scaling",
+                    "channel_dropout"}
+    assert set(t.column("status").to_pylist()) == {"ok"}
+    np.savez(tmp_path / "norate.npz", x=x, y=y)
+    r = _cli("run", "--model", path, "--data", tmp_path / "norate.npz", "--attack", "pgd", "--eps", "0.05",
+             "--corruptions", "powerline", "--out", tmp_path / "out2", "-q", cwd=tmp_path)
+    assert r.returncode == 2 and "--sampling-rate" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out2").exists()
+    r = _cli("inspect", path, "--sampling-rate", "250", cwd=tmp_path)
+    assert r.returncode == 0 and "NCW (1-D signal)" in r.stdout and "250 Hz" in r.stdout
