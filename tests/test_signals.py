@@ -134,3 +134,63 @@ def test_cli_run_with_signal_corruptions(tmp_path, ncw_model):
     assert not (tmp_path / "out2").exists()
     r = _cli("inspect", path, "--sampling-rate", "250", cwd=tmp_path)
     assert r.returncode == 0 and "NCW (1-D signal)" in r.stdout and "250 Hz" in r.stdout
+
+
+# -- recordings ------------------------------------------------------------------------------
+
+def _recording(seconds=3.2, fs=250.0, channels=3):
+    t = np.arange(int(seconds * fs)) / fs
+    return np.stack([0.4 * np.sin(2 * np.pi * (1 + c) * t) + 0.1 * c for c in range(channels)]), fs
+
+
+def _expect(layout="NCW", length=128, channels=3, value_range=(-1.0, 1.0)):
+    from advonnx.data.dataset import InputExpectation
+
+    return InputExpectation(layout=layout, spatial_shape=(length,), channels=channels, value_range=value_range)
+
+
+@pytest.mark.parametrize("fmt", ["edf", "wfdb"])
+def test_recordings_become_model_windows(tmp_path, fmt):
+    """EDF (edfio) and WFDB (wfdb) recordings: consecutive windows of the model's length, in its
+    layout, equal to the written physical values (to the files' 16-bit resolution), sample period
+    as spacing, no labels."""
+    from advonnx.data import load_dataset
+
+    data, fs = _recording()
+    if fmt == "edf":
+        edfio = pytest.importorskip("edfio")
+        signals_ = [edfio.EdfSignal(ch, fs, label=f"EEG{c}", physical_range=(-1.0, 1.0)) for c, ch in enumerate(data)]
+        edfio.Edf(signals_, data_record_duration=0.4).write(tmp_path / "rec.edf")
+        path = tmp_path / "rec.edf"
+    else:
+        wfdb = pytest.importorskip("wfdb")
+        wfdb.wrsamp("rec", fs=fs, units=["mV"] * 3, sig_name=["I", "II", "III"], p_signal=data.T,
+                    fmt=["16"] * 3, adc_gain=[30000.0] * 3, baseline=[0] * 3, write_dir=str(tmp_path))
+        path = tmp_path / "rec.hea"
+    ds = load_dataset(path, _expect())
+    count = data.shape[1] // 128
+    assert ds.x.shape == (count, 3, 128) and ds.y is None
+    expected = data[:, : count * 128].reshape(3, count, 128).transpose(1, 0, 2)
+    np.testing.assert_allclose(ds.x, expected, atol=1e-4)
+    assert ds.spacing == [(1 / fs,)] * count and ds.sample_ids[1] == f"rec:{128 / fs:g}s"
+    assert "dropped" in ds.description["notes"]
+    nwc = load_dataset(path, _expect("NWC"))
+    np.testing.assert_array_equal(nwc.x, ds.x.transpose(0, 2, 1))
+
+
+def test_recording_errors_are_one_line(tmp_path):
+    from advonnx.data import load_dataset
+    from advonnx.errors import DataError
+
+    edfio = pytest.importorskip("edfio")
+    data, fs = _recording()
+    edfio.Edf([edfio.EdfSignal(ch, fs, label=f"EEG{c}", physical_range=(-1.0, 1.0)) for c, ch in enumerate(data)],
+              data_record_duration=0.4).write(tmp_path / "rec.edf")
+    with pytest.raises(DataError, match="3 channels .*EEG0, EEG1, EEG2.* model takes 2"):
+        load_dataset(tmp_path / "rec.edf", _expect(channels=2))
+    with pytest.raises(DataError, match="--value-range"):
+        load_dataset(tmp_path / "rec.edf", _expect(value_range=(0.0, 0.5)))
+    scaled = load_dataset(tmp_path / "rec.edf", _expect(value_range=(0.0, 1.0)), intensity="minmax")
+    assert scaled.x.min() >= 0 and scaled.x.max() <= 1
+    with pytest.raises(DataError, match="shorter than one window"):
+        load_dataset(tmp_path / "rec.edf", _expect(length=10_000))

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from advonnx.data import signals
 from advonnx.data.dataset import Dataset, InputExpectation
 from advonnx.data.intensity import IntensityRule, apply_rule, parse_intensity_rule
 from advonnx.data.readers import (
@@ -753,6 +754,11 @@ def load_dataset(
     if path.is_file() and path.name.lower().endswith(".npz"):
         ds = _load_npz(path, expect, intensity, rule, limit, class_names, desc)
         return _finish_desc(ds)
+    if signals.is_recording(path):
+        if expect.spatial_ndim != 1:
+            raise _err(path, f"a signal recording, but the model takes {expect.layout} inputs",
+                       "give a signal model (layout NCW or NWC) or image data")
+        return _finish_desc(signals.load_recording(path, expect, rule, limit, desc, DataError))
 
     skipped: list[tuple[str, str]] = []
     single = False
