@@ -63,6 +63,7 @@ def run(
     value_range: Annotated[str | None, typer.Option("--value-range", help="Model input value range LO,HI (default: declared, else 0,1).")] = None,
     layout: Annotated[str | None, typer.Option("--layout", help="NCHW, NHWC, NCDHW, NDHWC, NCW, NWC (1-D signals) or NF if the guess is wrong.")] = None,
     sampling_rate: Annotated[str | None, typer.Option("--sampling-rate", help="1-D signals: samples per second (Hz), for powerline, baseline_wander and electrode_motion.")] = None,
+    output_layout: Annotated[str | None, typer.Option("--output-layout", help="Axes of the scores output if not batch-first, e.g. TNC (sequence-first recurrent nets): N batch, C classes, D/H/W/T positions.")] = None,
     corruptions: Annotated[str | None, typer.Option("--corruptions", help="Natural corruptions too: all or NAME[,NAME...] (see `advonnx corruptions`).")] = None,
     severities: Annotated[str | None, typer.Option("--severities", help="Corruption severities, e.g. 1-5 or 1,3,5.")] = None,
     save_examples: Annotated[int | None, typer.Option("--save-examples", help="Keep adversarial examples of the first K samples per model × setting.")] = None,
@@ -105,7 +106,7 @@ def run(
     s: Suite = load_suite(suite or "quick") if (suite or not model) else Suite(name="adhoc", models=[], datasets=[], attacks=[])
     overrides = {k: v for k, v in (("input_name", input_name), ("output_name", output_name),
                                    ("value_range", value_range), ("layout", layout),
-                                   ("sampling_rate", sampling_rate)) if v is not None}
+                                   ("sampling_rate", sampling_rate), ("output_layout", output_layout)) if v is not None}
     if model:
         s.models = [ModelEntry(name=Path(m).stem, path=str(Path(m)), overrides=dict(overrides)) for m in model]
         s.name = s.name if suite else "adhoc"
@@ -284,6 +285,7 @@ def inspect(
     value_range: Annotated[str | None, typer.Option("--value-range")] = None,
     layout: Annotated[str | None, typer.Option("--layout")] = None,
     sampling_rate: Annotated[str | None, typer.Option("--sampling-rate")] = None,
+    output_layout: Annotated[str | None, typer.Option("--output-layout", help="e.g. TNC for a sequence-first output.")] = None,
 ):
     """Show what advonnx found or guessed about a model, where each fact came from, and gradient support.
 
@@ -297,7 +299,7 @@ def inspect(
 
     overrides = {k: v for k, v in (("input_name", input_name), ("output_name", output_name),
                                    ("value_range", value_range), ("layout", layout),
-                                   ("sampling_rate", sampling_rate)) if v is not None}
+                                   ("sampling_rate", sampling_rate), ("output_layout", output_layout)) if v is not None}
     m = load_model(model, **overrides)
     s = m.spec
     t = Table(title=f"advonnx inspect {model}", show_header=True, header_style="bold")
@@ -310,7 +312,8 @@ def inspect(
     for name, value, src in (
         ("input", f"{s.input_name} {shape} " + (f"{s.input_integer} (fed as {s.input_dtype}, rounded in the graph)"
                                                  if s.input_integer else s.input_dtype), s.source("input_name")),
-        ("output", s.output_name, s.source("output_name")),
+        ("output", s.output_name + (f" (declared layout {s.output_layout}, read batch-first)" if s.output_layout else ""),
+         s.source("output_name")),
         ("layout", s.layout + (" (1-D signal)" if s.layout in ("NCW", "NWC") else ""), s.source("layout")),
         *([("sampling rate", f"{s.sampling_rate:g} Hz" if s.sampling_rate else "not declared (--sampling-rate)",
             s.sources.get("sampling_rate", "-"))] if s.layout in ("NCW", "NWC") else []),

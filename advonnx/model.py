@@ -28,7 +28,14 @@ from .backend import BoundRunner, io_binding_requested, is_device_array, resolve
 from .errors import AdvonnxError, GradientUnavailable, ModelError
 from .loading import load_onnx
 from .oracles import EstimatorConfig, estimate_value_and_grad
-from .spec import ModelSpec, channel_axis, channels_first, read_metadata, read_sidecar
+from .spec import (
+    ModelSpec,
+    canonical_output_perm,
+    channel_axis,
+    channels_first,
+    read_metadata,
+    read_sidecar,
+)
 from .xp import Random, namespace, to_numpy
 
 _FLOAT_TYPES = {TensorProto.FLOAT: "float32", TensorProto.DOUBLE: "float64", TensorProto.FLOAT16: "float16"}
@@ -221,6 +228,8 @@ def build_canonical(model: onnx.ModelProto, spec: ModelSpec, *, relaxed: bool = 
         prefix.append(helper.make_node("Identity", [cur], [inner]))
         for node in reversed(prefix):
             g.node.insert(0, node)
+    # A declared output layout (e.g. sequence-first TNC) → batch-first canonical scores.
+    out_name = _to_canonical_layout(g, out_name, spec)
     # Binary single output → two class scores.
     final = out_name
     if spec.output_kind == "binary":
@@ -247,6 +256,24 @@ def build_canonical(model: onnx.ModelProto, spec: ModelSpec, *, relaxed: bool = 
     if spec.output_kind == "binary" and spec.scores == "probabilities":
         m = _ensure_opset(m, 15)
     return m
+
+
+def _output_perm(spec: ModelSpec) -> tuple[int, ...] | None:
+    """The transpose a declared output layout needs (None when it is canonical already)."""
+    if not spec.output_layout:
+        return None
+    perm = canonical_output_perm(spec.output_layout, channels_first(spec.layout) or spec.layout == "NF")
+    return None if perm == tuple(range(len(perm))) else perm
+
+
+def _to_canonical_layout(g, name: str, spec: ModelSpec) -> str:
+    """Append a Transpose taking tensor ``name`` to the canonical output layout; its new name."""
+    perm = _output_perm(spec)
+    if perm is None:
+        return name
+    out = f"{name}_advonnx_batch_first"
+    g.node.append(helper.make_node("Transpose", [name], [out], perm=list(perm)))
+    return out
 
 
 def _opset(model: onnx.ModelProto) -> int:
@@ -666,7 +693,8 @@ def _infer_spec(proto: onnx.ModelProto, path: str, overrides: dict[str, Any]) ->
         opset=_opset(proto),
         notes=notes,
     )
-    for key in ("scale", "mean", "std", "framework", "exporter", "dataset", "training", "threshold", "sampling_rate"):
+    for key in ("scale", "mean", "std", "framework", "exporter", "dataset", "training", "threshold", "sampling_rate",
+                "output_layout"):
         if key in declared:
             setattr(spec, key, declared[key])
     if spec.framework == "unknown" and proto.producer_name:
@@ -758,6 +786,29 @@ def _probe_output(proto: onnx.ModelProto, spec: ModelSpec, notes: list[str]) -> 
 
 def _infer_output(spec: ModelSpec, scores: np.ndarray, last_op: str, declared: dict, notes: list[str]):
     in_rank = len(spec.input_shape)
+    if spec.output_layout:
+        if scores.ndim != len(spec.output_layout):
+            raise ModelError(
+                f"{spec.path}: declared output layout {spec.output_layout} has {len(spec.output_layout)} axes but "
+                f"output {spec.output_name!r} has shape {scores.shape}; declare a layout of its rank"
+            )
+        batch = scores.shape[spec.output_layout.index("N")]
+        probe_batch = spec.fixed_batch or 2
+        if batch != probe_batch:
+            raise ModelError(
+                f"{spec.path}: declared output layout {spec.output_layout} puts the batch on an axis of size {batch} "
+                f"(probe batch {probe_batch}, output shape {scores.shape}); check the N axis"
+            )
+        perm = _output_perm(spec)
+        if perm is not None:
+            scores = np.transpose(scores, perm)
+            notes.append(f"output layout {spec.output_layout} (declared): scores transposed to batch-first")
+    elif scores.ndim >= 2 and scores.shape[0] != (spec.fixed_batch or 2):
+        raise ModelError(
+            f"{spec.path}: output {spec.output_name!r} has shape {scores.shape} for a batch of {spec.fixed_batch or 2}: "
+            "the batch is not its first axis; declare its axes with --output-layout (e.g. TNC for (time, batch, "
+            "classes))"
+        )
     if scores.ndim == 2:
         task = "classification"
         class_axis = 1

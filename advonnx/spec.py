@@ -60,6 +60,7 @@ DECLARABLE = (
     "training",
     "threshold",
     "sampling_rate",
+    "output_layout",
 )
 
 
@@ -91,6 +92,7 @@ class ModelSpec:
     fixed_batch: int | None = None
     threshold: float = 0.5  # multi-label decision threshold
     sampling_rate: float | None = None  # Hz, 1-D signals: what hertz-defined corruptions need
+    output_layout: str = ""  # declared axes of the scores output (e.g. "TNC"); "" = batch-first as guessed
     label_output: str = ""  # the model's own decision output (int64 labels), when it has one
     framework: str = "unknown"
     exporter: str = "unknown"
@@ -134,6 +136,30 @@ class ModelSpec:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+OUTPUT_AXES = "NCDHWT"
+
+
+def parse_output_layout(value: Any, origin: str) -> str:
+    """An output layout: letters N (batch), C (classes) and D/H/W/T (positions), each once, e.g.
+    ``NC``, ``TNC`` (sequence-first, as recurrent nets emit) or ``NHWC``."""
+    text = str(value).strip().upper()
+    if (not text or any(c not in OUTPUT_AXES for c in text) or len(set(text)) != len(text)
+            or "N" not in text or "C" not in text):
+        raise ModelError(
+            f"output layout {value!r} from {origin}: use the letters N (batch), C (classes) and D, H, W or T "
+            "(positions), each once, e.g. NC, TNC or NCHW"
+        )
+    return text
+
+
+def canonical_output_perm(output_layout: str, channels_first_input: bool) -> tuple[int, ...]:
+    """Axis permutation taking a ``output_layout`` tensor to advonnx's canonical form: batch first,
+    classes next to it (channels-first inputs) or last (channels-last inputs), positions in order."""
+    n, c = output_layout.index("N"), output_layout.index("C")
+    positions = [i for i, a in enumerate(output_layout) if a not in "NC"]
+    return tuple([n, c, *positions] if channels_first_input or not positions else [n, *positions, c])
 
 
 def parse_value_range(value: Any) -> tuple[float, float]:
@@ -207,6 +233,8 @@ def normalize_declared(raw: dict[str, Any], origin: str) -> dict[str, Any]:
                 raise ModelError(f"std from {origin} contains 0; a normalization cannot divide by 0")
         elif key in ("scale", "threshold"):
             value = float(_fraction(value))
+        elif key == "output_layout":
+            value = parse_output_layout(value, origin)
         elif key == "sampling_rate":
             value = float(_fraction(value))
             if not value > 0:

@@ -194,3 +194,46 @@ def test_recording_errors_are_one_line(tmp_path):
     assert scaled.x.min() >= 0 and scaled.x.max() <= 1
     with pytest.raises(DataError, match="shorter than one window"):
         load_dataset(tmp_path / "rec.edf", _expect(length=10_000))
+
+
+# -- sequence-first outputs ------------------------------------------------------------------
+
+class PerStepCNN(torch.nn.Module):
+    """Per-timestep scores emitted sequence-first, (T, N, K), as recurrent detectors do."""
+
+    def __init__(self, channels=3, classes=4):
+        super().__init__()
+        self.c1 = torch.nn.Conv1d(channels, 8, 5, padding=2)
+        self.c2 = torch.nn.Conv1d(8, classes, 3, padding=1)
+
+    def forward(self, x):
+        return self.c2(torch.relu(self.c1(x))).permute(2, 0, 1)
+
+
+def test_sequence_first_output_layout(tmp_path):
+    """Declared TNC: transposed to batch-first inside the graph, so decisions, dense metrics and
+    exact gradients see (N, K, T); undeclared, the (T, N, K) output is refused or misread, and a
+    declared layout of the wrong rank or batch axis is refused."""
+    torch.manual_seed(2)
+    net = PerStepCNN().eval()
+    path = export(net, (2, 3, 64), tmp_path / "detector.onnx")
+    m = advonnx.load_model(path, output_layout="TNC")
+    assert m.spec.task == "segmentation" and m.spec.num_classes == 4 and m.spec.class_axis == 1
+    x, _ = signals(5, length=64)
+    ref = net(torch.tensor(x)).detach().numpy().transpose(1, 2, 0)
+    np.testing.assert_allclose(m.predict(x), ref, atol=1e-5)
+    labels = ref.argmax(axis=1)
+    np.testing.assert_array_equal(m.classify(x), labels)
+    _, grad = m.value_and_grad(x, labels, loss="seg_ce", gradient="exact")
+    xt = torch.tensor(x, requires_grad=True)
+    logits = net(xt).permute(1, 2, 0)
+    torch.nn.functional.cross_entropy(logits, torch.tensor(labels), reduction="none").mean(dim=1).sum().backward()
+    assert np.linalg.norm(grad - xt.grad.numpy()) / np.linalg.norm(xt.grad.numpy()) < 1e-4
+    with pytest.raises(AdvonnxError, match="--output-layout"):
+        advonnx.load_model(path)  # undeclared: the batch is not on axis 0, so nothing is guessed
+    with pytest.raises(AdvonnxError, match="has 2 axes"):
+        advonnx.load_model(path, output_layout="NC")
+    with pytest.raises(AdvonnxError, match="check the N axis"):
+        advonnx.load_model(path, output_layout="NTC")
+    with pytest.raises(AdvonnxError, match="letters"):
+        advonnx.load_model(path, output_layout="TXC")
