@@ -64,6 +64,9 @@ def run(
     layout: Annotated[str | None, typer.Option("--layout", help="NCHW, NHWC, NCDHW, NDHWC, NCW, NWC (1-D signals) or NF if the guess is wrong.")] = None,
     sampling_rate: Annotated[str | None, typer.Option("--sampling-rate", help="1-D signals: samples per second (Hz), for powerline, baseline_wander and electrode_motion.")] = None,
     output_layout: Annotated[str | None, typer.Option("--output-layout", help="Axes of the scores output if not batch-first, e.g. TNC (sequence-first recurrent nets): N batch, C classes, D/H/W/T positions.")] = None,
+    patch_size: Annotated[str | None, typer.Option("--patch-size", help="Segmentation: run the model on overlapping windows of this size (e.g. 96,96,96) of larger images or volumes and stitch the scores (MONAI's sliding windows); attacks perturb the whole volume.")] = None,
+    overlap: Annotated[str | None, typer.Option("--overlap", help="Sliding windows: overlap fraction in [0, 1) (default 0.25).")] = None,
+    blend: Annotated[str | None, typer.Option("--blend", help="Sliding windows: constant or gaussian (default constant).")] = None,
     corruptions: Annotated[str | None, typer.Option("--corruptions", help="Natural corruptions too: all or NAME[,NAME...] (see `advonnx corruptions`).")] = None,
     severities: Annotated[str | None, typer.Option("--severities", help="Corruption severities, e.g. 1-5 or 1,3,5.")] = None,
     save_examples: Annotated[int | None, typer.Option("--save-examples", help="Keep adversarial examples of the first K samples per model × setting.")] = None,
@@ -106,7 +109,8 @@ def run(
     s: Suite = load_suite(suite or "quick") if (suite or not model) else Suite(name="adhoc", models=[], datasets=[], attacks=[])
     overrides = {k: v for k, v in (("input_name", input_name), ("output_name", output_name),
                                    ("value_range", value_range), ("layout", layout),
-                                   ("sampling_rate", sampling_rate), ("output_layout", output_layout)) if v is not None}
+                                   ("sampling_rate", sampling_rate), ("output_layout", output_layout),
+                                   ("patch_size", patch_size), ("overlap", overlap), ("blend", blend)) if v is not None}
     if model:
         s.models = [ModelEntry(name=Path(m).stem, path=str(Path(m)), overrides=dict(overrides)) for m in model]
         s.name = s.name if suite else "adhoc"
@@ -286,6 +290,7 @@ def inspect(
     layout: Annotated[str | None, typer.Option("--layout")] = None,
     sampling_rate: Annotated[str | None, typer.Option("--sampling-rate")] = None,
     output_layout: Annotated[str | None, typer.Option("--output-layout", help="e.g. TNC for a sequence-first output.")] = None,
+    patch_size: Annotated[str | None, typer.Option("--patch-size", help="Sliding-window size, e.g. 96,96,96.")] = None,
 ):
     """Show what advonnx found or guessed about a model, where each fact came from, and gradient support.
 
@@ -299,7 +304,8 @@ def inspect(
 
     overrides = {k: v for k, v in (("input_name", input_name), ("output_name", output_name),
                                    ("value_range", value_range), ("layout", layout),
-                                   ("sampling_rate", sampling_rate), ("output_layout", output_layout)) if v is not None}
+                                   ("sampling_rate", sampling_rate), ("output_layout", output_layout),
+                                   ("patch_size", patch_size)) if v is not None}
     m = load_model(model, **overrides)
     s = m.spec
     t = Table(title=f"advonnx inspect {model}", show_header=True, header_style="bold")

@@ -694,7 +694,7 @@ def _infer_spec(proto: onnx.ModelProto, path: str, overrides: dict[str, Any]) ->
         notes=notes,
     )
     for key in ("scale", "mean", "std", "framework", "exporter", "dataset", "training", "threshold", "sampling_rate",
-                "output_layout"):
+                "output_layout", "patch_size", "overlap", "blend"):
         if key in declared:
             setattr(spec, key, declared[key])
     if spec.framework == "unknown" and proto.producer_name:
@@ -876,14 +876,21 @@ def load_model(
     ``overrides`` (highest precedence) may set: input_name, output_name, layout (NCHW, NHWC,
     NCDHW, NDHWC, NF), scores (logits|probabilities), task, class_names, value_range (LO, HI in
     the user's units), scale, mean, std (the model sees ``(x * scale - mean) / std``),
-    framework, threshold. ``device``: auto|cpu|cuda[:N]; ``io_binding`` binds buffers even on
+    framework, threshold, sampling_rate (Hz, signals), output_layout (e.g. TNC), patch_size,
+    overlap, blend (sliding-window inference: returns a
+    :class:`advonnx.sliding.SlidingWindowModel`). ``device``: auto|cpu|cuda[:N]; ``io_binding`` binds buffers even on
     the CPU (always on with CUDA); ``batch_size``: rows per onnxruntime call.
     """
     path = str(path)
     proto = load_onnx(path)
     spec = infer_spec(proto, path, overrides)
-    return OnnxModel(proto, spec, device=device, threads=threads, batch_size=batch_size, estimator=estimator,
-                     io_binding=io_binding)
+    model = OnnxModel(proto, spec, device=device, threads=threads, batch_size=batch_size, estimator=estimator,
+                      io_binding=io_binding)
+    if spec.patch_size:  # run on overlapping windows of larger inputs, scores stitched
+        from .sliding import SlidingWindowModel
+
+        return SlidingWindowModel(model, spec.patch_size, overlap=spec.overlap, blend=spec.blend)
+    return model
 
 
 def with_spec(model: OnnxModel, **changes: Any) -> OnnxModel:

@@ -61,6 +61,9 @@ DECLARABLE = (
     "threshold",
     "sampling_rate",
     "output_layout",
+    "patch_size",
+    "overlap",
+    "blend",
 )
 
 
@@ -93,6 +96,9 @@ class ModelSpec:
     threshold: float = 0.5  # multi-label decision threshold
     sampling_rate: float | None = None  # Hz, 1-D signals: what hertz-defined corruptions need
     output_layout: str = ""  # declared axes of the scores output (e.g. "TNC"); "" = batch-first as guessed
+    patch_size: tuple[int, ...] = ()  # sliding-window inference on windows of this size (spatial, array order)
+    overlap: float = 0.25  # sliding windows: overlap fraction
+    blend: str = "constant"  # sliding windows: constant | gaussian
     label_output: str = ""  # the model's own decision output (int64 labels), when it has one
     framework: str = "unknown"
     exporter: str = "unknown"
@@ -233,6 +239,21 @@ def normalize_declared(raw: dict[str, Any], origin: str) -> dict[str, Any]:
                 raise ModelError(f"std from {origin} contains 0; a normalization cannot divide by 0")
         elif key in ("scale", "threshold"):
             value = float(_fraction(value))
+        elif key == "patch_size":
+            try:
+                value = tuple(int(v) for v in (value.replace("x", ",").split(",") if isinstance(value, str) else value))
+            except (TypeError, ValueError):
+                raise ModelError(f"patch_size {value!r} from {origin}: give window sizes, e.g. 96,96,96") from None
+            if not value or min(value) < 1:
+                raise ModelError(f"patch_size {value!r} from {origin}: give positive window sizes, e.g. 96,96,96")
+        elif key == "overlap":
+            value = float(_fraction(value))
+            if not 0 <= value < 1:
+                raise ModelError(f"overlap {value!r} from {origin} must be in [0, 1)")
+        elif key == "blend":
+            value = str(value).lower()
+            if value not in ("constant", "gaussian"):
+                raise ModelError(f"blend {value!r} from {origin}: use 'constant' or 'gaussian'")
         elif key == "output_layout":
             value = parse_output_layout(value, origin)
         elif key == "sampling_rate":
