@@ -67,6 +67,7 @@ def run(
     patch_size: Annotated[str | None, typer.Option("--patch-size", help="Segmentation: run the model on overlapping windows of this size (e.g. 96,96,96) of larger images or volumes and stitch the scores (MONAI's sliding windows); attacks perturb the whole volume.")] = None,
     overlap: Annotated[str | None, typer.Option("--overlap", help="Sliding windows: overlap fraction in [0, 1) (default 0.25).")] = None,
     blend: Annotated[str | None, typer.Option("--blend", help="Sliding windows: constant or gaussian (default constant).")] = None,
+    orientation: Annotated[str | None, typer.Option("--orientation", help="Reorient every volume (and mask) to this code before use, e.g. RAS or LPS (DICOM convention: the direction each axis increases toward). Default: as stored.")] = None,
     corruptions: Annotated[str | None, typer.Option("--corruptions", help="Natural corruptions too: all or NAME[,NAME...] (see `advonnx corruptions`).")] = None,
     severities: Annotated[str | None, typer.Option("--severities", help="Corruption severities, e.g. 1-5 or 1,3,5.")] = None,
     save_examples: Annotated[int | None, typer.Option("--save-examples", help="Keep adversarial examples of the first K samples per model × setting.")] = None,
@@ -118,12 +119,15 @@ def run(
         for m in s.models:
             m.overrides.update(overrides)
     if data:
-        s.datasets = [DatasetEntry(name=Path(data).stem or "data", path=str(Path(data)), limit=limit)]
+        s.datasets = [DatasetEntry(name=Path(data).stem or "data", path=str(Path(data)), limit=limit,
+                                   orientation=orientation)]
         for m in s.models:
             m.dataset = s.datasets[0].name
     elif limit is not None:
         for d in s.datasets:
             d.limit = limit
+    for d in s.datasets if orientation else []:
+        d.orientation = orientation
     if attack or not s.attacks:
         names = _split(attack) or ["fgsm", "pgd"]
         budgets = parse_eps(eps or "2/255,8/255")

@@ -73,6 +73,7 @@ class DatasetEntry:
     limit: int | None = None
     intensity: str = "auto"
     resize: str = "resample"
+    orientation: str | None = None  # e.g. "RAS": volumes reoriented on reading; None: as stored
     # None: the suite's corruptions / severities; [] (corruptions = []): none for this dataset
     corruptions: list[str] | None = None
     severities: list[int] | None = None
@@ -157,7 +158,7 @@ def _suite_from_dict(raw: dict[str, Any], base: Path, source: str) -> Suite:
         datasets = [
             DatasetEntry(name=d.get("name") or Path(d["path"]).stem, path=resolve(d["path"]),
                          limit=d.get("limit"), intensity=d.get("intensity", "auto"),
-                         resize=d.get("resize", "resample"),
+                         resize=d.get("resize", "resample"), orientation=d.get("orientation"),
                          corruptions=parse_corruptions(d["corruptions"]) if "corruptions" in d else None,
                          severities=parse_severities(d["severities"]) if "severities" in d else None)
             for d in raw.get("datasets", [])
@@ -343,11 +344,12 @@ def cached_dataset(dentry: DatasetEntry, model: OnnxModel, model_name: str = "")
     from .data import load_dataset
 
     spec = model.spec
-    key = (dentry.path, dentry.limit, dentry.intensity, dentry.resize, repr(_expectation(model)), spec.class_names)
+    key = (dentry.path, dentry.limit, dentry.intensity, dentry.resize, dentry.orientation, repr(_expectation(model)),
+           spec.class_names)
     if key not in _DATA_CACHE:
         try:
             data = load_dataset(dentry.path, _expectation(model), intensity=dentry.intensity,
-                                resize=dentry.resize, limit=dentry.limit,
+                                resize=dentry.resize, limit=dentry.limit, orientation=dentry.orientation,
                                 class_names=list(spec.class_names) if spec.class_names else None)
         except DataError as err:
             raise DataError(f"dataset {dentry.name} for model {model_name or Path(spec.path).stem}: {err}") from None

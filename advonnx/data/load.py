@@ -22,6 +22,7 @@ from advonnx.data.readers import (
     dicom_series,
     is_companion,
     one_line,
+    parse_orientation,
     read_file,
     read_series,
 )
@@ -721,6 +722,7 @@ def load_dataset(
     resize: str = "resample",
     limit: int | None = None,
     class_names: list[str] | None = None,
+    orientation: str | None = None,
 ) -> Dataset:
     """Read ``source`` into a :class:`Dataset` in the model's layout, dtype and value range.
 
@@ -729,7 +731,14 @@ def load_dataset(
     folder, or DICOM series folders for 3-D models) or a CSV manifest (``path,label`` or
     ``image,mask``). Files that cannot be read inside a folder are skipped and listed in
     ``Dataset.skipped``; everything else wrong raises :class:`DataError` (one line).
+    ``orientation`` (e.g. ``"RAS"``, ``"LPS"``: the direction each axis increases toward)
+    reorients every 3-D image and mask with SimpleITK's DICOMOrient before use, so a volume reads
+    the same from NIfTI and from a DICOM series; None keeps each file's stored order.
     """
+    try:
+        orientation = parse_orientation(orientation)
+    except ValueError as ex:
+        raise DataError(f"{ex}; pass e.g. --orientation RAS") from None
     rule = parse_intensity_rule(intensity)
     if resize not in ("resample", "refuse"):
         raise DataError(f"resize={resize!r} is not understood; use 'resample' or 'refuse'")
@@ -750,6 +759,8 @@ def load_dataset(
         "label_source": "",
         "notes": "",
         "layout": expect.layout,
+        "orientation": f"{orientation} (3-D images reoriented with SimpleITK DICOMOrient)" if orientation
+        else "as stored in each file",
     }
     if path.is_file() and path.name.lower().endswith(".npz"):
         ds = _load_npz(path, expect, intensity, rule, limit, class_names, desc)
@@ -792,10 +803,10 @@ def load_dataset(
         if limit is not None and len(xs) >= int(limit):
             break
         try:
-            raw = read_series(it.files) if it.files is not None else read_file(it.path)
+            raw = read_series(it.files, orientation) if it.files is not None else read_file(it.path, orientation)
             arr, sp = pipe.image(raw, str(it.path))
             if it.mask is not None:
-                mraw = read_file(it.mask)
+                mraw = read_file(it.mask, orientation)
                 target = arr.shape[1:] if expect.channels_first else arr.shape[:-1]
                 lab = pipe.mask(mraw, str(it.mask), _squeezed_shape(raw, expect), target)
                 ys.append(lab)
