@@ -23,6 +23,8 @@ def _reference_libraries(session):
     # ART for the black-box comparisons (HopSkipJump, Square); no deps so torch stays the CPU pin
     session.install("scikit-learn", "six", "tqdm")
     session.install("--no-deps", "adversarial-robustness-toolbox==1.20.1")
+    # MONAI (sliding-window reference, tests/test_sliding.py): no deps, so torch stays the CPU pin
+    session.install("--no-deps", "monai==1.6.1")
 
 
 def _torchio(session):

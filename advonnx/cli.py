@@ -61,9 +61,15 @@ def run(
     input_name: Annotated[str | None, typer.Option("--input", help="Model input holding the image, if several.")] = None,
     output_name: Annotated[str | None, typer.Option("--output", help="Model output holding the scores, if several.")] = None,
     value_range: Annotated[str | None, typer.Option("--value-range", help="Model input value range LO,HI (default: declared, else 0,1).")] = None,
-    layout: Annotated[str | None, typer.Option("--layout", help="NCHW, NHWC, NCDHW, NDHWC or NF if the guess is wrong.")] = None,
     votes: Annotated[int | None, typer.Option("--votes", help="Evaluations per decision, majority vote (default: 1; 11 for randomized models).")] = None,
     eot: Annotated[int | None, typer.Option("--eot", help="Gradient draws averaged per gradient, EOT (default: 1; 20 for randomized models).")] = None,
+    layout: Annotated[str | None, typer.Option("--layout", help="NCHW, NHWC, NCDHW, NDHWC, NCW, NWC (1-D signals) or NF if the guess is wrong.")] = None,
+    sampling_rate: Annotated[str | None, typer.Option("--sampling-rate", help="1-D signals: samples per second (Hz), for powerline, baseline_wander and electrode_motion.")] = None,
+    output_layout: Annotated[str | None, typer.Option("--output-layout", help="Axes of the scores output if not batch-first, e.g. TNC (sequence-first recurrent nets): N batch, C classes, D/H/W/T positions.")] = None,
+    patch_size: Annotated[str | None, typer.Option("--patch-size", help="Segmentation: run the model on overlapping windows of this size (e.g. 96,96,96) of larger images or volumes and stitch the scores (MONAI's sliding windows); attacks perturb the whole volume.")] = None,
+    overlap: Annotated[str | None, typer.Option("--overlap", help="Sliding windows: overlap fraction in [0, 1) (default 0.25).")] = None,
+    blend: Annotated[str | None, typer.Option("--blend", help="Sliding windows: constant or gaussian (default constant).")] = None,
+    orientation: Annotated[str | None, typer.Option("--orientation", help="Reorient every volume (and mask) to this code before use, e.g. RAS or LPS (DICOM convention: the direction each axis increases toward). Default: as stored.")] = None,
     corruptions: Annotated[str | None, typer.Option("--corruptions", help="Natural corruptions too: all or NAME[,NAME...] (see `advonnx corruptions`).")] = None,
     severities: Annotated[str | None, typer.Option("--severities", help="Corruption severities, e.g. 1-5 or 1,3,5.")] = None,
     save_examples: Annotated[int | None, typer.Option("--save-examples", help="Keep adversarial examples of the first K samples per model × setting.")] = None,
@@ -106,7 +112,8 @@ def run(
     s: Suite = load_suite(suite or "quick") if (suite or not model) else Suite(name="adhoc", models=[], datasets=[], attacks=[])
     overrides = {k: v for k, v in (("input_name", input_name), ("output_name", output_name),
                                    ("value_range", value_range), ("layout", layout), ("votes", votes),
-                                   ("eot", eot)) if v is not None}
+                                   ("eot", eot), ("sampling_rate", sampling_rate), ("output_layout", output_layout),
+                                   ("patch_size", patch_size), ("overlap", overlap), ("blend", blend)) if v is not None}
     if model:
         s.models = [ModelEntry(name=Path(m).stem, path=str(Path(m)), overrides=dict(overrides)) for m in model]
         s.name = s.name if suite else "adhoc"
@@ -114,12 +121,15 @@ def run(
         for m in s.models:
             m.overrides.update(overrides)
     if data:
-        s.datasets = [DatasetEntry(name=Path(data).stem or "data", path=str(Path(data)), limit=limit)]
+        s.datasets = [DatasetEntry(name=Path(data).stem or "data", path=str(Path(data)), limit=limit,
+                                   orientation=orientation)]
         for m in s.models:
             m.dataset = s.datasets[0].name
     elif limit is not None:
         for d in s.datasets:
             d.limit = limit
+    for d in s.datasets if orientation else []:
+        d.orientation = orientation
     if attack or not s.attacks:
         names = _split(attack) or ["fgsm", "pgd"]
         budgets = parse_eps(eps or "2/255,8/255")
@@ -284,6 +294,9 @@ def inspect(
     output_name: Annotated[str | None, typer.Option("--output")] = None,
     value_range: Annotated[str | None, typer.Option("--value-range")] = None,
     layout: Annotated[str | None, typer.Option("--layout")] = None,
+    sampling_rate: Annotated[str | None, typer.Option("--sampling-rate")] = None,
+    output_layout: Annotated[str | None, typer.Option("--output-layout", help="e.g. TNC for a sequence-first output.")] = None,
+    patch_size: Annotated[str | None, typer.Option("--patch-size", help="Sliding-window size, e.g. 96,96,96.")] = None,
 ):
     """Show what advonnx found or guessed about a model, where each fact came from, and gradient support.
 
@@ -296,7 +309,9 @@ def inspect(
     from .model import load_model
 
     overrides = {k: v for k, v in (("input_name", input_name), ("output_name", output_name),
-                                   ("value_range", value_range), ("layout", layout)) if v is not None}
+                                   ("value_range", value_range), ("layout", layout),
+                                   ("sampling_rate", sampling_rate), ("output_layout", output_layout),
+                                   ("patch_size", patch_size)) if v is not None}
     m = load_model(model, **overrides)
     s = m.spec
     t = Table(title=f"advonnx inspect {model}", show_header=True, header_style="bold")
@@ -309,8 +324,11 @@ def inspect(
     for name, value, src in (
         ("input", f"{s.input_name} {shape} " + (f"{s.input_integer} (fed as {s.input_dtype}, rounded in the graph)"
                                                  if s.input_integer else s.input_dtype), s.source("input_name")),
-        ("output", s.output_name, s.source("output_name")),
-        ("layout", s.layout, s.source("layout")),
+        ("output", s.output_name + (f" (declared layout {s.output_layout}, read batch-first)" if s.output_layout else ""),
+         s.source("output_name")),
+        ("layout", s.layout + (" (1-D signal)" if s.layout in ("NCW", "NWC") else ""), s.source("layout")),
+        *([("sampling rate", f"{s.sampling_rate:g} Hz" if s.sampling_rate else "not declared (--sampling-rate)",
+            s.sources.get("sampling_rate", "-"))] if s.layout in ("NCW", "NWC") else []),
         ("task", s.task, s.source("task")),
         ("scores", f"{s.scores} ({s.output_kind})", s.source("scores")),
         ("classes", f"{s.num_classes}: {', '.join(s.class_names)}", s.source("class_names")),

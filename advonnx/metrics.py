@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+from .spec import channels_first
 from .xp import flat, namespace
 
 SSIM_WINDOW = 7
@@ -46,11 +47,10 @@ def _slice(a, axis: int, start: int, stop: int):
 
 
 def spatial_axes(layout: str, ndim: int) -> tuple[int, ...]:
-    if layout in ("NCHW", "NCDHW"):
-        return tuple(range(2, ndim))
-    if layout in ("NHWC", "NDHWC"):
-        return tuple(range(1, ndim - 1))
-    return ()
+    """Axes of D, H, W (images, volumes) or W (the time axis of a 1-D signal); () for NF."""
+    if layout == "NF":
+        return ()
+    return tuple(range(2, ndim)) if channels_first(layout) else tuple(range(1, ndim - 1))
 
 
 def ssim(x, x_adv, value_range: tuple[float, float], layout: str):

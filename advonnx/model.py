@@ -28,7 +28,16 @@ from .backend import BoundRunner, io_binding_requested, is_device_array, resolve
 from .errors import AdvonnxError, GradientUnavailable, ModelError
 from .loading import load_onnx
 from .oracles import EstimatorConfig, estimate_value_and_grad
-from .spec import RANDOMIZED_EOT, RANDOMIZED_VOTES, ModelSpec, read_metadata, read_sidecar
+from .spec import (
+    RANDOMIZED_EOT,
+    RANDOMIZED_VOTES,
+    ModelSpec,
+    canonical_output_perm,
+    channel_axis,
+    channels_first,
+    read_metadata,
+    read_sidecar,
+)
 from .xp import Random, namespace, to_numpy
 
 _FLOAT_TYPES = {TensorProto.FLOAT: "float32", TensorProto.DOUBLE: "float64", TensorProto.FLOAT16: "float16"}
@@ -38,6 +47,7 @@ _INTEGER_TYPES = {TensorProto.UINT8: "uint8", TensorProto.INT8: "int8", TensorPr
                   TensorProto.INT16: "int16"}
 _PASS_THROUGH = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Cast"}
 PROBE_SPATIAL = 64  # spatial size used to probe models whose spatial dims are dynamic
+PROBE_SIGNAL = 1024  # time steps used to probe signal models whose length is dynamic (pooling-deep 1-D nets)
 # Refuse models whose declared input (at the probe batch) exceeds this many values (2**28 = 1 GiB float32).
 MAX_INPUT_ELEMENTS = int(os.environ.get("ADVONNX_MAX_INPUT_ELEMENTS", 2**28))
 
@@ -76,10 +86,13 @@ def _guess_layout(shape: tuple, first_ops: list[str], notes: list[str]) -> str:
     rank = len(shape)
     if rank == 2:
         return "NF"
+    if rank == 3:
+        return _guess_signal_layout(shape, first_ops, notes)
     if rank not in (4, 5):
         raise ModelError(
-            f"input of rank {rank} (shape {shape}) is not supported: advonnx expects images "
-            "(N,C,H,W)/(N,H,W,C), volumes (N,C,D,H,W)/(N,D,H,W,C) or feature vectors (N,F)"
+            f"input of rank {rank} (shape {shape}) is not supported: advonnx expects signals "
+            "(N,C,T)/(N,T,C), images (N,C,H,W)/(N,H,W,C), volumes (N,C,D,H,W)/(N,D,H,W,C) or "
+            "feature vectors (N,F)"
         )
     first, last = shape[1], shape[-1]
     cf, cl = ("NCHW", "NHWC") if rank == 4 else ("NCDHW", "NDHWC")
@@ -96,6 +109,21 @@ def _guess_layout(shape: tuple, first_ops: list[str], notes: list[str]) -> str:
         return cf
     notes.append(f"layout guessed {cf} from shape {shape}; declare layout if wrong")
     return cf
+
+
+def _guess_signal_layout(shape: tuple, first_ops: list[str], notes: list[str]) -> str:
+    """(N, C, T) or (N, T, C): a signal has fewer channels (leads, electrodes) than time steps;
+    a dynamic axis is the time axis."""
+    mid, last = shape[1], shape[2]
+    if mid is not None and last is not None and mid != last:
+        return "NCW" if mid < last else "NWC"
+    if mid is None and last is not None:
+        notes.append(f"layout guessed NWC: time axis 1 is dynamic, {last} channels; declare layout if wrong")
+        return "NWC"
+    if last is None and mid is not None:
+        return "NCW"
+    notes.append(f"layout guessed NCW from shape {shape}; declare layout if wrong")
+    return "NCW"
 
 
 def _select_input(graph, declared: str | None, path: str) -> onnx.ValueInfoProto:
@@ -175,7 +203,7 @@ def build_canonical(model: onnx.ModelProto, spec: ModelSpec, *, relaxed: bool = 
                 raise ModelError("the input is also an output; cannot fold preprocessing")
         rank = len(spec.input_shape)
         cshape = [1] * rank
-        channel_axis = 1 if spec.layout in ("NCHW", "NCDHW", "NF") else rank - 1
+        c_axis = 1 if spec.layout == "NF" or channels_first(spec.layout) else rank - 1
         prefix, cur = [], spec.input_name
         if spec.scale != 1.0:
             g.initializer.append(_initializer_const("advonnx_scale", spec.scale, dtype))
@@ -187,7 +215,7 @@ def build_canonical(model: onnx.ModelProto, spec: ModelSpec, *, relaxed: bool = 
                 continue
             shape = list(cshape)
             if len(values) > 1:
-                shape[channel_axis] = len(values)
+                shape[c_axis] = len(values)
             g.initializer.append(_initializer_const(f"advonnx_{key}", np.reshape(values, shape), dtype))
             prefix.append(helper.make_node(op, [cur, f"advonnx_{key}"], [f"advonnx_{key}_out"]))
             cur = f"advonnx_{key}_out"
@@ -202,6 +230,8 @@ def build_canonical(model: onnx.ModelProto, spec: ModelSpec, *, relaxed: bool = 
         prefix.append(helper.make_node("Identity", [cur], [inner]))
         for node in reversed(prefix):
             g.node.insert(0, node)
+    # A declared output layout (e.g. sequence-first TNC) → batch-first canonical scores.
+    out_name = _to_canonical_layout(g, out_name, spec)
     # Binary single output → two class scores.
     final = out_name
     if spec.output_kind == "binary":
@@ -228,6 +258,24 @@ def build_canonical(model: onnx.ModelProto, spec: ModelSpec, *, relaxed: bool = 
     if spec.output_kind == "binary" and spec.scores == "probabilities":
         m = _ensure_opset(m, 15)
     return m
+
+
+def _output_perm(spec: ModelSpec) -> tuple[int, ...] | None:
+    """The transpose a declared output layout needs (None when it is canonical already)."""
+    if not spec.output_layout:
+        return None
+    perm = canonical_output_perm(spec.output_layout, channels_first(spec.layout) or spec.layout == "NF")
+    return None if perm == tuple(range(len(perm))) else perm
+
+
+def _to_canonical_layout(g, name: str, spec: ModelSpec) -> str:
+    """Append a Transpose taking tensor ``name`` to the canonical output layout; its new name."""
+    perm = _output_perm(spec)
+    if perm is None:
+        return name
+    out = f"{name}_advonnx_batch_first"
+    g.node.append(helper.make_node("Transpose", [name], [out], perm=list(perm)))
+    return out
 
 
 def _opset(model: onnx.ModelProto) -> int:
@@ -659,7 +707,7 @@ def _infer_spec(proto: onnx.ModelProto, path: str, overrides: dict[str, Any]) ->
         raise ModelError(f"{path}: input {inp.name!r} has no declared rank; re-export with a shaped input")
     consumers = [n.op_type for n in g.node if inp.name in n.input]
     layout = declared.get("layout") or _guess_layout(shape, consumers, notes)
-    if len(shape) == 2 and layout != "NF" or len(shape) == 4 and layout not in ("NCHW", "NHWC") or len(shape) == 5 and layout not in ("NCDHW", "NDHWC"):
+    if len(layout) != len(shape):
         raise ModelError(f"{path}: declared layout {layout} does not fit input shape {shape}")
     out_name = _select_output(g, declared.get("output_name"), path)
     labels = [o.name for o in g.output if o.name != out_name and o.type.tensor_type.elem_type == TensorProto.INT64
@@ -677,7 +725,8 @@ def _infer_spec(proto: onnx.ModelProto, path: str, overrides: dict[str, Any]) ->
         opset=_opset(proto),
         notes=notes,
     )
-    for key in ("scale", "mean", "std", "framework", "exporter", "dataset", "training", "threshold", "votes", "eot"):
+    for key in ("scale", "mean", "std", "framework", "exporter", "dataset", "training", "threshold", "votes", "eot",
+                "sampling_rate", "output_layout", "patch_size", "overlap", "blend"):
         if key in declared:
             setattr(spec, key, declared[key])
     if spec.framework == "unknown" and proto.producer_name:
@@ -772,16 +821,18 @@ def _framework_from_producer(producer: str) -> str:
     return producer
 
 
+def _probe_length(layout: str) -> int:
+    return PROBE_SIGNAL if len(layout) == 3 else PROBE_SPATIAL
+
+
 def _probe_output(proto: onnx.ModelProto, spec: ModelSpec, notes: list[str]) -> np.ndarray | None:
     """Scores of the raw graph (no folding) on a small random batch; None if it cannot run."""
     shape = list(spec.input_shape)
     shape[0] = spec.fixed_batch or 2
     for k in range(1, len(shape)):
         if shape[k] is None:
-            is_channel = (k == 1 and spec.layout in ("NCHW", "NCDHW")) or (
-                k == len(shape) - 1 and spec.layout in ("NHWC", "NDHWC")
-            )
-            shape[k] = 1 if is_channel else (8 if spec.layout == "NF" else PROBE_SPATIAL)
+            is_channel = k == channel_axis(spec.layout, len(shape))
+            shape[k] = 1 if is_channel else (8 if spec.layout == "NF" else _probe_length(spec.layout))
     elements = int(np.prod(shape, dtype=np.float64))
     if elements > MAX_INPUT_ELEMENTS:
         raise ModelError(
@@ -815,12 +866,35 @@ def _probe_output(proto: onnx.ModelProto, spec: ModelSpec, notes: list[str]) -> 
 
 def _infer_output(spec: ModelSpec, scores: np.ndarray, last_op: str, declared: dict, notes: list[str]):
     in_rank = len(spec.input_shape)
+    if spec.output_layout:
+        if scores.ndim != len(spec.output_layout):
+            raise ModelError(
+                f"{spec.path}: declared output layout {spec.output_layout} has {len(spec.output_layout)} axes but "
+                f"output {spec.output_name!r} has shape {scores.shape}; declare a layout of its rank"
+            )
+        batch = scores.shape[spec.output_layout.index("N")]
+        probe_batch = spec.fixed_batch or 2
+        if batch != probe_batch:
+            raise ModelError(
+                f"{spec.path}: declared output layout {spec.output_layout} puts the batch on an axis of size {batch} "
+                f"(probe batch {probe_batch}, output shape {scores.shape}); check the N axis"
+            )
+        perm = _output_perm(spec)
+        if perm is not None:
+            scores = np.transpose(scores, perm)
+            notes.append(f"output layout {spec.output_layout} (declared): scores transposed to batch-first")
+    elif scores.ndim >= 2 and scores.shape[0] != (spec.fixed_batch or 2):
+        raise ModelError(
+            f"{spec.path}: output {spec.output_name!r} has shape {scores.shape} for a batch of {spec.fixed_batch or 2}: "
+            "the batch is not its first axis; declare its axes with --output-layout (e.g. TNC for (time, batch, "
+            "classes))"
+        )
     if scores.ndim == 2:
         task = "classification"
         class_axis = 1
     elif scores.ndim == in_rank and scores.ndim >= 3:
         task = "segmentation"
-        class_axis = 1 if spec.layout in ("NCHW", "NCDHW") else scores.ndim - 1
+        class_axis = 1 if channels_first(spec.layout) else scores.ndim - 1
     elif scores.ndim == in_rank - 1 and scores.ndim >= 3:
         # (N, H, W) dense output: one channel squeezed away
         raise ModelError(
@@ -883,14 +957,21 @@ def load_model(
     NCDHW, NDHWC, NF), scores (logits|probabilities), task, class_names, value_range (LO, HI in
     the user's units), scale, mean, std (the model sees ``(x * scale - mean) / std``),
     framework, threshold, votes (evaluations per decision), eot (gradient draws averaged per
-    gradient; both 0 = automatic: 1, or 11 and 20 for a randomized model). ``device``: auto|cpu|cuda[:N]; ``io_binding`` binds buffers even on
+    gradient; both 0 = automatic: 1, or 11 and 20 for a randomized model), sampling_rate (Hz,
+    signals), output_layout (e.g. TNC), patch_size, overlap, blend (sliding-window inference:
+    returns a :class:`advonnx.sliding.SlidingWindowModel`). ``device``: auto|cpu|cuda[:N]; ``io_binding`` binds buffers even on
     the CPU (always on with CUDA); ``batch_size``: rows per onnxruntime call.
     """
     path = str(path)
     proto = load_onnx(path)
     spec = infer_spec(proto, path, overrides)
-    return OnnxModel(proto, spec, device=device, threads=threads, batch_size=batch_size, estimator=estimator,
-                     io_binding=io_binding)
+    model = OnnxModel(proto, spec, device=device, threads=threads, batch_size=batch_size, estimator=estimator,
+                      io_binding=io_binding)
+    if spec.patch_size:  # run on overlapping windows of larger inputs, scores stitched
+        from .sliding import SlidingWindowModel
+
+        return SlidingWindowModel(model, spec.patch_size, overlap=spec.overlap, blend=spec.blend)
+    return model
 
 
 def with_spec(model: OnnxModel, **changes: Any) -> OnnxModel:

@@ -17,7 +17,27 @@ import tomllib
 
 from .errors import ModelError
 
-LAYOUTS = ("NCHW", "NHWC", "NCDHW", "NDHWC", "NF")
+# N: batch, C: channels, D/H/W: spatial axes (W alone: the time axis of a 1-D signal), F: features.
+LAYOUTS = ("NCHW", "NHWC", "NCDHW", "NDHWC", "NCW", "NWC", "NF")
+SIGNAL_LAYOUTS = ("NCW", "NWC")
+
+
+def channels_first(layout: str) -> bool:
+    """True when the channel axis is axis 1 (NCHW, NCDHW, NCW)."""
+    return len(layout) > 2 and layout[1] == "C"
+
+
+def channel_axis(layout: str, rank: int) -> int | None:
+    """The channel axis of a batch of ``rank`` in ``layout`` (None for feature vectors)."""
+    if layout == "NF":
+        return None
+    return 1 if channels_first(layout) else rank - 1
+
+
+def layout_spatial_ndim(layout: str) -> int | None:
+    """Spatial axes of ``layout``: 1 for signals, 2 for images, 3 for volumes; None for NF."""
+    n = sum(c in "DHW" for c in layout)
+    return n or None
 SCORES = ("logits", "probabilities")
 TASKS = ("classification", "segmentation")
 OUTPUT_KINDS = ("softmax", "binary", "multilabel", "dense")
@@ -43,6 +63,11 @@ DECLARABLE = (
     "threshold",
     "votes",
     "eot",
+    "sampling_rate",
+    "output_layout",
+    "patch_size",
+    "overlap",
+    "blend",
 )
 
 
@@ -73,6 +98,11 @@ class ModelSpec:
     std: tuple[float, ...] = ()
     fixed_batch: int | None = None
     threshold: float = 0.5  # multi-label decision threshold
+    sampling_rate: float | None = None  # Hz, 1-D signals: what hertz-defined corruptions need
+    output_layout: str = ""  # declared axes of the scores output (e.g. "TNC"); "" = batch-first as guessed
+    patch_size: tuple[int, ...] = ()  # sliding-window inference on windows of this size (spatial, array order)
+    overlap: float = 0.25  # sliding windows: overlap fraction
+    blend: str = "constant"  # sliding windows: constant | gaussian
     label_output: str = ""  # the model's own decision output (int64 labels), when it has one
     framework: str = "unknown"
     exporter: str = "unknown"
@@ -101,14 +131,14 @@ class ModelSpec:
         shape = self.input_shape
         if self.layout == "NF" or len(shape) < 3:
             return None
-        return tuple(shape[2:]) if self.layout in ("NCHW", "NCDHW") else tuple(shape[1:-1])
+        return tuple(shape[2:]) if channels_first(self.layout) else tuple(shape[1:-1])
 
     @property
     def channels(self) -> int | None:
         shape = self.input_shape
         if self.layout == "NF" or len(shape) < 3:
             return None
-        return shape[1] if self.layout in ("NCHW", "NCDHW") else shape[-1]
+        return shape[1] if channels_first(self.layout) else shape[-1]
 
     @property
     def features(self) -> int | None:
@@ -123,6 +153,30 @@ class ModelSpec:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+OUTPUT_AXES = "NCDHWT"
+
+
+def parse_output_layout(value: Any, origin: str) -> str:
+    """An output layout: letters N (batch), C (classes) and D/H/W/T (positions), each once, e.g.
+    ``NC``, ``TNC`` (sequence-first, as recurrent nets emit) or ``NHWC``."""
+    text = str(value).strip().upper()
+    if (not text or any(c not in OUTPUT_AXES for c in text) or len(set(text)) != len(text)
+            or "N" not in text or "C" not in text):
+        raise ModelError(
+            f"output layout {value!r} from {origin}: use the letters N (batch), C (classes) and D, H, W or T "
+            "(positions), each once, e.g. NC, TNC or NCHW"
+        )
+    return text
+
+
+def canonical_output_perm(output_layout: str, channels_first_input: bool) -> tuple[int, ...]:
+    """Axis permutation taking a ``output_layout`` tensor to advonnx's canonical form: batch first,
+    classes next to it (channels-first inputs) or last (channels-last inputs), positions in order."""
+    n, c = output_layout.index("N"), output_layout.index("C")
+    positions = [i for i, a in enumerate(output_layout) if a not in "NC"]
+    return tuple([n, c, *positions] if channels_first_input or not positions else [n, *positions, c])
 
 
 def parse_value_range(value: Any) -> tuple[float, float]:
@@ -203,6 +257,27 @@ def normalize_declared(raw: dict[str, Any], origin: str) -> dict[str, Any]:
                 value = -1
             if value < 0:
                 raise ModelError(f"{key} from {origin} must be an integer >= 0 (0 = automatic)")
+        elif key == "patch_size":
+            try:
+                value = tuple(int(v) for v in (value.replace("x", ",").split(",") if isinstance(value, str) else value))
+            except (TypeError, ValueError):
+                raise ModelError(f"patch_size {value!r} from {origin}: give window sizes, e.g. 96,96,96") from None
+            if not value or min(value) < 1:
+                raise ModelError(f"patch_size {value!r} from {origin}: give positive window sizes, e.g. 96,96,96")
+        elif key == "overlap":
+            value = float(_fraction(value))
+            if not 0 <= value < 1:
+                raise ModelError(f"overlap {value!r} from {origin} must be in [0, 1)")
+        elif key == "blend":
+            value = str(value).lower()
+            if value not in ("constant", "gaussian"):
+                raise ModelError(f"blend {value!r} from {origin}: use 'constant' or 'gaussian'")
+        elif key == "output_layout":
+            value = parse_output_layout(value, origin)
+        elif key == "sampling_rate":
+            value = float(_fraction(value))
+            if not value > 0:
+                raise ModelError(f"sampling_rate from {origin} must be a positive number of hertz, not {value!r}")
         elif key == "class_names":
             value = _names(value)
         else:

@@ -73,6 +73,7 @@ class DatasetEntry:
     limit: int | None = None
     intensity: str = "auto"
     resize: str = "resample"
+    orientation: str | None = None  # e.g. "RAS": volumes reoriented on reading; None: as stored
     # None: the suite's corruptions / severities; [] (corruptions = []): none for this dataset
     corruptions: list[str] | None = None
     severities: list[int] | None = None
@@ -157,7 +158,7 @@ def _suite_from_dict(raw: dict[str, Any], base: Path, source: str) -> Suite:
         datasets = [
             DatasetEntry(name=d.get("name") or Path(d["path"]).stem, path=resolve(d["path"]),
                          limit=d.get("limit"), intensity=d.get("intensity", "auto"),
-                         resize=d.get("resize", "resample"),
+                         resize=d.get("resize", "resample"), orientation=d.get("orientation"),
                          corruptions=parse_corruptions(d["corruptions"]) if "corruptions" in d else None,
                          severities=parse_severities(d["severities"]) if "severities" in d else None)
             for d in raw.get("datasets", [])
@@ -213,7 +214,8 @@ def parse_corruptions(value: Any) -> list[str]:
         return []
     from .corruptions import corruption_names
 
-    return corruption_names(value if isinstance(value, str) else ",".join(map(str, value)))
+    # "all" takes image and signal corruptions; each model gets those that fit its layout
+    return corruption_names(value if isinstance(value, str) else ",".join(map(str, value)), modality=None)
 
 
 def parse_severities(value: Any) -> list[int]:
@@ -342,11 +344,12 @@ def cached_dataset(dentry: DatasetEntry, model: OnnxModel, model_name: str = "")
     from .data import load_dataset
 
     spec = model.spec
-    key = (dentry.path, dentry.limit, dentry.intensity, dentry.resize, repr(_expectation(model)), spec.class_names)
+    key = (dentry.path, dentry.limit, dentry.intensity, dentry.resize, dentry.orientation, repr(_expectation(model)),
+           spec.class_names)
     if key not in _DATA_CACHE:
         try:
             data = load_dataset(dentry.path, _expectation(model), intensity=dentry.intensity,
-                                resize=dentry.resize, limit=dentry.limit,
+                                resize=dentry.resize, limit=dentry.limit, orientation=dentry.orientation,
                                 class_names=list(spec.class_names) if spec.class_names else None)
         except DataError as err:
             raise DataError(f"dataset {dentry.name} for model {model_name or Path(spec.path).stem}: {err}") from None
@@ -429,7 +432,19 @@ class Runner:
                         "settings": repr(attack) if attack else "identity", "targeted": a.targeted}))
             corruptions = self.suite.corruptions if dentry.corruptions is None else dentry.corruptions
             severities = dentry.severities or self.suite.severities or [1, 2, 3, 4, 5]
-            for name in corruptions:
+            from .corruptions import CORRUPTIONS
+
+            unfit = [c for c in corruptions if not CORRUPTIONS[c].fits(spec.layout)]
+            if unfit:
+                model.notes_once(f"corruptions that do not apply to {spec.layout} inputs left out: {', '.join(unfit)}")
+            rate_known = bool(spec.sampling_rate) or (data.spacing is not None and all(data.spacing))
+            timed = [c for c in corruptions if CORRUPTIONS[c].needs_sampling_rate and c not in unfit]
+            if timed and not rate_known:
+                raise AdvonnxError(
+                    f"{entry.name}: {', '.join(timed)} {'needs' if len(timed) == 1 else 'need'} the signal's sampling rate: pass --sampling-rate HZ "
+                    f"(or store 'sampling_rate' in the npz, or declare it in the model's sidecar)"
+                )
+            for name in (c for c in corruptions if c not in unfit):
                 for severity in severities:
                     settings.append((None, name, float(severity), str(severity),
                                      {"corruption": name, "severity": str(severity)}))
@@ -584,6 +599,8 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
                 from .corruptions import apply_corruption
 
                 spacing = data.spacing[start] if data.spacing and len(set(data.spacing)) == 1 else None
+                if spacing is None and spec.sampling_rate:  # a signal's sample period in seconds
+                    spacing = (1.0 / spec.sampling_rate,)
                 res_x = to_numpy(apply_corruption(corruption, x, int(eps), rng, layout=spec.layout,
                                                   value_range=spec.value_range, spacing=spacing))
             queries = np.zeros(len(x), np.int64)

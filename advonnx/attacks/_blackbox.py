@@ -62,10 +62,8 @@ def to_channels_first(x, layout: str):
     xp = namespace(x)
     if layout == "NF":
         return xp.reshape(x, (x.shape[0], 1, x.shape[1]))
-    if layout == "NHWC":
-        return xp.permute_dims(x, (0, 3, 1, 2))
-    if layout == "NDHWC":
-        return xp.permute_dims(x, (0, 4, 1, 2, 3))
+    if layout in ("NWC", "NHWC", "NDHWC"):  # channels last → (N, C, *spatial)
+        return xp.permute_dims(x, (0, x.ndim - 1, *range(1, x.ndim - 1)))
     return x
 
 
@@ -73,10 +71,8 @@ def from_channels_first(x, layout: str):
     xp = namespace(x)
     if layout == "NF":
         return xp.reshape(x, (x.shape[0], x.shape[2]))
-    if layout == "NHWC":
-        return xp.permute_dims(x, (0, 2, 3, 1))
-    if layout == "NDHWC":
-        return xp.permute_dims(x, (0, 2, 3, 4, 1))
+    if layout in ("NWC", "NHWC", "NDHWC"):
+        return xp.permute_dims(x, (0, *range(2, x.ndim), 1))
     return x
 
 

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from advonnx.errors import AdvonnxError
 from advonnx.xp import Random, namespace
 
-LAYOUTS = ("NCHW", "NHWC", "NCDHW", "NDHWC")
+LAYOUTS = ("NCHW", "NHWC", "NCDHW", "NDHWC", "NCW", "NWC")
+#: what a corruption applies to: images and volumes (2-D/3-D layouts) or 1-D signals
+MODALITIES = {"image": ("NCHW", "NHWC", "NCDHW", "NDHWC"), "signal": ("NCW", "NWC")}
 SEVERITIES = (1, 2, 3, 4, 5)
 
 
@@ -29,6 +31,8 @@ class Corruption:
     severity_params: five parameter values (or tuples) for severities 1..5.
     host_only: True when ``fn`` leaves the array namespace (JPEG coding runs in NumPy).
     fn: ``fn(x, param, rng, *, spatial_axes, value_range, spacing) -> x'``.
+    modalities: what it applies to, keys of :data:`MODALITIES` (images/volumes, 1-D signals).
+    needs_sampling_rate: a signal corruption defined in hertz or seconds (needs ``spacing``).
     """
 
     name: str
@@ -37,6 +41,12 @@ class Corruption:
     severity_params: tuple
     host_only: bool
     fn: Callable
+    modalities: tuple[str, ...] = ("image",)
+    needs_sampling_rate: bool = False  # defined in hertz or seconds (signals): needs ``spacing``
+
+    def fits(self, layout: str) -> bool:
+        """Whether this corruption applies to batches in ``layout``."""
+        return any(layout.upper() in MODALITIES[m] for m in self.modalities)
 
     def __post_init__(self):
         if len(self.severity_params) != len(SEVERITIES):
@@ -47,7 +57,7 @@ class Corruption:
 
 
 def spatial_axes_of(layout: str, ndim: int) -> tuple[int, ...]:
-    """Axes of D (3-D only), H and W in ``layout``, in that order."""
+    """Axes of D (3-D only), H and W in ``layout``, in that order (W alone for a 1-D signal)."""
     if not isinstance(layout, str) or layout.upper() not in LAYOUTS:
         raise AdvonnxError(f"unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}")
     layout = layout.upper()
@@ -85,7 +95,8 @@ def _check_spacing(spacing, n_spatial: int):
         ) from None
     if len(spacing) != n_spatial or min(spacing) <= 0:
         raise AdvonnxError(
-            f"spacing must be {n_spatial} positive numbers (ordered D, H, W as in the layout), "
+            f"spacing must be {n_spatial} positive numbers (ordered D, H, W as in the layout; "
+            "a signal's sample period in seconds), "
             f"not {spacing!r}"
         )
     return spacing
@@ -104,6 +115,9 @@ def apply_corruption_with(
     """:func:`advonnx.corruptions.apply_corruption` for a :class:`Corruption` object."""
     severity = _check_severity(severity)
     spatial_axes = spatial_axes_of(layout, x.ndim)
+    if not corruption.fits(layout):
+        kinds = " and ".join(corruption.modalities)
+        raise AdvonnxError(f"{corruption.name} applies to {kinds} batches, not to layout {layout.upper()}")
     lo, hi = _check_value_range(value_range)
     spacing = _check_spacing(spacing, len(spatial_axes))
     if isinstance(rng, int) and not isinstance(rng, bool):

@@ -6,13 +6,15 @@ the two in step (a test compares them).
 
 from __future__ import annotations
 
-from advonnx.corruptions import blur, intensity, jpeg, kspace, noise, resolution
+from advonnx.corruptions import blur, intensity, jpeg, kspace, noise, resolution, signal
 from advonnx.corruptions.base import Corruption, apply_corruption_with
 from advonnx.errors import AdvonnxError
 
 IMAGENET_C = "ImageNet-C (Hendrycks & Dietterich 2019)"
 MEDMNIST_C = "MedMNIST-C (Di Salvo et al. 2024)"
 TORCHIO = "TorchIO (Pérez-García et al. 2021)"
+NSTDB = "MIT-BIH Noise Stress Test Database SNRs 24..0 dB (Moody, Muldrow & Mark 1984)"
+NSTDB_SNR = (24.0, 18.0, 12.0, 6.0, 0.0)
 
 _ALL = (
     Corruption(
@@ -22,6 +24,7 @@ _ALL = (
         (0.04, 0.08, 0.12, 0.18, 0.26),
         False,
         noise.gaussian_noise,
+        ("image", "signal"),
     ),
     Corruption(
         "rician_noise",
@@ -156,6 +159,58 @@ _ALL = (
         False,
         resolution.pixelate,
     ),
+    Corruption(
+        "powerline",
+        "Mains interference: 50 or 60 Hz sinusoid with its 3rd harmonic, SNR in dB.",
+        f"{NSTDB}; sinusoidal mains model (Clifford, Azuaje & McSharry 2006, ch. 3). Needs the "
+        "sampling rate (> 120 Hz).",
+        NSTDB_SNR,
+        False,
+        signal.powerline,
+        ("signal",),
+        True,
+    ),
+    Corruption(
+        "baseline_wander",
+        "Respiration and movement: three sinusoids of 0.05-0.5 Hz per channel, SNR in dB.",
+        f"{NSTDB} ('bw' record); sinusoidal wander model (Clifford, Azuaje & McSharry 2006). "
+        "Needs the sampling rate.",
+        NSTDB_SNR,
+        False,
+        signal.baseline_wander,
+        ("signal",),
+        True,
+    ),
+    Corruption(
+        "electrode_motion",
+        "Electrode motion: baseline steps relaxing in 0.3 s with noise bursts, SNR in dB.",
+        f"{NSTDB} ('em' record, the hardest for QRS detectors); synthetic step-and-relax model "
+        "instead of the recorded noise. Needs the sampling rate.",
+        NSTDB_SNR,
+        False,
+        signal.electrode_motion,
+        ("signal",),
+        True,
+    ),
+    Corruption(
+        "amplitude_scaling",
+        "Gain error: each channel scaled by 1 +- amount about its mean (direction per channel).",
+        f"Electrode impedance / amplifier gain error; amounts as {MEDMNIST_C}'s contrast "
+        "(0.1..0.6) folded into one with a random direction.",
+        (0.1, 0.2, 0.3, 0.4, 0.6),
+        False,
+        signal.amplitude_scaling,
+        ("signal",),
+    ),
+    Corruption(
+        "channel_dropout",
+        "Lead-off: each channel flat at its mean for a random segment of a fraction of the window.",
+        "Lost electrode contact (lead-off); our choice of fractions, the whole window at 5.",
+        (0.1, 0.25, 0.4, 0.7, 1.0),
+        False,
+        signal.channel_dropout,
+        ("signal",),
+    ),
 )
 
 CORRUPTIONS: dict[str, Corruption] = {c.name: c for c in _ALL}
@@ -165,8 +220,11 @@ def _unknown(name: str) -> AdvonnxError:
     return AdvonnxError(f"unknown corruption {name!r}; valid names: all, {', '.join(CORRUPTIONS)}")
 
 
-def corruption_names(spec: str = "all") -> list[str]:
-    """Names selected by ``spec``: ``"all"`` or a comma-separated list (order kept, no repeats)."""
+def corruption_names(spec: str = "all", *, modality: str | None = "image") -> list[str]:
+    """Names selected by ``spec``: ``"all"`` or a comma-separated list (order kept, no repeats).
+
+    ``"all"`` means every corruption of ``modality`` (``"image"``: images and volumes,
+    ``"signal"``: 1-D signals, ``None``: both); named corruptions are taken as named."""
     if not isinstance(spec, str) or not spec.strip():
         raise AdvonnxError(
             f"empty corruption list; use all or names from: {', '.join(CORRUPTIONS)}"
@@ -175,7 +233,7 @@ def corruption_names(spec: str = "all") -> list[str]:
     for part in spec.split(","):
         name = part.strip()
         if name == "all":
-            selected = list(CORRUPTIONS)
+            selected = [n for n, c in CORRUPTIONS.items() if modality is None or modality in c.modalities]
         elif name in CORRUPTIONS:
             selected = [name]
         else:

@@ -9,7 +9,7 @@ import numpy as np
 from advonnx.errors import AdvonnxError
 
 #: layout -> number of spatial axes (None: tabular feature vectors)
-LAYOUTS: dict[str, int | None] = {"NCHW": 2, "NHWC": 2, "NCDHW": 3, "NDHWC": 3, "NF": None}
+LAYOUTS: dict[str, int | None] = {"NCHW": 2, "NHWC": 2, "NCDHW": 3, "NDHWC": 3, "NCW": 1, "NWC": 1, "NF": None}
 
 
 @dataclass(frozen=True)
@@ -68,12 +68,12 @@ class InputExpectation:
 
     @property
     def spatial_ndim(self) -> int | None:
-        """2 or 3 for images, None for tabular ("NF")."""
+        """1 for signals, 2 or 3 for images, None for tabular ("NF")."""
         return LAYOUTS[self.layout]
 
     @property
     def channels_first(self) -> bool:
-        return self.layout in ("NCHW", "NCDHW")
+        return self.layout in ("NCHW", "NCDHW", "NCW")
 
     def shape_str(self) -> str:
         """The expected batch shape, e.g. ``(N, 1, 32, 32) [NCHW]``; ``?`` marks a dynamic axis."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from advonnx.data import signals
 from advonnx.data.dataset import Dataset, InputExpectation
 from advonnx.data.intensity import IntensityRule, apply_rule, parse_intensity_rule
 from advonnx.data.readers import (
@@ -21,6 +22,7 @@ from advonnx.data.readers import (
     dicom_series,
     is_companion,
     one_line,
+    parse_orientation,
     read_file,
     read_series,
 )
@@ -398,7 +400,15 @@ def _load_npz(
         ids = [f"npz:{i}" for i in range(n)]
     spacing = None
     nd = e.spatial_ndim
-    if nd is not None:
+    if nd == 1 and "sampling_rate" in files:  # a signal's sample period in seconds
+        fs = float(np.asarray(get("sampling_rate")).reshape(-1)[0])
+        if not fs > 0:
+            raise _err(path, f"sampling_rate is {fs:g}", "store the sampling rate in hertz (a positive number)")
+        spacing = [(1.0 / fs,)] * n
+        desc["spacing"] = f"sample period 1/{fs:g} s from the npz 'sampling_rate'"
+    elif nd == 1 and "spacing" not in files:
+        desc["spacing"] = "unknown: the npz has no 'sampling_rate' (hertz-defined corruptions use the model's)"
+    elif nd is not None:
         if "spacing" in files:
             sp = get("spacing").astype(np.float64)
             if sp.shape == (nd,):
@@ -712,6 +722,7 @@ def load_dataset(
     resize: str = "resample",
     limit: int | None = None,
     class_names: list[str] | None = None,
+    orientation: str | None = None,
 ) -> Dataset:
     """Read ``source`` into a :class:`Dataset` in the model's layout, dtype and value range.
 
@@ -720,7 +731,14 @@ def load_dataset(
     folder, or DICOM series folders for 3-D models) or a CSV manifest (``path,label`` or
     ``image,mask``). Files that cannot be read inside a folder are skipped and listed in
     ``Dataset.skipped``; everything else wrong raises :class:`DataError` (one line).
+    ``orientation`` (e.g. ``"RAS"``, ``"LPS"``: the direction each axis increases toward)
+    reorients every 3-D image and mask with SimpleITK's DICOMOrient before use, so a volume reads
+    the same from NIfTI and from a DICOM series; None keeps each file's stored order.
     """
+    try:
+        orientation = parse_orientation(orientation)
+    except ValueError as ex:
+        raise DataError(f"{ex}; pass e.g. --orientation RAS") from None
     rule = parse_intensity_rule(intensity)
     if resize not in ("resample", "refuse"):
         raise DataError(f"resize={resize!r} is not understood; use 'resample' or 'refuse'")
@@ -741,10 +759,17 @@ def load_dataset(
         "label_source": "",
         "notes": "",
         "layout": expect.layout,
+        "orientation": f"{orientation} (3-D images reoriented with SimpleITK DICOMOrient)" if orientation
+        else "as stored in each file",
     }
     if path.is_file() and path.name.lower().endswith(".npz"):
         ds = _load_npz(path, expect, intensity, rule, limit, class_names, desc)
         return _finish_desc(ds)
+    if signals.is_recording(path):
+        if expect.spatial_ndim != 1:
+            raise _err(path, f"a signal recording, but the model takes {expect.layout} inputs",
+                       "give a signal model (layout NCW or NWC) or image data")
+        return _finish_desc(signals.load_recording(path, expect, rule, limit, desc, DataError))
 
     skipped: list[tuple[str, str]] = []
     single = False
@@ -778,10 +803,10 @@ def load_dataset(
         if limit is not None and len(xs) >= int(limit):
             break
         try:
-            raw = read_series(it.files) if it.files is not None else read_file(it.path)
+            raw = read_series(it.files, orientation) if it.files is not None else read_file(it.path, orientation)
             arr, sp = pipe.image(raw, str(it.path))
             if it.mask is not None:
-                mraw = read_file(it.mask)
+                mraw = read_file(it.mask, orientation)
                 target = arr.shape[1:] if expect.channels_first else arr.shape[:-1]
                 lab = pipe.mask(mraw, str(it.mask), _squeezed_shape(raw, expect), target)
                 ys.append(lab)

@@ -158,18 +158,41 @@ def _raw_from_image(img: sitk.Image, fmt: str) -> RawImage:
     return RawImage(arr, spacing, eight_bit, comps > 1, fmt)
 
 
-def read_file(path: Path) -> RawImage:
-    """One image file (any SimpleITK format). Raises :class:`Unreadable`."""
+ORIENTATION_LETTERS = ("LR", "PA", "SI")
+
+
+def parse_orientation(code: str | None) -> str | None:
+    """A three-letter orientation code (DICOM convention, the letter each axis increases toward:
+    ``LPS`` is DICOM's patient system, ``RAS`` NIfTI's), or None for "as stored"."""
+    if code is None or str(code).strip().lower() in ("", "none", "as-stored", "as stored"):
+        return None
+    c = str(code).strip().upper()
+    if len(c) != 3 or sorted(next((i for i, pair in enumerate(ORIENTATION_LETTERS) if ch in pair), 9) for ch in c) != [0, 1, 2]:
+        raise ValueError(f"orientation {code!r} is not a three-letter code with one of L/R, P/A, S/I each (e.g. RAS, LPS)")
+    return c
+
+
+def reorient(img: sitk.Image, orientation: str | None) -> sitk.Image:
+    """``img`` permuted and flipped so its axes increase toward ``orientation`` (3-D only; 2-D
+    images have no patient orientation to follow and are returned as they are)."""
+    if orientation is None or img.GetDimension() != 3:
+        return img
+    return sitk.DICOMOrient(img, orientation)
+
+
+def read_file(path: Path, orientation: str | None = None) -> RawImage:
+    """One image file (any SimpleITK format), reoriented if asked. Raises :class:`Unreadable`."""
     with quiet_itk():
         try:
             img = sitk.ReadImage(str(path))
         except RuntimeError as e:
             raise Unreadable(f"cannot read as an image: {sitk_message(e)}") from None
-    return _raw_from_image(img, format_name(path))
+    return _raw_from_image(reorient(img, orientation), format_name(path))
 
 
-def read_series(files: list[str]) -> RawImage:
-    """One DICOM series (file names in GDCM's order) as a volume. Raises :class:`Unreadable`."""
+def read_series(files: list[str], orientation: str | None = None) -> RawImage:
+    """One DICOM series (file names in GDCM's order) as a volume, reoriented if asked. Raises
+    :class:`Unreadable`."""
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(list(files))
     with quiet_itk():
@@ -177,4 +200,4 @@ def read_series(files: list[str]) -> RawImage:
             img = reader.Execute()
         except RuntimeError as e:
             raise Unreadable(f"cannot read the DICOM series: {sitk_message(e)}") from None
-    return _raw_from_image(img, "DICOM series")
+    return _raw_from_image(reorient(img, orientation), "DICOM series")
