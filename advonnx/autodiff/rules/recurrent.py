@@ -123,10 +123,10 @@ class _Sweep:
         return self.b.scalar(1.0, self.dt)
 
     def steps(self, t: str) -> list[str]:
-        """``t`` (T, ...) split into T pieces (1, ...)."""
-        if self.T == 1:
-            return [t]
-        return self.b.op("Split", [t, self.b.ints([1] * self.T)], outputs=self.T, axis=0)
+        """``t`` (T, ...) split into T pieces (1, ...); onnxruntime fails on any other
+        length (a run-time check of the T the graph was built for)."""
+        out = self.b.op("Split", [t, self.b.ints([1] * self.T)], outputs=self.T, axis=0)
+        return [out] if self.T == 1 else out
 
     def rows(self, t: str, start: int, stop: int, axis: int = 0) -> str:
         return self.b.op("Slice", [t, self.b.ints([start]), self.b.ints([stop]),
