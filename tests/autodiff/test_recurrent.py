@@ -127,6 +127,8 @@ def check(op, *, tol64=1e-6, tol32=2e-4, **kw):
 
 
 DIRECTIONS = ["forward", "reverse", "bidirectional"]
+# bidirectional runs both sweeps; the one-direction variants of the longer checks are slow
+MOSTLY_SLOW = [pytest.param(d, marks=pytest.mark.slow) for d in DIRECTIONS[:2]] + DIRECTIONS[2:]
 
 
 @pytest.mark.parametrize("direction", DIRECTIONS)
@@ -135,14 +137,14 @@ def test_directions(op, direction):
     check(op, direction=direction)
 
 
-@pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize("direction", MOSTLY_SLOW)
 @pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
 def test_initial_states_and_layout1(op, direction):
     check(op, direction=direction, init=True)
     check(op, direction=direction, init=True, layout=1)
 
 
-@pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize("direction", MOSTLY_SLOW)
 @pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
 def test_sequence_lens(op, direction):
     check(op, direction=direction, seq=[T, 2], init=True)

@@ -1,7 +1,10 @@
 """LSTM, GRU and RNN: backpropagation through time, unrolled over the static sequence length.
 
 Route chosen: the backward graph is **unrolled** over the sequence length T, which must be
-static (known from shape inference; the batch may stay dynamic). Why not a ``Loop``/``Scan``
+static (from onnx shape inference, or, where that gives up, from two onnxruntime runs with
+different batch and free sizes in transform.py; the batch may stay dynamic). Every per-step
+``Split`` carries the static sizes, so onnxruntime fails loudly if fed another length rather
+than returning a wrong gradient. Why not a ``Loop``/``Scan``
 in the backward graph: every exporter we target (torch's legacy and dynamo exporters, tf2onnx
 with a fixed input signature) writes a fixed T, an unrolled sweep is made of the same plain ops
 that every other rule emits (MatMul, Mul, Add, Split, Concat), runs on any execution provider,
@@ -19,14 +22,16 @@ per time index: ``dA_t`` (the gate pre-activation cotangents) from ``dh_t``, and
 Covered: directions forward/reverse/bidirectional; layout 0 and 1; initial_h/initial_c
 (cotangents when they are on the input's path); sequence_lens (per-sample masks: padded steps
 get no cotangent, Y_h/Y_c take the last valid step, a length-0 sample passes its initial state
-through); LSTM peepholes; GRU linear_before_reset 0/1; clip (the activations' inputs, as the
-spec and onnxruntime); activations Sigmoid, Tanh, Relu in any slot. Refused with the op named:
-other activations, LSTM input_forget=1, weights (W/R/B/P) that depend on the input, dynamic T.
+through); LSTM peepholes; GRU linear_before_reset 0/1; clip (bounds the gates' activation
+inputs, not the LSTM's h(c_t), as onnxruntime does); activations Sigmoid, Tanh, Relu in any
+slot. Refused with the op named: other activations, LSTM input_forget=1, weights (W/R/B/P)
+that depend on the input, a dynamic T.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from onnx import numpy_helper
 
 from ..registry import VJPContext, vjp
 
@@ -147,7 +152,6 @@ class _Sweep:
             b = self.b
             shape = b.op("Concat", [b.ints([1]), b.shape(self.X, 1, 2), b.ints([self.H])],
                          axis=0)
-            from onnx import numpy_helper
             self._zeros = b.op("ConstantOfShape", [shape], value=numpy_helper.from_array(
                 np.zeros((1,), self.dt)))
         return self._zeros
@@ -174,12 +178,14 @@ class _Sweep:
         self.last_steps = self.steps(mask("Equal", range(1, T + 1)))  # t == len - 1
         self.empty = mask("Equal", [0])  # (1, N, 1): len == 0
 
-    def activation(self, name: str, pre: str) -> tuple[str, str]:
-        """(y, dy/dpre) of activation ``name`` (clip applied to its input)."""
+    def activation(self, name: str, pre: str, clipped: bool = True) -> tuple[str, str]:
+        """(y, dy/dpre) of activation ``name``; ``clip`` bounds its input when ``clipped``
+        (the gates' activations are; the LSTM's h(c_t) is not, as in onnxruntime)."""
         b = self.b
         inner = pre
-        if self.clip is not None:
-            c = self.b.scalar(self.clip, self.dt)
+        clip = self.clip if clipped else None
+        if clip is not None:
+            c = self.b.scalar(clip, self.dt)
             inner = b.op("Clip", [pre, b.op("Neg", [c]), c])
         y = b.op(name, [inner])
         if name == "Sigmoid":
@@ -188,8 +194,8 @@ class _Sweep:
             dy = self.sub(self.one(), self.mul(y, y))
         else:  # Relu
             dy = b.op("Cast", [b.op("Greater", [inner, b.scalar(0.0, self.dt)])], to=self.elem)
-        if self.clip is not None:
-            inside = b.op("Less", [b.op("Abs", [pre]), b.scalar(self.clip, self.dt)])
+        if clip is not None:
+            inside = b.op("Less", [b.op("Abs", [pre]), b.scalar(clip, self.dt)])
             dy = self.mul(dy, b.op("Cast", [inside], to=self.elem))
         return y, dy
 
@@ -416,7 +422,7 @@ def lstm(ctx: VJPContext):
             if peep is not None:
                 a_o = s.add(a_o, s.mul(p_o, c))
             o, do = s.activation(fname, a_o)
-            hc, dhc = s.activation(hname, c) if s.clip is None else _unclipped(s, hname, c)
+            hc, dhc = s.activation(hname, c, clipped=False)
             st[t] = (c_prev, i, di, fg, df, gg, dg, o, do, hc, dhc)
             c_prev = c
         # reverse sweep
@@ -445,11 +451,3 @@ def lstm(ctx: VJPContext):
         dc0_dirs.append(_sum_init(s, init_c, direct_c))
     return s.finish(dA_dirs, dh0_dirs, dc0_dirs)
 
-
-def _unclipped(s: _Sweep, name: str, c: str):
-    """h(c_t): clip bounds the gates' inputs, not the cell state (as onnxruntime)."""
-    clip, s.clip = s.clip, None
-    try:
-        return s.activation(name, c)
-    finally:
-        s.clip = clip
