@@ -356,6 +356,17 @@ def test_refusals():
     with pytest.raises(RuleUnavailable, match="LSTM.*HardSigmoid"):
         gradient_model(model, loss="cotangent")
     assert unsupported_ops(model) == ["LSTM"]
+    forget = recurrent_model("LSTM", np.float32)
+    next(n for n in forget.graph.node if n.op_type == "LSTM").attribute.append(
+        helper.make_attribute("input_forget", 1))
+    with pytest.raises(RuleUnavailable, match="LSTM.*input_forget"):
+        gradient_model(forget, loss="cotangent")
+    tied = recurrent_model("RNN", np.float32)  # W shifted by the mean of x
+    tied.graph.node.insert(0, helper.make_node("ReduceMean", ["x"], ["xm"], keepdims=0))
+    tied.graph.node.insert(1, helper.make_node("Add", ["W", "xm"], ["Wx"]))
+    next(n for n in tied.graph.node if n.op_type == "RNN").input[1] = "Wx"
+    with pytest.raises(RuleUnavailable, match="RNN.*weights depend on the input"):
+        gradient_model(tied, loss="cotangent")
     dyn = recurrent_model("GRU", np.float32)
     dyn.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "T"
     with pytest.raises(RuleUnavailable, match="GRU.*sequence length is dynamic"):
