@@ -171,6 +171,34 @@ def _probe(model: onnx.ModelProto, names: list[str]) -> dict[str, TensorInfo]:
     return {}
 
 
+# Ops whose rules need static sizes on some input axes (the recurrent ones unroll over T).
+STATIC_DIMS_NEEDED = {"LSTM", "GRU", "RNN"}
+
+
+def _probe_static_dims(model: onnx.ModelProto, names: list[str]) -> dict[str, tuple]:
+    """Dims of ``names`` that stay the same in two onnxruntime runs whose batch and free
+    input dims differ (1 and 32, then 3 and 24): static in fact though shape inference could
+    not tell (e.g. a Reshape whose shape went through ``Mod``). Rules that rely on such a dim
+    still check it at run time (a Split with static sizes fails on any other length)."""
+    import onnxruntime as ort
+
+    probe = _copy(model)
+    del probe.graph.output[:]
+    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
+    so = ort.SessionOptions()
+    so.log_severity_level = 4
+    try:
+        sess = ort.InferenceSession(probe.SerializeToString(), so,
+                                    providers=["CPUExecutionProvider"])
+        runs = [sess.run(names, _random_feed(model, free, batch))
+                for batch, free in ((1, 32), (3, 24))]
+    except Exception:  # noqa: BLE001 - rules then refuse the dynamic dims
+        return {}
+    return {n: tuple(int(x) if x == y else None for x, y in zip(a.shape, c.shape, strict=True))
+            for n, a, c in zip(names, *runs, strict=True)
+            if isinstance(a, np.ndarray) and isinstance(c, np.ndarray) and a.ndim == c.ndim}
+
+
 def _graph_info(model: onnx.ModelProto) -> GraphInfo:
     g = _infer(model).graph
     tensors: dict[str, TensorInfo] = {}
@@ -188,6 +216,18 @@ def _graph_info(model: onnx.ModelProto) -> GraphInfo:
     if untyped and not any(t.data_location == TensorProto.EXTERNAL
                            for t in model.graph.initializer):
         tensors.update(_probe(model, untyped))
+    unknown = sorted({n.input[0] for n in model.graph.node
+                      if n.op_type in STATIC_DIMS_NEEDED and n.domain in ("", "ai.onnx")
+                      and n.input and n.input[0] in tensors
+                      and not all(isinstance(d, int) for d in tensors[n.input[0]].shape or [None])})
+    if unknown and not any(t.data_location == TensorProto.EXTERNAL
+                           for t in model.graph.initializer):
+        for name, dims in _probe_static_dims(model, unknown).items():
+            old = tensors[name].shape or (None,) * len(dims)
+            if len(old) == len(dims):
+                merged = tuple(o if isinstance(o, int) or d is None else d
+                               for o, d in zip(old, dims, strict=True))
+                tensors[name] = TensorInfo(tensors[name].elem_type, merged)
     for n in model.graph.node:
         if n.op_type == "Constant" and n.domain in ("", "ai.onnx"):
             for a in n.attribute:
@@ -276,7 +316,8 @@ def unsupported_ops(model: onnx.ModelProto, *, input_name: str | None = None,
 
 
 # -- opset lifting ------------------------------------------------------------------------------
-def _random_feed(model: onnx.ModelProto, free_dim: int = 32) -> dict[str, np.ndarray]:
+def _random_feed(model: onnx.ModelProto, free_dim: int = 32,
+                 batch: int = 1) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     feed = {}
     inits = _initializer_names(model.graph)
@@ -285,7 +326,7 @@ def _random_feed(model: onnx.ModelProto, free_dim: int = 32) -> dict[str, np.nda
             continue
         tt = vi.type.tensor_type
         # free dims: batch 1, any other (spatial) 32, so that pooling stacks still fit
-        shape = [d.dim_value if d.HasField("dim_value") else (1 if i == 0 else free_dim)
+        shape = [d.dim_value if d.HasField("dim_value") else (batch if i == 0 else free_dim)
                  for i, d in enumerate(tt.shape.dim)]
         dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)
         if np.issubdtype(dtype, np.floating):

@@ -7,6 +7,7 @@ from . import (  # noqa: F401
     linalg,
     normalization,
     pooling,
+    recurrent,
     reduce,
     resize,
     shape,
