@@ -1,0 +1,130 @@
+"""Randomized-smoothing certificates for any classification model, from queries alone.
+
+Cohen, Rosenfeld & Kolter, *Certified adversarial robustness via randomized smoothing*, ICML 2019;
+their released ``core.py`` is the spec. The smoothed classifier g(x) = argmax_c P(f(x + ε) = c),
+ε ~ N(0, σ² I), is certified at x with L2 radius σ·Φ⁻¹(p_A) where p_A is a lower confidence bound
+on the top class's probability:
+
+- CERTIFY: ``n0`` noisy draws select the top class ĉ_A; ``n`` further draws count how often the
+  model answers ĉ_A (n_A); p_A = the one-sided (1 − alpha) Clopper–Pearson lower bound of
+  n_A / n. If p_A < 1/2 the sample is abstained (radius 0); else radius = σ·Φ⁻¹(p_A). With
+  probability at least 1 − alpha, g answers ĉ_A everywhere within that radius.
+- PREDICT: ``n`` draws; the top two counts are compared with a two-sided binomial test at p = 1/2;
+  abstain when its p-value exceeds ``alpha``.
+
+σ is in the model's value units (``sigma_fraction`` gives it as a fraction of the value range);
+the noise is not clipped to the value range (as in ``core.py``: the base classifier sees x + ε).
+Noisy copies go through onnxruntime in large blocks; every model evaluation is a query.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+import numpy as np
+
+from .binomial import binom_test_two_sided, clopper_pearson_lower
+from .errors import AdvonnxError
+from .xp import Random, namespace, to_numpy
+
+ABSTAIN = -1
+_NORMAL = statistics.NormalDist()
+
+
+@dataclass
+class Certificate:
+    """Per sample: the smoothed prediction (``ABSTAIN`` = -1), its certified L2 radius (0 when
+    abstaining), the counts behind it and the model evaluations spent."""
+
+    prediction: np.ndarray  # (N,) int64
+    radius: np.ndarray  # (N,) float64, value units
+    top_count: np.ndarray  # (N,) n_A
+    p_lower: np.ndarray  # (N,) Clopper-Pearson lower bound on p_A
+    queries: np.ndarray  # (N,) int64
+    sigma: float
+
+    def certified_correct(self, labels, radius: float = 0.0) -> np.ndarray:
+        """Samples whose smoothed prediction is the label and certified beyond ``radius``."""
+        labels = np.asarray(to_numpy(labels))
+        return (self.prediction == labels) & (self.prediction != ABSTAIN) & (self.radius > radius)
+
+
+def certify_counts(n_a: int, n: int, *, sigma: float, alpha: float) -> tuple[float, float]:
+    """(p_A lower bound, radius) for ``n_a`` top-class answers in ``n`` draws (``core.py``'s
+    CERTIFY after its sampling); radius 0.0 means abstain."""
+    p_lower = clopper_pearson_lower(int(n_a), int(n), alpha)
+    if p_lower < 0.5:
+        return p_lower, 0.0
+    return p_lower, sigma * _NORMAL.inv_cdf(p_lower) if p_lower < 1.0 else float("inf")
+
+
+def predict_counts(counts: np.ndarray, *, alpha: float) -> int:
+    """``core.py``'s PREDICT from the class counts of ``n`` draws: the top class, or ABSTAIN."""
+    order = np.argsort(-np.asarray(counts), kind="stable")
+    c1, c2 = int(counts[order[0]]), int(counts[order[1]]) if len(counts) > 1 else 0
+    if binom_test_two_sided(c1, c1 + c2) > alpha:
+        return ABSTAIN
+    return int(order[0])
+
+
+class Smoother:
+    """Noise draws of a model's decisions. ``block`` rows go to onnxruntime per call."""
+
+    def __init__(self, model, *, sigma: float | None = None, sigma_fraction: float | None = None,
+                 block: int = 4096, rng: Random | None = None):
+        spec = model.spec
+        if spec.task != "classification" or spec.output_kind == "multilabel":
+            raise AdvonnxError(f"{spec.path}: randomized-smoothing certificates need a single-label classifier")
+        lo, hi = spec.value_range
+        if (sigma is None) == (sigma_fraction is None):
+            raise AdvonnxError("certify needs exactly one of sigma (value units) or sigma_fraction (of the value range)")
+        self.sigma = float(sigma) if sigma is not None else float(sigma_fraction) * (hi - lo)
+        if not self.sigma > 0:
+            raise AdvonnxError(f"certify needs sigma > 0 (got {self.sigma})")
+        self.model = model
+        self.classes = spec.num_classes
+        self.block = int(block)
+        self.rng = rng or Random(0)
+
+    def counts(self, x, num: int) -> np.ndarray:
+        """(N, classes) counts of the model's answers on ``num`` noisy copies of each sample."""
+        xp = namespace(x)
+        n = x.shape[0]
+        out = np.zeros((n, self.classes), np.int64)
+        # a block holds all draws of several samples, or part of one sample's draws
+        group, draws = (max(1, self.block // num), num) if num <= self.block else (1, self.block)
+        for s0 in range(0, n, group):
+            rows = x[s0:s0 + group]
+            g = rows.shape[0]
+            left = num
+            while left > 0:
+                m = min(left, draws)
+                batch = xp.reshape(xp.broadcast_to(rows[:, None], (g, m, *rows.shape[1:])), (g * m, *rows.shape[1:]))
+                noisy = batch + self.rng.normal(batch.shape, like=batch, dtype=batch.dtype) * self.sigma
+                pred = np.asarray(to_numpy(self.model.classify(noisy)), np.int64).reshape(g, m)
+                for i in range(g):
+                    out[s0 + i] += np.bincount(pred[i], minlength=self.classes)[: self.classes]
+                left -= m
+        return out
+
+    def certify(self, x, *, n0: int = 100, n: int = 100_000, alpha: float = 0.001) -> Certificate:
+        """CERTIFY for every sample of ``x`` (see module docstring)."""
+        if n0 < 1 or n < 1 or not 0 < alpha < 1:
+            raise AdvonnxError(f"certify needs n0 >= 1, n >= 1 and 0 < alpha < 1 (got {n0}, {n}, {alpha})")
+        selection = self.counts(x, n0)
+        top = np.argmax(selection, axis=1)
+        estimation = self.counts(x, n)
+        n_a = estimation[np.arange(len(top)), top]
+        p_lower = np.zeros(len(top))
+        radius = np.zeros(len(top))
+        for i, k in enumerate(n_a):
+            p_lower[i], radius[i] = certify_counts(int(k), n, sigma=self.sigma, alpha=alpha)
+        prediction = np.where(radius > 0, top, ABSTAIN).astype(np.int64)
+        queries = np.full(len(top), n0 + n, np.int64)
+        return Certificate(prediction, radius, n_a, p_lower, queries, self.sigma)
+
+    def predict(self, x, *, n: int = 10_000, alpha: float = 0.001) -> np.ndarray:
+        """PREDICT for every sample: the smoothed class or ABSTAIN (-1)."""
+        counts = self.counts(x, n)
+        return np.array([predict_counts(c, alpha=alpha) for c in counts], np.int64)
