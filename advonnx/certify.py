@@ -20,6 +20,7 @@ Noisy copies go through onnxruntime in large blocks; every model evaluation is a
 from __future__ import annotations
 
 import statistics
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,18 +95,24 @@ class Smoother:
         out = np.zeros((n, self.classes), np.int64)
         # a block holds all draws of several samples, or part of one sample's draws
         group, draws = (max(1, self.block // num), num) if num <= self.block else (1, self.block)
-        for s0 in range(0, n, group):
-            rows = x[s0:s0 + group]
-            g = rows.shape[0]
-            left = num
-            while left > 0:
-                m = min(left, draws)
-                batch = xp.reshape(xp.broadcast_to(rows[:, None], (g, m, *rows.shape[1:])), (g * m, *rows.shape[1:]))
-                noisy = batch + self.rng.normal(batch.shape, like=batch, dtype=batch.dtype) * self.sigma
+        plan = [(s0, min(n, s0 + group), min(draws, num - done))
+                for s0 in range(0, n, group) for done in range(0, num, draws)]
+        tail = tuple(x.shape[1:])
+
+        def noise(block):  # the next block's draws are made while onnxruntime runs this one
+            s0, s1, m = block
+            return self.rng.normal_native(((s1 - s0) * m, *tail), like=x)
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(noise, plan[0]) if plan else None
+            for k, (s0, s1, m) in enumerate(plan):
+                eps = pending.result()
+                pending = pool.submit(noise, plan[k + 1]) if k + 1 < len(plan) else None
+                g = s1 - s0
+                noisy = xp.reshape(xp.reshape(eps * self.sigma, (g, m, *tail)) + x[s0:s1, None], (g * m, *tail))
                 pred = np.asarray(to_numpy(self.model.classify(noisy)), np.int64).reshape(g, m)
                 for i in range(g):
                     out[s0 + i] += np.bincount(pred[i], minlength=self.classes)[: self.classes]
-                left -= m
         return out
 
     def certify(self, x, *, n0: int = 100, n: int = 100_000, alpha: float = 0.001) -> Certificate:
