@@ -133,3 +133,52 @@ def test_arguments_are_checked(tmp_path):
     frac = Smoother(advonnx.load_model(save(small_cnn(size=8, classes=3), tmp_path / "c2.onnx"), value_range="0,255"),
                     sigma_fraction=0.1)
     assert frac.sigma == pytest.approx(25.5)
+
+
+# -- segmentation (Fischer, Baader & Vechev 2021) ---------------------------------------------
+
+def test_holm_bonferroni_equals_statsmodels():
+    multitest = pytest.importorskip("statsmodels.stats.multitest")
+    from advonnx.certify import holm_bonferroni
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        p = rng.uniform(0, 0.02, 40) ** rng.uniform(0.5, 3)
+        ref = multitest.multipletests(p, alpha=0.01, method="holm")[0]
+        np.testing.assert_array_equal(holm_bonferroni(p, 0.01), ref)
+
+
+def test_segcertify_statistics_equal_a_transcription():
+    """SEGCERTIFY's decisions from given counts equal a transcription with SciPy's one-sided
+    binomial test and statsmodels' Holm correction."""
+    multitest = pytest.importorskip("statsmodels.stats.multitest")
+    from advonnx.certify import certify_dense_counts
+
+    rng = np.random.default_rng(1)
+    n, tau, alpha = 300, 0.75, 0.001
+    p_top = rng.uniform(0.5, 1.0, (6, 7))
+    estimation = np.zeros((3, 6, 7), np.int64)
+    estimation[0] = rng.binomial(n, p_top)
+    estimation[1] = n - estimation[0]
+    selection = np.stack([np.full((6, 7), 8), np.full((6, 7), 2), np.zeros((6, 7), int)])
+    ours, radius = certify_dense_counts(selection, estimation, n=n, sigma=0.25, tau=tau, alpha=alpha)
+    pv = np.array([scipy_stats.binomtest(int(k), n, tau, alternative="greater").pvalue for k in estimation[0].ravel()])
+    reject = multitest.multipletests(pv, alpha=alpha, method="holm")[0].reshape(6, 7)
+    np.testing.assert_array_equal(ours, np.where(reject, 0, ABSTAIN))
+    assert radius == pytest.approx(0.25 * scipy_stats.norm.ppf(tau), abs=1e-12)
+
+
+@pytest.mark.slow
+def test_segcertify_on_the_suite_unet():
+    from pathlib import Path
+
+    root = Path(advonnx.__file__).parent / "suites"
+    model = advonnx.load_model(root / "models" / "brain_unet.onnx")
+    with np.load(root / "data" / "brain_slices_test.npz") as d:
+        x, y = d["x"][:3], d["y"][:3]
+    cert = Smoother(model, sigma=0.05, rng=Random(0)).certify_dense(x, n0=5, n=60, alpha=0.001, tau=0.75)
+    clean = (np.asarray(model.classify(x)) == y).reshape(3, -1).mean(axis=1)
+    acc = cert.pixel_accuracy(y)
+    assert cert.prediction.shape == y.shape and np.all(cert.queries == 65)
+    assert np.all(acc <= clean + 0.02) and np.all(acc > 0.3)
+    assert np.all((cert.abstain_rate() > 0) & (cert.abstain_rate() < 0.7))
