@@ -14,6 +14,7 @@ from .hopskipjump import HopSkipJump
 from .jsma import JSMA
 from .nes import NES, SPSA
 from .square import Square
+from .transfer import Transfer
 
 ATTACKS: dict[str, type[Attack]] = {}
 ALIASES: dict[str, str] = {"fgm": "fgsm", "ifgsm": "bim", "i-fgsm": "bim", "pgd_linf": "pgd",
@@ -29,6 +30,7 @@ for _cls in (FGSM, BIM, PGD, DeepFool, JSMA, CarliniWagnerL2, DAG):
     register(_cls)
 for _cls in (NES, SPSA, Square, HopSkipJump):  # query-only (score- and decision-based) attacks
     register(_cls)
+register(Transfer)  # white-box on a surrogate, decisions of the target
 ALIASES.update({"hopskipjump": "hsj", "square_attack": "square", "nes_pgd": "nes", "spsa_pgd": "spsa"})
 
 
