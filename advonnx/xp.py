@@ -107,6 +107,14 @@ class Random:
             return self._device_gen(namespace(like)).standard_normal(shape, dtype=like.dtype)
         return self._place(self._np.standard_normal(shape, dtype=np.float64), like, dtype)
 
+    def normal_native(self, shape, *, like):
+        """Standard normals of ``shape`` in the dtype and namespace of ``like``, drawn directly in
+        that dtype (float32 draws on NumPy: about twice as fast as :meth:`normal`; a different
+        stream from it)."""
+        if array_api_compat.is_numpy_array(like) and like.dtype in (np.float32, np.float64):
+            return self._np.standard_normal(shape, dtype=like.dtype)
+        return self.normal(shape, like=like)
+
     def uniform(self, shape, low=0.0, high=1.0, *, like=None, dtype=None):
         if self._is_cupy(like):
             g = self._device_gen(namespace(like))

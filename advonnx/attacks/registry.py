@@ -14,6 +14,8 @@ from .hopskipjump import HopSkipJump
 from .jsma import JSMA
 from .nes import NES, SPSA
 from .square import Square
+from .transfer import Transfer
+from .universal import UniversalPerturbation
 
 ATTACKS: dict[str, type[Attack]] = {}
 ALIASES: dict[str, str] = {"fgm": "fgsm", "ifgsm": "bim", "i-fgsm": "bim", "pgd_linf": "pgd",
@@ -29,7 +31,9 @@ for _cls in (FGSM, BIM, PGD, DeepFool, JSMA, CarliniWagnerL2, DAG):
     register(_cls)
 for _cls in (NES, SPSA, Square, HopSkipJump):  # query-only (score- and decision-based) attacks
     register(_cls)
-ALIASES.update({"hopskipjump": "hsj", "square_attack": "square", "nes_pgd": "nes", "spsa_pgd": "spsa"})
+register(Transfer)  # white-box on a surrogate, decisions of the target
+register(UniversalPerturbation)
+ALIASES.update({"universal": "uap", "hopskipjump": "hsj", "square_attack": "square", "nes_pgd": "nes", "spsa_pgd": "spsa"})
 
 
 def attack_class(name: str) -> type[Attack]:
