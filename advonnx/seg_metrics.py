@@ -2,7 +2,8 @@
 
 - Dice ``2|A∩B| / (|A|+|B|)`` and IoU ``|A∩B| / |A∪B|`` (from :mod:`advonnx.metrics`): 1 when
   the class is absent from both masks, 0 when it is present in one only.
-- HD95: the larger of the two directed 95th percentiles of surface distances,
+- HD95 (also for the per-timestep masks of 1-D signals, in samples or seconds): the larger of
+  the two directed 95th percentiles of surface distances,
   ``max(P95_{a∈∂A} d(a, ∂B), P95_{b∈∂B} d(b, ∂A))``, in mm. Surfaces are SimpleITK's
   ``LabelContour`` (face connectivity) of each class mask; distances are Euclidean between
   pixel centers in physical units (``SignedMaurerDistanceMap`` with the image spacing) and
@@ -32,6 +33,9 @@ def _surface_distance_map(mask: np.ndarray, spacing: Sequence[float]):
     """(surface mask, distance-to-surface map) of one binary mask, in physical units."""
     import SimpleITK as sitk
 
+    if mask.ndim == 1:  # a signal's per-timestep mask: a one-row image (SimpleITK needs >= 2-D)
+        surface, dist = _surface_distance_map(mask[None, :], (1.0, *tuple(spacing)))
+        return surface[0], dist[0]
     img = sitk.GetImageFromArray(mask.astype(np.uint8))
     img.SetSpacing([float(s) for s in reversed(tuple(spacing))])  # SimpleITK orders axes x, y, z
     contour = sitk.LabelContour(img, fullyConnected=False)
@@ -51,6 +55,11 @@ def hd95_class(a: np.ndarray, b: np.ndarray, spacing: Sequence[float] | None = N
         raise ValueError(f"spacing {spacing} does not match a {a.ndim}-D mask")
     sa, da = _surface_distance_map(a, spacing)
     sb, db = _surface_distance_map(b, spacing)
+    if not sa.any() or not sb.any():
+        # a mask filling the whole image has no contour inside it: let the image border bound it
+        a, b = np.pad(a, 1), np.pad(b, 1)
+        sa, da = _surface_distance_map(a, spacing)
+        sb, db = _surface_distance_map(b, spacing)
     return float(max(np.percentile(db[sa], 95), np.percentile(da[sb], 95)))
 
 

@@ -89,3 +89,20 @@ def test_per_sample_spacing():
         pred[i][square(2, 6)] = 1
     h = hd95(pred, ref, 2, [(1.0, 1.0), (1.0, 0.5)])
     np.testing.assert_allclose(h[:, 1], [4.0, 2.0])
+
+
+def test_hd95_of_signal_masks_and_masks_filling_the_image():
+    """1-D per-timestep masks (signals) are measured as one-row images; a mask that fills the
+    whole image is bounded by the image border instead of having no surface."""
+    a = np.zeros(40, bool)
+    a[5:15] = True
+    b = np.zeros(40, bool)
+    b[8:20] = True
+    # surfaces {5, 14} and {8, 19}: directed distances {3, 5} both ways, 95th percentile 4.9
+    assert hd95_class(a, b) == pytest.approx(4.9, abs=1e-5)
+    assert hd95_class(a, b, (0.5,)) == pytest.approx(2.45, abs=1e-5)
+    full = np.ones((6, 6), bool)
+    assert hd95_class(full, full) == 0.0
+    part = np.zeros((6, 6), bool)
+    part[:, :3] = True
+    assert np.isfinite(hd95_class(full, part))

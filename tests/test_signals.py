@@ -237,3 +237,57 @@ def test_sequence_first_output_layout(tmp_path):
         advonnx.load_model(path, output_layout="NTC")
     with pytest.raises(AdvonnxError, match="letters"):
         advonnx.load_model(path, output_layout="TXC")
+
+
+# -- recurrent nets on signals ---------------------------------------------------------------
+
+class SeizureLSTM(torch.nn.Module):
+    """A bidirectional LSTM over a (N, C, T) signal, per-timestep scores emitted sequence-first
+    (T, N, K), as recurrent detectors are often exported."""
+
+    def __init__(self, channels=3, hidden=8, classes=4):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(channels, hidden, bidirectional=True)
+        self.head = torch.nn.Linear(2 * hidden, classes)
+
+    def forward(self, x):
+        seq, _ = self.lstm(x.permute(2, 0, 1))  # (T, N, 2H)
+        return self.head(seq)
+
+
+@pytest.mark.parametrize("dynamo", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_bidirectional_lstm_sequence_first_exact_gradients(tmp_path, dynamo):
+    torch.manual_seed(3)
+    net = SeizureLSTM().eval()
+    path = export(net, (2, 3, 40), tmp_path / f"lstm_{dynamo}.onnx", dynamo=dynamo)
+    m = advonnx.load_model(path, output_layout="TNC", value_range="0,1")
+    assert m.spec.layout == "NCW" and m.spec.task == "segmentation" and m.spec.num_classes == 4
+    assert m.gradient_mode("auto", loss="seg_ce") == "exact"
+    x, _ = signals(6, length=40)
+    ref = net(torch.tensor(x)).permute(1, 2, 0)
+    labels = ref.detach().numpy().argmax(axis=1)
+    labels[:, ::4] = (labels[:, ::4] + 1) % 4
+    _, grad = m.value_and_grad(x, labels, loss="seg_ce", gradient="exact")
+    xt = torch.tensor(x, requires_grad=True)
+    out = net(xt).permute(1, 2, 0)
+    torch.nn.functional.cross_entropy(out, torch.tensor(labels), reduction="none").mean(dim=1).sum().backward()
+    assert np.linalg.norm(grad - xt.grad.numpy()) / np.linalg.norm(xt.grad.numpy()) < 1e-4
+    res = advonnx.attack(m, x, None, "pgd", norm="linf", eps=0.05, steps=5)
+    assert res.gradient == "exact" and float(np.max(res.linf)) <= 0.05 + 1e-6
+
+
+@pytest.mark.slow
+def test_cli_attacks_a_recurrent_signal_model(tmp_path):
+    torch.manual_seed(4)
+    net = SeizureLSTM().eval()
+    path = export(net, (2, 3, 40), tmp_path / "lstm.onnx")
+    x, _ = signals(8, length=40)
+    np.savez(tmp_path / "eeg.npz", x=x, sampling_rate=np.float64(256.0))
+    r = _cli("inspect", path, "--output-layout", "TNC", cwd=tmp_path)
+    assert r.returncode == 0 and "NCW" in r.stdout and "exact" in r.stdout, r.stdout + r.stderr
+    r = _cli("run", "--model", path, "--data", tmp_path / "eeg.npz", "--output-layout", "TNC", "--attack", "fgsm,pgd",
+             "--eps", "0.05", "--corruptions", "powerline,baseline_wander", "--severities", "3",
+             "--out", tmp_path / "out", "-q", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    t = read_results(next((tmp_path / "out").iterdir())).to_pandas()
+    assert set(t["status"]) == {"ok"} and set(t.loc[t["attack"] == "pgd", "gradient"]) == {"exact"}
