@@ -19,7 +19,8 @@ the sum of all other logits' gradients (two products per step). JSMA-Z loses to 
 ART's single-feature shortcut (top two of ``∇z_target``) on models whose other logits move
 together: the sum over nine other classes is dominated by classes that do not compete, so the
 product rewards elements that push those down (sklearn-digits CNN, θ = 1, γ = 0.1, 100
-samples: targeted success JSMA-Z 0.31, ART 0.48, JSMA-F 0.61; tests/test_paper_attacks.py).
+samples: targeted success JSMA-Z 0.31, ART 0.48, JSMA-F 0.60; untargeted JSMA-F 1.00, ART with
+a random target 0.65-0.74; tests/test_paper_attacks_digits.py).
 A model whose scores are probabilities is used as it is under either setting.
 
 Memory (why 224×224×3 works): the exact pair search is quadratic in the number of elements
@@ -49,7 +50,7 @@ from .deepfool import candidate_classes, onehot, put_rows, repeat_rows
 
 class JSMA(Attack):
     name = "jsma"
-    summary = "Jacobian saliency map attack, pairwise, L0 (Papernot et al. 2016)"
+    summary = "Jacobian saliency map attack, pairwise map on softmax probabilities, L0 (Papernot et al. 2016)"
     norms = ("l0",)
     minimal_norm = True
     tasks = ("classification",)
