@@ -14,7 +14,7 @@ the logits Z, and a margin of probabilities saturates (digits CNN with a Softmax
 Early abort as in Carlini's code and foolbox: the round ends when the objective summed over the
 batch has not fallen by 0.01 % over ``steps / 10`` steps (a per-sample abort stops samples that
 are only slow and loses success at few steps). Per active sample and step: one prediction (to pick the best other
-class) and one vector-Jacobian product of the logit difference (exact or estimated). Units: the model's value units.
+class) and one vector-Jacobian product of the margin (exact or estimated). Units: the model's value units.
 """
 
 from __future__ import annotations
