@@ -7,6 +7,7 @@ features is attacked in the same units by declaring per-feature ``mean = -min/ra
 ``std = 1/range``: advonnx folds ``(x - mean) / std`` in front of the graph.)
 """
 
+import os
 import subprocess
 import sys
 
@@ -71,7 +72,11 @@ def _labels_from_original(path, x):
     """Top-1 labels from the unmodified ONNX file (its own label output), independent of advonnx."""
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    # the thread count advonnx's own sessions use: attacks leave samples on the decision boundary,
+    # where a float summation order of another thread count can flip the label
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = int(os.environ.get("ADVONNX_THREADS") or 0)
+    sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
     label_out = sess.get_outputs()[0].name
     return np.asarray(sess.run([label_out], {sess.get_inputs()[0].name: x})[0]).astype(np.int64)
 
