@@ -80,15 +80,16 @@ class AttackContext:
         scores = self.predict(x, idx)
         return namespace(scores).argmax(scores, axis=self.spec.class_axis)
 
-    def value_and_grad(self, x, labels, idx, *, loss: str):
-        """Loss per row and its gradient w.r.t. ``x``; every evaluation is counted on ``idx``."""
+    def value_and_grad(self, x, labels, idx, *, loss: str, mask=None):
+        """Loss per row and its gradient w.r.t. ``x``; every evaluation is counted on ``idx``.
+        ``mask`` (segmentation, shaped like the labels) weights the pixels of ``seg_ce``."""
         idx_host = to_numpy(idx)
 
         def counter(rows):
             self.count(idx_host[np.asarray(rows)])
 
         return self.model.value_and_grad(
-            x, labels, loss=loss, gradient=self.gradient, rng=self.rng, counter=counter
+            x, labels, loss=loss, gradient=self.gradient, rng=self.rng, counter=counter, mask=mask
         )
 
     def vjp(self, x, cotangent, idx):

@@ -9,10 +9,12 @@ from .base import Attack
 from .carlini_wagner import CarliniWagnerL2
 from .dag import DAG
 from .deepfool import DeepFool
+from .fab import FAB
 from .gradient_descent import BIM, FGSM, PGD
 from .hopskipjump import HopSkipJump
 from .jsma import JSMA
 from .nes import NES, SPSA
+from .segpgd import SegPGD
 from .square import Square
 
 ATTACKS: dict[str, type[Attack]] = {}
@@ -25,7 +27,7 @@ def register(cls: type[Attack]) -> type[Attack]:
     return cls
 
 
-for _cls in (FGSM, BIM, PGD, DeepFool, JSMA, CarliniWagnerL2, DAG):
+for _cls in (FGSM, BIM, PGD, DeepFool, JSMA, CarliniWagnerL2, DAG, FAB, SegPGD):
     register(_cls)
 for _cls in (NES, SPSA, Square, HopSkipJump):  # query-only (score- and decision-based) attacks
     register(_cls)
