@@ -23,8 +23,9 @@ every attacked sample (no early stop: later steps shrink the norm).
 - ``targeted=True`` is FAB-T as AutoAttack runs it: one run per target class among the
   ``k = min(n_target_classes, classes − 1)`` highest-scoring other classes at the clean input,
   each with the single hyperplane ``z_t − z_l``, and *untargeted* success (any wrong class).
-  A call with target labels (``targeted=True`` in ``advonnx.attack``) instead moves towards
-  the given targets, from the clean prediction, and succeeds when the target is reached.
+  Target labels (``targeted=True`` in ``advonnx.attack`` or a suite, which name the call's
+  target mode) are refused: FAB's targeted hyperplane does not make a target reachable. In a
+  suite or on the command line, FAB-T is the attack ``fab_t`` (``fab`` with targeted=True).
 
 Only samples classified as their label are attacked (the others are returned unchanged, broken
 at norm 0). The box of the authors' projections is [0, 1]: the attack works in
@@ -194,7 +195,7 @@ class FAB(Attack):
         f, g = ctx.vjp(repeat_rows(lo + scale * x1, k), cot, repeat_rows(idx, k))
         return xp.reshape(xp.astype(f, x1.dtype), (r, k)), xp.reshape(flat(g) * scale, (r, k, -1))
 
-    def _single_run(self, ctx: AttackContext, u0, src, tgt, idx, goal, start_radius, scale, lo):
+    def _single_run(self, ctx: AttackContext, u0, la, tgt, idx, start_radius, scale, lo):
         """Best adversarial (unit box) per row and its norm (inf where none was found)."""
         xp = namespace(u0)
         n = u0.shape[0]
@@ -213,7 +214,7 @@ class FAB(Attack):
         project = PROJECTIONS[self.norm]
         rows = xp.arange(n)
         for _ in range(self.steps):
-            f, w = self._diffs(ctx, xp.reshape(x1, u0.shape), scale, lo, src, tgt, idx)
+            f, w = self._diffs(ctx, xp.reshape(x1, u0.shape), scale, lo, la, tgt, idx)
             dual = xp.sum(xp.abs(w), axis=2) if self.norm == "linf" else xp.sqrt(xp.sum(w * w, axis=2))
             ind = xp.argmin(xp.abs(f) / (1e-12 + dual), axis=1)
             k = tgt.shape[1]
@@ -228,7 +229,7 @@ class FAB(Attack):
             alpha = xp.clip(a1 / (a1 + a2), 0.0, self.alpha_max)[:, None]
             x1 = xp.clip((x1 + self.eta * d1) * (1 - alpha) + (x0 + d2 * self.eta) * alpha, 0.0, 1.0)
             pred = ctx.classify(lo + scale * xp.reshape(x1, u0.shape), idx)
-            is_adv = pred == goal if ctx.targeted else pred != goal
+            is_adv = pred != la
             dist = xp.astype(norms(x1 - x0, self.norm), xp.float64)
             better = is_adv & (dist < best)
             adv = xp.where(better[:, None], x1, adv)
@@ -238,6 +239,9 @@ class FAB(Attack):
 
     # -- all runs (fab_base.py perturb) --------------------------------------------------------
     def run(self, ctx: AttackContext, x, labels):
+        if ctx.targeted:
+            raise AdvonnxError("fab takes no target labels: FAB-T (setting targeted=True, or attack fab_t) "
+                               "runs over the top-k other classes with untargeted success")
         xp = namespace(x)
         n = x.shape[0]
         every = xp.arange(n)
@@ -247,18 +251,13 @@ class FAB(Attack):
         scores = ctx.predict(x, every)
         pred = xp.argmax(scores, axis=1)
         c = scores.shape[1]
-        if ctx.targeted:  # given targets: from the clean prediction towards the target
-            src, goal, attack_me = pred, labels, pred != labels
-            target_sets = [labels[:, None]]
+        attack_me = pred == labels
+        if self.targeted:
+            k = min(self.n_target_classes, c - 1)
+            order = candidate_classes(scores, labels, k + 1)
+            target_sets = [order[:, i:i + 1] for i in range(k)]
         else:
-            src, goal, attack_me = labels, labels, pred == labels
-            if self.targeted:
-                k = min(self.n_target_classes, c - 1)
-                order = candidate_classes(scores, labels, k + 1)
-                target_sets = [order[:, i:i + 1] for i in range(k)]
-            else:
-                others = candidate_classes(scores, labels, c)  # every class but the label
-                target_sets = [others]
+            target_sets = [candidate_classes(scores, labels, c)]  # every class but the label
         eps_u = None if self.eps is None else self.eps / scale
         radius_default = eps_u if eps_u is not None else RESTART_RADIUS[self.norm]
         best = xp.where(attack_me, xp.full((n,), xp.inf, dtype=xp.float64), xp.zeros((n,), dtype=xp.float64))
@@ -273,9 +272,22 @@ class FAB(Attack):
                 radius = None
                 if restart > 0:
                     radius = xp.clip(take(best), None, radius_default)
-                adv, dist = self._single_run(ctx, take(u), take(src), take(tgt), idx, take(goal), radius,
+                adv, dist = self._single_run(ctx, take(u), take(labels), take(tgt), idx, radius,
                                              scale, lo)
                 better = dist < take(best)
                 x_best = put_rows(x_best, idx, xp.where(batch_view(better, adv.ndim), adv, take(x_best)))
                 best = put_rows(best, idx, xp.where(better, dist, take(best)))
         return lo + scale * x_best
+
+
+class FABT(FAB):
+    """FAB-T under its own name, for suites and the CLI, where ``targeted`` means target labels."""
+
+    name = "fab_t"
+    summary = "FAB-T: FAB towards each of the top-k other classes, untargeted success (AutoAttack's)"
+
+    def __init__(self, *, norm: str = "linf", eps: float | None = None, steps: int = 100, restarts: int = 1,
+                 alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, targeted: bool = True,
+                 n_target_classes: int = 9):
+        super().__init__(norm=norm, eps=eps, steps=steps, restarts=restarts, alpha_max=alpha_max, eta=eta,
+                         beta=beta, targeted=targeted, n_target_classes=n_target_classes)

@@ -9,7 +9,7 @@ from .base import Attack
 from .carlini_wagner import CarliniWagnerL2
 from .dag import DAG
 from .deepfool import DeepFool
-from .fab import FAB
+from .fab import FAB, FABT
 from .gradient_descent import BIM, FGSM, PGD
 from .hopskipjump import HopSkipJump
 from .jsma import JSMA
@@ -27,10 +27,11 @@ def register(cls: type[Attack]) -> type[Attack]:
     return cls
 
 
-for _cls in (FGSM, BIM, PGD, DeepFool, JSMA, CarliniWagnerL2, DAG, FAB, SegPGD):
+for _cls in (FGSM, BIM, PGD, DeepFool, JSMA, CarliniWagnerL2, DAG, FAB, FABT, SegPGD):
     register(_cls)
 for _cls in (NES, SPSA, Square, HopSkipJump):  # query-only (score- and decision-based) attacks
     register(_cls)
+ALIASES.update({"fab-t": "fab_t", "fabt": "fab_t", "seg_pgd": "segpgd", "seg-pgd": "segpgd"})
 ALIASES.update({"hopskipjump": "hsj", "square_attack": "square", "nes_pgd": "nes", "spsa_pgd": "spsa"})
 
 
