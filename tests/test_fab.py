@@ -182,12 +182,12 @@ def test_fab_vs_torchattacks(name, norm, targeted, brain_patches, brain_cnn_path
     path = brain_cnn_path if name == "brain_cnn" else brain_mobilenet_path
     model, net = advonnx.load_model(path), _twin(name, path)
     x, y = brain_patches
-    x, y = x[:40], y[:40].astype(np.int64)
+    x, y = x[:30], y[:30].astype(np.int64)
     with torch.no_grad():
         np.testing.assert_allclose(model.predict(x), net(torch.from_numpy(x)).numpy(), rtol=1e-4, atol=1e-4)
     ok = model.classify(x) == y
     x, y = x[ok], y[ok]
-    steps = 50
+    steps = 30
     eps = ({"linf": 2 / 255, "l2": 0.3} if targeted else {"linf": 1.0, "l2": 32.0})[norm]
     torch.manual_seed(0)
     atk = torchattacks.FAB(net, norm={"linf": "Linf", "l2": "L2"}[norm], eps=eps, steps=steps,

@@ -99,8 +99,8 @@ def test_segpgd_refuses_classifiers(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("norm,eps", [("linf", 4 / 255), ("l2", 0.5)])
-@pytest.mark.parametrize("name", ["brain_unet", "brain_sdnet"])
+@pytest.mark.parametrize("name,norm,eps", [("brain_unet", "linf", 4 / 255), ("brain_sdnet", "linf", 4 / 255),
+                                           ("brain_sdnet", "l2", 0.5)])
 def test_segpgd_on_trained_segmenters_vs_transcription(name, norm, eps):
     model = advonnx.load_model(SUITES / "models" / f"{name}.onnx")
     d = np.load(SUITES / "data" / "brain_slices_test.npz")
