@@ -91,9 +91,10 @@ class AttackContext:
         scores = self.predict(x, idx)
         return namespace(scores).argmax(scores, axis=self.spec.class_axis)
 
-    def value_and_grad(self, x, labels, idx, *, loss: str):
-        """Loss per row and its gradient w.r.t. ``x``; every evaluation is counted on ``idx``."""
-        return self._expected(x, labels, None, idx, loss=loss)
+    def value_and_grad(self, x, labels, idx, *, loss: str, mask=None):
+        """Loss per row and its gradient w.r.t. ``x``; every evaluation is counted on ``idx``.
+        ``mask`` (segmentation, shaped like the labels) weights the pixels of ``seg_ce``."""
+        return self._expected(x, labels, None, idx, loss=loss, mask=mask)
 
     def vjp(self, x, cotangent, idx):
         """``<cotangent, scores>`` per row and ``cotangentᵀ ∂scores/∂x`` (shaped like ``x``).
@@ -103,7 +104,7 @@ class AttackContext:
         """
         return self._expected(x, None, cotangent, idx, loss="ce")
 
-    def _expected(self, x, labels, cotangent, idx, *, loss: str):
+    def _expected(self, x, labels, cotangent, idx, *, loss: str, mask=None):
         """The model's value and gradient, averaged over ``eot`` draws (one batched call of the
         ``eot`` copies of ``x``) for a randomized model."""
         k = self.eot
@@ -112,13 +113,15 @@ class AttackContext:
         if k > 1:
             n = x.shape[0]
             tile = lambda a: None if a is None else xp.concat([a] * k)  # noqa: E731
-            x, labels, cotangent, idx_host = tile(x), tile(labels), tile(cotangent), np.tile(idx_host, k)
+            x, labels, cotangent, mask = tile(x), tile(labels), tile(cotangent), tile(mask)
+            idx_host = np.tile(idx_host, k)
 
         def counter(rows):
             self.count(idx_host[np.asarray(rows)])
 
         value, grad = self.model.value_and_grad(
-            x, labels, loss=loss, cotangent=cotangent, gradient=self.gradient, rng=self.rng, counter=counter
+            x, labels, loss=loss, cotangent=cotangent, gradient=self.gradient, rng=self.rng, counter=counter,
+            mask=mask,
         )
         if k > 1:
             value = xp.mean(xp.reshape(value, (k, n)), axis=0)

@@ -63,6 +63,11 @@ class GradientDescentAttack(Attack):
     def _loss_name(self, ctx: AttackContext) -> str:
         return "seg_ce" if ctx.spec.task == "segmentation" else self.loss
 
+    def gradient(self, ctx: AttackContext, x_adv, labels, idx, *, loss: str, step: int):
+        """The ascent direction's gradient at ``x_adv`` in step ``step`` (0-based)."""
+        _, g = ctx.value_and_grad(x_adv, labels, idx, loss=loss)
+        return g
+
     def run(self, ctx: AttackContext, x, labels):
         xp = namespace(x)
         n = x.shape[0]
@@ -77,8 +82,8 @@ class GradientDescentAttack(Attack):
                 x_adv = ctx.clip(xa + _random_start(ctx, xa, self.eps, self.norm))
             else:
                 x_adv = xa
-            for _ in range(self.steps):
-                _, g = ctx.value_and_grad(x_adv, la, active, loss=loss)
+            for step in range(self.steps):
+                g = self.gradient(ctx, x_adv, la, active, loss=loss, step=step)
                 x_adv = x_adv + (sign * self.step_size) * _normalize(g, self.norm)
                 x_adv = ctx.clip(self.project(xa, x_adv))
             if self.restarts == 1:

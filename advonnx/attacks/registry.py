@@ -9,10 +9,12 @@ from .base import Attack
 from .carlini_wagner import CarliniWagnerL2
 from .dag import DAG
 from .deepfool import DeepFool
+from .fab import FAB, FABT
 from .gradient_descent import BIM, FGSM, PGD
 from .hopskipjump import HopSkipJump
 from .jsma import JSMA
 from .nes import NES, SPSA
+from .segpgd import SegPGD
 from .square import Square
 from .transfer import Transfer
 from .universal import UniversalPerturbation
@@ -27,12 +29,13 @@ def register(cls: type[Attack]) -> type[Attack]:
     return cls
 
 
-for _cls in (FGSM, BIM, PGD, DeepFool, JSMA, CarliniWagnerL2, DAG):
+for _cls in (FGSM, BIM, PGD, DeepFool, JSMA, CarliniWagnerL2, DAG, FAB, FABT, SegPGD):
     register(_cls)
 for _cls in (NES, SPSA, Square, HopSkipJump):  # query-only (score- and decision-based) attacks
     register(_cls)
 register(Transfer)  # white-box on a surrogate, decisions of the target
 register(UniversalPerturbation)
+ALIASES.update({"fab-t": "fab_t", "fabt": "fab_t", "seg_pgd": "segpgd", "seg-pgd": "segpgd"})
 ALIASES.update({"universal": "uap", "hopskipjump": "hsj", "square_attack": "square", "nes_pgd": "nes", "spsa_pgd": "spsa"})
 
 
