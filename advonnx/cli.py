@@ -303,6 +303,14 @@ def inspect(
     shape = "(" + ", ".join("?" if d is None else str(d) for d in s.input_shape) + ")"
     missing = m.unsupported_ops()
     gradient = "exact" if not missing else "estimated (no VJP rule for: " + ", ".join(missing) + ")"
+    straight = m.straight_through_ops() if not missing else []
+    if straight:
+        gradient = "exact + straight-through: " + ", ".join(straight) + " (identity in the backward pass, BPDA)"
+    if s.attacked_output:
+        attacked = f"{s.attacked_output!r} (input of the final {s.attacked_op}); decisions from {s.output_name!r}"
+    else:
+        attacked = f"{s.output_name!r} ({s.attacked_scores}" + (
+            "; log-probabilities in float64" if s.attacked_scores == "probabilities" else "") + ")"
     for name, value, src in (
         ("input", f"{s.input_name} {shape} " + (f"{s.input_integer} (fed as {s.input_dtype}, rounded in the graph)"
                                                  if s.input_integer else s.input_dtype), s.source("input_name")),
@@ -315,6 +323,7 @@ def inspect(
         ("preprocessing", f"scale={s.scale:g} mean={list(s.mean) or '-'} std={list(s.std) or '-'}", s.source("mean")),
         ("batch", "dynamic" if s.fixed_batch is None else f"fixed at {s.fixed_batch} (advonnx batches internally)", "graph"),
         ("framework", f"{s.framework} ({s.exporter}); producer {s.producer or '?'}; opset {s.opset}", s.source("framework")),
+        ("attacked tensor", attacked, "logits rule" if s.logits_rule else "logits rule off"),
         ("gradient", gradient, "autodiff"),
         ("execution provider", m.execution_provider + (f" ({m.cuda_note})" if m.cuda_note else ""), "onnxruntime"),
     ):

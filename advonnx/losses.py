@@ -60,6 +60,19 @@ def cross_entropy(scores, y, *, probabilities: bool, axis: int = 1):
     return -picked
 
 
+def log_odds(scores, y, *, axis: int = 1):
+    """``d = log Σ_{j≠y} exp(z_j) − z_y`` per sample from logits: ``CE = softplus(d)`` and
+    ``∇CE = σ(d)·∇d``, so ``∇d`` is CE's gradient direction without the factor ``1 − p_y``
+    that underflows to 0 for confident logits (any float precision)."""
+    xp = namespace(scores)
+    z_y, onehot = _take_class(scores, y, axis)
+    big = xp.asarray(1e30 if scores.dtype == xp.float64 else 1e9, dtype=scores.dtype)
+    masked = scores - onehot * big
+    m = xp.max(masked, axis=axis, keepdims=True)
+    lse = xp.squeeze(m, axis=axis) + xp.log(xp.sum(xp.exp(masked - m), axis=axis))
+    return lse - z_y
+
+
 def margin(scores, y, *, axis: int = 1):
     """C&W margin ``max_{j != y} z_j - z_y`` per sample (and per pixel for dense outputs)."""
     xp = namespace(scores)

@@ -72,6 +72,40 @@ def _last_op(graph, name: str) -> str:
     return "" if node is None else node.op_type
 
 
+# Final activations whose input is attacked instead of their output (the logits rule).
+_HEADS = {"Softmax", "LogSoftmax", "Sigmoid"}
+ATTACKED_OUTPUT = "advonnx_attacked"  # the canonical graph's second output under the logits rule
+
+
+def _head(graph, name: str):
+    """The final Softmax/LogSoftmax/Sigmoid producing ``name`` through shape-only ops, and those
+    ops in forward order; ``(None, [])`` when there is none."""
+    producers = _producer_map(graph)
+    chain = []
+    node = producers.get(name)
+    while node is not None and node.op_type in _PASS_THROUGH and node.input:
+        chain.append(node)
+        node = producers.get(node.input[0])
+    if node is None or node.op_type not in _HEADS or node.domain not in ("", "ai.onnx"):
+        return None, []
+    return node, chain[::-1]
+
+
+def _replay(source: str, chain: list, prefix: str) -> tuple[list, str]:
+    """Copies of the shape-only ``chain`` applied to ``source`` (same attributes and shape
+    inputs), so that the attacked tensor has the scores' shape; returns the nodes and output."""
+    nodes, cur = [], source
+    for k, node in enumerate(chain):
+        new = copy.deepcopy(node)
+        new.input[0] = cur
+        cur = f"{prefix}_{k}"
+        del new.output[:]
+        new.output.append(cur)
+        new.name = cur
+        nodes.append(new)
+    return nodes, cur
+
+
 def _guess_layout(shape: tuple, first_ops: list[str], notes: list[str]) -> str:
     rank = len(shape)
     if rank == 2:
@@ -202,6 +236,15 @@ def build_canonical(model: onnx.ModelProto, spec: ModelSpec, *, relaxed: bool = 
         prefix.append(helper.make_node("Identity", [cur], [inner]))
         for node in reversed(prefix):
             g.node.insert(0, node)
+    # Logits rule: the input of the final Softmax/LogSoftmax/Sigmoid, through the same shape ops.
+    attacked = ""
+    if spec.attacked_output:
+        head, chain = _head(g, out_name)
+        if head is None or head.input[0] != spec.attacked_output:
+            raise ModelError(f"{spec.path}: the scores no longer come from {spec.attacked_op or 'a final activation'}; "
+                             "reload the model")
+        nodes, attacked = _replay(spec.attacked_output, chain, "advonnx_attacked_shape")
+        g.node.extend(nodes)
     # Binary single output → two class scores.
     final = out_name
     if spec.output_kind == "binary":
@@ -216,12 +259,20 @@ def build_canonical(model: onnx.ModelProto, spec: ModelSpec, *, relaxed: bool = 
             g.node.append(helper.make_node("Sub", [out_name, out_name], ["advonnx_neg_class"]))
         g.node.append(helper.make_node("Concat", ["advonnx_neg_class", out_name], ["advonnx_two_class"], axis=axis))
         final = "advonnx_two_class"
+        if attacked:  # the pre-sigmoid logit z as [0, z]
+            g.node.append(helper.make_node("Sub", [attacked, attacked], ["advonnx_attacked_zero"]))
+            g.node.append(helper.make_node("Concat", ["advonnx_attacked_zero", attacked], ["advonnx_attacked_two"],
+                                           axis=axis))
+            attacked = "advonnx_attacked_two"
     old_out = next((o for o in model.graph.output if o.name == spec.output_name), None)
     elem = TensorProto.FLOAT
     if old_out is not None and old_out.type.tensor_type.elem_type in _FLOAT_TYPES:
         elem = old_out.type.tensor_type.elem_type
     del g.output[:]
     g.output.append(helper.make_tensor_value_info(final, elem, None))
+    if attacked:
+        g.node.append(helper.make_node("Identity", [attacked], [ATTACKED_OUTPUT], name=ATTACKED_OUTPUT))
+        g.output.append(helper.make_tensor_value_info(ATTACKED_OUTPUT, elem, None))
     if spec.label_output:
         g.output.append(helper.make_tensor_value_info(spec.label_output, TensorProto.INT64, None))
     # Older opsets lack CastLike: lift if needed.
@@ -292,9 +343,12 @@ class OnnxModel:
         self.canonical = build_canonical(proto, spec)
         self._session = self._make_session(self.canonical)
         self._scores_out = self.canonical.graph.output[0].name
+        # what losses, margins, gradients and query objectives read (the logits rule)
+        self._attacked_out = ATTACKED_OUTPUT if spec.attacked_output else self._scores_out
         self.execution_provider = self._session.get_providers()[0]
         self._grad_sessions: dict[tuple, ort.InferenceSession] = {}
         self._unsupported: list[str] | None = None
+        self._straight: list[str] | None = None
         self._relaxed: onnx.ModelProto | None = None
 
     @property
@@ -399,6 +453,26 @@ class OnnxModel:
             return scores if scores.dtype == np.float32 else scores.astype(np.float32)
         return _like(x, scores)
 
+    def attack_scores(self, x):
+        """The tensor attacks' objectives read for the batch ``x`` (one query per row): the
+        input of a final Softmax/LogSoftmax/Sigmoid (logits; see ``spec.attacked_output``),
+        shaped like ``predict``'s scores, else the scores themselves. Decisions still come from
+        ``predict``/``classify``."""
+        return self.predict_both(x)[1]
+
+    def predict_both(self, x):
+        """``(predict(x), attack_scores(x))`` from one run (one query per row)."""
+        if self._attacked_out == self._scores_out:
+            scores = self.predict(x)
+            return scores, scores
+        feed = self._input(x)
+        outs = self._run(self._session, {self.spec.input_name: feed}, [self._scores_out, self._attacked_out])
+        with self._lock:
+            self.queries += feed.shape[0]
+        if type(x) is np.ndarray:
+            return tuple(o if o.dtype == np.float32 else o.astype(np.float32) for o in outs)
+        return tuple(_like(x, o) for o in outs)
+
     def classify(self, x):
         """Predicted labels: the model's own label output when it has one (scikit-learn and
         other converters: ties in the probabilities are broken the model's way), else argmax
@@ -431,12 +505,31 @@ class OnnxModel:
                 self._unsupported = ["(advonnx.autodiff not available)"]
             else:
                 try:
-                    self._unsupported = list(unsupported_ops(self.differentiable, input_name=self.spec.input_name))
+                    self._unsupported = list(unsupported_ops(self.differentiable, input_name=self.spec.input_name,
+                                                             output_name=self._attacked_out))
                 except Exception as err:  # only the relaxed graph of an integer input can be ill-typed
                     if not self.spec.input_integer:
                         raise
                     self._unsupported = [f"the {self.spec.input_integer} input feeds integer ops ({_first_line(err)})"]
         return self._unsupported
+
+    def straight_through_ops(self) -> list[str]:
+        """Piecewise-constant ops on the attacked path whose exact gradient is replaced by the
+        identity (straight-through / BPDA: Round, Floor, Ceil, Sign); [] when none."""
+        if self._straight is None:
+            from .autodiff import straight_through_ops
+
+            try:
+                self._straight = straight_through_ops(self.differentiable, input_name=self.spec.input_name,
+                                                      output_name=self._attacked_out)
+            except Exception:  # noqa: BLE001 - a graph without exact gradients has nothing to report
+                self._straight = []
+        return self._straight
+
+    def gradient_label(self, mode: str) -> str:
+        """``mode`` as results record it: ``exact+straight-through`` when exact gradients pass
+        piecewise-constant ops as the identity (see ``straight_through_ops``)."""
+        return "exact+straight-through" if mode == "exact" and self.straight_through_ops() else mode
 
     def gradient_mode(self, requested: str = "auto", *, loss: str | None = None) -> str:
         """Which gradient ``requested`` (auto|exact|estimated) resolves to for this model.
@@ -464,8 +557,8 @@ class OnnxModel:
             )
         return "estimated"
 
-    def _grad_session(self, loss: str) -> ort.InferenceSession:
-        key = (loss,)
+    def _grad_session(self, loss: str, scale_free: bool = False) -> ort.InferenceSession:
+        key = (loss, scale_free)
         if key not in self._grad_sessions:
             from .autodiff import gradient_model
 
@@ -473,25 +566,28 @@ class OnnxModel:
                 self.differentiable,
                 loss=loss,
                 input_name=self.spec.input_name,
-                probabilities=self.spec.scores == "probabilities",
+                output_name=self._attacked_out,
+                probabilities=self.spec.attacked_scores == "probabilities",
                 class_axis=self.spec.class_axis,
+                scale_free=scale_free,
             )
             self._grad_sessions[key] = self._make_session(proto)
         return self._grad_sessions[key]
 
-    def loss(self, scores, y, loss: str = "ce", *, mask=None, cotangent=None):
-        """Per-sample loss from scores (host or device arrays), as in ``advonnx.losses``."""
+    def loss(self, scores, y, loss: str = "ce", *, mask=None, cotangent=None, scale_free: bool = False):
+        """Per-sample loss (host or device arrays), as in ``advonnx.losses``, from the attacked
+        scores (``attack_scores``: logits under the logits rule). Probabilities are taken in
+        float64 (log-probabilities of float32 scores). ``scale_free`` with ``ce`` on logits gives
+        the log-odds ``LSE_{j≠y} z_j − z_y`` instead (see ``value_and_grad``)."""
+        xp = namespace(scores)
         if cotangent is not None:
-            xp = namespace(scores)
             return xp.sum(xp.reshape(scores * cotangent, (scores.shape[0], -1)), axis=1)
-        return losses.compute(
-            loss,
-            scores,
-            y,
-            probabilities=self.spec.scores == "probabilities",
-            axis=self.spec.class_axis,
-            mask=mask,
-        )
+        probs = self.spec.attacked_scores == "probabilities"
+        if scale_free and loss == "ce" and not probs:
+            return losses.log_odds(scores, y, axis=self.spec.class_axis)
+        if probs and scores.dtype != xp.float64:
+            scores = xp.astype(scores, xp.float64)
+        return losses.compute(loss, scores, y, probabilities=probs, axis=self.spec.class_axis, mask=mask)
 
     def value_and_grad(
         self,
@@ -504,17 +600,26 @@ class OnnxModel:
         mask=None,
         rng: Random | None = None,
         counter=None,
+        scale_free: bool = False,
     ):
         """Per-sample ``loss`` (N,) and the gradient of ``loss.sum()`` w.r.t. ``x`` (shaped like x).
 
+        Losses are on the attacked scores (``attack_scores``: the logits before a final
+        Softmax/LogSoftmax/Sigmoid when the graph has one, see ``spec.attacked_output``).
         ``loss``: ``ce``, ``margin`` or ``seg_ce`` (see ``advonnx.losses``), for labels ``y``.
-        ``cotangent`` (shaped like the scores) instead gives the vector-Jacobian product
+        ``cotangent`` (shaped like the attacked scores) instead gives the vector-Jacobian product
         ``cotangentᵀ ∂scores/∂x`` and ``loss = <cotangent, scores>`` per sample.
+        ``scale_free=True`` with ``ce`` on logits differentiates the log-odds
+        ``d = LSE_{j≠y} z_j − z_y`` instead: ``∇CE = σ(d)·∇d``, so the direction is CE's, without
+        the factor ``1 − p_y`` that underflows to 0 for confident (large) logits; for attacks
+        that use only the direction (sign or unit-norm steps). The value returned is then ``d``.
         ``gradient``: ``exact`` (ONNX gradient graph), ``estimated`` (NES/SPSA from queries,
         costing ``2q+1`` queries per sample) or ``auto`` (exact when every op has a rule).
         ``counter(idx)`` is called with the sample indices of every row evaluated.
         """
         mode = self.gradient_mode(gradient, loss="cotangent" if cotangent is not None else loss)
+        scale_free = bool(scale_free) and cotangent is None and loss == "ce" \
+            and self.spec.attacked_scores == "logits"
         xp = namespace(x)
         n = x.shape[0]
         if cotangent is None and y is None:
@@ -541,7 +646,7 @@ class OnnxModel:
                 session = self._grad_session("cotangent")
                 feeds[GRAD_INPUT_COTANGENT] = aux(cotangent, "float32")
             else:
-                session = self._grad_session(loss)
+                session = self._grad_session(loss, scale_free)
                 feeds[GRAD_INPUT_LABEL] = aux(y, "int64")
                 if loss == "seg_ce":
                     feeds[GRAD_INPUT_MASK] = aux(xp.ones(y.shape) if mask is None else mask, "float32")
@@ -555,7 +660,7 @@ class OnnxModel:
             else:
                 scores = _like(x, scores.astype(np.float32, copy=False))
                 grad = _like(x, grad.astype(to_numpy(x).dtype, copy=False))
-            value = self.loss(scores, y, loss, mask=mask, cotangent=cotangent)
+            value = self.loss(scores, y, loss, mask=mask, cotangent=cotangent, scale_free=scale_free)
             return value, grad
         rng = rng or Random(0)
 
@@ -564,11 +669,11 @@ class OnnxModel:
                 counter(to_numpy(idx))
             # float64 loss: a confident model's float32 cross-entropy rounds to 0 and its
             # finite differences vanish (a numerical gradient mask), its float32 logits do not.
-            scores = xp.astype(self.predict(xb), xp.float64)
+            scores = xp.astype(self.attack_scores(xb), xp.float64)
             take = lambda a: None if a is None else xp.take(a, idx, axis=0)  # noqa: E731
             cot = take(cotangent)
             cot = None if cot is None else xp.astype(cot, xp.float64)
-            return self.loss(scores, take(y), loss, mask=take(mask), cotangent=cot)
+            return self.loss(scores, take(y), loss, mask=take(mask), cotangent=cot, scale_free=scale_free)
 
         return estimate_value_and_grad(
             loss_of, x, self.estimator, rng, value_range=self.spec.value_range
@@ -666,8 +771,10 @@ def _infer_spec(proto: onnx.ModelProto, path: str, overrides: dict[str, Any]) ->
         raise ModelError(f"{path}: mean has {len(spec.mean)} values but std has {len(spec.std)}")
     # Probe run of the graph to read the scores' shape and values.
     last = _last_op(g, out_name)
-    probe = _probe_output(proto, spec, notes)
+    spec.logits_rule = bool(declared.get("logits_rule", True))
+    probe, before = _probe_output(proto, spec, notes)
     _infer_output(spec, probe, last, declared, notes)
+    _attacked_tensor(spec, probe, before, notes)
     if "class_names" in declared:
         names = declared["class_names"]
         if spec.num_classes and len(names) != spec.num_classes and spec.output_kind != "binary":
@@ -694,8 +801,9 @@ def _framework_from_producer(producer: str) -> str:
     return producer
 
 
-def _probe_output(proto: onnx.ModelProto, spec: ModelSpec, notes: list[str]) -> np.ndarray | None:
-    """Scores of the raw graph (no folding) on a small random batch; None if it cannot run."""
+def _probe_output(proto: onnx.ModelProto, spec: ModelSpec, notes: list[str]):
+    """Scores of the raw graph (no folding) on a small random batch, and the input of a final
+    Softmax/LogSoftmax/Sigmoid passed through the same shape ops (None when there is none)."""
     shape = list(spec.input_shape)
     shape[0] = spec.fixed_batch or 2
     for k in range(1, len(shape)):
@@ -726,13 +834,52 @@ def _probe_output(proto: onnx.ModelProto, spec: ModelSpec, notes: list[str]) -> 
         bare.graph.node.remove(zip_node)
         del bare.graph.output[:]
         bare.graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, None))
+    head, chain = _head(bare.graph, out)
+    names = [out]
+    if head is not None:
+        nodes, before = _replay(head.input[0], chain, "advonnx_probe_attacked")
+        bare.graph.node.extend(nodes)
+        bare.graph.output.append(onnx.ValueInfoProto(name=before))
+        names.append(before)
     try:
         so = _session_options(1)
         sess = ort.InferenceSession(bare.SerializeToString(), sess_options=so, providers=["CPUExecutionProvider"])
-        return np.asarray(sess.run([out], {spec.input_name: x})[0])
+        values = [np.asarray(v) for v in sess.run(names, {spec.input_name: x})]
+        if head is not None:
+            spec.attacked_output, spec.attacked_op = head.input[0], head.op_type
+        return values[0], (values[1] if len(values) > 1 else None)
     except Exception as err:
         msg = _first_line(err)
         raise ModelError(f"{spec.path}: onnxruntime cannot run the model on a probe batch of shape {tuple(shape)}: {msg}") from None
+
+
+def _attacked_tensor(spec: ModelSpec, scores: np.ndarray, before: np.ndarray | None, notes: list[str]) -> None:
+    """Keep ``spec.attacked_output`` (set by the probe) when the logits rule is on and the final
+    activation, applied along the class axis to the probe's pre-activation tensor, gives the
+    scores; else clear it and say why."""
+    op, name = spec.attacked_op, spec.attacked_output
+    spec.attacked_output = spec.attacked_op = ""
+    if before is None or not op:
+        return
+    if not spec.logits_rule:
+        notes.append(f"logits rule off: attacks use the {op} output itself, not its input {name!r}")
+        return
+    z = before.astype(np.float64)
+    if z.shape != scores.shape:
+        notes.append(f"the input of the final {op} has shape {z.shape}, not the scores' {scores.shape}: attacks use the scores")
+        return
+    ax = spec.class_axis
+    if op == "Sigmoid":
+        expect = 1.0 / (1.0 + np.exp(-z))
+    else:
+        shifted = z - z.max(axis=ax, keepdims=True)
+        log_p = shifted - np.log(np.exp(shifted).sum(axis=ax, keepdims=True))
+        expect = log_p if op == "LogSoftmax" else np.exp(log_p)
+    if not np.allclose(expect, scores.astype(np.float64), rtol=1e-3, atol=1e-5, equal_nan=True):
+        notes.append(f"the final {op} does not act along the class axis {ax}: attacks use its output, not its input {name!r}")
+        return
+    spec.attacked_output, spec.attacked_op = name, op
+    notes.append(f"attacked tensor: {name!r} (input of the final {op}); decisions from {spec.output_name!r}")
 
 
 def _infer_output(spec: ModelSpec, scores: np.ndarray, last_op: str, declared: dict, notes: list[str]):

@@ -78,7 +78,8 @@ class GradientDescentAttack(Attack):
             else:
                 x_adv = xa
             for _ in range(self.steps):
-                _, g = ctx.value_and_grad(x_adv, la, active, loss=loss)
+                # only the direction is used (sign / unit norm): scale-free CE never underflows
+                _, g = ctx.value_and_grad(x_adv, la, active, loss=loss, scale_free=True)
                 x_adv = x_adv + (sign * self.step_size) * _normalize(g, self.norm)
                 x_adv = ctx.clip(self.project(xa, x_adv))
             if self.restarts == 1:

@@ -66,9 +66,9 @@ class JSMA(Attack):
         s = 1.0 if self.theta > 0 else -1.0
         bound = ctx.hi if self.theta > 0 else ctx.lo
         every = xp.arange(n)
-        scores = ctx.predict(x, every)
+        scores, logits = ctx.scores(x, every)  # decisions; logits pick the runner-up
         c = scores.shape[1]
-        goal = onehot(labels, c, x.dtype) if ctx.targeted else self._runner_up(scores, labels, c, x.dtype)
+        goal = onehot(labels, c, x.dtype) if ctx.targeted else self._runner_up(logits, labels, c, x.dtype)
         xf = xp.astype(flat(x), x.dtype)
         x0f = xf
         pred = xp.argmax(scores, axis=1)
@@ -107,10 +107,10 @@ class JSMA(Attack):
             moved = xp.clip(xa + self.theta, ctx.lo, ctx.hi)
             xa = xp.where(hit, moved, xa)
             xf = put_rows(xf, active, xa)
-            sa = ctx.predict(xp.reshape(xa, (na,) + shape), active)
+            sa, za = ctx.scores(xp.reshape(xa, (na,) + shape), active)
             pred = xp.argmax(sa, axis=1)
             if not ctx.targeted:
-                goal = put_rows(goal, active, self._runner_up(sa, xp.take(labels, active, axis=0), c, x.dtype))
+                goal = put_rows(goal, active, self._runner_up(za, xp.take(labels, active, axis=0), c, x.dtype))
             done = ctx.is_adversarial(pred, xp.take(labels, active, axis=0))
             changed = xp.sum(xp.astype(xa != xp.take(x0f, active, axis=0), xp.float64), axis=1)
             still = xp.any(xa < bound, axis=1) if self.theta > 0 else xp.any(xa > bound, axis=1)

@@ -148,6 +148,15 @@ def identity(ctx: VJPContext):
     return [ctx.g()]
 
 
+@vjp("Round", "Floor", "Ceil", "Sign")
+def straight_through(ctx: VJPContext):
+    """Straight-through estimator (BPDA, Athalye, Carlini, Wagner 2018): these ops have a zero
+    derivative almost everywhere, which would mask the gradient; the backward pass treats them
+    as the identity. For Sign the identity is the usual BPDA surrogate too (the derivative of
+    the smooth ``x`` that Sign quantizes), not the derivative of a ±1 approximation."""
+    return [ctx.g()]
+
+
 @vjp("Cast", "CastLike")
 def cast(ctx: VJPContext):
     elem = ctx.elem(ctx.x(0))
