@@ -347,7 +347,7 @@ def list_attacks():
         params = ", ".join(f"{k}={_fmt_default(v)}" for k, v in cls.parameters().items())
         t.add_row(name, ", ".join(cls.norms), cls.needs, params, cls.summary)
     console.print(t)
-    console.print("[dim]eps is in the model's value units (e.g. 8/255 for images in [0, 1]); gradient attacks use exact gradients when the graph allows, else NES estimates.[/dim]")
+    console.print("[dim]eps is in the model's value units (e.g. 8/255 for images in [0, 1]); gradient attacks use exact gradients when the graph allows, else NES estimates; losses and query objectives are on the logits before a final Softmax/Sigmoid (decisions from the output).[/dim]")
 
 
 def _fmt_default(v) -> str:

@@ -5,7 +5,8 @@ Convention: every loss is what an *untargeted* attack ascends for the true label
 targeted attack descends the same loss for its target label. All return shape (N,).
 
 - ``ce``: cross-entropy. On logits ``-log_softmax(z)[y]``; on probabilities
-  ``-log(clip(p[y], 1e-12, 1))``; on a single sigmoid output binary cross-entropy.
+  ``-log(clip(p[y], 1e-12, 1))`` (callers pass float64); on a single sigmoid output binary
+  cross-entropy. Models give attacks logits whenever the graph has them (the logits rule).
 - ``margin``: Carlini-Wagner margin ``max_{j != y} z_j - z_y`` (positive = misclassified).
 - ``seg_ce``: segmentation cross-entropy averaged over pixels/voxels (optional mask).
 """

@@ -6,7 +6,11 @@ The file is turned into a *canonical* graph before anything runs:
   user's values (and ``eps``) are in the declared value range;
 - a ZipMap output (scikit-learn converters) is replaced by the probability tensor it reads;
 - a single-output binary classifier (one logit ``z`` or one probability ``p``) is presented as
-  two class scores ``[0, z]`` (logits; softmax gives ``sigmoid(z)``) or ``[1 - p, p]``.
+  two class scores ``[0, z]`` (logits; softmax gives ``sigmoid(z)``) or ``[1 - p, p]``;
+- the logits rule: when the scores come from a final Softmax/LogSoftmax/Sigmoid (through
+  shape-only ops), that node's input, passed through the same shape ops (and the binary
+  ``[0, z]`` form), is a second output ``advonnx_attacked``: what losses, gradients and query
+  objectives read (``attack_scores``); decisions still come from the first output.
 """
 
 from __future__ import annotations
@@ -951,7 +955,9 @@ def load_model(
     ``overrides`` (highest precedence) may set: input_name, output_name, layout (NCHW, NHWC,
     NCDHW, NDHWC, NF), scores (logits|probabilities), task, class_names, value_range (LO, HI in
     the user's units), scale, mean, std (the model sees ``(x * scale - mean) / std``),
-    framework, threshold. ``device``: auto|cpu|cuda[:N]; ``io_binding`` binds buffers even on
+    framework, threshold, logits_rule (default True: losses, gradients and query objectives use
+    the input of a final Softmax/LogSoftmax/Sigmoid; False attacks the output itself, for
+    masking checks). ``device``: auto|cpu|cuda[:N]; ``io_binding`` binds buffers even on
     the CPU (always on with CUDA); ``batch_size``: rows per onnxruntime call.
     """
     path = str(path)

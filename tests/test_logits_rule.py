@@ -376,3 +376,26 @@ def test_quantizer_pgd100_matches_a_straight_through_torch_twin(tmp_path, brain_
           f"torch straight-through twin {theirs_robust:.3f}")
     assert abs(ours_robust - theirs_robust) <= 0.03
     assert ours_robust <= clean.mean() - 0.05  # the gradient is not masked: the attack breaks samples
+
+
+def test_quantize_dequantize_pair_is_straight_through(tmp_path):
+    """QDQ fake quantization on the input path: without a rule the integer tensor cut the path
+    (a silent zero gradient); the pair now passes the cotangent as the identity."""
+    w = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    nodes = [helper.make_node("QuantizeLinear", ["x", "scale", "zp"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "scale", "zp"], ["dq"]),
+             helper.make_node("MatMul", ["dq", "W"], ["out"])]
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 3])],
+                              initializer=[numpy_helper.from_array(w, "W"),
+                                           numpy_helper.from_array(np.array(1 / 31, np.float32), "scale"),
+                                           numpy_helper.from_array(np.array(0, np.uint8), "zp")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    m = advonnx.load_model(save(proto, tmp_path / "qdq.onnx"), layout="NF")
+    assert m.straight_through_ops() == ["DequantizeLinear", "QuantizeLinear"]
+    x = np.random.default_rng(1).uniform(0, 1, (4, 5)).astype(np.float32)
+    np.testing.assert_allclose(m.predict(x), (np.round(x * 31) / 31) @ w, rtol=1e-5, atol=1e-5)
+    cot = np.random.default_rng(2).normal(size=(4, 3)).astype(np.float32)
+    _, g = m.value_and_grad(x, cotangent=cot, gradient="exact")
+    np.testing.assert_allclose(g, cot @ w.T, rtol=1e-5, atol=1e-5)

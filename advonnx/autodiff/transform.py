@@ -214,7 +214,8 @@ def _active(graph: onnx.GraphProto, info: GraphInfo, source: str, target: str):
         if node.op_type in NON_DIFFERENTIABLE and node.domain in ("", "ai.onnx"):
             continue
         if any(i in forward for i in _all_inputs(node)):
-            forward.update(o for o in node.output if o and _is_float(info, o))
+            quantized = node.op_type == "QuantizeLinear"  # integer output, straight-through to its DQ
+            forward.update(o for o in node.output if o and (quantized or _is_float(info, o)))
     backward = {target}
     for node in reversed(graph.node):
         if any(o in backward for o in node.output):
@@ -278,7 +279,7 @@ def unsupported_ops(model: onnx.ModelProto, *, input_name: str | None = None,
 
 
 # Ops whose gradient is the straight-through identity (BPDA), see rules/elementwise.py.
-STRAIGHT_THROUGH = ("Ceil", "Floor", "Round", "Sign")
+STRAIGHT_THROUGH = ("Ceil", "DequantizeLinear", "Floor", "QuantizeLinear", "Round", "Sign")
 
 
 def straight_through_ops(model: onnx.ModelProto, *, input_name: str | None = None,

@@ -157,6 +157,15 @@ def straight_through(ctx: VJPContext):
     return [ctx.g()]
 
 
+@vjp("QuantizeLinear", "DequantizeLinear", since=13)
+def quantize_straight_through(ctx: VJPContext):
+    """QuantizeLinear → DequantizeLinear (QDQ fake quantization of activations): the pair is
+    ``x`` rounded to the quantization grid, so each op passes the cotangent unchanged and the
+    pair is the identity (straight-through; scales and zero points get none). The transform
+    lets QuantizeLinear's integer output carry a cotangent for this."""
+    return [ctx.g()]
+
+
 @vjp("Cast", "CastLike")
 def cast(ctx: VJPContext):
     elem = ctx.elem(ctx.x(0))
