@@ -81,15 +81,38 @@ _HEADS = {"Softmax", "LogSoftmax", "Sigmoid"}
 ATTACKED_OUTPUT = "advonnx_attacked"  # the canonical graph's second output under the logits rule
 
 
+def _two_class_of(node, producers) -> str | None:
+    """``s`` when ``node`` is ``Concat([c − s, s])`` (scikit-learn's binary classifiers write
+    ``[1 − σ(z), σ(z)]``; the probe checks that the constant is 1), else None."""
+    if node.op_type != "Concat" or len(node.input) != 2:
+        return None
+    neg = producers.get(node.input[0])
+    if neg is None or neg.op_type != "Sub" or neg.input[1] != node.input[1]:
+        return None
+    return node.input[1]
+
+
 def _head(graph, name: str):
-    """The final Softmax/LogSoftmax/Sigmoid producing ``name`` through shape-only ops, and those
-    ops in forward order; ``(None, [])`` when there is none."""
+    """The final Softmax/LogSoftmax/Sigmoid producing ``name`` through shape-only ops (and one
+    two-class ``Concat([1 − s, s])`` of a sigmoid ``s``), and those ops in forward order;
+    ``(None, [])`` when there is none."""
     producers = _producer_map(graph)
     chain = []
     node = producers.get(name)
-    while node is not None and node.op_type in _PASS_THROUGH and node.input:
+    two_class = False
+    while node is not None:
+        if node.op_type in _PASS_THROUGH and node.input:
+            chain.append(node)
+            node = producers.get(node.input[0])
+            continue
+        s = None if two_class else _two_class_of(node, producers)
+        if s is None:
+            break
+        two_class = True
         chain.append(node)
-        node = producers.get(node.input[0])
+        node = producers.get(s)
+    if two_class and (node is None or node.op_type != "Sigmoid"):
+        return None, []
     if node is None or node.op_type not in _HEADS or node.domain not in ("", "ai.onnx"):
         return None, []
     return node, chain[::-1]
@@ -102,6 +125,10 @@ def _replay(source: str, chain: list, prefix: str) -> tuple[list, str]:
     for k, node in enumerate(chain):
         new = copy.deepcopy(node)
         new.input[0] = cur
+        if node.op_type == "Concat":  # [1 − σ(z), σ(z)] → the logits [0, z] (softmax gives it back)
+            zero = f"{prefix}_{k}_zero"
+            nodes.append(helper.make_node("Sub", [cur, cur], [zero], name=zero))
+            new.input[:] = [zero, cur]
         cur = f"{prefix}_{k}"
         del new.output[:]
         new.output.append(cur)
@@ -873,13 +900,12 @@ def _attacked_tensor(spec: ModelSpec, scores: np.ndarray, before: np.ndarray | N
         notes.append(f"the input of the final {op} has shape {z.shape}, not the scores' {scores.shape}: attacks use the scores")
         return
     ax = spec.class_axis
-    if op == "Sigmoid":
-        expect = 1.0 / (1.0 + np.exp(-z))
-    else:
-        shifted = z - z.max(axis=ax, keepdims=True)
-        log_p = shifted - np.log(np.exp(shifted).sum(axis=ax, keepdims=True))
-        expect = log_p if op == "LogSoftmax" else np.exp(log_p)
-    if not np.allclose(expect, scores.astype(np.float64), rtol=1e-3, atol=1e-5, equal_nan=True):
+    shifted = z - z.max(axis=ax, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=ax, keepdims=True))
+    expect = [log_p] if op == "LogSoftmax" else [np.exp(log_p)]
+    if op == "Sigmoid":  # sigmoid(z); or softmax([0, z]) = [1 − σ(z), σ(z)] for the two-class form
+        expect = [1.0 / (1.0 + np.exp(-z))] + (expect if scores.shape[ax] == 2 else [])
+    if not any(np.allclose(e, scores.astype(np.float64), rtol=1e-3, atol=1e-5, equal_nan=True) for e in expect):
         notes.append(f"the final {op} does not act along the class axis {ax}: attacks use its output, not its input {name!r}")
         return
     spec.attacked_output, spec.attacked_op = name, op

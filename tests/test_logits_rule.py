@@ -4,6 +4,7 @@ straight-through (BPDA) gradients for piecewise-constant ops.
 References: torch autograd in float64 on twins of the tiny models' own weights, and plain NumPy.
 """
 
+import os
 import subprocess
 import sys
 
@@ -185,6 +186,18 @@ def test_shape_ops_after_the_softmax_are_replayed_and_wrong_axis_refused(tmp_pat
     assert any("does not act along the class axis" in n for n in w.spec.notes)
 
 
+def test_scikit_learn_two_class_sigmoid_is_looked_through():
+    """The suite's bc_mlp (skl2onnx): ZipMap(Concat([1 − σ(z), σ(z)])); attacks see [0, z]."""
+    from conftest import SUITES
+
+    m = advonnx.load_model(str(SUITES / "models" / "bc_mlp.onnx"))
+    assert m.spec.attacked_op == "Sigmoid" and m.spec.attacked_output
+    x = np.load(SUITES / "data" / "breast_cancer_test.npz")["x"][:20]
+    p, z = m.predict_both(x)
+    np.testing.assert_array_equal(z[:, 0], 0.0)
+    np.testing.assert_allclose(1 / (1 + np.exp(-z[:, 1].astype(np.float64))), p[:, 1], rtol=1e-5, atol=1e-7)
+
+
 def test_zipmap_over_softmax(tmp_path):
     rng = np.random.default_rng(0)
     wt, b = rng.normal(size=(4, 3)).astype(np.float32) * 20, np.zeros(3, np.float32)
@@ -246,7 +259,7 @@ def test_inspect_names_attacked_tensor_and_straight_through_ops(tmp_path):
     g.node.insert(2, helper.make_node("Div", ["r31", "levels"], ["quantized"]))
     path = save(m, tmp_path / "q.onnx")
     r = subprocess.run([sys.executable, "-m", "advonnx.cli", "inspect", path], capture_output=True, text=True,
-                       env={**__import__("os").environ, "COLUMNS": "250"})
+                       encoding="utf-8", env={**os.environ, "COLUMNS": "250", "PYTHONIOENCODING": "utf-8"})
     assert r.returncode == 0, r.stderr
     assert "exact + straight-through: Round" in r.stdout
     assert "attacked tensor: 'scaled' (input of the final Softmax); decisions from 'act'" in r.stdout
