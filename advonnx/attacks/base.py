@@ -71,8 +71,9 @@ class AttackContext:
         self.queries = np.zeros(n, dtype=np.int64)
         self.spec = model.spec
         # per sample: whether its input gradient was exactly zero at its first value_and_grad
-        # (None until that call; a masked gradient, or a model flat around the sample)
-        self.zero_gradient = np.full(n, None, dtype=object)
+        # (a masked gradient, or a model flat around the sample), and whether that call came
+        self._zero_gradient = np.zeros(n, dtype=bool)
+        self._gradient_seen = np.zeros(n, dtype=bool)
 
     def count(self, idx) -> None:
         np.add.at(self.queries, to_numpy(idx), 1)
@@ -112,12 +113,21 @@ class AttackContext:
         value, grad = self.model.value_and_grad(
             x, labels, loss=loss, gradient=self.gradient, rng=self.rng, counter=counter, scale_free=scale_free
         )
-        first = np.asarray([v is None for v in self.zero_gradient[idx_host]], dtype=bool)
+        first = ~self._gradient_seen[idx_host]
         if first.any():
             xp = namespace(grad)
             zero = np.asarray(to_numpy(xp.all(xp.reshape(grad == 0, (grad.shape[0], -1)), axis=1)), dtype=bool)
-            self.zero_gradient[idx_host[first]] = zero[first]
+            self._zero_gradient[idx_host[first]] = zero[first]
+            self._gradient_seen[idx_host[first]] = True
         return value, grad
+
+    @property
+    def zero_gradient(self) -> np.ndarray | None:
+        """(N,) object array: True/False per sample whose first gradient was taken (exactly zero
+        or not), None for samples never differentiated; None when no gradient was asked for."""
+        if not self._gradient_seen.any():
+            return None
+        return np.where(self._gradient_seen, self._zero_gradient, None).astype(object)
 
     def vjp(self, x, cotangent, idx):
         """``<cotangent, scores>`` per row and ``cotangentᵀ ∂scores/∂x`` (shaped like ``x``), on
@@ -287,7 +297,7 @@ class Attack(ABC):
             linf=norms(delta, "linf"), l2=norms(delta, "l2"), l0=norms(delta, "l0"),
             min_norm=min_norm, gradient=model.gradient_label(mode), time_s=elapsed, params=self.params(), rho=rho,
             l0_pixels=changed_pixels(x, x_adv, spec.layout),
-            zero_gradient=None if all(v is None for v in ctx.zero_gradient) else ctx.zero_gradient,
+            zero_gradient=ctx.zero_gradient,
         )
 
 
