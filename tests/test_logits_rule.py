@@ -7,6 +7,7 @@ References: torch autograd in float64 on twins of the tiny models' own weights, 
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -19,6 +20,8 @@ from advonnx.leaderboard import masking_notes, summarize
 from advonnx.oracles import EstimatorConfig
 from advonnx.suite import AttackEntry, DatasetEntry, ModelEntry, Runner, Suite, parse_eps
 from models import save, small_cnn
+
+SUITES = Path(__file__).resolve().parents[1] / "advonnx" / "suites"
 
 
 def with_head(model: onnx.ModelProto, temperature: float, *, op: str = "Softmax", after=()) -> onnx.ModelProto:
@@ -188,8 +191,6 @@ def test_shape_ops_after_the_softmax_are_replayed_and_wrong_axis_refused(tmp_pat
 
 def test_scikit_learn_two_class_sigmoid_is_looked_through():
     """The suite's bc_mlp (skl2onnx): ZipMap(Concat([1 − σ(z), σ(z)])); attacks see [0, z]."""
-    from conftest import SUITES
-
     m = advonnx.load_model(str(SUITES / "models" / "bc_mlp.onnx"))
     assert m.spec.attacked_op == "Sigmoid" and m.spec.attacked_output
     x = np.load(SUITES / "data" / "breast_cancer_test.npz")["x"][:20]
@@ -320,8 +321,6 @@ def _robust(res, y) -> float:
 def test_softmax_temperature_does_not_change_robust_accuracy(tmp_path, brain_patches, name):
     """Softmax(T·z) wrappers, T ∈ {1, 50, 200}, 300 patches: PGD-10 and Square see the same
     robust accuracy (the logits rule); with the rule off, saturated probabilities inflate it."""
-    from conftest import SUITES
-
     x, y = brain_patches
     base = onnx.load(str(SUITES / "models" / f"{name}.onnx"))
     pgd, square, off = {}, {}, {}
