@@ -321,6 +321,14 @@ def inspect(
     shape = "(" + ", ".join("?" if d is None else str(d) for d in s.input_shape) + ")"
     missing = m.unsupported_ops()
     gradient = "exact" if not missing else "estimated (no VJP rule for: " + ", ".join(missing) + ")"
+    straight = m.straight_through_ops() if not missing else []
+    if straight:
+        gradient = "exact + straight-through: " + ", ".join(straight) + " (identity in the backward pass, BPDA)"
+    if s.attacked_output:
+        attacked = f"{s.attacked_output!r} (input of the final {s.attacked_op}); decisions from {s.output_name!r}"
+    else:
+        attacked = f"{s.output_name!r} ({s.attacked_scores}" + (
+            "; log-probabilities in float64" if s.attacked_scores == "probabilities" else "") + ")"
     for name, value, src in (
         ("input", f"{s.input_name} {shape} " + (f"{s.input_integer} (fed as {s.input_dtype}, rounded in the graph)"
                                                  if s.input_integer else s.input_dtype), s.source("input_name")),
@@ -336,6 +344,7 @@ def inspect(
         ("preprocessing", f"scale={s.scale:g} mean={list(s.mean) or '-'} std={list(s.std) or '-'}", s.source("mean")),
         ("batch", "dynamic" if s.fixed_batch is None else f"fixed at {s.fixed_batch} (advonnx batches internally)", "graph"),
         ("framework", f"{s.framework} ({s.exporter}); producer {s.producer or '?'}; opset {s.opset}", s.source("framework")),
+        ("attacked tensor", attacked, "logits rule" if s.logits_rule else "logits rule off"),
         ("gradient", gradient, "autodiff"),
         ("randomized", (f"yes: {', '.join(s.randomized)}; decisions: majority of {m.votes} evaluations, gradients: "
                         f"mean of {m.eot} draws (EOT)") if s.randomized else
@@ -362,7 +371,7 @@ def list_attacks():
         params = ", ".join(f"{k}={_fmt_default(v)}" for k, v in cls.parameters().items())
         t.add_row(name, ", ".join(cls.norms), cls.needs, params, cls.summary)
     console.print(t)
-    console.print("[dim]eps is in the model's value units (e.g. 8/255 for images in [0, 1]); jsma's theta and dag's gamma are fractions of the value-range width (the same attack on [0, 1] and [0, 255] models); gradient attacks use exact gradients when the graph allows, else NES estimates.[/dim]")
+    console.print("[dim]eps is in the model's value units (e.g. 8/255 for images in [0, 1]); jsma's theta and dag's gamma are fractions of the value-range width (the same attack on [0, 1] and [0, 255] models); gradient attacks use exact gradients when the graph allows, else NES estimates; losses and query objectives are on the logits before a final Softmax/Sigmoid (decisions from the output).[/dim]")
 
 
 def _fmt_default(v) -> str:

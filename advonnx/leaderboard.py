@@ -124,11 +124,42 @@ def summarize(table: pa.Table, *, labels: dict | None = None) -> list[dict[str, 
         s["max_queries"] = budget
         s["curve"] = [] if seg else query_curve(ok, budget)
         s["metric"] = "Dice" if seg else "accuracy"
+        s.update(_masking_counts(rs))
         out.append(s)
     return out
 
 
 QUERY_FRACTIONS = (0.1, 0.25, 0.5, 1.0)
+
+
+def _masking_counts(rs: list[dict]) -> dict[str, Any]:
+    """Self-inflicted masking facts of one setting: straight-through ops of its exact gradients,
+    samples whose first gradient was exactly 0, samples with saturated float32 probabilities."""
+    ok = [r for r in rs if r["status"] == "ok"]
+    return {"straight_through": next((r["straight_through"] for r in ok if r.get("straight_through")), ""),
+            "zero_gradient": sum(bool(r.get("zero_gradient")) for r in ok),
+            "saturated": sum(bool(r.get("saturated")) for r in ok)}
+
+
+def masking_notes(summaries: list[dict]) -> list[str]:
+    """Leaderboard notes: straight-through gradients, zero first gradients, saturated probabilities."""
+    notes = []
+    straight = sorted({(s["model"], s["straight_through"]) for s in summaries if s.get("straight_through")})
+    for model, ops in straight:
+        notes.append(f"{model}: gradients exact + straight-through: {ops.replace(',', ', ')} "
+                     "(piecewise-constant ops passed as the identity, BPDA)")
+    for s in summaries:
+        if s.get("zero_gradient") and s.get("kind") == "adversarial":
+            notes.append(f"[bold red]zero gradient:[/bold red] {s['model']} · {setting_label(s)}: {s['zero_gradient']} of "
+                         f"{s['n']} samples had an exactly zero input gradient at the first step (masked or flat)")
+    sat: dict[str, int] = {}
+    for s in summaries:
+        if s.get("saturated"):
+            sat[s["model"]] = max(sat.get(s["model"], 0), s["saturated"])
+    for model, k in sorted(sat.items()):
+        notes.append(f"[bold red]saturated probabilities:[/bold red] {model}: {k} samples score p = 1 exactly in float32 "
+                     "(attacks see probabilities only: their losses give no gradient there)")
+    return notes
 
 
 def _balanced(rows: list[dict], column: str) -> float:
@@ -236,7 +267,7 @@ def gradient_masking(table: pa.Table) -> dict[str, Any]:
             and r["task"] == "classification"]
     groups: dict[tuple, dict[str, dict[str, list]]] = defaultdict(lambda: defaultdict(lambda: {"wb": [], "bb": []}))
     for r in rows:
-        side = "wb" if r["gradient"] == "exact" else "bb"
+        side = "wb" if (r["gradient"] or "").startswith("exact") else "bb"
         groups[(r["model"], r["dataset"], r["norm"], r["eps"])][r["sample_id"]][side].append(bool(r["adv_correct"]))
     out = []
     for (model, dataset, norm, eps), samples in groups.items():
@@ -425,6 +456,7 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
                      f"robustness, per dataset: {rhos}")
     for line in minimal_norm_curves(table, summaries):
         notes.append(line)
+    notes.extend(masking_notes(summaries))
     if any(s["curve"] and s["gradient"] != "exact" for s in summaries):
         notes.append("ASR at ⅒·¼·½·1 of Q: success within that share of the query budget Q (queries at first success)")
     for n in notes:

@@ -5,7 +5,8 @@ Convention: every loss is what an *untargeted* attack ascends for the true label
 targeted attack descends the same loss for its target label. All return shape (N,).
 
 - ``ce``: cross-entropy. On logits ``-log_softmax(z)[y]``; on probabilities
-  ``-log(clip(p[y], 1e-12, 1))``; on a single sigmoid output binary cross-entropy.
+  ``-log(clip(p[y], 1e-12, 1))`` (callers pass float64); on a single sigmoid output binary
+  cross-entropy. Models give attacks logits whenever the graph has them (the logits rule).
 - ``margin``: Carlini-Wagner margin ``max_{j != y} z_j - z_y`` (positive = misclassified).
 - ``seg_ce``: segmentation cross-entropy averaged over pixels/voxels (optional mask).
 """
@@ -58,6 +59,19 @@ def cross_entropy(scores, y, *, probabilities: bool, axis: int = 1):
     lp = log_probs(scores, probabilities=probabilities, axis=axis)
     picked, _ = _take_class(lp, y, axis)
     return -picked
+
+
+def log_odds(scores, y, *, axis: int = 1):
+    """``d = log Σ_{j≠y} exp(z_j) − z_y`` per sample from logits: ``CE = softplus(d)`` and
+    ``∇CE = σ(d)·∇d``, so ``∇d`` is CE's gradient direction without the factor ``1 − p_y``
+    that underflows to 0 for confident logits (any float precision)."""
+    xp = namespace(scores)
+    z_y, onehot = _take_class(scores, y, axis)
+    big = xp.asarray(1e30 if scores.dtype == xp.float64 else 1e9, dtype=scores.dtype)
+    masked = scores - onehot * big
+    m = xp.max(masked, axis=axis, keepdims=True)
+    lse = xp.squeeze(m, axis=axis) + xp.log(xp.sum(xp.exp(masked - m), axis=axis))
+    return lse - z_y
 
 
 def margin(scores, y, *, axis: int = 1):

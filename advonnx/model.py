@@ -6,7 +6,11 @@ The file is turned into a *canonical* graph before anything runs:
   user's values (and ``eps``) are in the declared value range;
 - a ZipMap output (scikit-learn converters) is replaced by the probability tensor it reads;
 - a single-output binary classifier (one logit ``z`` or one probability ``p``) is presented as
-  two class scores ``[0, z]`` (logits; softmax gives ``sigmoid(z)``) or ``[1 - p, p]``.
+  two class scores ``[0, z]`` (logits; softmax gives ``sigmoid(z)``) or ``[1 - p, p]``;
+- the logits rule: when the scores come from a final Softmax/LogSoftmax/Sigmoid (through
+  shape-only ops), that node's input, passed through the same shape ops (and the binary
+  ``[0, z]`` form), is a second output ``advonnx_attacked``: what losses, gradients and query
+  objectives read (``attack_scores``); decisions still come from the first output.
 """
 
 from __future__ import annotations
@@ -80,6 +84,67 @@ def _last_op(graph, name: str) -> str:
     while node is not None and node.op_type in _PASS_THROUGH and node.input:
         node = producers.get(node.input[0])
     return "" if node is None else node.op_type
+
+
+# Final activations whose input is attacked instead of their output (the logits rule).
+_HEADS = {"Softmax", "LogSoftmax", "Sigmoid"}
+ATTACKED_OUTPUT = "advonnx_attacked"  # the canonical graph's second output under the logits rule
+
+
+def _two_class_of(node, producers) -> str | None:
+    """``s`` when ``node`` is ``Concat([c − s, s])`` (scikit-learn's binary classifiers write
+    ``[1 − σ(z), σ(z)]``; the probe checks that the constant is 1), else None."""
+    if node.op_type != "Concat" or len(node.input) != 2:
+        return None
+    neg = producers.get(node.input[0])
+    if neg is None or neg.op_type != "Sub" or neg.input[1] != node.input[1]:
+        return None
+    return node.input[1]
+
+
+def _head(graph, name: str):
+    """The final Softmax/LogSoftmax/Sigmoid producing ``name`` through shape-only ops (and one
+    two-class ``Concat([1 − s, s])`` of a sigmoid ``s``), and those ops in forward order;
+    ``(None, [])`` when there is none."""
+    producers = _producer_map(graph)
+    chain = []
+    node = producers.get(name)
+    two_class = False
+    while node is not None:
+        if node.op_type in _PASS_THROUGH and node.input:
+            chain.append(node)
+            node = producers.get(node.input[0])
+            continue
+        s = None if two_class else _two_class_of(node, producers)
+        if s is None:
+            break
+        two_class = True
+        chain.append(node)
+        node = producers.get(s)
+    if two_class and (node is None or node.op_type != "Sigmoid"):
+        return None, []
+    if node is None or node.op_type not in _HEADS or node.domain not in ("", "ai.onnx"):
+        return None, []
+    return node, chain[::-1]
+
+
+def _replay(source: str, chain: list, prefix: str) -> tuple[list, str]:
+    """Copies of the shape-only ``chain`` applied to ``source`` (same attributes and shape
+    inputs), so that the attacked tensor has the scores' shape; returns the nodes and output."""
+    nodes, cur = [], source
+    for k, node in enumerate(chain):
+        new = copy.deepcopy(node)
+        new.input[0] = cur
+        if node.op_type == "Concat":  # [1 − σ(z), σ(z)] → the logits [0, z] (softmax gives it back)
+            zero = f"{prefix}_{k}_zero"
+            nodes.append(helper.make_node("Sub", [cur, cur], [zero], name=zero))
+            new.input[:] = [zero, cur]
+        cur = f"{prefix}_{k}"
+        del new.output[:]
+        new.output.append(cur)
+        new.name = cur
+        nodes.append(new)
+    return nodes, cur
 
 
 def _guess_layout(shape: tuple, first_ops: list[str], notes: list[str]) -> str:
@@ -230,8 +295,19 @@ def build_canonical(model: onnx.ModelProto, spec: ModelSpec, *, relaxed: bool = 
         prefix.append(helper.make_node("Identity", [cur], [inner]))
         for node in reversed(prefix):
             g.node.insert(0, node)
-    # A declared output layout (e.g. sequence-first TNC) → batch-first canonical scores.
+    # Logits rule: the input of the final Softmax/LogSoftmax/Sigmoid, through the same shape ops.
+    attacked = ""
+    if spec.attacked_output:
+        head, chain = _head(g, out_name)
+        if head is None or head.input[0] != spec.attacked_output:
+            raise ModelError(f"{spec.path}: the scores no longer come from {spec.attacked_op or 'a final activation'}; "
+                             "reload the model")
+        nodes, attacked = _replay(spec.attacked_output, chain, "advonnx_attacked_shape")
+        g.node.extend(nodes)
+    # A declared output layout (e.g. sequence-first TNC) → batch-first canonical scores (both).
     out_name = _to_canonical_layout(g, out_name, spec)
+    if attacked:
+        attacked = _to_canonical_layout(g, attacked, spec)
     # Binary single output → two class scores.
     final = out_name
     if spec.output_kind == "binary":
@@ -246,12 +322,20 @@ def build_canonical(model: onnx.ModelProto, spec: ModelSpec, *, relaxed: bool = 
             g.node.append(helper.make_node("Sub", [out_name, out_name], ["advonnx_neg_class"]))
         g.node.append(helper.make_node("Concat", ["advonnx_neg_class", out_name], ["advonnx_two_class"], axis=axis))
         final = "advonnx_two_class"
+        if attacked:  # the pre-sigmoid logit z as [0, z]
+            g.node.append(helper.make_node("Sub", [attacked, attacked], ["advonnx_attacked_zero"]))
+            g.node.append(helper.make_node("Concat", ["advonnx_attacked_zero", attacked], ["advonnx_attacked_two"],
+                                           axis=axis))
+            attacked = "advonnx_attacked_two"
     old_out = next((o for o in model.graph.output if o.name == spec.output_name), None)
     elem = TensorProto.FLOAT
     if old_out is not None and old_out.type.tensor_type.elem_type in _FLOAT_TYPES:
         elem = old_out.type.tensor_type.elem_type
     del g.output[:]
     g.output.append(helper.make_tensor_value_info(final, elem, None))
+    if attacked:
+        g.node.append(helper.make_node("Identity", [attacked], [ATTACKED_OUTPUT], name=ATTACKED_OUTPUT))
+        g.output.append(helper.make_tensor_value_info(ATTACKED_OUTPUT, elem, None))
     if spec.label_output:
         g.output.append(helper.make_tensor_value_info(spec.label_output, TensorProto.INT64, None))
     # Older opsets lack CastLike: lift if needed.
@@ -340,9 +424,12 @@ class OnnxModel:
         self.canonical = build_canonical(proto, spec)
         self._session = self._make_session(self.canonical)
         self._scores_out = self.canonical.graph.output[0].name
+        # what losses, margins, gradients and query objectives read (the logits rule)
+        self._attacked_out = ATTACKED_OUTPUT if spec.attacked_output else self._scores_out
         self.execution_provider = self._session.get_providers()[0]
         self._grad_sessions: dict[tuple, ort.InferenceSession] = {}
         self._unsupported: list[str] | None = None
+        self._straight: list[str] | None = None
         self._relaxed: onnx.ModelProto | None = None
 
     @property
@@ -462,6 +549,27 @@ class OnnxModel:
         randomized model, 1."""
         return self.spec.eot or (RANDOMIZED_EOT if self.spec.randomized else 1)
 
+
+    def attack_scores(self, x):
+        """The tensor attacks' objectives read for the batch ``x`` (one query per row): the
+        input of a final Softmax/LogSoftmax/Sigmoid (logits; see ``spec.attacked_output``),
+        shaped like ``predict``'s scores, else the scores themselves. Decisions still come from
+        ``predict``/``classify``."""
+        return self.predict_both(x)[1]
+
+    def predict_both(self, x):
+        """``(predict(x), attack_scores(x))`` from one run (one query per row)."""
+        if self._attacked_out == self._scores_out:
+            scores = self.predict(x)
+            return scores, scores
+        feed = self._input(x)
+        outs = self._run(self._session, {self.spec.input_name: feed}, [self._scores_out, self._attacked_out])
+        with self._lock:
+            self.queries += feed.shape[0]
+        if type(x) is np.ndarray:
+            return tuple(o if o.dtype == np.float32 else o.astype(np.float32) for o in outs)
+        return tuple(_like(x, o) for o in outs)
+
     def classify(self, x, *, votes: int | None = None):
         """Predicted labels: the model's own label output when it has one (scikit-learn and
         other converters: ties in the probabilities are broken the model's way), else argmax
@@ -509,12 +617,31 @@ class OnnxModel:
                 self._unsupported = ["(advonnx.autodiff not available)"]
             else:
                 try:
-                    self._unsupported = list(unsupported_ops(self.differentiable, input_name=self.spec.input_name))
+                    self._unsupported = list(unsupported_ops(self.differentiable, input_name=self.spec.input_name,
+                                                             output_name=self._attacked_out))
                 except Exception as err:  # only the relaxed graph of an integer input can be ill-typed
                     if not self.spec.input_integer:
                         raise
                     self._unsupported = [f"the {self.spec.input_integer} input feeds integer ops ({_first_line(err)})"]
         return self._unsupported
+
+    def straight_through_ops(self) -> list[str]:
+        """Piecewise-constant ops on the attacked path whose exact gradient is replaced by the
+        identity (straight-through / BPDA: Round, Floor, Ceil, Sign); [] when none."""
+        if self._straight is None:
+            from .autodiff import straight_through_ops
+
+            try:
+                self._straight = straight_through_ops(self.differentiable, input_name=self.spec.input_name,
+                                                      output_name=self._attacked_out)
+            except Exception:  # noqa: BLE001 - a graph without exact gradients has nothing to report
+                self._straight = []
+        return self._straight
+
+    def gradient_label(self, mode: str) -> str:
+        """``mode`` as results record it: ``exact+straight-through`` when exact gradients pass
+        piecewise-constant ops as the identity (see ``straight_through_ops``)."""
+        return "exact+straight-through" if mode == "exact" and self.straight_through_ops() else mode
 
     def gradient_mode(self, requested: str = "auto", *, loss: str | None = None) -> str:
         """Which gradient ``requested`` (auto|exact|estimated) resolves to for this model.
@@ -542,8 +669,8 @@ class OnnxModel:
             )
         return "estimated"
 
-    def _grad_session(self, loss: str) -> ort.InferenceSession:
-        key = (loss,)
+    def _grad_session(self, loss: str, scale_free: bool = False) -> ort.InferenceSession:
+        key = (loss, scale_free)
         if key not in self._grad_sessions:
             from .autodiff import gradient_model
 
@@ -551,25 +678,28 @@ class OnnxModel:
                 self.differentiable,
                 loss=loss,
                 input_name=self.spec.input_name,
-                probabilities=self.spec.scores == "probabilities",
+                output_name=self._attacked_out,
+                probabilities=self.spec.attacked_scores == "probabilities",
                 class_axis=self.spec.class_axis,
+                scale_free=scale_free,
             )
             self._grad_sessions[key] = self._make_session(proto)
         return self._grad_sessions[key]
 
-    def loss(self, scores, y, loss: str = "ce", *, mask=None, cotangent=None):
-        """Per-sample loss from scores (host or device arrays), as in ``advonnx.losses``."""
+    def loss(self, scores, y, loss: str = "ce", *, mask=None, cotangent=None, scale_free: bool = False):
+        """Per-sample loss (host or device arrays), as in ``advonnx.losses``, from the attacked
+        scores (``attack_scores``: logits under the logits rule). Probabilities are taken in
+        float64 (log-probabilities of float32 scores). ``scale_free`` with ``ce`` on logits gives
+        the log-odds ``LSE_{j≠y} z_j − z_y`` instead (see ``value_and_grad``)."""
+        xp = namespace(scores)
         if cotangent is not None:
-            xp = namespace(scores)
             return xp.sum(xp.reshape(scores * cotangent, (scores.shape[0], -1)), axis=1)
-        return losses.compute(
-            loss,
-            scores,
-            y,
-            probabilities=self.spec.scores == "probabilities",
-            axis=self.spec.class_axis,
-            mask=mask,
-        )
+        probs = self.spec.attacked_scores == "probabilities"
+        if scale_free and loss == "ce" and not probs:
+            return losses.log_odds(scores, y, axis=self.spec.class_axis)
+        if probs and scores.dtype != xp.float64:
+            scores = xp.astype(scores, xp.float64)
+        return losses.compute(loss, scores, y, probabilities=probs, axis=self.spec.class_axis, mask=mask)
 
     def value_and_grad(
         self,
@@ -582,17 +712,26 @@ class OnnxModel:
         mask=None,
         rng: Random | None = None,
         counter=None,
+        scale_free: bool = False,
     ):
         """Per-sample ``loss`` (N,) and the gradient of ``loss.sum()`` w.r.t. ``x`` (shaped like x).
 
+        Losses are on the attacked scores (``attack_scores``: the logits before a final
+        Softmax/LogSoftmax/Sigmoid when the graph has one, see ``spec.attacked_output``).
         ``loss``: ``ce``, ``margin`` or ``seg_ce`` (see ``advonnx.losses``), for labels ``y``.
-        ``cotangent`` (shaped like the scores) instead gives the vector-Jacobian product
+        ``cotangent`` (shaped like the attacked scores) instead gives the vector-Jacobian product
         ``cotangentᵀ ∂scores/∂x`` and ``loss = <cotangent, scores>`` per sample.
+        ``scale_free=True`` with ``ce`` on logits differentiates the log-odds
+        ``d = LSE_{j≠y} z_j − z_y`` instead: ``∇CE = σ(d)·∇d``, so the direction is CE's, without
+        the factor ``1 − p_y`` that underflows to 0 for confident (large) logits; for attacks
+        that use only the direction (sign or unit-norm steps). The value returned is then ``d``.
         ``gradient``: ``exact`` (ONNX gradient graph), ``estimated`` (NES/SPSA from queries,
         costing ``2q+1`` queries per sample) or ``auto`` (exact when every op has a rule).
         ``counter(idx)`` is called with the sample indices of every row evaluated.
         """
         mode = self.gradient_mode(gradient, loss="cotangent" if cotangent is not None else loss)
+        scale_free = bool(scale_free) and cotangent is None and loss == "ce" \
+            and self.spec.attacked_scores == "logits"
         xp = namespace(x)
         n = x.shape[0]
         if cotangent is None and y is None:
@@ -619,7 +758,7 @@ class OnnxModel:
                 session = self._grad_session("cotangent")
                 feeds[GRAD_INPUT_COTANGENT] = aux(cotangent, "float32")
             else:
-                session = self._grad_session(loss)
+                session = self._grad_session(loss, scale_free)
                 feeds[GRAD_INPUT_LABEL] = aux(y, "int64")
                 if loss == "seg_ce":
                     feeds[GRAD_INPUT_MASK] = aux(xp.ones(y.shape) if mask is None else mask, "float32")
@@ -633,7 +772,7 @@ class OnnxModel:
             else:
                 scores = _like(x, scores.astype(np.float32, copy=False))
                 grad = _like(x, grad.astype(to_numpy(x).dtype, copy=False))
-            value = self.loss(scores, y, loss, mask=mask, cotangent=cotangent)
+            value = self.loss(scores, y, loss, mask=mask, cotangent=cotangent, scale_free=scale_free)
             return value, grad
         rng = rng or Random(0)
 
@@ -642,11 +781,11 @@ class OnnxModel:
                 counter(to_numpy(idx))
             # float64 loss: a confident model's float32 cross-entropy rounds to 0 and its
             # finite differences vanish (a numerical gradient mask), its float32 logits do not.
-            scores = xp.astype(self.predict(xb), xp.float64)
+            scores = xp.astype(self.attack_scores(xb), xp.float64)
             take = lambda a: None if a is None else xp.take(a, idx, axis=0)  # noqa: E731
             cot = take(cotangent)
             cot = None if cot is None else xp.astype(cot, xp.float64)
-            return self.loss(scores, take(y), loss, mask=take(mask), cotangent=cot)
+            return self.loss(scores, take(y), loss, mask=take(mask), cotangent=cot, scale_free=scale_free)
 
         return estimate_value_and_grad(
             loss_of, x, self.estimator, rng, value_range=self.spec.value_range
@@ -752,8 +891,14 @@ def _infer_spec(proto: onnx.ModelProto, path: str, overrides: dict[str, Any]) ->
         )
     # Probe run of the graph to read the scores' shape and values.
     last = _last_op(g, out_name)
-    probe = _probe_output(proto, spec, notes)
+    spec.logits_rule = bool(declared.get("logits_rule", True))
+    probe, before = _probe_output(proto, spec, notes)
     _infer_output(spec, probe, last, declared, notes)
+    perm = _output_perm(spec)
+    if perm is not None:  # judge the attacked tensor in the canonical (batch-first) layout
+        probe = np.transpose(probe, perm)
+        before = before if before is None or before.ndim != len(perm) else np.transpose(before, perm)
+    _attacked_tensor(spec, probe, before, notes)
     if "class_names" in declared:
         names = declared["class_names"]
         if spec.num_classes and len(names) != spec.num_classes and spec.output_kind != "binary":
@@ -825,8 +970,9 @@ def _probe_length(layout: str) -> int:
     return PROBE_SIGNAL if len(layout) == 3 else PROBE_SPATIAL
 
 
-def _probe_output(proto: onnx.ModelProto, spec: ModelSpec, notes: list[str]) -> np.ndarray | None:
-    """Scores of the raw graph (no folding) on a small random batch; None if it cannot run."""
+def _probe_output(proto: onnx.ModelProto, spec: ModelSpec, notes: list[str]):
+    """Scores of the raw graph (no folding) on a small random batch, and the input of a final
+    Softmax/LogSoftmax/Sigmoid passed through the same shape ops (None when there is none)."""
     shape = list(spec.input_shape)
     shape[0] = spec.fixed_batch or 2
     for k in range(1, len(shape)):
@@ -855,13 +1001,51 @@ def _probe_output(proto: onnx.ModelProto, spec: ModelSpec, notes: list[str]) -> 
         bare.graph.node.remove(zip_node)
         del bare.graph.output[:]
         bare.graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, None))
+    head, chain = _head(bare.graph, out)
+    names = [out]
+    if head is not None:
+        nodes, before = _replay(head.input[0], chain, "advonnx_probe_attacked")
+        bare.graph.node.extend(nodes)
+        bare.graph.output.append(onnx.ValueInfoProto(name=before))
+        names.append(before)
     try:
         so = _session_options(1)
         sess = ort.InferenceSession(bare.SerializeToString(), sess_options=so, providers=["CPUExecutionProvider"])
-        return np.asarray(sess.run([out], {spec.input_name: x})[0])
+        values = [np.asarray(v) for v in sess.run(names, {spec.input_name: x})]
+        if head is not None:
+            spec.attacked_output, spec.attacked_op = head.input[0], head.op_type
+        return values[0], (values[1] if len(values) > 1 else None)
     except Exception as err:
         msg = _first_line(err)
         raise ModelError(f"{spec.path}: onnxruntime cannot run the model on a probe batch of shape {tuple(shape)}: {msg}") from None
+
+
+def _attacked_tensor(spec: ModelSpec, scores: np.ndarray, before: np.ndarray | None, notes: list[str]) -> None:
+    """Keep ``spec.attacked_output`` (set by the probe) when the logits rule is on and the final
+    activation, applied along the class axis to the probe's pre-activation tensor, gives the
+    scores; else clear it and say why."""
+    op, name = spec.attacked_op, spec.attacked_output
+    spec.attacked_output = spec.attacked_op = ""
+    if before is None or not op:
+        return
+    if not spec.logits_rule:
+        notes.append(f"logits rule off: attacks use the {op} output itself, not its input {name!r}")
+        return
+    z = before.astype(np.float64)
+    if z.shape != scores.shape:
+        notes.append(f"the input of the final {op} has shape {z.shape}, not the scores' {scores.shape}: attacks use the scores")
+        return
+    ax = spec.class_axis
+    shifted = z - z.max(axis=ax, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=ax, keepdims=True))
+    expect = [log_p] if op == "LogSoftmax" else [np.exp(log_p)]
+    if op == "Sigmoid":  # sigmoid(z); or softmax([0, z]) = [1 − σ(z), σ(z)] for the two-class form
+        expect = [1.0 / (1.0 + np.exp(-z))] + (expect if scores.shape[ax] == 2 else [])
+    if not any(np.allclose(e, scores.astype(np.float64), rtol=1e-3, atol=1e-5, equal_nan=True) for e in expect):
+        notes.append(f"the final {op} does not act along the class axis {ax}: attacks use its output, not its input {name!r}")
+        return
+    spec.attacked_output, spec.attacked_op = name, op
+    notes.append(f"attacked tensor: {name!r} (input of the final {op}); decisions from {spec.output_name!r}")
 
 
 def _infer_output(spec: ModelSpec, scores: np.ndarray, last_op: str, declared: dict, notes: list[str]):
@@ -959,7 +1143,9 @@ def load_model(
     framework, threshold, votes (evaluations per decision), eot (gradient draws averaged per
     gradient; both 0 = automatic: 1, or 11 and 20 for a randomized model), sampling_rate (Hz,
     signals), output_layout (e.g. TNC), patch_size, overlap, blend (sliding-window inference:
-    returns a :class:`advonnx.sliding.SlidingWindowModel`). ``device``: auto|cpu|cuda[:N]; ``io_binding`` binds buffers even on
+    returns a :class:`advonnx.sliding.SlidingWindowModel`), logits_rule (default True: losses,
+    gradients and query objectives use the input of a final Softmax/LogSoftmax/Sigmoid; False
+    attacks the output itself, for masking checks). ``device``: auto|cpu|cuda[:N]; ``io_binding`` binds buffers even on
     the CPU (always on with CUDA); ``batch_size``: rows per onnxruntime call.
     """
     path = str(path)

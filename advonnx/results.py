@@ -81,6 +81,13 @@ SCHEMA = pa.schema([
     ("hd95_adv", pa.float64()),
     ("dice_per_class", pa.list_(pa.float64())),
     ("value_range_declared", pa.bool_()),
+    # exact gradients: ops passed as the identity (straight-through / BPDA), e.g. "Round,Sign"
+    ("straight_through", pa.string()),
+    # the sample's input gradient was exactly 0 at the attack's first gradient step (null: no gradient)
+    ("zero_gradient", pa.bool_()),
+    # the attacked scores are probabilities (no final Softmax/Sigmoid to look through) and the clean
+    # float32 scores saturate: p_y == 1 or max p == 1 exactly (null: logits attacked, or not classification)
+    ("saturated", pa.bool_()),
     # ok | invalid | errored | skipped. Worst-case runs (``worst_case = true``): a sample that an
     # earlier attack of the suite already broke at this norm and eps (or the model misclassifies
     # unattacked) is not attacked again: status "skipped", error "broken by <attack>" (or

@@ -138,8 +138,9 @@ class SlidingWindowModel:
         return w, count
 
     # -- the model interface --------------------------------------------------------------
-    def predict(self, x):
-        """Stitched scores of ``x`` (any spatial size), in the model's layout."""
+    def _stitch(self, x, window_fn):
+        """``window_fn`` (the inner model's predict or attack_scores) on every window of ``x``,
+        stitched (see module docstring), in the model's layout."""
         xp = namespace(x)
         xcf = self._cf(x)
         n = xcf.shape[0]
@@ -148,7 +149,7 @@ class SlidingWindowModel:
         windows = self._windows(xcf, slices)
         out = None
         for start, stop in self._batches(windows.shape[0]):
-            scores = self._cf(self.inner.predict(windows[start:stop]))
+            scores = self._cf(window_fn(windows[start:stop]))
             if tuple(scores.shape[2:]) != self.roi:
                 raise ModelError(f"{self.spec.path}: window scores of spatial size {tuple(scores.shape[2:])} differ from "
                                  f"the window {self.roi}; sliding windows need same-size score maps")
@@ -159,6 +160,20 @@ class SlidingWindowModel:
                 b, sl = divmod(i, len(slices))
                 out[(b, slice(None), *slices[sl])] += scores[i - start] * w
         return self._back(self._crop(out / count, pads))
+
+    def predict(self, x):
+        """Stitched scores of ``x`` (any spatial size), in the model's layout."""
+        return self._stitch(x, self.inner.predict)
+
+    def attack_scores(self, x):
+        """Stitched attacked scores (the inner model's logits before a final Softmax, when it has
+        one): what losses and gradients read."""
+        if self.inner.spec.attacked_output:
+            return self._stitch(x, self.inner.attack_scores)
+        return self.predict(x)
+
+    def predict_both(self, x):
+        return self.predict(x), self.attack_scores(x)
 
     def classify(self, x, *, votes: int | None = None):
         """Argmax of the stitched scores (sliding windows take deterministic models: ``votes`` is
@@ -172,9 +187,11 @@ class SlidingWindowModel:
         return self.inner.gradient_mode(requested, loss="cotangent" if loss is not None else None)
 
     def value_and_grad(self, x, y=None, *, loss: str = "ce", gradient: str = "auto", cotangent=None, mask=None,
-                       rng: Random | None = None, counter=None):
-        """Per-sample loss of the stitched scores and its exact input gradient (see module
-        docstring); ``loss``: ``seg_ce`` (or ``ce``: the same per-pixel mean) or a ``cotangent``."""
+                       rng: Random | None = None, counter=None, scale_free: bool = False):
+        """Per-sample loss of the stitched attacked scores and its exact input gradient (see
+        module docstring); ``loss``: ``seg_ce`` (or ``ce``: the same per-pixel mean) or a
+        ``cotangent`` (on the attacked scores). ``scale_free`` is accepted for the model
+        interface: the per-pixel mean cross-entropy's gradient is returned as it is."""
         xp = namespace(x)
         n = x.shape[0]
         if cotangent is None and y is None:
@@ -186,13 +203,13 @@ class SlidingWindowModel:
             def loss_of(xb, idx):
                 if counter is not None:
                     counter(np.asarray(idx))
-                scores = xp.astype(self.predict(xb), xp.float64)
+                scores = xp.astype(self.attack_scores(xb), xp.float64)
                 take = lambda a: None if a is None else xp.take(a, idx, axis=0)  # noqa: E731
                 return self._loss(scores, take(y), loss, take(mask), take(cotangent))[0]
 
             return estimate_value_and_grad(loss_of, x, self.inner.estimator, rng or Random(0),
                                            value_range=self.spec.value_range)
-        scores = self.predict(x)
+        scores = self.attack_scores(x)
         value, g_scores = self._loss(scores, y, loss, mask, cotangent)
         if counter is not None:
             counter(np.arange(n))
@@ -221,7 +238,7 @@ class SlidingWindowModel:
             cot = xp.astype(xp.asarray(cotangent), scores.dtype)
             return xp.sum(xp.reshape(scores * cot, (scores.shape[0], -1)), axis=1), cot
         axis = self.spec.class_axis
-        probs = self.spec.scores == "probabilities"
+        probs = self.spec.attacked_scores == "probabilities"
         value = losses.compute("seg_ce", scores, y, probabilities=probs, axis=axis, mask=mask)
         k = scores.shape[axis]
         shape = [1] * scores.ndim

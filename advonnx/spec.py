@@ -68,6 +68,7 @@ DECLARABLE = (
     "patch_size",
     "overlap",
     "blend",
+    "logits_rule",
 )
 
 
@@ -104,6 +105,12 @@ class ModelSpec:
     overlap: float = 0.25  # sliding windows: overlap fraction
     blend: str = "constant"  # sliding windows: constant | gaussian
     label_output: str = ""  # the model's own decision output (int64 labels), when it has one
+    # Logits rule: when the scores come from a final Softmax/LogSoftmax/Sigmoid (through
+    # shape-only ops), losses, margins, gradients and query objectives use that node's input
+    # (``attacked_output``, a tensor of the file's graph; "" = the scores themselves).
+    logits_rule: bool = True
+    attacked_output: str = ""
+    attacked_op: str = ""  # the final op skipped (Softmax, LogSoftmax, Sigmoid)
     framework: str = "unknown"
     exporter: str = "unknown"
     producer: str = ""
@@ -143,6 +150,12 @@ class ModelSpec:
     @property
     def features(self) -> int | None:
         return self.input_shape[1] if self.layout == "NF" and len(self.input_shape) == 2 else None
+
+    @property
+    def attacked_scores(self) -> str:
+        """What attacks' objectives see: ``logits`` (the input of a final Softmax/LogSoftmax/
+        Sigmoid, or logit outputs) or ``probabilities`` (no such node: log-probabilities in float64)."""
+        return "logits" if self.attacked_output else self.scores
 
     @property
     def value_range_declared(self) -> bool:
@@ -248,6 +261,13 @@ def normalize_declared(raw: dict[str, Any], origin: str) -> dict[str, Any]:
             value = _floats(value)
             if key == "std" and any(v == 0 for v in value):
                 raise ModelError(f"std from {origin} contains 0; a normalization cannot divide by 0")
+        elif key == "logits_rule":
+            if isinstance(value, str):
+                if value.strip().lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                    raise ModelError(f"logits_rule {value!r} from {origin}: use true or false")
+                value = value.strip().lower() in ("true", "1", "yes", "on")
+            else:
+                value = bool(value)
         elif key in ("scale", "threshold"):
             value = float(_fraction(value))
         elif key in ("votes", "eot"):

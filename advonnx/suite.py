@@ -648,7 +648,10 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
     finite_adv = np.isfinite(adv_scores.reshape(len(x), -1)).all(1)
     finite = finite_clean & finite_adv
     rows = []
+    straight = ",".join(model.straight_through_ops()) if gradient.startswith("exact") else None
+    zero_grad = None if attack is None or res.zero_gradient is None else res.zero_gradient
     if spec.task == "classification":
+        saturated = _saturated(spec, clean_scores, labels)
         probs = spec.scores == "probabilities"
         cconf = to_numpy(confidence(clean_scores, clean_pred, probabilities=probs))
         aconf = to_numpy(confidence(adv_scores, adv_pred, probabilities=probs))
@@ -672,6 +675,8 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
                 "min_norm": None if min_norm is None else float(min_norm[i]), "psnr": float(p[i]), "ssim": float(s[i]),
                 "rho": None if rho is None else float(rho[i]),
                 "l0_pixels": None if l0_pixels is None else int(l0_pixels[i]),
+                "straight_through": straight, "saturated": None if saturated is None else bool(saturated[i]),
+                "zero_gradient": None if zero_grad is None or zero_grad[i] is None else bool(zero_grad[i]),
                 "status": "ok" if ok else "invalid",
                 "error": None if ok else "model output is NaN or Inf",
                 "time_s": elapsed / len(ids),
@@ -704,6 +709,8 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
                 "rho": None if rho is None else float(rho[i]),
                 "l0_pixels": None if l0_pixels is None else int(l0_pixels[i]),
                 "dice_per_class": [float(v) for v in dice_a[i]],
+                "straight_through": straight,
+                "zero_gradient": None if zero_grad is None or zero_grad[i] is None else bool(zero_grad[i]),
                 "status": "ok" if ok else "invalid",
                 "error": None if ok else "model output is NaN or Inf",
                 "time_s": elapsed / len(ids),
@@ -714,6 +721,17 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
         examples = {"x": x[:k], "x_adv": res_x[:k], "sample_id": np.asarray(ids[:k]),
                     "label": np.asarray(labels[:k]), "clean_pred": clean_pred[:k], "adv_pred": adv_pred[:k]}
     return rows, examples
+
+
+def _saturated(spec, clean_scores: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
+    """Per sample: the attacked scores are probabilities and the clean float32 scores saturate
+    (p_y == 1 or max p == 1 exactly: no loss on them has a gradient). None when logits are attacked."""
+    if spec.attacked_scores != "probabilities" or clean_scores.ndim != 2:
+        return None
+    p = clean_scores.astype(np.float32)
+    lab = np.asarray(labels, dtype=np.int64)
+    p_y = np.take_along_axis(p, np.clip(lab, 0, p.shape[1] - 1)[:, None], axis=1)[:, 0]
+    return (p_y == 1.0) | (p.max(axis=1) == 1.0)
 
 
 def _compute_with_skips(unit: WorkUnit, model: OnnxModel, data, attack):
@@ -796,8 +814,9 @@ def _spec_summary(model: OnnxModel) -> dict[str, Any]:
     return {"layout": s.layout, "task": s.task, "scores": s.scores, "output_kind": s.output_kind,
             "num_classes": s.num_classes, "class_names": list(s.class_names), "value_range": list(s.value_range),
             "value_range_source": s.sources.get("value_range", "assumed"), "framework": s.framework,
-            "exporter": s.exporter, "training": s.training, "gradient": model.gradient_mode("auto"),
+            "exporter": s.exporter, "training": s.training, "gradient": model.gradient_label(model.gradient_mode("auto")),
             "randomized": list(s.randomized), "votes": model.votes, "eot": model.eot,
+            "attacked_output": s.attacked_output, "logits_rule": s.logits_rule,
             "input_type": s.input_integer or s.input_dtype}
 
 

@@ -76,16 +76,18 @@ def from_channels_first(x, layout: str):
     return x
 
 
-def objective(ctx: AttackContext, scores, labels, loss: str):
+def objective(ctx: AttackContext, scores, labels, loss: str, attacked=None):
     """Per-sample value the attack *minimizes* (float64), and per-sample success from argmax.
 
     Untargeted (``labels`` true): margin ``z_y − max_{j≠y} z_j`` or ``−CE(y)``; targeted
-    (``labels`` targets): ``max_{j≠t} z_j − z_t`` or ``CE(t)``. Works on logits or
-    probabilities as the spec says.
+    (``labels`` targets): ``max_{j≠t} z_j − z_t`` or ``CE(t)``. The value is computed on the
+    ``attacked`` scores (``ctx.scores``: logits before a final Softmax/Sigmoid when the model
+    has one; probabilities as log-probabilities in float64 otherwise), success on the
+    decision ``scores``.
     """
     xp = namespace(scores)
-    s = xp.astype(scores, xp.float64)
-    probs = ctx.spec.scores == "probabilities"
+    s = xp.astype(scores if attacked is None else attacked, xp.float64)
+    probs = ctx.spec.attacked_scores == "probabilities"
     axis = ctx.spec.class_axis
     if loss == "margin":
         value = losses.margin(s, labels, axis=axis)

@@ -39,13 +39,16 @@ class AttackResult:
     l2: Any
     l0: Any
     min_norm: Any | None  # minimal-norm attacks: norm of the smallest adversarial found
-    gradient: str  # exact | estimated | none
+    gradient: str  # exact | exact+straight-through | estimated | none
     time_s: float
     params: dict = field(default_factory=dict)
     # minimal-norm attacks: ‖r‖₂ / ‖x‖₂ of the smallest adversarial found (NaN where none);
     # DeepFool's robustness measure ρ is its mean (Moosavi-Dezfooli et al. 2016, eq. 15)
     rho: Any | None = None
     l0_pixels: Any | None = None  # changed spatial positions (any channel) of x_adv
+    # (N,) bool: the sample's input gradient was exactly zero at the attack's first gradient
+    # step (None for attacks that never asked for value_and_grad)
+    zero_gradient: Any | None = None
 
     @property
     def robust(self):
@@ -74,14 +77,30 @@ class AttackContext:
         self.spec = model.spec
         self.eot = int(eot) if eot else int(getattr(model, "eot", 1))
         self.votes = int(getattr(model, "votes", 1))
+        # per sample: whether its input gradient was exactly zero at its first value_and_grad
+        # (a masked gradient, or a model flat around the sample), and whether that call came
+        self._zero_gradient = np.zeros(n, dtype=bool)
+        self._gradient_seen = np.zeros(n, dtype=bool)
 
     def count(self, idx) -> None:
         np.add.at(self.queries, to_numpy(idx), 1)
 
     def predict(self, x, idx):
-        """Scores of ``x``; rows belong to samples ``idx`` (indices into the attacked batch)."""
+        """Decision scores of ``x`` (the model's output); rows belong to samples ``idx``
+        (indices into the attacked batch)."""
         self.count(idx)
         return self.model.predict(x)
+
+    def attack_scores(self, x, idx):
+        """The scores objectives use (margins, losses, candidate classes): the logits before a
+        final Softmax/LogSoftmax/Sigmoid when the model has one, else the scores. Counted."""
+        self.count(idx)
+        return self.model.attack_scores(x)
+
+    def scores(self, x, idx):
+        """``(predict, attack_scores)`` of ``x`` from one query per row."""
+        self.count(idx)
+        return self.model.predict_both(x)
 
     def classify(self, x, idx):
         if self.votes > 1:  # a randomized model: the majority over `votes` evaluations
@@ -91,20 +110,41 @@ class AttackContext:
         scores = self.predict(x, idx)
         return namespace(scores).argmax(scores, axis=self.spec.class_axis)
 
-    def value_and_grad(self, x, labels, idx, *, loss: str, mask=None):
+    def value_and_grad(self, x, labels, idx, *, loss: str, mask=None, scale_free: bool = False):
         """Loss per row and its gradient w.r.t. ``x``; every evaluation is counted on ``idx``.
-        ``mask`` (segmentation, shaped like the labels) weights the pixels of ``seg_ce``."""
-        return self._expected(x, labels, None, idx, loss=loss, mask=mask)
+
+        ``mask`` (segmentation, shaped like the labels) weights the pixels of ``seg_ce``.
+        ``scale_free``: CE's gradient direction without the factor that underflows for confident
+        logits (see ``OnnxModel.value_and_grad``), for attacks that only use the direction.
+        Records per sample whether the gradient of its first call was exactly zero."""
+        value, grad = self._expected(x, labels, None, idx, loss=loss, mask=mask, scale_free=scale_free)
+        idx_host = to_numpy(idx)
+        first = ~self._gradient_seen[idx_host]
+        if first.any():
+            xp = namespace(grad)
+            zero = np.asarray(to_numpy(xp.all(xp.reshape(grad == 0, (grad.shape[0], -1)), axis=1)), dtype=bool)
+            self._zero_gradient[idx_host[first]] = zero[first]
+            self._gradient_seen[idx_host[first]] = True
+        return value, grad
+
+    @property
+    def zero_gradient(self) -> np.ndarray | None:
+        """(N,) object array: True/False per sample whose first gradient was taken (exactly zero
+        or not), None for samples never differentiated; None when no gradient was asked for."""
+        if not self._gradient_seen.any():
+            return None
+        return np.where(self._gradient_seen, self._zero_gradient, None).astype(object)
 
     def vjp(self, x, cotangent, idx):
-        """``<cotangent, scores>`` per row and ``cotangentᵀ ∂scores/∂x`` (shaped like ``x``).
+        """``<cotangent, scores>`` per row and ``cotangentᵀ ∂scores/∂x`` (shaped like ``x``), on
+        the attacked scores (``attack_scores``: logits before a final Softmax/Sigmoid).
 
         ``cotangent`` is shaped like the scores (a one-hot difference gives a logit difference
         and its gradient); every row is counted on the sample ``idx`` it belongs to.
         """
         return self._expected(x, None, cotangent, idx, loss="ce")
 
-    def _expected(self, x, labels, cotangent, idx, *, loss: str, mask=None):
+    def _expected(self, x, labels, cotangent, idx, *, loss: str, mask=None, scale_free: bool = False):
         """The model's value and gradient, averaged over ``eot`` draws (one batched call of the
         ``eot`` copies of ``x``) for a randomized model."""
         k = self.eot
@@ -121,7 +161,7 @@ class AttackContext:
 
         value, grad = self.model.value_and_grad(
             x, labels, loss=loss, cotangent=cotangent, gradient=self.gradient, rng=self.rng, counter=counter,
-            mask=mask,
+            mask=mask, **({"scale_free": True} if scale_free else {}),
         )
         if k > 1:
             value = xp.mean(xp.reshape(value, (k, n)), axis=0)
@@ -280,8 +320,9 @@ class Attack(ABC):
             x_adv=x_adv, success=success, queries=ctx.queries, clean_pred=clean_pred,
             adv_pred=adv_pred, labels=labels, target=target if targeted else None,
             linf=norms(delta, "linf"), l2=norms(delta, "l2"), l0=norms(delta, "l0"),
-            min_norm=min_norm, gradient=mode, time_s=elapsed, params=self.params(), rho=rho,
+            min_norm=min_norm, gradient=model.gradient_label(mode), time_s=elapsed, params=self.params(), rho=rho,
             l0_pixels=changed_pixels(x, x_adv, spec.layout),
+            zero_gradient=ctx.zero_gradient,
         )
 
 

@@ -81,7 +81,7 @@ class CarliniWagnerL2(Attack):
                 xa = mid + half * th
                 xa32 = xp.astype(xa, x.dtype)
                 la = xp.take(labels, active, axis=0)
-                scores = ctx.predict(xa32, active)
+                scores = ctx.attack_scores(xa32, active)  # logits (the margin's own scores)
                 other = candidate_classes(scores, la, 2)[:, 0]
                 c = scores.shape[1]
                 # margin = z_other − z_label (untargeted; > 0 is adversarial), for targets z_other − z_t

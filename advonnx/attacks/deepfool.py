@@ -96,7 +96,7 @@ class DeepFool(Attack):
         xp = namespace(x)
         n = x.shape[0]
         every = xp.arange(n)
-        scores = ctx.predict(x, every)
+        scores, logits = ctx.scores(x, every)  # decisions; the logits the linearization uses
         c = scores.shape[1]
         if ctx.targeted:
             # labels are targets: move from the clean prediction towards the target only.
@@ -104,7 +104,7 @@ class DeepFool(Attack):
             cands = labels[:, None]
         else:
             source = labels
-            cands = candidate_classes(scores, labels, min(self.candidates, c))
+            cands = candidate_classes(logits, labels, min(self.candidates, c))
         k = cands.shape[1]
         p_total = xp.zeros_like(x)
         x_adv = x

@@ -64,8 +64,10 @@ class GradientDescentAttack(Attack):
         return "seg_ce" if ctx.spec.task == "segmentation" else self.loss
 
     def gradient(self, ctx: AttackContext, x_adv, labels, idx, *, loss: str, step: int):
-        """The ascent direction's gradient at ``x_adv`` in step ``step`` (0-based)."""
-        _, g = ctx.value_and_grad(x_adv, labels, idx, loss=loss)
+        """The ascent direction's gradient at ``x_adv`` in step ``step`` (0-based). Only its
+        direction is used (sign / unit norm), so cross-entropy is taken scale-free: it never
+        underflows on confident logits."""
+        _, g = ctx.value_and_grad(x_adv, labels, idx, loss=loss, scale_free=True)
         return g
 
     def run(self, ctx: AttackContext, x, labels):

@@ -86,14 +86,16 @@ class JSMA(Attack):
         s = 1.0 if self.theta > 0 else -1.0
         bound = ctx.hi if self.theta > 0 else ctx.lo
         every = xp.arange(n)
-        scores = ctx.predict(x, every)
+        scores, logits = ctx.scores(x, every)  # decisions; logits pick the runner-up
         c = scores.shape[1]
-        goal = onehot(labels, c, x.dtype) if ctx.targeted else self._runner_up(scores, labels, c, x.dtype)
+        goal = onehot(labels, c, x.dtype) if ctx.targeted else self._runner_up(logits, labels, c, x.dtype)
         xf = xp.astype(flat(x), x.dtype)
         x0f = xf
         pred = xp.argmax(scores, axis=1)
         active = xp.nonzero(~ctx.is_adversarial(pred, labels))[0]
-        softmax = self.saliency == "probabilities" and ctx.spec.scores != "probabilities"
+        # the map differentiates the attacked tensor (logits before a final Softmax, when there is
+        # one): JSMA-F takes its softmax here; a probability-only model's scores are used as they are
+        softmax = self.saliency == "probabilities" and ctx.spec.attacked_scores != "probabilities"
         m = min(self.pair_candidates, nf)
         pos = xp.arange(nf)
         upper = xp.triu(xp.ones((m, m), dtype=xp.bool), k=1)
@@ -104,7 +106,7 @@ class JSMA(Attack):
             xa = xp.take(xf, active, axis=0)
             ga = xp.take(goal, active, axis=0)
             if softmax:  # ∇ log p_goal = ∇z_goal − Σ_j p_j ∇z_j; β = −α (module docstring)
-                sc = xp.astype(xp.take(scores, active, axis=0), xp.float64)
+                sc = xp.astype(xp.take(logits, active, axis=0), xp.float64)
                 p = xp.exp(sc - xp.max(sc, axis=1, keepdims=True))
                 p = p / xp.sum(p, axis=1, keepdims=True)
                 cot = xp.astype(xp.astype(ga, xp.float64) - p, x.dtype)
@@ -137,11 +139,12 @@ class JSMA(Attack):
             moved = xp.clip(xa + self.theta * (ctx.hi - ctx.lo), ctx.lo, ctx.hi)
             xa = xp.where(hit, moved, xa)
             xf = put_rows(xf, active, xa)
-            sa = ctx.predict(xp.reshape(xa, (na,) + shape), active)
+            sa, za = ctx.scores(xp.reshape(xa, (na,) + shape), active)
             scores = put_rows(scores, active, sa)
+            logits = put_rows(logits, active, za)
             pred = xp.argmax(sa, axis=1)
             if not ctx.targeted:
-                goal = put_rows(goal, active, self._runner_up(sa, xp.take(labels, active, axis=0), c, x.dtype))
+                goal = put_rows(goal, active, self._runner_up(za, xp.take(labels, active, axis=0), c, x.dtype))
             done = ctx.is_adversarial(pred, xp.take(labels, active, axis=0))
             changed = xp.sum(xp.astype(xa != xp.take(x0f, active, axis=0), xp.float64), axis=1)
             still = xp.any(xa < bound, axis=1) if self.theta > 0 else xp.any(xa > bound, axis=1)

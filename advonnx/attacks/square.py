@@ -16,7 +16,8 @@ is the number spent up to its first success.
 
 The square's area is ``p · n_features / channels`` with ``p`` halved at fixed fractions of the
 budget (the authors' ``p_selection`` schedule, from ``p_init``). ``loss``: ``margin``
-(the paper's default: ``z_y − max_{j≠y} z_j`` on the scores as given, logits or probabilities)
+(the paper's default: ``z_y − max_{j≠y} z_j`` on the logits: the input of a final Softmax/Sigmoid
+when the model has one, else the scores as given)
 or ``ce``. ``max_queries`` is the per-sample budget (the authors' ``n_iters``), counting the
 initialization query.
 """
@@ -106,8 +107,8 @@ class Square(Attack):
 
     # -- helpers -----------------------------------------------------------------------------
     def _query(self, ctx: AttackContext, x_cf, idx, labels, layout):
-        scores = ctx.predict(from_channels_first(x_cf, layout), idx)
-        return objective(ctx, scores, labels, self.loss)
+        scores, attacked = ctx.scores(from_channels_first(x_cf, layout), idx)
+        return objective(ctx, scores, labels, self.loss, attacked)
 
     @staticmethod
     def _window_mask(ctx, m: int, spatial: tuple[int, ...], s: int, like):

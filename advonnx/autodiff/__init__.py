@@ -14,8 +14,10 @@ from .transform import (
     GRAD_OUTPUT_LOSS,
     GRAD_OUTPUT_SCORES,
     LOSSES,
+    STRAIGHT_THROUGH,
     gradient_model,
     lift_opset,
+    straight_through_ops,
     unsupported_ops,
 )
 
@@ -27,8 +29,10 @@ __all__ = [
     "GRAD_OUTPUT_LOSS",
     "GRAD_OUTPUT_SCORES",
     "LOSSES",
+    "STRAIGHT_THROUGH",
     "gradient_model",
     "lift_opset",
+    "straight_through_ops",
     "supported_ops",
     "unsupported_ops",
 ]

@@ -35,9 +35,11 @@ GRAD_OUTPUT_GRAD = "advonnx_grad"
 LOSSES = ("ce", "margin", "seg_ce", "cotangent")
 MIN_OPSET = 13
 
-# Ops whose floating outputs carry no gradient (zero almost everywhere, or no data dependence).
+# Ops whose floating outputs carry no gradient (no data dependence, or a discrete output).
+# Floor/Ceil/Round/Sign are not here: their derivative is 0 almost everywhere, which would mask
+# the gradient; they pass it straight through instead (STRAIGHT_THROUGH, rules/elementwise.py).
 NON_DIFFERENTIABLE = {
-    "Floor", "Ceil", "Round", "Sign", "Shape", "Size", "ArgMax", "ArgMin", "NonZero",
+    "Shape", "Size", "ArgMax", "ArgMin", "NonZero",
     "RandomNormalLike", "RandomUniformLike", "RandomNormal", "RandomUniform", "Bernoulli",
     "EyeLike", "ConstantOfShape", "Constant", "IsNaN", "IsInf", "Multinomial",
 }
@@ -252,7 +254,8 @@ def _active(graph: onnx.GraphProto, info: GraphInfo, source: str, target: str):
         if node.op_type in NON_DIFFERENTIABLE and node.domain in ("", "ai.onnx"):
             continue
         if any(i in forward for i in _all_inputs(node)):
-            forward.update(o for o in node.output if o and _is_float(info, o))
+            quantized = node.op_type == "QuantizeLinear"  # integer output, straight-through to its DQ
+            forward.update(o for o in node.output if o and (quantized or _is_float(info, o)))
     backward = {target}
     for node in reversed(graph.node):
         if any(o in backward for o in node.output):
@@ -313,6 +316,21 @@ def unsupported_ops(model: onnx.ModelProto, *, input_name: str | None = None,
             return lifting
         raise
     return []
+
+
+# Ops whose gradient is the straight-through identity (BPDA), see rules/elementwise.py.
+STRAIGHT_THROUGH = ("Ceil", "DequantizeLinear", "Floor", "QuantizeLinear", "Round", "Sign")
+
+
+def straight_through_ops(model: onnx.ModelProto, *, input_name: str | None = None,
+                         output_name: str | None = None) -> list[str]:
+    """Sorted op types on the input→output path whose gradient is the straight-through
+    identity (:data:`STRAIGHT_THROUGH`); ``[]`` means the gradient is exact everywhere."""
+    input_name, output_name = _resolve_names(model.graph, input_name, output_name)
+    info = _graph_info(model)
+    _, on_path = _active(model.graph, info, input_name, output_name)
+    return sorted({n.op_type for n in on_path
+                   if n.op_type in STRAIGHT_THROUGH and n.domain in ("", "ai.onnx")})
 
 
 # -- opset lifting ------------------------------------------------------------------------------
@@ -394,9 +412,12 @@ def _lift_for_scatter(model: onnx.ModelProto, opset: int, needed: int):
 
 # -- loss head ---------------------------------------------------------------------------------
 def _loss_head(b: Builder, scores: str, sinfo: TensorInfo, *, loss: str, probabilities: bool,
-               class_axis: int) -> tuple[str, list[onnx.ValueInfoProto]]:
+               class_axis: int, scale_free: bool = False) -> tuple[str, list[onnx.ValueInfoProto], str]:
     """Nodes computing the per-sample loss from ``scores``, the same formulas as
-    ``advonnx.losses``; returns the loss name and the new graph inputs."""
+    ``advonnx.losses``; returns the loss name, the new graph inputs and the tensor to
+    differentiate (the loss; for ``scale_free`` CE on logits the log-odds, see gradient_model).
+
+    On probabilities the log is taken in float64 (``Log(Clip(p))`` of the float32 scores)."""
     shape = sinfo.shape
     if shape is None:
         raise GradientUnavailable("the rank of the scores output is unknown; cannot build a loss")
@@ -439,31 +460,44 @@ def _loss_head(b: Builder, scores: str, sinfo: TensorInfo, *, loss: str, probabi
         big = b.scalar(1e30 if dt == np.float64 else 1e9, dt)
         others = b.reduce("ReduceMax", b.op("Sub", [scores, b.op("Mul", [onehot, big])]), [ax],
                           keepdims=False)
-        return b.op("Sub", [others, pick(scores)]), inputs
+        value = b.op("Sub", [others, pick(scores)])
+        return value, inputs, value
     if probabilities:
-        logp = b.op("Log", [b.op("Clip", [scores, b.scalar(PROB_FLOOR, dt), b.scalar(1.0, dt)])])
+        p64 = b.op("Cast", [scores], to=TensorProto.DOUBLE)
+        logp64 = b.op("Log", [b.op("Clip", [p64, b.scalar(PROB_FLOOR, np.float64), b.scalar(1.0, np.float64)])])
+        logp = b.op("Cast", [logp64], to=sinfo.elem_type)
     else:
         logp = b.op("LogSoftmax", [scores], axis=ax)
     per_item = b.op("Neg", [pick(logp)])
+    if loss == "ce" and scale_free and not probabilities:
+        big = b.scalar(1e30 if dt == np.float64 else 1e9, dt)
+        others = b.reduce("ReduceLogSumExp", b.op("Sub", [scores, b.op("Mul", [onehot, big])]), [ax],
+                          keepdims=False)
+        return per_item, inputs, b.op("Sub", [others, pick(scores)])
     if loss == "ce":
-        return per_item, inputs
+        return per_item, inputs, per_item
     inputs.append(helper.make_tensor_value_info(GRAD_INPUT_MASK, sinfo.elem_type, label_shape))
     flat = b.op("Flatten", [per_item], axis=1)
     w = b.op("Flatten", [GRAD_INPUT_MASK], axis=1)
     num = b.reduce("ReduceSum", b.op("Mul", [flat, w]), [1], keepdims=False)
     den = b.op("Max", [b.reduce("ReduceSum", w, [1], keepdims=False), b.scalar(1.0, dt)])
-    return b.op("Div", [num, den]), inputs
+    value = b.op("Div", [num, den])
+    return value, inputs, value
 
 
 # -- the transform ------------------------------------------------------------------------------
 def gradient_model(model: onnx.ModelProto, *, loss: str, input_name: str | None = None,
                    output_name: str | None = None, probabilities: bool = False,
-                   class_axis: int = 1) -> onnx.ModelProto:
+                   class_axis: int = 1, scale_free: bool = False) -> onnx.ModelProto:
     """A model computing ``advonnx_scores``, ``advonnx_loss`` (N,) and ``advonnx_grad``.
 
     ``advonnx_grad`` is d(sum of the loss over the batch)/d(input), or the vector-Jacobian
     product ``cotangent^T J`` of the scores for ``loss="cotangent"``. Losses follow
-    :mod:`advonnx.losses`. Raises :class:`GradientUnavailable` naming ops without a rule.
+    :mod:`advonnx.losses`. ``scale_free`` (``ce`` on logits only): ``advonnx_grad`` is the
+    gradient of the log-odds ``d = LSE_{j≠y} z_j − z_y`` (``∇CE = σ(d)·∇d``: CE's direction per
+    sample, never underflowing to 0); ``advonnx_loss`` stays CE. Piecewise-constant ops
+    (:data:`STRAIGHT_THROUGH`) pass the cotangent unchanged (BPDA). Raises
+    :class:`GradientUnavailable` naming ops without a rule.
     """
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
@@ -513,9 +547,9 @@ def gradient_model(model: onnx.ModelProto, *, loss: str, input_name: str | None 
             GRAD_INPUT_COTANGENT, sinfo.elem_type, _dims(sinfo.shape)))
         loss_name = None
     else:
-        loss_name, new_inputs = _loss_head(head, output_name, sinfo, loss=loss,
-                                           probabilities=probabilities, class_axis=class_axis)
-        target = loss_name
+        loss_name, new_inputs, target = _loss_head(head, output_name, sinfo, loss=loss,
+                                                   probabilities=probabilities, class_axis=class_axis,
+                                                   scale_free=scale_free)
     graph.node.extend(head.nodes)
     graph.initializer.extend(head.initializers)
     graph.input.extend(new_inputs)

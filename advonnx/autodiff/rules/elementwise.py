@@ -157,6 +157,24 @@ def identity(ctx: VJPContext):
     return [ctx.g()]
 
 
+@vjp("Round", "Floor", "Ceil", "Sign")
+def straight_through(ctx: VJPContext):
+    """Straight-through estimator (BPDA, Athalye, Carlini, Wagner 2018): these ops have a zero
+    derivative almost everywhere, which would mask the gradient; the backward pass treats them
+    as the identity. For Sign the identity is the usual BPDA surrogate too (the derivative of
+    the smooth ``x`` that Sign quantizes), not the derivative of a ±1 approximation."""
+    return [ctx.g()]
+
+
+@vjp("QuantizeLinear", "DequantizeLinear", since=13)
+def quantize_straight_through(ctx: VJPContext):
+    """QuantizeLinear → DequantizeLinear (QDQ fake quantization of activations): the pair is
+    ``x`` rounded to the quantization grid, so each op passes the cotangent unchanged and the
+    pair is the identity (straight-through; scales and zero points get none). The transform
+    lets QuantizeLinear's integer output carry a cotangent for this."""
+    return [ctx.g()]
+
+
 @vjp("Cast", "CastLike")
 def cast(ctx: VJPContext):
     elem = ctx.elem(ctx.x(0))
