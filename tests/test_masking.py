@@ -221,9 +221,8 @@ def test_check_attacks_adds_what_the_suite_lacks():
 
 
 def _tiny_suite(tmp_path, **extra):
-    from models import small_cnn
-
     from advonnx.suite import AttackEntry, DatasetEntry, ModelEntry, Suite
+    from models import small_cnn
 
     onnx.save(small_cnn(), tmp_path / "cnn.onnx")
     n = CHECK_SAMPLES + 16
@@ -338,11 +337,11 @@ def test_checks_fire_on_masked_models_and_stay_quiet_on_the_suite_models(tmp_pat
                                                                          brain_mobilenet_path):
     """Suite-runner end to end at the quick suite's headline (PGD linf 2/255, 10 steps; FGSM) on
     the first CHECK_SAMPLES patches, with the checks' own attacks added by the runner."""
+    from conftest import SUITES
+
     from advonnx.leaderboard import summarize
     from advonnx.report import render_report
     from advonnx.suite import AttackEntry, DatasetEntry, ModelEntry, Runner, Suite
-
-    from conftest import SUITES
 
     _round_front(brain_cnn_path, tmp_path / "cnn_round.onnx")
     _softmax_wrapper(brain_mobilenet_path, tmp_path / "mobilenet_t200.onnx")
