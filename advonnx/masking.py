@@ -140,7 +140,7 @@ class _Setting:
             what += f" × {self.restarts} restarts" if self.restarts > 1 else ""
             what += f" ({self.gradient})"
         if self.kind == "check":
-            what += f" [check, first {len(self.outcomes)} samples]"
+            what += f" (a check's attack, first {len(self.outcomes)} samples)"
         return what
 
 
@@ -311,15 +311,18 @@ def read_masking(folder: str | Path) -> dict[str, Any] | None:
 def verdict_lines(result: dict[str, Any], *, markup: bool = True) -> list[str]:
     """Leaderboard notes: one verdict per model and, for suspected models, each fired check's
     evidence (rich markup unless ``markup=False``)."""
+    from rich.markup import escape
+
+    esc = escape if markup else (lambda t: t)
     lines = []
     for m in result.get("models", []):
         if m["verdict"] == NOT_CHECKED:
             continue
-        head = f"gradient-masking checks, {m['model']} on {m['dataset']}: "
+        head = esc(f"gradient-masking checks, {m['model']} on {m['dataset']}: ")
         if m["suspected"]:
             line = head + (f"[bold red]{m['verdict']}[/bold red]" if markup else m["verdict"])
             fired = [c for c in m["checks"] if c["fired"]]
-            line += "".join(f"; {CHECK_TITLES[c['check']]}: {c['text']}" for c in fired)
+            line += esc("".join(f"; {CHECK_TITLES[c['check']]}: {c['text']}" for c in fired))
         else:
             line = head + m["verdict"] + f" ({len(m['checks'])} checks passed)"
         lines.append(line)

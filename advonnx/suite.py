@@ -26,6 +26,11 @@ samples of its block that earlier attacks already broke at its norm and eps (a m
 result breaks at every eps at or above its norm; a sample misclassified unattacked counts as
 broken). Those samples are not attacked again: their rows have status "skipped" and error
 "broken by <attack>". The leaderboard adds the combined worst case (``worst_case.py``).
+
+``masking_checks = true`` (default; ``--no-masking-checks`` turns it off): on every classifier
+that the suite attacks with a gradient attack, the runner adds the attacks the gradient-masking
+checks need (``masking.check_attacks``) on the first ``masking.CHECK_SAMPLES`` samples, as rows
+of kind "check" (stage 0, never skipped), and stores the verdicts in ``_masking.json``.
 """
 
 from __future__ import annotations

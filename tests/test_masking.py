@@ -140,7 +140,7 @@ def test_single_step_beating_iterative_fires_and_misclassified_samples_are_broke
 def test_more_steps_gain_fires_beyond_the_margin_only_when_significant():
     rows = _rows("pgd", set(range(20))) + _rows("pgd", set(range(35)), steps=50, kind="check")
     m, c = _check(masking_checks(rows_to_table(rows), value_ranges={}), "more_steps_gain")
-    assert c["gain"] == pytest.approx(0.15) and c["fired"] and "first 100 samples" in c["text"]
+    assert c["gain"] == pytest.approx(0.15) and c["fired"] and "(a check's attack, first 100 samples)" in c["text"]
     # 3 points on 100 samples: above the margin, but 3 discordant samples prove nothing
     rows = _rows("pgd", set(range(20))) + _rows("pgd", set(range(23)), steps=50)
     _, c = _check(masking_checks(rows_to_table(rows), value_ranges={}), "more_steps_gain")
