@@ -308,6 +308,17 @@ def read_masking(folder: str | Path) -> dict[str, Any] | None:
     return result if isinstance(result, dict) else None
 
 
+def short_text(c: dict[str, Any]) -> str:
+    """A check's result in a few words: its name, where, and its key numbers (paired checks:
+    samples broken only by the side that should be weaker vs only by the other)."""
+    at = f"{c['norm']} {c['eps']:.4g}"
+    if c["check"] == "large_eps_not_zero":
+        return f"{at}: {c['robust']}/{c['n']} robust"
+    gain = f", {100 * c['gain']:+.1f} pts" if "gain" in c else ""
+    return (f"{CHECK_TITLES[c['check']]} at {at}? {c['only_weak']} vs {c['only_strong']} discordant of {c['n']}, "
+            f"p={c['p_value']:.2g}{gain}")
+
+
 def verdict_lines(result: dict[str, Any], *, markup: bool = True) -> list[str]:
     """Leaderboard notes: one verdict per model and, for suspected models, each fired check's
     evidence (rich markup unless ``markup=False``)."""
@@ -322,9 +333,10 @@ def verdict_lines(result: dict[str, Any], *, markup: bool = True) -> list[str]:
         if m["suspected"]:
             line = head + (f"[bold red]{m['verdict']}[/bold red]" if markup else m["verdict"])
             fired = [c for c in m["checks"] if c["fired"]]
-            line += esc("".join(f"; {CHECK_TITLES[c['check']]}: {c['text']}" for c in fired))
+            line += esc(" — " + "; ".join(c["text"] for c in fired))
         else:
-            line = head + m["verdict"] + f" ({len(m['checks'])} checks passed)"
+            line = head + m["verdict"] + esc(f" ({len(m['checks'])} checks passed: "
+                                             + "; ".join(short_text(c) for c in m["checks"]) + ")")
         lines.append(line)
     return lines
 
