@@ -483,7 +483,9 @@ class Runner:
             head_eps = None
         units = []
         stop_all = min(n, CHECK_SAMPLES)
+        texts = {e: t for a in self.suite.attacks for e, t in a.eps}  # the suite's spelling of an eps
         for c in check_attacks(have, value_range=model.spec.value_range, headline_eps=head_eps):
+            c["eps_text"] = texts.get(c["eps"], c["eps_text"])
             a = AttackEntry(name=c["name"], norm=c["norm"], eps=[(c["eps"], c["eps_text"])], settings=c["settings"])
             attack = make_attack(a.name, norm=a.norm, eps=c["eps"], **a.settings)
             setting = {"attack": a.name, "norm": a.norm, "eps": c["eps_text"], "settings": repr(attack),
