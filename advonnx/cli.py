@@ -52,6 +52,7 @@ def run(
     steps: Annotated[int | None, typer.Option("--steps", help="Iterations of iterative attacks.")] = None,
     max_queries: Annotated[int | None, typer.Option("--max-queries", help="Query budget per sample of the query-based attacks (square, hsj, nes, spsa).")] = None,
     worst_case: Annotated[bool, typer.Option("--worst-case", help="AutoAttack style: attacks in the listed order, each later one only on the samples still robust at its norm and eps; the leaderboard adds the combined worst case.")] = False,
+    no_masking_checks: Annotated[bool, typer.Option("--no-masking-checks", help="Do not add the extra attacks of the gradient-masking checks (a Square, a 5x-steps PGD and a PGD at half the value range, linf, on the first samples of each classifier with gradient attacks).")] = False,
     targeted: Annotated[bool, typer.Option("--targeted", help="Targeted attacks: each sample gets a random target class other than its label (seeded).")] = False,
     limit: Annotated[int | None, typer.Option("--limit", help="Use only the first N samples of each dataset.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed of every random draw of the run.")] = None,
@@ -167,6 +168,8 @@ def run(
             a.targeted = True
     if worst_case:
         s.worst_case = True
+    if no_masking_checks:
+        s.masking_checks = False
     if seed is not None:
         s.seed = seed
     if gradient:

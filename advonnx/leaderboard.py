@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from .masking import masking_checks, verdict_lines
+
 BOOTSTRAP = 1000
 EQUAL_CLEAN_POINTS = 2.0
 DIFFERENT_ROBUST_POINTS = 15.0
@@ -66,7 +68,7 @@ def summarize(table: pa.Table, *, labels: dict | None = None) -> list[dict[str, 
     labels = labels or attack_labels(r for r in rows if r.get("kind") != "skipped")
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
-        if r.get("kind") == "skipped":
+        if r.get("kind") in ("skipped", "check"):  # check: extra attacks of masking.py, on a subset
             continue
         groups[(r["model"], r["dataset"], r["attack"], r["norm"], r["eps"], r.get("eps_text") or "",
                 setting_key(r))].append(r)
@@ -255,37 +257,6 @@ def query_curve(rows: list[dict], budget: float | None = None, fractions=QUERY_F
     return [(f * budget, float(np.mean(hit & (q <= f * budget)))) for f in fractions]
 
 
-def gradient_masking(table: pa.Table) -> dict[str, Any]:
-    """Gradient-masking check (Athalye et al. 2018) per (model, dataset, norm, eps).
-
-    White-box = attacks run on exact gradients; black-box = query-only or estimated-gradient
-    attacks. A sample is flagged when a black-box attack broke it but no white-box attack did; a
-    model is flagged when its black-box robust accuracy (worst case over black-box attacks) is
-    below the white-box one by more than 2 standard errors of the difference.
-    """
-    rows = [r for r in table.to_pylist() if r.get("kind") == "adversarial" and r["status"] == "ok"
-            and r["task"] == "classification"]
-    groups: dict[tuple, dict[str, dict[str, list]]] = defaultdict(lambda: defaultdict(lambda: {"wb": [], "bb": []}))
-    for r in rows:
-        side = "wb" if (r["gradient"] or "").startswith("exact") else "bb"
-        groups[(r["model"], r["dataset"], r["norm"], r["eps"])][r["sample_id"]][side].append(bool(r["adv_correct"]))
-    out = []
-    for (model, dataset, norm, eps), samples in groups.items():
-        both = {sid: v for sid, v in samples.items() if v["wb"] and v["bb"]}
-        if not both:
-            continue
-        wb = np.array([all(v["wb"]) for v in both.values()], dtype=np.float64)
-        bb = np.array([all(v["bb"]) for v in both.values()], dtype=np.float64)
-        flagged = sorted(sid for sid, v in both.items() if all(v["wb"]) and not all(v["bb"]))
-        n = len(both)
-        se = math.sqrt(wb.mean() * (1 - wb.mean()) / n + bb.mean() * (1 - bb.mean()) / n)
-        gap = float(wb.mean() - bb.mean())
-        out.append({"model": model, "dataset": dataset, "norm": norm, "eps": eps, "n": n,
-                    "whitebox_robust": float(wb.mean()), "blackbox_robust": float(bb.mean()),
-                    "se": se, "flagged": bool(gap > 2 * se and gap > 0), "flagged_samples": flagged})
-    return {"settings": out, "flagged_models": sorted({s["model"] for s in out if s["flagged"]})}
-
-
 def headline_for(headline: dict[str, Any] | None, dataset: str) -> dict[str, Any]:
     """The headline setting of one dataset: ``headline`` with its ``datasets.<name>`` override
     (a suite mixing images and tabular data needs a budget per dataset)."""
@@ -440,13 +411,7 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
     for a, b, sa, sb in contrast_pairs(summaries, headline):
         notes.append(f"[bold magenta]equal clean, different robust:[/bold magenta] {a} vs {b}: clean "
                      f"{percent(sa['clean'])} vs {percent(sb['clean'])}, robust {percent(sa['robust'])} vs {percent(sb['robust'])}")
-    for g in gradient_masking(table)["settings"]:
-        if g["flagged"] or g["flagged_samples"]:
-            notes.append(
-                f"[bold red]gradient masking?[/bold red] {g['model']} {g['norm']} eps={g['eps']:g}: black-box robust "
-                f"{percent(g['blackbox_robust'])} vs white-box {percent(g['whitebox_robust'])} (2·SE = {percent(2 * g['se'])}); "
-                f"{len(g['flagged_samples'])} samples broken only by black-box attacks"
-                + (" — model flagged" if g["flagged"] else ""))
+    notes += verdict_lines(masking_checks(table))  # per-model verdict and the evidence of fired checks
     if cs["rows"]:
         refs = sorted({r["reference"] for r in cs["rows"]})
         rhos = "; ".join(f"{d}: {'–' if math.isnan(r) else f'{r:+.2f}'} over {n} models"

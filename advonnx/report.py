@@ -176,58 +176,43 @@ def _class_label(names: dict[str, list[str]], model: str, k) -> str:
 
 # ------------------------------------------------------------------------------- masking flags
 
-def _stored_masking(folders: list[Path]) -> dict[str, Any] | None:
-    """The check a run stored in ``_gradient_masking.parquet`` (key-value metadata), if any."""
-    merged: dict[str, Any] = {"settings": [], "flagged_models": []}
-    found = False
-    for folder in folders:
-        f = Path(folder) / "_gradient_masking.parquet"
-        if not f.is_file():
-            continue
-        try:
-            raw = (pq.read_schema(f).metadata or {}).get(b"advonnx.gradient_masking")
-            check = json.loads(raw) if raw else None
-        except (pa.ArrowInvalid, OSError, ValueError):
-            continue
-        if isinstance(check, dict):
-            found = True
-            merged["settings"] += check.get("settings") or []
-            merged["flagged_models"] += check.get("flagged_models") or []
-    return merged if found else None
+def _masking(table: pa.Table, folders: list[Path] = ()) -> tuple[dict[str, Any], set[str], dict[tuple, str]]:
+    """The gradient-masking checks (``masking.py``; from the rows, else a run's ``_masking.json``),
+    the models where they fired, and a note per (model, dataset, norm, eps) of a fired check."""
+    from .masking import CHECK_TITLES, masking_checks, read_masking
 
-
-def _masking(table: pa.Table, summaries: list[dict], meta: dict,
-             folders: list[Path] = ()) -> tuple[set[str], dict[tuple, str]]:
-    """Models flagged for gradient masking, and a note per (model, dataset, norm, eps) setting."""
-    models: set[str] = set()
+    try:
+        result = masking_checks(table)
+    except Exception:  # a report of odd rows still renders: fall back to what the run stored
+        stored = [read_masking(f) for f in folders]
+        result = {"models": [m for r in stored if r for m in r.get("models", [])]}
+    masked = {m["model"] for m in result["models"] if m["suspected"]}
     notes: dict[tuple, str] = {}
-    from . import leaderboard
+    for m in result["models"]:
+        for c in m["checks"]:
+            if c["fired"]:
+                key = (m["model"], m["dataset"], c["norm"], c["eps"])
+                notes[key] = "; ".join(filter(None, [notes.get(key), f"{CHECK_TITLES[c['check']]}: {c['text']}"]))
+    return result, masked, notes
 
-    fn = getattr(leaderboard, "gradient_masking", None)
-    info = None
-    if fn is not None:
-        try:
-            info = fn(table)
-        except Exception:  # the check is someone else's young code: never let it sink the report
-            info = None
-    info = info or _stored_masking(list(folders)) or meta.get("gradient_masking") or {}
-    for g in info.get("settings", []) if isinstance(info, dict) else []:
-        if g.get("flagged") or g.get("flagged_samples"):
-            key = (g.get("model"), g.get("dataset"), g.get("norm"), g.get("eps"))
-            notes[key] = (f"gradient masking? black-box robust {percent(g.get('blackbox_robust'))} % vs white-box "
-                          f"{percent(g.get('whitebox_robust'))} %; {len(g.get('flagged_samples') or [])} samples "
-                          "broken only by black-box attacks")
-            if g.get("flagged"):
-                models.add(g.get("model"))
-    if isinstance(info, dict):
-        models.update(info.get("flagged_models") or [])
-    for s in summaries:
-        for k in ("gradient_masking", "masking", "masking_flag"):
-            if s.get(k):
-                models.add(s["model"])
-                notes.setdefault((s["model"], s["dataset"], s["norm"], s["eps"]), f"gradient masking? {s[k]}"
-                                 if isinstance(s[k], str) else "gradient masking?")
-    return models, notes
+
+def _masking_html(result: dict[str, Any]) -> str:
+    """One row per model: the verdict and every check with its evidence."""
+    from .masking import CHECK_TITLES, NOT_CHECKED
+
+    models = [m for m in result["models"] if m["verdict"] != NOT_CHECKED]
+    if not models:
+        return '<p class="sub">No model had a gradient attack to check.</p>'
+    out = ['<div class="scroll"><table class="lb"><thead><tr><th>Model</th><th>Dataset</th><th>Verdict</th>'
+           "<th>Checks and evidence</th></tr></thead><tbody>"]
+    for m in models:
+        tag = "bad" if m["suspected"] else "ok"
+        items = "".join(f'<li><span class="tag {"bad" if c["fired"] else "ok"}">{"fired" if c["fired"] else "passed"}'
+                        f"</span> {_e(CHECK_TITLES[c['check']])}: {_e(c['text'])}</li>" for c in m["checks"])
+        out.append(f"<tr><td><b>{_e(m['model'])}</b></td><td>{_e(m['dataset'])}</td>"
+                   f'<td><span class="tag {tag}">{_e(m["verdict"])}</span></td><td><ul>{items}</ul></td></tr>')
+    out.append("</tbody></table></div>")
+    return "".join(out)
 
 
 # ----------------------------------------------------------------------------------------- plots
@@ -718,7 +703,8 @@ def _leaderboard(summaries, heads, colors, masked_models, masking_notes, value_r
         agg = {k: sum(s.get(k) or 0 for s in ss) for k in ("invalid", "errored")}
         agg["skipped"] = max((s.get("skipped") or 0) for s in ss)
         agg["label_source"] = first.get("label_source")
-        tags = _flags(agg, "flagged by the white-box vs black-box check" if model in masked_models else None)
+        tags = _flags(agg, "flagged by the gradient-masking checks (see Gradient masking)" if model in masked_models
+                      else None)
         if model in value_range_assumed:
             tags.append('<span class="tag warn" title="the model declares no input value range; [0, 1] or the '
                         'CLI flag was assumed, so eps units may be wrong">value range assumed</span>')
@@ -956,7 +942,7 @@ def render_report(table: pa.Table, folders: list[Path], *, title: str | None = N
     headline = _headline(summaries, meta)
     heads = _at_headline(summaries, headline)
     names = _class_names(meta)
-    masked, masking_notes = _masking(table, summaries, meta, folders)
+    masking, masked, masking_notes = _masking(table, folders)
     value_range_assumed = {r["model"] for r in rows if r.get("value_range_declared") is False}
 
     curves = curve_figures(summaries, rows, colors)
@@ -992,13 +978,14 @@ def render_report(table: pa.Table, folders: list[Path], *, title: str | None = N
             f"<p>{_e(description)}</p>" if description else
             "<p>How far each model's performance falls between clean and perturbed inputs.</p>",
             f'<div class="facts">{facts_html}</div></div></header>',
-            '<nav class="toc"><div class="wrap"><a href="#leaderboard">Leaderboard</a><a href="#contrast">Clean vs robust</a>'
+            '<nav class="toc"><div class="wrap"><a href="#leaderboard">Leaderboard</a><a href="#masking">Gradient masking</a><a href="#contrast">Clean vs robust</a>'
             '<a href="#curves">Robustness curves</a><a href="#examples">Examples</a><a href="#settings">All settings</a>'
             '<a href="#models">Models</a></div></nav><main class="wrap">']
     warn = []
     if masked:
-        warn.append(f"<b>Gradient masking suspected</b> for {_e(', '.join(sorted(masked)))}: black-box attacks broke "
-                    "samples that white-box attacks did not, so the white-box robust figures are likely optimistic.")
+        warn.append(f"<b>Gradient masking suspected</b> for {_e(', '.join(sorted(masked)))}: the checks in "
+                    "<a href=\"#masking\">Gradient masking</a> fired, so the white-box robust figures are likely "
+                    "optimistic.")
     bad = sum((s.get("invalid") or 0) + (s.get("errored") or 0) for s in summaries)
     if bad:
         warn.append(f"<b>{bad} rows</b> are invalid (NaN/Inf outputs) or errored and are left out of every figure.")
@@ -1008,6 +995,12 @@ def render_report(table: pa.Table, folders: list[Path], *, title: str | None = N
                 "bootstrap intervals over samples; only rows with status ok enter the figures.</p>")
     body.extend(f'<div class="callout warn">{w}</div>' for w in warn)
     body.append(f'<div class="card">{_leaderboard(summaries, heads, colors, masked, masking_notes, value_range_assumed)}</div></section>')
+    body.append('<section id="masking"><h2>Gradient masking</h2><p class="sub">Checks after Athalye et al. (2018), '
+                "paired per sample (exact McNemar tests, p &lt; 0.05): query-only attacks must not beat gradient "
+                "attacks, single steps must not beat iterations, 5× the steps must not gain more than 2 points, and "
+                "half the value range (linf) must leave no sample robust. Extra attacks the checks add run on the "
+                f"first samples of each dataset (noted in the evidence).</p><div class=\"card\">{_masking_html(masking)}"
+                "</div></section>")
     body.append('<section id="contrast"><h2>Equal clean, different robust?</h2><p class="sub">Clean versus robust '
                 "performance at the headline setting (Paschali et al., MICCAI 2018: models that generalize equally "
                 "well can differ widely in robustness).</p>")

@@ -36,7 +36,7 @@ SCHEMA = pa.schema([
     ("dataset", pa.string()),
     ("sample_id", pa.string()),
     ("attack", pa.string()),
-    ("kind", pa.string()),  # adversarial | corruption | clean
+    ("kind", pa.string()),  # adversarial | corruption | clean | check (extra attacks of masking.py)
     ("norm", pa.string()),
     ("eps", pa.float64()),
     ("eps_text", pa.string()),

@@ -26,6 +26,11 @@ samples of its block that earlier attacks already broke at its norm and eps (a m
 result breaks at every eps at or above its norm; a sample misclassified unattacked counts as
 broken). Those samples are not attacked again: their rows have status "skipped" and error
 "broken by <attack>". The leaderboard adds the combined worst case (``worst_case.py``).
+
+``masking_checks = true`` (default; ``--no-masking-checks`` turns it off): on every classifier
+that the suite attacks with a gradient attack, the runner adds the attacks the gradient-masking
+checks need (``masking.check_attacks``) on the first ``masking.CHECK_SAMPLES`` samples, as rows
+of kind "check" (stage 0, never skipped), and stores the verdicts in ``_masking.json``.
 """
 
 from __future__ import annotations
@@ -105,6 +110,7 @@ class Suite:
     severities: list[int] = field(default_factory=list)
     source: str = ""
     worst_case: bool = False  # AutoAttack style: later attacks run only on still-robust samples
+    masking_checks: bool = True  # add the attacks the gradient-masking checks need (masking.py)
 
     def config(self) -> dict[str, Any]:
         """Everything that determines the rows (not where they are written)."""
@@ -120,6 +126,7 @@ class Suite:
             "corruptions": self.corruptions,
             "severities": self.severities,
             **({"worst_case": True} if self.worst_case else {}),
+            **({} if self.masking_checks else {"masking_checks": False}),
         }
 
     def config_hash(self) -> str:
@@ -194,7 +201,8 @@ def _suite_from_dict(raw: dict[str, Any], base: Path, source: str) -> Suite:
         for eps, _ in a.eps:
             make_attack(a.name, norm=a.norm, eps=eps or 1e-12, **a.settings)
     known = set(raw) - {"name", "description", "seed", "save_examples", "chunk_size", "gradient",
-                        "headline", "datasets", "models", "attacks", "corruptions", "severities", "worst_case"}
+                        "headline", "datasets", "models", "attacks", "corruptions", "severities", "worst_case",
+                        "masking_checks"}
     if known:
         raise AdvonnxError(f"{source}: unknown suite key(s) {', '.join(sorted(known))}")
     return Suite(
@@ -204,7 +212,7 @@ def _suite_from_dict(raw: dict[str, Any], base: Path, source: str) -> Suite:
         gradient=str(raw.get("gradient", "auto")), headline=dict(raw.get("headline", {})), source=source,
         corruptions=parse_corruptions(raw.get("corruptions", [])),
         severities=parse_severities(raw.get("severities", "1-5")) if raw.get("corruptions") else [],
-        worst_case=bool(raw.get("worst_case", False)),
+        worst_case=bool(raw.get("worst_case", False)), masking_checks=bool(raw.get("masking_checks", True)),
     )
 
 
@@ -321,6 +329,8 @@ class WorkUnit:
     # that earlier attacks already broke at this norm and eps, with the reason, not attacked here
     stage: int = 0
     skip: tuple[tuple[int, str], ...] = ()
+    # an extra attack of the gradient-masking checks (masking.py): rows of kind "check"
+    check: bool = False
 
 
 # Per-process caches: a worker loads each model and dataset once and reuses them across tasks.
@@ -462,11 +472,47 @@ class Runner:
                         gradient=self.suite.gradient, base=base, device=self.device,
                         batch_size=self.batch_size, threads=threads, stage=stage,
                     ))
+            if self.suite.masking_checks and spec.task == "classification":
+                units += self._check_units(entry, dentry, model, base, n, threads)
             for sid, reason in data.skipped:
                 row = {**empty_row(), **base, "sample_id": sid, "attack": "none", "kind": "skipped",
                        "status": "skipped", "error": reason}
                 skipped.append((_key(base, "skipped", sid), row))
         return units, skipped
+
+    def _check_units(self, entry: ModelEntry, dentry: DatasetEntry, model: OnnxModel, base: dict, n: int,
+                     threads: int | None) -> list[WorkUnit]:
+        """The extra attacks of the gradient-masking checks on one model × dataset (``masking.
+        check_attacks``), on its first ``CHECK_SAMPLES`` samples; never staged or skipped."""
+        from .attacks.registry import attack_class
+        from .leaderboard import headline_for
+        from .masking import CHECK_SAMPLES, check_attacks
+
+        have = [{"name": attack_class(a.name).name, "norm": a.norm, "eps": [e for e, _ in a.eps],
+                 "settings": a.settings, "needs": attack_class(a.name).needs}
+                for a in self.suite.attacks if not a.targeted and (not a.datasets or dentry.name in a.datasets)]
+        h = headline_for(self.suite.headline, dentry.name)
+        try:
+            head_eps = float(_fraction(str(h["eps"]))) if h.get("norm") == "linf" and h.get("eps") else None
+        except (ValueError, ZeroDivisionError):
+            head_eps = None
+        units = []
+        stop_all = min(n, CHECK_SAMPLES)
+        texts = {e: t for a in self.suite.attacks for e, t in a.eps}  # the suite's spelling of an eps
+        for c in check_attacks(have, value_range=model.spec.value_range, headline_eps=head_eps):
+            c["eps_text"] = texts.get(c["eps"], c["eps_text"])
+            a = AttackEntry(name=c["name"], norm=c["norm"], eps=[(c["eps"], c["eps_text"])], settings=c["settings"])
+            attack = make_attack(a.name, norm=a.norm, eps=c["eps"], **a.settings)
+            setting = {"attack": a.name, "norm": a.norm, "eps": c["eps_text"], "settings": repr(attack),
+                       "targeted": False, "check": "masking"}
+            for start in range(0, stop_all, self.suite.chunk_size):
+                stop = min(stop_all, start + self.suite.chunk_size)
+                units.append(WorkUnit(
+                    key=_key(base, setting, start, stop), model=entry, dataset=dentry, attack=a, corruption=None,
+                    eps=c["eps"], eps_text=c["eps_text"], start=start, stop=stop, save_examples=0,
+                    seed=self.suite.seed, gradient=self.suite.gradient, base=base, device=self.device,
+                    batch_size=self.batch_size, threads=threads, check=True))
+        return units
 
     def run(self):
         folder, run_id = self._run_folder()
@@ -519,7 +565,10 @@ class Runner:
                         self._advance(tasks, u)
                 done.extend(staged)
         table = read_results(folder)
-        write_gradient_masking(folder, table)
+        if self.suite.masking_checks:
+            from .masking import write_masking
+
+            write_masking(folder, table)
         return folder, table
 
     def _with_skips(self, units: list[WorkUnit], done: list[WorkUnit], store, models) -> list[WorkUnit]:
@@ -568,7 +617,8 @@ class Runner:
 def _unit_label(u: WorkUnit) -> str:
     if u.corruption is not None:
         return f"{u.model.name} · {u.corruption} severity {u.eps_text}"
-    return f"{u.model.name} · {u.attack.name} {u.attack.norm} {u.eps_text}"
+    check = " (masking check)" if u.check else ""
+    return f"{u.model.name} · {u.attack.name} {u.attack.norm} {u.eps_text}{check}"
 
 
 def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
@@ -583,7 +633,8 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
     params = attack.params() if attack else {}
     targeted = bool(aentry and aentry.targeted)
     common = {
-        **base, "attack": corruption or aentry.name, "kind": "corruption" if corruption else "adversarial",
+        **base, "attack": corruption or aentry.name,
+        "kind": "corruption" if corruption else "check" if unit.check else "adversarial",
         "norm": "none" if corruption else aentry.norm, "eps": eps,
         "eps_text": eps_text, "targeted": targeted, "steps": params.get("steps", 1 if attack else 0),
         "restarts": params.get("restarts", 1 if attack else 0),
@@ -785,28 +836,6 @@ def _key(base: dict, *parts) -> str:
     """Chunk key and random-stream name: what determines the rows, never the run id or time."""
     stable = {k: v for k, v in base.items() if k != "run_id"}
     return hashlib.sha256(json.dumps([stable, *parts], sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-def write_gradient_masking(folder: Path, table) -> dict[str, Any]:
-    """The gradient-masking check of a run (see ``leaderboard.gradient_masking``), stored as
-    ``_gradient_masking.parquet``: one row per flagged sample, the per-model verdict in its
-    key-value metadata (key ``advonnx.gradient_masking``)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from .leaderboard import gradient_masking
-
-    check = gradient_masking(table)
-    rows = [{"model": g["model"], "dataset": g["dataset"], "norm": g["norm"], "eps": g["eps"], "sample_id": sid}
-            for g in check["settings"] for sid in g["flagged_samples"]]
-    schema = pa.schema([("model", pa.string()), ("dataset", pa.string()), ("norm", pa.string()),
-                        ("eps", pa.float64()), ("sample_id", pa.string())])
-    out = pa.Table.from_pylist(rows, schema=schema).replace_schema_metadata(
-        {b"advonnx.gradient_masking": json.dumps(check, default=str).encode()})
-    tmp = Path(folder) / ".gradient_masking.parquet.tmp"
-    pq.write_table(out, tmp)
-    tmp.replace(Path(folder) / "_gradient_masking.parquet")
-    return check
 
 
 def _spec_summary(model: OnnxModel) -> dict[str, Any]:

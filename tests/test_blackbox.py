@@ -283,8 +283,9 @@ def test_hsj_l2_vs_art(brain_cnn_path, brain_patches):
     # Time vs ART: benchmarks/bench_blackbox.py (not asserted here; timings on CI are noise).
 
 
-def test_gradient_masking_check_flags_samples_and_models():
-    from advonnx.leaderboard import gradient_masking, query_curve
+def test_gradient_masking_check_flags_models():
+    from advonnx.leaderboard import query_curve
+    from advonnx.masking import masking_checks
     from advonnx.results import empty_row, rows_to_table
 
     rows = []
@@ -296,14 +297,14 @@ def test_gradient_masking_check_flags_samples_and_models():
                      "success": wb_broken, "queries": 10})
         rows.append({**base, "attack": "square", "gradient": "none", "adv_correct": not bb_broken,
                      "success": bb_broken, "queries": i * 10 if bb_broken else 1000, "max_queries": 1000})
-    check = gradient_masking(rows_to_table(rows))
-    (g,) = check["settings"]
-    assert g["whitebox_robust"] == 0.9 and g["blackbox_robust"] == 0.6 and g["flagged"]
-    assert len(g["flagged_samples"]) == 30 and check["flagged_models"] == ["m"]
+    ((m,),) = [masking_checks(rows_to_table(rows))["models"]]  # tests/test_masking.py has the rest
+    (g,) = m["checks"]
+    assert g["strong_robust"] == 0.9 and g["weak_robust"] == 0.6 and g["fired"] and m["suspected"]
+    assert (g["only_weak"], g["only_strong"]) == (30, 0)
     # a black-box attack that is weaker than the white-box one is not a warning sign
     for r in rows:
         if r["attack"] == "square":
             r["adv_correct"] = True
-    assert not gradient_masking(rows_to_table(rows))["settings"][0]["flagged"]
+    assert not masking_checks(rows_to_table(rows))["models"][0]["suspected"]
     curve = query_curve([r for r in rows if r["attack"] == "pgd"], 100)
     assert curve[-1] == (100.0, 0.1)

@@ -114,8 +114,9 @@ def test_adhoc_run_show_compare(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "Robust" in r.stdout
     table = read_results(out)
-    assert table.num_rows == 12 * 2 * 2
-    assert set(table.column("eps_text").to_pylist()) == {"1/255", "8/255"}
+    kinds = table.column("kind").to_pylist()  # + the masking checks' Square, 15-step PGD and PGD at eps 0.5
+    assert kinds.count("adversarial") == 12 * 2 * 2 and kinds.count("check") == 12 * 3
+    assert set(table.column("eps_text").to_pylist()) == {"1/255", "8/255", "0.5"}
     shown = advonnx("show", out)
     assert shown.returncode == 0 and "fgsm linf 8/255" in shown.stdout
     cmp = advonnx("compare", out, out)

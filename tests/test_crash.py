@@ -16,7 +16,7 @@ import pytest
 from advonnx.results import read_results
 from models import save, small_cnn
 
-KEY = ("model", "dataset", "sample_id", "attack", "norm", "eps")
+KEY = ("model", "dataset", "sample_id", "kind", "attack", "norm", "eps")  # kind: masking checks' attacks
 
 
 def _cmd(model, data, out, *extra):

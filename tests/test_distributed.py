@@ -13,7 +13,7 @@ from advonnx.suite import AttackEntry, DatasetEntry, ModelEntry, Runner, Suite, 
 from models import save, small_cnn
 
 pytest.importorskip("dask.distributed")
-KEY = ("model", "dataset", "sample_id", "attack", "norm", "eps")
+KEY = ("model", "dataset", "sample_id", "kind", "attack", "norm", "eps")  # kind: the masking checks
 
 
 def _suite(tmp_path, n=96):

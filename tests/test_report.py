@@ -82,7 +82,7 @@ def test_report_contents(tiny_results, tmp_path):
 
 def test_report_flags(tiny_results, tmp_path, monkeypatch):
     """Invalid/errored rows and the gradient-masking verdict show up as flags and a warning."""
-    from advonnx import leaderboard
+    from advonnx import masking
 
     table = read_results(tiny_results)  # the segmentation run
     rows = table.to_pylist()
@@ -90,15 +90,17 @@ def test_report_flags(tiny_results, tmp_path, monkeypatch):
     rows[1]["status"] = "errored"
     table = rows_to_table(rows, run_metadata(table))
     folder = find_run_folders(tiny_results)[-1]
-    flagged = {"settings": [{"model": "brain_unet", "dataset": "slices", "norm": "linf", "eps": 8 / 255, "n": 3,
-                             "whitebox_robust": 0.9, "blackbox_robust": 0.1, "se": 0.1, "flagged": True,
-                             "flagged_samples": ["a", "b"]}], "flagged_models": ["brain_unet"]}
-    monkeypatch.setattr(leaderboard, "gradient_masking", lambda t: flagged, raising=False)
+    check = {"check": "large_eps_not_zero", "norm": "linf", "eps": 0.5, "n": 3, "robust": 2, "fired": True,
+             "text": "linf eps=0.5: 2 of 3 samples robust"}
+    flagged = {"models": [{"model": "brain_unet", "dataset": "slices", "verdict": "masking suspected: large eps",
+                           "suspected": ["large_eps_not_zero"], "checks": [check]}]}
+    monkeypatch.setattr(masking, "masking_checks", lambda t: flagged)
     from advonnx.report import render_report
 
     page, _ = render_report(table, [folder])
     assert "1 invalid" in page and "1 errored" in page
     assert "gradient masking?" in page and "Gradient masking suspected" in page
+    assert "2 of 3 samples robust" in page and "masking suspected: large eps" in page
 
 
 def test_cli_report_and_errors(tiny_results, tmp_path):

@@ -267,9 +267,11 @@ def test_quick_suite_routes_attacks_and_corruptions_per_dataset():
     s = load_suite("quick")
     models = {m.name: cached_model(m, "cpu", 64) for m in s.models}
     units, _ = Runner(s).plan("test", models)
-    seen = defaultdict(set)
+    seen, checks = defaultdict(set), defaultdict(set)
     for u in units:
-        seen[u.dataset.name].add(u.corruption or u.attack.name)
+        (checks if u.check else seen)[u.dataset.name].add(u.corruption or u.attack.name)
+    # the gradient-masking checks' attacks: on the gradient-attacked classifiers only
+    assert dict(checks) == {"brain-tissue-patch": {"square", "pgd"}}
     assert seen["breast-cancer"] == {"square"}
     assert seen["brain-tissue-seg"] == {"pgd", "gaussian_noise", "bias_field"}
     assert {"fgsm", "pgd", "gaussian_blur"} <= seen["brain-tissue-patch"] and "square" not in seen["brain-tissue-patch"]

@@ -135,8 +135,9 @@ def test_cli_end_to_end_on_breast_cancer(cancer, tmp_path):
         clean = rows.groupby("sample_id").clean_correct.first()
         assert worst.mean() <= clean.mean() - 0.10, (model, clean.mean(), worst.mean())
     assert "lightgbm" in r.stdout or "forest" in r.stdout
-    import pyarrow.parquet as pq
+    from advonnx.masking import read_masking
 
     (run,) = [p for p in (tmp_path / "out").iterdir() if p.is_dir()]
-    meta = pq.read_schema(run / "_gradient_masking.parquet").metadata
-    assert b"advonnx.gradient_masking" in meta
+
+    # query-only attacks: nothing for the gradient-masking checks to compare
+    assert read_masking(run) == {"models": []}
