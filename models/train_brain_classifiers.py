@@ -6,15 +6,18 @@ same clean accuracy, so that the suite shows how far their robustness can differ
 * ``brain_cnn``: plain CNN, 3 x (conv3x3 - ReLU - maxpool2), then linear - ReLU - linear.
 * ``brain_mobilenet``: MobileNet-style: conv3x3 stem, depthwise-separable blocks
   (depthwise conv3x3 - BN - ReLU - pointwise conv1x1 - BN - ReLU), global average pool, linear.
+* ``brain_cnn_noise``: ``brain_cnn``'s architecture trained with Gaussian noise augmentation of
+  sigma 0.25 (value units of [0, 1] inputs) on every batch, as Cohen et al. (ICML 2019) train
+  the base classifiers of randomized smoothing: the model whose certificates mean something.
 
-Standard training (no adversarial training), Adam, cross-entropy, fixed seeds, deterministic
+Standard training (no adversarial training; brain_cnn_noise: Gaussian noise), Adam, cross-entropy, fixed seeds, deterministic
 algorithms, 2 CPU threads. Training data: ``models/_work/brain_patches_train.npz`` from
 ``models/build_brain_data.py``. Exported to ``advonnx/suites/models/<name>.onnx`` (input
 "image" (batch, 1, 32, 32) in [0, 1], output "logits" (batch, 3), raw logits). Clean accuracy is
 measured with onnxruntime on the shipped ``advonnx/suites/data/brain_patches_test.npz`` and
 written to ``models/metrics.json``.
 
-Usage: python models/train_brain_classifiers.py [--only brain_cnn|brain_mobilenet]
+Usage: python models/train_brain_classifiers.py [--only brain_cnn|brain_mobilenet|brain_cnn_noise]
 """
 
 from __future__ import annotations
@@ -91,16 +94,17 @@ class BrainMobileNet(nn.Module):
         return self.fc(torch.flatten(self.pool(self.features(x)), 1))
 
 
-# name -> (constructor, epochs, learning rate, seed)
+# name -> (constructor, epochs, learning rate, seed, Gaussian noise sigma of the augmentation)
 CONFIGS = {
-    "brain_cnn": (BrainCNN, 8, 1e-3, 0),
-    "brain_mobilenet": (BrainMobileNet, 8, 1e-3, 0),
+    "brain_cnn": (BrainCNN, 8, 1e-3, 0, 0.0),
+    "brain_mobilenet": (BrainMobileNet, 8, 1e-3, 0, 0.0),
+    "brain_cnn_noise": (BrainCNN, 12, 1e-3, 0, 0.25),
 }
 BATCH = 128
 
 
 def train_one(name: str, train: dict, test: dict) -> dict:
-    ctor, epochs, lr, seed = CONFIGS[name]
+    ctor, epochs, lr, seed, sigma = CONFIGS[name]
     make_deterministic(seed)
     model = ctor()
     n_params = sum(p.numel() for p in model.parameters())
@@ -121,6 +125,8 @@ def train_one(name: str, train: dict, test: dict) -> dict:
             # light augmentation: global intensity scale 0.95..1.05 (clipped to [0, 1])
             scale = 0.95 + 0.1 * torch.rand(len(xb), 1, 1, 1, generator=gen)
             xb = (xb * scale).clamp_(0.0, 1.0)
+            if sigma:  # randomized-smoothing training: the noise is not clipped (Cohen et al.)
+                xb = xb + sigma * torch.randn(xb.shape, generator=gen)
             out = model(xb)
             loss = loss_fn(out, yb)
             opt.zero_grad()
@@ -149,7 +155,8 @@ def train_one(name: str, train: dict, test: dict) -> dict:
         "brain-tissue-patch",
         CLASS_NAMES,
         (
-            f"standard training, {epochs} epochs, Adam lr {lr:g} cosine, batch {BATCH}, "
+            (f"Gaussian noise augmentation sigma {sigma:g} (randomized smoothing), " if sigma else "standard training, ")
+            + f"{epochs} epochs, Adam lr {lr:g} cosine, batch {BATCH}, "
             f"intensity-scale augmentation 0.95-1.05, seed {seed}"
         ),
     )
@@ -168,6 +175,7 @@ def train_one(name: str, train: dict, test: dict) -> dict:
         "onnx_bytes": path.stat().st_size,
         "train_time_s": round(train_time, 1),
         "epochs": epochs,
+        **({"noise_sigma": sigma} if sigma else {}),
         "exporter": exporter,
         "max_abs_diff_ort_vs_torch": max_diff,
     }
