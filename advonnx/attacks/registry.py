@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import AdvonnxError
+from .apgd import APGD
 from .base import Attack
 from .carlini_wagner import CarliniWagnerL2
 from .dag import DAG
@@ -25,7 +26,7 @@ def register(cls: type[Attack]) -> type[Attack]:
     return cls
 
 
-for _cls in (FGSM, BIM, PGD, DeepFool, JSMA, CarliniWagnerL2, DAG):
+for _cls in (FGSM, BIM, PGD, APGD, DeepFool, JSMA, CarliniWagnerL2, DAG):
     register(_cls)
 for _cls in (NES, SPSA, Square, HopSkipJump):  # query-only (score- and decision-based) attacks
     register(_cls)
