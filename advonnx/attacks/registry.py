@@ -6,6 +6,8 @@ from typing import Any
 
 from ..errors import AdvonnxError
 from .apgd import APGD
+from .apgdt import APGDT
+from .autoattack import AutoAttack
 from .base import Attack
 from .carlini_wagner import CarliniWagnerL2
 from .dag import DAG
@@ -26,11 +28,12 @@ def register(cls: type[Attack]) -> type[Attack]:
     return cls
 
 
-for _cls in (FGSM, BIM, PGD, APGD, DeepFool, JSMA, CarliniWagnerL2, DAG):
+for _cls in (FGSM, BIM, PGD, APGD, APGDT, DeepFool, JSMA, CarliniWagnerL2, DAG):
     register(_cls)
 for _cls in (NES, SPSA, Square, HopSkipJump):  # query-only (score- and decision-based) attacks
     register(_cls)
-ALIASES.update({"hopskipjump": "hsj", "square_attack": "square", "nes_pgd": "nes", "spsa_pgd": "spsa"})
+register(AutoAttack)  # a cascade of registered attacks, looked up when it runs
+ALIASES.update({"auto_pgd": "apgd", "aa": "autoattack", "apgd-t": "apgdt", "apgd_t": "apgdt", "hopskipjump": "hsj", "square_attack": "square", "nes_pgd": "nes", "spsa_pgd": "spsa"})
 
 
 def attack_class(name: str) -> type[Attack]:
