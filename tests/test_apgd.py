@@ -261,3 +261,42 @@ def test_suite_rows_and_leaderboard_show_stages(tmp_path):
     render(table, Console(file=out, width=200), headline={"attack": "autoattack", "norm": "linf", "eps": "0.05"})
     text = out.getvalue()
     assert "Cascade stages" in text and f"≤ {100 * robust:.1f}" in text and "upper bound" in text
+
+
+def test_cotangent_gradients_equal_the_loss_graphs(tmp_path):
+    """APGD's loss gradient (scores, then a VJP with the loss's score gradient) equals the
+    gradient graph of the same loss: ce on a classifier, seg_ce on a segmenter."""
+    from test_paper_attacks import tiny_segmenter
+
+    from advonnx.attacks.base import AttackContext
+    from advonnx.xp import Random
+
+    rng = np.random.default_rng(0)
+    cases = [(small_cnn(classes=4), "ce", (5, 1, 8, 8)), (tiny_segmenter(kernel=3), "seg_ce", (3, 1, 8, 8))]
+    for i, (proto, loss, shape) in enumerate(cases):
+        m = advonnx.load_model(save(proto, tmp_path / f"m{i}.onnx"))
+        x = rng.uniform(0, 1, shape).astype(np.float32)
+        y = m.classify(x)
+        y = (y + (rng.uniform(size=y.shape) < 0.3)) % m.spec.num_classes
+        ctx = AttackContext(m, n=len(x), rng=Random(0), gradient="exact", targeted=False, value_range=(0, 1),
+                            max_queries=None)
+        value, grad, _ = make_attack("apgd", eps=0.1)._loss_grad(ctx, x, y, np.arange(len(x)), None, loss)
+        ref_value, ref_grad = m.value_and_grad(x, y, loss=loss, gradient="exact")
+        np.testing.assert_allclose(value, ref_value, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(grad, ref_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_apgd_on_a_segmenter(tmp_path):
+    from test_paper_attacks import tiny_segmenter
+
+    m = advonnx.load_model(save(tiny_segmenter(kernel=3), tmp_path / "s.onnx"))
+    x = np.random.default_rng(1).uniform(0, 1, (4, 1, 8, 8)).astype(np.float32)
+    y = m.classify(x)
+    res = advonnx.attack(m, x, y, "apgd", eps=0.1, steps=10, rng=0, gradient="exact")
+    pgd = advonnx.attack(m, x, y, "pgd", eps=0.1, steps=10, rng=0, gradient="exact")
+    assert np.abs(res.x_adv - x).max() <= 0.1 * (1 + 1e-6)
+    seg_ce = lambda r: m.loss(m.predict(r.x_adv), y, "seg_ce").mean()  # noqa: E731
+    assert seg_ce(res) >= seg_ce(pgd) > m.loss(m.predict(x), y, "seg_ce").mean()
+    assert (res.adv_pred == y).mean() < 0.9
+    with pytest.raises(AdvonnxError, match="per-pixel"):
+        advonnx.attack(m, x, y, "apgd", eps=0.1, steps=2, loss="dlr")
