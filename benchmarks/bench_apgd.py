@@ -13,6 +13,7 @@ benchmarks/results/apgd.json.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -36,6 +37,7 @@ def main() -> None:
     y = y.astype(np.int64)
     eps, steps = 2 / 255, args.steps
     results, table = [], []
+    load_start = os.getloadavg()
     for name in ("brain_cnn", "brain_mobilenet"):
         path = str(SUITE_MODELS / f"{name}.onnx")
         model = advonnx.load_model(path, threads=2)
@@ -65,7 +67,10 @@ def main() -> None:
     print(markdown_table(
         ["attack", "samples:", "advonnx s:", "torchattacks s:", "ratio:", "agreement:", "robust acc (ours / theirs)"],
         table))
-    write_results("apgd", {"threads": 2, "repeats": args.repeats, "results": results})
+    write_results("apgd", {"threads": 2, "repeats": args.repeats, "load_average_start": load_start,
+                           "load_average_end": os.getloadavg(), "torch": torch.__version__,
+                           "torchattacks": torchattacks.__version__, "advonnx": advonnx.__version__,
+                           "results": results})
 
 
 if __name__ == "__main__":
