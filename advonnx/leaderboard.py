@@ -369,7 +369,8 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
             is_head = bool(order) and s["model"] in order and s["robust"] == order[s["model"]] \
                 and s["attack"] == headline_for(headline, s["dataset"]).get("attack")
             lo, hi = s["robust_ci"]
-            cells = [setting_label(s), percent(s["robust"]), "–" if math.isnan(lo) else f"{percent(lo)}–{percent(hi)}"]
+            bound = "≤ " if s.get("kind") != "corruption" and not seg and not math.isnan(s["robust"]) else ""
+            cells = [setting_label(s), bound + percent(s["robust"]), "–" if math.isnan(lo) else f"{percent(lo)}–{percent(hi)}"]
             cells += [f"{100 * (s['clean'] - s['robust']):.1f}"] if seg else [percent(s["asr"])]
             cells += ["–" if math.isnan(s["median_norm"]) else f"{s['median_norm']:.3g}"]
             if show_min:
@@ -382,6 +383,7 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
             t.add_row(*cells, style="bold" if is_head else None)
         console.print(t)
     worst_case_table(table, console)
+    cascade_table(table, console)
     cs = corruption_summary(summaries, headline)
     if cs["rows"]:
         ct = Table(title="Natural corruptions vs adversarial robustness", title_justify="left", header_style="bold",
@@ -396,8 +398,10 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
     notes = []
     if any(s["label_source"] == "clean_prediction" for s in summaries):
         notes.append("no labels given for some data: the model's clean predictions are the reference, so clean accuracy is 100 % by construction")
-    notes.append("robust % = classified correctly clean and under attack (NaN/Inf outputs count as broken); "
-                 "ASR = share of the samples classified correctly before the attack that it broke; "
+    if any(s.get("kind") != "corruption" and s["metric"] == "accuracy" for s in summaries):
+        notes.append("≤: robust accuracy under attack is an upper bound (robust = correct clean and under the "
+                     "attack; NaN/Inf outputs count as broken); a stronger attack can only lower it")
+    notes.append("ASR = share of the samples classified correctly before the attack that it broke; "
                  "median ‖δ‖ over broken samples (L2 for corruptions)")
     if any(s.get("carried") for s in summaries):
         notes.append("worst case: each attack skipped the samples earlier attacks broke at or below its eps and counts "
@@ -471,6 +475,61 @@ def worst_case_table(table: pa.Table, console) -> list[dict[str, Any]]:
     for r in sorted(rows, key=lambda r: (r["model"], r["dataset"], r["norm"], r["eps"])):
         t.add_row(r["model"], r["dataset"], r["norm"], f"{r['eps']:.4g}", percent(r["robust"]), str(r["n"]),
                   ",".join(r["attacks"]))
+    console.print(t)
+    return rows
+
+
+def cascade_stages(table: pa.Table) -> list[dict[str, Any]]:
+    """Per model × dataset × cascade setting (rows with ``broken_by``, e.g. autoattack): clean
+    accuracy and, stage by stage in the cascade's order, the robust accuracy after it and the
+    points it removed (``stages``: [(stage, robust after, points removed), ...])."""
+    import json
+
+    from .attacks.autoattack import VERSIONS, _stage
+
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in table.to_pylist():
+        if r.get("broken_by") is not None and r.get("status") == "ok" and r.get("task") == "classification":
+            groups[(r["model"], r["dataset"], r["attack"], r["norm"], r["eps"], r.get("eps_text") or "")].append(r)
+    out = []
+    for (model, dataset, attack, norm, eps, eps_text), rs in groups.items():
+        try:
+            params = json.loads(rs[0].get("settings") or "{}")
+            entries = params.get("stages") or VERSIONS[params.get("version", "standard")]
+            order = [_stage(e)[0] for e in entries]
+        except Exception:  # settings written by another version: order of appearance
+            order = []
+        seen = [b for b in dict.fromkeys(r["broken_by"] for r in rs) if b not in ("", "clean")]
+        order += [b for b in seen if b not in order]
+        n = len(rs)
+        robust = sum(bool(r["clean_correct"]) for r in rs)
+        stages = []
+        for label in order:
+            hit = sum(r["broken_by"] == label for r in rs)
+            robust -= hit
+            stages.append((label, robust / n, 100.0 * hit / n))
+        out.append({"model": model, "dataset": dataset, "attack": attack, "norm": norm, "eps": eps,
+                    "eps_text": eps_text or f"{eps:g}", "n": n,
+                    "clean": sum(bool(r["clean_correct"]) for r in rs) / n, "stages": stages})
+    return sorted(out, key=lambda c: (c["dataset"], c["model"], c["attack"], c["norm"], c["eps"]))
+
+
+def cascade_table(table: pa.Table, console) -> list[dict[str, Any]]:
+    """What each stage of a cascade (autoattack) added, per model: robust % after the stage and
+    the points it removed (robust % is an upper bound)."""
+    from rich import box
+    from rich.table import Table
+
+    rows = cascade_stages(table)
+    if not rows:
+        return rows
+    t = Table(title="Cascade stages (robust % after each stage ≤; −points the stage removed)", title_justify="left",
+              header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+    for col in ("Model", "Dataset", "Setting", "Clean %", "Stages"):
+        t.add_column(col, justify="right" if col == "Clean %" else "left")
+    for c in rows:
+        t.add_row(c["model"], c["dataset"], f"{c['attack']} {c['norm']} {c['eps_text']}", percent(c["clean"]),
+                  " → ".join(f"{label} ≤ {percent(r)} (−{d:.1f})" for label, r, d in c["stages"]))
     console.print(t)
     return rows
 

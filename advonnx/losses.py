@@ -9,6 +9,11 @@ targeted attack descends the same loss for its target label. All return shape (N
   cross-entropy. Models give attacks logits whenever the graph has them (the logits rule).
 - ``margin``: Carlini-Wagner margin ``max_{j != y} z_j - z_y`` (positive = misclassified).
 - ``seg_ce``: segmentation cross-entropy averaged over pixels/voxels (optional mask).
+- ``dlr``: Croce & Hein's difference of logits ratio (ICML 2020), shift- and scale-invariant;
+  ``dlr_targeted`` its targeted form (used by APGD-T). See :func:`dlr` for 2 and 3 classes.
+
+:func:`score_gradient` gives a loss and its gradient w.r.t. the scores, the cotangent that
+turns a model's vector-Jacobian product into the loss gradient w.r.t. the input.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from __future__ import annotations
 from .xp import namespace
 
 PROB_FLOOR = 1e-12
-LOSSES = ("ce", "margin", "seg_ce")
+LOSSES = ("ce", "margin", "seg_ce", "dlr")
+DLR_DELTA = 1e-12  # the authors' guard in the DLR denominator
 
 
 def _log_softmax(z, axis: int):
@@ -94,8 +100,103 @@ def segmentation_ce(scores, y, *, probabilities: bool, axis: int = 1, mask=None)
     return xp.sum(per_pixel * w, axis=1) / xp.clip(xp.sum(w, axis=1), 1.0, None)
 
 
+def _order(scores, axis: int):
+    """Descending class order along ``axis``: (values, one-hot masks) of ranks 1..C."""
+    xp = namespace(scores)
+    idx = xp.flip(xp.argsort(scores, axis=axis, stable=True), axis=axis)
+    c = scores.shape[axis]
+    classes = xp.reshape(xp.arange(c, dtype=idx.dtype), tuple(c if a == axis else 1 for a in range(scores.ndim)))
+    vals, hots = [], []
+    for r in range(c):
+        pick = xp.take(idx, xp.asarray([r], dtype=idx.dtype), axis=axis)
+        hot = xp.astype(pick == classes, scores.dtype)
+        hots.append(hot)
+        vals.append(xp.sum(scores * hot, axis=axis))
+    return vals, hots
+
+
+def _dlr_parts(scores, y, target, axis: int):
+    """Numerator ``z_y − z_o`` (o: the best other class, or the target), denominator and the
+    gradients of both w.r.t. the scores."""
+    xp = namespace(scores)
+    c = scores.shape[axis]
+    z_y, e_y = _take_class(scores, y, axis)
+    if target is None:
+        big = xp.asarray(1e30 if scores.dtype == xp.float64 else 1e9, dtype=scores.dtype)
+        masked = scores - e_y * big
+        o = xp.argmax(masked, axis=axis)
+    else:
+        o = target
+    z_o, e_o = _take_class(scores, o, axis)
+    num, d_num = z_y - z_o, e_y - e_o
+    if c == 2:  # see dlr(): no third score to scale by, the margin itself
+        return num, d_num, xp.ones_like(num), xp.zeros_like(scores)
+    vals, hots = _order(scores, axis)
+    if target is None or c == 3:
+        den, d_den = vals[0] - vals[2], hots[0] - hots[2]
+    else:
+        den, d_den = vals[0] - 0.5 * (vals[2] + vals[3]), hots[0] - 0.5 * (hots[2] + hots[3])
+    return num, d_num, den + DLR_DELTA, d_den
+
+
+def dlr(scores, y, *, axis: int = 1, target=None):
+    """Difference of logits ratio (Croce & Hein 2020, eq. 3), per sample; ascended.
+
+    Untargeted: ``−(z_y − max_{j≠y} z_j) / (z_π1 − z_π3)``; targeted (``target`` t, APGD-T):
+    ``−(z_y − z_t) / (z_π1 − (z_π3 + z_π4)/2)``, with π the classes by decreasing score and
+    the authors' 1e-12 in the denominator. Invariant to shifting and scaling the scores.
+
+    Fewer classes than the formula reads (the paper assumes >= 4 for the targeted form):
+
+    - 3 classes: untargeted is the paper's formula as written (π3 is the lowest class);
+      targeted uses z_π3 for the missing z_π4, i.e. the denominator ``z_π1 − z_π3``, the
+      untargeted one. Both keep the shift and scale invariance that motivates DLR and a
+      positive denominator unless all scores tie.
+    - 2 classes: any shift- and scale-invariant function of the one difference ``z_y − z_o``
+      is constant where it does not change sign (its gradient vanishes), so DLR cannot exist;
+      both forms become the margin ``−(z_y − z_o)`` (denominator 1): same sign, same
+      ascent direction, only the scale invariance is lost.
+    """
+    num, _, den, _ = _dlr_parts(scores, y, target, axis)
+    return -num / den
+
+
+def score_gradient(name: str, scores, y, *, probabilities: bool, axis: int = 1, target=None):
+    """Loss ``name`` per sample and its gradient w.r.t. ``scores`` (shaped like ``scores``).
+
+    ``name``: ``ce``, ``seg_ce`` (mean over pixels), ``dlr`` (``target`` given: targeted DLR).
+    ``dlr`` reads the scores as logits (on probabilities it is DLR of the probabilities, as the
+    authors' code would compute). The gradient is the cotangent for ``AttackContext.vjp``.
+    """
+    xp = namespace(scores)
+    if name in ("ce", "seg_ce"):
+        lp = log_probs(scores, probabilities=probabilities, axis=axis)
+        picked, onehot = _take_class(lp, y, axis)
+        if probabilities:
+            p_y, _ = _take_class(scores, y, axis)
+            inside = p_y > PROB_FLOOR
+            safe = xp.where(inside, p_y, 1.0)
+            g = -onehot * xp.expand_dims(xp.where(inside, 1.0 / safe, 0.0), axis=axis)
+        else:
+            g = xp.exp(lp) - onehot
+        value = -picked
+        if name == "seg_ce" or value.ndim > 1:
+            per = xp.reshape(value, (value.shape[0], -1))
+            value = xp.mean(per, axis=1)
+            g = g / per.shape[1]
+        return value, g
+    if name == "dlr":
+        num, d_num, den, d_den = _dlr_parts(scores, y, target, axis)
+        value = -num / den
+        g = -d_num / xp.expand_dims(den, axis=axis) + xp.expand_dims(num / (den * den), axis=axis) * d_den
+        return value, g
+    raise ValueError(f"no score gradient for loss {name!r}; use ce, seg_ce or dlr")
+
+
 def compute(name: str, scores, y, *, probabilities: bool, axis: int = 1, mask=None):
     """The loss ``name`` per sample (shape (N,))."""
+    if name == "dlr":
+        return dlr(scores, y, axis=axis)
     if name == "ce":
         return cross_entropy(scores, y, probabilities=probabilities, axis=axis)
     if name == "margin":

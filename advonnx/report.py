@@ -685,7 +685,7 @@ def _leaderboard(summaries, heads, colors, masked_models, masking_notes, value_r
     order = sorted(per_model, key=lambda k: (-(heads[k]["robust"] if k in heads and not _nan(heads[k]["robust"]) else -1), k))
     out = ['<div class="scroll"><table class="lb sortable" id="lb-models"><thead><tr>',
            f"<th>#</th><th>Model</th>{ds_th}<th>Framework</th><th>Gradient</th>",
-           f"<th>Clean {mname} %</th><th>Robust {mname} % (headline)</th><th>Drop pts</th><th>Worst attack %</th>",
+           f"<th>Clean {mname} %</th><th>Robust {mname} % ≤ (headline)</th><th>Drop pts</th><th>Worst attack %</th>",
            "<th>Worst corruption %</th><th>Flags</th></tr></thead><tbody>"]
     for rank, key in enumerate(order, 1):
         ss = per_model[key]
@@ -729,6 +729,26 @@ def _leaderboard(summaries, heads, colors, masked_models, masking_notes, value_r
         none = '<span class="tag ok">none</span>'
         out.append(f"<td>{''.join(tags) or none}</td></tr>")
     out.append("</tbody></table></div>")
+    return "".join(out)
+
+
+def _cascade_html(table: pa.Table) -> str:
+    """What each stage of a cascade (autoattack) added per model (``leaderboard.cascade_stages``)."""
+    from .leaderboard import cascade_stages
+
+    rows = cascade_stages(table)
+    if not rows:
+        return ""
+    out = ['<h3>Cascade stages</h3><p class="sub">Per model, robust accuracy after each stage of the cascade '
+           "(each stage attacks only the samples earlier ones left robust; an upper bound) and the points the stage "
+           'removed.</p><div class="card"><div class="scroll"><table class="lb"><thead><tr><th>Model</th>'
+           "<th>Dataset</th><th>Setting</th><th>Clean %</th><th>Stages</th></tr></thead><tbody>"]
+    for c in rows:
+        stages = " → ".join(f"{_e(label)} ≤ {percent(r)} (−{d:.1f})" for label, r, d in c["stages"])
+        out.append(f"<tr><td>{_e(c['model'])}</td><td>{_e(c['dataset'])}</td>"
+                   f"<td>{_e(c['attack'])} {_e(NORM_NAMES.get(c['norm'], c['norm']))} ε={_e(c['eps_text'])}</td>"
+                   f'<td class="n">{percent(c["clean"])}</td><td>{stages}</td></tr>')
+    out.append("</tbody></table></div></div>")
     return "".join(out)
 
 
@@ -992,9 +1012,12 @@ def render_report(table: pa.Table, folders: list[Path], *, title: str | None = N
     body.append('<section id="leaderboard"><h2>Leaderboard</h2><p class="sub">One row per model, ranked by robust '
                 f"{_e(' / '.join(sorted({s['metric'] for s in summaries})))} at the headline setting; click a column "
                 "header to sort. Intervals are 95 % "
-                "bootstrap intervals over samples; only rows with status ok enter the figures.</p>")
+                "bootstrap intervals over samples; only rows with status ok enter the figures. Robust accuracy under "
+                "attack is an upper bound (≤): a stronger attack can only lower it.</p>")
     body.extend(f'<div class="callout warn">{w}</div>' for w in warn)
-    body.append(f'<div class="card">{_leaderboard(summaries, heads, colors, masked, masking_notes, value_range_assumed)}</div></section>')
+    body.append(f'<div class="card">{_leaderboard(summaries, heads, colors, masked, masking_notes, value_range_assumed)}</div>')
+    body.append(_cascade_html(table))
+    body.append("</section>")
     body.append('<section id="masking"><h2>Gradient masking</h2><p class="sub">Checks after Athalye et al. (2018), '
                 "paired per sample (exact McNemar tests, p &lt; 0.05): query-only attacks must not beat gradient "
                 "attacks, single steps must not beat iterations, 5× the steps must not gain more than 2 points, and "

@@ -69,6 +69,9 @@ SCHEMA = pa.schema([
     ("min_norm", pa.float64()),
     ("rho", pa.float64()),  # minimal-norm attacks: ‖r‖₂/‖x‖₂ of min_norm's adversarial (DeepFool's ρ = mean)
     ("l0_pixels", pa.int64()),  # changed spatial positions, any channel (l0 counts elements)
+    # cascades (autoattack): the stage that broke the sample (apgd-ce, apgd-t, ...), "clean" =
+    # misclassified unattacked, "" = robust; null for other attacks
+    ("broken_by", pa.string()),
     ("psnr", pa.float64()),
     ("ssim", pa.float64()),
     ("pixel_acc_clean", pa.float64()),

@@ -681,9 +681,10 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
     else:
         adv_pred = np.argmax(adv_scores, axis=spec.class_axis)
         clean_pred = np.argmax(clean_scores, axis=spec.class_axis)
-    min_norm = rho = l0_pixels = None
+    min_norm = rho = l0_pixels = broken_by = None
     if attack is not None:
         success = to_numpy(res.success)
+        broken_by = res.broken_by
         min_norm = None if res.min_norm is None else to_numpy(res.min_norm).astype(np.float64)
         rho = None if res.rho is None else to_numpy(res.rho).astype(np.float64)
         l0_pixels = None if res.l0_pixels is None else to_numpy(res.l0_pixels)
@@ -728,6 +729,7 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
                 "l0_pixels": None if l0_pixels is None else int(l0_pixels[i]),
                 "straight_through": straight, "saturated": None if saturated is None else bool(saturated[i]),
                 "zero_gradient": None if zero_grad is None or zero_grad[i] is None else bool(zero_grad[i]),
+                "broken_by": None if broken_by is None else str(broken_by[i]),
                 "status": "ok" if ok else "invalid",
                 "error": None if ok else "model output is NaN or Inf",
                 "time_s": elapsed / len(ids),

@@ -49,6 +49,8 @@ class AttackResult:
     # (N,) bool: the sample's input gradient was exactly zero at the attack's first gradient
     # step (None for attacks that never asked for value_and_grad)
     zero_gradient: Any | None = None
+    # cascades (AutoAttack): per sample, the stage whose example broke it ("" = robust)
+    broken_by: np.ndarray | None = None
 
     @property
     def robust(self):
@@ -81,6 +83,7 @@ class AttackContext:
         # (a masked gradient, or a model flat around the sample), and whether that call came
         self._zero_gradient = np.zeros(n, dtype=bool)
         self._gradient_seen = np.zeros(n, dtype=bool)
+        self.broken_by: np.ndarray | None = None  # a cascade records its breaking stage per sample
 
     def count(self, idx) -> None:
         np.add.at(self.queries, to_numpy(idx), 1)
@@ -191,6 +194,9 @@ class Attack(ABC):
     minimal_norm: ClassVar[bool] = False
     tasks: ClassVar[tuple[str, ...]] = ("classification", "segmentation")
     loss: str = "ce"
+    # the loss whose gradient graph decides exact vs estimated (None: ``loss``, seg_ce for
+    # segmentation); attacks that differentiate through ``ctx.vjp`` say "cotangent"
+    gradient_loss: ClassVar[str | None] = None
 
     def __init__(self, *, norm: str = "linf", eps: float | None = None, loss: str = "ce"):
         if norm not in self.norms:
@@ -273,7 +279,7 @@ class Attack(ABC):
         if spec.task not in self.tasks:
             raise AdvonnxError(f"{self.name} does not attack {spec.task} models")
         rng = rng or Random(0)
-        loss = "seg_ce" if spec.task == "segmentation" else self.loss
+        loss = self.gradient_loss or ("seg_ce" if spec.task == "segmentation" else self.loss)
         mode = model.gradient_mode(gradient, loss=loss) if self.needs == "gradient" else "none"
         clean_pred = model.classify(x)
         labels = clean_pred if y is None else xp.asarray(y)
@@ -316,13 +322,16 @@ class Attack(ABC):
         if min_norm is not None:
             # the projected x_adv is an adversarial found too: the smallest norm is the lower one
             min_norm = xp.where(success, xp.minimum(min_norm, norms(delta, self.norm)), min_norm)
+        broken_by = None
+        if ctx.broken_by is not None:  # the recorded stage stands only where x_adv is adversarial
+            broken_by = np.where(to_numpy(success), ctx.broken_by, "").astype(object)
         return AttackResult(
             x_adv=x_adv, success=success, queries=ctx.queries, clean_pred=clean_pred,
             adv_pred=adv_pred, labels=labels, target=target if targeted else None,
             linf=norms(delta, "linf"), l2=norms(delta, "l2"), l0=norms(delta, "l0"),
             min_norm=min_norm, gradient=model.gradient_label(mode), time_s=elapsed, params=self.params(), rho=rho,
             l0_pixels=changed_pixels(x, x_adv, spec.layout),
-            zero_gradient=ctx.zero_gradient,
+            zero_gradient=ctx.zero_gradient, broken_by=broken_by,
         )
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import AdvonnxError
+from .apgd import APGD
+from .apgdt import APGDT
+from .autoattack import AutoAttack
 from .base import Attack
 from .carlini_wagner import CarliniWagnerL2
 from .dag import DAG
@@ -29,14 +32,16 @@ def register(cls: type[Attack]) -> type[Attack]:
     return cls
 
 
-for _cls in (FGSM, BIM, PGD, DeepFool, JSMA, CarliniWagnerL2, DAG, FAB, FABT, SegPGD):
+for _cls in (FGSM, BIM, PGD, APGD, APGDT, DeepFool, JSMA, CarliniWagnerL2, DAG, FAB, FABT, SegPGD):
     register(_cls)
 for _cls in (NES, SPSA, Square, HopSkipJump):  # query-only (score- and decision-based) attacks
     register(_cls)
+register(AutoAttack)  # a cascade of registered attacks, looked up when it runs
 register(Transfer)  # white-box on a surrogate, decisions of the target
 register(UniversalPerturbation)
 ALIASES.update({"fab-t": "fab_t", "fabt": "fab_t", "seg_pgd": "segpgd", "seg-pgd": "segpgd"})
-ALIASES.update({"universal": "uap", "hopskipjump": "hsj", "square_attack": "square", "nes_pgd": "nes", "spsa_pgd": "spsa"})
+ALIASES.update({"auto_pgd": "apgd", "aa": "autoattack", "apgd-t": "apgdt", "apgd_t": "apgdt", "universal": "uap",
+                "hopskipjump": "hsj", "square_attack": "square", "nes_pgd": "nes", "spsa_pgd": "spsa"})
 
 
 def attack_class(name: str) -> type[Attack]:

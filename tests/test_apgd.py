@@ -1,0 +1,306 @@
+"""APGD, APGD-T and the AutoAttack cascade (issue 16): losses and their score gradients vs torch
+autograd and the authors' formulas, budgets on every tiny fixture, array-api-strict, the
+cascade's per-sample record, rows and leaderboard."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+import advonnx
+from advonnx import losses
+from advonnx.attacks import make_attack
+from advonnx.errors import AdvonnxError
+from advonnx.oracles import EstimatorConfig
+from models import save, small_cnn, softmax_regression
+
+
+def _authors_dlr(z, y):  # autoattack/autopgd_base.py, APGDAttack.dlr_loss
+    z_sorted, ind_sorted = z.sort(dim=1)
+    ind = (ind_sorted[:, -1] == y).float()
+    u = torch.arange(z.shape[0])
+    return -(z[u, y] - z_sorted[:, -2] * ind - z_sorted[:, -1] * (1.0 - ind)) / (z_sorted[:, -1] - z_sorted[:, -3] + 1e-12)
+
+
+def _authors_dlr_targeted(z, y, t):  # APGDAttack_targeted.dlr_loss_targeted
+    z_sorted, _ = z.sort(dim=1)
+    u = torch.arange(z.shape[0])
+    return -(z[u, y] - z[u, t]) / (z_sorted[:, -1] - 0.5 * (z_sorted[:, -3] + z_sorted[:, -4]) + 1e-12)
+
+
+@pytest.mark.parametrize("classes", [3, 4, 7])
+def test_dlr_and_its_score_gradient_match_the_authors_formula(classes):
+    rng = np.random.default_rng(classes)
+    z = rng.normal(0, 3, (64, classes))
+    y = rng.integers(0, classes, 64)
+    zt = torch.tensor(z, requires_grad=True)
+    ref = _authors_dlr(zt, torch.tensor(y))
+    (g_ref,) = torch.autograd.grad(ref.sum(), zt)
+    value, g = losses.score_gradient("dlr", z, y, probabilities=False)
+    np.testing.assert_allclose(value, ref.detach().numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(losses.dlr(z, y), value, rtol=1e-12)
+    np.testing.assert_allclose(g, g_ref.numpy(), rtol=1e-9, atol=1e-12)
+    # shift and scale invariance, the point of DLR
+    np.testing.assert_allclose(losses.dlr(3.0 * z + 5.0, y), value, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("classes", [4, 6])
+def test_targeted_dlr_matches_the_authors_formula(classes):
+    rng = np.random.default_rng(1)
+    z = rng.normal(0, 2, (40, classes))
+    y = rng.integers(0, classes, 40)
+    t = (y + 1 + rng.integers(0, classes - 1, 40)) % classes
+    zt = torch.tensor(z, requires_grad=True)
+    ref = _authors_dlr_targeted(zt, torch.tensor(y), torch.tensor(t))
+    (g_ref,) = torch.autograd.grad(ref.sum(), zt)
+    value, g = losses.score_gradient("dlr", z, y, target=t, probabilities=False)
+    np.testing.assert_allclose(value, ref.detach().numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(g, g_ref.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_dlr_for_two_and_three_classes():
+    rng = np.random.default_rng(2)
+    z3 = rng.normal(0, 2, (30, 3))
+    y = rng.integers(0, 3, 30)
+    t = (y + 1) % 3
+    # 3 classes, targeted: z_π3 stands in for the missing z_π4, denominator z_π1 − z_π3
+    zs = np.sort(z3, axis=1)
+    expect = -(z3[np.arange(30), y] - z3[np.arange(30), t]) / (zs[:, -1] - zs[:, 0] + 1e-12)
+    np.testing.assert_allclose(losses.dlr(z3, y, target=t), expect, rtol=1e-12)
+    # 2 classes: the margin −(z_y − z_other), untargeted and targeted alike
+    z2 = rng.normal(0, 2, (30, 2))
+    y2 = rng.integers(0, 2, 30)
+    other = z2[np.arange(30), 1 - y2]
+    np.testing.assert_allclose(losses.dlr(z2, y2), -(z2[np.arange(30), y2] - other), rtol=1e-12)
+    np.testing.assert_allclose(losses.dlr(z2, y2, target=1 - y2), losses.dlr(z2, y2), rtol=1e-12)
+    _, g = losses.score_gradient("dlr", z2, y2, probabilities=False)
+    np.testing.assert_allclose(np.abs(g).sum(axis=1), 2.0)
+
+
+@pytest.mark.parametrize("probabilities", [False, True])
+def test_ce_score_gradient_vs_autograd(probabilities):
+    rng = np.random.default_rng(3)
+    z = rng.normal(0, 2, (20, 5))
+    if probabilities:
+        z = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    y = rng.integers(0, 5, 20)
+    zt = torch.tensor(z, requires_grad=True)
+    ref = -(torch.log(zt.clamp(1e-12, 1)) if probabilities else torch.log_softmax(zt, 1))[torch.arange(20), torch.tensor(y)]
+    (g_ref,) = torch.autograd.grad(ref.sum(), zt)
+    value, g = losses.score_gradient("ce", z, y, probabilities=probabilities)
+    np.testing.assert_allclose(value, ref.detach().numpy(), rtol=1e-10)
+    np.testing.assert_allclose(g, g_ref.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_seg_ce_score_gradient_vs_autograd():
+    rng = np.random.default_rng(4)
+    z = rng.normal(0, 2, (3, 4, 5, 6))
+    y = rng.integers(0, 4, (3, 5, 6))
+    zt = torch.tensor(z, requires_grad=True)
+    ref = torch.nn.functional.cross_entropy(zt, torch.tensor(y), reduction="none").mean(dim=(1, 2))
+    (g_ref,) = torch.autograd.grad(ref.sum(), zt)
+    value, g = losses.score_gradient("seg_ce", z, y, probabilities=False)
+    np.testing.assert_allclose(value, ref.detach().numpy(), rtol=1e-10)
+    np.testing.assert_allclose(g, g_ref.numpy(), rtol=1e-9, atol=1e-12)
+
+
+FIXTURES = {"cnn_nchw": dict(), "cnn_nhwc": dict(nhwc=True), "cnn_softmax": dict(head="softmax"),
+            "cnn_binary": dict(head="sigmoid_binary"), "cnn_5_classes": dict(classes=5)}
+SETTINGS = [
+    ("apgd", dict(norm="linf", eps=0.05, steps=6, loss="ce")),
+    ("apgd", dict(norm="l2", eps=0.5, steps=6, loss="dlr", restarts=2)),
+    ("apgdt", dict(norm="linf", eps=0.05, steps=5)),
+    ("autoattack", dict(norm="l2", eps=0.5, stages=[{"name": "apgd-ce", "steps": 4}, {"name": "apgd-t", "steps": 4},
+                                                     {"name": "square", "max_queries": 30}])),
+]
+
+
+@pytest.fixture(params=list(FIXTURES))
+def tiny(request, tmp_path):
+    m = advonnx.load_model(save(small_cnn(**FIXTURES[request.param]), tmp_path / "m.onnx"),
+                           estimator=EstimatorConfig(samples=10))
+    x = np.random.default_rng(0).uniform(0, 1, (6,) + tuple(m.spec.input_shape[1:])).astype(np.float32)
+    return m, x
+
+
+@pytest.mark.parametrize("name,settings", SETTINGS, ids=[f"{n}-{s['norm']}" for n, s in SETTINGS])
+def test_budget_range_and_success(tiny, name, settings):
+    model, x = tiny
+    y = (model.classify(x) + np.arange(6) % 2).astype(np.int64) % 2  # some wrong labels too
+    res = advonnx.attack(model, x, y, name, rng=1, gradient="auto", **settings)
+    assert res.x_adv.shape == x.shape and res.x_adv.dtype == x.dtype
+    lo, hi = model.spec.value_range
+    assert res.x_adv.min() >= lo and res.x_adv.max() <= hi
+    delta = (res.x_adv - x).reshape(len(x), -1).astype(np.float64)
+    size = np.abs(delta).max(axis=1) if settings["norm"] == "linf" else np.linalg.norm(delta, axis=1)
+    assert size.max() <= settings["eps"] * (1 + 1e-5)
+    assert np.array_equal(res.success, model.classify(res.x_adv) != y)
+    wrong = model.classify(x) != y
+    # misclassified unattacked: not attacked (AutoAttack), the clean sample comes back
+    assert np.all(size[wrong] == 0) and np.all(res.queries[~wrong] > 0)
+    if name == "autoattack":
+        assert set(res.broken_by[wrong]) == {"clean"}
+        assert np.array_equal(res.broken_by != "", res.success)
+
+
+@pytest.mark.slow
+def test_apgd_breaks_more_than_pgd_on_a_trained_model(brain_mobilenet_path, brain_patches):
+    x, y = brain_patches
+    x, y = x[:60], y[:60]
+    m = advonnx.load_model(brain_mobilenet_path)
+    apgd = advonnx.attack(m, x, y, "apgd", eps=2 / 255, steps=20, rng=0, gradient="exact")
+    pgd = advonnx.attack(m, x, y, "pgd", eps=2 / 255, steps=20, rng=0, gradient="exact")
+    robust = lambda r: ((r.clean_pred == y) & (r.adv_pred == y)).mean()  # noqa: E731
+    assert robust(apgd) <= robust(pgd)
+    assert robust(apgd) < (m.classify(x) == y).mean() - 0.3
+
+
+def test_apgd_t_runs_each_top_class_and_counts_queries(tmp_path):
+    proto, *_ = softmax_regression(d=12, classes=5, seed=3)
+    m = advonnx.load_model(save(proto, tmp_path / "r.onnx"))
+    x = np.random.default_rng(0).uniform(0, 1, (8, 12)).astype(np.float32)
+    y = m.classify(x)
+    steps = 3
+    res = advonnx.attack(m, x, y, "apgdt", eps=1e-4, steps=steps, n_target_classes=9, rng=0, gradient="exact")
+    assert not res.success.any()  # a tiny budget: every sample stays robust through all 4 targets
+    # one clean query, then per target: start + steps, each a predict and a vjp
+    assert np.all(res.queries == 1 + 4 * (steps + 1) * 2)
+    res2 = advonnx.attack(m, x, y, "apgdt", eps=1e-4, steps=steps, n_target_classes=2, rng=0, gradient="exact")
+    assert np.all(res2.queries == 1 + 2 * (steps + 1) * 2)
+
+
+def test_array_api_strict(tmp_path):
+    xps = pytest.importorskip("array_api_strict")
+    from advonnx.xp import to_numpy
+
+    proto, *_ = softmax_regression(d=12, classes=4)
+    m = advonnx.load_model(save(proto, tmp_path / "r.onnx"), estimator=EstimatorConfig(samples=4))
+    xh = np.random.default_rng(0).uniform(0, 1, (5, 12)).astype(np.float32)
+    for name, kw in [("apgd", dict(loss="dlr", norm="l2", eps=0.5)), ("apgdt", dict(eps=0.1)),
+                     ("autoattack", dict(eps=0.1, stages=["apgd-ce", "apgd-t"]))]:
+        kw = {"steps": 3, **kw} if name != "autoattack" else {**kw, "stages": [{"name": s, "steps": 3} for s in kw["stages"]]}
+        res = advonnx.attack(m, xps.asarray(xh), None, name, gradient="estimated", rng=1, **kw)
+        ref = advonnx.attack(m, xh, None, name, gradient="estimated", rng=1, **kw)
+        np.testing.assert_allclose(to_numpy(res.x_adv), ref.x_adv, rtol=1e-5, atol=1e-6)
+
+
+def test_settings_are_checked():
+    with pytest.raises(AdvonnxError, match="loss must be 'ce' or 'dlr'"):
+        make_attack("apgd", loss="margin")
+    with pytest.raises(AdvonnxError, match="version"):
+        make_attack("autoattack", version="plus")
+    with pytest.raises(AdvonnxError, match="has no setting"):
+        make_attack("autoattack", stages=[{"name": "apgd-ce", "stepz": 3}])
+    with pytest.raises(AdvonnxError, match="cascade's eps"):
+        make_attack("autoattack", stages=[{"name": "apgd-ce", "eps": 3}])
+    with pytest.raises(AdvonnxError, match="repeat"):
+        make_attack("autoattack", stages=["apgd-ce", "apgd-ce"])
+    r = repr(make_attack("apgd", eps=0.1, loss="dlr", steps=7))
+    assert r.startswith("APGD(") and "loss='dlr'" in r and "steps=7" in r
+
+
+def test_missing_stage_attack_is_named_when_the_cascade_runs(tmp_path):
+    from advonnx.attacks.registry import ATTACKS
+
+    proto, *_ = softmax_regression(d=6, classes=3)
+    m = advonnx.load_model(save(proto, tmp_path / "r.onnx"))
+    x = np.random.default_rng(0).uniform(0, 1, (3, 6)).astype(np.float32)
+    atk = make_attack("autoattack", eps=0.1, stages=["apgd-ce", {"name": "nosuch", "k": 1}])
+    with pytest.raises(AdvonnxError, match="needs attack 'nosuch'"):
+        atk(m, x)
+    if "fab" not in ATTACKS:  # the standard version names FAB-T, which another branch adds
+        with pytest.raises(AdvonnxError, match="'fab'"):
+            make_attack("autoattack", eps=0.1)(m, x)
+
+
+def test_rand_version_averages_eot_gradients(tmp_path):
+    proto, *_ = softmax_regression(d=6, classes=3)
+    m = advonnx.load_model(save(proto, tmp_path / "r.onnx"))
+    x = np.random.default_rng(0).uniform(0, 1, (4, 6)).astype(np.float32)
+    y = m.classify(x)
+    rand = make_attack("autoattack", eps=1e-5, version="rand")
+    assert rand.stages == [{"name": "apgd-ce", "eot_iter": 20}, {"name": "apgd-dlr", "eot_iter": 20}]
+    steps = 3
+    atk = make_attack("autoattack", eps=1e-5, stages=[{**s, "steps": steps} for s in rand.stages])
+    res = atk(m, x, y, gradient="exact")
+    # a budget too small to break anything: the cascade's clean query, then per stage a clean
+    # query and (steps + 1) points × 20 EOT evaluations × (scores + VJP)
+    assert not res.success.any() and np.all(res.queries == 1 + 2 * (1 + (steps + 1) * 20 * 2))
+
+
+def test_suite_rows_and_leaderboard_show_stages(tmp_path):
+    from rich.console import Console
+
+    from advonnx.leaderboard import cascade_stages, render
+
+    proto, *_ = softmax_regression(d=10, classes=3, seed=5)
+    save(proto, tmp_path / "r.onnx")
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (40, 10)).astype(np.float32)
+    m = advonnx.load_model(str(tmp_path / "r.onnx"))
+    y = m.classify(x)
+    y[:4] = (y[:4] + 1) % 3
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    (tmp_path / "s.toml").write_text(
+        'name = "t"\nseed = 0\n[headline]\nattack = "autoattack"\nnorm = "linf"\neps = "0.05"\n'
+        '[[datasets]]\nname = "d"\npath = "d.npz"\n[[models]]\nname = "r"\npath = "r.onnx"\n'
+        '[[attacks]]\nname = "autoattack"\nnorm = "linf"\neps = ["0.05"]\n'
+        'stages = [{ name = "apgd-ce", steps = 5 }, { name = "apgd-t", steps = 5 }]\n')
+    table = advonnx.run_suite(str(tmp_path / "s.toml"), out=str(tmp_path / "out"))
+    rows = [r for r in table.to_pylist() if r["attack"] == "autoattack"]
+    assert len(rows) == 40
+    for r in rows:
+        assert r["broken_by"] in ("clean", "apgd-ce", "apgd-t", "")
+        assert (r["broken_by"] == "clean") == (not r["clean_correct"])
+        assert (r["broken_by"] != "") == r["success"]
+    (c,) = cascade_stages(table)
+    after = [robust for _, robust, _ in c["stages"]]
+    robust = np.mean([r["clean_correct"] and not r["success"] for r in rows])
+    assert [s for s, _, _ in c["stages"]] == ["apgd-ce", "apgd-t"] and after[-1] == pytest.approx(robust)
+    assert c["clean"] - sum(d for _, _, d in c["stages"]) / 100 == pytest.approx(robust)
+    out = io.StringIO()
+    render(table, Console(file=out, width=200), headline={"attack": "autoattack", "norm": "linf", "eps": "0.05"})
+    text = out.getvalue()
+    assert "Cascade stages" in text and f"≤ {100 * robust:.1f}" in text and "upper bound" in text
+
+
+def test_cotangent_gradients_equal_the_loss_graphs(tmp_path):
+    """APGD's loss gradient (scores, then a VJP with the loss's score gradient) equals the
+    gradient graph of the same loss: ce on a classifier, seg_ce on a segmenter."""
+    from test_paper_attacks import tiny_segmenter
+
+    from advonnx.attacks.base import AttackContext
+    from advonnx.xp import Random
+
+    rng = np.random.default_rng(0)
+    cases = [(small_cnn(classes=4), "ce", (5, 1, 8, 8)), (tiny_segmenter(kernel=3), "seg_ce", (3, 1, 8, 8))]
+    for i, (proto, loss, shape) in enumerate(cases):
+        m = advonnx.load_model(save(proto, tmp_path / f"m{i}.onnx"))
+        x = rng.uniform(0, 1, shape).astype(np.float32)
+        y = m.classify(x)
+        y = (y + (rng.uniform(size=y.shape) < 0.3)) % m.spec.num_classes
+        ctx = AttackContext(m, n=len(x), rng=Random(0), gradient="exact", targeted=False, value_range=(0, 1),
+                            max_queries=None)
+        value, grad, _ = make_attack("apgd", eps=0.1)._loss_grad(ctx, x, y, np.arange(len(x)), None, loss)
+        ref_value, ref_grad = m.value_and_grad(x, y, loss=loss, gradient="exact")
+        np.testing.assert_allclose(value, ref_value, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(grad, ref_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_apgd_on_a_segmenter(tmp_path):
+    from test_paper_attacks import tiny_segmenter
+
+    m = advonnx.load_model(save(tiny_segmenter(kernel=3), tmp_path / "s.onnx"))
+    x = np.random.default_rng(1).uniform(0, 1, (4, 1, 8, 8)).astype(np.float32)
+    y = m.classify(x)
+    res = advonnx.attack(m, x, y, "apgd", eps=0.1, steps=10, rng=0, gradient="exact")
+    pgd = advonnx.attack(m, x, y, "pgd", eps=0.1, steps=10, rng=0, gradient="exact")
+    assert np.abs(res.x_adv - x).max() <= 0.1 * (1 + 1e-6)
+    seg_ce = lambda r: m.loss(m.predict(r.x_adv), y, "seg_ce").mean()  # noqa: E731
+    assert seg_ce(res) >= seg_ce(pgd) > m.loss(m.predict(x), y, "seg_ce").mean()
+    assert (res.adv_pred == y).mean() < 0.9
+    with pytest.raises(AdvonnxError, match="per-pixel"):
+        advonnx.attack(m, x, y, "apgd", eps=0.1, steps=2, loss="dlr")
