@@ -27,13 +27,6 @@ err_console = Console(stderr=True)
 _DEBUG = {"on": False}
 
 
-def _split(values: list[str] | None) -> list[str]:
-    out: list[str] = []
-    for v in values or []:
-        out.extend(p for p in v.split(",") if p.strip())
-    return [p.strip() for p in out]
-
-
 @app.callback()
 def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False):
     """advonnx: adversarial and corruption robustness of ONNX models, results in Parquet."""
@@ -46,7 +39,7 @@ def run(
     suite: Annotated[str | None, typer.Argument(help="Suite TOML, or a built-in suite name (quick, full). Default: quick.")] = None,
     model: Annotated[list[str] | None, typer.Option("--model", "-m", help="ONNX model(s) to attack instead of the suite's.")] = None,
     data: Annotated[str | None, typer.Option("--data", "-d", help="Data: .npz (x, y), image folder (class subfolders or flat), CSV manifest, or one image/volume.")] = None,
-    attack: Annotated[list[str] | None, typer.Option("--attack", "--attacks", "-a", help="Attack name(s), comma-separated (see `advonnx attacks`).")] = None,
+    attack: Annotated[list[str] | None, typer.Option("--attack", "--attacks", "-a", help="Attack name(s), comma-separated, each with optional settings: \"pgd(steps=50, restarts=5),square(max_queries=5000)\" (the keys of a suite TOML attack: `advonnx attacks` lists them; also norm, eps, targeted).")] = None,
     eps: Annotated[str | None, typer.Option("--eps", help="Budget(s) in the model's value units, e.g. 2/255,8/255 or 0.03.")] = None,
     norm: Annotated[str | None, typer.Option("--norm", help="linf or l2.")] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Iterations of iterative attacks.")] = None,
@@ -83,9 +76,15 @@ def run(
       advonnx run --corruptions all --severities 1-5   # natural corruptions beside the attacks
       advonnx run full --cluster local:4             # the same rows, on 4 Dask workers
       advonnx run --attack fgsm,pgd,deepfool --worst-case   # combined robust accuracy (AutoAttack style)
+      advonnx run --attack "pgd(steps=50, restarts=5),square(max_queries=5000, p_init=0.3)"
+      advonnx run --attack "pgd(norm=l2, eps=[0.25, 0.5]),fgsm" --eps 2/255   # per-attack norm and eps
+
+    Settings in parentheses use the suite TOML's names; values are numbers, fractions (2/255),
+    true/false, words or [lists]. They win over --eps, --norm, --steps and --max-queries.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from .attacks import attack_class, make_attack
     from .leaderboard import render
     from .suite import (
         AttackEntry,
@@ -117,31 +116,38 @@ def run(
     elif limit is not None:
         for d in s.datasets:
             d.limit = limit
+    from .attack_spec import parse_attack_specs
+
+    specs = {}  # entry -> its spec, whose settings win over --steps / --max-queries
     if attack or not s.attacks:
-        names = _split(attack) or ["fgsm", "pgd"]
         budgets = parse_eps(eps or "2/255,8/255")
-        extra = {"steps": steps} if steps else {}
-        s.attacks = [AttackEntry(name=n, norm=norm or "linf", eps=budgets,
-                                 settings=dict(extra) if n != "fgsm" else {}) for n in names]
-        s.headline = {"attack": names[-1], "norm": norm or "linf", "eps": budgets[-1][1]}
+        s.attacks = []
+        for spec in parse_attack_specs(attack) or parse_attack_specs("fgsm,pgd"):
+            entry = AttackEntry(name=spec.name, norm=spec.norm or norm or "linf", eps=spec.eps or budgets,
+                                targeted=bool(spec.targeted), datasets=spec.datasets or [])
+            s.attacks.append(entry)
+            specs[id(entry)] = spec
+            if steps and "steps" in attack_class(spec.name).parameters():
+                entry.settings["steps"] = steps
+        last = s.attacks[-1]
+        s.headline = {"attack": last.name, "norm": last.norm, "eps": last.eps[-1][1]}
     else:
         for a in s.attacks:
             if eps:
                 a.eps = parse_eps(eps)
             if norm:
                 a.norm = norm
-            if steps and "steps" in __import__("advonnx.attacks", fromlist=["attack_class"]).attack_class(a.name).parameters():
+            if steps and "steps" in attack_class(a.name).parameters():
                 a.settings["steps"] = steps
-    from .attacks import attack_class
-
-    for a in s.attacks:  # --max-queries / --steps go to the attacks that have them
-        accepted = attack_class(a.name).parameters()
-        if max_queries is not None and "max_queries" in accepted:
+    for a in s.attacks:  # --max-queries goes to the attacks that have it; then the spec's own settings
+        if max_queries is not None and "max_queries" in attack_class(a.name).parameters():
             if max_queries < 1:
                 raise AdvonnxError("--max-queries must be >= 1")
             a.settings["max_queries"] = max_queries
-        if steps and "steps" not in accepted:
-            a.settings.pop("steps", None)
+        if id(a) in specs:
+            a.settings.update(specs[id(a)].settings)
+            for value, _ in a.eps:  # every setting is built now, as a suite file's are, not mid-run
+                make_attack(a.name, norm=a.norm, eps=value or 1e-12, **a.settings)
     if corruptions is not None:
         s.corruptions = parse_corruptions(corruptions)
         s.severities = parse_severities(severities or "1-5")
@@ -151,7 +157,8 @@ def run(
         s.severities = parse_severities(severities)
     if targeted:
         for a in s.attacks:
-            a.targeted = True
+            if id(a) not in specs or specs[id(a)].targeted is None:  # pgd(targeted=false) stays untargeted
+                a.targeted = True
     if worst_case:
         s.worst_case = True
     if seed is not None:
@@ -339,6 +346,8 @@ def list_attacks():
         t.add_row(name, ", ".join(cls.norms), cls.needs, params, cls.summary)
     console.print(t)
     console.print("[dim]eps is in the model's value units (e.g. 8/255 for images in [0, 1]); gradient attacks use exact gradients when the graph allows, else NES estimates.[/dim]")
+    console.print("[dim]" + escape('Set them per attack: advonnx run --attack "pgd(steps=50, restarts=5),square(max_queries=5000)"'
+                                   " (also norm, eps=[1/255, 2/255], targeted=true).") + "[/dim]")
 
 
 def _fmt_default(v) -> str:
@@ -522,7 +531,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(2)
         if debug:
             raise
-        err_console.print(f"[red]internal error:[/red] {type(err).__name__}: {err} (run again with --debug for the traceback)",
+        err_console.print(f"[red]internal error:[/red] {type(err).__name__}: {escape(str(err))} (run again with --debug for the traceback)",
                           highlight=False, soft_wrap=True)
         sys.exit(1)
 

@@ -211,3 +211,31 @@ def test_minimal_norm_robustness_curve_is_shown(tmp_path):
     assert r.returncode == 0, r.stderr
     text = " ".join(r.stdout.split())
     assert "robustness curve of m from deepfool minimal l2 norms" in text and "0.1→" in text and "0.3→" in text
+
+
+def test_attack_settings_in_parentheses(tmp_path):
+    """Per-attack settings, norm and eps on the command line reach the rows; they win over --steps."""
+    path = save(small_cnn(), tmp_path / "m.onnx")
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).uniform(0, 1, (6, 1, 8, 8)).astype(np.float32),
+             y=np.arange(6) % 3)
+    r = advonnx("run", "--model", path, "--data", tmp_path / "d.npz", "--steps", "3", "--eps", "8/255",
+                "--attack", "pgd(steps=7, restarts=2, loss=margin, eps=[1/255, 0.1]),square(max_queries=40, norm=l2, eps=0.5)",
+                "--attack", "bim", "--out", tmp_path / "o", "--quiet")
+    assert r.returncode == 0, r.stderr
+    rows = read_results(tmp_path / "o").to_pylist()
+    got = {(row["attack"], row["norm"], row["eps_text"]) for row in rows}
+    assert got == {("pgd", "linf", "1/255"), ("pgd", "linf", "0.1"), ("square", "l2", "0.5"), ("bim", "linf", "8/255")}
+    settings = {row["attack"]: __import__("json").loads(row["settings"]) for row in rows}
+    assert settings["pgd"]["steps"] == 7 and settings["pgd"]["restarts"] == 2 and settings["pgd"]["loss"] == "margin"
+    assert settings["square"]["max_queries"] == 40 and settings["bim"]["steps"] == 3
+    assert all(row["queries"] <= 40 for row in rows if row["attack"] == "square")
+
+
+def test_attack_setting_typo_is_one_line_listing_settings(tmp_path):
+    path = save(small_cnn(), tmp_path / "m.onnx")
+    np.savez(tmp_path / "d.npz", x=np.zeros((2, 1, 8, 8), np.float32))
+    r = advonnx("run", "--model", path, "--data", tmp_path / "d.npz", "--attack", "fgsm,pgd(stepz=5)",
+                "--out", tmp_path / "o")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "pgd has no setting 'stepz'; its settings: norm, eps, steps, step_size" in r.stderr
+    assert not (tmp_path / "o").exists()
