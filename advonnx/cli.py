@@ -55,6 +55,8 @@ def run(
     output_name: Annotated[str | None, typer.Option("--output", help="Model output holding the scores, if several.")] = None,
     value_range: Annotated[str | None, typer.Option("--value-range", help="Model input value range LO,HI (default: declared, else 0,1).")] = None,
     layout: Annotated[str | None, typer.Option("--layout", help="NCHW, NHWC, NCDHW, NDHWC or NF if the guess is wrong.")] = None,
+    intensity: Annotated[str | None, typer.Option("--intensity", help="How image intensities map to the model's value range: auto (default), none, minmax, percentile:LO-HI, window:LO,HI (e.g. CT window:-1000,400) or divide:K (e.g. divide:4095).")] = None,
+    class_names: Annotated[str | None, typer.Option("--class-names", help="The model's classes in output order, comma-separated (e.g. benign,malignant); class subfolders and manifest labels are matched to them.")] = None,
     corruptions: Annotated[str | None, typer.Option("--corruptions", help="Natural corruptions too: all or NAME[,NAME...] (see `advonnx corruptions`).")] = None,
     severities: Annotated[str | None, typer.Option("--severities", help="Corruption severities, e.g. 1-5 or 1,3,5.")] = None,
     save_examples: Annotated[int | None, typer.Option("--save-examples", help="Keep adversarial examples of the first K samples per model × setting.")] = None,
@@ -78,6 +80,7 @@ def run(
       advonnx run --attack fgsm,pgd,deepfool --worst-case   # combined robust accuracy (AutoAttack style)
       advonnx run --attack "pgd(steps=50, restarts=5),square(max_queries=5000, p_init=0.3)"
       advonnx run --attack "pgd(norm=l2, eps=[0.25, 0.5]),fgsm" --eps 2/255   # per-attack norm and eps
+      advonnx run --model ct.onnx --data scans/ --intensity window:-1000,400 --class-names normal,nodule
 
     Settings in parentheses use the suite TOML's names; values are numbers, fractions (2/255),
     true/false, words or [lists]. They win over --eps, --norm, --steps and --max-queries.
@@ -103,6 +106,15 @@ def run(
     s: Suite = load_suite(suite or "quick") if (suite or not model) else Suite(name="adhoc", models=[], datasets=[], attacks=[])
     overrides = {k: v for k, v in (("input_name", input_name), ("output_name", output_name),
                                    ("value_range", value_range), ("layout", layout)) if v is not None}
+    if class_names is not None:
+        names = [c.strip() for c in class_names.split(",") if c.strip()]
+        if not names or len(set(names)) != len(names):
+            raise AdvonnxError(f"--class-names {class_names!r}: give each class once, comma-separated, e.g. benign,malignant")
+        overrides["class_names"] = names
+    if intensity is not None:
+        from .data import parse_intensity_rule
+
+        parse_intensity_rule(intensity)  # a typo fails now, with the valid rules
     if model:
         s.models = [ModelEntry(name=Path(m).stem, path=str(Path(m)), overrides=dict(overrides)) for m in model]
         s.name = s.name if suite else "adhoc"
@@ -116,6 +128,9 @@ def run(
     elif limit is not None:
         for d in s.datasets:
             d.limit = limit
+    if intensity is not None:
+        for d in s.datasets:
+            d.intensity = intensity
     from .attack_spec import parse_attack_specs
 
     specs = {}  # entry -> its spec, whose settings win over --steps / --max-queries
@@ -177,14 +192,14 @@ def run(
     )
     t0 = time.perf_counter()
     runner = Runner(s, out=out, resume=resume, device=device, batch_size=batch_size, progress=progress, cluster=cluster,
-                    log=lambda m: err_console.print(f"[yellow]{m}[/yellow]"))
+                    log=lambda m: err_console.print(f"[yellow]{escape(m)}[/yellow]", highlight=False))
     if progress is not None:
         with progress:
             folder, table = runner.run()
     else:
         folder, table = runner.run()
-    render(table, console, headline=s.headline, title=f"advonnx · suite {s.name}")
-    console.print(f"[green]{table.num_rows} rows[/green] in {folder} ({time.perf_counter() - t0:.1f} s)")
+    render(table, console, headline=s.headline, title=escape(f"advonnx · suite {s.name}"))
+    console.print(f"[green]{table.num_rows} rows[/green] in {escape(str(folder))} ({time.perf_counter() - t0:.1f} s)")
 
 
 @app.command()
@@ -201,10 +216,13 @@ def show(
     """
     from .leaderboard import render
     from .results import read_results, run_metadata
+    from .suite import value_range_warnings
 
     table = read_results(path, all_runs=all_runs)
     meta = run_metadata(table)
-    render(table, console, headline=meta.get("headline") or {}, title=f"advonnx · {meta.get('run_id', path)}")
+    for line in value_range_warnings(meta.get("specs") or {}):
+        err_console.print(f"[yellow]{escape(line)}[/yellow]", highlight=False)
+    render(table, console, headline=meta.get("headline") or {}, title=escape(f"advonnx · {meta.get('run_id', path)}"))
 
 
 @app.command()
@@ -228,7 +246,7 @@ def compare(
     rows = compare_rows(read_results(a), read_results(b))
     if not console.is_terminal and console.width < 120:
         console.width = 120  # logs and pipes: no truncated model names (as the leaderboard does)
-    t = Table(title=f"advonnx compare: B − A  (A = {a}, B = {b})")
+    t = Table(title=escape(f"advonnx compare: B − A  (A = {a}, B = {b})"))
     for col in ("Model", "Dataset", "Setting", "Clean A", "Clean B", "Δ clean", "Robust A", "Robust B", "Δ robust"):
         t.add_column(col, justify="left" if col in ("Model", "Dataset", "Setting") else "right")
 
@@ -240,21 +258,21 @@ def compare(
         return f"[{color}]{v:+.1f}[/{color}]" if color else f"{v:+.1f}"
 
     for r in rows:
-        t.add_row(r["model"], r["dataset"], r["setting"], percent(r["clean_a"]), percent(r["clean_b"]), delta(r["delta_clean"]),
+        t.add_row(escape(r["model"]), escape(r["dataset"]), escape(r["setting"]), percent(r["clean_a"]), percent(r["clean_b"]), delta(r["delta_clean"]),
                   percent(r["robust_a"]), percent(r["robust_b"]), delta(r["delta_robust"]))
     console.print(t)
     both = [r for r in rows if r["delta_robust"] == r["delta_robust"]]
     if both:
         moved = [r for r in both if abs(r["delta_robust"]) >= 0.0005]
         top = max(both, key=lambda r: abs(r["delta_robust"]))
-        console.print(f"{len(rows)} settings, {len(both)} in both; robust figure moved in {len(moved)}"
-                      + (f", most for {top['model']} {top['setting']} ({100 * top['delta_robust']:+.1f} points)"
-                         if moved else ""))
+        console.print(escape(f"{len(rows)} settings, {len(both)} in both; robust figure moved in {len(moved)}"
+                             + (f", most for {top['model']} {top['setting']} ({100 * top['delta_robust']:+.1f} points)"
+                                if moved else "")))
     if html is not None:
         from .report import write_compare_report
 
         info = write_compare_report(rows, html, a_name=str(a), b_name=str(b))
-        console.print(f"wrote {html} ({info['bytes'] / 1e3:.0f} kB)")
+        console.print(escape(f"wrote {html} ({info['bytes'] / 1e3:.0f} kB)"))
 
 
 @app.command()
@@ -277,8 +295,8 @@ def report(
     from .report import write_report
 
     info = write_report(path, output, all_runs=all_runs, title=title, examples_per_setting=max(0, examples))
-    console.print(f"wrote {output} ({info['bytes'] / 1e6:.2f} MB): {info['settings']} settings of {info['models']} models, "
-                  f"{info['plots']} plots, {info['example_images']} example images")
+    console.print(escape(f"wrote {output} ({info['bytes'] / 1e6:.2f} MB): {info['settings']} settings of {info['models']} models, "
+                         f"{info['plots']} plots, {info['example_images']} example images"))
 
 
 @app.command()
@@ -303,7 +321,7 @@ def inspect(
                                    ("value_range", value_range), ("layout", layout)) if v is not None}
     m = load_model(model, **overrides)
     s = m.spec
-    t = Table(title=f"advonnx inspect {model}", show_header=True, header_style="bold")
+    t = Table(title=escape(f"advonnx inspect {model}"), show_header=True, header_style="bold")
     t.add_column("field")
     t.add_column("value")
     t.add_column("source")
@@ -325,10 +343,10 @@ def inspect(
         ("gradient", gradient, "autodiff"),
         ("execution provider", m.execution_provider + (f" ({m.cuda_note})" if m.cuda_note else ""), "onnxruntime"),
     ):
-        t.add_row(name, str(value), src)
+        t.add_row(name, escape(str(value)), escape(str(src)))
     console.print(t)
     for note in s.notes:
-        console.print(f"[yellow]•[/yellow] {note}")
+        console.print(f"[yellow]•[/yellow] {escape(note)}")
 
 
 @app.command("attacks")
@@ -403,7 +421,7 @@ def list_corruptions(
         raise AdvonnxError(f"{preview}: image of shape {arr.shape} is neither 2-D nor 3-D")
     rule = "divide:255" if img.GetPixelID() in (sitk.sitkUInt8, sitk.sitkVectorUInt8) else "percentile:0.5-99.5"
     grid = preview_grid(map_intensity(arr.astype(np.float64), rule), selected, output)
-    console.print(f"wrote {output} ({grid.shape[1]}×{grid.shape[0]} px): rows {', '.join(selected)}; columns clean, severity 1-5")
+    console.print(escape(f"wrote {output} ({grid.shape[1]}×{grid.shape[0]} px): rows {', '.join(selected)}; columns clean, severity 1-5"))
 
 
 @app.command()
@@ -443,12 +461,12 @@ def doctor(
             pass
     if len(installed) == 2:
         t.add_row("[red]broken install[/red]",
-                  "onnxruntime and onnxruntime-gpu are both installed and overwrite each other's module: "
-                  "pip uninstall -y onnxruntime onnxruntime-gpu, then install only one (GPU: pip install 'advonnx[gpu]')")
+                  escape("onnxruntime and onnxruntime-gpu are both installed and overwrite each other's module: "
+                         "pip uninstall -y onnxruntime onnxruntime-gpu, then install only one (GPU: pip install 'advonnx[gpu]')"))
     else:
         t.add_row("onnxruntime package", ", ".join(f"{k} {v}" for k, v in installed.items()) or "?")
     usable, why = cuda_status(0)
-    t.add_row("CUDA", "[green]usable[/green] (onnxruntime CUDA provider and CuPy on GPU 0)" if usable else f"not used: {why}")
+    t.add_row("CUDA", "[green]usable[/green] (onnxruntime CUDA provider and CuPy on GPU 0)" if usable else escape(f"not used: {why}"))
     try:
         import cupy
 
@@ -484,7 +502,7 @@ def doctor(
                       f"({Path(path).stem}, batch 64, {m.execution_provider})")
         t.add_row("exact gradients", m.gradient_mode("auto", loss="ce"))
     except AdvonnxError as err:
-        t.add_row("[red]default suite[/red]", str(err))
+        t.add_row("[red]default suite[/red]", escape(str(err)))
     console.print(t)
 
 
