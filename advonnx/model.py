@@ -468,15 +468,11 @@ class OnnxModel:
         key = (loss,)
         if key not in self._grad_sessions:
             from .autodiff import gradient_model
+            from .gradcache import gradient_session  # built once per machine (advonnx/gradcache.py)
 
-            proto = gradient_model(
-                self.differentiable,
-                loss=loss,
-                input_name=self.spec.input_name,
-                probabilities=self.spec.scores == "probabilities",
-                class_axis=self.spec.class_axis,
-            )
-            self._grad_sessions[key] = self._make_session(proto)
+            args = dict(loss=loss, input_name=self.spec.input_name,
+                        probabilities=self.spec.scores == "probabilities", class_axis=self.spec.class_axis)
+            self._grad_sessions[key] = gradient_session(self, args, lambda: gradient_model(self.differentiable, **args))
         return self._grad_sessions[key]
 
     def loss(self, scores, y, loss: str = "ce", *, mask=None, cotangent=None):

@@ -1,0 +1,174 @@
+"""On-disk cache of built gradient sessions, so a second run does not rebuild them.
+
+The first exact gradient of a model builds the gradient graph (``advonnx.autodiff``) and lets
+onnxruntime optimize it; for a VGG-sized network that is seconds per loss, paid again by every
+run. This module keeps onnxruntime's *optimized* gradient model on disk and reopens it with
+graph optimizations off, which is what makes a warm start cheap (benchmarks/bench_gradcache.py).
+
+Key: sha256 of the exact graph that is differentiated (the model with its preprocessing and
+output selection folded in, so overrides count), the loss and output arguments, and the
+advonnx, onnx and onnxruntime versions, the execution providers and this CPU (an optimized
+model can hold CPU-specific layouts). Only CPU sessions are cached.
+
+Where: ``$ADVONNX_CACHE_DIR``, else ``$XDG_CACHE_HOME/advonnx``, else ``~/.cache/advonnx``;
+entries under ``grad/``. ``ADVONNX_CACHE=0`` turns the cache off. ``ADVONNX_CACHE_MAX_MB``
+(default 2048) caps its size: least recently used entries go first. Entries are written to a
+temporary file and renamed, so concurrent runs never see half an entry; each holds the sha256
+of its payload, and an entry that fails the check or fails to load is deleted and rebuilt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import onnx
+import onnxruntime as ort
+
+FORMAT = b"advonnx-gradcache-1\n"
+DIGEST_LEN = 64  # sha256 hex
+
+
+def enabled() -> bool:
+    return os.environ.get("ADVONNX_CACHE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def cache_dir() -> Path:
+    """The cache root (see module docstring)."""
+    explicit = os.environ.get("ADVONNX_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / "advonnx"
+
+
+def max_bytes() -> int:
+    try:
+        return int(float(os.environ.get("ADVONNX_CACHE_MAX_MB", "2048")) * 2**20)
+    except ValueError:
+        return 2048 * 2**20
+
+
+def _cpu_id() -> str:
+    """Model name and instruction-set flags of this CPU (optimized models may depend on them)."""
+    text = ""
+    with contextlib.suppress(OSError):
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    wanted = [ln.split(":", 1)[1].strip() for ln in text.splitlines()
+              if ln.split(":", 1)[0].strip() in ("model name", "flags", "Features")][:2]
+    return platform.machine() + "|" + platform.processor() + "|" + "|".join(wanted)
+
+
+def entry_key(graph: onnx.ModelProto, build_args: dict[str, Any], providers) -> str:
+    """The cache key of ``graph``'s gradient built with ``build_args`` for ``providers``."""
+    from . import __version__
+
+    h = hashlib.sha256()
+    h.update(json.dumps({"format": FORMAT.decode().strip(), "advonnx": __version__, "onnx": onnx.__version__,
+                         "onnxruntime": ort.__version__, "providers": [str(p) for p in providers],
+                         "cpu": _cpu_id(), "args": build_args}, sort_keys=True, default=str).encode())
+    h.update(graph.SerializeToString())
+    return h.hexdigest()
+
+
+def _read(path: Path) -> bytes | None:
+    """The payload of an entry, or None when it is missing or corrupted (then it is deleted)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    head = len(FORMAT)
+    payload = data[head + DIGEST_LEN + 1:]
+    ok = (data[:head] == FORMAT and data[head + DIGEST_LEN:head + DIGEST_LEN + 1] == b"\n"
+          and hashlib.sha256(payload).hexdigest().encode() == data[head:head + DIGEST_LEN])
+    if not ok:
+        _discard(path)
+        return None
+    with contextlib.suppress(OSError):
+        os.utime(path)  # recently used: evicted last
+    return payload
+
+
+def _discard(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
+
+
+def _write(path: Path, payload: bytes) -> None:
+    """Atomically store ``payload`` at ``path`` (temporary file in the same folder, renamed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(FORMAT + hashlib.sha256(payload).hexdigest().encode() + b"\n")
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _discard(Path(tmp))
+        raise
+
+
+def _evict(folder: Path, cap: int) -> None:
+    """Delete least recently used entries (and stale temporaries) until the folder fits ``cap``."""
+    entries = []
+    for p in folder.glob("*.onnx"):
+        with contextlib.suppress(OSError):
+            st = p.stat()
+            entries.append((st.st_mtime, st.st_size, p))
+    total = sum(size for _, size, _ in entries)
+    for _, size, p in sorted(entries, key=lambda e: e[0]):
+        if total <= cap:
+            break
+        _discard(p)
+        total -= size
+
+
+def _options(threads: int | None, level) -> ort.SessionOptions:
+    from .model import _session_options
+
+    so = _session_options(threads)
+    so.graph_optimization_level = level
+    return so
+
+
+def gradient_session(model, build_args: dict[str, Any], build) -> ort.InferenceSession:
+    """The gradient session of ``model`` (an OnnxModel) for ``build_args``; ``build()`` makes
+    the gradient ModelProto when the cache cannot answer."""
+    providers = list(model._providers)
+    cpu_only = all((p[0] if isinstance(p, tuple) else p) == "CPUExecutionProvider" for p in providers)
+    if not (enabled() and cpu_only):
+        return model._make_session(build())
+    folder = cache_dir() / "grad"
+    path = folder / f"{entry_key(model.differentiable, build_args, providers)}.onnx"
+    payload = _read(path)
+    if payload is not None:
+        try:
+            return ort.InferenceSession(payload, sess_options=_options(model._threads, ort.GraphOptimizationLevel.ORT_DISABLE_ALL),
+                                        providers=providers)
+        except Exception:  # onnxruntime raises several private exception types: rebuild
+            _discard(path)
+    proto = build()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=str(folder), prefix=".build-") as tmp:
+            so = _options(model._threads, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+            so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+            session = ort.InferenceSession(proto.SerializeToString(), sess_options=so, providers=providers)
+            optimized = Path(so.optimized_model_filepath).read_bytes()
+    except Exception:  # a read-only disk, or onnxruntime cannot save this model: no cache
+        return model._make_session(proto)
+    cap = max_bytes()
+    if len(optimized) < cap:
+        with contextlib.suppress(OSError):  # a full disk only loses the cache entry
+            _write(path, optimized)
+            _evict(folder, cap)
+    return session
