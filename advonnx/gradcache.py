@@ -10,6 +10,9 @@ output selection folded in, so overrides count), the loss and output arguments, 
 advonnx, onnx and onnxruntime versions, the execution providers and this CPU (an optimized
 model can hold CPU-specific layouts). Only CPU sessions are cached.
 
+The list of ops without a gradient rule (a whole-graph check) is kept beside, under the same
+graph digest.
+
 Where: ``$ADVONNX_CACHE_DIR``, else ``$XDG_CACHE_HOME/advonnx``, else ``~/.cache/advonnx``;
 entries under ``grad/``. ``ADVONNX_CACHE=0`` turns the cache off. ``ADVONNX_CACHE_MAX_MB``
 (default 2048) caps its size: least recently used entries go first. Entries are written to a
@@ -25,6 +28,7 @@ import json
 import os
 import platform
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -66,28 +70,39 @@ def _cpu_id() -> str:
     return platform.machine() + "|" + platform.processor() + "|" + "|".join(wanted)
 
 
-def entry_key(graph: onnx.ModelProto, build_args: dict[str, Any], providers) -> str:
-    """The cache key of ``graph``'s gradient built with ``build_args`` for ``providers``."""
+_DIGESTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def graph_digest(model) -> str:
+    """sha256 of the graph ``model`` (an OnnxModel) differentiates, computed once per model."""
+    graph = model.differentiable
+    memo = _DIGESTS.get(model)
+    if memo is None or memo[0] is not graph:
+        memo = _DIGESTS[model] = (graph, hashlib.sha256(graph.SerializeToString()).hexdigest())
+    return memo[1]
+
+
+def entry_key(model, **facts: Any) -> str:
+    """The cache key of ``model``'s differentiated graph together with ``facts``."""
     from . import __version__
 
     h = hashlib.sha256()
     h.update(json.dumps({"format": FORMAT.decode().strip(), "advonnx": __version__, "onnx": onnx.__version__,
-                         "onnxruntime": ort.__version__, "providers": [str(p) for p in providers],
-                         "cpu": _cpu_id(), "args": build_args}, sort_keys=True, default=str).encode())
-    h.update(graph.SerializeToString())
+                         "onnxruntime": ort.__version__, **facts}, sort_keys=True, default=str).encode())
+    h.update(graph_digest(model).encode())
     return h.hexdigest()
 
 
 def _read(path: Path) -> bytes | None:
     """The payload of an entry, or None when it is missing or corrupted (then it is deleted)."""
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            header = f.read(len(FORMAT) + DIGEST_LEN + 1)
+            payload = f.read()
     except OSError:
         return None
-    head = len(FORMAT)
-    payload = data[head + DIGEST_LEN + 1:]
-    ok = (data[:head] == FORMAT and data[head + DIGEST_LEN:head + DIGEST_LEN + 1] == b"\n"
-          and hashlib.sha256(payload).hexdigest().encode() == data[head:head + DIGEST_LEN])
+    ok = (header[:len(FORMAT)] == FORMAT and header[-1:] == b"\n"
+          and hashlib.sha256(payload).hexdigest().encode() == header[len(FORMAT):-1])
     if not ok:
         _discard(path)
         return None
@@ -120,7 +135,7 @@ def _write(path: Path, payload: bytes) -> None:
 def _evict(folder: Path, cap: int) -> None:
     """Delete least recently used entries (and stale temporaries) until the folder fits ``cap``."""
     entries = []
-    for p in folder.glob("*.onnx"):
+    for p in folder.glob("*.*"):
         with contextlib.suppress(OSError):
             st = p.stat()
             entries.append((st.st_mtime, st.st_size, p))
@@ -148,7 +163,7 @@ def gradient_session(model, build_args: dict[str, Any], build) -> ort.InferenceS
     if not (enabled() and cpu_only):
         return model._make_session(build())
     folder = cache_dir() / "grad"
-    path = folder / f"{entry_key(model.differentiable, build_args, providers)}.onnx"
+    path = folder / f"{entry_key(model, args=build_args, providers=[str(p) for p in providers], cpu=_cpu_id())}.onnx"
     payload = _read(path)
     if payload is not None:
         try:
@@ -172,3 +187,22 @@ def gradient_session(model, build_args: dict[str, Any], build) -> ort.InferenceS
             _write(path, optimized)
             _evict(folder, cap)
     return session
+
+
+def unsupported_ops(model, compute) -> list[str]:
+    """``compute()`` (the ops of ``model``'s graph without a VJP rule), remembered on disk: the
+    check walks the whole graph with shape inference, seconds for a VGG-sized model."""
+    if not enabled():
+        return compute()
+    path = cache_dir() / "grad" / f"{entry_key(model, input_name=model.spec.input_name, check='unsupported_ops')}.ops"
+    payload = _read(path)
+    if payload is not None:
+        with contextlib.suppress(ValueError):
+            ops = json.loads(payload.decode())
+            if isinstance(ops, list) and all(isinstance(o, str) for o in ops):
+                return ops
+        _discard(path)
+    ops = list(compute())
+    with contextlib.suppress(OSError):
+        _write(path, json.dumps(ops).encode())
+    return ops

@@ -431,7 +431,8 @@ class OnnxModel:
                 self._unsupported = ["(advonnx.autodiff not available)"]
             else:
                 try:
-                    self._unsupported = list(unsupported_ops(self.differentiable, input_name=self.spec.input_name))
+                    from .gradcache import unsupported_ops as remembered
+                    self._unsupported = remembered(self, lambda: list(unsupported_ops(self.differentiable, input_name=self.spec.input_name)))
                 except Exception as err:  # only the relaxed graph of an integer input can be ill-typed
                     if not self.spec.input_integer:
                         raise

@@ -36,14 +36,19 @@ def _grad(path, x, y, loss="ce", **kw):
 def _count_builds(monkeypatch):
     import advonnx.autodiff as autodiff
 
-    calls = {"n": 0}
-    real = autodiff.gradient_model
+    calls = {"n": 0, "checks": 0}
+    real, real_check = autodiff.gradient_model, autodiff.unsupported_ops
 
     def counting(*a, **k):
         calls["n"] += 1
         return real(*a, **k)
 
+    def counting_check(*a, **k):
+        calls["checks"] += 1
+        return real_check(*a, **k)
+
     monkeypatch.setattr(autodiff, "gradient_model", counting)
+    monkeypatch.setattr(autodiff, "unsupported_ops", counting_check)
     return calls
 
 
@@ -55,9 +60,9 @@ def test_warm_start_reuses_the_entry_and_gives_the_same_gradients(cache, case, m
     monkeypatch.delenv("ADVONNX_CACHE")
     builds = _count_builds(monkeypatch)
     cold = _grad(path, x, y)
-    assert builds["n"] == 1 and len(list(cache.glob("*.onnx"))) == 1
-    warm = _grad(path, x, y)  # a new model object, as in a second run
-    assert builds["n"] == 1
+    assert builds["n"] == 1 and builds["checks"] == 1 and len(list(cache.glob("*.onnx"))) == 1
+    warm = _grad(path, x, y)  # a new model object, as in a second run: nothing rebuilt or re-checked
+    assert builds["n"] == 1 and builds["checks"] == 1
     for got in (cold, warm):
         np.testing.assert_allclose(got[0], ref_loss, rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(got[1], ref_grad, rtol=1e-5, atol=1e-7)
