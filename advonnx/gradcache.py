@@ -16,8 +16,9 @@ graph digest.
 Where: ``$ADVONNX_CACHE_DIR``, else ``$XDG_CACHE_HOME/advonnx``, else ``~/.cache/advonnx``;
 entries under ``grad/``. ``ADVONNX_CACHE=0`` turns the cache off. ``ADVONNX_CACHE_MAX_MB``
 (default 2048) caps its size: least recently used entries go first. Entries are written to a
-temporary file and renamed, so concurrent runs never see half an entry; each holds the sha256
-of its payload, and an entry that fails the check or fails to load is deleted and rebuilt.
+temporary file and renamed, so concurrent runs never see half an entry; each carries the
+sha256 of its payload (in its name for gradient models, which onnxruntime then reads itself),
+and an entry that fails the check or fails to load is deleted and rebuilt.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import mmap
 import os
 import platform
 import tempfile
@@ -73,13 +75,46 @@ def _cpu_id() -> str:
 _DIGESTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def _file_identity(model) -> str | None:
+    """Where ``model``'s differentiated graph comes from, for the on-disk digest memo: its file
+    (path, size, modification time in ns) and its spec (overrides included); None when the
+    model was not loaded from a file."""
+    from . import __version__
+
+    try:
+        path = Path(model.spec.path).resolve()
+        st = path.stat()
+    except (OSError, TypeError, ValueError):
+        return None
+    spec = {k: v for k, v in model.spec.as_dict().items() if k not in ("notes", "sources")}
+    return hashlib.sha256(json.dumps({"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                                      "spec": spec, "advonnx": __version__, "onnx": onnx.__version__,
+                                      "integer": bool(model.spec.input_integer)},
+                                     sort_keys=True, default=str).encode()).hexdigest()
+
+
 def graph_digest(model) -> str:
-    """sha256 of the graph ``model`` (an OnnxModel) differentiates, computed once per model."""
+    """sha256 of the graph ``model`` (an OnnxModel) differentiates, computed once per model.
+    Serializing and hashing a VGG-sized graph takes a noticeable part of a warm start, so the
+    digest is also remembered on disk under the model file's identity (:func:`_file_identity`)."""
     graph = model.differentiable
     memo = _DIGESTS.get(model)
-    if memo is None or memo[0] is not graph:
-        memo = _DIGESTS[model] = (graph, hashlib.sha256(graph.SerializeToString()).hexdigest())
-    return memo[1]
+    if memo is not None and memo[0] is graph:
+        return memo[1]
+    ident = _file_identity(model) if enabled() else None
+    memo_path = cache_dir() / "grad" / f"{ident}.digest" if ident else None
+    digest = None
+    if memo_path is not None:
+        payload = _read(memo_path)
+        if payload is not None and len(payload) == DIGEST_LEN:
+            digest = payload.decode("ascii", errors="replace")
+    if digest is None:
+        digest = hashlib.sha256(graph.SerializeToString()).hexdigest()
+        if memo_path is not None:
+            with contextlib.suppress(OSError):
+                _write(memo_path, digest.encode())
+    _DIGESTS[model] = (graph, digest)
+    return digest
 
 
 def entry_key(model, **facts: Any) -> str:
@@ -132,6 +167,41 @@ def _write(path: Path, payload: bytes) -> None:
         raise
 
 
+def _verified(path: Path) -> bool:
+    """Whether the ONNX entry ``path`` (named ``KEY-SHA256.onnx``) still hashes to its name;
+    hashed through mmap, so a large entry is not copied into Python."""
+    want = path.stem.rsplit("-", 1)[-1]
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            view = memoryview(mm)
+            try:
+                ok = hashlib.sha256(view).hexdigest() == want
+            finally:
+                view.release()
+    except (OSError, ValueError):  # missing, or empty (mmap refuses length 0)
+        ok = False
+    if not ok:
+        _discard(path)
+    return ok
+
+
+def _store_onnx(folder: Path, key: str, payload: bytes) -> Path:
+    """Atomically store an ONNX entry as ``KEY-SHA256.onnx``: one rename makes it whole, and two
+    runs writing the same key at once leave two valid files, never a mixed one."""
+    path = folder / f"{key}-{hashlib.sha256(payload).hexdigest()}.onnx"
+    fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=str(folder))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _discard(Path(tmp))
+        raise
+    return path
+
+
 def _evict(folder: Path, cap: int) -> None:
     """Delete least recently used entries (and stale temporaries) until the folder fits ``cap``."""
     entries = []
@@ -163,14 +233,19 @@ def gradient_session(model, build_args: dict[str, Any], build) -> ort.InferenceS
     if not (enabled() and cpu_only):
         return model._make_session(build())
     folder = cache_dir() / "grad"
-    path = folder / f"{entry_key(model, args=build_args, providers=[str(p) for p in providers], cpu=_cpu_id())}.onnx"
-    payload = _read(path)
-    if payload is not None:
-        try:
-            return ort.InferenceSession(payload, sess_options=_options(model._threads, ort.GraphOptimizationLevel.ORT_DISABLE_ALL),
-                                        providers=providers)
-        except Exception:  # onnxruntime raises several private exception types: rebuild
-            _discard(path)
+    key = entry_key(model, args=build_args, providers=[str(p) for p in providers], cpu=_cpu_id())
+    for path in sorted(folder.glob(f"{key}-*.onnx")):
+        if _verified(path):
+            try:
+                session = ort.InferenceSession(
+                    str(path), sess_options=_options(model._threads, ort.GraphOptimizationLevel.ORT_DISABLE_ALL),
+                    providers=providers)
+            except Exception:  # onnxruntime raises several private exception types: rebuild
+                _discard(path)
+                continue
+            with contextlib.suppress(OSError):
+                os.utime(path)  # recently used: evicted last
+            return session
     proto = build()
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -184,7 +259,7 @@ def gradient_session(model, build_args: dict[str, Any], build) -> ort.InferenceS
     cap = max_bytes()
     if len(optimized) < cap:
         with contextlib.suppress(OSError):  # a full disk only loses the cache entry
-            _write(path, optimized)
+            _store_onnx(folder, key, optimized)
             _evict(folder, cap)
     return session
 
