@@ -107,6 +107,7 @@ def bench(session):
     _torchio(session)
     session.run("python", "benchmarks/bench_corruptions.py")
     session.run("python", "benchmarks/bench_cluster.py")
+    session.run("python", "benchmarks/bench_gradcache.py")
 
 
 @nox.session
