@@ -1,6 +1,11 @@
-"""Sessions: tests (the whole suite, slow checks included), fast, lint, bench, models."""
+"""Sessions: tests (the whole suite, slow checks included), fast, lint, bench, models, and
+deps_min / deps_newest (the command line on the lowest and on the newest runtime dependencies)."""
+
+import re
+from pathlib import Path
 
 import nox
+import tomllib
 
 nox.options.sessions = ["tests"]
 nox.options.default_venv_backend = "venv"
@@ -41,6 +46,49 @@ def fast(session):
     session.run("pytest", "-q", "-m", "not slow", *session.posargs)
 
 
+def _runtime_requirements() -> list[str]:
+    """pyproject's runtime dependencies and the report extra (the CLI tests write an HTML page)."""
+    project = tomllib.loads(Path("pyproject.toml").read_text(encoding="utf-8"))["project"]
+    return project["dependencies"] + project["optional-dependencies"]["report"]
+
+
+def _lowest(requirement: str) -> str:
+    """``name>=X`` -> ``name==X``: the lower bound pyproject promises, pinned."""
+    m = re.fullmatch(r"\s*([A-Za-z0-9_.\-\[\]]+)\s*>=\s*([0-9][0-9A-Za-z.]*)\s*", requirement)
+    if m is None:
+        raise ValueError(f"pyproject requirement {requirement!r} has no plain '>=' lower bound")
+    return f"{m[1]}=={m[2]}"
+
+
+def _cli_checks(session):
+    """The CLI tests (not slow) against the installed package, then a short `advonnx run` of the
+    quick suite from an empty folder whose rows must all be ok."""
+    session.run("python", "-m", "pip", "list", "--format=freeze", silent=False)
+    session.run("pytest", "-q", "-m", "not slow", "-p", "no:cacheprovider", "tests/test_cli.py", *session.posargs)
+    out = Path(session.create_tmp()) / "smoke"
+    session.run("advonnx", "run", "--limit", "4", "--quiet", "--out", str(out))
+    session.run("python", "-c", "import sys; from advonnx.results import read_results; t = read_results(sys.argv[1]); "
+                "s = set(t.column('status').to_pylist()); assert t.num_rows > 0 and s == {'ok'}, s; "
+                "print(t.num_rows, 'rows, all ok')", str(out))
+
+
+@nox.session
+def deps_min(session):
+    """Every runtime dependency at its pyproject lower bound (one pip call, so nothing drifts up)."""
+    session.install(*map(_lowest, _runtime_requirements()), "pytest")
+    session.install("--no-deps", ".")
+    _cli_checks(session)
+
+
+@nox.session
+def deps_newest(session):
+    """Every runtime dependency at its newest release."""
+    names = [re.split(r"[<>=!~;\s]", r, maxsplit=1)[0] for r in _runtime_requirements()]
+    session.install("--upgrade", *names, "pytest")
+    session.install("--no-deps", ".")
+    _cli_checks(session)
+
+
 @nox.session
 def lint(session):
     session.install("ruff")
@@ -61,6 +109,7 @@ def bench(session):
     _torchio(session)
     session.run("python", "benchmarks/bench_corruptions.py")
     session.run("python", "benchmarks/bench_cluster.py")
+    session.run("python", "benchmarks/bench_gradcache.py")
 
 
 @nox.session

@@ -27,13 +27,6 @@ err_console = Console(stderr=True)
 _DEBUG = {"on": False}
 
 
-def _split(values: list[str] | None) -> list[str]:
-    out: list[str] = []
-    for v in values or []:
-        out.extend(p for p in v.split(",") if p.strip())
-    return [p.strip() for p in out]
-
-
 @app.callback()
 def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False):
     """advonnx: adversarial and corruption robustness of ONNX models, results in Parquet."""
@@ -46,7 +39,7 @@ def run(
     suite: Annotated[str | None, typer.Argument(help="Suite TOML, or a built-in suite name (quick, full). Default: quick.")] = None,
     model: Annotated[list[str] | None, typer.Option("--model", "-m", help="ONNX model(s) to attack instead of the suite's.")] = None,
     data: Annotated[str | None, typer.Option("--data", "-d", help="Data: .npz (x, y), image folder (class subfolders or flat), CSV manifest, or one image/volume.")] = None,
-    attack: Annotated[list[str] | None, typer.Option("--attack", "--attacks", "-a", help="Attack name(s), comma-separated (see `advonnx attacks`).")] = None,
+    attack: Annotated[list[str] | None, typer.Option("--attack", "--attacks", "-a", help="Attack name(s), comma-separated, each with optional settings: \"pgd(steps=50, restarts=5),square(max_queries=5000)\" (the keys of a suite TOML attack: `advonnx attacks` lists them; also norm, eps, targeted).")] = None,
     eps: Annotated[str | None, typer.Option("--eps", help="Budget(s) in the model's value units, e.g. 2/255,8/255 or 0.03.")] = None,
     norm: Annotated[str | None, typer.Option("--norm", help="linf or l2.")] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Iterations of iterative attacks.")] = None,
@@ -71,6 +64,8 @@ def run(
     overlap: Annotated[str | None, typer.Option("--overlap", help="Sliding windows: overlap fraction in [0, 1) (default 0.25).")] = None,
     blend: Annotated[str | None, typer.Option("--blend", help="Sliding windows: constant or gaussian (default constant).")] = None,
     orientation: Annotated[str | None, typer.Option("--orientation", help="Reorient every volume (and mask) to this code before use, e.g. RAS or LPS (DICOM convention: the direction each axis increases toward). Default: as stored.")] = None,
+    intensity: Annotated[str | None, typer.Option("--intensity", help="How image intensities map to the model's value range: auto (default), none, minmax, percentile:LO-HI, window:LO,HI (e.g. CT window:-1000,400) or divide:K (e.g. divide:4095).")] = None,
+    class_names: Annotated[str | None, typer.Option("--class-names", help="The model's classes in output order, comma-separated (e.g. benign,malignant); class subfolders and manifest labels are matched to them.")] = None,
     corruptions: Annotated[str | None, typer.Option("--corruptions", help="Natural corruptions too: all or NAME[,NAME...] (see `advonnx corruptions`).")] = None,
     severities: Annotated[str | None, typer.Option("--severities", help="Corruption severities, e.g. 1-5 or 1,3,5.")] = None,
     save_examples: Annotated[int | None, typer.Option("--save-examples", help="Keep adversarial examples of the first K samples per model × setting.")] = None,
@@ -92,9 +87,16 @@ def run(
       advonnx run --corruptions all --severities 1-5   # natural corruptions beside the attacks
       advonnx run full --cluster local:4             # the same rows, on 4 Dask workers
       advonnx run --attack fgsm,pgd,deepfool --worst-case   # combined robust accuracy (AutoAttack style)
+      advonnx run --attack "pgd(steps=50, restarts=5),square(max_queries=5000, p_init=0.3)"
+      advonnx run --attack "pgd(norm=l2, eps=[0.25, 0.5]),fgsm" --eps 2/255   # per-attack norm and eps
+      advonnx run --model ct.onnx --data scans/ --intensity window:-1000,400 --class-names normal,nodule
+
+    Settings in parentheses use the suite TOML's names; values are numbers, fractions (2/255),
+    true/false, words or [lists]. They win over --eps, --norm, --steps and --max-queries.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from .attacks import attack_class, make_attack
     from .leaderboard import render
     from .suite import (
         AttackEntry,
@@ -115,6 +117,15 @@ def run(
                                    ("value_range", value_range), ("layout", layout), ("votes", votes),
                                    ("eot", eot), ("sampling_rate", sampling_rate), ("output_layout", output_layout),
                                    ("patch_size", patch_size), ("overlap", overlap), ("blend", blend)) if v is not None}
+    if class_names is not None:
+        names = [c.strip() for c in class_names.split(",") if c.strip()]
+        if not names or len(set(names)) != len(names):
+            raise AdvonnxError(f"--class-names {class_names!r}: give each class once, comma-separated, e.g. benign,malignant")
+        overrides["class_names"] = names
+    if intensity is not None:
+        from .data import parse_intensity_rule
+
+        parse_intensity_rule(intensity)  # a typo fails now, with the valid rules
     if model:
         s.models = [ModelEntry(name=Path(m).stem, path=str(Path(m)), overrides=dict(overrides)) for m in model]
         s.name = s.name if suite else "adhoc"
@@ -131,31 +142,41 @@ def run(
             d.limit = limit
     for d in s.datasets if orientation else []:
         d.orientation = orientation
+    if intensity is not None:
+        for d in s.datasets:
+            d.intensity = intensity
+    from .attack_spec import parse_attack_specs
+
+    specs = {}  # entry -> its spec, whose settings win over --steps / --max-queries
     if attack or not s.attacks:
-        names = _split(attack) or ["fgsm", "pgd"]
         budgets = parse_eps(eps or "2/255,8/255")
-        extra = {"steps": steps} if steps else {}
-        s.attacks = [AttackEntry(name=n, norm=norm or "linf", eps=budgets,
-                                 settings=dict(extra) if n != "fgsm" else {}) for n in names]
-        s.headline = {"attack": names[-1], "norm": norm or "linf", "eps": budgets[-1][1]}
+        s.attacks = []
+        for spec in parse_attack_specs(attack) or parse_attack_specs("fgsm,pgd"):
+            entry = AttackEntry(name=spec.name, norm=spec.norm or norm or "linf", eps=spec.eps or budgets,
+                                targeted=bool(spec.targeted), datasets=spec.datasets or [])
+            s.attacks.append(entry)
+            specs[id(entry)] = spec
+            if steps and "steps" in attack_class(spec.name).parameters():
+                entry.settings["steps"] = steps
+        last = s.attacks[-1]
+        s.headline = {"attack": last.name, "norm": last.norm, "eps": last.eps[-1][1]}
     else:
         for a in s.attacks:
             if eps:
                 a.eps = parse_eps(eps)
             if norm:
                 a.norm = norm
-            if steps and "steps" in __import__("advonnx.attacks", fromlist=["attack_class"]).attack_class(a.name).parameters():
+            if steps and "steps" in attack_class(a.name).parameters():
                 a.settings["steps"] = steps
-    from .attacks import attack_class
-
-    for a in s.attacks:  # --max-queries / --steps go to the attacks that have them
-        accepted = attack_class(a.name).parameters()
-        if max_queries is not None and "max_queries" in accepted:
+    for a in s.attacks:  # --max-queries goes to the attacks that have it; then the spec's own settings
+        if max_queries is not None and "max_queries" in attack_class(a.name).parameters():
             if max_queries < 1:
                 raise AdvonnxError("--max-queries must be >= 1")
             a.settings["max_queries"] = max_queries
-        if steps and "steps" not in accepted:
-            a.settings.pop("steps", None)
+        if id(a) in specs:
+            a.settings.update(specs[id(a)].settings)
+            for value, _ in a.eps:  # every setting is built now, as a suite file's are, not mid-run
+                make_attack(a.name, norm=a.norm, eps=value or 1e-12, **a.settings)
     if corruptions is not None:
         s.corruptions = parse_corruptions(corruptions)
         s.severities = parse_severities(severities or "1-5")
@@ -165,7 +186,8 @@ def run(
         s.severities = parse_severities(severities)
     if targeted:
         for a in s.attacks:
-            a.targeted = True
+            if id(a) not in specs or specs[id(a)].targeted is None:  # pgd(targeted=false) stays untargeted
+                a.targeted = True
     if worst_case:
         s.worst_case = True
     if no_masking_checks:
@@ -186,14 +208,14 @@ def run(
     )
     t0 = time.perf_counter()
     runner = Runner(s, out=out, resume=resume, device=device, batch_size=batch_size, progress=progress, cluster=cluster,
-                    log=lambda m: err_console.print(f"[yellow]{m}[/yellow]"))
+                    log=lambda m: err_console.print(f"[yellow]{escape(m)}[/yellow]", highlight=False))
     if progress is not None:
         with progress:
             folder, table = runner.run()
     else:
         folder, table = runner.run()
-    render(table, console, headline=s.headline, title=f"advonnx · suite {s.name}")
-    console.print(f"[green]{table.num_rows} rows[/green] in {folder} ({time.perf_counter() - t0:.1f} s)")
+    render(table, console, headline=s.headline, title=escape(f"advonnx · suite {s.name}"))
+    console.print(f"[green]{table.num_rows} rows[/green] in {escape(str(folder))} ({time.perf_counter() - t0:.1f} s)")
 
 
 @app.command()
@@ -210,10 +232,13 @@ def show(
     """
     from .leaderboard import render
     from .results import read_results, run_metadata
+    from .suite import value_range_warnings
 
     table = read_results(path, all_runs=all_runs)
     meta = run_metadata(table)
-    render(table, console, headline=meta.get("headline") or {}, title=f"advonnx · {meta.get('run_id', path)}")
+    for line in value_range_warnings(meta.get("specs") or {}):
+        err_console.print(f"[yellow]{escape(line)}[/yellow]", highlight=False)
+    render(table, console, headline=meta.get("headline") or {}, title=escape(f"advonnx · {meta.get('run_id', path)}"))
 
 
 @app.command()
@@ -237,7 +262,7 @@ def compare(
     rows = compare_rows(read_results(a), read_results(b))
     if not console.is_terminal and console.width < 120:
         console.width = 120  # logs and pipes: no truncated model names (as the leaderboard does)
-    t = Table(title=f"advonnx compare: B − A  (A = {a}, B = {b})")
+    t = Table(title=escape(f"advonnx compare: B − A  (A = {a}, B = {b})"))
     for col in ("Model", "Dataset", "Setting", "Clean A", "Clean B", "Δ clean", "Robust A", "Robust B", "Δ robust"):
         t.add_column(col, justify="left" if col in ("Model", "Dataset", "Setting") else "right")
 
@@ -249,21 +274,21 @@ def compare(
         return f"[{color}]{v:+.1f}[/{color}]" if color else f"{v:+.1f}"
 
     for r in rows:
-        t.add_row(r["model"], r["dataset"], r["setting"], percent(r["clean_a"]), percent(r["clean_b"]), delta(r["delta_clean"]),
+        t.add_row(escape(r["model"]), escape(r["dataset"]), escape(r["setting"]), percent(r["clean_a"]), percent(r["clean_b"]), delta(r["delta_clean"]),
                   percent(r["robust_a"]), percent(r["robust_b"]), delta(r["delta_robust"]))
     console.print(t)
     both = [r for r in rows if r["delta_robust"] == r["delta_robust"]]
     if both:
         moved = [r for r in both if abs(r["delta_robust"]) >= 0.0005]
         top = max(both, key=lambda r: abs(r["delta_robust"]))
-        console.print(f"{len(rows)} settings, {len(both)} in both; robust figure moved in {len(moved)}"
-                      + (f", most for {top['model']} {top['setting']} ({100 * top['delta_robust']:+.1f} points)"
-                         if moved else ""))
+        console.print(escape(f"{len(rows)} settings, {len(both)} in both; robust figure moved in {len(moved)}"
+                             + (f", most for {top['model']} {top['setting']} ({100 * top['delta_robust']:+.1f} points)"
+                                if moved else "")))
     if html is not None:
         from .report import write_compare_report
 
         info = write_compare_report(rows, html, a_name=str(a), b_name=str(b))
-        console.print(f"wrote {html} ({info['bytes'] / 1e3:.0f} kB)")
+        console.print(escape(f"wrote {html} ({info['bytes'] / 1e3:.0f} kB)"))
 
 
 @app.command()
@@ -286,8 +311,8 @@ def report(
     from .report import write_report
 
     info = write_report(path, output, all_runs=all_runs, title=title, examples_per_setting=max(0, examples))
-    console.print(f"wrote {output} ({info['bytes'] / 1e6:.2f} MB): {info['settings']} settings of {info['models']} models, "
-                  f"{info['plots']} plots, {info['example_images']} example images")
+    console.print(escape(f"wrote {output} ({info['bytes'] / 1e6:.2f} MB): {info['settings']} settings of {info['models']} models, "
+                         f"{info['plots']} plots, {info['example_images']} example images"))
 
 
 @app.command()
@@ -317,7 +342,7 @@ def inspect(
                                    ("patch_size", patch_size)) if v is not None}
     m = load_model(model, **overrides)
     s = m.spec
-    t = Table(title=f"advonnx inspect {model}", show_header=True, header_style="bold")
+    t = Table(title=escape(f"advonnx inspect {model}"), show_header=True, header_style="bold")
     t.add_column("field")
     t.add_column("value")
     t.add_column("source")
@@ -354,10 +379,10 @@ def inspect(
          f"no (votes {m.votes}, eot {m.eot})" if m.votes > 1 or m.eot > 1 else "no", "graph"),
         ("execution provider", m.execution_provider + (f" ({m.cuda_note})" if m.cuda_note else ""), "onnxruntime"),
     ):
-        t.add_row(name, str(value), src)
+        t.add_row(name, escape(str(value)), escape(str(src)))
     console.print(t)
     for note in s.notes:
-        console.print(f"[yellow]•[/yellow] {note}")
+        console.print(f"[yellow]•[/yellow] {escape(note)}")
 
 
 @app.command("attacks")
@@ -375,6 +400,8 @@ def list_attacks():
         t.add_row(name, ", ".join(cls.norms), cls.needs, params, cls.summary)
     console.print(t)
     console.print("[dim]eps is in the model's value units (e.g. 8/255 for images in [0, 1]); jsma's theta and dag's gamma are fractions of the value-range width (the same attack on [0, 1] and [0, 255] models); gradient attacks use exact gradients when the graph allows, else NES estimates; losses and query objectives are on the logits before a final Softmax/Sigmoid (decisions from the output).[/dim]")
+    console.print("[dim]" + escape('Set them per attack: advonnx run --attack "pgd(steps=50, restarts=5),square(max_queries=5000)"'
+                                   " (also norm, eps=[1/255, 2/255], targeted=true).") + "[/dim]")
 
 
 def _fmt_default(v) -> str:
@@ -430,7 +457,7 @@ def list_corruptions(
         raise AdvonnxError(f"{preview}: image of shape {arr.shape} is neither 2-D nor 3-D")
     rule = "divide:255" if img.GetPixelID() in (sitk.sitkUInt8, sitk.sitkVectorUInt8) else "percentile:0.5-99.5"
     grid = preview_grid(map_intensity(arr.astype(np.float64), rule), selected, output)
-    console.print(f"wrote {output} ({grid.shape[1]}×{grid.shape[0]} px): rows {', '.join(selected)}; columns clean, severity 1-5")
+    console.print(escape(f"wrote {output} ({grid.shape[1]}×{grid.shape[0]} px): rows {', '.join(selected)}; columns clean, severity 1-5"))
 
 
 @app.command()
@@ -470,12 +497,12 @@ def doctor(
             pass
     if len(installed) == 2:
         t.add_row("[red]broken install[/red]",
-                  "onnxruntime and onnxruntime-gpu are both installed and overwrite each other's module: "
-                  "pip uninstall -y onnxruntime onnxruntime-gpu, then install only one (GPU: pip install 'advonnx[gpu]')")
+                  escape("onnxruntime and onnxruntime-gpu are both installed and overwrite each other's module: "
+                         "pip uninstall -y onnxruntime onnxruntime-gpu, then install only one (GPU: pip install 'advonnx[gpu]')"))
     else:
         t.add_row("onnxruntime package", ", ".join(f"{k} {v}" for k, v in installed.items()) or "?")
     usable, why = cuda_status(0)
-    t.add_row("CUDA", "[green]usable[/green] (onnxruntime CUDA provider and CuPy on GPU 0)" if usable else f"not used: {why}")
+    t.add_row("CUDA", "[green]usable[/green] (onnxruntime CUDA provider and CuPy on GPU 0)" if usable else escape(f"not used: {why}"))
     try:
         import cupy
 
@@ -511,7 +538,7 @@ def doctor(
                       f"({Path(path).stem}, batch 64, {m.execution_provider})")
         t.add_row("exact gradients", m.gradient_mode("auto", loss="ce"))
     except AdvonnxError as err:
-        t.add_row("[red]default suite[/red]", str(err))
+        t.add_row("[red]default suite[/red]", escape(str(err)))
     console.print(t)
 
 
@@ -558,7 +585,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(2)
         if debug:
             raise
-        err_console.print(f"[red]internal error:[/red] {type(err).__name__}: {err} (run again with --debug for the traceback)",
+        err_console.print(f"[red]internal error:[/red] {type(err).__name__}: {escape(str(err))} (run again with --debug for the traceback)",
                           highlight=False, soft_wrap=True)
         sys.exit(1)
 

@@ -617,8 +617,10 @@ class OnnxModel:
                 self._unsupported = ["(advonnx.autodiff not available)"]
             else:
                 try:
-                    self._unsupported = list(unsupported_ops(self.differentiable, input_name=self.spec.input_name,
-                                                             output_name=self._attacked_out))
+                    from .gradcache import unsupported_ops as remembered
+
+                    self._unsupported = remembered(self, lambda: list(unsupported_ops(
+                        self.differentiable, input_name=self.spec.input_name, output_name=self._attacked_out)))
                 except Exception as err:  # only the relaxed graph of an integer input can be ill-typed
                     if not self.spec.input_integer:
                         raise
@@ -673,17 +675,12 @@ class OnnxModel:
         key = (loss, scale_free)
         if key not in self._grad_sessions:
             from .autodiff import gradient_model
+            from .gradcache import gradient_session  # built once per machine (advonnx/gradcache.py)
 
-            proto = gradient_model(
-                self.differentiable,
-                loss=loss,
-                input_name=self.spec.input_name,
-                output_name=self._attacked_out,
-                probabilities=self.spec.attacked_scores == "probabilities",
-                class_axis=self.spec.class_axis,
-                scale_free=scale_free,
-            )
-            self._grad_sessions[key] = self._make_session(proto)
+            args = dict(loss=loss, input_name=self.spec.input_name, output_name=self._attacked_out,
+                        probabilities=self.spec.attacked_scores == "probabilities", class_axis=self.spec.class_axis,
+                        scale_free=scale_free)
+            self._grad_sessions[key] = gradient_session(self, args, lambda: gradient_model(self.differentiable, **args))
         return self._grad_sessions[key]
 
     def loss(self, scores, y, loss: str = "ce", *, mask=None, cotangent=None, scale_free: bool = False):

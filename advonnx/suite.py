@@ -524,6 +524,9 @@ class Runner:
         for entry in self.suite.models:
             models[entry.name] = cached_model(entry, plan_device, self.batch_size)
         units, skipped = self.plan(run_id, models)
+        specs = {n: _spec_summary(m) for n, m in models.items()}
+        for line in value_range_warnings(specs):
+            self.log(line)
         meta = {
             "run_id": run_id, "suite": self.suite.name, "suite_source": self.suite.source,
             "config": self.suite.config(), "config_hash": self.suite.config_hash(),
@@ -531,10 +534,25 @@ class Runner:
             "execution_providers": ({n: f"cluster workers, --device {self.device}" for n in models} if self.cluster
                                     else {n: m.execution_provider for n, m in models.items()}),
             "cuda_note": "" if self.cluster else next((m.cuda_note for m in models.values() if m.cuda_note), ""),
-            "specs": {n: _spec_summary(m) for n, m in models.items()},
+            "specs": specs, "datasets": _dataset_summary(self.suite, models),
             "headline": self.suite.headline, "seed": self.suite.seed, "cluster": self.cluster or "",
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
+        fresh = not folder.exists()
+        try:
+            self._write(folder, meta, units, skipped, models)
+        except BaseException:
+            if fresh:
+                _remove_empty_run(folder)
+            raise
+        table = read_results(folder)
+        if self.suite.masking_checks:
+            from .masking import write_masking
+
+            write_masking(folder, table)
+        return folder, table
+
+    def _write(self, folder: Path, meta: dict, units: list[WorkUnit], skipped, models) -> None:
         with RunStore(folder, meta) as store:
             for key, row in skipped:
                 if not store.has_chunk(key):
@@ -564,12 +582,6 @@ class Runner:
                         store.write_chunk(u.key, rows, examples)
                         self._advance(tasks, u)
                 done.extend(staged)
-        table = read_results(folder)
-        if self.suite.masking_checks:
-            from .masking import write_masking
-
-            write_masking(folder, table)
-        return folder, table
 
     def _with_skips(self, units: list[WorkUnit], done: list[WorkUnit], store, models) -> list[WorkUnit]:
         """Worst case: each unit of a later attack, told which of its samples the written rows of
@@ -838,6 +850,60 @@ def _key(base: dict, *parts) -> str:
     """Chunk key and random-stream name: what determines the rows, never the run id or time."""
     stable = {k: v for k, v in base.items() if k != "run_id"}
     return hashlib.sha256(json.dumps([stable, *parts], sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _remove_empty_run(folder: Path) -> None:
+    """Delete a run folder this process created when it failed before its first chunk (it holds
+    only the lock, _run.json and temporaries), and its parent if that is left empty."""
+    import shutil
+
+    from .results import EXAMPLES_DIR, RUN_META
+
+    if not folder.is_dir() or any(folder.glob("part-*.parquet")):
+        return
+    if any(p.name not in (".lock", RUN_META, EXAMPLES_DIR) and not p.name.endswith(".tmp") for p in folder.iterdir()):
+        return  # something not ours: leave it
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        folder.parent.rmdir()  # only if empty (the --out folder this run made)
+    except OSError:
+        pass
+
+
+def _dataset_summary(suite: Suite, models: dict[str, OnnxModel]) -> dict[str, dict[str, Any]]:
+    """Per dataset: the intensity rule asked for and the one applied, and where labels and class
+    names came from (for _run.json and every Parquet file's metadata). A dataset read
+    differently for another model (another layout or size) lists that model's reading too."""
+    out: dict[str, dict[str, Any]] = {}
+    for entry, dentry in _pairs(suite, models):
+        model = models[entry.name]
+        d = cached_dataset(dentry, model, entry.name)
+        rec = {"path": dentry.path, "intensity": dentry.intensity,
+               "intensity_rule": d.description.get("intensity_resolved") or d.description.get("intensity_rule", ""),
+               "label_source": d.description.get("label_source", ""),
+               "class_names": list(model.spec.class_names or d.class_names or []),
+               "class_names_source": (model.spec.source("class_names") if model.spec.class_names
+                                      else "dataset" if d.class_names else "none"),
+               "format": d.description.get("format", ""), "samples": len(d)}
+        if dentry.name not in out:
+            out[dentry.name] = {**rec, "models": [entry.name]}
+        elif {k: v for k, v in out[dentry.name].items() if k not in ("models", "per_model")} == rec:
+            out[dentry.name]["models"].append(entry.name)
+        else:
+            out[dentry.name].setdefault("per_model", {})[entry.name] = rec
+    return out
+
+
+def value_range_warnings(specs: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per model whose input value range was assumed, not declared (``specs``: the
+    run metadata's ``specs``)."""
+    lines = []
+    for name, s in specs.items():
+        if s.get("value_range_source", "assumed") == "assumed":
+            lo, hi = s.get("value_range", (0.0, 1.0))
+            lines.append(f"warning: {name}: value range [{lo:g}, {hi:g}] assumed (not declared in the model, "
+                         "a sidecar or --value-range); eps is in these units, so check it")
+    return lines
 
 
 def _spec_summary(model: OnnxModel) -> dict[str, Any]:

@@ -1,10 +1,15 @@
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+# built gradient sessions are cached on disk (advonnx/gradcache.py): the tests and the CLI
+# processes they start share a fresh cache of their own, never the user's
+os.environ.setdefault("ADVONNX_CACHE_DIR", tempfile.mkdtemp(prefix="advonnx-test-cache-"))
 
 SUITES = Path(__file__).resolve().parents[1] / "advonnx" / "suites"
 

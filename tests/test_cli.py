@@ -1,5 +1,6 @@
 """The command line as a user meets it: exit codes, one-line errors, end-to-end runs."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -33,12 +34,17 @@ USAGE_ERRORS = [
     ("corruptions", "--severities"),
 ]
 
-BLOCK_CLICK = "import sys; sys.modules['click'] = None; from advonnx.cli import main; main()"
+# typer >= 0.2x vendors click as typer._click and does not install click: hide click to prove that
+# the CLI does not need it. Older typer (>= 0.12, our lower bound) imports click itself: keep it.
+_TYPER_VENDORS_CLICK = importlib.util.find_spec("typer._click") is not None
+BLOCK_CLICK = ("import sys; sys.modules['click'] = None; " if _TYPER_VENDORS_CLICK else "") + \
+    "from advonnx.cli import main; main()"
 
 
 @pytest.mark.parametrize("args", USAGE_ERRORS, ids=" ".join)
 def test_usage_errors_one_line_exit_2_without_click(args):
-    """typer >= 0.2x vendors click and no longer installs it: usage errors must not need it."""
+    """typer >= 0.2x vendors click and no longer installs it: usage errors must not need it (older
+    typer, which depends on click, runs the same errors with click present)."""
     r = subprocess.run([sys.executable, "-c", BLOCK_CLICK, *args], capture_output=True, text=True,
                        encoding="utf-8", timeout=120, env={**os.environ, "COLUMNS": "200"})
     assert r.returncode == 2, r.stderr
@@ -206,3 +212,164 @@ def test_minimal_norm_robustness_curve_is_shown(tmp_path):
     assert r.returncode == 0, r.stderr
     text = " ".join(r.stdout.split())
     assert "robustness curve of m from deepfool minimal l2 norms" in text and "0.1→" in text and "0.3→" in text
+
+
+def test_attack_settings_in_parentheses(tmp_path):
+    """Per-attack settings, norm and eps on the command line reach the rows; they win over --steps."""
+    path = save(small_cnn(), tmp_path / "m.onnx")
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).uniform(0, 1, (6, 1, 8, 8)).astype(np.float32),
+             y=np.arange(6) % 3)
+    r = advonnx("run", "--model", path, "--data", tmp_path / "d.npz", "--steps", "3", "--eps", "8/255",
+                "--attack", "pgd(steps=7, restarts=2, loss=margin, eps=[1/255, 0.1]),square(max_queries=40, norm=l2, eps=0.5)",
+                "--attack", "bim", "--out", tmp_path / "o", "--quiet")
+    assert r.returncode == 0, r.stderr
+    rows = read_results(tmp_path / "o").to_pylist()
+    got = {(row["attack"], row["norm"], row["eps_text"]) for row in rows}
+    assert got == {("pgd", "linf", "1/255"), ("pgd", "linf", "0.1"), ("square", "l2", "0.5"), ("bim", "linf", "8/255")}
+    settings = {row["attack"]: __import__("json").loads(row["settings"]) for row in rows}
+    assert settings["pgd"]["steps"] == 7 and settings["pgd"]["restarts"] == 2 and settings["pgd"]["loss"] == "margin"
+    assert settings["square"]["max_queries"] == 40 and settings["bim"]["steps"] == 3
+    assert all(row["queries"] <= 40 for row in rows if row["attack"] == "square")
+
+
+def test_attack_setting_typo_is_one_line_listing_settings(tmp_path):
+    path = save(small_cnn(), tmp_path / "m.onnx")
+    np.savez(tmp_path / "d.npz", x=np.zeros((2, 1, 8, 8), np.float32))
+    r = advonnx("run", "--model", path, "--data", tmp_path / "d.npz", "--attack", "fgsm,pgd(stepz=5)",
+                "--out", tmp_path / "o")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "pgd has no setting 'stepz'; its settings: norm, eps, steps, step_size" in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def _png_folders(root, classes, per_class=2, lo=1000, hi=3000):
+    """16-bit PNGs in one subfolder per class; returns {path: raw uint16 array}."""
+    import SimpleITK as sitk
+
+    rng = np.random.default_rng(1)
+    raw = {}
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            arr = rng.integers(lo, hi + 1, (8, 8)).astype(np.uint16)
+            path = root / c / f"{c}{i}.png"
+            sitk.WriteImage(sitk.GetImageFromArray(arr), str(path))
+            raw[path] = arr
+    return raw
+
+
+def test_intensity_and_class_names_flags_reach_rows_and_metadata(tmp_path):
+    """--intensity window:LO,HI is applied as written (clean predictions equal the model's on
+    the hand-mapped images), --class-names orders the labels, both recorded per dataset."""
+    import json
+
+    from advonnx.model import load_model
+    from advonnx.results import run_metadata
+
+    path = save(small_cnn(), tmp_path / "m.onnx")
+    names = ["zeta", "alpha", "mid"]  # not alphabetical: labels must follow this order
+    raw = _png_folders(tmp_path / "scans", names)
+    out = tmp_path / "o"
+    r = advonnx("run", "--model", path, "--data", tmp_path / "scans", "--attack", "fgsm", "--eps", "0.1",
+                "--intensity", "window:1000,3000", "--class-names", ",".join(names), "--out", out, "--quiet")
+    assert r.returncode == 0, r.stderr
+    table = read_results(out)
+    m = load_model(path)
+    by_name = {p.stem: a for p, a in raw.items()}
+    for row in table.to_pylist():
+        stem = Path(row["sample_id"]).stem
+        x = ((by_name[stem].astype(np.float64) - 1000) / 2000)[None, None].astype(np.float32)
+        assert row["clean_pred"] == int(np.argmax(m.predict(x)[0]))
+        assert row["label"] == names.index(stem.rstrip("0123456789"))
+    for meta in (run_metadata(table), json.loads(next(out.iterdir()).joinpath("_run.json").read_text())):
+        d = meta["datasets"]["scans"]
+        assert d["intensity"] == "window:1000,3000" and d["intensity_rule"] == "window:1000,3000"
+        assert d["label_source"].startswith("class subfolders") and d["class_names"] == names
+        assert d["class_names_source"] != "none" and d["models"] == ["m"]
+    # 'auto' on 16-bit images resolves to the percentile window, and says so
+    r = advonnx("run", "--model", path, "--data", tmp_path / "scans", "--attack", "fgsm", "--eps", "0.1",
+                "--class-names", ",".join(names), "--out", tmp_path / "auto", "--quiet")
+    assert r.returncode == 0, r.stderr
+    d = run_metadata(read_results(tmp_path / "auto"))["datasets"]["scans"]
+    assert d["intensity"] == "auto" and d["intensity_rule"] == "auto: percentile:0.5-99.5 (6 images)"
+    # without --class-names the model's classes are 0, 1, 2 and the folder names match none
+    r = advonnx("run", "--model", path, "--data", tmp_path / "scans", "--out", tmp_path / "none")
+    assert r.returncode == 2 and "pass class_names" in r.stderr and not (tmp_path / "none").exists()
+
+
+def test_bad_intensity_and_class_names_are_one_line(tmp_path):
+    path = save(small_cnn(), tmp_path / "m.onnx")
+    np.savez(tmp_path / "d.npz", x=np.zeros((2, 1, 8, 8), np.float32))
+    for flag, value, needle in (("--intensity", "windw:0,1", "window:LO,HI"),
+                                ("--class-names", "a,a,b", "give each class once"),
+                                ("--class-names", "a,b", "2 class names declared but the model outputs 3")):
+        r = advonnx("run", "--model", path, "--data", tmp_path / "d.npz", flag, value, "--out", tmp_path / "o")
+        assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert not (tmp_path / "o").exists()
+
+
+def test_assumed_value_range_warning_in_run_and_show(tmp_path):
+    path = save(small_cnn(), tmp_path / "m.onnx")
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).uniform(0, 1, (4, 1, 8, 8)).astype(np.float32))
+    warning = "m: value range [0, 1] assumed"
+    for declared, out in ((False, "a"), (True, "b")):
+        extra = ("--value-range", "0,1") if declared else ()
+        r = advonnx("run", "--model", path, "--data", tmp_path / "d.npz", "--attack", "fgsm", "--eps", "0.1",
+                    *extra, "--out", tmp_path / out, "--quiet")
+        assert r.returncode == 0, r.stderr
+        shown = advonnx("show", tmp_path / out)
+        assert shown.returncode == 0, shown.stderr
+        for stream in (r.stderr, shown.stderr):
+            assert (warning in " ".join(stream.split())) is not declared, stream
+
+
+def test_run_failing_before_first_chunk_leaves_no_folder(tmp_path, monkeypatch):
+    """A run that dies before its first chunk removes its folder (only .lock and _run.json were
+    there) and the --out folder it created; earlier runs and resumable folders stay."""
+    import time
+
+    from advonnx import suite as suite_mod
+    from advonnx.suite import AttackEntry, DatasetEntry, ModelEntry, Runner, Suite, parse_eps
+
+    path = save(small_cnn(), tmp_path / "m.onnx")
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).uniform(0, 1, (4, 1, 8, 8)).astype(np.float32),
+             y=np.arange(4) % 3)
+
+    def make():
+        return Suite(name="t", models=[ModelEntry(name="m", path=str(path))],
+                     datasets=[DatasetEntry(name="d", path=str(tmp_path / "d.npz"))],
+                     attacks=[AttackEntry(name="fgsm", eps=parse_eps("0.1"))], chunk_size=2)
+
+    real = suite_mod.execute_unit
+    calls = {"n": 0, "fail_at": 0}
+
+    def flaky(unit):
+        calls["n"] += 1
+        if calls["n"] > calls["fail_at"]:
+            raise KeyboardInterrupt  # what Ctrl-C does between chunks
+        return real(unit)
+
+    monkeypatch.setattr(suite_mod, "execute_unit", flaky)
+    out = tmp_path / "new"
+    with pytest.raises(KeyboardInterrupt):
+        Runner(make(), out=out).run()
+    assert not out.exists()
+    # an existing --out with an earlier run: that run stays, no new folder
+    monkeypatch.setattr(suite_mod, "execute_unit", real)
+    first, _ = Runner(make(), out=out).run()
+    monkeypatch.setattr(suite_mod, "execute_unit", flaky)
+    calls["n"] = 0
+    time.sleep(1.1)  # a new run id (second resolution)
+    with pytest.raises(KeyboardInterrupt):
+        Runner(make(), out=out).run()
+    assert [p.name for p in out.iterdir()] == [first.name]
+    # a run that wrote a chunk keeps its folder, and --resume finishes it
+    calls.update(n=0, fail_at=1)
+    time.sleep(1.1)
+    with pytest.raises(KeyboardInterrupt):
+        Runner(make(), out=out).run()
+    kept = [p for p in out.iterdir() if p.name != first.name]
+    assert len(kept) == 1 and len(list(kept[0].glob("part-*.parquet"))) == 1
+    monkeypatch.setattr(suite_mod, "execute_unit", real)
+    folder, table = Runner(make(), out=out, resume=True).run()
+    assert table.num_rows == 4

@@ -155,7 +155,7 @@ _ALL = (
         "pixelate",
         "Box-average to a fraction of the in-plane size, nearest-neighbour back up.",
         f"{IMAGENET_C} pixelate scale (= {MEDMNIST_C} bloodmnist); per (H, W) slice in 3-D.",
-        (0.6, 0.5, 0.4, 0.3, 0.25),
+        resolution.PIXELATE_SCALES,
         False,
         resolution.pixelate,
     ),

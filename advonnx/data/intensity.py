@@ -17,7 +17,7 @@ INTENSITY_RULES: dict[str, str] = {
     "none": "values taken as they are; they must already lie inside the value range",
     "minmax": "per image: minimum -> low end of the value range, maximum -> high end",
     "percentile:LO-HI": "per image: the LO-th and HI-th percentiles map to the ends of the "
-    "value range, clipped (e.g. percentile:1-99)",
+    "value range, clipped (e.g. percentile:1-99; percentile:1,99 is the same)",
     "window:LO,HI": "fixed window in image units: LO and HI map to the ends of the value range, "
     "clipped (e.g. CT window:-1000,400)",
     "divide:K": "divide by K then clip to [0, 1] and map to the value range "
@@ -60,7 +60,7 @@ def parse_intensity_rule(rule: str | IntensityRule) -> IntensityRule:
     r = rule.strip().lower().replace(" ", "")
     if r in ("auto", "none", "minmax"):
         return IntensityRule(r)
-    m = re.fullmatch(rf"percentile:({_NUM})-({_NUM})", r)
+    m = re.fullmatch(rf"percentile:({_NUM})[-,]({_NUM})", r)  # LO-HI or LO,HI
     if m:
         lo, hi = float(m.group(1)), float(m.group(2))
         if not (0 <= lo < hi <= 100):

@@ -59,12 +59,16 @@ class _Pipeline:
         self.channels = 1 if self.nd is None else expect.channels
         self.ref: tuple[str, tuple[int, ...]] | None = None  # first sample, for dynamic axes
         self.counts: dict[str, int] = {}
+        self.rules: dict[str, int] = {}  # intensity rule 'auto' resolved to -> images
         self.formats: dict[str, int] = {}
         self.no_spacing = 0
         self.dtype = np.dtype(expect.dtype)
 
     def _count(self, key: str) -> None:
         self.counts[key] = self.counts.get(key, 0) + 1
+
+    def _count_rule(self, rule: str) -> None:
+        self.rules[rule] = self.rules.get(rule, 0) + 1
 
     def _squeeze(self, raw: RawImage) -> tuple[np.ndarray, tuple[float, ...]]:
         arr, spacing = raw.array, raw.spacing
@@ -137,6 +141,9 @@ class _Pipeline:
                 "holds NaN or infinite values",
                 "replace them (e.g. with the background value) first",
             )
+        if self.rule.kind == "auto":  # record what 'auto' resolved to
+            eight = raw.eight_bit if raw.eight_bit is not None else arr.dtype == np.uint8
+            self._count_rule("divide:255" if eight else "percentile:0.5-99.5")
         arr = apply_rule(arr, self.rule, self.e.value_range, eight_bit=raw.eight_bit, name=sid)
         lo, hi = self.e.value_range
         if self.nd is None:  # tabular: flatten a gray image
@@ -844,6 +851,8 @@ def load_dataset(
     desc["format"] = desc["format"] or ""
     fmts = ", ".join(f"{k} ({v})" for k, v in sorted(pipe.formats.items()))
     desc["format"] = f"{desc['format']}: {fmts}" if desc["format"] else fmts
+    if pipe.rules:
+        desc["intensity_resolved"] = "auto: " + ", ".join(f"{k} ({v} images)" for k, v in sorted(pipe.rules.items()))
     if expect.spatial_ndim is not None:
         desc["spacing"] = (
             f"{pipe.no_spacing} images from formats without spacing (PNG/JPEG/BMP/TIFF): 1 mm assumed"

@@ -26,6 +26,7 @@ def test_png_8bit_round_trip(tmp_path, rng):
     np.testing.assert_allclose(ds.x[0, 0], a / 255.0, atol=1e-7)
     assert ds.y is None and ds.sample_ids == ["a.png"] and ds.spacing == [(1.0, 1.0)]
     assert ds.description["intensity_rule"] == "auto"
+    assert ds.description["intensity_resolved"] == "auto: divide:255 (1 images)"  # what 'auto' did
     assert "PNG" in ds.description["format"] and "1 mm assumed" in ds.description["spacing"]
 
 
