@@ -104,8 +104,8 @@ def _model_cases(tmp_path):
     add("two_outputs", two_out, "--output NAME")
     add("int_input", _graph_model([helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)],
                                   [_vi("x", ["N", 4], TensorProto.INT64)], [_vi("y", ["N", 4])]), "integer image inputs only")
-    add("rank3_input", _graph_model([helper.make_node("Identity", ["x"], ["y"])],
-                                    [_vi("x", ["N", 4, 4])], [_vi("y", ["N", 4, 4])]), "rank 3")
+    add("rank6_input", _graph_model([helper.make_node("Identity", ["x"], ["y"])],  # rank 3 is a signal now
+                                    [_vi("x", ["N", 2, 2, 2, 2, 2])], [_vi("y", ["N", 2, 2, 2, 2, 2])]), "rank 6")
     add("scalar_output", _graph_model([helper.make_node("ReduceSum", ["x"], ["y"], keepdims=0)],
                                       [_vi("x", ["N", 4])], [_vi("y", [])], opset=11), "neither class scores")
     add("unranked_input", _graph_model([helper.make_node("Identity", ["x"], ["y"])],

@@ -58,7 +58,9 @@ def test_jsma_step_takes_the_two_largest_probability_gradients(heads):
     target = np.where(logits.classify(x) == 2, 1, 2)
     res = advonnx.attack(logits, x, None, "jsma", theta=-1.0, gamma=1 / 64, targeted=True, target=target,
                          gradient="exact")
-    _, g = probs.value_and_grad(x, cotangent=np.eye(4, dtype=np.float32)[target], gradient="exact")
+    # the softmax output's own gradient (logits rule off: the cotangent seeds p, not the logits)
+    softmax = advonnx.load_model(probs.spec.path, logits_rule=False)
+    _, g = softmax.value_and_grad(x, cotangent=np.eye(4, dtype=np.float32)[target], gradient="exact")
     s = -1.0  # sign(theta)
     expected = np.sort(np.argsort(-(s * g.reshape(len(x), -1)), axis=1, kind="stable")[:, :2], axis=1)
     changed = np.stack([np.nonzero(r)[0] for r in (res.x_adv != x).reshape(len(x), -1)])

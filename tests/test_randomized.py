@@ -225,7 +225,8 @@ def test_suite_rows_record_votes_and_eot(tmp_path):
     np.savez(tmp_path / "d.npz", x=x)
     suite = Suite(name="r", models=[ModelEntry("r", path, overrides={"value_range": [0, 1], "eot": 4})],
                   datasets=[DatasetEntry("d", str(tmp_path / "d.npz"))],
-                  attacks=[AttackEntry("pgd", "linf", parse_eps("0.2"), {"steps": 3})], seed=1)
+                  attacks=[AttackEntry("pgd", "linf", parse_eps("0.2"), {"steps": 3})], seed=1,
+                  masking_checks=False)
     _, table = Runner(suite, out=tmp_path / "o", batch_size=64).run()
     rows = table.to_pylist()
     assert all(json.loads(r["settings"])["votes"] == 11 and json.loads(r["settings"])["eot"] == 4 for r in rows)

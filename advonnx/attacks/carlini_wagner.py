@@ -65,7 +65,7 @@ class CarliniWagnerL2(Attack):
         check_every = max(1, math.ceil(self.steps / 10))
         every = xp.arange(n)
         b1, b2, eps_adam = 0.9, 0.999, 1e-8
-        probs = ctx.spec.scores == "probabilities"
+        probs = ctx.spec.attacked_scores == "probabilities"  # no logits to read (the logits rule)
         tiny = 1e-37  # probabilities floor (float32 normal range), also bounds the cotangent 1/p
         for round_ in range(self.binary_search_steps):
             if round_ == self.binary_search_steps - 1 and self.binary_search_steps >= 10:
