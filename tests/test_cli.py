@@ -221,7 +221,7 @@ def test_attack_settings_in_parentheses(tmp_path):
              y=np.arange(6) % 3)
     r = advonnx("run", "--model", path, "--data", tmp_path / "d.npz", "--steps", "3", "--eps", "8/255",
                 "--attack", "pgd(steps=7, restarts=2, loss=margin, eps=[1/255, 0.1]),square(max_queries=40, norm=l2, eps=0.5)",
-                "--attack", "bim", "--out", tmp_path / "o", "--quiet")
+                "--attack", "bim", "--out", tmp_path / "o", "--quiet", "--no-masking-checks")
     assert r.returncode == 0, r.stderr
     rows = read_results(tmp_path / "o").to_pylist()
     got = {(row["attack"], row["norm"], row["eps_text"]) for row in rows}
@@ -338,7 +338,8 @@ def test_run_failing_before_first_chunk_leaves_no_folder(tmp_path, monkeypatch):
     def make():
         return Suite(name="t", models=[ModelEntry(name="m", path=str(path))],
                      datasets=[DatasetEntry(name="d", path=str(tmp_path / "d.npz"))],
-                     attacks=[AttackEntry(name="fgsm", eps=parse_eps("0.1"))], chunk_size=2)
+                     attacks=[AttackEntry(name="fgsm", eps=parse_eps("0.1"))], chunk_size=2,
+                     masking_checks=False)
 
     real = suite_mod.execute_unit
     calls = {"n": 0, "fail_at": 0}

@@ -178,7 +178,8 @@ def test_shipped_model(name: str):
     if rec["task"] == "classification":
         acc = float((pred == y).mean())
         assert acc == pytest.approx(rec["test_accuracy"], abs=0.005)
-        assert acc >= 0.80
+        # noise-trained base classifiers (randomized smoothing) trade clean accuracy for certificates
+        assert acc >= (0.70 if rec.get("noise_sigma") else 0.80)
     else:
         dice = _mean_dice(pred, y)
         assert dice == pytest.approx(rec["test_mean_dice"], abs=0.005)
@@ -242,7 +243,9 @@ def test_builtin_suites(suite: str):
     from advonnx.suite import load_suite
 
     s = load_suite(suite)
-    assert {Path(m.path).stem for m in s.models} == set(SHIPPED)
+    # quick leaves out the noise-trained model (its certificates are the full suite's)
+    expected = set(SHIPPED) - ({"brain_cnn_noise"} if suite == "quick" else set())
+    assert {Path(m.path).stem for m in s.models} == expected
     assert len(_suite_frameworks(suite)) >= 4
     for d in s.datasets:
         h = headline_for(s.headline, d.name)
