@@ -152,7 +152,9 @@ def run(
         budgets = parse_eps(eps or "2/255,8/255")
         s.attacks = []
         for spec in parse_attack_specs(attack) or parse_attack_specs("fgsm,pgd"):
-            entry = AttackEntry(name=spec.name, norm=spec.norm or norm or "linf", eps=spec.eps or budgets,
+            own = attack_class(spec.name).norms  # an attack of one norm (jsma: l0, certify: l2) takes it
+            entry = AttackEntry(name=spec.name, norm=spec.norm or norm or ("linf" if "linf" in own else own[0]),
+                                eps=spec.eps or budgets,
                                 targeted=bool(spec.targeted), datasets=spec.datasets or [])
             s.attacks.append(entry)
             specs[id(entry)] = spec

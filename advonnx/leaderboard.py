@@ -369,7 +369,8 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
             is_head = bool(order) and s["model"] in order and s["robust"] == order[s["model"]] \
                 and s["attack"] == headline_for(headline, s["dataset"]).get("attack")
             lo, hi = s["robust_ci"]
-            bound = "≤ " if s.get("kind") != "corruption" and not seg and not math.isnan(s["robust"]) else ""
+            bound = "" if s.get("kind") == "corruption" or seg or math.isnan(s["robust"]) else (
+                "≥ " if s.get("kind") == "certificate" else "≤ ")
             cells = [setting_label(s), bound + percent(s["robust"]), "–" if math.isnan(lo) else f"{percent(lo)}–{percent(hi)}"]
             cells += [f"{100 * (s['clean'] - s['robust']):.1f}"] if seg else [percent(s["asr"])]
             cells += ["–" if math.isnan(s["median_norm"]) else f"{s['median_norm']:.3g}"]
@@ -425,12 +426,57 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
                      f"robustness, per dataset: {rhos}")
     for line in minimal_norm_curves(table, summaries):
         notes.append(line)
+    notes.extend(certified_lines(table))
     notes.extend(masking_notes(summaries))
     if any(s["curve"] and s["gradient"] != "exact" for s in summaries):
         notes.append("ASR at ⅒·¼·½·1 of Q: success within that share of the query budget Q (queries at first success)")
     for n in notes:
         console.print(f"[dim]•[/dim] {n}")
     return summaries
+
+
+CERTIFIED_RADII = (0.0, 0.125, 0.25, 0.5, 1.0)
+
+
+def certified_curves(table: pa.Table) -> list[dict[str, Any]]:
+    """Per model × dataset × sigma of ``certify`` rows: certified accuracy (smoothed prediction
+    right, not abstained, radius above r) at ``CERTIFIED_RADII``, and where L2 attacks ran on the
+    same model, per attack eps: the smoothed classifier's certified accuracy at eps (a lower bound
+    for the smoothed classifier) beside the base model's robust accuracy under the attack (an
+    upper bound for the base model). They bound different classifiers; the report says so."""
+    rows = [r for r in table.to_pylist() if r.get("kind") == "certificate" and r.get("status") == "ok"]
+    out = []
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[(r["model"], r["dataset"], r["eps"])].append(r)
+    attacks = [s for s in summarize(table) if s.get("kind") == "adversarial" and s["norm"] == "l2"
+               and s["metric"] == "accuracy"]
+    for (model, dataset, sigma), rs in sorted(groups.items()):
+        radius = np.array([r["certified_radius"] or 0.0 for r in rs])
+        correct = np.array([bool(r["robust"]) for r in rs])
+
+        def at(rad: float) -> float:
+            return float(np.mean(correct & (radius > rad))) if len(rs) else math.nan
+
+        sandwich = [(s["eps"], at(s["eps"]), s["robust"], setting_label(s)) for s in attacks
+                    if s["model"] == model and s["dataset"] == dataset]
+        out.append({"model": model, "dataset": dataset, "sigma": sigma, "n": len(rs),
+                    "curve": [(r, at(r)) for r in CERTIFIED_RADII], "sandwich": sorted(sandwich)})
+    return out
+
+
+def certified_lines(table: pa.Table) -> list[str]:
+    """The terminal lines of :func:`certified_curves`."""
+    lines = []
+    for c in certified_curves(table):
+        curve = " · ".join(f"{percent(a)} at {r:g}" for r, a in c["curve"])
+        lines.append(f"certified (randomized smoothing, σ={c['sigma']:g}, L2, lower bound): {c['model']} on "
+                     f"{c['dataset']}: {curve} (n={c['n']})")
+        for eps, low, high, label in c["sandwich"]:
+            lines.append(f"  {c['model']} L2 eps={eps:g}: the smoothed classifier is certified on {percent(low)} (a lower "
+                         f"bound for it); the base model under {label} keeps ≤ {percent(high)} (an upper bound for the "
+                         "base model; attacking the smoothed one needs EOT over the noise)")
+    return lines
 
 
 def compare_rows(a: pa.Table, b: pa.Table) -> list[dict[str, Any]]:

@@ -67,6 +67,9 @@ SCHEMA = pa.schema([
     ("l2", pa.float64()),
     ("linf", pa.float64()),
     ("min_norm", pa.float64()),
+    # certify rows: the certified L2 radius (value units) of the smoothed prediction, 0 when it
+    # abstains or is wrong (adv_pred = the smoothed prediction, -1 = abstain; eps = sigma)
+    ("certified_radius", pa.float64()),
     ("rho", pa.float64()),  # minimal-norm attacks: ‖r‖₂/‖x‖₂ of min_norm's adversarial (DeepFool's ρ = mean)
     ("l0_pixels", pa.int64()),  # changed spatial positions, any channel (l0 counts elements)
     # cascades (autoattack): the stage that broke the sample (apgd-ce, apgd-t, ...), "clean" =

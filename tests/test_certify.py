@@ -182,3 +182,37 @@ def test_segcertify_on_the_suite_unet():
     assert cert.prediction.shape == y.shape and np.all(cert.queries == 65)
     assert np.all(acc <= clean + 0.02) and np.all(acc > 0.3)
     assert np.all((cert.abstain_rate() > 0) & (cert.abstain_rate() < 0.7))
+
+
+def test_suite_rows_and_leaderboard_lines(tmp_path):
+    """A ``certify`` setting in a suite: one row per sample of kind ``certificate`` with the
+    smoothed prediction, the certified radius (0 unless certified correct) and the queries; the
+    leaderboard marks it as a lower bound and prints the certified curve."""
+    import io
+
+    from rich.console import Console
+
+    from advonnx.leaderboard import certified_curves, render
+    from advonnx.suite import AttackEntry, DatasetEntry, ModelEntry, Runner, Suite, parse_eps
+
+    path = save(small_cnn(size=8, classes=3, seed=4), tmp_path / "m.onnx")
+    x = np.random.default_rng(5).uniform(0, 1, (10, 1, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x)
+    suite = Suite(name="c", models=[ModelEntry("m", path)], datasets=[DatasetEntry("d", str(tmp_path / "d.npz"))],
+                  attacks=[AttackEntry("certify", "l2", parse_eps("0.25"), {"n0": 20, "n": 200}),
+                           AttackEntry("pgd", "l2", parse_eps("0.25"), {"steps": 3})], seed=0, masking_checks=False)
+    _, table = Runner(suite, out=tmp_path / "o").run()
+    rows = [r for r in table.to_pylist() if r["attack"] == "certify"]
+    assert len(rows) == 10 and {r["kind"] for r in rows} == {"certificate"} and {r["queries"] for r in rows} == {220}
+    for r in rows:
+        assert (r["certified_radius"] > 0) == bool(r["robust"])
+        assert r["certified_radius"] <= 0.25 * 2.9  # sigma * Φ⁻¹ of the largest bound at n = 200
+    # the same certificates from the API with the unit's stream
+    curve = certified_curves(table)[0]
+    assert curve["sigma"] == 0.25 and curve["n"] == 10 and curve["sandwich"][0][0] == 0.25
+    out = io.StringIO()
+    render(table, Console(file=out, width=200))
+    text = out.getvalue()
+    assert "≥" in text and "certified (randomized smoothing, σ=0.25" in text
+    with pytest.raises(AdvonnxError, match="certificates, not adversarial examples"):
+        advonnx.attack(advonnx.load_model(path), x[:2], None, "certify", norm="l2", eps=0.25)

@@ -10,6 +10,7 @@ from .apgdt import APGDT
 from .autoattack import AutoAttack
 from .base import Attack
 from .carlini_wagner import CarliniWagnerL2
+from .certify import Certify
 from .dag import DAG
 from .deepfool import DeepFool
 from .fab import FAB, FABT
@@ -39,6 +40,7 @@ for _cls in (NES, SPSA, Square, HopSkipJump):  # query-only (score- and decision
 register(AutoAttack)  # a cascade of registered attacks, looked up when it runs
 register(Transfer)  # white-box on a surrogate, decisions of the target
 register(UniversalPerturbation)
+register(Certify)  # certificates, not attacks: the suite writes their rows
 ALIASES.update({"fab-t": "fab_t", "fabt": "fab_t", "seg_pgd": "segpgd", "seg-pgd": "segpgd"})
 ALIASES.update({"auto_pgd": "apgd", "aa": "autoattack", "apgd-t": "apgdt", "apgd_t": "apgdt", "universal": "uap",
                 "hopskipjump": "hsj", "square_attack": "square", "nes_pgd": "nes", "spsa_pgd": "spsa"})
