@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -294,16 +295,25 @@ def test_check_rows_stay_out_of_the_leaderboard_and_the_verdict_is_stored(tmp_pa
 # ------------------------------------------------------------------------------------ real models
 
 
-def _round_front(src: str, dst, levels: float = 16.0) -> None:
-    """brain_cnn behind an input quantizer Round(x·16)/16: the exact gradient is zero everywhere."""
+def _threshold_front(src: str, dst, levels: int = 16) -> None:
+    """brain_cnn behind an input quantizer that rounds to ``levels`` grey levels with comparisons,
+    sum_k [x > (k − 1/2)/levels] / levels (the function Round(x·levels)/levels, built so that no
+    straight-through rule applies: Greater has no derivative and cuts the path): a model whose
+    exact gradient is zero everywhere, the masking the checks must catch."""
     m = onnx.load(src)
     g = m.graph
     name = g.input[0].name
     for node in g.node:
         node.input[:] = ["q_x" if s == name else s for s in node.input]
-    g.initializer.append(numpy_helper.from_array(np.array(levels, np.float32), "q_levels"))
-    front = [helper.make_node("Mul", [name, "q_levels"], ["q_a"]), helper.make_node("Round", ["q_a"], ["q_r"]),
-             helper.make_node("Div", ["q_r", "q_levels"], ["q_x"])]
+    thresholds = (np.arange(1, levels + 1, dtype=np.float32) - 0.5) / levels
+    g.initializer.extend([numpy_helper.from_array(np.array(float(levels), np.float32), "q_levels"),
+                          numpy_helper.from_array(thresholds, "q_thr"),
+                          numpy_helper.from_array(np.array([-1], np.int64), "q_axis")])
+    front = [helper.make_node("Unsqueeze", [name, "q_axis"], ["q_u"]),
+             helper.make_node("Greater", ["q_u", "q_thr"], ["q_g"]),
+             helper.make_node("Cast", ["q_g"], ["q_c"], to=onnx.TensorProto.FLOAT),
+             helper.make_node("ReduceSum", ["q_c", "q_axis"], ["q_s"], keepdims=0),
+             helper.make_node("Div", ["q_s", "q_levels"], ["q_x"])]
     nodes = front + list(g.node)
     del g.node[:]
     g.node.extend(nodes)
@@ -339,13 +349,13 @@ def test_checks_fire_on_masked_models_and_stay_quiet_on_the_suite_models(tmp_pat
                                                                          brain_mobilenet_path):
     """Suite-runner end to end at the quick suite's headline (PGD linf 2/255, 10 steps; FGSM) on
     the first CHECK_SAMPLES patches, with the checks' own attacks added by the runner."""
-    from conftest import SUITES
-
     from advonnx.leaderboard import summarize
     from advonnx.report import render_report
     from advonnx.suite import AttackEntry, DatasetEntry, ModelEntry, Runner, Suite
 
-    _round_front(brain_cnn_path, tmp_path / "cnn_round.onnx")
+    # the suite folder (not `from conftest import`: tests/data has a conftest module of its own)
+    SUITES = Path(brain_cnn_path).resolve().parents[1]  # noqa: N806
+    _threshold_front(brain_cnn_path, tmp_path / "cnn_round.onnx")
     _softmax_wrapper(brain_mobilenet_path, tmp_path / "mobilenet_t200.onnx")
     suite = Suite(
         name="masking", seed=0, save_examples=0,

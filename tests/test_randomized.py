@@ -80,7 +80,8 @@ def test_dropout_counts_only_in_training_mode(tmp_path):
     assert _load(infer).spec.randomized == ()
     assert _load(train, votes=3, eot=5).votes == 3 and _load(train, votes=3, eot=5).eot == 5
     r = subprocess.run([sys.executable, "-m", "advonnx.cli", "inspect", save(train, tmp_path / "t.onnx")],
-                       capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+                       capture_output=True, text=True, encoding="utf-8", timeout=300,
+                       env={**os.environ, "COLUMNS": "200"})
     assert r.returncode == 0, r.stderr
     assert "randomized" in r.stdout and "yes: Dropout" in r.stdout
 
