@@ -50,6 +50,8 @@ from .stats import mcnemar_exact, wilson_interval
 
 ALPHA = 0.05  # significance level of every paired test
 STEPS_FACTOR = 5  # more-steps check: a run with >= 5x the steps x restarts of another
+SINGLE_STEP = ("fgsm",)  # the single-step vs iterative check compares these families
+ITERATIVE = ("pgd", "bim", "apgd")
 STEPS_MARGIN = 0.02  # ... may gain at most 2 points of robust accuracy
 SWEEP_FRACTION = 0.5  # large-eps point: half the width of the value range (linf)
 CHECK_SAMPLES = 32  # the checks' extra attacks run on the first 32 samples of each dataset (cost)
@@ -223,8 +225,9 @@ def masking_checks(table: pa.Table, *, value_ranges: dict[str, tuple[float, floa
             est = [s for s in grad if s.attack == attack and s.gradient == "estimated"]
             if exact and est:
                 found.append(_paired(exact, est, "estimated_beats_exact", **where))
-        single = [s for s in grad if s.steps * s.restarts == 1]
-        iterative = [s for s in grad if s.steps > 1]
+        # by name: cascades and other attacks without a steps setting record steps = 1 in the rows
+        single = [s for s in grad if s.attack in SINGLE_STEP or (s.attack in ITERATIVE and s.steps * s.restarts == 1)]
+        iterative = [s for s in grad if s.attack in ITERATIVE and s.steps > 1]
         if single and iterative:
             found.append(_paired(iterative, single, "single_step_beats_iterative", **where))
         for _, runs in sorted(_by(grad, lambda s: (s.attack, s.gradient)).items()):

@@ -138,6 +138,15 @@ def test_single_step_beating_iterative_fires_and_misclassified_samples_are_broke
     assert not c["fired"]
 
 
+def test_a_cascade_is_not_a_single_step():
+    """autoattack rows record steps = 1 (it has no steps setting): it must not count as the single
+    step that beats PGD (the quick suite's MobileNet was flagged that way)."""
+    rows = _rows("fgsm", set(range(20)), steps=1) + _rows("autoattack", set(range(60)), steps=1) \
+        + _rows("pgd", set(range(25)))
+    _, c = _check(masking_checks(rows_to_table(rows), value_ranges={}), "single_step_beats_iterative")
+    assert c["only_weak"] == 0 and not c["fired"]
+
+
 def test_more_steps_gain_fires_beyond_the_margin_only_when_significant():
     rows = _rows("pgd", set(range(20))) + _rows("pgd", set(range(35)), steps=50, kind="check")
     m, c = _check(masking_checks(rows_to_table(rows), value_ranges={}), "more_steps_gain")
