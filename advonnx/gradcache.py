@@ -37,6 +37,8 @@ from typing import Any
 import onnx
 import onnxruntime as ort
 
+from .results import atomic_write_bytes
+
 FORMAT = b"advonnx-gradcache-1\n"
 DIGEST_LEN = 64  # sha256 hex
 
@@ -152,19 +154,9 @@ def _discard(path: Path) -> None:
 
 
 def _write(path: Path, payload: bytes) -> None:
-    """Atomically store ``payload`` at ``path`` (temporary file in the same folder, renamed)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(FORMAT + hashlib.sha256(payload).hexdigest().encode() + b"\n")
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        _discard(Path(tmp))
-        raise
+    """Atomically store ``payload`` at ``path`` behind the format line and its sha256."""
+    atomic_write_bytes(path, lambda f: f.write(FORMAT + hashlib.sha256(payload).hexdigest().encode() + b"\n"
+                                               + payload))
 
 
 def _verified(path: Path) -> bool:
@@ -189,16 +181,7 @@ def _store_onnx(folder: Path, key: str, payload: bytes) -> Path:
     """Atomically store an ONNX entry as ``KEY-SHA256.onnx``: one rename makes it whole, and two
     runs writing the same key at once leave two valid files, never a mixed one."""
     path = folder / f"{key}-{hashlib.sha256(payload).hexdigest()}.onnx"
-    fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=str(folder))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        _discard(Path(tmp))
-        raise
+    atomic_write_bytes(path, lambda f: f.write(payload))
     return path
 
 
