@@ -121,6 +121,12 @@ class _Sweep:
             return None
         return xs[0] if len(xs) == 1 else self.b.op("Sum", xs)
 
+    def incoming(self, seed, carry):
+        """The cotangent reaching h_t: its seed from the outputs plus the carry from step t+1
+        (zeros shaped like h_t when neither exists)."""
+        g = self.add(seed, carry)
+        return g if g is not None else self.mul(self.zeros(), self.b.scalar(0.0, self.dt))
+
     def sub(self, a, c):
         return self.b.op("Sub", [a, c])
 
@@ -314,9 +320,7 @@ def rnn(ctx: VJPContext):
         dA = [None] * s.T
         carry, init = None, []
         for k, t in reversed(list(enumerate(s.order(rev)))):
-            g = s.add(dh[t], carry)
-            if g is None:
-                g = s.mul(s.zeros(), b.scalar(0.0, s.dt))
+            g = s.incoming(dh[t], carry)
             dA[t] = s.mul(g, fp[t])
             carry = s.carry(b.op("MatMul", [dA[t], r]), t, rev, k, init)
         dA_dirs.append(dA)
@@ -361,9 +365,7 @@ def gru(ctx: VJPContext):
         dA = [None] * s.T
         carry, init = None, []
         for k, t in reversed(list(enumerate(s.order(rev)))):
-            g = s.add(dh[t], carry)
-            if g is None:
-                g = s.mul(s.zeros(), b.scalar(0.0, s.dt))
+            g = s.incoming(dh[t], carry)
             da_h, da_z = s.mul(g, c_h[t]), s.mul(g, c_z[t])
             if lbr:
                 da_r = s.mul(da_h, hh_t[t], fr_t[t])
@@ -432,9 +434,7 @@ def lstm(ctx: VJPContext):
         init_h, init_c = [], []
         for k, t in reversed(list(enumerate(order))):
             c_prev, i, di, fg, df, gg, dg, o, do, hc, dhc = st[t]
-            g = s.add(dh[t], carry_h)
-            if g is None:
-                g = s.mul(s.zeros(), b.scalar(0.0, s.dt))
+            g = s.incoming(dh[t], carry_h)
             da_o = s.mul(g, hc, do)
             dc = s.add(carry_c, dc_seed[t], s.mul(g, o, dhc),
                        s.mul(da_o, p_o) if peep is not None else None)
