@@ -671,8 +671,8 @@ class OnnxModel:
             )
         return "estimated"
 
-    def _grad_session(self, loss: str, scale_free: bool = False) -> ort.InferenceSession:
-        key = (loss, scale_free)
+    def _grad_session(self, loss: str, scale_free: bool = False, decisions: bool = False) -> ort.InferenceSession:
+        key = (loss, scale_free, decisions)
         if key not in self._grad_sessions:
             from .autodiff import gradient_model
             from .gradcache import gradient_session  # built once per machine (advonnx/gradcache.py)
@@ -680,8 +680,17 @@ class OnnxModel:
             args = dict(loss=loss, input_name=self.spec.input_name, output_name=self._attacked_out,
                         probabilities=self.spec.attacked_scores == "probabilities", class_axis=self.spec.class_axis,
                         scale_free=scale_free)
+            if decisions:
+                args["decision_output"] = self._scores_out
             self._grad_sessions[key] = gradient_session(self, args, lambda: gradient_model(self.differentiable, **args))
         return self._grad_sessions[key]
+
+    @property
+    def one_pass(self) -> bool:
+        """Whether the gradient graph computes the same decision scores as :meth:`predict`, so
+        one run gives decisions, loss and gradient (``value_and_grad(with_decisions=True)``):
+        not for an integer input, whose gradient graph skips the rounding."""
+        return not self.spec.input_integer
 
     def loss(self, scores, y, loss: str = "ce", *, mask=None, cotangent=None, scale_free: bool = False):
         """Per-sample loss (host or device arrays), as in ``advonnx.losses``, from the attacked
@@ -710,6 +719,7 @@ class OnnxModel:
         rng: Random | None = None,
         counter=None,
         scale_free: bool = False,
+        with_decisions: bool = False,
     ):
         """Per-sample ``loss`` (N,) and the gradient of ``loss.sum()`` w.r.t. ``x`` (shaped like x).
 
@@ -725,8 +735,13 @@ class OnnxModel:
         ``gradient``: ``exact`` (ONNX gradient graph), ``estimated`` (NES/SPSA from queries,
         costing ``2q+1`` queries per sample) or ``auto`` (exact when every op has a rule).
         ``counter(idx)`` is called with the sample indices of every row evaluated.
+        ``with_decisions=True`` (exact gradients, a label loss, :meth:`one_pass` true) returns
+        ``(loss, grad, predict(x))`` from the one run of the gradient graph.
         """
         mode = self.gradient_mode(gradient, loss="cotangent" if cotangent is not None else loss)
+        if with_decisions and (mode != "exact" or cotangent is not None or not self.one_pass):
+            raise AdvonnxError("value_and_grad(with_decisions=True) needs exact gradients of a label loss "
+                               "on a model whose gradient graph computes its decisions (OnnxModel.one_pass)")
         scale_free = bool(scale_free) and cotangent is None and loss == "ce" \
             and self.spec.attacked_scores == "logits"
         xp = namespace(x)
@@ -738,6 +753,7 @@ class OnnxModel:
                 GRAD_INPUT_COTANGENT,
                 GRAD_INPUT_LABEL,
                 GRAD_INPUT_MASK,
+                GRAD_OUTPUT_DECISIONS,
                 GRAD_OUTPUT_GRAD,
                 GRAD_OUTPUT_SCORES,
             )
@@ -755,22 +771,29 @@ class OnnxModel:
                 session = self._grad_session("cotangent")
                 feeds[GRAD_INPUT_COTANGENT] = aux(cotangent, "float32")
             else:
-                session = self._grad_session(loss, scale_free)
+                separate = with_decisions and self._attacked_out != self._scores_out
+                session = self._grad_session(loss, scale_free, decisions=separate)
                 feeds[GRAD_INPUT_LABEL] = aux(y, "int64")
                 if loss == "seg_ce":
                     feeds[GRAD_INPUT_MASK] = aux(xp.ones(y.shape) if mask is None else mask, "float32")
-            scores, grad = self._run(session, feeds, [GRAD_OUTPUT_SCORES, GRAD_OUTPUT_GRAD])
+            names = [GRAD_OUTPUT_SCORES, GRAD_OUTPUT_GRAD]
+            if with_decisions and self._attacked_out != self._scores_out:
+                names.append(GRAD_OUTPUT_DECISIONS)
+            scores, grad, *decided = self._run(session, feeds, names)
             with self._lock:
                 self.queries += n
             if counter is not None:
                 counter(np.arange(n))
+            decisions = decided[0] if decided else scores
             if on_device:
                 scores, grad = xp.astype(scores, xp.float32), xp.astype(grad, x.dtype)
+                decisions = xp.astype(decisions, xp.float32)
             else:
                 scores = _like(x, scores.astype(np.float32, copy=False))
                 grad = _like(x, grad.astype(to_numpy(x).dtype, copy=False))
+                decisions = _like(x, decisions.astype(np.float32, copy=False))
             value = self.loss(scores, y, loss, mask=mask, cotangent=cotangent, scale_free=scale_free)
-            return value, grad
+            return (value, grad, decisions) if with_decisions else (value, grad)
         rng = rng or Random(0)
 
         def loss_of(xb, idx):

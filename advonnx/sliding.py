@@ -90,6 +90,9 @@ class SlidingWindowModel:
             "gradients exact through the stitching"
         )
 
+    # windows are stitched outside one graph: decisions and gradients take separate runs
+    one_pass = False
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 

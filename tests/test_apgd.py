@@ -227,8 +227,10 @@ def test_rand_version_averages_eot_gradients(tmp_path):
     atk = make_attack("autoattack", eps=1e-5, stages=[{**s, "steps": steps} for s in rand.stages])
     res = atk(m, x, y, gradient="exact")
     # a budget too small to break anything: the cascade's clean query, then per stage a clean
-    # query and (steps + 1) points × 20 EOT evaluations × (scores + VJP)
-    assert not res.success.any() and np.all(res.queries == 1 + 2 * (1 + (steps + 1) * 20 * 2))
+    # query and (steps + 1) points × 20 EOT evaluations, each one run of the CE gradient graph
+    # (decisions, loss and gradient) for APGD-CE, scores + VJP for APGD-DLR
+    ce, dlr = 1 + (steps + 1) * 20, 1 + (steps + 1) * 20 * 2
+    assert not res.success.any() and np.all(res.queries == 1 + ce + dlr)
 
 
 def test_suite_rows_and_leaderboard_show_stages(tmp_path):
@@ -304,3 +306,21 @@ def test_apgd_on_a_segmenter(tmp_path):
     assert (res.adv_pred == y).mean() < 0.9
     with pytest.raises(AdvonnxError, match="per-pixel"):
         advonnx.attack(m, x, y, "apgd", eps=0.1, steps=2, loss="dlr")
+
+
+@pytest.mark.parametrize("probabilities", [False, True])
+def test_one_pass_gives_the_decisions_loss_and_gradient_of_separate_runs(tmp_path, probabilities):
+    """APGD-CE's one run of the gradient graph (decisions beside loss and gradient) returns what
+    predict and value_and_grad return separately, also behind a final Softmax (the logits rule)."""
+    proto, *_ = softmax_regression(d=12, classes=4, probabilities=probabilities)
+    m = advonnx.load_model(save(proto, tmp_path / "m.onnx"))
+    assert bool(m.spec.attacked_output) == probabilities and m.one_pass
+    x = np.random.default_rng(3).uniform(0, 1, (5, 12)).astype(np.float32)
+    y = np.arange(5) % 4
+    value, grad, decisions = m.value_and_grad(x, y, loss="ce", gradient="exact", with_decisions=True)
+    ref_value, ref_grad = m.value_and_grad(x, y, loss="ce", gradient="exact")
+    np.testing.assert_array_equal(decisions, m.predict(x))
+    np.testing.assert_allclose(value, ref_value, rtol=1e-6)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-6)
+    with pytest.raises(AdvonnxError, match="exact gradients"):
+        m.value_and_grad(x, y, loss="ce", gradient="estimated", with_decisions=True)

@@ -20,14 +20,16 @@ best-loss iterate. ``loss``: ``ce`` (cross-entropy) or ``dlr`` (difference of lo
 the per-pixel cross-entropy averaged over the image, success is the suite's (>= half of the
 pixels flipped).
 
-Gradients: each step queries the scores (``ctx.scores``: decisions and the attacked logits),
-computes the loss on the attacked tensor and its gradient
-w.r.t. the scores in the array namespace (:func:`advonnx.losses.score_gradient`), and pulls it
-back to the input with one vector-Jacobian product (``ctx.vjp``: exact ONNX graph or NES/SPSA).
-DLR is a ratio of ranked scores; its gradient w.r.t. the scores is two one-hot differences,
-so a cotangent needs no new op rules (TopK, a second label input for targets) in the gradient
-graph and serves exact and estimated gradients alike; the price is one forward pass more per
-step, which also yields the scores that the success test needs. ``eot_iter`` averages the
+Gradients: CE (and per-pixel CE) on exact gradients takes one run of the gradient graph per
+step, which returns the loss, its input gradient and the decision scores
+(``ctx.loss_grad_decisions``). DLR and targeted DLR (and CE on estimated gradients) query the
+scores (``ctx.scores``: decisions and the attacked logits), compute the loss on the attacked
+tensor and its gradient w.r.t. the scores in the array namespace
+(:func:`advonnx.losses.score_gradient`), and pull it back to the input with one
+vector-Jacobian product (``ctx.vjp``: exact ONNX graph or NES/SPSA). DLR is a ratio of ranked
+scores; its gradient w.r.t. the scores is two one-hot differences, so a cotangent needs no new
+op rules (TopK, a second label input for targets) in the gradient graph and serves exact and
+estimated gradients alike; the price is one forward pass more per step. ``eot_iter`` averages the
 gradient over that many evaluations (Expectation over Transformation, for randomized models).
 
 eps and step sizes are in the model's value units.
@@ -82,6 +84,12 @@ class APGD(Attack):
         """Loss (N,), its input gradient (averaged over ``eot_iter`` evaluations) and scores."""
         grad = None
         for _ in range(self.eot_iter):
+            if target is None and loss in ("ce", "seg_ce"):
+                # a label loss the gradient graph computes itself: one forward-backward run per
+                # step gives loss, gradient and decisions (as torch's autograd does)
+                value, g, scores = ctx.loss_grad_decisions(x, labels, idx, loss=loss)
+                grad = g if grad is None else grad + g
+                continue
             # decisions from the model's output; the loss on the attacked tensor (the logits
             # before a final Softmax/Sigmoid when there is one), the tensor ctx.vjp differentiates
             scores, attacked = ctx.scores(x, idx)

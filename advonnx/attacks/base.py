@@ -121,6 +121,25 @@ class AttackContext:
         logits (see ``OnnxModel.value_and_grad``), for attacks that only use the direction.
         Records per sample whether the gradient of its first call was exactly zero."""
         value, grad = self._expected(x, labels, None, idx, loss=loss, mask=mask, scale_free=scale_free)
+        self._record_zero_gradient(grad, idx)
+        return value, grad
+
+    def loss_grad_decisions(self, x, labels, idx, *, loss: str):
+        """``(loss, gradient, predict(x))`` per row: from one run of the gradient graph when the
+        model allows it (exact gradients, no EOT, ``model.one_pass``), else the scores and the
+        gradient from two. Counted and recorded as :meth:`value_and_grad`."""
+        if self.eot == 1 and getattr(self.model, "one_pass", False) \
+                and self.model.gradient_mode(self.gradient, loss=loss) == "exact":
+            value, grad, scores = self.model.value_and_grad(
+                x, labels, loss=loss, gradient=self.gradient, counter=lambda rows: self.count(to_numpy(idx)[rows]),
+                with_decisions=True)
+            self._record_zero_gradient(grad, idx)
+            return value, grad, scores
+        scores = self.predict(x, idx)
+        value, grad = self.value_and_grad(x, labels, idx, loss=loss)
+        return value, grad, scores
+
+    def _record_zero_gradient(self, grad, idx) -> None:
         idx_host = to_numpy(idx)
         first = ~self._gradient_seen[idx_host]
         if first.any():
@@ -128,7 +147,6 @@ class AttackContext:
             zero = np.asarray(to_numpy(xp.all(xp.reshape(grad == 0, (grad.shape[0], -1)), axis=1)), dtype=bool)
             self._zero_gradient[idx_host[first]] = zero[first]
             self._gradient_seen[idx_host[first]] = True
-        return value, grad
 
     @property
     def zero_gradient(self) -> np.ndarray | None:

@@ -31,6 +31,7 @@ GRAD_INPUT_COTANGENT = "advonnx_cotangent"
 GRAD_OUTPUT_SCORES = "advonnx_scores"
 GRAD_OUTPUT_LOSS = "advonnx_loss"
 GRAD_OUTPUT_GRAD = "advonnx_grad"
+GRAD_OUTPUT_DECISIONS = "advonnx_decisions"  # the model's decision scores, on request
 
 LOSSES = ("ce", "margin", "seg_ce", "cotangent")
 MIN_OPSET = 13
@@ -488,8 +489,13 @@ def _loss_head(b: Builder, scores: str, sinfo: TensorInfo, *, loss: str, probabi
 # -- the transform ------------------------------------------------------------------------------
 def gradient_model(model: onnx.ModelProto, *, loss: str, input_name: str | None = None,
                    output_name: str | None = None, probabilities: bool = False,
-                   class_axis: int = 1, scale_free: bool = False) -> onnx.ModelProto:
+                   class_axis: int = 1, scale_free: bool = False,
+                   decision_output: str | None = None) -> onnx.ModelProto:
     """A model computing ``advonnx_scores``, ``advonnx_loss`` (N,) and ``advonnx_grad``.
+
+    ``decision_output`` (a tensor of ``model``, e.g. the Softmax after the attacked logits) is
+    also returned as ``advonnx_decisions``, so an attack gets decisions, loss and gradient from
+    one forward pass.
 
     ``advonnx_grad`` is d(sum of the loss over the batch)/d(input), or the vector-Jacobian
     product ``cotangent^T J`` of the scores for ``loss="cotangent"``. Losses follow
@@ -612,6 +618,13 @@ def gradient_model(model: onnx.ModelProto, *, loss: str, input_name: str | None 
         n_dim = (sinfo.shape or [None])[0]
         outputs.append(helper.make_tensor_value_info(GRAD_OUTPUT_LOSS, sinfo.elem_type, [n_dim]))
     outputs.append(_renamed(in_vi, GRAD_OUTPUT_GRAD))
+    if decision_output is not None:
+        dinfo = facts.tensors.get(decision_output)
+        if dinfo is None:
+            raise ValueError(f"no tensor named {decision_output!r} in the graph")
+        graph.node.append(helper.make_node("Identity", [decision_output], [GRAD_OUTPUT_DECISIONS],
+                                           name=b.fresh("decisions_out")))
+        outputs.append(helper.make_tensor_value_info(GRAD_OUTPUT_DECISIONS, dinfo.elem_type, _dims(dinfo.shape)))
     del graph.output[:]
     graph.output.extend(outputs)
     _set_opset(model, opset)
