@@ -110,6 +110,9 @@ def bench(session):
     session.run("python", "benchmarks/bench_corruptions.py")
     session.run("python", "benchmarks/bench_cluster.py")
     session.run("python", "benchmarks/bench_gradcache.py")
+    session.run("python", "benchmarks/bench_apgd.py")
+    session.run("python", "benchmarks/bench_autoattack.py")
+    session.run("python", "benchmarks/bench_certify.py")
 
 
 @nox.session

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -270,8 +271,10 @@ def test_suite_rows_and_leaderboard_show_stages(tmp_path):
 
 
 def test_cotangent_gradients_equal_the_loss_graphs(tmp_path):
-    """APGD's loss gradient (scores, then a VJP with the loss's score gradient) equals the
-    gradient graph of the same loss: ce on a classifier, seg_ce on a segmenter."""
+    """APGD's two gradient routes equal the gradient graph of the same loss: the cotangent route
+    (scores, then a VJP with the loss's score gradient; DLR's) for ce and seg_ce, and the one-pass
+    route: per-pixel CE as it is, CE scale-free (value d with CE = softplus(d), gradient ∇d with
+    ∇CE = σ(d)·∇d)."""
     from test_paper_attacks import tiny_segmenter
 
     from advonnx.attacks.base import AttackContext
@@ -286,9 +289,20 @@ def test_cotangent_gradients_equal_the_loss_graphs(tmp_path):
         y = (y + (rng.uniform(size=y.shape) < 0.3)) % m.spec.num_classes
         ctx = AttackContext(m, n=len(x), rng=Random(0), gradient="exact", targeted=False, value_range=(0, 1),
                             max_queries=None)
-        value, grad, _ = make_attack("apgd", eps=0.1)._loss_grad(ctx, x, y, np.arange(len(x)), None, loss)
+        idx = np.arange(len(x))
         ref_value, ref_grad = m.value_and_grad(x, y, loss=loss, gradient="exact")
+        _, attacked = ctx.scores(x, idx)
+        value, cot = losses.score_gradient(loss, attacked, y, axis=1, probabilities=False)
+        _, grad = ctx.vjp(x, cot, idx)
         np.testing.assert_allclose(value, ref_value, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(grad, ref_grad, rtol=1e-4, atol=1e-6)
+        value, grad, decisions = make_attack("apgd", eps=0.1)._loss_grad(ctx, x, y, idx, None, loss)
+        np.testing.assert_array_equal(decisions, m.predict(x))
+        if loss == "ce":
+            sig = 1 / (1 + np.exp(-value.astype(np.float64)))
+            np.testing.assert_allclose(np.logaddexp(0, value.astype(np.float64)), ref_value, rtol=1e-5)
+            grad = grad * sig.reshape(-1, 1, 1, 1)
+        np.testing.assert_allclose(value if loss == "seg_ce" else ref_value, ref_value, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(grad, ref_grad, rtol=1e-4, atol=1e-6)
 
 
@@ -324,3 +338,25 @@ def test_one_pass_gives_the_decisions_loss_and_gradient_of_separate_runs(tmp_pat
     np.testing.assert_allclose(grad, ref_grad, rtol=1e-6)
     with pytest.raises(AdvonnxError, match="exact gradients"):
         m.value_and_grad(x, y, loss="ce", gradient="estimated", with_decisions=True)
+
+
+def test_apgd_ce_is_not_masked_by_large_logits(tmp_path):
+    """Logits ×1e4 (same decisions): CE's float32 gradient is exactly 0 for every confident sample
+    (1 − p_y rounds to 0), so plain APGD-CE would stall; the scale-free CE keeps its direction
+    and the loss order, so the attack on the scaled model breaks what it breaks on the plain one."""
+    proto, w, b = softmax_regression(d=20, classes=4, seed=1)
+    big, *_ = softmax_regression(d=20, classes=4, seed=1)
+    for t in big.graph.initializer:
+        t.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(t) * np.float32(1e4), t.name))
+    plain = advonnx.load_model(save(proto, tmp_path / "plain.onnx"))
+    scaled = advonnx.load_model(save(big, tmp_path / "scaled.onnx"))
+    x = np.random.default_rng(4).uniform(0, 1, (64, 20)).astype(np.float32)
+    y = plain.classify(x)
+    np.testing.assert_array_equal(scaled.classify(x), y)
+    _, g = scaled.value_and_grad(x, y, loss="ce", gradient="exact")
+    assert (np.abs(g).reshape(len(x), -1).max(1) == 0).mean() > 0.5  # CE's own gradient vanishes
+    kw = dict(eps=0.1, steps=20, loss="ce", gradient="exact", rng=0)
+    a = advonnx.attack(plain, x, y, "apgd", **kw)
+    s = advonnx.attack(scaled, x, y, "apgd", **kw)
+    assert 0.2 < a.success.mean() < 1.0
+    assert (a.success == s.success).mean() >= 0.95, (a.success.mean(), s.success.mean())

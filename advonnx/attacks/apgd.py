@@ -22,7 +22,10 @@ pixels flipped).
 
 Gradients: CE (and per-pixel CE) on exact gradients takes one run of the gradient graph per
 step, which returns the loss, its input gradient and the decision scores
-(``ctx.loss_grad_decisions``). DLR and targeted DLR (and CE on estimated gradients) query the
+(``ctx.loss_grad_decisions``). CE on logits is taken scale-free: the log-odds
+``d = LSE_{j≠y} z_j − z_y`` (CE = softplus(d), so every comparison of losses is unchanged) and
+its gradient, CE's direction without the factor that rounds to 0 in float32 for confident
+logits (a model with large logits would otherwise mask itself; the authors' code has this gap). DLR and targeted DLR (and CE on estimated gradients) query the
 scores (``ctx.scores``: decisions and the attacked logits), compute the loss on the attacked
 tensor and its gradient w.r.t. the scores in the array namespace
 (:func:`advonnx.losses.score_gradient`), and pull it back to the input with one
@@ -87,7 +90,10 @@ class APGD(Attack):
             if target is None and loss in ("ce", "seg_ce"):
                 # a label loss the gradient graph computes itself: one forward-backward run per
                 # step gives loss, gradient and decisions (as torch's autograd does)
-                value, g, scores = ctx.loss_grad_decisions(x, labels, idx, loss=loss)
+                # scale-free CE: the log-odds d (CE = softplus(d), the same order of iterates) and
+                # CE's gradient direction without the factor 1 − p_y that underflows to exact 0
+                # for confident logits (only the direction and loss comparisons enter APGD)
+                value, g, scores = ctx.loss_grad_decisions(x, labels, idx, loss=loss, scale_free=loss == "ce")
                 grad = g if grad is None else grad + g
                 continue
             # decisions from the model's output; the loss on the attacked tensor (the logits

@@ -124,19 +124,20 @@ class AttackContext:
         self._record_zero_gradient(grad, idx)
         return value, grad
 
-    def loss_grad_decisions(self, x, labels, idx, *, loss: str):
+    def loss_grad_decisions(self, x, labels, idx, *, loss: str, scale_free: bool = False):
         """``(loss, gradient, predict(x))`` per row: from one run of the gradient graph when the
         model allows it (exact gradients, no EOT, ``model.one_pass``), else the scores and the
-        gradient from two. Counted and recorded as :meth:`value_and_grad`."""
+        gradient from two. ``scale_free`` as in :meth:`value_and_grad`. Counted and recorded as
+        :meth:`value_and_grad`."""
         if self.eot == 1 and getattr(self.model, "one_pass", False) \
                 and self.model.gradient_mode(self.gradient, loss=loss) == "exact":
             value, grad, scores = self.model.value_and_grad(
                 x, labels, loss=loss, gradient=self.gradient, counter=lambda rows: self.count(to_numpy(idx)[rows]),
-                with_decisions=True)
+                with_decisions=True, **({"scale_free": True} if scale_free else {}))
             self._record_zero_gradient(grad, idx)
             return value, grad, scores
         scores = self.predict(x, idx)
-        value, grad = self.value_and_grad(x, labels, idx, loss=loss)
+        value, grad = self.value_and_grad(x, labels, idx, loss=loss, scale_free=scale_free)
         return value, grad, scores
 
     def _record_zero_gradient(self, grad, idx) -> None:
