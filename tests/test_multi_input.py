@@ -111,3 +111,93 @@ def test_estimated_gradients_feed_each_probe_its_samples_inputs(two_input):
     cos = (exact * est).reshape(4, -1).sum(1) / (np.linalg.norm(exact.reshape(4, -1), axis=1)
                                                   * np.linalg.norm(est.reshape(4, -1), axis=1))
     assert cos.min() > 0.5, cos
+
+
+class SignalWithScalogram(torch.nn.Module):
+    """A spindle-detector shape: raw signal (N, 1, T) and its scalogram (N, 4, T), both spatial."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = torch.nn.Conv1d(5, 4, 3, padding=1)
+        self.head = torch.nn.Linear(4, 2)
+
+    def forward(self, signal, scalogram):
+        return self.head(torch.relu(self.c(torch.cat([signal, scalogram], dim=1))).mean(dim=2))
+
+
+def test_ambiguous_inputs_need_a_name(tmp_path):
+    torch.manual_seed(0)
+    path = export_pair(tmp_path / "spindle.onnx")
+    with pytest.raises(ModelError, match=r"signal \(\?, 1, 64\), scalogram \(\?, 4, 64\).*--input NAME") as err:
+        advonnx.load_model(path)
+    assert "\n" not in str(err.value)
+    m = advonnx.load_model(path, input_name="scalogram")
+    assert m.spec.input_name == "scalogram" and m.spec.extra_inputs[0][0] == "signal"
+    with pytest.raises(ModelError, match="patch_size"):
+        advonnx.load_model(path, input_name="signal", patch_size="32")
+
+
+def export_pair(path):
+    net = SignalWithScalogram().eval()
+    torch.onnx.export(net, (torch.zeros(2, 1, T), torch.zeros(2, 4, T)), str(path),
+                      input_names=["signal", "scalogram"], output_names=["logits"],
+                      dynamic_axes={"signal": {0: "N"}, "scalogram": {0: "N"}}, dynamo=False)
+    return str(path)
+
+
+def _run_cli(*args):
+    """`advonnx ...` in this process (fast); returns the exit code (0 when main returns)."""
+    from advonnx.cli import main
+
+    try:
+        main([str(a) for a in args])
+    except SystemExit as e:
+        return e.code
+    return 0
+
+
+def test_cli_inspect_and_run_hold_the_covariates_per_sample(tmp_path, two_input, capsys):
+    """`advonnx inspect` lists both inputs; `advonnx run` on an npz with x and features attacks the
+    signal with each sample's own covariates: the rows equal per-sample runs of the Python API."""
+    import json
+
+    from advonnx.results import read_results
+
+    net, path = two_input
+    assert _run_cli("inspect", path) == 0
+    out = capsys.readouterr().out
+    assert "signal" in out and "(attacked)" in out and "held fixed" in out and "features" in out
+    x, f, y = data(n=10)
+    np.savez(tmp_path / "d.npz", x=x, features=f, y=y)
+    code = _run_cli("run", "--model", path, "--data", tmp_path / "d.npz", "--attack", "pgd(random_start=false)",
+                    "--eps", "0.05", "--steps", "5", "--no-masking-checks", "--chunk-size", "4", "--out",
+                    tmp_path / "out", "-q")
+    assert code == 0, capsys.readouterr().err
+    folder = next((tmp_path / "out").iterdir())
+    t = read_results(folder).to_pandas()
+    assert set(t["attacked_inputs"]) == {"signal"} and set(t["status"]) == {"ok"}
+    meta = json.loads((folder / "_run.json").read_text())
+    inputs = meta["datasets"]["d"]["inputs"]
+    assert inputs["signal"].startswith("attacked") and "npz array 'features'" in inputs["features"]
+    m = advonnx.load_model(path)
+    for i in (0, 3, 9):  # chunks of 4: samples 0, 3 (first chunk) and 9 (last chunk, partial)
+        one = advonnx.attack(m, x[i:i + 1], y[i:i + 1], "pgd", eps=0.05, steps=5, random_start=False,
+                             extras={"features": f[i:i + 1]})
+        row = t[t["sample_id"] == f"npz:{i}"].iloc[0]
+        assert int(row["adv_pred"]) == int(one.adv_pred[0]) and row["linf"] == pytest.approx(float(one.linf[0]), abs=1e-6)
+        with torch.no_grad():
+            assert int(row["clean_pred"]) == int(net(torch.tensor(x[i:i + 1]), torch.tensor(f[i:i + 1])).argmax())
+
+
+def test_cli_errors_are_one_line(tmp_path, two_input, capsys):
+    _, path = two_input
+    x, f, y = data(n=4)
+    np.savez(tmp_path / "nofeat.npz", x=x, y=y)
+    for args, needle in (
+        (("--data", tmp_path / "nofeat.npz"), "no array named 'features'"),
+        (("--data", tmp_path / "nofeat.npz", "--attack-inputs", "signal,features"), "joint attacks"),
+    ):
+        code = _run_cli("run", "--model", path, *args, "--attack", "fgsm", "--eps", "0.05", "--out", tmp_path / "o", "-q")
+        err = capsys.readouterr().err
+        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o").exists()
