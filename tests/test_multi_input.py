@@ -201,3 +201,103 @@ def test_cli_errors_are_one_line(tmp_path, two_input, capsys):
         err = capsys.readouterr().err
         assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "o").exists()
+
+
+class ImageWithCovariates(torch.nn.Module):
+    """image (N, 1, 8, 8) → conv → global average, concatenated with covariates (N, 3) → head."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.head = torch.nn.Linear(7, 2)
+
+    def forward(self, image, covariates):
+        return self.head(torch.cat([torch.relu(self.c(image)).mean(dim=(2, 3)), covariates], dim=1))
+
+
+@pytest.fixture(scope="module")
+def image_model(tmp_path_factory):
+    torch.manual_seed(1)
+    net = ImageWithCovariates().eval()
+    path = tmp_path_factory.mktemp("img") / "img_cov.onnx"
+    torch.onnx.export(net, (torch.zeros(2, 1, 8, 8), torch.zeros(2, 3)), str(path),
+                      input_names=["image", "covariates"], output_names=["logits"],
+                      dynamic_axes={"image": {0: "N"}, "covariates": {0: "N"}}, dynamo=False)
+    return net, str(path)
+
+
+def _manifest(tmp_path, n=6, per_file=False):
+    """PNG images listed with their covariates: columns covariates:age,sex,site, or one .npy each."""
+    import SimpleITK as sitk
+
+    rng = np.random.default_rng(3)
+    cov = np.stack([rng.uniform(0.2, 0.8, n), rng.integers(0, 2, n), rng.integers(0, 3, n)], axis=1)
+    head = "path,label," + ("covariates" if per_file else "covariates:age,covariates:sex,covariates:site")
+    lines = [head]
+    for i in range(n):
+        sitk.WriteImage(sitk.GetImageFromArray(rng.integers(0, 256, (8, 8)).astype(np.uint8)), str(tmp_path / f"{i}.png"))
+        if per_file:
+            np.save(tmp_path / f"cov{i}.npy", cov[i])
+            cells = f"cov{i}.npy"
+        else:
+            cells = ",".join(f"{v:g}" for v in cov[i])
+        lines.append(f"{i}.png,{i % 2},{cells}")
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    return tmp_path / "m.csv", cov.astype(np.float32)
+
+
+@pytest.mark.parametrize("per_file", [False, True])
+def test_manifest_gives_covariates_by_column_or_file(tmp_path, image_model, per_file):
+    from advonnx.suite import DatasetEntry, cached_dataset
+
+    _, path = image_model
+    m = advonnx.load_model(path)
+    csv, cov = _manifest(tmp_path, per_file=per_file)
+    ds = cached_dataset(DatasetEntry(name="m", path=str(csv)), m)
+    np.testing.assert_allclose(ds.extras["covariates"], cov, rtol=1e-5)  # written with 6 digits
+    assert ds.x.shape == (6, 1, 8, 8) and list(ds.y) == [0, 1, 0, 1, 0, 1]
+    source = ds.description["input:covariates"]
+    assert ("covariates:age,covariates:sex,covariates:site" in source) != per_file
+    sub = ds.subset([4, 1])
+    np.testing.assert_array_equal(sub.extras["covariates"], ds.extras["covariates"][[4, 1]])
+
+
+def test_votes_tile_the_held_inputs(image_model):
+    """A majority over repeated evaluations feeds every copy its own sample's covariates."""
+    net, path = image_model
+    m = advonnx.load_model(path)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (5, 1, 8, 8)).astype(np.float32)
+    cov = rng.uniform(-3, 3, (5, 3)).astype(np.float32)
+    with torch.no_grad():
+        want = net(torch.tensor(x), torch.tensor(cov)).argmax(1).numpy()
+    np.testing.assert_array_equal(m.classify(x, votes=3, extras={"covariates": cov}), want)
+
+
+@pytest.mark.slow
+def test_cli_manifest_worst_case_corruptions_and_masking_checks(tmp_path, image_model):
+    """The whole runner on an image + covariates manifest: worst-case skips, the masking checks'
+    extra attacks and corruptions (only the image is corrupted) all feed each sample's covariates."""
+    import subprocess
+    import sys
+
+    from advonnx.results import read_results
+
+    net, path = image_model
+    csv, cov = _manifest(tmp_path, n=8)
+    r = subprocess.run([sys.executable, "-m", "advonnx.cli", "run", "--model", path, "--data", str(csv), "--attack",
+                        "fgsm,pgd", "--eps", "0.1", "--worst-case", "--corruptions", "gaussian_noise",
+                        "--severities", "3", "--out", str(tmp_path / "out"), "-q"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr
+    t = read_results(next((tmp_path / "out").iterdir())).to_pandas()
+    assert set(t["kind"]) == {"adversarial", "check", "corruption"} and set(t["attacked_inputs"]) == {"image"}
+    assert {"ok", "skipped"} >= set(t["status"]) and (t["status"] == "ok").any()
+    from advonnx.suite import DatasetEntry, cached_dataset
+
+    ds = cached_dataset(DatasetEntry(name="m", path=str(csv)), advonnx.load_model(path))
+    with torch.no_grad():
+        clean = net(torch.tensor(ds.x), torch.tensor(cov)).argmax(1).numpy()
+    by_id = dict(zip(ds.sample_ids, clean))
+    for _, row in t[t["status"] == "ok"].iterrows():
+        assert row["clean_pred"] == by_id[row["sample_id"]]
