@@ -301,3 +301,24 @@ def test_cli_manifest_worst_case_corruptions_and_masking_checks(tmp_path, image_
     by_id = dict(zip(ds.sample_ids, clean))
     for _, row in t[t["status"] == "ok"].iterrows():
         assert row["clean_pred"] == by_id[row["sample_id"]]
+
+
+def test_chunks_padding_and_io_binding_keep_rows_together(tmp_path, two_input):
+    """Batches split into onnxruntime calls (batch_size 4 of 11), a model fixed at batch 2 (the
+    last call padded) and IO binding all feed each row its own covariates."""
+    net, path = two_input
+    fixed = str(tmp_path / "fixed.onnx")
+    net.eval()
+    torch.onnx.export(net, (torch.zeros(2, 1, T), torch.zeros(2, F)), fixed, input_names=["signal", "features"],
+                      output_names=["logits"], dynamo=False)
+    x, f, y = data(n=11, seed=4)
+    with torch.no_grad():
+        want = net(torch.tensor(x), torch.tensor(f)).numpy()
+    ref_value, ref_grad = advonnx.load_model(path).value_and_grad(x, y, gradient="exact", extras={"features": f})
+    for m in (advonnx.load_model(path, batch_size=4), advonnx.load_model(fixed),
+              advonnx.load_model(path, batch_size=4, io_binding=True)):
+        np.testing.assert_allclose(m.predict(x, extras={"features": f}), want, atol=1e-5)
+        value, grad = m.value_and_grad(x, y, gradient="exact", extras={"features": f})
+        np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+        np.testing.assert_allclose(grad, ref_grad, rtol=1e-4, atol=1e-7)
+    assert advonnx.load_model(fixed).spec.fixed_batch == 2
