@@ -831,7 +831,9 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
     k = unit.save_examples
     if k > 0 and (attack is not None or corruption is not None):
         examples = {"x": x[:k], "x_adv": res_x[:k], "sample_id": np.asarray(ids[:k]),
-                    "label": np.asarray(labels[:k]), "clean_pred": clean_pred[:k], "adv_pred": adv_pred[:k]}
+                    "label": np.asarray(labels[:k]), "clean_pred": clean_pred[:k], "adv_pred": adv_pred[:k],
+                    # a model's other inputs, as fed (held fixed): the examples can be replayed
+                    **{f"held_{name}": v[:k] for name, v in (extras or {}).items()}}
     return rows, examples
 
 

@@ -297,10 +297,20 @@ def test_cli_manifest_worst_case_corruptions_and_masking_checks(tmp_path, image_
 
     ds = cached_dataset(DatasetEntry(name="m", path=str(csv)), advonnx.load_model(path))
     with torch.no_grad():
-        clean = net(torch.tensor(ds.x), torch.tensor(cov)).argmax(1).numpy()
+        clean = net(torch.tensor(ds.x), torch.tensor(ds.extras["covariates"])).argmax(1).numpy()
     by_id = dict(zip(ds.sample_ids, clean))
     for _, row in t[t["status"] == "ok"].iterrows():
         assert row["clean_pred"] == by_id[row["sample_id"]]
+    # saved examples carry the covariates they were judged with; torch on (x_adv, covariates) agrees
+    files = sorted((next((tmp_path / "out").iterdir()) / "_examples").glob("part-*.npz"))
+    assert files
+    for f in files:
+        z = np.load(f)
+        rows = [ds.sample_ids.index(str(s)) for s in z["sample_id"]]
+        np.testing.assert_array_equal(z["held_covariates"], ds.extras["covariates"][rows])
+        with torch.no_grad():
+            adv = net(torch.tensor(z["x_adv"]), torch.tensor(z["held_covariates"])).argmax(1).numpy()
+        np.testing.assert_array_equal(adv, z["adv_pred"])
 
 
 def test_chunks_padding_and_io_binding_keep_rows_together(tmp_path, two_input):
