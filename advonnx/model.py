@@ -538,10 +538,16 @@ class OnnxModel:
         """The feeds of one call: the attacked input ``feed`` and the model's other inputs
         (``extras``: name -> array with one row per row of ``feed``, held fixed)."""
         feeds = {self.spec.input_name: feed}
-        if not self.spec.extra_inputs:
+        if not self.spec.extra_inputs and not extras:
             return feeds
         extras = extras or {}
         missing = [name for name, _, _ in self.spec.extra_inputs if name not in extras]
+        unknown = sorted(set(extras) - {name for name, _, _ in self.spec.extra_inputs})
+        if unknown:
+            raise AdvonnxError(
+                f"{Path(self.spec.path).name}: values given for {unknown}, which are not inputs held fixed "
+                f"(those are {[name for name, _, _ in self.spec.extra_inputs]}; attacked: {self.spec.input_name!r})"
+            )
         if missing:
             raise AdvonnxError(
                 f"{Path(self.spec.path).name}: inputs {missing} need per-sample values beside the attacked input "

@@ -63,8 +63,13 @@ def test_attacked_input_guessed_and_others_held(two_input):
     s = m.spec
     assert s.input_name == "signal" and s.layout == "NCW" and s.num_classes == 3
     assert s.extra_inputs == (("features", (None, F), "float32"),)
+    x, f, _ = data()
     with pytest.raises(AdvonnxError, match="features"):
-        m.predict(data()[0])  # the covariates must be given
+        m.predict(x)  # the covariates must be given
+    with pytest.raises(AdvonnxError, match=r"shape \(5, 3\) for a batch of 12"):
+        m.predict(x, extras={"features": f[:5]})
+    with pytest.raises(AdvonnxError, match="not inputs held fixed"):
+        m.predict(x, extras={"features": f, "age": f[:, 0]})
 
 
 def test_gradients_match_torch_autograd(two_input):
@@ -125,9 +130,15 @@ class SignalWithScalogram(torch.nn.Module):
         return self.head(torch.relu(self.c(torch.cat([signal, scalogram], dim=1))).mean(dim=2))
 
 
-def test_ambiguous_inputs_need_a_name(tmp_path):
+def test_ambiguous_inputs_need_a_name(tmp_path, capsys):
     torch.manual_seed(0)
     path = export_pair(tmp_path / "spindle.onnx")
+    assert _run_cli("inspect", path) == 2
+    err = capsys.readouterr().err
+    assert "signal (?, 1, 64), scalogram (?, 4, 64)" in err and len(err.strip().splitlines()) == 1, err
+    assert _run_cli("inspect", path, "--input", "signal") == 0
+    out = capsys.readouterr().out
+    assert "(attacked)" in out and "scalogram" in out
     with pytest.raises(ModelError, match=r"signal \(\?, 1, 64\), scalogram \(\?, 4, 64\).*--input NAME") as err:
         advonnx.load_model(path)
     assert "\n" not in str(err.value)
