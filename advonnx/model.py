@@ -830,8 +830,7 @@ class OnnxModel:
             # float64 loss: a confident model's float32 cross-entropy rounds to 0 and its
             # finite differences vanish (a numerical gradient mask), its float32 logits do not.
             take = lambda a: None if a is None else xp.take(a, idx, axis=0)  # noqa: E731
-            rows = None if extras is None else {k: _take_rows(v, idx) for k, v in extras.items()}
-            scores = xp.astype(self.attack_scores(xb, extras=rows), xp.float64)
+            scores = xp.astype(self.attack_scores(xb, extras=take_extras(extras, idx)), xp.float64)
             cot = take(cotangent)
             cot = None if cot is None else xp.astype(cot, xp.float64)
             return self.loss(scores, take(y), loss, mask=take(mask), cotangent=cot, scale_free=scale_free)
@@ -902,6 +901,8 @@ def _infer_spec(proto: onnx.ModelProto, path: str, overrides: dict[str, Any]) ->
         if elem_o not in _FLOAT_TYPES and elem_o not in _NUMPY_TYPES:
             raise ModelError(f"{path}: input {other.name!r} has element type {TensorProto.DataType.Name(elem_o)}; "
                              "advonnx feeds numeric inputs only")
+        if not _dims(other):
+            raise ModelError(f"{path}: input {other.name!r} has no declared rank; re-export with shaped inputs")
         extra_inputs.append((other.name, _dims(other), _FLOAT_TYPES.get(elem_o) or _NUMPY_TYPES[elem_o]))
     if extra_inputs:
         notes.append(f"attacked input {inp.name!r}; held fixed per sample from the data: "
