@@ -343,3 +343,46 @@ def test_chunks_padding_and_io_binding_keep_rows_together(tmp_path, two_input):
         np.testing.assert_allclose(value, ref_value, rtol=1e-5)
         np.testing.assert_allclose(grad, ref_grad, rtol=1e-4, atol=1e-7)
     assert advonnx.load_model(fixed).spec.fixed_batch == 2
+
+
+class SignalWithSite(torch.nn.Module):
+    """signal (N, 1, T) and an integer site index (N,) looked up in an embedding (int64 input)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = torch.nn.Conv1d(1, 4, 3, padding=1)
+        self.site = torch.nn.Embedding(3, 4)
+        self.head = torch.nn.Linear(4, 2)
+
+    def forward(self, signal, site):
+        return self.head(torch.relu(self.c(signal)).mean(dim=2) * self.site(site))
+
+
+def test_integer_vector_input_from_npz_and_manifest(tmp_path):
+    from advonnx.data.extras import load_extra_inputs
+    from advonnx.suite import DatasetEntry, cached_dataset
+
+    torch.manual_seed(2)
+    net = SignalWithSite().eval()
+    path = str(tmp_path / "site.onnx")
+    torch.onnx.export(net, (torch.zeros(2, 1, T), torch.zeros(2, dtype=torch.int64)), path,
+                      input_names=["signal", "site"], output_names=["logits"],
+                      dynamic_axes={"signal": {0: "N"}, "site": {0: "N"}}, dynamo=False)
+    m = advonnx.load_model(path)
+    assert m.spec.input_name == "signal" and m.spec.extra_inputs == (("site", (None,), "int64"),)
+    x, _, y = data(n=6)
+    site = np.array([0, 2, 1, 1, 0, 2])
+    np.savez(tmp_path / "s.npz", x=x, site=site, y=y % 2)
+    ds = cached_dataset(DatasetEntry(name="s", path=str(tmp_path / "s.npz")), m)
+    assert ds.extras["site"].dtype == np.int64 and list(ds.extras["site"]) == list(site)
+    res = advonnx.attack(m, ds.x, ds.y, "pgd", eps=0.05, steps=3, extras=ds.extras)
+    with torch.no_grad():
+        want = net(torch.tensor(res.x_adv), torch.tensor(site)).argmax(1).numpy()
+    np.testing.assert_array_equal(res.adv_pred, want)
+    # the same values from a manifest column (one number per row); the images come from the npz here
+    (tmp_path / "m.csv").write_text("path,site\n" + "".join(f"npz:{i},{s}\n" for i, s in enumerate(site)))
+    again = load_extra_inputs(tmp_path / "m.csv", ds, m.spec.extra_inputs, "signal")
+    np.testing.assert_array_equal(again.extras["site"], site)
+    with pytest.raises(AdvonnxError, match="no column for the model input 'site'"):
+        (tmp_path / "bad.csv").write_text("path,place\n" + "".join(f"npz:{i},{s}\n" for i, s in enumerate(site)))
+        load_extra_inputs(tmp_path / "bad.csv", ds, m.spec.extra_inputs, "signal")
