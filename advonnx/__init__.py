@@ -12,12 +12,13 @@ from .spec import ModelSpec  # noqa: E402
 
 
 def attack(model, x, y=None, name: str = "pgd", *, rng=None, gradient: str = "auto", targeted: bool = False,
-           target=None, max_queries=None, eot=None, **settings):
+           target=None, max_queries=None, eot=None, extras=None, **settings):
     """Run attack ``name`` (see ``advonnx attacks``) on the batch ``x``; returns an AttackResult.
 
     ``settings`` are the attack's keyword parameters, e.g. ``norm="linf", eps=8/255, steps=10``
     (eps in the model's value units). ``eot``: gradient draws averaged per gradient (default:
-    the model's, 1 unless it is randomized).
+    the model's, 1 unless it is randomized). ``extras``: a model's other inputs (name -> one row
+    per sample of ``x``), held fixed while ``x`` is attacked.
     """
     from .attacks import make_attack
     from .xp import Random
@@ -26,7 +27,7 @@ def attack(model, x, y=None, name: str = "pgd", *, rng=None, gradient: str = "au
     if isinstance(rng, int) or rng is None:
         rng = Random(0 if rng is None else rng)
     return atk(model, x, y, target=target, targeted=targeted, rng=rng, gradient=gradient, max_queries=max_queries,
-               eot=eot)
+               eot=eot, extras=extras)
 
 
 def run_suite(suite="quick", **kwargs):

@@ -52,7 +52,8 @@ def run(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per onnxruntime call (small batches are often faster on CPU caches).")] = 64,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda[:N].")] = "auto",
     gradient: Annotated[str | None, typer.Option("--gradient", help="auto, exact or estimated.")] = None,
-    input_name: Annotated[str | None, typer.Option("--input", help="Model input holding the image, if several.")] = None,
+    input_name: Annotated[str | None, typer.Option("--input", help="Model input to attack, if several (default: the only spatial one); the others are read per sample from the data (npz arrays or manifest columns named after them) and held fixed.")] = None,
+    attack_inputs: Annotated[str | None, typer.Option("--attack-inputs", help="Inputs to attack, comma-separated; one only for now (joint attacks on several inputs are not supported): same as --input.")] = None,
     output_name: Annotated[str | None, typer.Option("--output", help="Model output holding the scores, if several.")] = None,
     value_range: Annotated[str | None, typer.Option("--value-range", help="Model input value range LO,HI (default: declared, else 0,1).")] = None,
     votes: Annotated[int | None, typer.Option("--votes", help="Evaluations per decision, majority vote (default: 1; 11 for randomized models).")] = None,
@@ -113,6 +114,7 @@ def run(
     if model and not data and suite is None:
         raise AdvonnxError("--model needs --data (an .npz, image folder, CSV manifest or image file)")
     s: Suite = load_suite(suite or "quick") if (suite or not model) else Suite(name="adhoc", models=[], datasets=[], attacks=[])
+    input_name = _attacked_input(input_name, attack_inputs)
     overrides = {k: v for k, v in (("input_name", input_name), ("output_name", output_name),
                                    ("value_range", value_range), ("layout", layout), ("votes", votes),
                                    ("eot", eot), ("sampling_rate", sampling_rate), ("output_layout", output_layout),
@@ -320,7 +322,7 @@ def report(
 @app.command()
 def inspect(
     model: Annotated[Path, typer.Argument(help="The ONNX model.")],
-    input_name: Annotated[str | None, typer.Option("--input")] = None,
+    input_name: Annotated[str | None, typer.Option("--input", help="The input to attack, if several.")] = None,
     output_name: Annotated[str | None, typer.Option("--output")] = None,
     value_range: Annotated[str | None, typer.Option("--value-range")] = None,
     layout: Annotated[str | None, typer.Option("--layout")] = None,
@@ -361,7 +363,10 @@ def inspect(
             "; log-probabilities in float64" if s.attacked_scores == "probabilities" else "") + ")"
     for name, value, src in (
         ("input", f"{s.input_name} {shape} " + (f"{s.input_integer} (fed as {s.input_dtype}, rounded in the graph)"
-                                                 if s.input_integer else s.input_dtype), s.source("input_name")),
+                                                 if s.input_integer else s.input_dtype)
+         + (" (attacked)" if s.extra_inputs else ""), s.source("input_name")),
+        *(("held fixed", f"{name} ({', '.join('?' if d is None else str(d) for d in dims)}) {dtype}: per sample from the "
+           "data (npz array or manifest column of that name), not attacked", "graph") for name, dims, dtype in s.extra_inputs),
         ("output", s.output_name + (f" (declared layout {s.output_layout}, read batch-first)" if s.output_layout else ""),
          s.source("output_name")),
         ("layout", s.layout + (" (1-D signal)" if s.layout in ("NCW", "NWC") else ""), s.source("layout")),
@@ -542,6 +547,21 @@ def doctor(
     except AdvonnxError as err:
         t.add_row("[red]default suite[/red]", escape(str(err)))
     console.print(t)
+
+
+def _attacked_input(input_name: str | None, attack_inputs: str | None) -> str | None:
+    """The one input to attack from ``--input`` and ``--attack-inputs`` (a single name for now)."""
+    if attack_inputs is None:
+        return input_name
+    names = [n.strip() for n in attack_inputs.split(",") if n.strip()]
+    if len(names) > 1:
+        raise AdvonnxError(
+            f"--attack-inputs {attack_inputs}: joint attacks on several inputs are not supported yet; attack one with "
+            "--input NAME (the others are held fixed per sample), one run per input"
+        )
+    if not names or (input_name and input_name != names[0]):
+        raise AdvonnxError(f"--attack-inputs {attack_inputs!r}: give one input name (or use --input alone)")
+    return names[0]
 
 
 def _is_usage_error(err: BaseException) -> bool:

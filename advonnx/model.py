@@ -49,6 +49,8 @@ _FLOAT_TYPES = {TensorProto.FLOAT: "float32", TensorProto.DOUBLE: "float64", Ten
 # canonical graph rounds and casts them (see build_canonical).
 _INTEGER_TYPES = {TensorProto.UINT8: "uint8", TensorProto.INT8: "int8", TensorProto.UINT16: "uint16",
                   TensorProto.INT16: "int16"}
+# Element types of inputs held fixed (fed per sample from the data, never attacked).
+_NUMPY_TYPES = {**_INTEGER_TYPES, TensorProto.INT32: "int32", TensorProto.INT64: "int64", TensorProto.BOOL: "bool"}
 _PASS_THROUGH = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Cast"}
 PROBE_SPATIAL = 64  # spatial size used to probe models whose spatial dims are dynamic
 PROBE_SIGNAL = 1024  # time steps used to probe signal models whose length is dynamic (pooling-deep 1-D nets)
@@ -191,26 +193,34 @@ def _guess_signal_layout(shape: tuple, first_ops: list[str], notes: list[str]) -
     return "NCW"
 
 
-def _select_input(graph, declared: str | None, path: str) -> onnx.ValueInfoProto:
+def _shape_text(vi) -> str:
+    return "(" + ", ".join("?" if d is None else str(d) for d in _dims(vi)) + ")"
+
+
+def _select_input(graph, declared: str | None, path: str) -> tuple[onnx.ValueInfoProto, list]:
+    """The input to attack and the model's other inputs (fed per sample from the data, held
+    fixed). Without a declared name the attacked input is guessed only when that is unambiguous:
+    the only input, or the only spatial one (rank >= 3: a signal, image or volume beside vectors
+    such as clinical covariates), or the only floating-point one."""
     initializers = {t.name for t in graph.initializer}
     inputs = [i for i in graph.input if i.name not in initializers]
     if declared:
         chosen = [i for i in inputs if i.name == declared]
         if not chosen:
             raise ModelError(f"{path}: no input named {declared!r}; inputs are {[i.name for i in inputs]}")
-        others = [i.name for i in inputs if i.name != declared]
-        if others:
-            raise ModelError(
-                f"{path}: besides {declared!r} the model requires inputs {others} that advonnx cannot feed; "
-                "export a model whose only input is the image (other inputs as initializers)"
-            )
-        return chosen[0]
-    if len(inputs) != 1:
-        raise ModelError(
-            f"{path}: the model has {len(inputs)} inputs {[i.name for i in inputs]}; "
-            "say which one is the image with --input NAME"
-        )
-    return inputs[0]
+        return chosen[0], [i for i in inputs if i.name != declared]
+    if len(inputs) == 1:
+        return inputs[0], []
+    floats = [i for i in inputs if i.type.tensor_type.elem_type in _FLOAT_TYPES]
+    spatial = [i for i in floats if len(_dims(i)) >= 3]
+    for pool in (spatial, floats):
+        if len(pool) == 1:
+            return pool[0], [i for i in inputs if i is not pool[0]]
+    listed = ", ".join(f"{i.name} {_shape_text(i)}" for i in inputs)
+    raise ModelError(
+        f"{path}: the model has {len(inputs)} inputs ({listed}) and which one to attack is ambiguous; "
+        "say which with --input NAME (the others are read per sample from the data)"
+    )
 
 
 def _select_output(graph, declared: str | None, path: str) -> str:
@@ -524,14 +534,51 @@ class OnnxModel:
         self._check_fits(host.shape)
         return np.ascontiguousarray(host, dtype=self.spec.input_dtype)
 
-    def predict(self, x):
+    def _feeds(self, feed, extras) -> dict[str, Any]:
+        """The feeds of one call: the attacked input ``feed`` and the model's other inputs
+        (``extras``: name -> array with one row per row of ``feed``, held fixed)."""
+        feeds = {self.spec.input_name: feed}
+        if not self.spec.extra_inputs and not extras:
+            return feeds
+        extras = extras or {}
+        missing = [name for name, _, _ in self.spec.extra_inputs if name not in extras]
+        unknown = sorted(set(extras) - {name for name, _, _ in self.spec.extra_inputs})
+        if unknown:
+            raise AdvonnxError(
+                f"{Path(self.spec.path).name}: values given for {unknown}, which are not inputs held fixed "
+                f"(those are {[name for name, _, _ in self.spec.extra_inputs]}; attacked: {self.spec.input_name!r})"
+            )
+        if missing:
+            raise AdvonnxError(
+                f"{Path(self.spec.path).name}: inputs {missing} need per-sample values beside the attacked input "
+                f"{self.spec.input_name!r}; give them in the data (npz keys or manifest columns named after the inputs)"
+            )
+        n = feed.shape[0]
+        on_device = is_device_array(feed)
+        for name, dims, dtype in self.spec.extra_inputs:
+            value = extras[name]
+            if value.shape[0] != n or len(value.shape) != len(dims) or any(
+                    w is not None and w != h for w, h in zip(dims[1:], value.shape[1:])):
+                raise AdvonnxError(
+                    f"{Path(self.spec.path).name}: input {name!r} got shape {tuple(value.shape)} for a batch of {n}; "
+                    f"the model takes {tuple('?' if d is None else d for d in dims)}"
+                )
+            if on_device:
+                xp = namespace(feed)
+                feeds[name] = xp.astype(xp.asarray(value), dtype, copy=False)
+            else:
+                feeds[name] = np.ascontiguousarray(to_numpy(value), dtype=dtype)
+        return feeds
+
+    def predict(self, x, *, extras=None):
         """Class scores for the batch ``x`` (logits or probabilities, as ``spec.scores`` says).
 
         Single-output binary models give two columns (see module docstring). Returns an array
-        in the namespace of ``x``.
+        in the namespace of ``x``. ``extras``: the model's other inputs (``spec.extra_inputs``),
+        name -> one row per row of ``x``, held fixed.
         """
         feed = self._input(x)
-        (scores,) = self._run(self._session, {self.spec.input_name: feed}, [self._scores_out])
+        (scores,) = self._run(self._session, self._feeds(feed, extras), [self._scores_out])
         with self._lock:
             self.queries += feed.shape[0]
         if type(x) is np.ndarray:
@@ -550,27 +597,27 @@ class OnnxModel:
         return self.spec.eot or (RANDOMIZED_EOT if self.spec.randomized else 1)
 
 
-    def attack_scores(self, x):
+    def attack_scores(self, x, *, extras=None):
         """The tensor attacks' objectives read for the batch ``x`` (one query per row): the
         input of a final Softmax/LogSoftmax/Sigmoid (logits; see ``spec.attacked_output``),
         shaped like ``predict``'s scores, else the scores themselves. Decisions still come from
         ``predict``/``classify``."""
-        return self.predict_both(x)[1]
+        return self.predict_both(x, extras=extras)[1]
 
-    def predict_both(self, x):
+    def predict_both(self, x, *, extras=None):
         """``(predict(x), attack_scores(x))`` from one run (one query per row)."""
         if self._attacked_out == self._scores_out:
-            scores = self.predict(x)
+            scores = self.predict(x, extras=extras)
             return scores, scores
         feed = self._input(x)
-        outs = self._run(self._session, {self.spec.input_name: feed}, [self._scores_out, self._attacked_out])
+        outs = self._run(self._session, self._feeds(feed, extras), [self._scores_out, self._attacked_out])
         with self._lock:
             self.queries += feed.shape[0]
         if type(x) is np.ndarray:
             return tuple(o if o.dtype == np.float32 else o.astype(np.float32) for o in outs)
         return tuple(_like(x, o) for o in outs)
 
-    def classify(self, x, *, votes: int | None = None):
+    def classify(self, x, *, votes: int | None = None, extras=None):
         """Predicted labels: the model's own label output when it has one (scikit-learn and
         other converters: ties in the probabilities are broken the model's way), else argmax
         over classes (thresholded scores for multi-label).
@@ -581,21 +628,22 @@ class OnnxModel:
         if k > 1:
             xp = namespace(x)
             n = x.shape[0]
-            each = self._classify_once(xp.concat([x] * k))
+            tiled = None if extras is None else {k_: _tile(v, k) for k_, v in extras.items()}
+            each = self._classify_once(xp.concat([x] * k), tiled)
             each = xp.reshape(each, (k, n) + tuple(each.shape[1:]))
             c = max(self.spec.num_classes, 2)
             counts = xp.sum(xp.astype(each[..., None] == xp.arange(c, dtype=each.dtype), xp.int64), axis=0)
             return xp.astype(xp.argmax(counts, axis=-1), each.dtype)
-        return self._classify_once(x)
+        return self._classify_once(x, extras)
 
-    def _classify_once(self, x):
+    def _classify_once(self, x, extras=None):
         if self.spec.label_output:
             feed = self._input(x)
-            (labels,) = self._run(self._session, {self.spec.input_name: feed}, [self.spec.label_output])
+            (labels,) = self._run(self._session, self._feeds(feed, extras), [self.spec.label_output])
             with self._lock:
                 self.queries += feed.shape[0]
             return _like(x, np.asarray(labels, dtype=np.int64)) if not is_device_array(labels) else labels
-        scores = self.predict(x)
+        scores = self.predict(x, extras=extras)
         xp = namespace(scores)
         if self.spec.output_kind == "multilabel":
             thr = self.spec.threshold if self.spec.scores == "probabilities" else 0.0
@@ -720,6 +768,7 @@ class OnnxModel:
         counter=None,
         scale_free: bool = False,
         with_decisions: bool = False,
+        extras=None,
     ):
         """Per-sample ``loss`` (N,) and the gradient of ``loss.sum()`` w.r.t. ``x`` (shaped like x).
 
@@ -737,6 +786,8 @@ class OnnxModel:
         ``counter(idx)`` is called with the sample indices of every row evaluated.
         ``with_decisions=True`` (exact gradients, a label loss, :meth:`one_pass` true) returns
         ``(loss, grad, predict(x))`` from the one run of the gradient graph.
+        ``extras``: the model's other inputs, one row per row of ``x``, held fixed (the gradient
+        is w.r.t. the attacked input only).
         """
         mode = self.gradient_mode(gradient, loss="cotangent" if cotangent is not None else loss)
         if with_decisions and (mode != "exact" or cotangent is not None or not self.one_pass):
@@ -766,7 +817,7 @@ class OnnxModel:
                     return xp.astype(xp.asarray(a), dtype)
                 return np.ascontiguousarray(to_numpy(a), dtype=dtype)
 
-            feeds = {self.spec.input_name: feed}
+            feeds = self._feeds(feed, extras)
             if cotangent is not None:
                 session = self._grad_session("cotangent")
                 feeds[GRAD_INPUT_COTANGENT] = aux(cotangent, "float32")
@@ -801,8 +852,8 @@ class OnnxModel:
                 counter(to_numpy(idx))
             # float64 loss: a confident model's float32 cross-entropy rounds to 0 and its
             # finite differences vanish (a numerical gradient mask), its float32 logits do not.
-            scores = xp.astype(self.attack_scores(xb), xp.float64)
             take = lambda a: None if a is None else xp.take(a, idx, axis=0)  # noqa: E731
+            scores = xp.astype(self.attack_scores(xb, extras=take_extras(extras, idx)), xp.float64)
             cot = take(cotangent)
             cot = None if cot is None else xp.astype(cot, xp.float64)
             return self.loss(scores, take(y), loss, mask=take(mask), cotangent=cot, scale_free=scale_free)
@@ -810,6 +861,25 @@ class OnnxModel:
         return estimate_value_and_grad(
             loss_of, x, self.estimator, rng, value_range=self.spec.value_range
         )
+
+
+def _tile(a, k: int):
+    """``k`` copies of the rows of ``a`` stacked (as ``concat([a] * k)``), host or device."""
+    xp = namespace(a)
+    return xp.concat([a] * k)
+
+
+def _take_rows(a, idx):
+    """Rows ``idx`` of ``a`` (host or device; ``idx`` host or device)."""
+    if isinstance(a, np.ndarray):
+        return a[to_numpy(idx)]
+    xp = namespace(a)
+    return xp.take(a, xp.asarray(idx), axis=0)
+
+
+def take_extras(extras, idx):
+    """The rows ``idx`` of every array of ``extras`` (None stays None)."""
+    return None if not extras else {k: _take_rows(v, idx) for k, v in extras.items()}
 
 
 def _like(x, host: np.ndarray):
@@ -847,7 +917,19 @@ def _infer_spec(proto: onnx.ModelProto, path: str, overrides: dict[str, Any]) ->
             sources[k] = origin
     g = proto.graph
     notes: list[str] = []
-    inp = _select_input(g, declared.get("input_name"), path)
+    inp, others = _select_input(g, declared.get("input_name"), path)
+    extra_inputs = []
+    for other in others:
+        elem_o = other.type.tensor_type.elem_type
+        if elem_o not in _FLOAT_TYPES and elem_o not in _NUMPY_TYPES:
+            raise ModelError(f"{path}: input {other.name!r} has element type {TensorProto.DataType.Name(elem_o)}; "
+                             "advonnx feeds numeric inputs only")
+        if not _dims(other):
+            raise ModelError(f"{path}: input {other.name!r} has no declared rank; re-export with shaped inputs")
+        extra_inputs.append((other.name, _dims(other), _FLOAT_TYPES.get(elem_o) or _NUMPY_TYPES[elem_o]))
+    if extra_inputs:
+        notes.append(f"attacked input {inp.name!r}; held fixed per sample from the data: "
+                     + ", ".join(f"{n} {_shape_text(o)}" for (n, _, _), o in zip(extra_inputs, others)))
     elem = inp.type.tensor_type.elem_type
     integer = _INTEGER_TYPES.get(elem, "")
     if integer:
@@ -878,6 +960,7 @@ def _infer_spec(proto: onnx.ModelProto, path: str, overrides: dict[str, Any]) ->
         input_shape=shape,
         input_dtype=_FLOAT_TYPES.get(elem, "float32"),
         input_integer=integer,
+        extra_inputs=tuple(extra_inputs),
         layout=layout,
         fixed_batch=shape[0] if shape[0] is not None else None,
         producer=f"{proto.producer_name} {proto.producer_version}".strip(),
@@ -1031,13 +1114,26 @@ def _probe_output(proto: onnx.ModelProto, spec: ModelSpec, notes: list[str]):
     try:
         so = _session_options(1)
         sess = ort.InferenceSession(bare.SerializeToString(), sess_options=so, providers=["CPUExecutionProvider"])
-        values = [np.asarray(v) for v in sess.run(names, {spec.input_name: x})]
+        feeds = {spec.input_name: x, **_probe_extras(spec, shape, rng)}
+        values = [np.asarray(v) for v in sess.run(names, feeds)]
         if head is not None:
             spec.attacked_output, spec.attacked_op = head.input[0], head.op_type
         return values[0], (values[1] if len(values) > 1 else None)
     except Exception as err:
         msg = _first_line(err)
         raise ModelError(f"{spec.path}: onnxruntime cannot run the model on a probe batch of shape {tuple(shape)}: {msg}") from None
+
+
+def _probe_extras(spec: ModelSpec, shape: list, rng) -> dict[str, np.ndarray]:
+    """Values for the inputs held fixed on a probe batch of ``shape`` (the attacked input's):
+    uniform [0, 1) floats, zeros for integers; a dynamic axis takes the attacked input's size at
+    that position (a scalogram's time axis), else 8."""
+    out = {}
+    for name, dims, dtype in spec.extra_inputs:
+        want = [shape[0]] + [d if d is not None else (shape[k] if k < len(shape) else 8) for k, d in
+                             enumerate(dims[1:], start=1)]
+        out[name] = (rng.uniform(0.0, 1.0, size=want) if np.dtype(dtype).kind == "f" else np.zeros(want)).astype(dtype)
+    return out
 
 
 def _attacked_tensor(spec: ModelSpec, scores: np.ndarray, before: np.ndarray | None, notes: list[str]) -> None:
@@ -1173,6 +1269,9 @@ def load_model(
     spec = infer_spec(proto, path, overrides)
     model = OnnxModel(proto, spec, device=device, threads=threads, batch_size=batch_size, estimator=estimator,
                       io_binding=io_binding)
+    if spec.patch_size and spec.extra_inputs:
+        raise ModelError(f"{path}: sliding windows (patch_size) need a model with one input; this one also takes "
+                         f"{', '.join(n for n, _, _ in spec.extra_inputs)} (held fixed per sample): drop --patch-size")
     if spec.patch_size:  # run on overlapping windows of larger inputs, scores stitched
         from .sliding import SlidingWindowModel
 

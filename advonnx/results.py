@@ -46,6 +46,8 @@ SCHEMA = pa.schema([
     ("max_queries", pa.int64()),
     ("settings", pa.string()),  # JSON of every attack parameter
     ("gradient", pa.string()),  # exact | estimated | none
+    # the model inputs attacked (or corrupted), comma-separated; a model's other inputs are held fixed
+    ("attacked_inputs", pa.string()),
     ("label", pa.int64()),
     ("target", pa.int64()),  # targeted attacks: the target class
     ("label_source", pa.string()),  # dataset | clean_prediction

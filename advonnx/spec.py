@@ -86,6 +86,9 @@ class ModelSpec:
     input_shape: tuple = ()  # graph dims; None where dynamic
     input_dtype: str = "float32"  # what advonnx feeds the canonical graph
     input_integer: str = ""  # the file's integer input type (e.g. "uint8"), rounded to inside the graph
+    # The model's other per-sample inputs, fed from the data and held fixed (never attacked):
+    # (name, graph dims with None where dynamic, numpy dtype name) each.
+    extra_inputs: tuple[tuple[str, tuple, str], ...] = ()
     layout: str = "NCHW"
     task: str = "classification"
     scores: str = "logits"

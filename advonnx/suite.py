@@ -355,12 +355,16 @@ def cached_dataset(dentry: DatasetEntry, model: OnnxModel, model_name: str = "")
 
     spec = model.spec
     key = (dentry.path, dentry.limit, dentry.intensity, dentry.resize, dentry.orientation, repr(_expectation(model)),
-           spec.class_names)
+           spec.class_names, spec.input_name, spec.extra_inputs)
     if key not in _DATA_CACHE:
         try:
             data = load_dataset(dentry.path, _expectation(model), intensity=dentry.intensity,
                                 resize=dentry.resize, limit=dentry.limit, orientation=dentry.orientation,
                                 class_names=list(spec.class_names) if spec.class_names else None)
+            if spec.extra_inputs:  # the model's other inputs, per sample, held fixed
+                from .data.extras import load_extra_inputs
+
+                data = load_extra_inputs(dentry.path, data, spec.extra_inputs, spec.input_name)
         except DataError as err:
             raise DataError(f"dataset {dentry.name} for model {model_name or Path(spec.path).stem}: {err}") from None
         if data.y is not None and spec.task == "classification":
@@ -636,6 +640,9 @@ def _certificate_rows(unit: WorkUnit, model: OnnxModel, data, attack) -> tuple[l
     rng = Random(unit.seed).spawn(unit.key)
     t0 = time.perf_counter()
     try:
+        if model.spec.extra_inputs:
+            raise ModelRunError(f"certify does not support models with several inputs (this one also takes "
+                                f"{', '.join(n for n, _, _ in model.spec.extra_inputs)}); use attacks")
         cert = attack.certify(model, x, rng)
     except ModelRunError as err:
         common = {**unit.base, "attack": "certify", "kind": "certificate", "norm": "l2", "eps": unit.eps,
@@ -678,6 +685,9 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
     x = data.x[start:stop]
     y = None if data.y is None else data.y[start:stop]
     ids = data.sample_ids[start:stop]
+    # a model's other inputs: this block's rows, held fixed (only spec.input_name is attacked or corrupted)
+    extras = {k: v[start:stop] for k, v in (getattr(data, "extras", None) or {}).items()} or None
+    fixed = {"extras": extras} if extras else {}
     params = attack.params() if attack else {}
     targeted = bool(aentry and aentry.targeted)
     common = {
@@ -687,12 +697,13 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
         "eps_text": eps_text, "targeted": targeted, "steps": params.get("steps", 1 if attack else 0),
         "restarts": params.get("restarts", 1 if attack else 0),
         "max_queries": params.get("max_queries"), "settings": json.dumps(_recorded(params, model), sort_keys=True, default=str),
+        "attacked_inputs": spec.input_name,
     }
     rng = Random(unit.seed).spawn(key)
     t0 = time.perf_counter()
     try:
         if attack is None:
-            clean_pred = to_numpy(model.classify(x))
+            clean_pred = to_numpy(model.classify(x, **fixed))
             res_x = x
             if corruption is not None:
                 from .corruptions import apply_corruption
@@ -708,14 +719,14 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
         else:
             target = None
             if targeted:
-                ref = to_numpy(model.classify(x)) if y is None else y
+                ref = to_numpy(model.classify(x, **fixed)) if y is None else y
                 target = (ref + 1 + rng.integers(0, spec.num_classes - 1, ref.shape)) % spec.num_classes
             res = attack(model, x, y, target=target, targeted=targeted, rng=rng,
-                         gradient=unit.gradient)
+                         gradient=unit.gradient, **fixed)
             res_x, queries, gradient = to_numpy(res.x_adv), res.queries, res.gradient
             clean_pred, labels = to_numpy(res.clean_pred), to_numpy(res.labels)
-        clean_scores = to_numpy(model.predict(x))
-        adv_scores = to_numpy(model.predict(res_x))
+        clean_scores = to_numpy(model.predict(x, **fixed))
+        adv_scores = to_numpy(model.predict(res_x, **fixed))
     except ModelRunError as err:
         elapsed = time.perf_counter() - t0
         rows = [{**empty_row(), **common, "sample_id": sid, "status": "errored", "error": str(err),
@@ -725,7 +736,7 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
     if attack is not None and model.votes > 1:  # a randomized model: the attack's majority decisions
         adv_pred, clean_pred = to_numpy(res.adv_pred), to_numpy(res.clean_pred)
     elif spec.label_output or model.votes > 1:  # the model's own decisions; a randomized model's majority
-        adv_pred, clean_pred = to_numpy(model.classify(res_x)), to_numpy(model.classify(x))
+        adv_pred, clean_pred = to_numpy(model.classify(res_x, **fixed)), to_numpy(model.classify(x, **fixed))
     else:
         adv_pred = np.argmax(adv_scores, axis=spec.class_axis)
         clean_pred = np.argmax(clean_scores, axis=spec.class_axis)
@@ -820,7 +831,9 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
     k = unit.save_examples
     if k > 0 and (attack is not None or corruption is not None):
         examples = {"x": x[:k], "x_adv": res_x[:k], "sample_id": np.asarray(ids[:k]),
-                    "label": np.asarray(labels[:k]), "clean_pred": clean_pred[:k], "adv_pred": adv_pred[:k]}
+                    "label": np.asarray(labels[:k]), "clean_pred": clean_pred[:k], "adv_pred": adv_pred[:k],
+                    # a model's other inputs, as fed (held fixed): the examples can be replayed
+                    **{f"held_{name}": v[:k] for name, v in (extras or {}).items()}}
     return rows, examples
 
 
@@ -849,14 +862,16 @@ def _compute_with_skips(unit: WorkUnit, model: OnnxModel, data, attack):
         sub = SimpleNamespace(
             x=data.x[keep], y=None if data.y is None else data.y[keep],
             sample_ids=[data.sample_ids[i] for i in keep],
-            spacing=[data.spacing[i] for i in keep] if data.spacing else data.spacing)
+            spacing=[data.spacing[i] for i in keep] if data.spacing else data.spacing,
+            extras={k: v[keep] for k, v in (getattr(data, "extras", None) or {}).items()})
         rows, examples = _compute_block(dataclasses.replace(unit, start=0, stop=len(keep), skip=()), model, sub, attack)
         rows_by_index.update(zip(keep, rows))
     gone = sorted(why)
     xs = data.x[gone]
     spec = model.spec
-    scores = to_numpy(model.predict(xs))
-    pred = to_numpy(model.classify(xs)) if spec.label_output or model.votes > 1 else np.argmax(scores, axis=spec.class_axis)
+    fixed = {"extras": {k: v[gone] for k, v in data.extras.items()}} if getattr(data, "extras", None) else {}
+    scores = to_numpy(model.predict(xs, **fixed))
+    pred = to_numpy(model.classify(xs, **fixed)) if spec.label_output or model.votes > 1 else np.argmax(scores, axis=spec.class_axis)
     labels = pred if data.y is None else np.asarray(data.y[gone])
     conf = to_numpy(confidence(scores, pred, probabilities=spec.scores == "probabilities"))
     params = attack.params() if attack else {}
@@ -867,6 +882,7 @@ def _compute_with_skips(unit: WorkUnit, model: OnnxModel, data, attack):
             "norm": a.norm, "eps": unit.eps, "eps_text": unit.eps_text, "targeted": a.targeted,
             "steps": params.get("steps", 1 if attack else 0), "restarts": params.get("restarts", 1 if attack else 0),
             "max_queries": params.get("max_queries"), "settings": json.dumps(_recorded(params, model), sort_keys=True, default=str),
+            "attacked_inputs": spec.input_name,
             "label": int(labels[j]), "clean_pred": int(pred[j]), "clean_confidence": float(conf[j]),
             "clean_correct": bool(pred[j] == labels[j]), "queries": 0, "status": "skipped", "error": why[i],
             "time_s": 0.0,
@@ -920,7 +936,10 @@ def _dataset_summary(suite: Suite, models: dict[str, OnnxModel]) -> dict[str, di
                "class_names": list(model.spec.class_names or d.class_names or []),
                "class_names_source": (model.spec.source("class_names") if model.spec.class_names
                                       else "dataset" if d.class_names else "none"),
-               "format": d.description.get("format", ""), "samples": len(d)}
+               "format": d.description.get("format", ""), "samples": len(d),
+               # several model inputs: where each came from (attacked, or held fixed per sample)
+               **({"inputs": {k[len("input:"):]: v for k, v in d.description.items() if k.startswith("input:")}}
+                  if model.spec.extra_inputs else {})}
         if dentry.name not in out:
             out[dentry.name] = {**rec, "models": [entry.name]}
         elif {k: v for k, v in out[dentry.name].items() if k not in ("models", "per_model")} == rec:
@@ -950,7 +969,8 @@ def _spec_summary(model: OnnxModel) -> dict[str, Any]:
             "exporter": s.exporter, "training": s.training, "gradient": model.gradient_label(model.gradient_mode("auto")),
             "randomized": list(s.randomized), "votes": model.votes, "eot": model.eot,
             "attacked_output": s.attacked_output, "logits_rule": s.logits_rule,
-            "input_type": s.input_integer or s.input_dtype}
+            "input_type": s.input_integer or s.input_dtype,
+            **({"attacked_input": s.input_name, "held_inputs": [n for n, _, _ in s.extra_inputs]} if s.extra_inputs else {})}
 
 
 def run_suite(suite: str | Path | Suite = "quick", **kwargs):

@@ -94,9 +94,10 @@ def _model_cases(tmp_path):
     add("unknown_std_op", _graph_model([helper.make_node("NoSuchOpEver", ["x"], ["y"])],
                                        [_vi("x", ["N", 4])], [_vi("y", ["N", 2])]), "onnxruntime cannot")
     two_in = small_cnn()
-    two_in.graph.input.append(_vi("mask", ["N", 3]))
+    # two spatial inputs: which one to attack is ambiguous (a vector beside an image is held fixed)
+    two_in.graph.input.append(_vi("mask", ["N", 1, 8, 8]))
     two_in.graph.node.append(helper.make_node("Identity", ["mask"], ["mask_out"]))
-    two_in.graph.output.append(_vi("mask_out", ["N", 3]))
+    two_in.graph.output.append(_vi("mask_out", ["N", 1, 8, 8]))
     add("two_inputs", two_in, "--input NAME")
     two_out = small_cnn()
     two_out.graph.node.append(helper.make_node("Relu", ["logits"], ["relu_logits"]))

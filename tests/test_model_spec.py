@@ -138,10 +138,15 @@ def test_ambiguous_inputs(tmp_path):
     proto.graph.node.append(onnx.helper.make_node("Identity", ["other"], ["other_out"]))
     proto.graph.output.append(onnx.helper.make_tensor_value_info("other_out", onnx.TensorProto.FLOAT, ["N", 3]))
     path = save(proto, tmp_path / "two.onnx")
+    # the only spatial input is attacked; the vector input is held fixed per sample
+    m = advonnx.load_model(path, output_name="logits")
+    assert m.spec.input_name == "image" and m.spec.extra_inputs == (("other", (None, 3), "float32"),)
+    proto.graph.input.append(onnx.helper.make_tensor_value_info("image2", onnx.TensorProto.FLOAT, ["N", 1, 8, 8]))
+    path = save(proto, tmp_path / "three.onnx")
     with pytest.raises(ModelError, match="--input NAME"):
-        advonnx.load_model(path)
-    with pytest.raises(ModelError, match="requires inputs \\['other'\\]"):
-        advonnx.load_model(path, input_name="image")
+        advonnx.load_model(path, output_name="logits")
+    m = advonnx.load_model(path, input_name="image2", output_name="logits")
+    assert [n for n, _, _ in m.spec.extra_inputs] == ["image", "other"]
 
 
 def test_ambiguous_outputs(tmp_path):

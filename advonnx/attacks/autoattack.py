@@ -112,7 +112,7 @@ class AutoAttack(Attack):
                 break
             res = stage(ctx.model, take(x, active), take(labels, active), rng=ctx.rng,
                         gradient=ctx.gradient if stage.needs == "gradient" else "auto",
-                        max_queries=ctx.max_queries)
+                        max_queries=ctx.max_queries, **ctx.rows(active))
             ctx.queries[active] += np.asarray(res.queries, dtype=np.int64)
             hit = host_bool(res.success)
             if not hit.any():

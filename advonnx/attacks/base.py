@@ -65,11 +65,16 @@ class AttackContext:
     Randomized models (``spec.randomized``): ``classify`` is the majority over ``model.votes``
     evaluations, and ``value_and_grad`` / ``vjp`` average loss and gradient over ``eot`` draws
     (expectation over transformation, Athalye et al. 2018), exact or estimated; every evaluation
-    is counted."""
+    is counted.
+
+    Models with several inputs: ``extras`` (name -> one row per sample of the attacked batch)
+    holds the inputs that are not attacked; every method takes the rows ``idx`` of them, so a
+    call on a subset of samples feeds each sample's own values."""
 
     def __init__(self, model, *, n: int, rng: Random, gradient: str, targeted: bool,
-                 value_range, max_queries: int | None, eot: int | None = None):
+                 value_range, max_queries: int | None, eot: int | None = None, extras=None):
         self.model = model
+        self.extras = extras or None
         self.rng = rng
         self.gradient = gradient
         self.targeted = targeted
@@ -88,28 +93,37 @@ class AttackContext:
     def count(self, idx) -> None:
         np.add.at(self.queries, to_numpy(idx), 1)
 
+    def rows(self, idx) -> dict:
+        """Keyword arguments feeding the held-fixed inputs of samples ``idx`` ({} for a model
+        with one input)."""
+        if not self.extras:
+            return {}
+        from ..model import take_extras
+
+        return {"extras": take_extras(self.extras, idx)}
+
     def predict(self, x, idx):
         """Decision scores of ``x`` (the model's output); rows belong to samples ``idx``
         (indices into the attacked batch)."""
         self.count(idx)
-        return self.model.predict(x)
+        return self.model.predict(x, **self.rows(idx))
 
     def attack_scores(self, x, idx):
         """The scores objectives use (margins, losses, candidate classes): the logits before a
         final Softmax/LogSoftmax/Sigmoid when the model has one, else the scores. Counted."""
         self.count(idx)
-        return self.model.attack_scores(x)
+        return self.model.attack_scores(x, **self.rows(idx))
 
     def scores(self, x, idx):
         """``(predict, attack_scores)`` of ``x`` from one query per row."""
         self.count(idx)
-        return self.model.predict_both(x)
+        return self.model.predict_both(x, **self.rows(idx))
 
     def classify(self, x, idx):
         if self.votes > 1:  # a randomized model: the majority over `votes` evaluations
             for _ in range(self.votes):
                 self.count(idx)
-            return self.model.classify(x, votes=self.votes)
+            return self.model.classify(x, votes=self.votes, **self.rows(idx))
         scores = self.predict(x, idx)
         return namespace(scores).argmax(scores, axis=self.spec.class_axis)
 
@@ -133,7 +147,7 @@ class AttackContext:
                 and self.model.gradient_mode(self.gradient, loss=loss) == "exact":
             value, grad, scores = self.model.value_and_grad(
                 x, labels, loss=loss, gradient=self.gradient, counter=lambda rows: self.count(to_numpy(idx)[rows]),
-                with_decisions=True, **({"scale_free": True} if scale_free else {}))
+                with_decisions=True, **({"scale_free": True} if scale_free else {}), **self.rows(idx))
             self._record_zero_gradient(grad, idx)
             return value, grad, scores
         scores = self.predict(x, idx)
@@ -183,7 +197,7 @@ class AttackContext:
 
         value, grad = self.model.value_and_grad(
             x, labels, loss=loss, cotangent=cotangent, gradient=self.gradient, rng=self.rng, counter=counter,
-            mask=mask, **({"scale_free": True} if scale_free else {}),
+            mask=mask, **({"scale_free": True} if scale_free else {}), **self.rows(idx_host),
         )
         if k > 1:
             value = xp.mean(xp.reshape(value, (k, n)), axis=0)
@@ -286,28 +300,30 @@ class Attack(ABC):
 
     def __call__(self, model, x, y=None, *, target=None, targeted: bool = False,
                  rng: Random | None = None, gradient: str = "auto",
-                 max_queries: int | None = None, eot: int | None = None) -> AttackResult:
+                 max_queries: int | None = None, eot: int | None = None, extras=None) -> AttackResult:
         """Attack the batch ``x`` (model layout, value range units) with labels ``y``.
 
         ``y=None`` attacks the clean predictions. ``targeted=True`` needs ``target`` labels.
         ``eot``: gradient draws averaged per gradient (default ``model.eot``: 1 for a
-        deterministic model, more for a randomized one).
+        deterministic model, more for a randomized one). ``extras``: for a model with several
+        inputs (``spec.extra_inputs``), the others, name -> one row per sample, held fixed.
         """
         spec = model.spec
+        fixed = {"extras": extras} if extras else {}
         xp = namespace(x)
         if spec.task not in self.tasks:
             raise AdvonnxError(f"{self.name} does not attack {spec.task} models")
         rng = rng or Random(0)
         loss = self.gradient_loss or ("seg_ce" if spec.task == "segmentation" else self.loss)
         mode = model.gradient_mode(gradient, loss=loss) if self.needs == "gradient" else "none"
-        clean_pred = model.classify(x)
+        clean_pred = model.classify(x, **fixed)
         labels = clean_pred if y is None else xp.asarray(y)
         if labels.shape != clean_pred.shape:
             raise AdvonnxError(f"labels of shape {labels.shape} do not match the predictions {clean_pred.shape}")
         if targeted and target is None:
             raise AdvonnxError(f"targeted {self.name} needs target labels")
         ctx = AttackContext(model, n=x.shape[0], rng=rng, gradient=mode, targeted=targeted,
-                            value_range=spec.value_range, max_queries=max_queries, eot=eot)
+                            value_range=spec.value_range, max_queries=max_queries, eot=eot, extras=extras)
         # integer-input models: results go on the integer grid when the clean inputs lie on it
         on_grid = bool(spec.input_integer) and bool(xp.all(xp.round(x) == x))
         t0 = time.perf_counter()
@@ -321,7 +337,7 @@ class Attack(ABC):
             x_free = xp.clip(x_adv, spec.value_range[0], spec.value_range[1])
             if on_grid:
                 x_free = self._on_integer_grid(x, x_free, free=True)
-            free_pred = model.classify(x_free)
+            free_pred = model.classify(x_free, **fixed)
             if free_pred.ndim == 1:
                 free_ok = free_pred == target if targeted else free_pred != labels
             else:
@@ -332,7 +348,7 @@ class Attack(ABC):
         x_adv = xp.clip(self.project(x, x_adv), spec.value_range[0], spec.value_range[1])
         if on_grid:
             x_adv = self._on_integer_grid(x, x_adv)
-        adv_pred = model.classify(x_adv)
+        adv_pred = model.classify(x_adv, **fixed)
         if adv_pred.ndim == 1:
             success = adv_pred == target if targeted else adv_pred != labels
         else:

@@ -70,8 +70,9 @@ class Transfer(Attack):
                 f"transfer: surrogate {Path(self.surrogate).name} predicts {s.num_classes} classes ({s.task}) but the "
                 f"target {spec.num_classes} ({spec.task}); use a surrogate of the same task"
             )
+        fixed = ctx.extras if s.extra_inputs else None  # a surrogate with the same held-fixed inputs gets them
         if ctx.targeted:
-            result = self._via(surrogate, x, None, target=labels, targeted=True, rng=ctx.rng)
+            result = self._via(surrogate, x, None, target=labels, targeted=True, rng=ctx.rng, extras=fixed)
         else:
-            result = self._via(surrogate, x, labels, rng=ctx.rng)
+            result = self._via(surrogate, x, labels, rng=ctx.rng, extras=fixed)
         return result.x_adv

@@ -104,6 +104,8 @@ class Dataset:
     #: class names by label index when known (class folders, names in a manifest, npz
     #: ``class_names``, or given by the caller); an addition to the frozen contract.
     class_names: list[str] | None = field(default=None)
+    #: a model's other inputs (not attacked, held fixed): name -> one row per sample
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -121,6 +123,7 @@ class Dataset:
             skipped=list(self.skipped),
             description=dict(self.description),
             class_names=None if self.class_names is None else list(self.class_names),
+            extras={k: v[idx] for k, v in self.extras.items()},
         )
 
     def __repr__(self) -> str:  # arrays would flood the terminal
