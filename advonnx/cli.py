@@ -47,6 +47,7 @@ def run(
     worst_case: Annotated[bool, typer.Option("--worst-case", help="AutoAttack style: attacks in the listed order, each later one only on the samples still robust at its norm and eps; the leaderboard adds the combined worst case.")] = False,
     no_masking_checks: Annotated[bool, typer.Option("--no-masking-checks", help="Do not add the extra attacks of the gradient-masking checks (a Square, a 5x-steps PGD and a PGD at half the value range, linf, on the first samples of each classifier with gradient attacks).")] = False,
     targeted: Annotated[bool, typer.Option("--targeted", help="Targeted attacks: each sample gets a random target class other than its label (seeded).")] = False,
+    target_map: Annotated[str | None, typer.Option("--target-map", help="Targeted attacks toward named directions (implies --targeted): multi-label FINDING:present|absent (e.g. pneumothorax:absent; several entries, comma-separated, must all hold), single-label CLASS_A:CLASS_B (e.g. malignant:benign).")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Use only the first N samples of each dataset.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed of every random draw of the run.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per onnxruntime call (small batches are often faster on CPU caches).")] = 64,
@@ -186,10 +187,11 @@ def run(
         if not s.corruptions:
             raise AdvonnxError("--severities needs --corruptions (e.g. --corruptions all --severities 1-5)")
         s.severities = parse_severities(severities)
-    if targeted:
+    if targeted or target_map:
         for a in s.attacks:
             if id(a) not in specs or specs[id(a)].targeted is None:  # pgd(targeted=false) stays untargeted
                 a.targeted = True
+                a.target_map = target_map or a.target_map
     if worst_case:
         s.worst_case = True
     if no_masking_checks:
