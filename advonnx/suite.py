@@ -862,6 +862,7 @@ def _mapped_targets(spec, ref: np.ndarray, target_map: str, rng: Random) -> tupl
     model without one a random finding per sample pushed to the other state. Also, per sample,
     why it has no target (None when it has one): its reference class has no entry, or the named
     findings already hold their states unattacked. Those samples get status "skipped"."""
+    from .leaderboard import NO_TARGET
     from .target_map import multilabel_target, parse_target_map
 
     multilabel = spec.output_kind == "multilabel"
@@ -873,7 +874,7 @@ def _mapped_targets(spec, ref: np.ndarray, target_map: str, rng: Random) -> tupl
         target = np.asarray([mapping.get(int(r), (int(r) + 1) % spec.num_classes) for r in ref], dtype=np.int64)
         for i, r in enumerate(ref):
             if int(r) not in mapping:
-                why[i] = f"no target for class {names[int(r)]} in the target map {target_map!r}"
+                why[i] = f"{NO_TARGET}class {names[int(r)]} has no entry in the target map {target_map!r}"
         return target, why
     k = ref.shape[1]
     if target_map:
@@ -881,7 +882,7 @@ def _mapped_targets(spec, ref: np.ndarray, target_map: str, rng: Random) -> tupl
                                  ref.shape).copy()
         met = np.all((target < 0) | (target == ref), axis=1)
         for i in np.flatnonzero(met):
-            why[i] = f"the reference already has {target_map!r}: nothing to flip"
+            why[i] = f"{NO_TARGET}the reference already has {target_map!r}"
         return target, why
     pick = to_numpy(rng.integers(0, k, (len(ref),)))
     target = np.full(ref.shape, -1, dtype=np.int64)
@@ -954,9 +955,12 @@ def _compute_with_skips(unit: WorkUnit, model: OnnxModel, data, attack):
     xs = data.x[gone]
     spec = model.spec
     scores = to_numpy(model.predict(xs))
-    pred = to_numpy(model.classify(xs)) if spec.label_output or model.votes > 1 else np.argmax(scores, axis=spec.class_axis)
+    multilabel = spec.output_kind == "multilabel"
+    pred = to_numpy(model.classify(xs)) if spec.label_output or model.votes > 1 else \
+        _multilabel_decisions(spec, scores) if multilabel else np.argmax(scores, axis=spec.class_axis)
     labels = pred if data.y is None else np.asarray(data.y[gone])
-    conf = to_numpy(confidence(scores, pred, probabilities=spec.scores == "probabilities"))
+    conf = np.full(len(gone), np.nan) if multilabel else \
+        to_numpy(confidence(scores, pred, probabilities=spec.scores == "probabilities"))
     params = attack.params() if attack else {}
     a = unit.attack
     for j, i in enumerate(gone):
@@ -965,9 +969,12 @@ def _compute_with_skips(unit: WorkUnit, model: OnnxModel, data, attack):
             "norm": a.norm, "eps": unit.eps, "eps_text": unit.eps_text, "targeted": a.targeted,
             "steps": params.get("steps", 1 if attack else 0), "restarts": params.get("restarts", 1 if attack else 0),
             "max_queries": params.get("max_queries"), "settings": json.dumps(_recorded(params, model), sort_keys=True, default=str),
-            "label": int(labels[j]), "clean_pred": int(pred[j]), "clean_confidence": float(conf[j]),
-            "clean_correct": bool(pred[j] == labels[j]), "queries": 0, "status": "skipped", "error": why[i],
+            "label": None if multilabel else int(labels[j]), "clean_pred": None if multilabel else int(pred[j]),
+            "clean_confidence": None if multilabel else float(conf[j]),
+            "clean_correct": bool(np.array_equal(pred[j], labels[j])), "queries": 0, "status": "skipped", "error": why[i],
             "time_s": 0.0,
+            **({"label_vector": np.asarray(labels[j]).tolist(), "clean_vector": pred[j].tolist(),
+                "hamming_clean": int(np.sum(pred[j] != labels[j]))} if multilabel else {}),
         }
     return [rows_by_index[i] for i in range(unit.start, unit.stop)], examples
 
