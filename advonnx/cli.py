@@ -369,9 +369,12 @@ def inspect(
         ("layout", s.layout + (" (1-D signal)" if s.layout in ("NCW", "NWC") else ""), s.source("layout")),
         *([("sampling rate", f"{s.sampling_rate:g} Hz" if s.sampling_rate else "not declared (--sampling-rate)",
             s.sources.get("sampling_rate", "-"))] if s.layout in ("NCW", "NWC") else []),
-        ("task", s.task, s.source("task")),
+        ("task", s.task + (f" (multi-label: {s.num_classes} findings, independent sigmoids; a finding is present when "
+                           + (f"p > {s.threshold:g})" if s.scores == "probabilities" else "its logit > 0)")
+                           if s.output_kind == "multilabel" else ""), s.source("task")),
         ("scores", f"{s.scores} ({s.output_kind})", s.source("scores")),
-        ("classes", f"{s.num_classes}: {', '.join(s.class_names)}", s.source("class_names")),
+        ("findings" if s.output_kind == "multilabel" else "classes", f"{s.num_classes}: {', '.join(s.class_names)}",
+         s.source("class_names")),
         ("value range", f"[{s.value_range[0]:g}, {s.value_range[1]:g}]", s.sources.get("value_range", "assumed")),
         ("preprocessing", f"scale={s.scale:g} mean={list(s.mean) or '-'} std={list(s.std) or '-'}", s.source("mean")),
         ("batch", "dynamic" if s.fixed_batch is None else f"fixed at {s.fixed_batch} (advonnx batches internally)", "graph"),
