@@ -257,6 +257,7 @@ def test_pgd_matches_a_plain_torch_pgd_with_bce(model, trained):
     ours = res.success.mean()
     assert res.gradient == "exact"
     assert 0.1 < theirs < 0.95  # a budget that breaks some samples, not all
+    print(f"multi-label PGD success: advonnx {ours:.4f}, plain torch PGD {theirs:.4f}")
     assert ours >= theirs - 0.02, (ours, theirs)
 
 
@@ -312,7 +313,8 @@ def _check_rows(rows, *, labelled: bool, y=None):
         assert r["hamming_clean"] == int((clean != ref).sum()) and r["hamming_adv"] == int((adv != ref).sum())
         assert r["flipped"] == np.flatnonzero(adv != clean).tolist()
         if r["kind"] == "adversarial":
-            assert r["success"] == bool((adv != ref).any()) and r["gradient"] == "exact"
+            assert r["success"] == bool((adv != ref).any())
+            assert r["gradient"] == ("none" if r["attack"] == "square" else "exact")
         if not labelled:
             assert np.array_equal(ref, clean)
 
@@ -368,7 +370,7 @@ def test_cli_target_map_and_refusals(tmp_path, onnx_path, data):
     assert any(r["success"] for r in rows)
     out = _cli("run", "--model", onnx_path, "--data", tmp_path / "d.npz", "--attack", "deepfool", "--out",
                tmp_path / "d", "-q")
-    assert out.returncode == 1 and "deepfool" in out.stderr and "multi-label" in out.stderr
+    assert out.returncode == 2 and "deepfool" in out.stderr and "multi-label" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
     bad = _cli("run", "--model", onnx_path, "--data", tmp_path / "d.npz", "--target-map", "lung:absent", "--out",
                tmp_path / "e", "-q")
