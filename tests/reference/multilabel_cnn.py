@@ -43,8 +43,8 @@ def build_net(seed: int = 0):
     )
 
 
-def train(seed: int = 0, steps: int = 150):
-    """The logits network after ``steps`` Adam steps of BCE on fresh synthetic batches (CPU, ~2 s)."""
+def train(seed: int = 0, steps: int = 100):
+    """The logits network after ``steps`` Adam steps of BCE on minibatches of synthetic data (CPU, ~2 s)."""
     import torch
 
     net = build_net(seed)
