@@ -15,6 +15,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from reference.multilabel_cnn import FINDINGS, export, make_data, train
 
 import advonnx
 from advonnx import losses
@@ -26,7 +27,6 @@ from advonnx.data import InputExpectation, load_dataset
 from advonnx.errors import AdvonnxError, DataError
 from advonnx.results import read_results
 from advonnx.target_map import multilabel_target, parse_target_map
-from reference.multilabel_cnn import FINDINGS, export, make_data, train
 
 torch = pytest.importorskip("torch")
 K = len(FINDINGS)
