@@ -776,7 +776,7 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
         targets = to_numpy(res.target) if targeted and attack is not None else None
         rows = _multilabel_rows(common, ids, gradient, labels, clean_pred, adv_pred, targets, success, queries,
                                 delta, p, s, finite_clean, finite_adv, min_norm, l0_pixels, straight, zero_grad,
-                                untargetable, elapsed)
+                                elapsed)
     elif spec.task == "classification":
         saturated = _saturated(spec, clean_scores, labels)
         probs = spec.scores == "probabilities"
@@ -843,6 +843,9 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
                 "error": None if ok else "model output is NaN or Inf",
                 "time_s": elapsed / len(ids),
             })
+    for row, why in zip(rows, untargetable, strict=True):  # targeted samples without a target: not counted
+        if why:
+            row.update(status="skipped", error=why, success=None, robust=None, adv_correct=None, target=None)
     examples = None
     k = unit.save_examples
     if k > 0 and (attack is not None or corruption is not None):
@@ -892,7 +895,7 @@ def _mapped_targets(spec, ref: np.ndarray, target_map: str, rng: Random) -> tupl
 
 
 def _multilabel_rows(common, ids, gradient, labels, clean_pred, adv_pred, targets, success, queries, delta, p, s,
-                     finite_clean, finite_adv, min_norm, l0_pixels, straight, zero_grad, untargetable, elapsed):
+                     finite_clean, finite_adv, min_norm, l0_pixels, straight, zero_grad, elapsed):
     """Rows of a multi-label model: decision vectors, flipped findings, Hamming distances; exact match
     clean / adversarial as clean_correct / adv_correct, robust = both (AutoAttack's count)."""
     labels = np.asarray(labels, dtype=np.int64)
@@ -901,23 +904,20 @@ def _multilabel_rows(common, ids, gradient, labels, clean_pred, adv_pred, target
         ok = bool(finite_clean[i] and finite_adv[i])
         clean_ok = bool(np.array_equal(clean_pred[i], labels[i]) and finite_clean[i])
         adv_ok = bool(np.array_equal(adv_pred[i], labels[i]) and finite_adv[i])
-        skipped = untargetable[i]
         rows.append({
             **empty_row(), **common, "sample_id": sid, "gradient": gradient,
             "label_vector": labels[i].tolist(), "clean_vector": clean_pred[i].tolist(),
             "adv_vector": adv_pred[i].tolist(), "flipped": np.flatnonzero(adv_pred[i] != clean_pred[i]).tolist(),
             "hamming_clean": int(np.sum(clean_pred[i] != labels[i])), "hamming_adv": int(np.sum(adv_pred[i] != labels[i])),
             "target_vector": None if targets is None else targets[i].tolist(),
-            "clean_correct": clean_ok, "adv_correct": None if skipped else adv_ok,
-            "robust": None if skipped else bool(clean_ok and adv_ok and ok),
-            "success": None if skipped else bool(success[i]), "queries": int(queries[i]),
+            "clean_correct": clean_ok, "adv_correct": adv_ok, "robust": bool(clean_ok and adv_ok and ok),
+            "success": bool(success[i]), "queries": int(queries[i]),
             "l0": float(np.count_nonzero(delta[i])), "l2": float(np.linalg.norm(delta[i])),
             "linf": float(np.abs(delta[i]).max(initial=0.0)),
             "min_norm": None if min_norm is None else float(min_norm[i]), "psnr": float(p[i]), "ssim": float(s[i]),
             "l0_pixels": None if l0_pixels is None else int(l0_pixels[i]), "straight_through": straight,
             "zero_gradient": None if zero_grad is None or zero_grad[i] is None else bool(zero_grad[i]),
-            "status": "skipped" if skipped else "ok" if ok else "invalid",
-            "error": skipped or (None if ok else "model output is NaN or Inf"),
+            "status": "ok" if ok else "invalid", "error": None if ok else "model output is NaN or Inf",
             "time_s": elapsed / len(ids),
         })
     return rows

@@ -375,3 +375,32 @@ def test_cli_target_map_and_refusals(tmp_path, onnx_path, data):
     bad = _cli("run", "--model", onnx_path, "--data", tmp_path / "d.npz", "--target-map", "lung:absent", "--out",
                tmp_path / "e", "-q")
     assert bad.returncode != 0 and "lung" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_cli_target_map_on_a_single_label_model(tmp_path):
+    """The same flag on a single-label model: CLASS_A:CLASS_B pushes class-A samples toward B; samples
+    of other classes have no target and are not counted."""
+    from models import save, small_cnn
+
+    path = save(small_cnn(head="softmax", classes=3, size=8), tmp_path / "soft.onnx")
+    m = advonnx.load_model(path)
+    x = np.random.default_rng(0).uniform(0, 1, (24, 1, 8, 8)).astype(np.float32)
+    pred = m.classify(x)
+    src = int(np.bincount(pred, minlength=3).argmax())
+    dst = next(t for t in range(3) if t != src and make_attack("pgd", eps=1.0, steps=50)(
+        m, x, None, target=np.full(len(x), t), targeted=True).success.any())  # a class this tiny net can reach
+    y = pred.copy()
+    y[::2] = (src + 2) % 3  # labelled as another class: no entry in the map
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    out = _cli("run", "--model", path, "--data", tmp_path / "d.npz", "--attack", "pgd(steps=50)", "--eps", 1,
+               "--target-map", f"{src}:{dst}", "--out", tmp_path / "o", "-q", "--no-masking-checks")
+    assert out.returncode == 0, out.stderr
+    rows = read_results(tmp_path / "o").to_pylist()
+    assert sum(r["status"] == "skipped" for r in rows) == 12
+    for r, p in zip(rows, y, strict=True):
+        if p == src:
+            assert r["status"] == "ok" and r["target"] == dst and r["success"] == (r["adv_pred"] == dst)
+        else:
+            assert r["status"] == "skipped" and r["error"].startswith("no target:")
+    assert any(r["success"] for r in rows)
