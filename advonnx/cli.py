@@ -47,6 +47,7 @@ def run(
     worst_case: Annotated[bool, typer.Option("--worst-case", help="AutoAttack style: attacks in the listed order, each later one only on the samples still robust at its norm and eps; the leaderboard adds the combined worst case.")] = False,
     no_masking_checks: Annotated[bool, typer.Option("--no-masking-checks", help="Do not add the extra attacks of the gradient-masking checks (a Square, a 5x-steps PGD and a PGD at half the value range, linf, on the first samples of each classifier with gradient attacks).")] = False,
     targeted: Annotated[bool, typer.Option("--targeted", help="Targeted attacks: each sample gets a random target class other than its label (seeded).")] = False,
+    target_map: Annotated[str | None, typer.Option("--target-map", help="Targeted attacks toward named directions (implies --targeted): multi-label FINDING:present|absent (e.g. pneumothorax:absent; several entries, comma-separated, must all hold), single-label CLASS_A:CLASS_B (e.g. malignant:benign).")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Use only the first N samples of each dataset.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed of every random draw of the run.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per onnxruntime call (small batches are often faster on CPU caches).")] = 64,
@@ -188,10 +189,11 @@ def run(
         if not s.corruptions:
             raise AdvonnxError("--severities needs --corruptions (e.g. --corruptions all --severities 1-5)")
         s.severities = parse_severities(severities)
-    if targeted:
+    if targeted or target_map:
         for a in s.attacks:
             if id(a) not in specs or specs[id(a)].targeted is None:  # pgd(targeted=false) stays untargeted
                 a.targeted = True
+                a.target_map = target_map or a.target_map
     if worst_case:
         s.worst_case = True
     if no_masking_checks:
@@ -372,9 +374,12 @@ def inspect(
         ("layout", s.layout + (" (1-D signal)" if s.layout in ("NCW", "NWC") else ""), s.source("layout")),
         *([("sampling rate", f"{s.sampling_rate:g} Hz" if s.sampling_rate else "not declared (--sampling-rate)",
             s.sources.get("sampling_rate", "-"))] if s.layout in ("NCW", "NWC") else []),
-        ("task", s.task, s.source("task")),
+        ("task", s.task + (f" (multi-label: {s.num_classes} findings, independent sigmoids; a finding is present when "
+                           + (f"p > {s.threshold:g})" if s.scores == "probabilities" else "its logit > 0)")
+                           if s.output_kind == "multilabel" else ""), s.source("task")),
         ("scores", f"{s.scores} ({s.output_kind})", s.source("scores")),
-        ("classes", f"{s.num_classes}: {', '.join(s.class_names)}", s.source("class_names")),
+        ("findings" if s.output_kind == "multilabel" else "classes", f"{s.num_classes}: {', '.join(s.class_names)}",
+         s.source("class_names")),
         ("value range", f"[{s.value_range[0]:g}, {s.value_range[1]:g}]", s.sources.get("value_range", "assumed")),
         ("preprocessing", f"scale={s.scale:g} mean={list(s.mean) or '-'} std={list(s.std) or '-'}", s.source("mean")),
         ("batch", "dynamic" if s.fixed_batch is None else f"fixed at {s.fixed_batch} (advonnx batches internally)", "graph"),
@@ -406,7 +411,7 @@ def list_attacks():
         params = ", ".join(f"{k}={_fmt_default(v)}" for k, v in cls.parameters().items())
         t.add_row(name, ", ".join(cls.norms), cls.needs, params, cls.summary)
     console.print(t)
-    console.print("[dim]eps is in the model's value units (e.g. 8/255 for images in [0, 1]); jsma's theta and dag's gamma are fractions of the value-range width (the same attack on [0, 1] and [0, 255] models); gradient attacks use exact gradients when the graph allows, else NES estimates; losses and query objectives are on the logits before a final Softmax/Sigmoid (decisions from the output).[/dim]")
+    console.print("[dim]eps is in the model's value units (e.g. 8/255 for images in [0, 1]); jsma's theta and dag's gamma are fractions of the value-range width (the same attack on [0, 1] and [0, 255] models); gradient attacks use exact gradients when the graph allows, else NES estimates; losses and query objectives are on the logits before a final Softmax/Sigmoid (decisions from the output); multi-label models (independent sigmoids): fgsm, bim, pgd, apgd, square, nes and spsa, with ce read as per-finding binary cross-entropy and margin as the worst finding's margin.[/dim]")
     console.print("[dim]" + escape('Set them per attack: advonnx run --attack "pgd(steps=50, restarts=5),square(max_queries=5000)"'
                                    " (also norm, eps=[1/255, 2/255], targeted=true).") + "[/dim]")
 

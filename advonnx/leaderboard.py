@@ -11,6 +11,8 @@ model gave NaN/Inf) count as broken; errored and skipped rows are counted apart.
 worst-case run a later attack skips the samples earlier attacks already broke at or below its
 eps (``worst_case.py``); its figures still cover every sample, counting those as broken, so each
 attack's robust accuracy is the cumulative worst case up to it (AutoAttack's report).
+Multi-label models: correct = exact match of the finding vector, so robust = every finding right
+clean and under attack; ``per_finding`` gives the robust accuracy of each finding alone.
 """
 
 from __future__ import annotations
@@ -45,10 +47,28 @@ def _median(values) -> float:
     return float(np.median(v)) if v else math.nan
 
 
+NO_TARGET = "no target: "  # a targeted row's error when the sample has no target (--target-map): not counted
+
+
 def _carried(r: dict[str, Any]) -> bool:
     """A worst-case row: the attack skipped a sample that an earlier attack broke (or that the
     model gets wrong unattacked)."""
-    return r.get("status") == "skipped" and r.get("kind") == "adversarial" and r.get("task") == "classification"
+    return (r.get("status") == "skipped" and r.get("kind") == "adversarial" and r.get("task") == "classification"
+            and not (r.get("error") or "").startswith(NO_TARGET))
+
+
+def per_finding(rows: list[dict[str, Any]]) -> list[float]:
+    """Multi-label rows: robust accuracy per finding k, counted like AutoAttack (finding k decided
+    as the reference both clean and under attack; invalid rows broken), over the rows attacked
+    here (ok and invalid); [] for other models."""
+    rows = [r for r in rows if r.get("label_vector") is not None and r.get("adv_vector") is not None
+            and r["status"] in ("ok", "invalid")]
+    if not rows:
+        return []
+    ref = np.array([r["label_vector"] for r in rows])
+    good = (np.array([r["clean_vector"] for r in rows]) == ref) & (np.array([r["adv_vector"] for r in rows]) == ref)
+    good &= np.array([r["status"] == "ok" for r in rows])[:, None]
+    return [float(v) for v in good.mean(axis=0)]
 
 
 def _counted(r: dict[str, Any]) -> dict[str, Any]:
@@ -126,6 +146,9 @@ def summarize(table: pa.Table, *, labels: dict | None = None) -> list[dict[str, 
         s["max_queries"] = budget
         s["curve"] = [] if seg else query_curve(ok, budget)
         s["metric"] = "Dice" if seg else "accuracy"
+        s["per_finding"] = [] if seg else per_finding(rs)
+        if s["per_finding"]:
+            s["hamming_adv"] = float(np.mean([r["hamming_adv"] for r in ok])) if ok else math.nan
         s.update(_masking_counts(rs))
         out.append(s)
     return out
@@ -359,6 +382,8 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
         columns += [("Min ‖δ‖ med/mean", "right")] if show_min else []
         columns += [("Queries", "right")]
         columns += [("ASR % at ⅒·¼·½·1 Q", "right")] if show_curve else []
+        findings = max((len(g.get("per_finding") or []) for g in group), default=0)
+        columns += [("Robust % per finding " + "·".join(str(k) for k in range(findings)), "right")] if findings else []
         columns += [("Time s", "right")]
         t = Table(title=head, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD,
                   pad_edge=False, padding=(0, 1))
@@ -380,6 +405,8 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
             cells += ["–" if math.isnan(s["queries"]) else f"{s['queries']:.0f}"]
             if show_curve:
                 cells += ["·".join(f"{100 * a:.0f}" for _, a in s["curve"]) if s["curve"] and s["gradient"] != "exact" else "–"]
+            if findings:
+                cells += ["·".join(f"{100 * v:.0f}" for v in s["per_finding"]) or "–"]
             cells += [f"{s['time_s']:.1f}"]
             t.add_row(*cells, style="bold" if is_head else None)
         console.print(t)
@@ -404,6 +431,9 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
                      "attack; NaN/Inf outputs count as broken); a stronger attack can only lower it")
     notes.append("ASR = share of the samples classified correctly before the attack that it broke; "
                  "median ‖δ‖ over broken samples (L2 for corruptions)")
+    if any(s.get("per_finding") for s in summaries):
+        notes.append("multi-label: correct = every finding decided as the reference (exact match), an untargeted attack "
+                     "succeeds when any finding flips; per finding: robust % of each finding alone (findings by output index)")
     if any(s.get("carried") for s in summaries):
         notes.append("worst case: each attack skipped the samples earlier attacks broke at or below its eps and counts "
                      "them as broken, so its robust % is the worst case up to it; ‖δ‖ and queries describe the samples "

@@ -11,6 +11,12 @@ targeted attack descends the same loss for its target label. All return shape (N
 - ``seg_ce``: segmentation cross-entropy averaged over pixels/voxels (optional mask).
 - ``dlr``: Croce & Hein's difference of logits ratio (ICML 2020), shift- and scale-invariant;
   ``dlr_targeted`` its targeted form (used by APGD-T). See :func:`dlr` for 2 and 3 classes.
+- ``bce`` / ``ml_margin``: multi-label models (independent sigmoids), labels (N, K) of 0/1 and
+  -1 (a finding the loss ignores: targeted attacks name one finding). ``bce``: binary
+  cross-entropy averaged over the labelled findings; ``ml_margin``: the largest per-finding
+  wrong-side margin (positive = some finding flipped). See :func:`bce`, :func:`multilabel_margin`.
+  Attacks ask for ``ce`` / ``margin``; multi-label models read them as ``bce`` / ``ml_margin``
+  (:func:`for_output_kind`).
 
 :func:`score_gradient` gives a loss and its gradient w.r.t. the scores, the cotangent that
 turns a model's vector-Jacobian product into the loss gradient w.r.t. the input.
@@ -21,7 +27,8 @@ from __future__ import annotations
 from .xp import namespace
 
 PROB_FLOOR = 1e-12
-LOSSES = ("ce", "margin", "seg_ce", "dlr")
+LOSSES = ("ce", "margin", "seg_ce", "dlr", "bce", "ml_margin")
+MULTILABEL_LOSSES = {"ce": "bce", "margin": "ml_margin"}
 DLR_DELTA = 1e-12  # the authors' guard in the DLR denominator
 
 
@@ -161,14 +168,87 @@ def dlr(scores, y, *, axis: int = 1, target=None):
     return -num / den
 
 
-def score_gradient(name: str, scores, y, *, probabilities: bool, axis: int = 1, target=None):
+def for_output_kind(name: str, output_kind: str) -> str:
+    """The loss ``name`` as a model of ``output_kind`` computes it: multi-label models read
+    ``ce`` as ``bce`` and ``margin`` as ``ml_margin``; other names and kinds are unchanged."""
+    return MULTILABEL_LOSSES.get(name, name) if output_kind == "multilabel" else name
+
+
+def _multilabel_parts(scores, y):
+    """Float labels (1 where present) and weights (1 where labelled, 0 for -1) shaped like the scores."""
+    xp = namespace(scores)
+    y = xp.astype(y, xp.int64)
+    return xp.astype(y == 1, scores.dtype), xp.astype(y >= 0, scores.dtype)
+
+
+def logit_threshold(threshold: float) -> float:
+    """The decision threshold on logits of a probability threshold ``threshold`` (0 for 0.5)."""
+    import math
+
+    return math.log(threshold / (1.0 - threshold))
+
+
+def bce(scores, y, *, probabilities: bool):
+    """Binary cross-entropy per sample of (N, K) multi-label scores, the mean over labelled
+    findings (``y`` 0/1; -1 = ignored), as torch's ``BCEWithLogitsLoss`` averages per sample.
+
+    Logits: ``softplus(z) − y·z`` written ``max(z, 0) − y·z + log(1 + exp(−|z|))`` (no
+    overflow); probabilities: ``−y·log p − (1−y)·log(1−p)`` with both clipped at 1e-12 (callers
+    pass float64). Ascended by untargeted attacks, descended toward a targeted label vector."""
+    xp = namespace(scores)
+    t, w = _multilabel_parts(scores, y)
+    if probabilities:
+        per = -(t * xp.log(xp.clip(scores, PROB_FLOOR, 1.0)) + (1.0 - t) * xp.log(xp.clip(1.0 - scores, PROB_FLOOR, 1.0)))
+    else:
+        per = xp.maximum(scores, 0.0) - t * scores + xp.log(1.0 + xp.exp(-xp.abs(scores)))
+    return xp.sum(per * w, axis=1) / xp.clip(xp.sum(w, axis=1), 1.0, None)
+
+
+def multilabel_margin(scores, y, *, threshold: float):
+    """``max_k −(2y_k − 1)(s_k − τ)`` over labelled findings, per sample: how far the worst
+    finding sits on the wrong side of its decision threshold τ (``threshold``: 0 on logits for
+    p = 0.5, see :func:`logit_threshold`; the probability threshold on probabilities). Positive
+    exactly when some labelled finding is decided wrong; the C&W margin of multi-label models."""
+    xp = namespace(scores)
+    t, w = _multilabel_parts(scores, y)
+    big = 1e30 if scores.dtype == xp.float64 else 1e9
+    wrong = -(2.0 * t - 1.0) * (scores - threshold) - (1.0 - w) * big
+    return xp.max(wrong, axis=1)
+
+
+def _multilabel_score_gradient(name: str, scores, y, *, probabilities: bool, threshold: float):
+    xp = namespace(scores)
+    t, w = _multilabel_parts(scores, y)
+    if name == "bce":
+        den = xp.clip(xp.sum(w, axis=1, keepdims=True), 1.0, None)
+        if probabilities:
+            p = xp.clip(scores, PROB_FLOOR, 1.0 - PROB_FLOOR)
+            g = (p - t) / (p * (1.0 - p))
+        else:
+            g = 1.0 / (1.0 + xp.exp(-scores)) - t
+        return bce(scores, y, probabilities=probabilities), g * w / den
+    value = multilabel_margin(scores, y, threshold=threshold)
+    big = 1e30 if scores.dtype == xp.float64 else 1e9
+    wrong = -(2.0 * t - 1.0) * (scores - threshold) - (1.0 - w) * big
+    k = xp.argmax(wrong, axis=1)
+    hot = xp.astype(xp.expand_dims(k, axis=1) == xp.reshape(xp.arange(scores.shape[1], dtype=k.dtype), (1, -1)),
+                    scores.dtype)
+    return value, -(2.0 * t - 1.0) * hot
+
+
+def score_gradient(name: str, scores, y, *, probabilities: bool, axis: int = 1, target=None,
+                   threshold: float = 0.0):
     """Loss ``name`` per sample and its gradient w.r.t. ``scores`` (shaped like ``scores``).
 
     ``name``: ``ce``, ``seg_ce`` (mean over pixels), ``dlr`` (``target`` given: targeted DLR).
     ``dlr`` reads the scores as logits (on probabilities it is DLR of the probabilities, as the
-    authors' code would compute). The gradient is the cotangent for ``AttackContext.vjp``.
+    authors' code would compute). ``bce`` / ``ml_margin``: multi-label (N, K) scores, labels
+    (N, K), ``threshold`` the decision threshold on these scores (ml_margin). The gradient is
+    the cotangent for ``AttackContext.vjp``.
     """
     xp = namespace(scores)
+    if name in ("bce", "ml_margin"):
+        return _multilabel_score_gradient(name, scores, y, probabilities=probabilities, threshold=threshold)
     if name in ("ce", "seg_ce"):
         lp = log_probs(scores, probabilities=probabilities, axis=axis)
         picked, onehot = _take_class(lp, y, axis)
@@ -190,11 +270,15 @@ def score_gradient(name: str, scores, y, *, probabilities: bool, axis: int = 1, 
         value = -num / den
         g = -d_num / xp.expand_dims(den, axis=axis) + xp.expand_dims(num / (den * den), axis=axis) * d_den
         return value, g
-    raise ValueError(f"no score gradient for loss {name!r}; use ce, seg_ce or dlr")
+    raise ValueError(f"no score gradient for loss {name!r}; use ce, seg_ce, dlr, bce or ml_margin")
 
 
-def compute(name: str, scores, y, *, probabilities: bool, axis: int = 1, mask=None):
-    """The loss ``name`` per sample (shape (N,))."""
+def compute(name: str, scores, y, *, probabilities: bool, axis: int = 1, mask=None, threshold: float = 0.0):
+    """The loss ``name`` per sample (shape (N,)); ``threshold``: ml_margin's decision threshold."""
+    if name == "bce":
+        return bce(scores, y, probabilities=probabilities)
+    if name == "ml_margin":
+        return multilabel_margin(scores, y, threshold=threshold)
     if name == "dlr":
         return dlr(scores, y, axis=axis)
     if name == "ce":

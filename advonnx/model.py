@@ -703,6 +703,7 @@ class OnnxModel:
             raise AdvonnxError(f"unknown gradient mode {requested!r}; use auto, exact or estimated")
         if requested == "estimated":
             return "estimated"
+        loss = None if loss is None else losses.for_output_kind(loss, self.spec.output_kind)
         missing = self.unsupported_ops()
         if not missing and requested == "auto" and loss is not None:
             try:
@@ -730,6 +731,8 @@ class OnnxModel:
                         scale_free=scale_free)
             if decisions:
                 args["decision_output"] = self._scores_out
+            if loss == "ml_margin":  # the decision threshold on the attacked scores (multi-label)
+                args["threshold"] = self.spec.decision_threshold
             self._grad_sessions[key] = gradient_session(self, args, lambda: gradient_model(self.differentiable, **args))
         return self._grad_sessions[key]
 
@@ -753,7 +756,9 @@ class OnnxModel:
             return losses.log_odds(scores, y, axis=self.spec.class_axis)
         if probs and scores.dtype != xp.float64:
             scores = xp.astype(scores, xp.float64)
-        return losses.compute(loss, scores, y, probabilities=probs, axis=self.spec.class_axis, mask=mask)
+        loss = losses.for_output_kind(loss, self.spec.output_kind)
+        return losses.compute(loss, scores, y, probabilities=probs, axis=self.spec.class_axis, mask=mask,
+                              threshold=self.spec.decision_threshold if loss == "ml_margin" else 0.0)
 
     def value_and_grad(
         self,
@@ -774,7 +779,9 @@ class OnnxModel:
 
         Losses are on the attacked scores (``attack_scores``: the logits before a final
         Softmax/LogSoftmax/Sigmoid when the graph has one, see ``spec.attacked_output``).
-        ``loss``: ``ce``, ``margin`` or ``seg_ce`` (see ``advonnx.losses``), for labels ``y``.
+        ``loss``: ``ce``, ``margin`` or ``seg_ce`` (see ``advonnx.losses``), for labels ``y``;
+        multi-label models take (N, K) labels (0/1, -1 = ignored) and read ``ce`` as ``bce`` and
+        ``margin`` as ``ml_margin``.
         ``cotangent`` (shaped like the attacked scores) instead gives the vector-Jacobian product
         ``cotangentᵀ ∂scores/∂x`` and ``loss = <cotangent, scores>`` per sample.
         ``scale_free=True`` with ``ce`` on logits differentiates the log-odds
@@ -789,6 +796,7 @@ class OnnxModel:
         ``extras``: the model's other inputs, one row per row of ``x``, held fixed (the gradient
         is w.r.t. the attacked input only).
         """
+        loss = losses.for_output_kind(loss, self.spec.output_kind)  # multi-label: ce → bce, margin → ml_margin
         mode = self.gradient_mode(gradient, loss="cotangent" if cotangent is not None else loss)
         if with_decisions and (mode != "exact" or cotangent is not None or not self.one_pass):
             raise AdvonnxError("value_and_grad(with_decisions=True) needs exact gradients of a label loss "

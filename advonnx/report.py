@@ -170,6 +170,9 @@ def _class_label(names: dict[str, list[str]], model: str, k) -> str:
     if k is None:
         return "?"
     ns = names.get(model) or []
+    if np.ndim(k) == 1:  # a multi-label decision vector: the findings present
+        on = [_class_label(names, model, i).removeprefix("class ") for i in np.flatnonzero(np.asarray(k) == 1)]
+        return "+".join(on) or "no finding"
     k = int(k)
     return ns[k] if 0 <= k < len(ns) else f"class {k}"
 
@@ -533,8 +536,8 @@ def collect_examples(folders: list[Path], meta: dict, names: dict[str, list[str]
                     sample.update({
                         "label": _class_label(names, model, label), "clean_pred": _class_label(names, model, cp),
                         "adv_pred": _class_label(names, model, ap),
-                        "clean_ok": cp is not None and label is not None and int(cp) == int(label),
-                        "adv_ok": ap is not None and label is not None and int(ap) == int(label),
+                        "clean_ok": cp is not None and label is not None and bool(np.array_equal(cp, label)),
+                        "adv_ok": ap is not None and label is not None and bool(np.array_equal(ap, label)),
                         "clean_conf": r.get("clean_confidence"), "adv_conf": r.get("adv_confidence"),
                     })
                 samples.append(sample)
@@ -730,6 +733,33 @@ def _leaderboard(summaries, heads, colors, masked_models, masking_notes, value_r
         out.append(f"<td>{''.join(tags) or none}</td></tr>")
     out.append("</tbody></table></div>")
     return "".join(out)
+
+
+def _findings_html(summaries: list[dict], colors: dict[str, str], names: dict[str, list[str]]) -> tuple[str, int]:
+    """Multi-label models: robust accuracy of each finding alone per attack setting (clean and
+    under attack as the reference, AutoAttack's count), beside the exact-match robust accuracy."""
+    rows = [s for s in summaries if s.get("per_finding") and s.get("kind") != "corruption"]
+    if not rows:
+        return "", 0
+    out = ['<h3>Per finding (multi-label models)</h3><p class="sub">Robust % of each finding alone: decided as the '
+           "reference both clean and under attack. Exact match: every finding right (the leaderboard's robust %); "
+           "Hamming: findings decided unlike the reference under attack, mean per sample.</p>"]
+    by_model: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for s in rows:
+        by_model[(s["model"], s["dataset"])].append(s)
+    for (model, dataset), ss in sorted(by_model.items()):
+        k = max(len(s["per_finding"]) for s in ss)
+        heads = "".join(f"<th>{_e(_class_label(names, model, i))}</th>" for i in range(k))
+        out.append(f'<div class="scroll"><table class="lb"><thead><tr><th><span class="dot" '
+                   f'style="background:{colors[model]}"></span>{_e(model)} · {_e(dataset)}</th>'
+                   f"<th>Exact match % ≤</th><th>Hamming</th>{heads}</tr></thead><tbody>")
+        for s in sorted(ss, key=lambda s: (s["attack"], s["norm"], s["eps"])):
+            cells = "".join(f'<td class="n">{percent(v)}</td>' for v in s["per_finding"])
+            ham = s.get("hamming_adv", math.nan)
+            out.append(f"<tr><td>{_e(_setting_name(s))}</td><td class=\"n\">{percent(s['robust'])}</td>"
+                       f'<td class="n">{"–" if _nan(ham) else f"{ham:.2f}"}</td>{cells}</tr>')
+        out.append("</tbody></table></div>")
+    return "".join(out), len(by_model)
 
 
 def _cascade_html(table: pa.Table) -> str:
@@ -1017,6 +1047,9 @@ def render_report(table: pa.Table, folders: list[Path], *, title: str | None = N
     body.extend(f'<div class="callout warn">{w}</div>' for w in warn)
     body.append(f'<div class="card">{_leaderboard(summaries, heads, colors, masked, masking_notes, value_range_assumed)}</div>')
     body.append(_cascade_html(table))
+    findings_html, n_findings = _findings_html(summaries, colors, names)
+    if findings_html:
+        body.append(f'<div class="card">{findings_html}</div>')
     body.append("</section>")
     body.append('<section id="masking"><h2>Gradient masking</h2><p class="sub">Checks after Athalye et al. (2018), '
                 "paired per sample (exact McNemar tests, p &lt; 0.05): query-only attacks must not beat gradient "
@@ -1064,7 +1097,8 @@ def render_report(table: pa.Table, folders: list[Path], *, title: str | None = N
             f"<title>{_e(title)}</title><style>{CSS}</style></head><body>{''.join(body)}"
             f"<script>{JS}</script></body></html>")
     stats = {"plots": len(plots), "example_images": n_img, "example_settings": len(examples), "examples_omitted": omitted,
-             "contrast_pairs": n_pairs, "settings": len(summaries), "models": len(models)}
+             "contrast_pairs": n_pairs, "settings": len(summaries), "models": len(models),
+             "finding_tables": n_findings}
     return page, stats
 
 

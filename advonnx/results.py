@@ -88,6 +88,18 @@ SCHEMA = pa.schema([
     ("hd95_clean", pa.float64()),
     ("hd95_adv", pa.float64()),
     ("dice_per_class", pa.list_(pa.float64())),
+    # multi-label models (independent sigmoids; null otherwise): the reference, clean and
+    # adversarial 0/1 decision vectors (label, clean_pred, adv_pred stay null), the findings whose
+    # decision the attack flipped (adv != clean), the findings decided differently from the
+    # reference (Hamming distance) clean and adversarial, and a targeted attack's target vector
+    # (-1 = free). clean_correct / adv_correct = exact match, robust = both (AutoAttack's count).
+    ("label_vector", pa.list_(pa.int64())),
+    ("clean_vector", pa.list_(pa.int64())),
+    ("adv_vector", pa.list_(pa.int64())),
+    ("flipped", pa.list_(pa.int64())),
+    ("hamming_clean", pa.int64()),
+    ("hamming_adv", pa.int64()),
+    ("target_vector", pa.list_(pa.int64())),
     ("value_range_declared", pa.bool_()),
     # exact gradients: ops passed as the identity (straight-through / BPDA), e.g. "Round,Sign"
     ("straight_through", pa.string()),

@@ -161,6 +161,18 @@ class ModelSpec:
         return "logits" if self.attacked_output else self.scores
 
     @property
+    def decision_threshold(self) -> float:
+        """Multi-label: the decision threshold on the attacked scores (``threshold`` on
+        probabilities, its logit on the logits before a final Sigmoid, 0 on logit outputs)."""
+        if self.attacked_scores == "probabilities":
+            return self.threshold
+        if self.scores == "probabilities":
+            from .losses import logit_threshold
+
+            return logit_threshold(self.threshold)
+        return 0.0
+
+    @property
     def value_range_declared(self) -> bool:
         return self.sources.get("value_range", "assumed") != "assumed"
 

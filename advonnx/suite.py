@@ -50,8 +50,8 @@ import numpy as np
 import tomllib
 
 from . import __version__
-from .attacks import make_attack
-from .attacks.base import dense_success
+from .attacks import attack_class, make_attack
+from .attacks.base import check_multilabel, dense_success, multilabel_success
 from .errors import AdvonnxError, DataError
 from .metrics import confidence, confusion_overlap, pixel_accuracy, psnr, ssim
 from .model import ModelRunError, OnnxModel, load_model
@@ -92,6 +92,8 @@ class AttackEntry:
     settings: dict[str, Any] = field(default_factory=dict)
     targeted: bool = False
     datasets: list[str] = field(default_factory=list)  # run only on these datasets ([] = all)
+    # targeted attacks: named directions (advonnx.target_map), e.g. "pneumothorax:absent"; "" = random
+    target_map: str = ""
 
 
 @dataclass
@@ -121,7 +123,8 @@ class Suite:
             "gradient": self.gradient,
             "models": [m.__dict__ for m in self.models],
             "datasets": [d.__dict__ for d in self.datasets],
-            "attacks": [{**a.__dict__, "eps": [t for _, t in a.eps]} for a in self.attacks],
+            "attacks": [{**{k: v for k, v in a.__dict__.items() if k != "target_map" or v},
+                         "eps": [t for _, t in a.eps]} for a in self.attacks],
             "headline": self.headline,
             "corruptions": self.corruptions,
             "severities": self.severities,
@@ -184,9 +187,11 @@ def _suite_from_dict(raw: dict[str, Any], base: Path, source: str) -> Suite:
             norm = a.pop("norm", "linf")
             eps = parse_eps(a.pop("eps", "8/255"))
             targeted = bool(a.pop("targeted", False))
+            target_map = str(a.pop("target_map", ""))
             only = a.pop("datasets", [])
             only = [only] if isinstance(only, str) else list(only)
-            attacks.append(AttackEntry(name=name, norm=norm, eps=eps, settings=a, targeted=targeted, datasets=only))
+            attacks.append(AttackEntry(name=name, norm=norm, eps=eps, settings=a, targeted=targeted or bool(target_map),
+                                       datasets=only, target_map=target_map))
     except KeyError as err:
         raise AdvonnxError(f"{source}: an entry lacks the key {err}; see `advonnx run --help` for the suite format") from None
     if not models:
@@ -300,7 +305,8 @@ def _expectation(model: OnnxModel):
 
     s = model.spec
     return InputExpectation(layout=s.layout, spatial_shape=s.spatial_shape, channels=s.channels,
-                            value_range=s.value_range, task=s.task, dtype=s.input_dtype)
+                            value_range=s.value_range, task=s.task, dtype=s.input_dtype,
+                            findings=s.num_classes if s.output_kind == "multilabel" else 0)
 
 
 @dataclass(frozen=True)
@@ -441,9 +447,16 @@ class Runner:
                     continue
                 for eps, eps_text in a.eps:
                     attack = make_attack(a.name, norm=a.norm, eps=eps, **a.settings) if eps > 0 else None
+                    if spec.output_kind == "multilabel":
+                        check_multilabel(attack_class(a.name))
+                    if a.target_map:  # a typo fails now, naming the model's classes
+                        from .target_map import parse_target_map
+
+                        parse_target_map(a.target_map, list(spec.class_names), multilabel=spec.output_kind == "multilabel")
                     settings.append((a, None, eps, eps_text, {
                         "attack": a.name, "norm": a.norm, "eps": eps_text,
-                        "settings": repr(attack) if attack else "identity", "targeted": a.targeted}))
+                        "settings": repr(attack) if attack else "identity", "targeted": a.targeted,
+                        **({"target_map": a.target_map} if a.target_map else {})}))
             corruptions = self.suite.corruptions if dentry.corruptions is None else dentry.corruptions
             severities = dentry.severities or self.suite.severities or [1, 2, 3, 4, 5]
             from .corruptions import CORRUPTIONS
@@ -700,6 +713,8 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
         "attacked_inputs": spec.input_name,
     }
     rng = Random(unit.seed).spawn(key)
+    multilabel = spec.output_kind == "multilabel"
+    untargetable: list[str | None] = [None] * len(ids)  # targeted: why a sample has no target
     t0 = time.perf_counter()
     try:
         if attack is None:
@@ -720,7 +735,10 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
             target = None
             if targeted:
                 ref = to_numpy(model.classify(x, **fixed)) if y is None else y
-                target = (ref + 1 + rng.integers(0, spec.num_classes - 1, ref.shape)) % spec.num_classes
+                if multilabel or aentry.target_map:
+                    target, untargetable = _mapped_targets(spec, ref, aentry.target_map, rng)
+                else:
+                    target = (ref + 1 + rng.integers(0, spec.num_classes - 1, ref.shape)) % spec.num_classes
             res = attack(model, x, y, target=target, targeted=targeted, rng=rng,
                          gradient=unit.gradient, **fixed)
             res_x, queries, gradient = to_numpy(res.x_adv), res.queries, res.gradient
@@ -737,6 +755,8 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
         adv_pred, clean_pred = to_numpy(res.adv_pred), to_numpy(res.clean_pred)
     elif spec.label_output or model.votes > 1:  # the model's own decisions; a randomized model's majority
         adv_pred, clean_pred = to_numpy(model.classify(res_x, **fixed)), to_numpy(model.classify(x, **fixed))
+    elif multilabel:  # (N, K) 0/1 decision vectors
+        adv_pred, clean_pred = _multilabel_decisions(spec, adv_scores), _multilabel_decisions(spec, clean_scores)
     else:
         adv_pred = np.argmax(adv_scores, axis=spec.class_axis)
         clean_pred = np.argmax(clean_scores, axis=spec.class_axis)
@@ -747,6 +767,8 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
         min_norm = None if res.min_norm is None else to_numpy(res.min_norm).astype(np.float64)
         rho = None if res.rho is None else to_numpy(res.rho).astype(np.float64)
         l0_pixels = None if res.l0_pixels is None else to_numpy(res.l0_pixels)
+    elif corruption is not None and multilabel:
+        success = to_numpy(multilabel_success(adv_pred, labels, False))
     elif corruption is not None:
         success = dense_success(adv_pred, labels, False) if adv_pred.ndim > 1 else adv_pred != labels
     else:
@@ -761,7 +783,12 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
     rows = []
     straight = ",".join(model.straight_through_ops()) if gradient.startswith("exact") else None
     zero_grad = None if attack is None or res.zero_gradient is None else res.zero_gradient
-    if spec.task == "classification":
+    if multilabel:
+        targets = to_numpy(res.target) if targeted and attack is not None else None
+        rows = _multilabel_rows(common, ids, gradient, labels, clean_pred, adv_pred, targets, success, queries,
+                                delta, p, s, finite_clean, finite_adv, min_norm, l0_pixels, straight, zero_grad,
+                                elapsed)
+    elif spec.task == "classification":
         saturated = _saturated(spec, clean_scores, labels)
         probs = spec.scores == "probabilities"
         cconf = to_numpy(confidence(clean_scores, clean_pred, probabilities=probs))
@@ -827,6 +854,9 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
                 "error": None if ok else "model output is NaN or Inf",
                 "time_s": elapsed / len(ids),
             })
+    for row, why in zip(rows, untargetable, strict=True):  # targeted samples without a target: not counted
+        if why:
+            row.update(status="skipped", error=why, success=None, robust=None, adv_correct=None, target=None)
     examples = None
     k = unit.save_examples
     if k > 0 and (attack is not None or corruption is not None):
@@ -835,6 +865,75 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
                     # a model's other inputs, as fed (held fixed): the examples can be replayed
                     **{f"held_{name}": v[:k] for name, v in (extras or {}).items()}}
     return rows, examples
+
+
+def _multilabel_decisions(spec, scores: np.ndarray) -> np.ndarray:
+    """(N, K) 0/1 decisions of a multi-label model from its decision scores (OnnxModel.classify's rule)."""
+    thr = spec.threshold if spec.scores == "probabilities" else 0.0
+    return (scores > thr).astype(np.int64)
+
+
+def _mapped_targets(spec, ref: np.ndarray, target_map: str, rng: Random) -> tuple[np.ndarray, list[str | None]]:
+    """Targets of a targeted attack from ``--target-map`` (advonnx.target_map), or for a multi-label
+    model without one a random finding per sample pushed to the other state. Also, per sample,
+    why it has no target (None when it has one): its reference class has no entry, or the named
+    findings already hold their states unattacked. Those samples get status "skipped"."""
+    from .leaderboard import NO_TARGET
+    from .target_map import multilabel_target, parse_target_map
+
+    multilabel = spec.output_kind == "multilabel"
+    names = list(spec.class_names) or [str(i) for i in range(spec.num_classes)]
+    ref = np.asarray(ref, dtype=np.int64)
+    why: list[str | None] = [None] * len(ref)
+    if not multilabel:
+        mapping = dict(parse_target_map(target_map, names, multilabel=False))
+        target = np.asarray([mapping.get(int(r), (int(r) + 1) % spec.num_classes) for r in ref], dtype=np.int64)
+        for i, r in enumerate(ref):
+            if int(r) not in mapping:
+                why[i] = f"{NO_TARGET}class {names[int(r)]} has no entry in the target map {target_map!r}"
+        return target, why
+    k = ref.shape[1]
+    if target_map:
+        target = np.broadcast_to(multilabel_target(parse_target_map(target_map, names, multilabel=True), k),
+                                 ref.shape).copy()
+        met = np.all((target < 0) | (target == ref), axis=1)
+        for i in np.flatnonzero(met):
+            why[i] = f"{NO_TARGET}the reference already has {target_map!r}"
+        return target, why
+    pick = to_numpy(rng.integers(0, k, (len(ref),)))
+    target = np.full(ref.shape, -1, dtype=np.int64)
+    rows = np.arange(len(ref))
+    target[rows, pick] = 1 - ref[rows, pick]
+    return target, why
+
+
+def _multilabel_rows(common, ids, gradient, labels, clean_pred, adv_pred, targets, success, queries, delta, p, s,
+                     finite_clean, finite_adv, min_norm, l0_pixels, straight, zero_grad, elapsed):
+    """Rows of a multi-label model: decision vectors, flipped findings, Hamming distances; exact match
+    clean / adversarial as clean_correct / adv_correct, robust = both (AutoAttack's count)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    rows = []
+    for i, sid in enumerate(ids):
+        ok = bool(finite_clean[i] and finite_adv[i])
+        clean_ok = bool(np.array_equal(clean_pred[i], labels[i]) and finite_clean[i])
+        adv_ok = bool(np.array_equal(adv_pred[i], labels[i]) and finite_adv[i])
+        rows.append({
+            **empty_row(), **common, "sample_id": sid, "gradient": gradient,
+            "label_vector": labels[i].tolist(), "clean_vector": clean_pred[i].tolist(),
+            "adv_vector": adv_pred[i].tolist(), "flipped": np.flatnonzero(adv_pred[i] != clean_pred[i]).tolist(),
+            "hamming_clean": int(np.sum(clean_pred[i] != labels[i])), "hamming_adv": int(np.sum(adv_pred[i] != labels[i])),
+            "target_vector": None if targets is None else targets[i].tolist(),
+            "clean_correct": clean_ok, "adv_correct": adv_ok, "robust": bool(clean_ok and adv_ok and ok),
+            "success": bool(success[i]), "queries": int(queries[i]),
+            "l0": float(np.count_nonzero(delta[i])), "l2": float(np.linalg.norm(delta[i])),
+            "linf": float(np.abs(delta[i]).max(initial=0.0)),
+            "min_norm": None if min_norm is None else float(min_norm[i]), "psnr": float(p[i]), "ssim": float(s[i]),
+            "l0_pixels": None if l0_pixels is None else int(l0_pixels[i]), "straight_through": straight,
+            "zero_gradient": None if zero_grad is None or zero_grad[i] is None else bool(zero_grad[i]),
+            "status": "ok" if ok else "invalid", "error": None if ok else "model output is NaN or Inf",
+            "time_s": elapsed / len(ids),
+        })
+    return rows
 
 
 def _saturated(spec, clean_scores: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
@@ -871,9 +970,12 @@ def _compute_with_skips(unit: WorkUnit, model: OnnxModel, data, attack):
     spec = model.spec
     fixed = {"extras": {k: v[gone] for k, v in data.extras.items()}} if getattr(data, "extras", None) else {}
     scores = to_numpy(model.predict(xs, **fixed))
-    pred = to_numpy(model.classify(xs, **fixed)) if spec.label_output or model.votes > 1 else np.argmax(scores, axis=spec.class_axis)
+    multilabel = spec.output_kind == "multilabel"
+    pred = to_numpy(model.classify(xs, **fixed)) if spec.label_output or model.votes > 1 else \
+        _multilabel_decisions(spec, scores) if multilabel else np.argmax(scores, axis=spec.class_axis)
     labels = pred if data.y is None else np.asarray(data.y[gone])
-    conf = to_numpy(confidence(scores, pred, probabilities=spec.scores == "probabilities"))
+    conf = np.full(len(gone), np.nan) if multilabel else \
+        to_numpy(confidence(scores, pred, probabilities=spec.scores == "probabilities"))
     params = attack.params() if attack else {}
     a = unit.attack
     for j, i in enumerate(gone):
@@ -883,9 +985,12 @@ def _compute_with_skips(unit: WorkUnit, model: OnnxModel, data, attack):
             "steps": params.get("steps", 1 if attack else 0), "restarts": params.get("restarts", 1 if attack else 0),
             "max_queries": params.get("max_queries"), "settings": json.dumps(_recorded(params, model), sort_keys=True, default=str),
             "attacked_inputs": spec.input_name,
-            "label": int(labels[j]), "clean_pred": int(pred[j]), "clean_confidence": float(conf[j]),
-            "clean_correct": bool(pred[j] == labels[j]), "queries": 0, "status": "skipped", "error": why[i],
+            "label": None if multilabel else int(labels[j]), "clean_pred": None if multilabel else int(pred[j]),
+            "clean_confidence": None if multilabel else float(conf[j]),
+            "clean_correct": bool(np.array_equal(pred[j], labels[j])), "queries": 0, "status": "skipped", "error": why[i],
             "time_s": 0.0,
+            **({"label_vector": np.asarray(labels[j]).tolist(), "clean_vector": pred[j].tolist(),
+                "hamming_clean": int(np.sum(pred[j] != labels[j]))} if multilabel else {}),
         }
     return [rows_by_index[i] for i in range(unit.start, unit.stop)], examples
 

@@ -83,12 +83,17 @@ def objective(ctx: AttackContext, scores, labels, loss: str, attacked=None):
     (``labels`` targets): ``max_{j≠t} z_j − z_t`` or ``CE(t)``. The value is computed on the
     ``attacked`` scores (``ctx.scores``: logits before a final Softmax/Sigmoid when the model
     has one; probabilities as log-probabilities in float64 otherwise), success on the
-    decision ``scores``.
+    decision ``scores``. Multi-label models: ``ml_margin`` / ``bce`` of the label vectors
+    (:mod:`advonnx.losses`), success as :func:`advonnx.attacks.base.multilabel_success`.
     """
     xp = namespace(scores)
     s = xp.astype(scores if attacked is None else attacked, xp.float64)
     probs = ctx.spec.attacked_scores == "probabilities"
     axis = ctx.spec.class_axis
+    if ctx.multilabel:  # margin → ml_margin (the worst finding's wrong-side margin), ce → bce
+        name = losses.for_output_kind(loss, "multilabel")
+        value = losses.compute(name, s, labels, probabilities=probs, threshold=ctx.spec.decision_threshold)
+        return (value if ctx.targeted else -value), ctx.is_adversarial(ctx.decide(scores), labels)
     if loss == "margin":
         value = losses.margin(s, labels, axis=axis)
         value = value if ctx.targeted else -value

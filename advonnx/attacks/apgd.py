@@ -15,7 +15,8 @@ The authors' released code (fra31/auto-attack, ``autoattack/autopgd_base.py``) i
   unattacked are not attacked.
 
 A sample's result is its last adversarial iterate if any iterate was adversarial, else its
-best-loss iterate. ``loss``: ``ce`` (cross-entropy) or ``dlr`` (difference of logits ratio,
+best-loss iterate. Multi-label models: ``ce`` is the binary cross-entropy of the label vector
+(:func:`advonnx.losses.bce`), success a flipped finding. ``loss``: ``ce`` (cross-entropy) or ``dlr`` (difference of logits ratio,
 :func:`advonnx.losses.dlr`; for 2 and 3 classes see there). Segmentation models: ``ce`` is
 the per-pixel cross-entropy averaged over the image, success is the suite's (>= half of the
 pixels flipped).
@@ -56,6 +57,7 @@ class APGD(Attack):
     needs = "gradient"
     tasks = ("classification", "segmentation")
     gradient_loss = "cotangent"
+    multilabel = True  # loss ce → bce of the label vectors (dlr has no multi-label form)
 
     def __init__(self, *, norm: str = "linf", eps: float = 8 / 255, steps: int = 100, restarts: int = 1,
                  loss: str = "ce", rho: float = 0.75, eot_iter: int = 1):
@@ -75,10 +77,17 @@ class APGD(Attack):
             if self.loss != "ce":
                 raise AdvonnxError(f"{self.name}: segmentation models take loss 'ce' (per-pixel), not {self.loss!r}")
             return "seg_ce"
+        if ctx.multilabel:
+            if self.loss != "ce":
+                raise AdvonnxError(f"{self.name}: multi-label models take loss 'ce' (binary cross-entropy per finding), "
+                                   f"not {self.loss!r}")
+            return "bce"
         return self.loss
 
     def _fooled(self, ctx: AttackContext, scores, labels):
         """Per sample: the scores are adversarial (untargeted; dense: >= half the pixels)."""
+        if ctx.multilabel:
+            return ctx.is_adversarial(ctx.decide(scores), labels)
         xp = namespace(scores)
         pred = xp.argmax(scores, axis=ctx.spec.class_axis)
         return pred != labels if pred.ndim == 1 else dense_success(pred, labels, False)
@@ -87,7 +96,7 @@ class APGD(Attack):
         """Loss (N,), its input gradient (averaged over ``eot_iter`` evaluations) and scores."""
         grad = None
         for _ in range(self.eot_iter):
-            if target is None and loss in ("ce", "seg_ce"):
+            if target is None and loss in ("ce", "seg_ce", "bce"):
                 # a label loss the gradient graph computes itself: one forward-backward run per
                 # step gives loss, gradient and decisions (as torch's autograd does)
                 # scale-free CE: the log-odds d (CE = softplus(d), the same order of iterates) and
@@ -100,7 +109,8 @@ class APGD(Attack):
             # before a final Softmax/Sigmoid when there is one), the tensor ctx.vjp differentiates
             scores, attacked = ctx.scores(x, idx)
             value, cot = score_gradient(loss, attacked, labels, target=target, axis=ctx.spec.class_axis,
-                                        probabilities=ctx.spec.attacked_scores == "probabilities")
+                                        probabilities=ctx.spec.attacked_scores == "probabilities",
+                                        threshold=ctx.spec.decision_threshold)
             _, g = ctx.vjp(x, cot, idx)
             grad = g if grad is None else grad + g
         if self.eot_iter > 1:

@@ -23,6 +23,7 @@ class APGDT(APGD):
     name = "apgdt"
     summary = "APGD-T: APGD on the targeted DLR loss, one run per top-k class (Croce & Hein 2020)"
     tasks = ("classification",)
+    multilabel = False  # targeted DLR ranks classes; multi-label findings are not ranked
 
     def __init__(self, *, norm: str = "linf", eps: float = 8 / 255, steps: int = 100, restarts: int = 1,
                  n_target_classes: int = 9, rho: float = 0.75, eot_iter: int = 1):

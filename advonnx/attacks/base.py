@@ -51,11 +51,15 @@ class AttackResult:
     zero_gradient: Any | None = None
     # cascades (AutoAttack): per sample, the stage whose example broke it ("" = robust)
     broken_by: np.ndarray | None = None
+    # multi-label model: predictions and labels are (N, K) 0/1 decision vectors (target: -1 = free)
+    multilabel: bool = False
 
     @property
     def robust(self):
-        """Per-sample: the model still answers correctly on ``x_adv``."""
+        """Per-sample: the model still answers correctly on ``x_adv`` (multi-label: every finding)."""
         xp = namespace(self.adv_pred)
+        if self.multilabel:
+            return xp.all(self.adv_pred == self.labels, axis=1)
         return self.adv_pred == self.labels if self.adv_pred.ndim == 1 else xp.zeros(0)
 
 
@@ -119,13 +123,26 @@ class AttackContext:
         self.count(idx)
         return self.model.predict_both(x, **self.rows(idx))
 
+    @property
+    def multilabel(self) -> bool:
+        """The model has independent sigmoid outputs: decisions are (N, K) 0/1 vectors."""
+        return self.spec.output_kind == "multilabel"
+
+    def decide(self, scores):
+        """Decisions from decision scores (``predict``'s): argmax over classes, or for a
+        multi-label model the (N, K) 0/1 vector of findings above the threshold."""
+        xp = namespace(scores)
+        if self.multilabel:
+            thr = self.spec.threshold if self.spec.scores == "probabilities" else 0.0
+            return xp.astype(scores > thr, xp.int64)
+        return xp.argmax(scores, axis=self.spec.class_axis)
+
     def classify(self, x, idx):
         if self.votes > 1:  # a randomized model: the majority over `votes` evaluations
             for _ in range(self.votes):
                 self.count(idx)
             return self.model.classify(x, votes=self.votes, **self.rows(idx))
-        scores = self.predict(x, idx)
-        return namespace(scores).argmax(scores, axis=self.spec.class_axis)
+        return self.decide(self.predict(x, idx))
 
     def value_and_grad(self, x, labels, idx, *, loss: str, mask=None, scale_free: bool = False):
         """Loss per row and its gradient w.r.t. ``x``; every evaluation is counted on ``idx``.
@@ -209,7 +226,10 @@ class AttackContext:
         return xp.clip(x, self.lo, self.hi)
 
     def is_adversarial(self, pred, labels):
-        """Per-sample success: targeted → pred equals the target; else pred differs."""
+        """Per-sample success: targeted → pred equals the target; else pred differs (multi-label:
+        see :func:`multilabel_success`)."""
+        if self.multilabel:
+            return multilabel_success(pred, labels, self.targeted)
         return pred == labels if self.targeted else pred != labels
 
 
@@ -226,6 +246,8 @@ class Attack(ABC):
     needs: ClassVar[str] = "gradient"  # gradient | scores | decisions
     minimal_norm: ClassVar[bool] = False
     tasks: ClassVar[tuple[str, ...]] = ("classification", "segmentation")
+    # attacks multi-label models (ce → bce, margin → ml_margin, success: a finding flips)
+    multilabel: ClassVar[bool] = False
     loss: str = "ce"
     # the loss whose gradient graph decides exact vs estimated (None: ``loss``, seg_ce for
     # segmentation); attacks that differentiate through ``ctx.vjp`` say "cotangent"
@@ -313,6 +335,9 @@ class Attack(ABC):
         xp = namespace(x)
         if spec.task not in self.tasks:
             raise AdvonnxError(f"{self.name} does not attack {spec.task} models")
+        multilabel = spec.output_kind == "multilabel"
+        if multilabel:
+            check_multilabel(self)
         rng = rng or Random(0)
         loss = self.gradient_loss or ("seg_ce" if spec.task == "segmentation" else self.loss)
         mode = model.gradient_mode(gradient, loss=loss) if self.needs == "gradient" else "none"
@@ -349,7 +374,9 @@ class Attack(ABC):
         if on_grid:
             x_adv = self._on_integer_grid(x, x_adv)
         adv_pred = model.classify(x_adv, **fixed)
-        if adv_pred.ndim == 1:
+        if multilabel:
+            success = multilabel_success(adv_pred, target if targeted else labels, targeted)
+        elif adv_pred.ndim == 1:
             success = adv_pred == target if targeted else adv_pred != labels
         else:
             success = dense_success(adv_pred, target if targeted else labels, targeted)
@@ -366,8 +393,29 @@ class Attack(ABC):
             linf=norms(delta, "linf"), l2=norms(delta, "l2"), l0=norms(delta, "l0"),
             min_norm=min_norm, gradient=model.gradient_label(mode), time_s=elapsed, params=self.params(), rho=rho,
             l0_pixels=changed_pixels(x, x_adv, spec.layout),
-            zero_gradient=ctx.zero_gradient, broken_by=broken_by,
+            zero_gradient=ctx.zero_gradient, broken_by=broken_by, multilabel=multilabel,
         )
+
+
+MULTILABEL_ATTACKS = "fgsm, bim, pgd, apgd, square, nes, spsa"
+
+
+def check_multilabel(attack) -> None:
+    """Refuse, in one line, an attack (instance or class) that does not attack multi-label models."""
+    if not getattr(attack, "multilabel", False):
+        raise AdvonnxError(
+            f"{attack.name} does not attack multi-label models (independent sigmoid outputs); "
+            f"use one of {MULTILABEL_ATTACKS}")
+
+
+def multilabel_success(pred, ref, targeted: bool):
+    """Multi-label success per sample from (N, K) 0/1 decisions: untargeted, any finding differs
+    from the reference vector ``ref``; targeted, every finding that ``ref`` names (>= 0; -1 =
+    free) takes its named state."""
+    xp = namespace(pred)
+    if targeted:
+        return xp.all((ref < 0) | (pred == ref), axis=1)
+    return xp.any(pred != ref, axis=1)
 
 
 def changed_pixels(x, x_adv, layout: str):

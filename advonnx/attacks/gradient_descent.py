@@ -45,6 +45,7 @@ class GradientDescentAttack(Attack):
     """One projected-gradient loop; FGSM/BIM/PGD differ only in defaults."""
 
     random_start_default = True
+    multilabel = True  # ce → bce, margin → ml_margin on multi-label models (advonnx.losses)
     step_rule = 2.5  # step = step_rule * eps / steps unless ``step_size`` is given
 
     def __init__(self, *, norm: str = "linf", eps: float = 8 / 255, steps: int = 10,
@@ -92,7 +93,7 @@ class GradientDescentAttack(Attack):
                 return _put(best, active, x_adv)
             pred = ctx.classify(x_adv, active)
             hit = ctx.is_adversarial(pred, la)
-            if pred.ndim > 1:
+            if hit.ndim > 1:
                 hit = xp.mean(xp.astype(xp.reshape(hit, (hit.shape[0], -1)), xp.float32), axis=1) >= 0.5
             keep = hit if restart < self.restarts - 1 else xp.ones_like(hit)
             # First restart fills every sample; later ones replace only newly broken samples.

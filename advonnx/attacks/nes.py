@@ -30,6 +30,7 @@ class ScoreBasedPGD(Attack):
     norms = ("linf", "l2")
     needs = "scores"
     tasks = ("classification",)
+    multilabel = True  # margin → ml_margin, ce → bce (advonnx.attacks._blackbox.objective)
     method = "nes"
     sigma_default = 1e-3
 

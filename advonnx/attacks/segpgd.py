@@ -44,6 +44,7 @@ class SegPGD(GradientDescentAttack):
     name = "segpgd"
     summary = "PGD on per-pixel CE weighted by correct/wrong pixels, λ_t = (t−1)/2T (Gu et al. 2022)"
     tasks = ("segmentation",)
+    multilabel = False  # per-pixel scores, not findings
     random_start_default = True
     step_rule = 2.5
 

@@ -94,6 +94,7 @@ class Square(Attack):
     norms = ("linf", "l2")
     needs = "scores"
     tasks = ("classification",)
+    multilabel = True  # margin → ml_margin, ce → bce (advonnx.attacks._blackbox.objective)
 
     def __init__(self, *, norm: str = "linf", eps: float = 8 / 255, max_queries: int = 5000,
                  p_init: float = 0.8, loss: str = "margin"):

@@ -33,7 +33,7 @@ GRAD_OUTPUT_LOSS = "advonnx_loss"
 GRAD_OUTPUT_GRAD = "advonnx_grad"
 GRAD_OUTPUT_DECISIONS = "advonnx_decisions"  # the model's decision scores, on request
 
-LOSSES = ("ce", "margin", "seg_ce", "cotangent")
+LOSSES = ("ce", "margin", "seg_ce", "cotangent", "bce", "ml_margin")
 MIN_OPSET = 13
 
 # Ops whose floating outputs carry no gradient (no data dependence, or a discrete output).
@@ -412,13 +412,51 @@ def _lift_for_scatter(model: onnx.ModelProto, opset: int, needed: int):
 
 
 # -- loss head ---------------------------------------------------------------------------------
+def _multilabel_head(b: Builder, scores: str, sinfo: TensorInfo, *, loss: str, probabilities: bool,
+                     threshold: float) -> tuple[str, list[onnx.ValueInfoProto], str]:
+    """``bce`` / ``ml_margin`` of (N, K) multi-label scores against (N, K) int64 labels (0/1;
+    -1 ignored), the formulas of ``advonnx.losses.bce`` / ``multilabel_margin``."""
+    shape = sinfo.shape
+    if shape is None or len(shape) != 2:
+        raise GradientUnavailable(f"loss {loss!r} needs (N, findings) scores, the output has shape {shape}")
+    dt = helper.tensor_dtype_to_np_dtype(sinfo.elem_type)
+    inputs = [helper.make_tensor_value_info(GRAD_INPUT_LABEL, TensorProto.INT64, list(shape))]
+    t = b.op("Cast", [b.op("Equal", [GRAD_INPUT_LABEL, b.const(np.int64(1))])], to=sinfo.elem_type)
+    w = b.op("Cast", [b.op("Not", [b.op("Less", [GRAD_INPUT_LABEL, b.const(np.int64(0))])])], to=sinfo.elem_type)
+    if loss == "ml_margin":
+        sign = b.op("Sub", [b.op("Mul", [t, b.scalar(2.0, dt)]), b.scalar(1.0, dt)])
+        wrong = b.op("Neg", [b.op("Mul", [sign, b.op("Sub", [scores, b.scalar(threshold, dt)])])])
+        big = b.scalar(1e30 if dt == np.float64 else 1e9, dt)
+        off = b.op("Mul", [b.op("Sub", [b.scalar(1.0, dt), w]), big])
+        value = b.reduce("ReduceMax", b.op("Sub", [wrong, off]), [1], keepdims=False)
+        return value, inputs, value
+    if probabilities:
+        p64 = b.op("Cast", [scores], to=TensorProto.DOUBLE)
+        lo, hi = b.scalar(PROB_FLOOR, np.float64), b.scalar(1.0, np.float64)
+        logp = b.op("Cast", [b.op("Log", [b.op("Clip", [p64, lo, hi])])], to=sinfo.elem_type)
+        one_minus = b.op("Sub", [b.scalar(1.0, np.float64), p64])
+        logq = b.op("Cast", [b.op("Log", [b.op("Clip", [one_minus, lo, hi])])], to=sinfo.elem_type)
+        per = b.op("Neg", [b.op("Add", [b.op("Mul", [t, logp]),
+                                         b.op("Mul", [b.op("Sub", [b.scalar(1.0, dt), t]), logq])])])
+    else:  # max(z, 0) − t·z + log(1 + exp(−|z|))
+        soft = b.op("Log", [b.op("Add", [b.scalar(1.0, dt), b.op("Exp", [b.op("Neg", [b.op("Abs", [scores])])])])])
+        per = b.op("Add", [b.op("Sub", [b.op("Relu", [scores]), b.op("Mul", [t, scores])]), soft])
+    num = b.reduce("ReduceSum", b.op("Mul", [per, w]), [1], keepdims=False)
+    den = b.op("Max", [b.reduce("ReduceSum", w, [1], keepdims=False), b.scalar(1.0, dt)])
+    value = b.op("Div", [num, den])
+    return value, inputs, value
+
+
 def _loss_head(b: Builder, scores: str, sinfo: TensorInfo, *, loss: str, probabilities: bool,
-               class_axis: int, scale_free: bool = False) -> tuple[str, list[onnx.ValueInfoProto], str]:
+               class_axis: int, scale_free: bool = False, threshold: float = 0.0
+               ) -> tuple[str, list[onnx.ValueInfoProto], str]:
     """Nodes computing the per-sample loss from ``scores``, the same formulas as
     ``advonnx.losses``; returns the loss name, the new graph inputs and the tensor to
     differentiate (the loss; for ``scale_free`` CE on logits the log-odds, see gradient_model).
 
     On probabilities the log is taken in float64 (``Log(Clip(p))`` of the float32 scores)."""
+    if loss in ("bce", "ml_margin"):
+        return _multilabel_head(b, scores, sinfo, loss=loss, probabilities=probabilities, threshold=threshold)
     shape = sinfo.shape
     if shape is None:
         raise GradientUnavailable("the rank of the scores output is unknown; cannot build a loss")
@@ -489,7 +527,7 @@ def _loss_head(b: Builder, scores: str, sinfo: TensorInfo, *, loss: str, probabi
 # -- the transform ------------------------------------------------------------------------------
 def gradient_model(model: onnx.ModelProto, *, loss: str, input_name: str | None = None,
                    output_name: str | None = None, probabilities: bool = False,
-                   class_axis: int = 1, scale_free: bool = False,
+                   class_axis: int = 1, scale_free: bool = False, threshold: float = 0.0,
                    decision_output: str | None = None) -> onnx.ModelProto:
     """A model computing ``advonnx_scores``, ``advonnx_loss`` (N,) and ``advonnx_grad``.
 
@@ -501,7 +539,9 @@ def gradient_model(model: onnx.ModelProto, *, loss: str, input_name: str | None 
     product ``cotangent^T J`` of the scores for ``loss="cotangent"``. Losses follow
     :mod:`advonnx.losses`. ``scale_free`` (``ce`` on logits only): ``advonnx_grad`` is the
     gradient of the log-odds ``d = LSE_{j≠y} z_j − z_y`` (``∇CE = σ(d)·∇d``: CE's direction per
-    sample, never underflowing to 0); ``advonnx_loss`` stays CE. Piecewise-constant ops
+    sample, never underflowing to 0); ``advonnx_loss`` stays CE. ``bce`` / ``ml_margin``:
+    multi-label (N, K) scores and (N, K) labels; ``threshold`` is ml_margin's decision threshold
+    on the scores. Piecewise-constant ops
     (:data:`STRAIGHT_THROUGH`) pass the cotangent unchanged (BPDA). Raises
     :class:`GradientUnavailable` naming ops without a rule.
     """
@@ -555,7 +595,7 @@ def gradient_model(model: onnx.ModelProto, *, loss: str, input_name: str | None 
     else:
         loss_name, new_inputs, target = _loss_head(head, output_name, sinfo, loss=loss,
                                                    probabilities=probabilities, class_axis=class_axis,
-                                                   scale_free=scale_free)
+                                                   scale_free=scale_free, threshold=threshold)
     graph.node.extend(head.nodes)
     graph.initializer.extend(head.initializers)
     graph.input.extend(new_inputs)

@@ -27,6 +27,9 @@ class InputExpectation:
     value_range: tuple[float, float] = (0.0, 1.0)
     task: str = "classification"
     dtype: str = "float32"
+    #: multi-label models (independent sigmoids): the number of findings K; labels are then
+    #: (N, K) 0/1 vectors (npz ``y``, one manifest column per finding). 0: one label per sample.
+    findings: int = 0
 
     def __post_init__(self) -> None:
         layout = str(self.layout).upper()

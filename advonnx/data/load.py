@@ -44,7 +44,7 @@ class _Item:
     sample_id: str
     path: Path  # the file, or the series folder
     files: list[str] | None = None  # DICOM series file names
-    label: str | int | None = None
+    label: str | int | np.ndarray | None = None  # multi-label manifests: a (K,) 0/1 vector
     mask: Path | None = None
 
 
@@ -476,7 +476,22 @@ def _check_npz_shape(path: Path, x: np.ndarray, e: InputExpectation) -> None:
     raise _err(path, got, hint)
 
 
+def _multilabel_npz(path, y, n, k: int) -> np.ndarray:
+    """``y`` of a multi-label model: (N, K) of 0/1 (ints, bools or integral floats)."""
+    if y.dtype.kind not in "biuf" or y.shape != (n, k):
+        raise _err(
+            path,
+            f"y has shape {y.shape} ({y.dtype}) but the multi-label model has {k} findings",
+            f"store y as an ({n}, {k}) array of 0/1, one column per finding",
+        )
+    if y.size and not np.all((y == 0) | (y == 1)):
+        raise _err(path, "y holds values other than 0 and 1", "store 1 where a finding is present, 0 where absent")
+    return y.astype(np.int64)
+
+
 def _npz_labels(path, y, n, x, e: InputExpectation, class_names):
+    if e.findings:
+        return _multilabel_npz(path, y, n, e.findings)
     if y.dtype.kind in "US":
         vals = [
             _label_index(str(v), f"{path} y[{i}]", class_names)
@@ -579,6 +594,12 @@ def _folder_items(
     if use_classes and three_d and not (class_names and set(subdirs) <= set(class_names)):
         if all(_is_series_dir(root / s) for s in subdirs):
             use_classes = False  # a folder of patient series folders
+    if use_classes and e.findings:
+        raise _err(
+            root,
+            "class subfolders cannot label a multi-label model (a sample can have several findings)",
+            "use an .npz with y of shape (N, K) or a CSV manifest with a path column and one 0/1 column per finding",
+        )
     if use_classes:
         if class_names is not None:
             for s in subdirs:
@@ -646,6 +667,8 @@ def _manifest_items(path: Path, e: InputExpectation, class_names, desc) -> list[
             "write a header path,label (or image,mask) and one row per sample",
         )
     header = [h.strip().lower() for h in rows[0]]
+    if e.findings and "path" in header:
+        return _multilabel_manifest(path, rows, e.findings, class_names, desc)
     if "path" in header:
         ic, lc, kind = (
             header.index("path"),
@@ -718,6 +741,50 @@ def _manifest_items(path: Path, e: InputExpectation, class_names, desc) -> list[
     return items
 
 
+_PRESENT = {"1": 1, "0": 0, "true": 1, "false": 0, "present": 1, "absent": 0, "yes": 1, "no": 0}
+
+
+def _multilabel_manifest(path: Path, rows: list[list[str]], k: int, class_names, desc) -> list[_Item]:
+    """A multi-label manifest: a ``path`` column and one column per finding (0/1, true/false,
+    present/absent). Columns named after the model's class names are read in that order;
+    otherwise the K finding columns are taken in file order."""
+    raw = [h.strip() for h in rows[0]]
+    ic = [h.lower() for h in raw].index("path")
+    cols = [i for i in range(len(raw)) if i != ic]
+    names = [raw[i] for i in cols]
+    if cols and "label" in [n.lower() for n in names] and k > 1:
+        raise _err(path, "one 'label' column for a multi-label model",
+                   f"write one 0/1 column per finding ({k}), e.g. path,{','.join(class_names or ['finding1', '...'])}")
+    if class_names and set(names) == set(class_names):
+        cols = [cols[names.index(c)] for c in class_names]
+        names = list(class_names)
+    elif cols and len(cols) != k:
+        raise _err(path, f"{len(cols)} finding columns ({', '.join(names)}) but the model has {k} findings",
+                   "write a path column and one 0/1 column per finding, in the model's output order")
+    items = []
+    for i, r in enumerate(rows[1:], start=2):
+        where = f"{path} line {i}"
+        r = r + [""] * (len(raw) - len(r))
+        rel = r[ic].strip()
+        if not rel:
+            raise _err(where, "empty image path", "give every row an image path")
+        it = _Item(Path(rel).as_posix(), _listed_path(rel, path, i, ""))
+        if cols:
+            vals = [r[c].strip().lower() for c in cols]
+            bad = [v for v in vals if v not in _PRESENT]
+            if bad:
+                raise _err(where, f"finding value {bad[0]!r} is not 0/1", "write 1 (present) or 0 (absent) per finding")
+            it.label = np.asarray([_PRESENT[v] for v in vals], dtype=np.int64)
+        items.append(it)
+    if not items:
+        raise _err(path, "the manifest lists no samples", "add one row per sample under the header")
+    desc["format"] = "CSV manifest (multi-label)"
+    desc["label_source"] = (f"manifest finding columns: {', '.join(names)}" if cols else
+                            "none: manifest without finding columns; clean predictions will be the reference")
+    desc["notes"] += "manifest order kept; "
+    return items
+
+
 # --------------------------------------------------------------------------- entry point
 
 
@@ -736,7 +803,8 @@ def load_dataset(
     ``source``: an ``.npz`` (``x`` in the model's layout; optional ``y``, ``sample_id``,
     ``spacing``, ``class_names``), one image file, a folder (one subfolder per class, a flat
     folder, or DICOM series folders for 3-D models) or a CSV manifest (``path,label`` or
-    ``image,mask``). Files that cannot be read inside a folder are skipped and listed in
+    ``image,mask``). Multi-label models (``expect.findings`` = K): ``y`` is (N, K) of 0/1, a
+    manifest has a ``path`` column and one 0/1 column per finding; class folders are refused. Files that cannot be read inside a folder are skipped and listed in
     ``Dataset.skipped``; everything else wrong raises :class:`DataError` (one line).
     ``orientation`` (e.g. ``"RAS"``, ``"LPS"``: the direction each axis increases toward)
     reorients every 3-D image and mask with SimpleITK's DICOMOrient before use, so a volume reads
@@ -844,6 +912,8 @@ def load_dataset(
         if expect.task == "segmentation":
             y = np.stack(ys).astype(np.int64)
             y, classes = _check_masks(path, y, classes, desc)
+        elif expect.findings:  # (N, K) 0/1 label vectors
+            y = np.stack(ys).astype(np.int64)
         else:
             y, classes = _finish_labels(ys, str(path), classes)
     x = np.stack(xs)
