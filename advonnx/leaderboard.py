@@ -48,7 +48,10 @@ def _median(values) -> float:
 def _carried(r: dict[str, Any]) -> bool:
     """A worst-case row: the attack skipped a sample that an earlier attack broke (or that the
     model gets wrong unattacked)."""
-    return r.get("status") == "skipped" and r.get("kind") == "adversarial" and r.get("task") == "classification"
+    from .target_map import not_attacked  # a target map's unattacked classes are not broken
+
+    return (r.get("status") == "skipped" and r.get("kind") == "adversarial" and r.get("task") == "classification"
+            and not not_attacked(r))
 
 
 def _counted(r: dict[str, Any]) -> dict[str, Any]:
@@ -323,7 +326,8 @@ def _ci(v: float, ci: tuple[float, float]) -> str:
     return f"{percent(v)} [dim]({percent(ci[0])}–{percent(ci[1])})[/dim]"
 
 
-def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, title: str = "advonnx leaderboard"):
+def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, title: str = "advonnx leaderboard",
+           costs: dict[str, Any] | None = None):
     """Print the leaderboard of a result table to a rich console."""
     from rich.table import Table
 
@@ -385,6 +389,9 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
         console.print(t)
     worst_case_table(table, console)
     cascade_table(table, console)
+    from .clinical import clinical_table
+
+    clinical_table(table, console, headline=headline, costs=costs)  # per class, costly directions, calibration
     cs = corruption_summary(summaries, headline)
     if cs["rows"]:
         ct = Table(title="Natural corruptions vs adversarial robustness", title_justify="left", header_style="bold",
