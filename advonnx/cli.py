@@ -324,6 +324,7 @@ def report(
     all_runs: Annotated[bool, typer.Option("--all", help="Every run in the folder, not just the latest.")] = False,
     title: Annotated[str | None, typer.Option("--title", help="Page title (default: from the suite name).")] = None,
     examples: Annotated[int, typer.Option("--examples", help="Example samples shown per model × setting (of those the run saved).")] = 4,
+    costs: Annotated[Path | None, typer.Option("--costs", help="Cost matrix CSV for the expected cost per sample (default: the run's own, if any).")] = None,
 ):
     """Write a self-contained HTML report: leaderboard, robustness curves, adversarial examples.
 
@@ -334,9 +335,11 @@ def report(
       advonnx report                                 # latest run in ./advonnx-results -> report.html
       advonnx report results/quick-20261125-101500-ab12cd -o quick.html
     """
+    from .clinical import read_costs
     from .report import write_report
 
-    info = write_report(path, output, all_runs=all_runs, title=title, examples_per_setting=max(0, examples))
+    info = write_report(path, output, all_runs=all_runs, title=title, examples_per_setting=max(0, examples),
+                        costs=read_costs(costs) if costs is not None else None)
     console.print(escape(f"wrote {output} ({info['bytes'] / 1e6:.2f} MB): {info['settings']} settings of {info['models']} models, "
                          f"{info['plots']} plots, {info['example_images']} example images"))
 
