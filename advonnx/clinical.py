@@ -350,7 +350,7 @@ def headline_summaries(summaries: list[dict[str, Any]], headline: dict[str, Any]
 def clinical_table(table: pa.Table, console, *, headline: dict[str, Any] | None = None,
                    costs: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """The leaderboard's compact clinical view: per model at the headline setting its worst
-    class, sensitivity/specificity (binary), ECE and wrong-answer confidence, expected cost, each
+    class, sensitivity/specificity (binary), ECE, expected cost, each
     clean → under attack; then the flip rate of every target-map direction."""
     from rich import box
     from rich.markup import escape
@@ -362,35 +362,41 @@ def clinical_table(table: pa.Table, console, *, headline: dict[str, Any] | None 
         return heads
     binary = any("sensitivity" in s for s in heads)
     priced = any("cost_clean" in s for s in heads)
-    t = Table(title="Per class and calibration at the headline setting (clean → under attack; robust ≤)",
+    t = Table(title="Per class and calibration at the headline setting (a → b: clean → under attack)",
               title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
-    cols = ["Model", "Setting", "Worst class robust % (95% CI)"]
-    cols += ["Sens. % clean → adv", "Spec. % clean → adv"] if binary else []
-    cols += ["ECE % clean → adv", "Wrong conf. % clean → adv"]
-    cols += ["Cost/sample clean → adv"] if priced else []
-    for c in cols:
-        t.add_column(c, justify="left" if c in ("Model", "Setting") else "right")
+    cols = ["Model", "Worst class ≤ % (CI)"]
+    cols += ["Sens. %", "Spec. %"] if binary else []
+    cols += ["ECE %"]
+    cols += ["Cost"] if priced else []
+    table_rows = []
     for s in heads:
         w = s["worst_class"]
-        cells = [escape(s["model"]), escape(f"{s['label']} {s['norm']} {s['eps_text']}"),
-                 escape(f"{w['name']}: {_rate_text(w['robust'])}") if w else "–"]
+        cells = [escape(s["model"]), escape(f"{w['name']} {_rate_text(w['robust'])}") if w else "–"]
         if binary:
             for key in ("sensitivity", "specificity"):
                 v = s.get(key)
-                cells.append(f"{_pct(v['clean']['value'])} → {_pct(v['adv']['value'])}" if v else "–")
-        cells += [f"{_pct(s['ece_clean'])} → {_pct(s['ece_adv'])}",
-                  f"{_pct(s['wrong_confidence_clean'])} → {_pct(s['wrong_confidence_adv'])}"]
+                cells.append(f"{_pct(v['clean']['value'])}→{_pct(v['adv']['value'])}" if v else "–")
+        cells += [f"{_pct(s['ece_clean'])}→{_pct(s['ece_adv'])}"]
         if priced:
-            cells.append(_cost_text(s))
+            cells.append(_cost_text(s).replace(" → ", "→"))
+        table_rows.append(cells)
+    for i, c in enumerate(cols):  # cells kept whole: headers may wrap, figures may not
+        t.add_column(c, justify="left" if c == "Model" else "right", min_width=max(len(r[i]) for r in table_rows))
+    for cells in table_rows:
         t.add_row(*cells)
     console.print(t)
-    notes = [f"per class: robust = correct clean and under attack, {INTERVAL_METHOD} intervals (test-set sampling "
-             f"only, not attack strength); ECE: {heads[0]['ece_method']}; wrong conf. = mean confidence of wrong answers"]
+    settings: dict[str, list[str]] = defaultdict(list)
+    for s in heads:
+        settings[f"{s['label']} {s['norm']} {s['eps_text']}"].append(s["model"])
+    notes = ["settings: " + "; ".join(f"{', '.join(ms)}: {k}" for k, ms in settings.items())]
+    notes += [f"per class: robust = correct clean and under attack, {INTERVAL_METHOD} intervals (test-set sampling "
+             f"only, not attack strength); ECE: {heads[0]['ece_method']}; the report adds the confidence of wrong answers, "
+             "confusion matrices and risk–coverage curves (advonnx report)"]
     if binary:
         notes.append("sensitivity/specificity: " + "; ".join(sorted({f"{s['model']}: positive = {s['positive']}"
                                                                        for s in heads if 'positive' in s})))
     if priced:
-        notes.append("cost/sample = mean of C[true, predicted] of the cost matrix (--costs), clean and under attack")
+        notes.append("cost = expected cost per sample, mean of C[true, predicted] of the cost matrix (--costs), clean and under attack")
     for f in flip_rates(table):
         notes.append(f"target map {f['model']} {f['label']} {f['norm']} {f['eps_text']}: {f['direction']} flip rate "
                      f"{_rate_text(f['flip'])} % of correctly classified sources; predicted as target: "
@@ -434,7 +440,7 @@ def _confusion_html(m: list[list[int]], names: list[str], title: str) -> str:
     body = "".join(f"<tr><th>{_e(names[i])}</th>" + "".join(
         f'<td class="n"{bold if i == j else ""}>{v}</td>'
         for j, v in enumerate(row)) + "</tr>" for i, row in enumerate(m))
-    return (f'<table class="lb"><caption>{_e(title)}</caption><thead><tr><th>true \\ predicted</th>{head}</tr>'
+    return (f'<table class="lb" style="width:auto;min-width:280px"><caption>{_e(title)}</caption><thead><tr><th>true \\ predicted</th>{head}</tr>'
             f"</thead><tbody>{body}</tbody></table>")
 
 
