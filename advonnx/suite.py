@@ -708,13 +708,12 @@ def _unit_label(u: WorkUnit) -> str:
 
 
 def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
-    if unit.skip:
-        return _compute_with_skips(unit, model, data, attack)
     mapping, outside = _target_map_skips(unit, model, data, attack)
-    if outside:
+    if unit.skip or outside:  # a class outside the target map is not attacked, whatever broke it before
         import dataclasses
 
-        return _compute_with_skips(dataclasses.replace(unit, skip=outside), model, data, attack)
+        why = {**dict(unit.skip), **dict(outside)}
+        return _compute_with_skips(dataclasses.replace(unit, skip=tuple(sorted(why.items()))), model, data, attack)
     if attack is not None and attack.name == "certify":
         return _certificate_rows(unit, model, data, attack)
     base, aentry, corruption = unit.base, unit.attack, unit.corruption
