@@ -280,3 +280,74 @@ def test_targeted_run_on_breast_cancer_models(tmp_path):
     (s,) = [s for s in clinical_summaries(table) if s["model"] == "bc_mlp"]
     rows = src[src.model == "bc_mlp"]
     assert s["cost_adv"] == pytest.approx(10 * (rows.adv_pred == 1).mean())  # malignant called benign costs 10
+
+
+def _suite_toml(tmp_path, extra="", targeted_entry=""):
+    (tmp_path / "costs.csv").write_text("true\\predicted,malignant,benign\nmalignant,0,10\nbenign,1,0\n")
+    text = f'''name = "tm"
+worst_case = true
+masking_checks = false
+costs = "costs.csv"
+{extra}
+[[datasets]]
+name = "bc"
+path = "{SUITE / 'data' / 'breast_cancer_test.npz'}"
+limit = 40
+[[models]]
+name = "bc_mlp"
+path = "{SUITE / 'models' / 'bc_mlp.onnx'}"
+[[attacks]]
+name = "square"
+eps = "0.1"
+max_queries = 20
+[[attacks]]
+name = "square"
+eps = "0.1"
+max_queries = 40
+targeted = true
+{targeted_entry}
+'''
+    path = tmp_path / "tm.toml"
+    path.write_text(text)
+    return path
+
+
+def test_suite_toml_target_map_costs_worst_case(tmp_path):
+    """Suite keys ``target_map`` (suite-wide, for targeted attacks) and ``costs``; in a worst-case run
+    the classes outside the map are 'not attacked' even where the earlier attack broke them."""
+    from advonnx.leaderboard import summarize
+    from advonnx.results import run_metadata
+    from advonnx.suite import load_suite, run_suite
+
+    suite = load_suite(_suite_toml(tmp_path, 'target_map = "malignant:benign"'))
+    assert [a.target_map for a in suite.attacks] == ["", "malignant:benign"]
+    table = run_suite(suite, out=tmp_path / "out")
+    assert run_metadata(table)["costs"]["matrix"] == [[0, 10], [1, 0]]
+    df = table.to_pandas()
+    tgt = df[df.targeted]
+    assert tgt[tgt.label == 1].error.str.startswith(NOT_ATTACKED).all()
+    mal = tgt[tgt.label == 0]
+    assert ((mal.status == "ok") & (mal.target == 1) | mal.error.isin(["broken by square", "misclassified unattacked"])).all()
+    (s,) = [s for s in summarize(table) if s["targeted"]]
+    assert s["n"] == len(mal) and s["carried"] == int((mal.status == "skipped").sum())
+    (c,) = [c for c in clinical_summaries(table) if c["targeted"]]
+    assert c["not_attacked"] == int((tgt.label == 1).sum()) and c["per_class"][1]["n"] == 0
+
+
+@pytest.mark.parametrize("extra,entry,word", [
+    ('target_map = "malignant:benign,tumour:notumor"', "", "'tumour:notumor': no model of the suite has both classes; "
+                                                           "known classes: benign, malignant"),
+    ("", 'target_map = "malignant"', "SOURCE:TARGET"),
+])
+def test_suite_target_map_errors(tmp_path, extra, entry, word):
+    from advonnx.suite import Runner, cached_model, load_suite
+
+    with pytest.raises(AdvonnxError) as err:
+        suite = load_suite(_suite_toml(tmp_path, extra, entry))
+        Runner(suite, out=tmp_path / "out").plan("x", {m.name: cached_model(m, "cpu", 64) for m in suite.models})
+    assert word in str(err.value) and "\n" not in str(err.value)
+    if entry:  # a map on an untargeted attack
+        text = (tmp_path / "tm.toml").read_text().replace("targeted = true", "").replace(entry, 'target_map = "0:1"')
+        (tmp_path / "tm.toml").write_text(text)
+        with pytest.raises(AdvonnxError, match="not targeted"):
+            load_suite(tmp_path / "tm.toml")
