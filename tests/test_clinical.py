@@ -231,15 +231,10 @@ def test_cli_bad_input_one_line_exit_2(tmp_path, args, word, capsys, monkeypatch
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_targeted_run_on_breast_cancer_models(tmp_path):
-    """--target-map malignant:benign on the suite's bc_mlp and bc_lightgbm: only malignant samples are
-    attacked, toward benign; every adversarial prediction is the ONNX file's own label output on the
-    saved x_adv, and the flip rates with Wilson intervals equal the hand count."""
-    import onnxruntime as ort
-    import pyarrow.parquet as pq
-
-    from advonnx.results import example_files, read_results
-
+@pytest.fixture(scope="module")
+def bc_targeted_run(tmp_path_factory):
+    """One `advonnx run --target-map malignant:benign --costs ...` on the suite's bc_mlp and bc_lightgbm."""
+    tmp_path = tmp_path_factory.mktemp("bc_targeted")
     costs = tmp_path / "costs.csv"
     costs.write_text("true\\predicted,malignant,benign\nmalignant,0,10\nbenign,1,0\n")
     models = [SUITE / "models" / "bc_mlp.onnx", SUITE / "models" / "bc_lightgbm.onnx"]
@@ -248,14 +243,27 @@ def test_targeted_run_on_breast_cancer_models(tmp_path):
                 "--costs", costs, "--no-masking-checks", "--chunk-size", "200", "--save-examples", "200",
                 "--out", tmp_path / "out", "-q", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    table = read_results(tmp_path / "out")
+    return tmp_path / "out", models, r.stdout
+
+
+def test_targeted_run_on_breast_cancer_models(bc_targeted_run):
+    """--target-map malignant:benign on the suite's bc_mlp and bc_lightgbm: only malignant samples are
+    attacked, toward benign; every adversarial prediction is the ONNX file's own label output on the
+    saved x_adv, and the flip rates with Wilson intervals equal the hand count."""
+    import onnxruntime as ort
+    import pyarrow.parquet as pq
+
+    from advonnx.results import example_files, read_results
+
+    out, models, stdout = bc_targeted_run
+    table = read_results(out)
     df = table.to_pandas()
     assert df.targeted.all() and (df.settings.map(lambda s: json.loads(s)["target_map"]) == "malignant:benign").all()
     src = df[df.label == 0]
     other = df[df.label == 1]
     assert (src.status == "ok").all() and (src.target == 1).all()
     assert (other.status == "skipped").all() and other.error.str.startswith(NOT_ATTACKED).all()
-    folder = next(p for p in (tmp_path / "out").iterdir() if p.is_dir())
+    folder = next(p for p in out.iterdir() if p.is_dir())
     checked = 0
     for ex_file, chunk in example_files(folder):
         ex = np.load(ex_file)
@@ -276,10 +284,26 @@ def test_targeted_run_on_breast_cancer_models(tmp_path):
         np.testing.assert_allclose(f["flip"]["ci"], wilson(k, n), atol=1e-9)
         assert f["not_attacked"] == int((other.model == model).sum())
         assert f"{model} square targeted linf 0.1: malignant → benign flip rate {100 * k / n:.1f}" in " ".join(
-            r.stdout.split())
+            stdout.split())
     (s,) = [s for s in clinical_summaries(table) if s["model"] == "bc_mlp"]
     rows = src[src.model == "bc_mlp"]
     assert s["cost_adv"] == pytest.approx(10 * (rows.adv_pred == 1).mean())  # malignant called benign costs 10
+
+
+@pytest.mark.slow
+def test_report_shows_clinical_section(bc_targeted_run, tmp_path):
+    from advonnx.report import write_report
+    from advonnx.results import read_results
+
+    out, _, _ = bc_targeted_run
+    df = read_results(out).to_pandas()
+    rows = df[(df.model == "bc_mlp") & (df.label == 0)]
+    write_report(out, tmp_path / "r.html")
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert 'id="clinical"' in page and "malignant → benign" in page
+    k = int((rows.adv_pred == 1).sum())
+    # bc_mlp's malignant row of the confusion matrix under attack
+    assert f'<td class="n" style="font-weight:bold">{len(rows) - k}</td><td class="n">{k}</td>' in page
 
 
 def _suite_toml(tmp_path, extra="", targeted_entry=""):
