@@ -517,7 +517,7 @@ def clinical_html(table: pa.Table, *, headline: dict[str, Any] | None = None,
         f"<td class='n'>{_cost_text(s)}</td></tr>"
         for s in summaries)
     parts.append(
-        '<h3>Every setting</h3><div class="card"><div class="scroll"><table class="lb sortable"><thead><tr><th>Model</th>'
+        '<h3>Every setting</h3><div class="card"><div class="scroll"><table class="lb"><thead><tr><th>Model</th>'
         "<th>Setting</th><th>Worst class</th><th>Its robust % (95% CI)</th><th>Sens. % under attack</th>"
         "<th>Spec. % under attack</th><th>ECE % clean → adv</th><th>Cost/sample clean → adv</th></tr></thead><tbody>"
         + compact + "</tbody></table></div></div>")
