@@ -2,7 +2,8 @@
 
 The keys are those of a suite TOML ``[[attacks]]`` entry: the attack's own settings (``advonnx
 attacks`` lists them with their defaults) plus ``norm``, ``eps`` (one budget or a list
-``[1/255, 2/255]``), ``targeted`` and ``datasets``. Values are parsed, never evaluated: integers,
+``[1/255, 2/255]``), ``targeted``, ``datasets`` and ``target_map`` (``target_map.py``; quoted
+when it holds commas). Values are parsed, never evaluated: integers,
 floats (``1e-3``), fractions (``2/255``), booleans (``true``/``false``), ``none``, strings (bare
 words or quoted) and ``[...]`` lists. Each value is checked against the type of the setting's
 default, so a typo fails at once with a one-line error, not an hour into a run.

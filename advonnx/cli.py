@@ -430,7 +430,7 @@ def list_attacks():
     console.print(t)
     console.print("[dim]eps is in the model's value units (e.g. 8/255 for images in [0, 1]); jsma's theta and dag's gamma are fractions of the value-range width (the same attack on [0, 1] and [0, 255] models); gradient attacks use exact gradients when the graph allows, else NES estimates; losses and query objectives are on the logits before a final Softmax/Sigmoid (decisions from the output).[/dim]")
     console.print("[dim]" + escape('Set them per attack: advonnx run --attack "pgd(steps=50, restarts=5),square(max_queries=5000)"'
-                                   " (also norm, eps=[1/255, 2/255], targeted=true).") + "[/dim]")
+                                   " (also norm, eps=[1/255, 2/255], targeted=true, target_map=\"malignant:benign\").") + "[/dim]")
 
 
 def _fmt_default(v) -> str:

@@ -27,6 +27,12 @@ result breaks at every eps at or above its norm; a sample misclassified unattack
 broken). Those samples are not attacked again: their rows have status "skipped" and error
 "broken by <attack>". The leaderboard adds the combined worst case (``worst_case.py``).
 
+``target_map = "malignant:benign"`` (suite-wide, for every targeted attack without its own; or
+per ``[[attacks]]`` entry with ``targeted = true``; ``--target-map``): targeted attacks in these
+directions only (``target_map.py``); samples of other classes get "skipped" rows with error
+"not attacked: ...". ``costs = "costs.csv"``: a cost matrix (``clinical.read_costs``) stored in
+the run metadata for the expected cost per sample; rows do not depend on it.
+
 ``masking_checks = true`` (default; ``--no-masking-checks`` turns it off): on every classifier
 that the suite attacks with a gradient attack, the runner adds the attacks the gradient-masking
 checks need (``masking.check_attacks``) on the first ``masking.CHECK_SAMPLES`` samples, as rows
