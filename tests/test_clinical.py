@@ -290,6 +290,24 @@ def test_targeted_run_on_breast_cancer_models(bc_targeted_run):
     assert s["cost_adv"] == pytest.approx(10 * (rows.adv_pred == 1).mean())  # malignant called benign costs 10
 
 
+def test_show_applies_costs_to_any_run(bc_targeted_run, tmp_path, capsys, monkeypatch):
+    """`advonnx show --costs` prices a run folder written without (or with other) costs."""
+    from advonnx.cli import main
+    from advonnx.results import read_results
+
+    out, _, _ = bc_targeted_run
+    costs = tmp_path / "other.csv"
+    costs.write_text("x,benign,malignant\nbenign,0,2\nmalignant,5,0\n")
+    monkeypatch.setenv("COLUMNS", "160")
+    main(["show", str(out), "--costs", str(costs)])
+    text = capsys.readouterr().out
+    for s in clinical_summaries(read_results(out), costs=read_costs(costs)):
+        rows = read_results(out).to_pandas()
+        rows = rows[(rows.model == s["model"]) & (rows.status == "ok")]
+        assert s["cost_adv"] == pytest.approx(5 * (rows.adv_pred == 1).mean())
+        assert f"{s['cost_clean']:.3g}→{s['cost_adv']:.3g}" in text
+
+
 @pytest.mark.slow
 def test_report_shows_clinical_section(bc_targeted_run, tmp_path):
     from advonnx.report import write_report
