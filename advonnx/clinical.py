@@ -23,7 +23,9 @@ folder written before these figures existed shows them too. Classification rows 
   probability: the model's probability of its predicted class, softmax of the scores when it
   outputs logits) with ``ECE_BINS`` equal-mass bins (:func:`ece`); the mean confidence of wrong
   answers; a risk–coverage curve (:func:`risk_coverage`: accuracy on the most confident share
-  of the samples, the model abstaining on the rest), clean and under attack.
+  of the samples, the model abstaining on the rest), clean and under attack. These judge the
+  decision itself (``clean_correct`` / ``adv_correct``), not the ``robust`` flag, over the rows
+  that have a confidence (a worst-case row skipped by this attack has no adversarial one).
 
 Intervals cover test-set sampling only, not the attack's weakness: robust figures remain upper
 bounds.
