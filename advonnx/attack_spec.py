@@ -2,7 +2,8 @@
 
 The keys are those of a suite TOML ``[[attacks]]`` entry: the attack's own settings (``advonnx
 attacks`` lists them with their defaults) plus ``norm``, ``eps`` (one budget or a list
-``[1/255, 2/255]``), ``targeted`` and ``datasets``. Values are parsed, never evaluated: integers,
+``[1/255, 2/255]``), ``targeted``, ``datasets`` and ``target_map`` (``target_map.py``; quoted
+when it holds commas). Values are parsed, never evaluated: integers,
 floats (``1e-3``), fractions (``2/255``), booleans (``true``/``false``), ``none``, strings (bare
 words or quoted) and ``[...]`` lists. Each value is checked against the type of the setting's
 default, so a typo fails at once with a one-line error, not an hour into a run.
@@ -18,7 +19,7 @@ from typing import Any
 from .errors import AdvonnxError
 
 # keys of a TOML attack entry that are not constructor settings of the attack
-ENTRY_KEYS = ("targeted", "datasets")
+ENTRY_KEYS = ("targeted", "datasets", "target_map")
 _INT = re.compile(r"[+-]?\d+")
 _FRACTION = re.compile(r"([+-]?[0-9.eE+-]+)/([0-9.eE+-]+)")
 
@@ -33,6 +34,7 @@ class AttackSpec:
     eps: list[tuple[float, str]] | None = None  # (value, text as written)
     targeted: bool | None = None
     datasets: list[str] | None = None
+    target_map: str | None = None  # "SOURCE:TARGET,..." (target_map.py); makes the attack targeted
 
 
 def split_top_level(text: str, sep: str = ",") -> list[str]:
@@ -138,6 +140,11 @@ def parse_attack_specs(values: list[str] | str | None) -> list[AttackSpec]:
                 if not isinstance(value := parse_value(raw), bool):
                     raise AdvonnxError(f"{where}: targeted takes true or false, not {raw!r}")
                 spec.targeted = value
+            elif key == "target_map":
+                from .target_map import split_target_map
+
+                spec.target_map = str(parse_value(raw))
+                split_target_map(spec.target_map)
             elif key == "datasets":
                 value = parse_value(raw)
                 spec.datasets = [str(v) for v in (value if isinstance(value, list) else [value])]

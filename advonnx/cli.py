@@ -47,7 +47,8 @@ def run(
     worst_case: Annotated[bool, typer.Option("--worst-case", help="AutoAttack style: attacks in the listed order, each later one only on the samples still robust at its norm and eps; the leaderboard adds the combined worst case.")] = False,
     no_masking_checks: Annotated[bool, typer.Option("--no-masking-checks", help="Do not add the extra attacks of the gradient-masking checks (a Square, a 5x-steps PGD and a PGD at half the value range, linf, on the first samples of each classifier with gradient attacks).")] = False,
     targeted: Annotated[bool, typer.Option("--targeted", help="Targeted attacks: each sample gets a random target class other than its label (seeded).")] = False,
-    target_map: Annotated[str | None, typer.Option("--target-map", help="Targeted attacks toward named directions (implies --targeted): multi-label FINDING:present|absent (e.g. pneumothorax:absent; several entries, comma-separated, must all hold), single-label CLASS_A:CLASS_B (e.g. malignant:benign).")] = None,
+    target_map: Annotated[str | None, typer.Option("--target-map", help="Targeted attacks in the named directions only (implies --targeted): single-label SOURCE:TARGET by class name or index, e.g. malignant:benign,tumour:notumor (samples of other classes are not attacked; the leaderboard shows the flip rate per direction); multi-label FINDING:present|absent, e.g. pneumothorax:absent (several entries must all hold).")] = None,
+    costs: Annotated[Path | None, typer.Option("--costs", help="Cost matrix CSV (header: predicted class names; first column: true class names; cells: costs >= 0); the leaderboard shows the expected cost per sample clean vs under attack.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Use only the first N samples of each dataset.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed of every random draw of the run.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per onnxruntime call (small batches are often faster on CPU caches).")] = 64,
@@ -92,6 +93,7 @@ def run(
       advonnx run --attack "pgd(steps=50, restarts=5),square(max_queries=5000, p_init=0.3)"
       advonnx run --attack "pgd(norm=l2, eps=[0.25, 0.5]),fgsm" --eps 2/255   # per-attack norm and eps
       advonnx run --model ct.onnx --data scans/ --intensity window:-1000,400 --class-names normal,nodule
+      advonnx run --model bc.onnx --data bc.npz --attack square --eps 0.05 --target-map malignant:benign --costs costs.csv
 
     Settings in parentheses use the suite TOML's names; values are numbers, fractions (2/255),
     true/false, words or [lists]. They win over --eps, --norm, --steps and --max-queries.
@@ -189,11 +191,27 @@ def run(
         if not s.corruptions:
             raise AdvonnxError("--severities needs --corruptions (e.g. --corruptions all --severities 1-5)")
         s.severities = parse_severities(severities)
-    if targeted or target_map:
+    if target_map is not None:
+        from .target_map import split_target_map
+
+        split_target_map(target_map)  # syntax now; class names per model when the run is planned
         for a in s.attacks:
             if id(a) not in specs or specs[id(a)].targeted is None:  # pgd(targeted=false) stays untargeted
                 a.targeted = True
-                a.target_map = target_map or a.target_map
+            if a.targeted and not a.target_map:
+                a.target_map = target_map
+    for a in s.attacks:
+        if id(a) in specs and specs[id(a)].target_map:  # pgd(target_map=...) is targeted
+            a.target_map, a.targeted = specs[id(a)].target_map, True
+    if costs is not None:
+        from .clinical import read_costs
+
+        read_costs(costs)  # a bad file fails now, not after the run
+        s.costs = str(costs)
+    if targeted:
+        for a in s.attacks:
+            if id(a) not in specs or specs[id(a)].targeted is None:  # pgd(targeted=false) stays untargeted
+                a.targeted = True
     if worst_case:
         s.worst_case = True
     if no_masking_checks:
@@ -220,7 +238,7 @@ def run(
             folder, table = runner.run()
     else:
         folder, table = runner.run()
-    render(table, console, headline=s.headline, title=escape(f"advonnx · suite {s.name}"))
+    render(table, console, headline=s.headline, title=escape(f"advonnx · suite {s.name}"))  # costs: in the metadata
     console.print(f"[green]{table.num_rows} rows[/green] in {escape(str(folder))} ({time.perf_counter() - t0:.1f} s)")
 
 
@@ -228,6 +246,7 @@ def run(
 def show(
     path: Annotated[Path, typer.Argument(help="A Parquet file, a run folder, or an output folder (latest run).")] = Path("advonnx-results"),
     all_runs: Annotated[bool, typer.Option("--all", help="Every run in the folder, not just the latest.")] = False,
+    costs: Annotated[Path | None, typer.Option("--costs", help="Cost matrix CSV for the expected cost per sample (default: the run's own, if any).")] = None,
 ):
     """Re-render the leaderboard from results.
 
@@ -244,7 +263,10 @@ def show(
     meta = run_metadata(table)
     for line in value_range_warnings(meta.get("specs") or {}):
         err_console.print(f"[yellow]{escape(line)}[/yellow]", highlight=False)
-    render(table, console, headline=meta.get("headline") or {}, title=escape(f"advonnx · {meta.get('run_id', path)}"))
+    from .clinical import read_costs
+
+    render(table, console, headline=meta.get("headline") or {}, title=escape(f"advonnx · {meta.get('run_id', path)}"),
+           costs=read_costs(costs) if costs is not None else None)
 
 
 @app.command()
@@ -304,6 +326,7 @@ def report(
     all_runs: Annotated[bool, typer.Option("--all", help="Every run in the folder, not just the latest.")] = False,
     title: Annotated[str | None, typer.Option("--title", help="Page title (default: from the suite name).")] = None,
     examples: Annotated[int, typer.Option("--examples", help="Example samples shown per model × setting (of those the run saved).")] = 4,
+    costs: Annotated[Path | None, typer.Option("--costs", help="Cost matrix CSV for the expected cost per sample (default: the run's own, if any).")] = None,
 ):
     """Write a self-contained HTML report: leaderboard, robustness curves, adversarial examples.
 
@@ -314,9 +337,11 @@ def report(
       advonnx report                                 # latest run in ./advonnx-results -> report.html
       advonnx report results/quick-20261125-101500-ab12cd -o quick.html
     """
+    from .clinical import read_costs
     from .report import write_report
 
-    info = write_report(path, output, all_runs=all_runs, title=title, examples_per_setting=max(0, examples))
+    info = write_report(path, output, all_runs=all_runs, title=title, examples_per_setting=max(0, examples),
+                        costs=read_costs(costs) if costs is not None else None)
     console.print(escape(f"wrote {output} ({info['bytes'] / 1e6:.2f} MB): {info['settings']} settings of {info['models']} models, "
                          f"{info['plots']} plots, {info['example_images']} example images"))
 
@@ -413,7 +438,7 @@ def list_attacks():
     console.print(t)
     console.print("[dim]eps is in the model's value units (e.g. 8/255 for images in [0, 1]); jsma's theta and dag's gamma are fractions of the value-range width (the same attack on [0, 1] and [0, 255] models); gradient attacks use exact gradients when the graph allows, else NES estimates; losses and query objectives are on the logits before a final Softmax/Sigmoid (decisions from the output); multi-label models (independent sigmoids): fgsm, bim, pgd, apgd, square, nes and spsa, with ce read as per-finding binary cross-entropy and margin as the worst finding's margin.[/dim]")
     console.print("[dim]" + escape('Set them per attack: advonnx run --attack "pgd(steps=50, restarts=5),square(max_queries=5000)"'
-                                   " (also norm, eps=[1/255, 2/255], targeted=true).") + "[/dim]")
+                                   " (also norm, eps=[1/255, 2/255], targeted=true, target_map=\"malignant:benign\").") + "[/dim]")
 
 
 def _fmt_default(v) -> str:

@@ -47,14 +47,15 @@ def _median(values) -> float:
     return float(np.median(v)) if v else math.nan
 
 
-NO_TARGET = "no target: "  # a targeted row's error when the sample has no target (--target-map): not counted
 
 
 def _carried(r: dict[str, Any]) -> bool:
     """A worst-case row: the attack skipped a sample that an earlier attack broke (or that the
     model gets wrong unattacked)."""
+    from .target_map import not_attacked  # a target map's unattacked classes are not broken
+
     return (r.get("status") == "skipped" and r.get("kind") == "adversarial" and r.get("task") == "classification"
-            and not (r.get("error") or "").startswith(NO_TARGET))
+            and not not_attacked(r))
 
 
 def per_finding(rows: list[dict[str, Any]]) -> list[float]:
@@ -346,7 +347,8 @@ def _ci(v: float, ci: tuple[float, float]) -> str:
     return f"{percent(v)} [dim]({percent(ci[0])}–{percent(ci[1])})[/dim]"
 
 
-def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, title: str = "advonnx leaderboard"):
+def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, title: str = "advonnx leaderboard",
+           costs: dict[str, Any] | None = None):
     """Print the leaderboard of a result table to a rich console."""
     from rich.table import Table
 
@@ -412,6 +414,9 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
         console.print(t)
     worst_case_table(table, console)
     cascade_table(table, console)
+    from .clinical import clinical_table
+
+    clinical_table(table, console, headline=headline, costs=costs)  # per class, costly directions, calibration
     cs = corruption_summary(summaries, headline)
     if cs["rows"]:
         ct = Table(title="Natural corruptions vs adversarial robustness", title_justify="left", header_style="bold",

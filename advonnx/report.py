@@ -972,7 +972,8 @@ def _within_budget(examples: list[dict], headline: dict, budget: int) -> tuple[l
 
 def render_report(table: pa.Table, folders: list[Path], *, title: str | None = None,
                   examples_per_setting: int = 4, meta: dict[str, Any] | None = None,
-                  max_example_bytes: int = MAX_EXAMPLE_BYTES) -> tuple[str, dict[str, int]]:
+                  max_example_bytes: int = MAX_EXAMPLE_BYTES, costs: dict[str, Any] | None = None
+                  ) -> tuple[str, dict[str, int]]:
     """The report's HTML and counts of what it holds (plots, example images, contrast pairs)."""
     from .leaderboard import summarize
     from .results import attack_labels, setting_key
@@ -996,6 +997,9 @@ def render_report(table: pa.Table, folders: list[Path], *, title: str | None = N
     value_range_assumed = {r["model"] for r in rows if r.get("value_range_declared") is False}
 
     curves = curve_figures(summaries, rows, colors)
+    from .clinical import clinical_html
+
+    clinical, n_clinical_plots = clinical_html(table, headline=headline, costs=costs if costs is not None else meta.get("costs"))
     contrast_uri = contrast_figure(heads, colors, headline)
     contrast_html, n_pairs = _contrast_html(summaries, heads, headline, colors)
     examples = collect_examples(folders, meta, names, examples_per_setting)
@@ -1029,7 +1033,7 @@ def render_report(table: pa.Table, folders: list[Path], *, title: str | None = N
             "<p>How far each model's performance falls between clean and perturbed inputs.</p>",
             f'<div class="facts">{facts_html}</div></div></header>',
             '<nav class="toc"><div class="wrap"><a href="#leaderboard">Leaderboard</a><a href="#masking">Gradient masking</a><a href="#contrast">Clean vs robust</a>'
-            '<a href="#curves">Robustness curves</a><a href="#examples">Examples</a><a href="#settings">All settings</a>'
+            '<a href="#curves">Robustness curves</a><a href="#clinical">Per class</a><a href="#examples">Examples</a><a href="#settings">All settings</a>'
             '<a href="#models">Models</a></div></nav><main class="wrap">']
     warn = []
     if masked:
@@ -1076,6 +1080,8 @@ def render_report(table: pa.Table, folders: list[Path], *, title: str | None = N
                     f'<figure class="plot"><img alt="{_e(f["title"])}" src="{f["uri"]}">'
                     f'<figcaption>{_e(f["caption"])}</figcaption></figure></div>')
     body.append("</section>")
+    if clinical:
+        body.append(f'<section id="clinical"><h2>Per class, costly directions and calibration</h2>{clinical}</section>')
     body.append('<section id="examples"><h2>Examples</h2><p class="sub">Samples the run saved: clean input, perturbed '
                 "input, and the perturbation δ amplified to full contrast (red: brighter, blue: darker), with the "
                 "predicted labels and confidences. Pick a setting per model.</p>")
@@ -1096,8 +1102,8 @@ def render_report(table: pa.Table, folders: list[Path], *, title: str | None = N
             "<link rel=\"icon\" href=\"data:,\">"
             f"<title>{_e(title)}</title><style>{CSS}</style></head><body>{''.join(body)}"
             f"<script>{JS}</script></body></html>")
-    stats = {"plots": len(plots), "example_images": n_img, "example_settings": len(examples), "examples_omitted": omitted,
-             "contrast_pairs": n_pairs, "settings": len(summaries), "models": len(models),
+    stats = {"plots": len(plots) + n_clinical_plots, "example_images": n_img, "example_settings": len(examples),
+             "examples_omitted": omitted, "contrast_pairs": n_pairs, "settings": len(summaries), "models": len(models),
              "finding_tables": n_findings}
     return page, stats
 
@@ -1112,13 +1118,14 @@ def _folders_for(path: Path, all_runs: bool) -> list[Path]:
 
 
 def write_report(path: str | Path, output: str | Path = "report.html", *, all_runs: bool = False,
-                 title: str | None = None, examples_per_setting: int = 4) -> dict[str, Any]:
+                 title: str | None = None, examples_per_setting: int = 4,
+                 costs: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the HTML report of the results at ``path``; returns what it holds and its size."""
     _mpl()
     path = Path(path)
     table = read_results(path, all_runs=all_runs)
     page, stats = render_report(table, _folders_for(path, all_runs), title=title,
-                                examples_per_setting=examples_per_setting)
+                                examples_per_setting=examples_per_setting, costs=costs)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     data = page.encode("utf-8")

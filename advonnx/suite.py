@@ -27,6 +27,12 @@ result breaks at every eps at or above its norm; a sample misclassified unattack
 broken). Those samples are not attacked again: their rows have status "skipped" and error
 "broken by <attack>". The leaderboard adds the combined worst case (``worst_case.py``).
 
+``target_map = "malignant:benign"`` (suite-wide, for every targeted attack without its own; or
+per ``[[attacks]]`` entry with ``targeted = true``; ``--target-map``): targeted attacks in these
+directions only (``target_map.py``); samples of other classes get "skipped" rows with error
+"not attacked: ...". ``costs = "costs.csv"``: a cost matrix (``clinical.read_costs``) stored in
+the run metadata for the expected cost per sample; rows do not depend on it.
+
 ``masking_checks = true`` (default; ``--no-masking-checks`` turns it off): on every classifier
 that the suite attacks with a gradient attack, the runner adds the attacks the gradient-masking
 checks need (``masking.check_attacks``) on the first ``masking.CHECK_SAMPLES`` samples, as rows
@@ -58,6 +64,7 @@ from .model import ModelRunError, OnnxModel, load_model
 from .results import RunStore, empty_row, find_run_folders, read_results, read_run_meta
 from .seg_metrics import hd95, mean_hd95
 from .spec import _fraction
+from .target_map import NOT_ATTACKED, directions_for, split_target_map
 from .xp import Random, to_numpy
 
 BUILTIN_SUITES = ("quick", "full")
@@ -92,7 +99,8 @@ class AttackEntry:
     settings: dict[str, Any] = field(default_factory=dict)
     targeted: bool = False
     datasets: list[str] = field(default_factory=list)  # run only on these datasets ([] = all)
-    # targeted attacks: named directions (advonnx.target_map), e.g. "pneumothorax:absent"; "" = random
+    # targeted only: "SOURCE:TARGET,..." directions (target_map.py; multi-label "FINDING:absent");
+    # "" = a random target per sample
     target_map: str = ""
 
 
@@ -113,6 +121,7 @@ class Suite:
     source: str = ""
     worst_case: bool = False  # AutoAttack style: later attacks run only on still-robust samples
     masking_checks: bool = True  # add the attacks the gradient-masking checks need (masking.py)
+    costs: str = ""  # a K×K cost-matrix CSV (clinical.read_costs): stored in the run metadata, not in rows
 
     def config(self) -> dict[str, Any]:
         """Everything that determines the rows (not where they are written)."""
@@ -187,11 +196,11 @@ def _suite_from_dict(raw: dict[str, Any], base: Path, source: str) -> Suite:
             norm = a.pop("norm", "linf")
             eps = parse_eps(a.pop("eps", "8/255"))
             targeted = bool(a.pop("targeted", False))
-            target_map = str(a.pop("target_map", ""))
             only = a.pop("datasets", [])
             only = [only] if isinstance(only, str) else list(only)
-            attacks.append(AttackEntry(name=name, norm=norm, eps=eps, settings=a, targeted=targeted or bool(target_map),
-                                       datasets=only, target_map=target_map))
+            tmap = str(a.pop("target_map", "") or "")
+            attacks.append(AttackEntry(name=name, norm=norm, eps=eps, settings=a, targeted=targeted or bool(tmap),
+                                       datasets=only, target_map=tmap))
     except KeyError as err:
         raise AdvonnxError(f"{source}: an entry lacks the key {err}; see `advonnx run --help` for the suite format") from None
     if not models:
@@ -207,10 +216,22 @@ def _suite_from_dict(raw: dict[str, Any], base: Path, source: str) -> Suite:
             make_attack(a.name, norm=a.norm, eps=eps or 1e-12, **a.settings)
     known = set(raw) - {"name", "description", "seed", "save_examples", "chunk_size", "gradient",
                         "headline", "datasets", "models", "attacks", "corruptions", "severities", "worst_case",
-                        "masking_checks"}
+                        "masking_checks", "target_map", "costs"}
     if known:
         raise AdvonnxError(f"{source}: unknown suite key(s) {', '.join(sorted(known))}")
+    if raw.get("target_map"):  # suite-wide: every targeted attack without its own map
+        for a in attacks:
+            if a.targeted and not a.target_map:
+                a.target_map = str(raw["target_map"])
+    for a in attacks:
+        if a.target_map:
+            from .target_map import split_target_map
+
+            split_target_map(a.target_map)
+            if not a.targeted:
+                raise AdvonnxError(f"{source}: attack {a.name} has a target_map but is not targeted; add targeted = true")
     return Suite(
+        costs=resolve(raw["costs"]) if raw.get("costs") else "",
         name=str(raw.get("name", Path(source).stem)), description=str(raw.get("description", "")),
         models=models, datasets=datasets, attacks=attacks, seed=int(raw.get("seed", 0)),
         save_examples=int(raw.get("save_examples", 4)), chunk_size=int(raw.get("chunk_size", 128)),
@@ -431,6 +452,8 @@ class Runner:
         units: list[WorkUnit] = []
         skipped: list[tuple[str, dict]] = []
         threads = 1 if self.cluster else None
+        map_entries: dict[str, bool] = {}  # target-map entry -> some model of the suite has both its classes
+        known_classes: set[str] = set()
         for entry, dentry in _pairs(self.suite, models):
             model = models[entry.name]
             spec = model.spec
@@ -445,18 +468,28 @@ class Runner:
             for a in self.suite.attacks:
                 if a.datasets and dentry.name not in a.datasets:
                     continue
+                if a.target_map and a.targeted and spec.output_kind != "multilabel":
+                    names = _class_names(model, data)
+                    known_classes.update(names)
+                    fit, rest = directions_for(a.target_map, names, spec.num_classes)
+                    for e in (f"{src}:{dst}" for src, dst in split_target_map(a.target_map)):
+                        map_entries[e] = map_entries.get(e, False) or e not in rest
+                    if not fit:
+                        model.notes_once(f"{a.name} targeted: no direction of the target map {a.target_map!r} names "
+                                         f"{entry.name}'s classes; that setting is not run on it")
+                        continue
                 for eps, eps_text in a.eps:
                     attack = make_attack(a.name, norm=a.norm, eps=eps, **a.settings) if eps > 0 else None
                     if spec.output_kind == "multilabel":
                         check_multilabel(attack_class(a.name))
-                    if a.target_map:  # a typo fails now, naming the model's classes
+                    if a.target_map and spec.output_kind == "multilabel":  # a typo fails now, naming the findings
                         from .target_map import parse_target_map
 
-                        parse_target_map(a.target_map, list(spec.class_names), multilabel=spec.output_kind == "multilabel")
+                        parse_target_map(a.target_map, list(spec.class_names) or None, spec.num_classes, multilabel=True)
                     settings.append((a, None, eps, eps_text, {
                         "attack": a.name, "norm": a.norm, "eps": eps_text,
                         "settings": repr(attack) if attack else "identity", "targeted": a.targeted,
-                        **({"target_map": a.target_map} if a.target_map else {})}))
+                        **({"target_map": a.target_map} if a.target_map and a.targeted else {})}))
             corruptions = self.suite.corruptions if dentry.corruptions is None else dentry.corruptions
             severities = dentry.severities or self.suite.severities or [1, 2, 3, 4, 5]
             from .corruptions import CORRUPTIONS
@@ -496,6 +529,10 @@ class Runner:
                 row = {**empty_row(), **base, "sample_id": sid, "attack": "none", "kind": "skipped",
                        "status": "skipped", "error": reason}
                 skipped.append((_key(base, "skipped", sid), row))
+        for e, used in map_entries.items():
+            if not used:
+                raise AdvonnxError(f"target map entry {e!r}: no model of the suite has both classes; known classes: "
+                                   f"{', '.join(sorted(known_classes)) or 'none (use indices)'}")
         return units, skipped
 
     def _check_units(self, entry: ModelEntry, dentry: DatasetEntry, model: OnnxModel, base: dict, n: int,
@@ -556,6 +593,10 @@ class Runner:
             "headline": self.suite.headline, "seed": self.suite.seed, "cluster": self.cluster or "",
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
+        if self.suite.costs:  # for the expected cost per sample (clinical.py); rows do not depend on it
+            from .clinical import read_costs
+
+            meta["costs"] = read_costs(self.suite.costs)
         fresh = not folder.exists()
         try:
             self._write(folder, meta, units, skipped, models)
@@ -688,8 +729,12 @@ def _unit_label(u: WorkUnit) -> str:
 
 
 def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
-    if unit.skip:
-        return _compute_with_skips(unit, model, data, attack)
+    mapping, outside = _target_map_skips(unit, model, data, attack)
+    if unit.skip or outside:  # a class outside the target map is not attacked, whatever broke it before
+        import dataclasses
+
+        why = {**dict(unit.skip), **dict(outside)}
+        return _compute_with_skips(dataclasses.replace(unit, skip=tuple(sorted(why.items()))), model, data, attack)
     if attack is not None and attack.name == "certify":
         return _certificate_rows(unit, model, data, attack)
     base, aentry, corruption = unit.base, unit.attack, unit.corruption
@@ -709,7 +754,7 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
         "norm": "none" if corruption else aentry.norm, "eps": eps,
         "eps_text": eps_text, "targeted": targeted, "steps": params.get("steps", 1 if attack else 0),
         "restarts": params.get("restarts", 1 if attack else 0),
-        "max_queries": params.get("max_queries"), "settings": json.dumps(_recorded(params, model), sort_keys=True, default=str),
+        "max_queries": params.get("max_queries"), "settings": _settings_json(params, model, aentry),
         "attacked_inputs": spec.input_name,
     }
     rng = Random(unit.seed).spawn(key)
@@ -735,10 +780,12 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
             target = None
             if targeted:
                 ref = to_numpy(model.classify(x, **fixed)) if y is None else y
-                if multilabel or aentry.target_map:
+                if multilabel:  # named findings' states, or one random finding flipped
                     target, untargetable = _mapped_targets(spec, ref, aentry.target_map, rng)
                 else:
                     target = (ref + 1 + rng.integers(0, spec.num_classes - 1, ref.shape)) % spec.num_classes
+                    if mapping:  # the named directions (a randomized model's unlabeled vote may stray: random target)
+                        target = np.array([mapping.get(int(r), int(t)) for r, t in zip(ref, target)], dtype=np.int64)
             res = attack(model, x, y, target=target, targeted=targeted, rng=rng,
                          gradient=unit.gradient, **fixed)
             res_x, queries, gradient = to_numpy(res.x_adv), res.queries, res.gradient
@@ -874,27 +921,18 @@ def _multilabel_decisions(spec, scores: np.ndarray) -> np.ndarray:
 
 
 def _mapped_targets(spec, ref: np.ndarray, target_map: str, rng: Random) -> tuple[np.ndarray, list[str | None]]:
-    """Targets of a targeted attack from ``--target-map`` (advonnx.target_map), or for a multi-label
-    model without one a random finding per sample pushed to the other state. Also, per sample,
-    why it has no target (None when it has one): its reference class has no entry, or the named
-    findings already hold their states unattacked. Those samples get status "skipped"."""
-    from .leaderboard import NO_TARGET
-    from .target_map import multilabel_target, parse_target_map
+    """Targets of a targeted attack on a multi-label model: the findings ``target_map`` names
+    (advonnx.target_map), else a random finding per sample pushed to the other state. Also, per
+    sample, why it has no target (None when it has one): the named findings already hold their
+    states unattacked. Those samples get status "skipped" (``target_map.NO_TARGET``)."""
+    from .target_map import NO_TARGET, multilabel_target, parse_target_map
 
-    multilabel = spec.output_kind == "multilabel"
-    names = list(spec.class_names) or [str(i) for i in range(spec.num_classes)]
+    names = list(spec.class_names) or None
     ref = np.asarray(ref, dtype=np.int64)
     why: list[str | None] = [None] * len(ref)
-    if not multilabel:
-        mapping = dict(parse_target_map(target_map, names, multilabel=False))
-        target = np.asarray([mapping.get(int(r), (int(r) + 1) % spec.num_classes) for r in ref], dtype=np.int64)
-        for i, r in enumerate(ref):
-            if int(r) not in mapping:
-                why[i] = f"{NO_TARGET}class {names[int(r)]} has no entry in the target map {target_map!r}"
-        return target, why
     k = ref.shape[1]
     if target_map:
-        target = np.broadcast_to(multilabel_target(parse_target_map(target_map, names, multilabel=True), k),
+        target = np.broadcast_to(multilabel_target(parse_target_map(target_map, names, k, multilabel=True), k),
                                  ref.shape).copy()
         met = np.all((target < 0) | (target == ref), axis=1)
         for i in np.flatnonzero(met):
@@ -962,7 +1000,8 @@ def _compute_with_skips(unit: WorkUnit, model: OnnxModel, data, attack):
             x=data.x[keep], y=None if data.y is None else data.y[keep],
             sample_ids=[data.sample_ids[i] for i in keep],
             spacing=[data.spacing[i] for i in keep] if data.spacing else data.spacing,
-            extras={k: v[keep] for k, v in (getattr(data, "extras", None) or {}).items()})
+            extras={k: v[keep] for k, v in (getattr(data, "extras", None) or {}).items()},
+            class_names=getattr(data, "class_names", None))
         rows, examples = _compute_block(dataclasses.replace(unit, start=0, stop=len(keep), skip=()), model, sub, attack)
         rows_by_index.update(zip(keep, rows))
     gone = sorted(why)
@@ -983,7 +1022,7 @@ def _compute_with_skips(unit: WorkUnit, model: OnnxModel, data, attack):
             **empty_row(), **unit.base, "sample_id": data.sample_ids[i], "attack": a.name, "kind": "adversarial",
             "norm": a.norm, "eps": unit.eps, "eps_text": unit.eps_text, "targeted": a.targeted,
             "steps": params.get("steps", 1 if attack else 0), "restarts": params.get("restarts", 1 if attack else 0),
-            "max_queries": params.get("max_queries"), "settings": json.dumps(_recorded(params, model), sort_keys=True, default=str),
+            "max_queries": params.get("max_queries"), "settings": _settings_json(params, model, a),
             "attacked_inputs": spec.input_name,
             "label": None if multilabel else int(labels[j]), "clean_pred": None if multilabel else int(pred[j]),
             "clean_confidence": None if multilabel else float(conf[j]),
@@ -993,6 +1032,38 @@ def _compute_with_skips(unit: WorkUnit, model: OnnxModel, data, attack):
                 "hamming_clean": int(np.sum(pred[j] != labels[j]))} if multilabel else {}),
         }
     return [rows_by_index[i] for i in range(unit.start, unit.stop)], examples
+
+
+def _class_names(model: OnnxModel, data) -> list[str]:
+    """The class names of a model's outputs: the model's own, else the dataset's (may be [])."""
+    return list(model.spec.class_names or getattr(data, "class_names", None) or [])
+
+
+def _settings_json(params: dict, model: OnnxModel, entry: AttackEntry | None) -> str:
+    """The ``settings`` column: the attack's recorded settings, and a targeted entry's target map."""
+    rec = _recorded(params, model)
+    if entry is not None and entry.targeted and entry.target_map:
+        rec = {**rec, "target_map": entry.target_map}
+    return json.dumps(rec, sort_keys=True, default=str)
+
+
+def _target_map_skips(unit: WorkUnit, model: OnnxModel, data, attack) -> tuple[dict[int, int], tuple]:
+    """A targeted unit with a target map: {source class: target class} for this model, and
+    (index, reason) for the block's samples whose reference label (the label, else the clean
+    prediction) is no source class: they are not attacked (``target_map.NOT_ATTACKED``)."""
+    a = unit.attack
+    if attack is None or a is None or not (a.targeted and a.target_map) or model.spec.output_kind == "multilabel":
+        return {}, ()
+    names = _class_names(model, data)
+    mapping = dict(directions_for(a.target_map, names, model.spec.num_classes)[0])
+    x = data.x[unit.start:unit.stop]
+    extras = {k: v[unit.start:unit.stop] for k, v in (getattr(data, "extras", None) or {}).items()}
+    ref = to_numpy(model.classify(x, **({"extras": extras} if extras else {}))) if data.y is None \
+        else np.asarray(data.y[unit.start:unit.stop])
+    skip = tuple((unit.start + i, f"{NOT_ATTACKED} {names[c] if c < len(names) else c} is no source of the target map "
+                                  f"{a.target_map}")
+                 for i, c in enumerate(int(v) for v in ref) if c not in mapping)
+    return mapping, skip
 
 
 def _recorded(params: dict, model: OnnxModel) -> dict:

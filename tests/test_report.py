@@ -65,9 +65,10 @@ def test_report_contents(tiny_results, tmp_path):
     out = tmp_path / "report.html"
     info = write_report(tiny_results, out, all_runs=True)
     page = out.read_text(encoding="utf-8")
-    # plots: clean-vs-robust bars, eps curves ×2 datasets, severity curves ×2, queries (square) ×1
-    assert info["plots"] == 6
-    assert page.count('<figure class="plot">') == 6
+    # plots: clean-vs-robust bars, eps curves ×2 datasets, severity curves ×2, queries (square) ×1,
+    # risk-coverage at the headline setting ×2 classifiers (clinical.py)
+    assert info["plots"] == 8
+    assert page.count('<figure class="plot">') == 8
     folders = find_run_folders(tiny_results)
     assert info["example_images"] == expected_example_images(folders) == page.count('class="example"')
     assert info["models"] == 3
@@ -152,7 +153,7 @@ def test_report_in_chromium(tiny_results, tmp_path):
             visibleExamples: Array.from(document.querySelectorAll('img.example')).filter(i => i.offsetParent !== null).length,
             tables: document.querySelectorAll('table.sortable').length,
             title: document.title})""")
-        assert counts["plots"] == info["plots"] == 6
+        assert counts["plots"] == info["plots"] == 8  # 6 + risk-coverage ×2 classifiers (clinical.py)
         assert counts["examples"] == info["example_images"] == expected_example_images(find_run_folders(tiny_results))
         assert counts["broken"] == 0
         # one setting per model is shown at a time: 2 classifiers × SAVE × 3 + segmenter × SAVE × 6
