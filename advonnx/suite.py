@@ -199,7 +199,7 @@ def _suite_from_dict(raw: dict[str, Any], base: Path, source: str) -> Suite:
             only = a.pop("datasets", [])
             only = [only] if isinstance(only, str) else list(only)
             tmap = str(a.pop("target_map", "") or "")
-            attacks.append(AttackEntry(name=name, norm=norm, eps=eps, settings=a, targeted=targeted or bool(tmap),
+            attacks.append(AttackEntry(name=name, norm=norm, eps=eps, settings=a, targeted=targeted,
                                        datasets=only, target_map=tmap))
     except KeyError as err:
         raise AdvonnxError(f"{source}: an entry lacks the key {err}; see `advonnx run --help` for the suite format") from None

@@ -235,7 +235,7 @@ def test_target_map_parser_takes_both_forms():
                      ("benign:benign", False), ("nodule:absent,nodule:present", True)):
         with pytest.raises(AdvonnxError) as err:
             parse_target_map(text, FINDINGS if ml else ["benign", "malignant"], multilabel=ml)
-        assert "\n" not in str(err.value) and "--target-map" in str(err.value)
+        assert "\n" not in str(err.value) and "target map" in str(err.value)
 
 
 def test_pgd_matches_a_plain_torch_pgd_with_bce(model, trained):
