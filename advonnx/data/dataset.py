@@ -104,6 +104,9 @@ class Dataset:
     #: class names by label index when known (class folders, names in a manifest, npz
     #: ``class_names``, or given by the caller); an addition to the frozen contract.
     class_names: list[str] | None = field(default=None)
+    #: group id per sample (patient / subject / volume / study): samples of one group are not
+    #: independent, and intervals resample groups. None: each sample is its own group.
+    groups: list[str] | None = field(default=None)
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -121,6 +124,7 @@ class Dataset:
             skipped=list(self.skipped),
             description=dict(self.description),
             class_names=None if self.class_names is None else list(self.class_names),
+            groups=None if self.groups is None else [self.groups[i] for i in idx],
         )
 
     def __repr__(self) -> str:  # arrays would flood the terminal
