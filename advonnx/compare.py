@@ -142,9 +142,9 @@ def contrast_tests(table: pa.Table, summaries: list[dict], headline: dict[str, A
 def contrast_text(c: dict[str, Any]) -> str:
     """The numbers of one contrast test, in words (terminal and report)."""
     lo, hi = c["delta_robust_ci"]
-    return (f"clean {100 * c['delta_clean']:+.1f} points (equivalent within ±{100 * c['margin']:.0f}: TOST p = "
-            f"{_p(c['p_equivalent_clean'])}), robust {100 * c['delta_robust']:+.1f} points (95 % CI "
-            f"{_pts(lo)} to {_pts(hi)}; {c['robust_test']} p = {_p(c['p_robust'])}), n = {c['n']} in {c['groups']} groups")
+    return (f"clean {100 * c['delta_clean']:+.1f} points (equivalent within ±{100 * c['margin']:.0f}: TOST "
+            f"{_p_is(c['p_equivalent_clean'])}), robust {100 * c['delta_robust']:+.1f} points (95 % CI "
+            f"{_pts(lo)} to {_pts(hi)}; {c['robust_test']} {_p_is(c['p_robust'])}), n = {c['n']} in {c['groups']} groups")
 
 
 def _pts(v: float) -> str:
@@ -152,9 +152,16 @@ def _pts(v: float) -> str:
 
 
 def _p(p: float) -> str:
+    """A p-value for a table cell: two significant digits, "<0.0001" below that, 0 when exactly 0."""
     if p is None or p != p:
         return "–"
-    return f"{p:.2g}" if p >= 1e-4 else "<1e-4"
+    return f"{p:.2g}" if p >= 1e-4 or p == 0 else "<0.0001"
+
+
+def _p_is(p: float) -> str:
+    """``p = 0.012`` / ``p < 0.0001`` in a sentence."""
+    text = _p(p)
+    return f"p < {text[1:]}" if text.startswith("<") else f"p = {text}"
 
 
 def gate(table: pa.Table, *, min_robust: float | None = None, baseline: pa.Table | None = None,
@@ -202,7 +209,7 @@ def gate(table: pa.Table, *, min_robust: float | None = None, baseline: pa.Table
             fails[p["second"]] = (f"{p['second']}: robust {p['metric']} {percent(p['robust_second'])} % vs baseline "
                                   f"{percent(p['robust_first'])} % on {p['dataset']} under {p['setting']}: "
                                   f"{100 * p['delta_robust']:+.1f} points (95 % CI {_pts(lo)} to {_pts(hi)}; "
-                                  f"{p['robust_test']} p = {_p(p['p_robust'])}, n = {p['n']} in {p['groups']} groups)")
+                                  f"{p['robust_test']} {_p_is(p['p_robust'])}, n = {p['n']} in {p['groups']} groups)")
     return [fails[m] for m in sorted(fails)]
 
 

@@ -220,21 +220,45 @@ def test_example_budget_keeps_headline_first(tiny_results):
 
 def test_contrast_text_names_each_datasets_headline_and_metric():
     # a mixed suite: images under PGD, a tabular pair under its own headline (Square); the callout
-    # of each pair must name that pair's attack and metric, not the first dataset's
+    # of each pair must name that pair's attack and metric, not the first dataset's, and give the
+    # paired test's numbers (TOST on clean, McNemar / paired t on robust)
+    from advonnx.leaderboard import summarize
     from advonnx.report import _contrast_html
+    from advonnx.results import empty_row
 
-    def summary(model, dataset, attack, norm, eps, clean, robust, metric="accuracy"):
-        return {"model": model, "dataset": dataset, "attack": attack, "norm": norm, "eps": float(eps),
-                "eps_text": str(eps), "clean": clean, "robust": robust, "metric": metric, "kind": "adversarial"}
+    rng = np.random.default_rng(0)
+    rows = []
 
-    summaries = [summary("seg_a", "seg", "pgd", "linf", 0.01, 0.86, 0.60, "Dice"),
-                 summary("seg_b", "seg", "pgd", "linf", 0.01, 0.85, 0.84, "Dice"),
-                 summary("mlp", "tab", "square", "linf", 0.05, 0.95, 0.59),
-                 summary("gbm", "tab", "square", "linf", 0.05, 0.94, 0.75)]
+    def add(model, dataset, attack, eps, n, clean, robust, seg=False):
+        for i in range(n):
+            r = {**empty_row(), "model": model, "dataset": dataset, "attack": attack, "kind": "adversarial",
+                 "norm": "linf", "eps": eps, "eps_text": str(eps), "sample_id": f"s{i}", "status": "ok",
+                 "settings": "{}", "framework": "t", "label_source": "dataset", "targeted": False, "label": 0,
+                 "task": "segmentation" if seg else "classification"}
+            if seg:
+                r.update(dice_clean=clean + 0.01 * np.sin(i), dice_adv=robust + 0.02 * rng.standard_normal(), success=False)
+            else:
+                r.update(clean_correct=i < clean * n, adv_correct=i < robust * n, robust=i < robust * n,
+                         success=not i < robust * n)
+            rows.append(r)
+
+    add("seg_a", "seg", "pgd", 0.01, 40, 0.86, 0.60, seg=True)
+    add("seg_b", "seg", "pgd", 0.01, 40, 0.86, 0.84, seg=True)
+    add("mlp", "tab", "square", 0.05, 100, 0.95, 0.59)
+    add("gbm", "tab", "square", 0.05, 100, 0.95, 0.75)
+    table = rows_to_table(rows)
+    summaries = summarize(table)
     headline = {"attack": "pgd", "norm": "linf", "eps": "0.01",
                 "datasets": {"tab": {"attack": "square", "norm": "linf", "eps": "0.05"}}}
-    html, n = _contrast_html(summaries, {}, headline, {m: "#000" for m in ("seg_a", "seg_b", "mlp", "gbm")})
+    html, n = _contrast_html(summaries, {}, headline, {m: "#000" for m in ("seg_a", "seg_b", "mlp", "gbm")}, table)
     assert n == 2
     seg, tab = html.split('<div class="callout">')[1:]
-    assert "% Dice), but under pgd L∞ ε=0.01" in seg
+    assert "% Dice), but under pgd L∞ ε=0.01" in seg and "paired t on group means p &lt; 0.0001" in seg
     assert "% accuracy), but under square L∞ ε=0.05" in tab
+    assert "TOST p = 0" in tab and "robust +16.0 points" in tab and "exact McNemar p &lt; 0.0001" in tab
+    # clean figures 2 points apart on 100 samples: equivalence within ±2 is not shown, so no callout
+    rows = [r for r in rows if r["model"] != "gbm"]
+    add("gbm", "tab", "square", 0.05, 100, 0.93, 0.75)
+    table = rows_to_table(rows)
+    html, n = _contrast_html(summarize(table), {}, headline, {m: "#000" for m in ("seg_a", "seg_b", "mlp", "gbm")}, table)
+    assert n == 1 and "square" not in html
