@@ -78,6 +78,13 @@ def test_report_contents(tiny_results, tmp_path):
                    "Dice vs perturbation budget", "Accuracy vs corruption severity", "csf_other", "gray_matter",
                    "pytorch", "exact", "clean pred.", "perturbed pred."):
         assert needle in page, needle
+    # issue 20: the upper-bound and interval wording once, plainly; the paired comparisons section
+    from advonnx.compare import UPPER_BOUND_HTML, model_pairs
+
+    assert page.count(UPPER_BOUND_HTML) == 1 and "not cover the weakness of an attack" in page
+    pairs = model_pairs(read_results(tiny_results, all_runs=True))
+    assert '<section id="paired">' in page and "brain_cnn</td><td>brain_mobilenet" in page
+    assert len(pairs) == page.split('<section id="paired">')[1].split("</section>")[0].count("<tr>") - 1
 
 
 def test_report_flags(tiny_results, tmp_path, monkeypatch):
@@ -157,7 +164,7 @@ def test_report_in_chromium(tiny_results, tmp_path):
         assert counts["broken"] == 0
         # one setting per model is shown at a time: 2 classifiers × SAVE × 3 + segmenter × SAVE × 6
         assert counts["visibleExamples"] == 2 * SAVE * 3 + SAVE * 6
-        assert counts["tables"] == 2 and "advonnx" in counts["title"]
+        assert counts["tables"] == 3 and "advonnx" in counts["title"]  # leaderboard, all settings, paired
         # sorting: click "Robust %" of the all-settings table twice -> ascending then descending
         col = browser.evaluate("""(() => { const t = document.getElementById('lb-all');
             const ths = Array.from(t.tHead.rows[0].cells);
