@@ -111,11 +111,13 @@ def model_pairs(table_a: pa.Table, table_b: pa.Table | None = None) -> list[dict
     return out
 
 
-def contrast_tests(table: pa.Table, summaries: list[dict], headline: dict[str, Any]) -> list[dict[str, Any]]:
+def contrast_tests(table: pa.Table, summaries: list[dict], headline: dict[str, Any], *,
+                   all_pairs: bool = False) -> list[dict[str, Any]]:
     """The "equal clean, different robust" test at each dataset's headline setting: pairs of models
     whose clean figures are equivalent within ±2 points (TOST p < 0.05) and whose robust figures
     differ (exact McNemar p < 0.05; Dice: paired t). Each entry: both summaries (``lo`` the less
-    robust) and the paired statistics."""
+    robust), the paired statistics, and ``equivalent_clean`` / ``different_robust``;
+    ``all_pairs``: every headline pair, passing or not."""
     from .leaderboard import headline_key
 
     keys = headline_key(summaries, headline)
@@ -134,8 +136,9 @@ def contrast_tests(table: pa.Table, summaries: list[dict], headline: dict[str, A
             stats = paired(oa if lo is a else ob, ob if lo is a else oa)
             if stats is None:
                 continue
-            if stats["p_equivalent_clean"] < ALPHA and stats["p_robust"] < ALPHA:
-                found.append({"lo": lo, "hi": hi, **stats})
+            flags = {"equivalent_clean": stats["p_equivalent_clean"] < ALPHA, "different_robust": stats["p_robust"] < ALPHA}
+            if all_pairs or all(flags.values()):
+                found.append({"lo": lo, "hi": hi, **stats, **flags})
     return found
 
 
@@ -145,6 +148,14 @@ def contrast_text(c: dict[str, Any]) -> str:
     return (f"clean {100 * c['delta_clean']:+.1f} points (equivalent within ±{100 * c['margin']:.0f}: TOST "
             f"{_p_is(c['p_equivalent_clean'])}), robust {100 * c['delta_robust']:+.1f} points (95 % CI "
             f"{_pts(lo)} to {_pts(hi)}; {c['robust_test']} {_p_is(c['p_robust'])}), n = {c['n']} in {c['groups']} groups")
+
+
+def unproven_text(c: dict[str, Any]) -> str:
+    """A headline pair whose robust figures differ but whose clean equivalence is not shown."""
+    lo, hi = c["delta_robust_ci"]
+    return (f"robust {100 * c['delta_robust']:+.1f} points (95 % CI {_pts(lo)} to {_pts(hi)}; {c['robust_test']} "
+            f"{_p_is(c['p_robust'])}), but clean {100 * c['delta_clean']:+.1f} points is not shown equivalent within "
+            f"±{100 * c['margin']:.0f} (TOST {_p_is(c['p_equivalent_clean'])}), n = {c['n']} in {c['groups']} groups")
 
 
 def _pts(v: float) -> str:

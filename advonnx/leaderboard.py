@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .compare import contrast_text
+from .compare import contrast_text, unproven_text
 from .masking import masking_checks, verdict_lines
 from .summary_stats import BOOTSTRAP_METHOD, PROPORTION_METHOD, interval
 
@@ -294,12 +294,13 @@ def headline_key(summaries: list[dict], headline: dict[str, Any]) -> dict[str, f
     return {model: robust for model, (_, robust) in ranked.items()}
 
 
-def contrast_pairs(summaries: list[dict], headline: dict[str, Any], table: pa.Table) -> list[dict[str, Any]]:
+def contrast_pairs(summaries: list[dict], headline: dict[str, Any], table: pa.Table, *,
+                   all_pairs: bool = False) -> list[dict[str, Any]]:
     """Model pairs on one dataset, at the headline setting, with equivalent clean figures (TOST
     within ±2 points) and different robust ones (exact McNemar p < 0.05): ``compare.contrast_tests``."""
     from .compare import contrast_tests
 
-    return contrast_tests(table, summaries, headline) if headline else []
+    return contrast_tests(table, summaries, headline, all_pairs=all_pairs) if headline else []
 
 
 def interval_note(summaries: list[dict]) -> str:
@@ -425,9 +426,13 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
                      f"{headline.get('attack', '?')} {headline.get('norm', '')} eps={headline.get('eps', '?')} (bold)"
                      + "".join(f"; on {d}: {h.get('attack', '?')} {h.get('norm', '')} eps={h.get('eps', '?')}"
                                for d, h in (headline.get("datasets") or {}).items()))
-    for c in contrast_pairs(summaries, headline, table):
-        notes.append(f"[bold magenta]equal clean, different robust:[/bold magenta] {c['hi']['model']} vs {c['lo']['model']} "
-                     f"at {setting_label(c['lo'])}: {contrast_text(c)}")
+    for c in contrast_pairs(summaries, headline, table, all_pairs=True):
+        if c["equivalent_clean"] and c["different_robust"]:
+            notes.append(f"[bold magenta]equal clean, different robust:[/bold magenta] {c['hi']['model']} vs "
+                         f"{c['lo']['model']} at {setting_label(c['lo'])}: {contrast_text(c)}")
+        elif c["different_robust"]:
+            notes.append(f"different robust: {c['hi']['model']} vs {c['lo']['model']} at {setting_label(c['lo'])}: "
+                         f"{unproven_text(c)}")
     notes.append(interval_note(summaries))
     notes += verdict_lines(masking_checks(table))  # per-model verdict and the evidence of fired checks
     if cs["rows"]:

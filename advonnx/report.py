@@ -790,10 +790,11 @@ def _all_settings(summaries, heads, colors, masking_notes) -> str:
 
 
 def _contrast_html(summaries, heads, headline, colors, table) -> tuple[str, int]:
-    from .compare import contrast_text
+    from .compare import contrast_text, unproven_text
     from .leaderboard import contrast_pairs
 
-    pairs = contrast_pairs(summaries, headline, table)
+    tested = contrast_pairs(summaries, headline, table, all_pairs=True)
+    pairs = [c for c in tested if c["equivalent_clean"] and c["different_robust"]]
     parts = []
     setting = _setting_text(headline)
     for c in pairs:
@@ -808,6 +809,10 @@ def _contrast_html(summaries, heads, headline, colors, table) -> tuple[str, int]
             f'<b>{percent(lo["robust"])} %</b>: a gap of <b>{100 * (hi["robust"] - lo["robust"]):.1f} points</b> '
             f'that the test set alone does not show. <span class="sub">Paired test on the same samples: '
             f'{_e(contrast_text(c))}.</span></div>')
+    for c in tested:
+        if c["different_robust"] and not c["equivalent_clean"]:
+            parts.append(f'<p class="sub"><b>{_e(c["hi"]["model"])}</b> vs <b>{_e(c["lo"]["model"])}</b> under '
+                         f'{_e(_setting_text(headline_for(headline, c["lo"]["dataset"])))}: {_e(unproven_text(c))}.</p>')
     if not pairs and len(heads) > 1:
         parts.append(f'<p class="sub">No pair of models on one dataset has clean figures equivalent within ±2 points '
                      f'(TOST, p &lt; 0.05) and robust figures that differ (exact McNemar, p &lt; 0.05) under '
