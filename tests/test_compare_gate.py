@@ -144,6 +144,9 @@ def test_compare_two_runs_and_gate_against_baseline(runs, capsys):
     code, out, _ = cli(capsys, "compare", runs / "base", runs / "new")
     text = " ".join(out.split())
     assert code == 0 and "m → m" in text and "Paired on the same samples (B − A)" in text
+    code, _, _ = cli(capsys, "compare", runs / "both", "--html", runs / "pairs.html")
+    page = (runs / "pairs.html").read_text(encoding="utf-8")
+    assert code == 0 and "<td>fragile</td><td>robust</td>" in page and "upper bound" in page
     code, out, _ = cli(capsys, "gate", runs / "new", "--baseline", runs / "base")
     lines = out.strip().splitlines()
     assert code == 1 and len(lines) == 1 and lines[0].startswith("m: robust accuracy") and "vs baseline" in lines[0]
