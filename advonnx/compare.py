@@ -184,7 +184,7 @@ def gate(table: pa.Table, *, min_robust: float | None = None, baseline: pa.Table
     ``baseline``: a model fails when, on some setting it shares with the baseline run, its
     robust figure is significantly lower (paired: the 95 % cluster-bootstrap interval of the
     difference lies below 0 and the exact McNemar p < 0.05; Dice: paired t)."""
-    from .leaderboard import headline_key, percent, setting_label, summarize
+    from .leaderboard import headline_for, headline_key, percent, setting_label, summarize
 
     fails: dict[str, str] = {}
     summaries = [s for s in summarize(table) if s.get("kind") == "adversarial"]
@@ -194,7 +194,8 @@ def gate(table: pa.Table, *, min_robust: float | None = None, baseline: pa.Table
         for s in summaries:
             if math.isnan(s["robust"]):
                 continue
-            if s["model"] in head and s["robust"] != head[s["model"]]:
+            if s["model"] in head and (s["robust"] != head[s["model"]]
+                                       or s["attack"] != headline_for(headline, s["dataset"]).get("attack")):
                 continue
             k = (s["model"], s["dataset"])
             if k not in worst or s["robust"] < worst[k]["robust"]:

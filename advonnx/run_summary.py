@@ -91,7 +91,13 @@ def run_summary(table: pa.Table, meta: dict[str, Any] | None = None) -> dict[str
     """Every figure the leaderboard shows, with interval bounds, n, groups and method, as plain
     JSON-ready data (``advonnx show --json``)."""
     from .compare import UPPER_BOUND_TEXT, contrast_tests, model_pairs
-    from .leaderboard import corruption_summary, headline_key, setting_label, summarize
+    from .leaderboard import (
+        corruption_summary,
+        headline_for,
+        headline_key,
+        setting_label,
+        summarize,
+    )
     from .masking import masking_checks
     from .worst_case import worst_case
 
@@ -111,7 +117,7 @@ def run_summary(table: pa.Table, meta: dict[str, Any] | None = None) -> dict[str
             "robust_is_upper_bound": s["kind"] == "adversarial" and s["metric"] == "accuracy",
             "interval_method": s["ci_method"],
             "headline": bool(heads) and s["model"] in heads and s["robust"] == heads[s["model"]]
-            and s["attack"] == (headline.get("datasets", {}).get(s["dataset"], {}).get("attack") or headline.get("attack")),
+            and s["attack"] == headline_for(headline, s["dataset"]).get("attack"),
             "asr": s["asr"], "median_norm": s["median_norm"], "median_queries": s["queries"],
             "invalid": s["invalid"], "errored": s["errored"], "skipped": s["skipped"], "time_s": s["time_s"],
         })

@@ -270,9 +270,12 @@ def test_contrast_text_names_each_datasets_headline_and_metric():
     assert "% Dice), but under pgd L∞ ε=0.01" in seg and "paired t on group means p &lt; 0.0001" in seg
     assert "% accuracy), but under square L∞ ε=0.05" in tab
     assert "TOST p = 0" in tab and "robust +16.0 points" in tab and "exact McNemar p &lt; 0.0001" in tab
-    # clean figures 2 points apart on 100 samples: equivalence within ±2 is not shown, so no callout
+    # clean figures 2 points apart on 100 samples: equivalence within ±2 is not shown, so no callout,
+    # but the robust difference is stated with the TOST result
     rows = [r for r in rows if r["model"] != "gbm"]
     add("gbm", "tab", "square", 0.05, 100, 0.93, 0.75)
     table = rows_to_table(rows)
     html, n = _contrast_html(summarize(table), {}, headline, {m: "#000" for m in ("seg_a", "seg_b", "mlp", "gbm")}, table)
-    assert n == 1 and "square" not in html
+    assert n == 1 and html.count('<div class="callout">') == 1
+    assert "<b>gbm</b> vs <b>mlp</b> under square L∞ ε=0.05: robust +16.0 points" in html
+    assert "clean -2.0 points is not shown equivalent within ±2 (TOST p = " in html
