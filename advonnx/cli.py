@@ -271,7 +271,7 @@ def compare(
     """
     from rich.table import Table
 
-    from .compare import model_pairs
+    from .compare import model_pairs, print_pairs
     from .leaderboard import compare_rows, percent
     from .results import read_results
 
@@ -283,7 +283,7 @@ def compare(
     if table_b is None:
         if len(set(table_a.column("model").to_pylist())) < 2:
             raise AdvonnxError(f"{a}: holds one model; give a second results folder (advonnx compare A B) or a run with several models")
-        _paired_table(pairs, f"advonnx compare: models of {a}, pairwise (second − first)")
+        print_pairs(console, pairs, f"advonnx compare: models of {a}, pairwise (second − first)")
         if html is not None:
             from .report import write_compare_report
 
@@ -313,41 +313,12 @@ def compare(
         console.print(escape(f"{len(rows)} settings, {len(both)} in both; robust figure moved in {len(moved)}"
                              + (f", most for {top['model']} {top['setting']} ({100 * top['delta_robust']:+.1f} points)"
                                 if moved else "")))
-    _paired_table(pairs, "Paired on the same samples (B − A)")
+    print_pairs(console, pairs, "Paired on the same samples (B − A)")
     if html is not None:
         from .report import write_compare_report
 
         info = write_compare_report(rows, html, a_name=str(a), b_name=str(b), pairs=pairs)
         console.print(escape(f"wrote {html} ({info['bytes'] / 1e3:.0f} kB)"))
-
-
-def _paired_table(pairs: list[dict], title: str) -> None:
-    """The terminal table of ``compare.model_pairs``."""
-    from rich.table import Table
-
-    from .compare import UPPER_BOUND_TEXT, _p, _pts
-    from .leaderboard import percent
-    from .summary_stats import BOOTSTRAP_METHOD
-
-    if not pairs:
-        console.print("no two models share samples on a dataset and setting: nothing to pair")
-        return
-    t = Table(title=escape(title))
-    if not console.is_terminal and console.width < 140:
-        console.width = 140
-    for col in ("Dataset", "Setting", "First → second", "n (groups)", "Robust %", "Δ robust (95% CI)", "p",
-                "Δ clean", "TOST p"):
-        t.add_column(col, justify="left" if col in ("Dataset", "Setting", "First → second") else "right")
-    for p in pairs:
-        lo, hi = p["delta_robust_ci"]
-        t.add_row(escape(p["dataset"]), escape(p["setting"]), escape(f"{p['first']} → {p['second']}"),
-                  f"{p['n']} ({p['groups']})", f"{percent(p['robust_first'])} → {percent(p['robust_second'])}",
-                  f"{_pts(p['delta_robust'])} ({_pts(lo)} to {_pts(hi)})", _p(p["p_robust"]), _pts(p["delta_clean"]),
-                  _p(p["p_equivalent_clean"]))
-    console.print(t)
-    console.print(escape(f"Δ in points (second − first); 95 % CI: {BOOTSTRAP_METHOD}, paired; p: exact McNemar on the "
-                         "discordant samples (Dice: paired t on group means); TOST p < 0.05: clean figures equivalent "
-                         f"within ±2 points. {UPPER_BOUND_TEXT}"), style="dim")
 
 
 @app.command()

@@ -261,4 +261,33 @@ def pairs_html(pairs: list[dict[str, Any]]) -> str:
     return (f'<div class="scroll"><table class="lb sortable"><thead>{head}</thead><tbody>{"".join(body)}</tbody></table></div>')
 
 
-__all__ = ["sample_outcomes", "paired", "model_pairs", "contrast_tests", "contrast_text", "gate", "pairs_html", "UPPER_BOUND_TEXT"]
+def print_pairs(console, pairs: list[dict[str, Any]], title: str) -> None:
+    """The terminal table of :func:`model_pairs` (``advonnx compare``) on a rich console."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from .leaderboard import percent
+    from .summary_stats import BOOTSTRAP_METHOD
+
+    if not pairs:
+        console.print("no two models share samples on a dataset and setting: nothing to pair")
+        return
+    t = Table(title=escape(title))
+    if not console.is_terminal and console.width < 140:
+        console.width = 140
+    for col in ("Dataset", "Setting", "First → second", "n (groups)", "Robust %", "Δ robust (95% CI)", "p",
+                "Δ clean", "TOST p"):
+        t.add_column(col, justify="left" if col in ("Dataset", "Setting", "First → second") else "right")
+    for p in pairs:
+        lo, hi = p["delta_robust_ci"]
+        t.add_row(escape(p["dataset"]), escape(p["setting"]), escape(f"{p['first']} → {p['second']}"),
+                  f"{p['n']} ({p['groups']})", f"{percent(p['robust_first'])} → {percent(p['robust_second'])}",
+                  f"{_pts(p['delta_robust'])} ({_pts(lo)} to {_pts(hi)})", _p(p["p_robust"]), _pts(p["delta_clean"]),
+                  _p(p["p_equivalent_clean"]))
+    console.print(t)
+    console.print(escape(f"Δ in points (second − first); 95 % CI: {BOOTSTRAP_METHOD}, paired; p: exact McNemar on the "
+                         "discordant samples (Dice: paired t on group means); TOST p < 0.05: clean figures equivalent "
+                         f"within ±2 points. {UPPER_BOUND_TEXT}"), style="dim")
+
+
+__all__ = ["sample_outcomes", "paired", "model_pairs", "contrast_tests", "contrast_text", "gate", "pairs_html", "print_pairs", "UPPER_BOUND_TEXT"]
