@@ -247,6 +247,7 @@ def show(
     path: Annotated[Path, typer.Argument(help="A Parquet file, a run folder, or an output folder (latest run).")] = Path("advonnx-results"),
     all_runs: Annotated[bool, typer.Option("--all", help="Every run in the folder, not just the latest.")] = False,
     costs: Annotated[Path | None, typer.Option("--costs", help="Cost matrix CSV for the expected cost per sample (default: the run's own, if any).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON instead: every figure with its interval bounds, n, groups and method.")] = False,
 ):
     """Re-render the leaderboard from results.
 
@@ -254,42 +255,69 @@ def show(
 
       advonnx show                       # latest run in ./advonnx-results
       advonnx show advonnx-results/quick-20261125-101500-ab12cd
+      advonnx show advonnx-results --json > summary.json
     """
     from .leaderboard import render
     from .results import read_results, run_metadata
     from .suite import value_range_warnings
 
-    table = read_results(path, all_runs=all_runs)
-    meta = run_metadata(table)
-    for line in value_range_warnings(meta.get("specs") or {}):
-        err_console.print(f"[yellow]{escape(line)}[/yellow]", highlight=False)
     from .clinical import read_costs
 
+    table = read_results(path, all_runs=all_runs)
+    meta = run_metadata(table)
+    cost_matrix = read_costs(costs) if costs is not None else None
+    if as_json:
+        import json
+
+        from .run_summary import run_summary
+
+        sys.stdout.write(json.dumps(run_summary(table, meta, costs=cost_matrix), indent=1, ensure_ascii=False) + "\n")
+        return
+    for line in value_range_warnings(meta.get("specs") or {}):
+        err_console.print(f"[yellow]{escape(line)}[/yellow]", highlight=False)
     render(table, console, headline=meta.get("headline") or {}, title=escape(f"advonnx · {meta.get('run_id', path)}"),
-           costs=read_costs(costs) if costs is not None else None)
+           costs=cost_matrix)
 
 
 @app.command()
 def compare(
     a: Annotated[Path, typer.Argument(help="Results A (file, run folder or output folder).")],
-    b: Annotated[Path, typer.Argument(help="Results B.")],
+    b: Annotated[Path | None, typer.Argument(help="Results B (omit it to compare the models of A with each other).")] = None,
     html: Annotated[Path | None, typer.Option("--html", help="Also write the comparison as a self-contained HTML page.")] = None,
 ):
-    """Per-model, per-setting difference of clean and robust figures between two result sets (B − A).
+    """Paired comparison on the same samples: per model pair × setting, the robust difference with a
+    paired cluster-bootstrap 95 % interval and an exact McNemar p-value, and clean equivalence (TOST,
+    ±2 points). With B: each model of A against itself in B (B − A), plus the per-setting table of
+    clean and robust figures; without B: every two models of A on the same dataset and setting.
 
     [bold]Examples[/bold]
 
       advonnx compare results/before results/after
+      advonnx compare results/quick-20261125-101500-ab12cd      # the models of one run, pairwise
       advonnx compare results/before results/after --html compare.html
     """
     from rich.table import Table
 
+    from .compare import model_pairs, print_pairs
     from .leaderboard import compare_rows, percent
     from .results import read_results
 
-    rows = compare_rows(read_results(a), read_results(b))
+    table_a = read_results(a)
+    table_b = read_results(b) if b is not None else None
+    pairs = model_pairs(table_a, table_b)
     if not console.is_terminal and console.width < 120:
         console.width = 120  # logs and pipes: no truncated model names (as the leaderboard does)
+    if table_b is None:
+        if len(set(table_a.column("model").to_pylist())) < 2:
+            raise AdvonnxError(f"{a}: holds one model; give a second results folder (advonnx compare A B) or a run with several models")
+        print_pairs(console, pairs, f"advonnx compare: models of {a}, pairwise (second − first)")
+        if html is not None:
+            from .report import write_compare_report
+
+            info = write_compare_report([], html, a_name=str(a), b_name="", pairs=pairs)
+            console.print(escape(f"wrote {html} ({info['bytes'] / 1e3:.0f} kB)"))
+        return
+    rows = compare_rows(table_a, table_b)
     t = Table(title=escape(f"advonnx compare: B − A  (A = {a}, B = {b})"))
     for col in ("Model", "Dataset", "Setting", "Clean A", "Clean B", "Δ clean", "Robust A", "Robust B", "Δ robust"):
         t.add_column(col, justify="left" if col in ("Model", "Dataset", "Setting") else "right")
@@ -312,11 +340,46 @@ def compare(
         console.print(escape(f"{len(rows)} settings, {len(both)} in both; robust figure moved in {len(moved)}"
                              + (f", most for {top['model']} {top['setting']} ({100 * top['delta_robust']:+.1f} points)"
                                 if moved else "")))
+    print_pairs(console, pairs, "Paired on the same samples (B − A)")
     if html is not None:
         from .report import write_compare_report
 
-        info = write_compare_report(rows, html, a_name=str(a), b_name=str(b))
+        info = write_compare_report(rows, html, a_name=str(a), b_name=str(b), pairs=pairs)
         console.print(escape(f"wrote {html} ({info['bytes'] / 1e3:.0f} kB)"))
+
+
+@app.command()
+def gate(
+    path: Annotated[Path, typer.Argument(help="Results to check (file, run folder or output folder: latest run).")],
+    min_robust: Annotated[float | None, typer.Option("--min-robust", help="Fail a model whose robust figure at the headline setting (else its lowest over the attack settings) is below this fraction, e.g. 0.8.")] = None,
+    baseline: Annotated[Path | None, typer.Option("--baseline", help="Fail a model that is significantly less robust than in these results (paired on the same samples).")] = None,
+):
+    """Exit 1 when a model fails, with one line per failing model; exit 0 when all pass (for CI).
+
+    Significantly less robust than the baseline: on a setting both runs have, the paired 95 %
+    cluster-bootstrap interval of the difference lies below 0 and the exact McNemar p < 0.05.
+
+    [bold]Examples[/bold]
+
+      advonnx gate advonnx-results --min-robust 0.8
+      advonnx gate results/new --baseline results/released
+    """
+    from .compare import gate as run_gate
+    from .results import read_results, run_metadata
+
+    if min_robust is None and baseline is None:
+        raise AdvonnxError("gate needs --min-robust FRACTION or --baseline RESULTS (see 'advonnx gate --help')")
+    if min_robust is not None and not 0 <= min_robust <= 1:
+        raise AdvonnxError(f"--min-robust {min_robust:g}: give a fraction in [0, 1], e.g. 0.8 for 80 % (see 'advonnx gate --help')")
+    table = read_results(path)
+    fails = run_gate(table, min_robust=min_robust, baseline=read_results(baseline) if baseline is not None else None,
+                     headline=run_metadata(table).get("headline") or {})
+    for line in fails:
+        sys.stdout.write(line + "\n")
+    if fails:
+        raise SystemExit(1)  # typer.Exit's code is swallowed by click outside standalone mode
+    models = sorted(set(table.column("model").to_pylist()))
+    sys.stdout.write(f"gate passed: {len(models)} models ({', '.join(models)})\n")
 
 
 @app.command()

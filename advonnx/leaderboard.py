@@ -2,7 +2,8 @@
 
 Per (model, dataset, attack setting, norm, eps) (settings that differ, and targeted vs
 untargeted, are separate settings with their own ``label``): clean and robust accuracy with 95 %
-bootstrap intervals (1000 resamples of the samples, fixed seed), attack success rate over the
+intervals (Wilson score on the effective sample size of the samples' groups; Dice: cluster
+bootstrap over groups, see ``summary_stats.py``), attack success rate over the
 samples the model classified correctly before the attack, median perturbation norm over broken
 samples, median queries, and attack time. Segmentation rows give mean Dice instead of accuracy.
 Robust accuracy counts like AutoAttack: a sample is robust when it is classified correctly both
@@ -24,11 +25,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from .compare import contrast_text, unproven_text
 from .masking import masking_checks, verdict_lines
+from .summary_stats import BOOTSTRAP_METHOD, PROPORTION_METHOD, interval
 
 BOOTSTRAP = 1000
-EQUAL_CLEAN_POINTS = 2.0
-DIFFERENT_ROBUST_POINTS = 15.0
 
 
 def bootstrap_ci(values: np.ndarray, *, seed: int = 0) -> tuple[float, float]:
@@ -136,8 +137,11 @@ def summarize(table: pa.Table, *, labels: dict | None = None) -> list[dict[str, 
         s["robust"] = float(robust.mean()) if robust.size else math.nan
         s["balanced_robust"] = robust.mean() if seg or not counted else _balanced(counted, "robust")
         s["balanced_clean"] = clean.mean() if seg or not counted else _balanced(counted, "clean_correct")
-        s["clean_ci"] = bootstrap_ci(clean)
-        s["robust_ci"] = bootstrap_ci(robust)
+        groups = [r.get("group") or r["sample_id"] for r in (ok if seg else counted)]
+        s["groups"] = len(set(groups))
+        s["clean_ci"] = interval(clean, groups, proportion=not seg)
+        s["robust_ci"] = interval(robust, groups, proportion=not seg)
+        s["ci_method"] = BOOTSTRAP_METHOD if seg else PROPORTION_METHOD
         norm_col = norm if norm in ("linf", "l2", "l0") else "l2"
         s["median_norm"] = _median(r[norm_col] for r in broken)
         minimal = [r["min_norm"] for r in ok if r.get("min_norm") is not None and math.isfinite(r["min_norm"])]
@@ -314,18 +318,23 @@ def headline_key(summaries: list[dict], headline: dict[str, Any]) -> dict[str, f
     return {model: robust for model, (_, robust) in ranked.items()}
 
 
-def contrast_pairs(summaries: list[dict], headline: dict[str, Any]) -> list[tuple[str, str, dict, dict]]:
-    """Model pairs on one dataset with clean figures within 2 points but robust ≥ 15 apart."""
-    keys = headline_key(summaries, headline)
-    at = [s for s in summaries if s["model"] in keys and s["robust"] == keys[s["model"]]]
-    pairs = []
-    for i, a in enumerate(at):
-        for b in at[i + 1:]:
-            if a["dataset"] != b["dataset"] or a.get("label") != b.get("label") or a["eps"] != b["eps"]:
-                continue
-            if abs(a["clean"] - b["clean"]) * 100 <= EQUAL_CLEAN_POINTS and abs(a["robust"] - b["robust"]) * 100 >= DIFFERENT_ROBUST_POINTS:
-                pairs.append((a["model"], b["model"], a, b))
-    return pairs
+def contrast_pairs(summaries: list[dict], headline: dict[str, Any], table: pa.Table, *,
+                   all_pairs: bool = False) -> list[dict[str, Any]]:
+    """Model pairs on one dataset, at the headline setting, with equivalent clean figures (TOST
+    within ±2 points) and different robust ones (exact McNemar p < 0.05): ``compare.contrast_tests``."""
+    from .compare import contrast_tests
+
+    return contrast_tests(table, summaries, headline, all_pairs=all_pairs) if headline else []
+
+
+def interval_note(summaries: list[dict]) -> str:
+    """The footer line naming the interval methods and what they cover."""
+    from .summary_stats import BOOTSTRAP_METHOD, PROPORTION_METHOD
+
+    methods = [f"accuracies: {PROPORTION_METHOD}"] if any(s["metric"] == "accuracy" for s in summaries) else []
+    methods += [f"Dice, mCE: {BOOTSTRAP_METHOD}"]
+    return ("95 % intervals: " + "; ".join(methods) + "; n in G groups (patient/volume: rows' group); they cover "
+            "test-set sampling, not attack strength")
 
 
 def setting_label(s: dict) -> str:
@@ -371,7 +380,7 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
     for rank, group in enumerate(groups.values(), start=1):
         s0 = group[0]
         head = (f"[bold]{rank}. {s0['model']}[/bold] on {s0['dataset']} · {s0['framework']} · "
-                f"{'queries only' if s0['gradient'] in ('none', '') else s0['gradient'] + ' gradients'} · clean {s0['metric']} {_ci(s0['clean'], s0['clean_ci'])} % · n={s0['n']}")
+                f"{'queries only' if s0['gradient'] in ('none', '') else s0['gradient'] + ' gradients'} · clean {s0['metric']} {_ci(s0['clean'], s0['clean_ci'])} % · n={s0['n']} in {s0.get('groups', s0['n'])} groups")
         flags = [f"{s0[k]} {k}" for k in ("invalid", "errored", "skipped") if s0[k]]
         if flags:
             head += " [red](" + ", ".join(flags) + ")[/red]"
@@ -421,11 +430,15 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
     if cs["rows"]:
         ct = Table(title="Natural corruptions vs adversarial robustness", title_justify="left", header_style="bold",
                    box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+        from .run_summary import corruption_intervals
+
         for col in ("Model", "Mean corr. %", "mCE", "rBE", "Bal. err. %", "Adv. robust %"):
             ct.add_column(col, justify="left" if col == "Model" else "right")
-        for r in cs["rows"]:
-            ct.add_row(r["model"], percent(r["mean_corruption"]),
-                       "–" if math.isnan(r["mce"]) else f"{r['mce']:.2f}", "–" if math.isnan(r["rbe"]) else f"{r['rbe']:.2f}",
+        for r in corruption_intervals(table, cs["rows"]):
+            mce = "–" if math.isnan(r["mce"]) else f"{r['mce']:.2f}" + (
+                "" if math.isnan(r["mce_ci"][0]) else f" [dim]({r['mce_ci'][0]:.2f}–{r['mce_ci'][1]:.2f})[/dim]")
+            ct.add_row(r["model"], _ci(r["mean_corruption"], r["mean_corruption_ci"]),
+                       mce, "–" if math.isnan(r["rbe"]) else f"{r['rbe']:.2f}",
                        percent(r["mean_balanced_error"]), percent(r["adversarial"]))
         console.print(ct)
     notes = []
@@ -448,9 +461,14 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
                      f"{headline.get('attack', '?')} {headline.get('norm', '')} eps={headline.get('eps', '?')} (bold)"
                      + "".join(f"; on {d}: {h.get('attack', '?')} {h.get('norm', '')} eps={h.get('eps', '?')}"
                                for d, h in (headline.get("datasets") or {}).items()))
-    for a, b, sa, sb in contrast_pairs(summaries, headline):
-        notes.append(f"[bold magenta]equal clean, different robust:[/bold magenta] {a} vs {b}: clean "
-                     f"{percent(sa['clean'])} vs {percent(sb['clean'])}, robust {percent(sa['robust'])} vs {percent(sb['robust'])}")
+    for c in contrast_pairs(summaries, headline, table, all_pairs=True):
+        if c["equivalent_clean"] and c["different_robust"]:
+            notes.append(f"[bold magenta]equal clean, different robust:[/bold magenta] {c['hi']['model']} vs "
+                         f"{c['lo']['model']} at {setting_label(c['lo'])}: {contrast_text(c)}")
+        elif c["different_robust"]:
+            notes.append(f"different robust: {c['hi']['model']} vs {c['lo']['model']} at {setting_label(c['lo'])}: "
+                         f"{unproven_text(c)}")
+    notes.append(interval_note(summaries))
     notes += verdict_lines(masking_checks(table))  # per-model verdict and the evidence of fired checks
     if cs["rows"]:
         refs = sorted({r["reference"] for r in cs["rows"]})
@@ -551,11 +569,11 @@ def worst_case_table(table: pa.Table, console) -> list[dict[str, Any]]:
         return rows
     t = Table(title="Worst case over attacks (robust % = no attack broke the sample at or below eps)",
               title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
-    for col in ("Model", "Dataset", "Norm", "Eps", "Robust %", "n", "Attacks"):
-        t.add_column(col, justify="right" if col in ("Eps", "Robust %", "n") else "left")
+    for col in ("Model", "Dataset", "Norm", "Eps", "Robust %", "95% CI", "n (groups)", "Attacks"):
+        t.add_column(col, justify="right" if col in ("Eps", "Robust %", "95% CI", "n (groups)") else "left")
     for r in sorted(rows, key=lambda r: (r["model"], r["dataset"], r["norm"], r["eps"])):
-        t.add_row(r["model"], r["dataset"], r["norm"], f"{r['eps']:.4g}", percent(r["robust"]), str(r["n"]),
-                  ",".join(r["attacks"]))
+        t.add_row(r["model"], r["dataset"], r["norm"], f"{r['eps']:.4g}", "≤ " + percent(r["robust"]),
+                  f"{percent(r['ci'][0])}–{percent(r['ci'][1])}", f"{r['n']} ({r['groups']})", ",".join(r["attacks"]))
     console.print(t)
     return rows
 

@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .compare import UPPER_BOUND_HTML, model_pairs, pairs_html
 from .errors import AdvonnxError
 from .leaderboard import headline_for, percent
 from .results import find_run_folders, read_results, run_metadata
@@ -284,7 +285,7 @@ def curve_figures(summaries: list[dict], rows: list[dict], colors: dict[str, str
             _legend(fig, axes, models, colors)
             figs.append({"dataset": dataset, "kind": "eps", "title": f"{metric.capitalize()} vs perturbation budget",
                          "caption": f"{dataset}: {metric} under attack as the budget ε grows (ε = 0: clean); "
-                                    "bands are 95 % bootstrap intervals.",
+                                    "bands are 95 % intervals (Wilson; Dice: cluster bootstrap).",
                          "uri": _svg_uri(fig)})
         # metric vs severity, one panel per corruption
         cpanels: dict[str, list[dict]] = defaultdict(list)
@@ -790,7 +791,7 @@ def _all_settings(summaries, heads, colors, masking_notes) -> str:
            'data-filter="lb-all" size="40" aria-label="filter settings"></div>',
            '<div class="scroll"><table class="lb sortable" id="lb-all"><thead><tr>',
            f"<th>Model</th>{ds_th}<th>Attack / corruption</th><th>Norm</th><th>ε / severity</th>",
-           "<th>Gradient</th><th>n</th><th>Clean %</th><th>Robust %</th><th>ASR %</th><th>Median ‖δ‖</th>",
+           "<th>Gradient</th><th>n (groups)</th><th>Clean %</th><th>Robust %</th><th>ASR %</th><th>Median ‖δ‖</th>",
            "<th>Queries</th><th>Time s</th><th>Flags</th></tr></thead><tbody>"]
     for s in sorted(summaries, key=lambda s: (s["model"], s["dataset"], s.get("kind") == "corruption", s["attack"], s["norm"], s["eps"], s.get("label") or "")):
         note = masking_notes.get((s["model"], s["dataset"], s["norm"], s["eps"])) if s.get("kind") != "corruption" else None
@@ -802,7 +803,7 @@ def _all_settings(summaries, heads, colors, masking_notes) -> str:
             out.append(f"<td>{_e(s['dataset'])}</td>")
         out.append(f"<td>{_e(s.get('label') or s['attack'])}</td><td>{_e(NORM_NAMES.get(s['norm'], s['norm']) or '–')}</td>")
         out.append(f'<td class="n" data-v="{_num(s["eps"])}">{_e(s["eps_text"])}</td>')
-        out.append(f"<td>{_e(s['gradient'] or '–')}</td><td class='n'>{s['n']}</td>")
+        out.append(f"<td>{_e(s['gradient'] or '–')}</td><td class='n' title='{s.get('groups', s['n'])} groups'>{s['n']} ({s.get('groups', s['n'])})</td>")
         out.append(_cell_ci(s["clean"], (math.nan, math.nan)))  # the same per model: its interval is in the leaderboard
         out.append(_cell_ci(s["robust"], s["robust_ci"], colors[s["model"]]))
         out.append(f'<td class="n" data-v="{_num(s["asr"])}">{percent(s["asr"])}</td>')
@@ -818,14 +819,16 @@ def _all_settings(summaries, heads, colors, masking_notes) -> str:
     return "".join(out)
 
 
-def _contrast_html(summaries, heads, headline, colors) -> tuple[str, int]:
+def _contrast_html(summaries, heads, headline, colors, table) -> tuple[str, int]:
+    from .compare import contrast_text, unproven_text
     from .leaderboard import contrast_pairs
 
-    pairs = contrast_pairs(summaries, headline) if headline else []
+    tested = contrast_pairs(summaries, headline, table, all_pairs=True)
+    pairs = [c for c in tested if c["equivalent_clean"] and c["different_robust"]]
     parts = []
     setting = _setting_text(headline)
-    for _a, _b, sa, sb in pairs:
-        lo, hi = (sa, sb) if sa["robust"] < sb["robust"] else (sb, sa)
+    for c in pairs:
+        lo, hi = c["lo"], c["hi"]
         metric, setting = lo["metric"], _setting_text(headline_for(headline, lo["dataset"]))
         parts.append(
             f'<div class="callout"><b class="big">Equal clean, different robust.</b> '
@@ -834,10 +837,16 @@ def _contrast_html(summaries, heads, headline, colors) -> tuple[str, int]:
             f'({percent(hi["clean"])} % vs {percent(lo["clean"])} % {metric}), but under {_e(setting)} '
             f'{_e(hi["model"])} keeps <b>{percent(hi["robust"])} %</b> while {_e(lo["model"])} falls to '
             f'<b>{percent(lo["robust"])} %</b>: a gap of <b>{100 * (hi["robust"] - lo["robust"]):.1f} points</b> '
-            f'that the test set alone does not show.</div>')
+            f'that the test set alone does not show. <span class="sub">Paired test on the same samples: '
+            f'{_e(contrast_text(c))}.</span></div>')
+    for c in tested:
+        if c["different_robust"] and not c["equivalent_clean"]:
+            parts.append(f'<p class="sub"><b>{_e(c["hi"]["model"])}</b> vs <b>{_e(c["lo"]["model"])}</b> under '
+                         f'{_e(_setting_text(headline_for(headline, c["lo"]["dataset"])))}: {_e(unproven_text(c))}.</p>')
     if not pairs and len(heads) > 1:
-        parts.append(f'<p class="sub">No pair of models on one dataset is within 2 points clean and 15 points apart '
-                     f'under {_e(setting)}.</p>')
+        parts.append(f'<p class="sub">No pair of models on one dataset has clean figures equivalent within ±2 points '
+                     f'(TOST, p &lt; 0.05) and robust figures that differ (exact McNemar, p &lt; 0.05) under '
+                     f'{_e(setting)}; the paired figures are in <a href="#paired">Paired comparisons</a>.</p>')
     return "".join(parts), len(pairs)
 
 
@@ -1001,7 +1010,7 @@ def render_report(table: pa.Table, folders: list[Path], *, title: str | None = N
 
     clinical, n_clinical_plots = clinical_html(table, headline=headline, costs=costs if costs is not None else meta.get("costs"))
     contrast_uri = contrast_figure(heads, colors, headline)
-    contrast_html, n_pairs = _contrast_html(summaries, heads, headline, colors)
+    contrast_html, n_pairs = _contrast_html(summaries, heads, headline, colors, table)
     examples = collect_examples(folders, meta, names, examples_per_setting)
     examples, omitted = _within_budget(examples, headline, max_example_bytes)
     examples_html, n_img = _examples_html(examples, colors, names, headline)
@@ -1032,7 +1041,7 @@ def render_report(table: pa.Table, folders: list[Path], *, title: str | None = N
             f"<p>{_e(description)}</p>" if description else
             "<p>How far each model's performance falls between clean and perturbed inputs.</p>",
             f'<div class="facts">{facts_html}</div></div></header>',
-            '<nav class="toc"><div class="wrap"><a href="#leaderboard">Leaderboard</a><a href="#masking">Gradient masking</a><a href="#contrast">Clean vs robust</a>'
+            '<nav class="toc"><div class="wrap"><a href="#leaderboard">Leaderboard</a><a href="#masking">Gradient masking</a><a href="#contrast">Clean vs robust</a><a href="#paired">Paired</a>'
             '<a href="#curves">Robustness curves</a><a href="#clinical">Per class</a><a href="#examples">Examples</a><a href="#settings">All settings</a>'
             '<a href="#models">Models</a></div></nav><main class="wrap">']
     warn = []
@@ -1045,9 +1054,8 @@ def render_report(table: pa.Table, folders: list[Path], *, title: str | None = N
         warn.append(f"<b>{bad} rows</b> are invalid (NaN/Inf outputs) or errored and are left out of every figure.")
     body.append('<section id="leaderboard"><h2>Leaderboard</h2><p class="sub">One row per model, ranked by robust '
                 f"{_e(' / '.join(sorted({s['metric'] for s in summaries})))} at the headline setting; click a column "
-                "header to sort. Intervals are 95 % "
-                "bootstrap intervals over samples; only rows with status ok enter the figures. Robust accuracy under "
-                "attack is an upper bound (≤): a stronger attack can only lower it.</p>")
+                "header to sort. Only rows with status ok enter the figures.</p>"
+                f'<div class="callout">{UPPER_BOUND_HTML}</div>')
     body.extend(f'<div class="callout warn">{w}</div>' for w in warn)
     body.append(f'<div class="card">{_leaderboard(summaries, heads, colors, masked, masking_notes, value_range_assumed)}</div>')
     body.append(_cascade_html(table))
@@ -1068,8 +1076,13 @@ def render_report(table: pa.Table, folders: list[Path], *, title: str | None = N
     if contrast_uri:
         body.append(f'<div class="card"><figure class="plot"><img alt="clean vs robust at the headline setting" '
                     f'src="{contrast_uri}"><figcaption>Pale bars: clean; solid bars: under attack at the headline '
-                    f"setting; whiskers: 95 % bootstrap intervals.</figcaption></figure></div>")
+                    f"setting; whiskers: 95 % intervals (Wilson; Dice: cluster bootstrap).</figcaption></figure></div>")
     body.append("</section>")
+    body.append('<section id="paired"><h2>Paired comparisons</h2><p class="sub">Every two models on the same '
+                "samples (same dataset and setting): robust difference (second − first) with a paired cluster-"
+                "bootstrap interval and an exact McNemar p-value (Dice: paired t on group means); clean difference "
+                "and the TOST p-value of clean equivalence within ±2 points.</p>"
+                f'<div class="card">{pairs_html(model_pairs(table))}</div></section>')
     body.append('<section id="curves"><h2>Robustness curves</h2><p class="sub">Per model and attack, how performance '
                 "falls as the perturbation grows.</p>")
     if not curves:
@@ -1133,8 +1146,10 @@ def write_report(path: str | Path, output: str | Path = "report.html", *, all_ru
     return {**stats, "bytes": len(data), "path": str(output)}
 
 
-def write_compare_report(rows: list[dict], output: str | Path, *, a_name: str, b_name: str) -> dict[str, Any]:
-    """A self-contained HTML page of ``leaderboard.compare_rows``: sortable table and Δ chart."""
+def write_compare_report(rows: list[dict], output: str | Path, *, a_name: str, b_name: str,
+                         pairs: list[dict] | None = None) -> dict[str, Any]:
+    """A self-contained HTML page of ``leaderboard.compare_rows`` (sortable table and Δ chart) and
+    of the paired comparisons ``compare.model_pairs`` (``pairs``)."""
     plt = _mpl()
     models = sorted({r["model"] for r in rows})
     colors = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(models)}
@@ -1168,9 +1183,14 @@ def write_compare_report(rows: list[dict], output: str | Path, *, a_name: str, b
     page = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>advonnx compare</title>"
             f"<style>{CSS}{extra}</style></head><body><header class=top><div class=wrap><h1>advonnx compare</h1>"
             f"<p>A = {_e(a_name)} · B = {_e(b_name)} · differences are B − A in points</p></div></header>"
-            f"<main class=wrap><section><h2>Robust difference per setting</h2>{chart}</section>"
-            f"<section><h2>All settings</h2><table class=sortable><thead>{head}</thead><tbody>{body}</tbody></table>"
-            f"</section></main>"
+            f"<main class=wrap>"
+            + (f"<section><h2>Paired on the same samples</h2><p>Δ robust (second − first) with a paired cluster-bootstrap "
+               f"95 % interval and an exact McNemar p-value; TOST p &lt; 0.05: clean figures equivalent within ±2 points. "
+               f"{UPPER_BOUND_HTML}</p>{pairs_html(pairs)}</section>" if pairs is not None else "")
+            + (f"<section><h2>Robust difference per setting</h2>{chart}</section>"
+               f"<section><h2>All settings</h2><table class=sortable><thead>{head}</thead><tbody>{body}</tbody></table>"
+               f"</section>" if rows else "")
+            + "</main>"
             f"<script>{JS}</script></body></html>")
     data = page.encode("utf-8")
     output = Path(output)

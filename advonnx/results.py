@@ -35,6 +35,10 @@ SCHEMA = pa.schema([
     ("task", pa.string()),
     ("dataset", pa.string()),
     ("sample_id", pa.string()),
+    # patient / subject / volume / study the sample belongs to (npz 'group', manifest column
+    # 'group', DICOM PatientID, one recording, else the file stem); intervals resample groups.
+    # Absent in runs written before it: each sample is then its own group (``summary_stats``)
+    ("group", pa.string()),
     ("attack", pa.string()),
     ("kind", pa.string()),  # adversarial | corruption | clean | check (extra attacks of masking.py)
     ("norm", pa.string()),
@@ -204,6 +208,8 @@ class RunStore:
     def __init__(self, folder: str | os.PathLike, metadata: dict[str, Any]):
         self.folder = Path(folder)
         self.metadata = metadata
+        #: {(model, dataset): {sample_id: group}}: fills rows' ``group`` as chunks are written
+        self.groups: dict[tuple[str, str], dict[str, str]] = {}
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lock_file = open(self.folder / ".lock", "a+")  # noqa: SIM115 (held for the run)
         try:
@@ -239,6 +245,9 @@ class RunStore:
         """Atomically write one chunk (and its examples first, so a chunk implies its examples)."""
         if examples:
             atomic_write_bytes(examples_path(self.folder, key), lambda f: np.savez_compressed(f, **examples))
+        for r in rows:
+            if r.get("group") is None and r.get("sample_id") is not None:
+                r["group"] = self.groups.get((r.get("model"), r.get("dataset")), {}).get(r["sample_id"], r["sample_id"])
         table = rows_to_table(rows, self.metadata)
         path = self.chunk_path(key)
         atomic_write_bytes(path, lambda f: pq.write_table(table, f, compression="zstd"))
@@ -293,7 +302,9 @@ def read_results(path: str | os.PathLike, *, all_runs: bool = False) -> pa.Table
         except (pa.ArrowInvalid, OSError) as err:
             raise AdvonnxError(f"{f}: unreadable result chunk ({err}); delete it and run again with --resume") from None
     meta = tables[0].schema.metadata
-    return pa.concat_tables([t.replace_schema_metadata(None) for t in tables]).replace_schema_metadata(meta)
+    # runs written before a column was added (e.g. ``group``) read with it null
+    return pa.concat_tables([t.replace_schema_metadata(None) for t in tables],
+                            promote_options="default").replace_schema_metadata(meta)
 
 
 def run_metadata(table: pa.Table) -> dict[str, Any]:

@@ -451,6 +451,7 @@ class Runner:
         """Every work unit of the suite, in a fixed order, plus the rows of skipped samples."""
         units: list[WorkUnit] = []
         skipped: list[tuple[str, dict]] = []
+        self.groups: dict[tuple[str, str], dict[str, str]] = {}
         threads = 1 if self.cluster else None
         map_entries: dict[str, bool] = {}  # target-map entry -> some model of the suite has both its classes
         known_classes: set[str] = set()
@@ -458,6 +459,7 @@ class Runner:
             model = models[entry.name]
             spec = model.spec
             data = cached_dataset(dentry, model, entry.name)
+            self.groups[(entry.name, dentry.name)] = dict(zip(data.sample_ids, data.groups or data.sample_ids))
             base = {
                 "run_id": run_id, "model": entry.name, "model_sha256": _sha256(entry.path),
                 "framework": spec.framework, "task": spec.task, "dataset": dentry.name, "seed": self.suite.seed,
@@ -613,6 +615,7 @@ class Runner:
 
     def _write(self, folder: Path, meta: dict, units: list[WorkUnit], skipped, models) -> None:
         with RunStore(folder, meta) as store:
+            store.groups = getattr(self, "groups", {})
             for key, row in skipped:
                 if not store.has_chunk(key):
                     store.write_chunk(key, [row])
@@ -1113,6 +1116,7 @@ def _dataset_summary(suite: Suite, models: dict[str, OnnxModel]) -> dict[str, di
                "class_names_source": (model.spec.source("class_names") if model.spec.class_names
                                       else "dataset" if d.class_names else "none"),
                "format": d.description.get("format", ""), "samples": len(d),
+               "groups": d.description.get("groups") or "none given: each sample its own group",
                # several model inputs: where each came from (attacked, or held fixed per sample)
                **({"inputs": {k[len("input:"):]: v for k, v in d.description.items() if k.startswith("input:")}}
                   if model.spec.extra_inputs else {})}

@@ -108,15 +108,20 @@ def robustness_curve(min_norms, clean_correct, eps_values) -> np.ndarray:
 
 
 def worst_case(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One dict per (model, dataset, norm, eps) at the budgets the rows used: the worst case."""
+    """One dict per (model, dataset, norm, eps) at the budgets the rows used: the worst case,
+    with its 95 % interval (``ci``: Wilson on the effective n of the samples' groups) and the
+    number of groups."""
     from .results import attack_labels, setting_key
+    from .summary_stats import proportion_interval
 
     radii = breaking_radius(rows)
     labels = attack_labels(r for r in rows if r.get("kind") == "adversarial")
     budgets: dict[tuple, set] = defaultdict(set)
     attacks: dict[tuple, set] = defaultdict(set)
+    group_of: dict[tuple, dict[str, str]] = defaultdict(dict)
     for r in rows:
         if r.get("kind") == "adversarial" and r.get("task") == "classification":
+            group_of[(r["model"], r["dataset"])][r["sample_id"]] = r.get("group") or r["sample_id"]
             key = (r["model"], r["dataset"], r["norm"])
             attacks[key].add(labels[setting_key(r)])
             if r.get("min_norm") is None and r.get("eps") and r.get("status") != "skipped":
@@ -125,9 +130,12 @@ def worst_case(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for key, per_sample in radii.items():
         eps_list = sorted(budgets[key])
         acc = robust_accuracy(per_sample.values(), eps_list)
+        radius = np.asarray(list(per_sample.values()), dtype=np.float64)
+        groups = [group_of[key[:2]].get(sid, sid) for sid in per_sample]
         for e, a in zip(eps_list, acc):
             out.append({"model": key[0], "dataset": key[1], "norm": key[2], "eps": e, "robust": float(a),
-                        "n": len(per_sample), "attacks": sorted(attacks[key])})
+                        "ci": proportion_interval(radius > e * (1 + NORM_RTOL), groups),
+                        "n": len(per_sample), "groups": len(set(groups)), "attacks": sorted(attacks[key])})
     return out
 
 

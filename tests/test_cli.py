@@ -28,7 +28,8 @@ USAGE_ERRORS = [
     ("nosuchcommand",),
     ("show", "--nosuchflag"),
     ("run", "--eps"),
-    ("compare", "only_one_dir"),
+    ("compare",),
+    ("gate",),
     ("attacks", "extra"),
     ("run", "--device"),
     ("corruptions", "--severities"),
@@ -61,7 +62,7 @@ def test_attacks_lists_registry():
 
 
 def test_help_on_every_command():
-    for cmd in ("run", "show", "compare", "inspect", "attacks", "doctor"):
+    for cmd in ("run", "show", "compare", "gate", "inspect", "attacks", "doctor"):
         r = advonnx(cmd, "--help")
         assert r.returncode == 0 and "Usage" in r.stdout, cmd
 

@@ -79,6 +79,13 @@ def test_report_contents(tiny_results, tmp_path):
                    "Dice vs perturbation budget", "Accuracy vs corruption severity", "csf_other", "gray_matter",
                    "pytorch", "exact", "clean pred.", "perturbed pred."):
         assert needle in page, needle
+    # issue 20: the upper-bound and interval wording once, plainly; the paired comparisons section
+    from advonnx.compare import UPPER_BOUND_HTML, model_pairs
+
+    assert page.count(UPPER_BOUND_HTML) == 1 and "not cover the weakness of an attack" in page
+    pairs = model_pairs(read_results(tiny_results, all_runs=True))
+    assert '<section id="paired">' in page and "brain_cnn</td><td>brain_mobilenet" in page
+    assert len(pairs) == page.split('<section id="paired">')[1].split("</section>")[0].count("<tr>") - 1
 
 
 def test_report_flags(tiny_results, tmp_path, monkeypatch):
@@ -158,7 +165,7 @@ def test_report_in_chromium(tiny_results, tmp_path):
         assert counts["broken"] == 0
         # one setting per model is shown at a time: 2 classifiers × SAVE × 3 + segmenter × SAVE × 6
         assert counts["visibleExamples"] == 2 * SAVE * 3 + SAVE * 6
-        assert counts["tables"] == 2 and "advonnx" in counts["title"]
+        assert counts["tables"] == 3 and "advonnx" in counts["title"]  # leaderboard, all settings, paired
         # sorting: click "Robust %" of the all-settings table twice -> ascending then descending
         col = browser.evaluate("""(() => { const t = document.getElementById('lb-all');
             const ths = Array.from(t.tHead.rows[0].cells);
@@ -197,7 +204,14 @@ def test_quick_suite_report_under_5mb(tmp_path):
     assert info["bytes"] < 5_000_000, info
     # quick now holds 3 datasets (patches, slices, tabular): more plots, and beyond the image budget
     # some example settings are left out (headline first)
-    assert info["plots"] >= 3 and info["contrast_pairs"] >= 1
+    assert info["plots"] >= 3
+    # the contrast is a stated test (issue 20): on 300 patches the brain pair's robust gap is
+    # significant, while clean equivalence within ±2 points is not shown (TOST p = 0.22 measured),
+    # and the report says both with their numbers
+    page = (tmp_path / "quick.html").read_text(encoding="utf-8")
+    contrast = page.split('<section id="contrast">')[1].split("</section>")[0]
+    assert "brain_cnn</b> vs <b>brain_mobilenet</b>" in contrast and "exact McNemar p &lt; 0.0001" in contrast
+    assert "not shown equivalent within ±2 (TOST p = " in contrast
     saved = expected_example_images(find_run_folders(tmp_path / "res"), 4)
     if info["examples_omitted"]:
         assert 0 < info["example_images"] < saved
@@ -221,21 +235,48 @@ def test_example_budget_keeps_headline_first(tiny_results):
 
 def test_contrast_text_names_each_datasets_headline_and_metric():
     # a mixed suite: images under PGD, a tabular pair under its own headline (Square); the callout
-    # of each pair must name that pair's attack and metric, not the first dataset's
+    # of each pair must name that pair's attack and metric, not the first dataset's, and give the
+    # paired test's numbers (TOST on clean, McNemar / paired t on robust)
+    from advonnx.leaderboard import summarize
     from advonnx.report import _contrast_html
+    from advonnx.results import empty_row
 
-    def summary(model, dataset, attack, norm, eps, clean, robust, metric="accuracy"):
-        return {"model": model, "dataset": dataset, "attack": attack, "norm": norm, "eps": float(eps),
-                "eps_text": str(eps), "clean": clean, "robust": robust, "metric": metric, "kind": "adversarial"}
+    rng = np.random.default_rng(0)
+    rows = []
 
-    summaries = [summary("seg_a", "seg", "pgd", "linf", 0.01, 0.86, 0.60, "Dice"),
-                 summary("seg_b", "seg", "pgd", "linf", 0.01, 0.85, 0.84, "Dice"),
-                 summary("mlp", "tab", "square", "linf", 0.05, 0.95, 0.59),
-                 summary("gbm", "tab", "square", "linf", 0.05, 0.94, 0.75)]
+    def add(model, dataset, attack, eps, n, clean, robust, seg=False):
+        for i in range(n):
+            r = {**empty_row(), "model": model, "dataset": dataset, "attack": attack, "kind": "adversarial",
+                 "norm": "linf", "eps": eps, "eps_text": str(eps), "sample_id": f"s{i}", "status": "ok",
+                 "settings": "{}", "framework": "t", "label_source": "dataset", "targeted": False, "label": 0,
+                 "task": "segmentation" if seg else "classification"}
+            if seg:
+                r.update(dice_clean=clean + 0.01 * np.sin(i), dice_adv=robust + 0.02 * rng.standard_normal(), success=False)
+            else:
+                r.update(clean_correct=i < clean * n, adv_correct=i < robust * n, robust=i < robust * n,
+                         success=not i < robust * n)
+            rows.append(r)
+
+    add("seg_a", "seg", "pgd", 0.01, 40, 0.86, 0.60, seg=True)
+    add("seg_b", "seg", "pgd", 0.01, 40, 0.86, 0.84, seg=True)
+    add("mlp", "tab", "square", 0.05, 100, 0.95, 0.59)
+    add("gbm", "tab", "square", 0.05, 100, 0.95, 0.75)
+    table = rows_to_table(rows)
+    summaries = summarize(table)
     headline = {"attack": "pgd", "norm": "linf", "eps": "0.01",
                 "datasets": {"tab": {"attack": "square", "norm": "linf", "eps": "0.05"}}}
-    html, n = _contrast_html(summaries, {}, headline, {m: "#000" for m in ("seg_a", "seg_b", "mlp", "gbm")})
+    html, n = _contrast_html(summaries, {}, headline, {m: "#000" for m in ("seg_a", "seg_b", "mlp", "gbm")}, table)
     assert n == 2
     seg, tab = html.split('<div class="callout">')[1:]
-    assert "% Dice), but under pgd L∞ ε=0.01" in seg
+    assert "% Dice), but under pgd L∞ ε=0.01" in seg and "paired t on group means p &lt; 0.0001" in seg
     assert "% accuracy), but under square L∞ ε=0.05" in tab
+    assert "TOST p = 0" in tab and "robust +16.0 points" in tab and "exact McNemar p &lt; 0.0001" in tab
+    # clean figures 2 points apart on 100 samples: equivalence within ±2 is not shown, so no callout,
+    # but the robust difference is stated with the TOST result
+    rows = [r for r in rows if r["model"] != "gbm"]
+    add("gbm", "tab", "square", 0.05, 100, 0.93, 0.75)
+    table = rows_to_table(rows)
+    html, n = _contrast_html(summarize(table), {}, headline, {m: "#000" for m in ("seg_a", "seg_b", "mlp", "gbm")}, table)
+    assert n == 1 and html.count('<div class="callout">') == 1
+    assert "<b>gbm</b> vs <b>mlp</b> under square L∞ ε=0.05: robust +16.0 points" in html
+    assert "clean -2.0 points is not shown equivalent within ±2 (TOST p = " in html

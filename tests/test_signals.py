@@ -174,6 +174,7 @@ def test_recordings_become_model_windows(tmp_path, fmt):
     np.testing.assert_allclose(ds.x, expected, atol=1e-4)
     assert ds.spacing == [(1 / fs,)] * count and ds.sample_ids[1] == f"rec:{128 / fs:g}s"
     assert "dropped" in ds.description["notes"]
+    assert ds.groups == ["rec"] * count  # windows of one recording: one group (issue 20)
     nwc = load_dataset(path, _expect("NWC"))
     np.testing.assert_array_equal(nwc.x, ds.x.transpose(0, 2, 1))
 

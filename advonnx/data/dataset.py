@@ -109,6 +109,9 @@ class Dataset:
     class_names: list[str] | None = field(default=None)
     #: a model's other inputs (not attacked, held fixed): name -> one row per sample
     extras: dict[str, np.ndarray] = field(default_factory=dict)
+    #: group id per sample (patient / subject / volume / study): samples of one group are not
+    #: independent, and intervals resample groups. None: each sample is its own group.
+    groups: list[str] | None = field(default=None)
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -127,6 +130,7 @@ class Dataset:
             description=dict(self.description),
             class_names=None if self.class_names is None else list(self.class_names),
             extras={k: v[idx] for k, v in self.extras.items()},
+            groups=None if self.groups is None else [self.groups[i] for i in idx],
         )
 
     def __repr__(self) -> str:  # arrays would flood the terminal

@@ -19,12 +19,14 @@ from advonnx.data.readers import (
     SUPPORTED,
     RawImage,
     Unreadable,
+    dicom_group,
     dicom_series,
     is_companion,
     one_line,
     parse_orientation,
     read_file,
     read_series,
+    suffix,
 )
 from advonnx.errors import DataError
 
@@ -46,6 +48,7 @@ class _Item:
     files: list[str] | None = None  # DICOM series file names
     label: str | int | np.ndarray | None = None  # multi-label manifests: a (K,) 0/1 vector
     mask: Path | None = None
+    group: str | None = None  # manifest column 'group'
 
 
 class _Pipeline:
@@ -405,6 +408,17 @@ def _load_npz(
         ids = [str(s) for s in sid.tolist()[:n]]
     else:
         ids = [f"npz:{i}" for i in range(n)]
+    groups = None
+    if "group" in files:
+        grp = get("group")
+        if grp.shape != (n_all,):
+            raise _err(
+                path,
+                f"group has shape {grp.shape}, expected ({n_all},)",
+                "store one group id (patient, subject, volume) per sample",
+            )
+        groups = [str(g) for g in grp.tolist()[:n]]
+        desc["groups"] = f"npz array 'group' ({len(set(groups))} groups)"
     spacing = None
     nd = e.spatial_ndim
     if nd == 1 and "sampling_rate" in files:  # a signal's sample period in seconds
@@ -432,7 +446,7 @@ def _load_npz(
             spacing = [(1.0,) * nd] * n
             desc["spacing"] = "unknown: the npz has no 'spacing'; 1 mm assumed"
     desc["format"] = "npz"
-    return Dataset(xo, y, ids, spacing, [], desc, class_names)
+    return Dataset(xo, y, ids, spacing, [], desc, class_names, groups)
 
 
 def _check_npz_shape(path: Path, x: np.ndarray, e: InputExpectation) -> None:
@@ -697,6 +711,7 @@ def _manifest_items(path: Path, e: InputExpectation, class_names, desc) -> list[
         raise _err(
             path, "an image,mask manifest for a classification model", "use the header path,label"
         )
+    gc = header.index("group") if "group" in header else None
     items = []
     for i, r in enumerate(rows[1:], start=2):
         where = f"{path} line {i}"
@@ -706,6 +721,10 @@ def _manifest_items(path: Path, e: InputExpectation, class_names, desc) -> list[
             raise _err(where, "empty image path", "give every row an image path")
         p = _listed_path(rel, path, i, "")
         it = _Item(Path(rel).as_posix(), p)
+        if gc is not None:
+            it.group = r[gc].strip() or None
+            if it.group is None:
+                raise _err(where, "empty group", "give every row a group id (patient, subject or volume), or drop the column")
         if p.is_dir():
             series = dicom_series(p)
             if len(series) != 1:
@@ -872,7 +891,8 @@ def load_dataset(
         )
 
     pipe = _Pipeline(expect, rule, resize)
-    xs, ys, ids, spacings = [], [], [], []
+    xs, ys, ids, spacings, groups = [], [], [], [], []
+    group_sources: dict[str, int] = {}
     first_todo = f"check the files; advonnx reads {SUPPORTED}"
     for it in items:
         if limit is not None and len(xs) >= int(limit):
@@ -897,6 +917,9 @@ def load_dataset(
         xs.append(arr)
         ids.append(it.sample_id)
         spacings.append(sp)
+        group, source = _item_group(it)
+        groups.append(group)
+        group_sources[source] = group_sources.get(source, 0) + 1
     if not xs:
         first = skipped[0] if skipped else ("?", "?")
         raise _err(
@@ -938,11 +961,26 @@ def load_dataset(
         if resize == "resample"
         else "refuse"
     )
+    desc["groups"] = f"{len(set(groups))} groups: " + ", ".join(f"{k} ({v})" for k, v in sorted(group_sources.items()))
     if skipped:
         desc["notes"] += f"{len(skipped)} files skipped (see Dataset.skipped); "
     if limit is not None:
         desc["notes"] += f"limit={int(limit)}: first samples in sorted order; "
-    return _finish_desc(Dataset(x, y, ids, spacing, skipped, desc, classes))
+    return _finish_desc(Dataset(x, y, ids, spacing, skipped, desc, classes, groups))
+
+
+def _item_group(it: _Item) -> tuple[str, str]:
+    """(group id, where it came from) of one file sample: the manifest's ``group`` column, else
+    the DICOM PatientID / StudyInstanceUID (a series: of its first file), else the file's path
+    without its extension (a single image is its own group)."""
+    if it.group is not None:
+        return it.group, "manifest column 'group'"
+    dicom = dicom_group(Path(it.files[0]) if it.files else it.path)
+    if dicom is not None:
+        return dicom, "DICOM PatientID/StudyInstanceUID"
+    sid = it.sample_id
+    suf = suffix(Path(sid))
+    return (sid[: -len(suf)] if suf and sid.lower().endswith(suf) else sid), "file stem"
 
 
 def _squeezed_shape(raw: RawImage, e: InputExpectation) -> tuple[int, ...]:

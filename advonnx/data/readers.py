@@ -190,6 +190,29 @@ def read_file(path: Path, orientation: str | None = None) -> RawImage:
     return _raw_from_image(reorient(img, orientation), format_name(path))
 
 
+DICOM_GROUP_TAGS = (("0010|0020", "PatientID"), ("0020|000d", "StudyInstanceUID"))
+
+
+def dicom_group(path: Path) -> str | None:
+    """The group a DICOM file belongs to: its PatientID, else its StudyInstanceUID (header only);
+    None for other formats or when neither tag is set."""
+    if format_name(path) != "DICOM":
+        return None
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    with quiet_itk():
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            return None
+    for tag, _ in DICOM_GROUP_TAGS:
+        if reader.HasMetaDataKey(tag):
+            value = reader.GetMetaData(tag).strip().strip("\x00").strip()
+            if value:
+                return value
+    return None
+
+
 def read_series(files: list[str], orientation: str | None = None) -> RawImage:
     """One DICOM series (file names in GDCM's order) as a volume, reoriented if asked. Raises
     :class:`Unreadable`."""

@@ -116,4 +116,5 @@ def load_recording(path: Path, e: InputExpectation, rule: IntensityRule, limit, 
     tail = total - (total // length) * length
     desc["notes"] += (f"{count} windows of {length} samples ({length / fs:g} s), no overlap"
                       + (f"; last {tail} samples dropped" if tail else "") + "; ")
-    return Dataset(x, None, ids, [(1.0 / fs,)] * count, [], desc, None)
+    desc["groups"] = f"1 group: the windows of one recording ({path.stem})"
+    return Dataset(x, None, ids, [(1.0 / fs,)] * count, [], desc, None, [path.stem] * count)
