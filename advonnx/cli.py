@@ -257,11 +257,10 @@ def show(
       advonnx show advonnx-results/quick-20261125-101500-ab12cd
       advonnx show advonnx-results --json > summary.json
     """
+    from .clinical import read_costs
     from .leaderboard import render
     from .results import read_results, run_metadata
     from .suite import value_range_warnings
-
-    from .clinical import read_costs
 
     table = read_results(path, all_runs=all_runs)
     meta = run_metadata(table)
