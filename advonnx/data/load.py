@@ -446,7 +446,7 @@ def _load_npz(
             spacing = [(1.0,) * nd] * n
             desc["spacing"] = "unknown: the npz has no 'spacing'; 1 mm assumed"
     desc["format"] = "npz"
-    return Dataset(xo, y, ids, spacing, [], desc, class_names, groups)
+    return Dataset(xo, y, ids, spacing, [], desc, class_names, groups=groups)
 
 
 def _check_npz_shape(path: Path, x: np.ndarray, e: InputExpectation) -> None:
@@ -966,7 +966,7 @@ def load_dataset(
         desc["notes"] += f"{len(skipped)} files skipped (see Dataset.skipped); "
     if limit is not None:
         desc["notes"] += f"limit={int(limit)}: first samples in sorted order; "
-    return _finish_desc(Dataset(x, y, ids, spacing, skipped, desc, classes, groups))
+    return _finish_desc(Dataset(x, y, ids, spacing, skipped, desc, classes, groups=groups))
 
 
 def _item_group(it: _Item) -> tuple[str, str]:

@@ -117,4 +117,4 @@ def load_recording(path: Path, e: InputExpectation, rule: IntensityRule, limit, 
     desc["notes"] += (f"{count} windows of {length} samples ({length / fs:g} s), no overlap"
                       + (f"; last {tail} samples dropped" if tail else "") + "; ")
     desc["groups"] = f"1 group: the windows of one recording ({path.stem})"
-    return Dataset(x, None, ids, [(1.0 / fs,)] * count, [], desc, None, [path.stem] * count)
+    return Dataset(x, None, ids, [(1.0 / fs,)] * count, [], desc, None, groups=[path.stem] * count)
