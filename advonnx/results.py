@@ -35,6 +35,7 @@ SCHEMA = pa.schema([
     ("task", pa.string()),
     ("dataset", pa.string()),
     ("sample_id", pa.string()),
+    ("sample_shape", pa.string()),  # the sample's array shape in the model's layout, e.g. "1x32x32"
     ("attack", pa.string()),
     ("kind", pa.string()),  # adversarial | corruption | clean | check (extra attacks of masking.py)
     ("norm", pa.string()),
