@@ -334,6 +334,9 @@ class WorkUnit:
     skip: tuple[tuple[int, str], ...] = ()
     # an extra attack of the gradient-masking checks (masking.py): rows of kind "check"
     check: bool = False
+    # cluster runs of a streamed dataset: the block's samples as references (Dataset.block), read
+    # by the worker itself; None: the worker loads the dataset from its path
+    data: Any = field(default=None, compare=False, repr=False)
 
 
 # Per-process caches: a worker loads each model and dataset once and reuses them across tasks.
@@ -381,7 +384,14 @@ def cached_dataset(dentry: DatasetEntry, model: OnnxModel, model_name: str = "")
 def execute_unit(unit: WorkUnit) -> tuple[list[dict], dict | None]:
     """Rows (and saved examples) of one work unit; runs in this process or on a Dask worker."""
     model = cached_model(unit.model, unit.device, unit.batch_size, unit.threads)
-    data = cached_dataset(unit.dataset, model, unit.model.name)
+    if unit.data is not None:  # the block's sample references, shipped with the unit
+        import dataclasses
+
+        data = unit.data
+        unit = dataclasses.replace(unit, start=0, stop=len(data), data=None,
+                                   skip=tuple((i - unit.start, why) for i, why in unit.skip))
+    else:
+        data = cached_dataset(unit.dataset, model, unit.model.name)
     attack = None
     if unit.attack is not None and unit.eps > 0:
         attack = make_attack(unit.attack.name, norm=unit.attack.norm, eps=unit.eps, **unit.attack.settings)
@@ -462,6 +472,7 @@ class Runner:
                 for severity in severities:
                     settings.append((None, name, float(severity), str(severity),
                                      {"corruption": name, "severity": str(severity)}))
+            ship = bool(self.cluster) and hasattr(data.x, "detach")  # workers read their own blocks
             staged = self.suite.worst_case and spec.task == "classification"
             order = [a for a in self.suite.attacks if not a.datasets or dentry.name in a.datasets]
             for a, corruption, eps, eps_text, setting in settings:
@@ -474,6 +485,7 @@ class Runner:
                         save_examples=self.suite.save_examples if block == 0 else 0, seed=self.suite.seed,
                         gradient=self.suite.gradient, base=base, device=self.device,
                         batch_size=self.batch_size, threads=threads, stage=stage,
+                        data=data.block(start, stop) if ship else None,
                     ))
             if self.suite.masking_checks and spec.task == "classification":
                 units += self._check_units(entry, dentry, model, base, data, threads)
@@ -513,7 +525,8 @@ class Runner:
                     key=_key(base, setting, start, stop), model=entry, dataset=dentry, attack=a, corruption=None,
                     eps=c["eps"], eps_text=c["eps_text"], start=start, stop=stop, save_examples=0,
                     seed=self.suite.seed, gradient=self.suite.gradient, base=base, device=self.device,
-                    batch_size=self.batch_size, threads=threads, check=True))
+                    batch_size=self.batch_size, threads=threads, check=True,
+                    data=data.block(start, stop) if self.cluster and hasattr(data.x, "detach") else None))
         return units
 
     def run(self):

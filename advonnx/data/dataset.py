@@ -143,6 +143,16 @@ class Dataset:
             class_names=None if self.class_names is None else list(self.class_names),
         )
 
+    def block(self, start: int, stop: int) -> Dataset:
+        """Samples ``start:stop`` holding only their references, not the whole dataset's (a streamed
+        folder's block source keeps just these files): what a Dask worker is sent to read itself."""
+        sub = self.subset(slice(start, stop))
+
+        def detach(a):
+            return a.detach() if hasattr(a, "detach") else a
+
+        return replace(sub, x=detach(sub.x), y=None if sub.y is None else detach(sub.y), skipped=[])
+
     def __repr__(self) -> str:  # arrays would flood the terminal
         y = "None" if self.y is None else f"{tuple(self.y.shape)} {self.y.dtype}"
         return (

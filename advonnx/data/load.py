@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import os
 import re
@@ -1054,6 +1055,13 @@ class _ItemSource:
         self.binary_255 = False
         self._masks: dict[bytes, np.ndarray] = {}
         self._lock = threading.Lock()
+
+    def subset(self, idx) -> _ItemSource:
+        """A source of only the items at ``idx`` (renumbered from 0)."""
+        out = copy.copy(self)
+        out.items = [self.items[int(i)] for i in idx]
+        out._masks, out._lock = {}, threading.Lock()
+        return out
 
     def _read(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         pipe = _Pipeline(self.expect, self.rule, self.resize, self.voxel_spacing)

@@ -137,6 +137,15 @@ class SampleArray:
         return SampleArray(self._read, len(idx), self._shapes[idx], self.dtype,
                            prefetch=self.prefetch, index=self._index[idx])
 
+    def detach(self) -> SampleArray:
+        """The same samples with a block source that holds only their references (when the source
+        can be cut down, as a folder's can): what is shipped to a Dask worker for one block."""
+        owner = getattr(self._read, "__self__", None)
+        if owner is None or not hasattr(owner, "subset"):
+            return self
+        read = getattr(owner.subset(self._index), self._read.__name__)
+        return SampleArray(read, len(self), self._shapes, self.dtype, prefetch=False)
+
     def __array__(self, dtype=None, copy=None):
         if not self.uniform:
             raise DataError("samples of different sizes cannot be stacked into one array; read them by Dataset.blocks")

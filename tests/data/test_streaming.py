@@ -250,3 +250,47 @@ def test_spacing_resamples_like_simpleitk(tmp_path):
     lin = map_coordinates(vol.astype(np.float64), [zz, yy, xx], order=1)
     np.testing.assert_allclose(ds.x[0, 0][inside], lin[inside], atol=1e-5)
     assert load_dataset(tmp_path / "m.csv", e, intensity="none").description["voxel_spacing"] == "as stored in each file"
+
+
+def test_cluster_units_carry_their_block_references(tmp_path, monkeypatch, nets):
+    """With --cluster, a unit of a streamed folder carries its block's files (not the dataset's,
+    not arrays); a worker that cannot load the dataset computes the same rows from them."""
+    import pickle
+
+    import advonnx.data as data_pkg
+    import advonnx.distributed as distributed
+    import advonnx.suite as suite_mod
+
+    (_, model), _ = nets
+    rng = np.random.default_rng(6)
+    for i, img in enumerate(_images(rng)):
+        write_image(tmp_path / "folder" / str(i % 3) / f"img{i}.png", img)
+    local = _run(tmp_path, model, tmp_path / "folder", chunk=2, name="local")
+    shipped = []
+
+    def fake_run_distributed(cluster, units, store, on_done, log):
+        real_load = data_pkg.load_dataset
+        monkeypatch.setattr(data_pkg, "load_dataset", lambda *a, **k: pytest.fail("a worker loaded the dataset"))
+        suite_mod._DATA_CACHE.clear()
+        for u in units:
+            u = pickle.loads(pickle.dumps(u))  # what Dask does to a task's arguments
+            shipped.append(len(u.data.x._read.__self__.items))
+            rows, examples = suite_mod.execute_unit(u)
+            assert {r["sample_id"] for r in rows} == set(u.data.sample_ids)
+            store.write_chunk(u.key, rows, examples)
+            on_done(u)
+        monkeypatch.setattr(data_pkg, "load_dataset", real_load)
+        return {"fake": len(units)}
+
+    monkeypatch.setattr(distributed, "run_distributed", fake_run_distributed)
+    suite = Suite(name="cl", models=[ModelEntry("m", model)], datasets=[DatasetEntry("d", str(tmp_path / "folder"))],
+                  attacks=[AttackEntry("fgsm", "linf", parse_eps(str(EPS)))], chunk_size=2, save_examples=0,
+                  masking_checks=False)
+    _, table = Runner(suite, out=tmp_path / "out-cl", cluster="tcp://127.0.0.1:1").run()
+    assert shipped == [2, 2, 2]  # each unit: its own 2 files of one size
+
+    def strip(rows):
+        return sorted(({k: v for k, v in r.items() if k not in ("time_s", "run_id")} for r in rows),
+                      key=lambda r: r["sample_id"])
+
+    assert strip(r for r in table.to_pylist() if r["kind"] == "adversarial") == strip(local)
