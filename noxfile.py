@@ -110,6 +110,7 @@ def bench(session):
     session.run("python", "benchmarks/bench_corruptions.py")
     session.run("python", "benchmarks/bench_cluster.py")
     session.run("python", "benchmarks/bench_gradcache.py")
+    session.run("python", "benchmarks/bench_memory.py")
 
 
 @nox.session

@@ -417,8 +417,7 @@ def _load_npz(
             for a in range(0, n, CHECK_BLOCK):
                 b2 = min(n, a + CHECK_BLOCK)
                 _npz_labels(path, ym.read(a, b2), b2 - a, _Shape((b2 - a, *x.shape[1:])), e, class_names)
-            y = SampleArray(_NpzLabels(ym, e, class_names, str(path)), n, ym.shape[1:] if
-                            e.task == "classification" else shim.label_shape(e), np.int64)
+            y = SampleArray(_NpzLabels(ym, e, class_names, str(path)), n, shim.label_shape(e), np.int64)
         desc["label_source"] = "npz array 'y'"
     else:
         desc["label_source"] = "none: no 'y' in the npz; clean predictions will be the reference"
@@ -502,9 +501,8 @@ class _NpzLabels:
 
     def __call__(self, idx: np.ndarray) -> np.ndarray:
         y = self.member.rows(idx)
-        if y.ndim > 1 and y.ndim == len(self.member.shape) and self.e.task == "segmentation":
-            if y.ndim == 2 + (self.e.spatial_ndim or 0):  # a channel axis of 1
-                y = y[:, 0] if self.e.channels_first else y[..., 0]
+        if y.ndim == 2 + (self.e.spatial_ndim or 0):  # a channel axis of 1 (checked at load)
+            y = y[:, 0] if self.e.channels_first else y[..., 0]
         return y.astype(np.int64)
 
 
@@ -897,6 +895,7 @@ def load_dataset(
     kept: list[_Item] = []
     ys, shapes, spacings = [], [], []
     mask_values: set[int] = set()
+    held: list = []
     first_todo = f"check the files; advonnx reads {SUPPORTED}"
     for it in items:
         if limit is not None and len(kept) >= int(limit):
@@ -918,6 +917,8 @@ def load_dataset(
         kept.append(it)
         shapes.append(arr.shape)
         spacings.append(sp)
+        if not stream:  # stacked below when all have one size: no second read
+            held.append((arr, lab if it.mask is not None else None))
         del arr, lab
     if not kept:
         first = skipped[0] if skipped else ("?", "?")
@@ -951,8 +952,10 @@ def load_dataset(
     desc["reading"] = "per block, samples read again from their files" if stream or len(set(shapes)) > 1 \
         else "stacked in memory"
     if not stream and len(set(shapes)) == 1:
-        x = np.asarray(x)
-        y = y if y is None or isinstance(y, np.ndarray) else np.asarray(y)
+        x = np.stack([held[i][0] for i in order])
+        if isinstance(y, SampleArray):
+            masks = np.stack([held[i][1] for i in order])
+            y = (masks == 255).astype(np.int64) if source.binary_255 else masks
         spacing = None if expect.spatial_ndim is None else [tuple(s) for s in spacings]
     desc["format"] = desc["format"] or ""
     fmts = ", ".join(f"{k} ({v})" for k, v in sorted(pipe.formats.items()))
