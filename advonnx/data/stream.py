@@ -126,8 +126,9 @@ class SampleArray:
             if step == 1:
                 return self._slice(a, max(a, b))
             return self._load(np.arange(a, b, step))
-        if isinstance(key, tuple):
-            return self[key[0]][(slice(None), *key[1:])]
+        if isinstance(key, tuple):  # the samples first, then the rest of the index
+            first = self[key[0]]
+            return first[key[1:]] if isinstance(key[0], (int, np.integer)) else first[(slice(None), *key[1:])]
         idx = np.arange(len(self))[np.asarray(key)]
         return self._load(np.atleast_1d(idx).astype(np.int64))
 

@@ -161,6 +161,8 @@ def test_dynamic_shape_keeps_each_size(tmp_path, rng):
     np.testing.assert_allclose(ds.x[2][0], c / 255.0, atol=1e-7)  # own size, not resampled
     np.testing.assert_allclose(ds.x[0:2][:, 0], np.stack([a, b]) / 255.0, atol=1e-7)
     assert "2 sample sizes" in ds.description["sizes"]
+    with pytest.raises(DataError, match="different sizes"):
+        ds.x[1:3]  # a block never mixes sizes
     part = InputExpectation("NCHW", (16, None), 1)  # fixed H, dynamic W
     assert load_dataset(tmp_path / "f", part).x.shape == (3, 1, 16, 20)
 

@@ -294,3 +294,35 @@ def test_cluster_units_carry_their_block_references(tmp_path, monkeypatch, nets)
                       key=lambda r: r["sample_id"])
 
     assert strip(r for r in table.to_pylist() if r["kind"] == "adversarial") == strip(local)
+
+
+def test_sample_array_indexing_matches_numpy(tmp_path):
+    x = np.random.default_rng(7).uniform(0, 1, (12, 1, 3, 4)).astype(np.float32)
+    np.savez(tmp_path / "a.npz", x=x)
+    s = load_dataset(tmp_path / "a.npz", InputExpectation("NCHW", (3, 4), 1), stream=True).x
+    for key in (3, -1, slice(2, 9), slice(None, None, 3), [4, 0, 4], np.arange(12) % 2 == 0, (2, 0), (slice(1, 5), 0, 2)):
+        np.testing.assert_array_equal(s[key], x[key], err_msg=str(key))
+    assert s.shape == x.shape and len(s) == 12 and s.take([1, 2]).shape == (2, 1, 3, 4)
+
+
+def test_spacing_from_a_suite_is_recorded_and_rows_carry_the_resampled_shape(tmp_path):
+    import json
+
+    torch.manual_seed(0)
+    net = torch.nn.Conv3d(1, 3, 3, padding=1).eval()
+    model = tmp_path / "seg3d.onnx"
+    torch.onnx.export(net, (torch.zeros(1, 1, 4, 4, 4),), str(model), input_names=["x"], output_names=["s"],
+                      dynamo=False, dynamic_axes={"x": {0: "N", 2: "D", 3: "H", 4: "W"},
+                                                  "s": {0: "N", 2: "D", 3: "H", 4: "W"}})
+    rng = np.random.default_rng(8)
+    write_image(tmp_path / "v.nii.gz", rng.uniform(0, 1, (5, 9, 7)).astype(np.float32), spacing=(2.0, 0.75, 1.25))
+    write_image(tmp_path / "m.nii.gz", rng.integers(0, 3, (5, 9, 7)).astype(np.uint8), spacing=(2.0, 0.75, 1.25))
+    _manifest(tmp_path / "m.csv", [("v.nii.gz", "m.nii.gz")])
+    suite = Suite(name="sp", models=[ModelEntry("m", str(model))],
+                  datasets=[DatasetEntry("d", str(tmp_path / "m.csv"), intensity="none", spacing="1.0,1.0,1.0")],
+                  attacks=[AttackEntry("fgsm", "linf", parse_eps("0.01"))], save_examples=0, masking_checks=False)
+    folder, table = Runner(suite, out=tmp_path / "out").run()
+    assert {r["sample_shape"] for r in table.to_pylist()} == {"1x10x7x9"}
+    meta = json.loads((folder / "_run.json").read_text())
+    assert meta["datasets"]["d"]["voxel_spacing"].startswith("1.0 x 1.0 x 1.0 mm")
+    assert meta["datasets"]["d"]["orientation"] == "as stored in each file"
