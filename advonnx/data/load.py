@@ -928,6 +928,8 @@ def load_dataset(
             first_todo,
         )
 
+    if ys and len(ys) != len(kept):
+        raise _err(path, "some samples have labels and others not", "label every sample")
     order = group_order(shapes)
     kept = [kept[i] for i in order]
     shapes = [shapes[i] for i in order]
@@ -937,8 +939,6 @@ def load_dataset(
     source = _ItemSource(kept, expect, rule, resize, orientation, voxel_spacing, pipe.channels)
     x = SampleArray(source.images, len(kept), np.asarray(shapes), expect.dtype)
     y = None
-    if ys and len(ys) != len(kept):
-        raise _err(path, "some samples have labels and others not", "label every sample")
     if ys:
         if expect.task == "segmentation":
             source.binary_255, classes = _check_masks(path, mask_values, classes, desc)
