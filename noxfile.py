@@ -113,6 +113,7 @@ def bench(session):
     session.run("python", "benchmarks/bench_apgd.py")
     session.run("python", "benchmarks/bench_autoattack.py")
     session.run("python", "benchmarks/bench_certify.py")
+    session.run("python", "benchmarks/bench_memory.py")
 
 
 @nox.session

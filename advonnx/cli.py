@@ -67,6 +67,7 @@ def run(
     overlap: Annotated[str | None, typer.Option("--overlap", help="Sliding windows: overlap fraction in [0, 1) (default 0.25).")] = None,
     blend: Annotated[str | None, typer.Option("--blend", help="Sliding windows: constant or gaussian (default constant).")] = None,
     orientation: Annotated[str | None, typer.Option("--orientation", help="Reorient every volume (and mask) to this code before use, e.g. RAS or LPS (DICOM convention: the direction each axis increases toward). Default: as stored.")] = None,
+    spacing: Annotated[str | None, typer.Option("--spacing", help="Resample every image file (linear) and mask (nearest) to this voxel size in mm, array order, e.g. 1.0,1.0,1.0 (SimpleITK, after --orientation). Default: as stored.")] = None,
     intensity: Annotated[str | None, typer.Option("--intensity", help="How image intensities map to the model's value range: auto (default), none, minmax, percentile:LO-HI, window:LO,HI (e.g. CT window:-1000,400) or divide:K (e.g. divide:4095).")] = None,
     class_names: Annotated[str | None, typer.Option("--class-names", help="The model's classes in output order, comma-separated (e.g. benign,malignant); class subfolders and manifest labels are matched to them.")] = None,
     corruptions: Annotated[str | None, typer.Option("--corruptions", help="Natural corruptions too: all or NAME[,NAME...] (see `advonnx corruptions`).")] = None,
@@ -139,7 +140,7 @@ def run(
             m.overrides.update(overrides)
     if data:
         s.datasets = [DatasetEntry(name=Path(data).stem or "data", path=str(Path(data)), limit=limit,
-                                   orientation=orientation)]
+                                   orientation=orientation, spacing=spacing)]
         for m in s.models:
             m.dataset = s.datasets[0].name
     elif limit is not None:
@@ -147,6 +148,8 @@ def run(
             d.limit = limit
     for d in s.datasets if orientation else []:
         d.orientation = orientation
+    for d in s.datasets if spacing else []:
+        d.spacing = spacing
     if intensity is not None:
         for d in s.datasets:
             d.intensity = intensity

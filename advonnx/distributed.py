@@ -1,9 +1,11 @@
 """Running work units on a Dask cluster (``--cluster local:N`` or ``tcp://HOST:PORT``).
 
 The science is the same code path as a local run: workers call ``advonnx.suite.execute_unit``
-on plain-data work units, each worker process caching its models and datasets (a model is read
-once per worker, not per task). Datasets are read by the workers from their paths, so on a real
-cluster they must sit on a shared file system (or be copied to the same path on every node).
+on plain-data work units, each worker process caching its models (a model is read once per
+worker, not per task). A unit of a streamed dataset carries its block's sample references (file
+paths, or the npz member and sample indices; ``Dataset.block``), never arrays: each worker reads
+its own blocks from those paths, so on a real cluster the data must sit on a shared file system
+(or be copied to the same path on every node).
 Only the client writes results, each chunk once: a task retried after a worker died, or run
 twice, never duplicates rows. Needs the ``dask`` extra (``pip install "advonnx[dask]"``).
 """

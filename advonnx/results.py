@@ -39,6 +39,7 @@ SCHEMA = pa.schema([
     # 'group', DICOM PatientID, one recording, else the file stem); intervals resample groups.
     # Absent in runs written before it: each sample is then its own group (``summary_stats``)
     ("group", pa.string()),
+    ("sample_shape", pa.string()),  # the sample's array shape in the model's layout, e.g. "1x32x32"
     ("attack", pa.string()),
     ("kind", pa.string()),  # adversarial | corruption | clean | check (extra attacks of masking.py)
     ("norm", pa.string()),

@@ -86,6 +86,7 @@ class DatasetEntry:
     intensity: str = "auto"
     resize: str = "resample"
     orientation: str | None = None  # e.g. "RAS": volumes reoriented on reading; None: as stored
+    spacing: str | None = None  # e.g. "1.0,1.0,1.0" (mm): images resampled to it on reading; None: as stored
     # None: the suite's corruptions / severities; [] (corruptions = []): none for this dataset
     corruptions: list[str] | None = None
     severities: list[int] | None = None
@@ -178,6 +179,8 @@ def _suite_from_dict(raw: dict[str, Any], base: Path, source: str) -> Suite:
             DatasetEntry(name=d.get("name") or Path(d["path"]).stem, path=resolve(d["path"]),
                          limit=d.get("limit"), intensity=d.get("intensity", "auto"),
                          resize=d.get("resize", "resample"), orientation=d.get("orientation"),
+                         spacing=None if d.get("spacing") is None else ",".join(map(str, d["spacing"]))
+                         if isinstance(d["spacing"], list) else str(d["spacing"]),
                          corruptions=parse_corruptions(d["corruptions"]) if "corruptions" in d else None,
                          severities=parse_severities(d["severities"]) if "severities" in d else None)
             for d in raw.get("datasets", [])
@@ -358,6 +361,9 @@ class WorkUnit:
     skip: tuple[tuple[int, str], ...] = ()
     # an extra attack of the gradient-masking checks (masking.py): rows of kind "check"
     check: bool = False
+    # cluster runs of a streamed dataset: the block's samples as references (Dataset.block), read
+    # by the worker itself; None: the worker loads the dataset from its path
+    data: Any = field(default=None, compare=False, repr=False)
 
 
 # Per-process caches: a worker loads each model and dataset once and reuses them across tasks.
@@ -381,12 +387,13 @@ def cached_dataset(dentry: DatasetEntry, model: OnnxModel, model_name: str = "")
     from .data import load_dataset
 
     spec = model.spec
-    key = (dentry.path, dentry.limit, dentry.intensity, dentry.resize, dentry.orientation, repr(_expectation(model)),
-           spec.class_names, spec.input_name, spec.extra_inputs)
+    key = (dentry.path, dentry.limit, dentry.intensity, dentry.resize, dentry.orientation, dentry.spacing,
+           repr(_expectation(model)), spec.class_names, spec.input_name, spec.extra_inputs)
     if key not in _DATA_CACHE:
         try:
             data = load_dataset(dentry.path, _expectation(model), intensity=dentry.intensity,
                                 resize=dentry.resize, limit=dentry.limit, orientation=dentry.orientation,
+                                spacing=dentry.spacing, stream=True,
                                 class_names=list(spec.class_names) if spec.class_names else None)
             if spec.extra_inputs:  # the model's other inputs, per sample, held fixed
                 from .data.extras import load_extra_inputs
@@ -408,7 +415,14 @@ def cached_dataset(dentry: DatasetEntry, model: OnnxModel, model_name: str = "")
 def execute_unit(unit: WorkUnit) -> tuple[list[dict], dict | None]:
     """Rows (and saved examples) of one work unit; runs in this process or on a Dask worker."""
     model = cached_model(unit.model, unit.device, unit.batch_size, unit.threads)
-    data = cached_dataset(unit.dataset, model, unit.model.name)
+    if unit.data is not None:  # the block's sample references, shipped with the unit
+        import dataclasses
+
+        data = unit.data
+        unit = dataclasses.replace(unit, start=0, stop=len(data), data=None,
+                                   skip=tuple((i - unit.start, why) for i, why in unit.skip))
+    else:
+        data = cached_dataset(unit.dataset, model, unit.model.name)
     attack = None
     if unit.attack is not None and unit.eps > 0:
         attack = make_attack(unit.attack.name, norm=unit.attack.norm, eps=unit.eps, **unit.attack.settings)
@@ -510,23 +524,23 @@ class Runner:
                 for severity in severities:
                     settings.append((None, name, float(severity), str(severity),
                                      {"corruption": name, "severity": str(severity)}))
-            n = len(data)
+            ship = bool(self.cluster) and hasattr(data.x, "detach")  # workers read their own blocks
             staged = self.suite.worst_case and spec.task == "classification"
             order = [a for a in self.suite.attacks if not a.datasets or dentry.name in a.datasets]
             for a, corruption, eps, eps_text, setting in settings:
                 stage = (next(i for i, b in enumerate(order) if b is a)
                          if staged and a is not None and a.name != "certify" else 0)  # certificates: every sample
-                for block, start in enumerate(range(0, n, self.suite.chunk_size)):
-                    stop = min(n, start + self.suite.chunk_size)
+                for block, (start, stop) in enumerate(data.blocks(self.suite.chunk_size)):  # one size each
                     units.append(WorkUnit(
                         key=_key(base, setting, start, stop), model=entry, dataset=dentry, attack=a,
                         corruption=corruption, eps=eps, eps_text=eps_text, start=start, stop=stop,
                         save_examples=self.suite.save_examples if block == 0 else 0, seed=self.suite.seed,
                         gradient=self.suite.gradient, base=base, device=self.device,
                         batch_size=self.batch_size, threads=threads, stage=stage,
+                        data=data.block(start, stop) if ship else None,
                     ))
             if self.suite.masking_checks and spec.task == "classification":
-                units += self._check_units(entry, dentry, model, base, n, threads)
+                units += self._check_units(entry, dentry, model, base, data, threads)
             for sid, reason in data.skipped:
                 row = {**empty_row(), **base, "sample_id": sid, "attack": "none", "kind": "skipped",
                        "status": "skipped", "error": reason}
@@ -537,7 +551,7 @@ class Runner:
                                    f"{', '.join(sorted(known_classes)) or 'none (use indices)'}")
         return units, skipped
 
-    def _check_units(self, entry: ModelEntry, dentry: DatasetEntry, model: OnnxModel, base: dict, n: int,
+    def _check_units(self, entry: ModelEntry, dentry: DatasetEntry, model: OnnxModel, base: dict, data,
                      threads: int | None) -> list[WorkUnit]:
         """The extra attacks of the gradient-masking checks on one model × dataset (``masking.
         check_attacks``), on its first ``CHECK_SAMPLES`` samples; never staged or skipped."""
@@ -554,7 +568,7 @@ class Runner:
         except (ValueError, ZeroDivisionError):
             head_eps = None
         units = []
-        stop_all = min(n, CHECK_SAMPLES)
+        stop_all = min(len(data), CHECK_SAMPLES)
         texts = {e: t for a in self.suite.attacks for e, t in a.eps}  # the suite's spelling of an eps
         for c in check_attacks(have, value_range=model.spec.value_range, headline_eps=head_eps):
             c["eps_text"] = texts.get(c["eps"], c["eps_text"])
@@ -562,13 +576,13 @@ class Runner:
             attack = make_attack(a.name, norm=a.norm, eps=c["eps"], **a.settings)
             setting = {"attack": a.name, "norm": a.norm, "eps": c["eps_text"], "settings": repr(attack),
                        "targeted": False, "check": "masking"}
-            for start in range(0, stop_all, self.suite.chunk_size):
-                stop = min(stop_all, start + self.suite.chunk_size)
+            for start, stop in data.blocks(self.suite.chunk_size, stop_all):
                 units.append(WorkUnit(
                     key=_key(base, setting, start, stop), model=entry, dataset=dentry, attack=a, corruption=None,
                     eps=c["eps"], eps_text=c["eps_text"], start=start, stop=stop, save_examples=0,
                     seed=self.suite.seed, gradient=self.suite.gradient, base=base, device=self.device,
-                    batch_size=self.batch_size, threads=threads, check=True))
+                    batch_size=self.batch_size, threads=threads, check=True,
+                    data=data.block(start, stop) if self.cluster and hasattr(data.x, "detach") else None))
         return units
 
     def run(self):
@@ -694,6 +708,7 @@ def _certificate_rows(unit: WorkUnit, model: OnnxModel, data, attack) -> tuple[l
     prediction right, not abstained), the certified accuracy as the radius goes to 0."""
     x = data.x[unit.start:unit.stop]
     ids = data.sample_ids[unit.start:unit.stop]
+    shape = _shape_text(x)
     rng = Random(unit.seed).spawn(unit.key)
     t0 = time.perf_counter()
     try:
@@ -702,7 +717,7 @@ def _certificate_rows(unit: WorkUnit, model: OnnxModel, data, attack) -> tuple[l
                                 f"{', '.join(n for n, _, _ in model.spec.extra_inputs)}); use attacks")
         cert = attack.certify(model, x, rng)
     except ModelRunError as err:
-        common = {**unit.base, "attack": "certify", "kind": "certificate", "norm": "l2", "eps": unit.eps,
+        common = {**unit.base, "sample_shape": shape, "attack": "certify", "kind": "certificate", "norm": "l2", "eps": unit.eps,
                   "eps_text": unit.eps_text, "status": "errored", "error": str(err)}
         return [{**empty_row(), **common, "sample_id": sid} for sid in ids], None
     elapsed = time.perf_counter() - t0
@@ -712,7 +727,8 @@ def _certificate_rows(unit: WorkUnit, model: OnnxModel, data, attack) -> tuple[l
     for i, sid in enumerate(ids):
         correct = bool(cert.prediction[i] == labels[i])
         rows.append({
-            **empty_row(), **unit.base, "sample_id": sid, "attack": "certify", "kind": "certificate", "norm": "l2",
+            **empty_row(), **unit.base, "sample_id": sid, "sample_shape": shape, "attack": "certify",
+            "kind": "certificate", "norm": "l2",
             "eps": unit.eps, "eps_text": unit.eps_text, "targeted": False, "steps": 0, "restarts": 0,
             # the certified classifier is the smoothed one: its prediction at x is both columns
             "settings": settings, "gradient": "none", "label": int(labels[i]), "clean_pred": int(cert.prediction[i]),
@@ -752,7 +768,7 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
     params = attack.params() if attack else {}
     targeted = bool(aentry and aentry.targeted)
     common = {
-        **base, "attack": corruption or aentry.name,
+        **base, "sample_shape": _shape_text(x), "attack": corruption or aentry.name,
         "kind": "corruption" if corruption else "check" if unit.check else "adversarial",
         "norm": "none" if corruption else aentry.norm, "eps": eps,
         "eps_text": eps_text, "targeted": targeted, "steps": params.get("steps", 1 if attack else 0),
@@ -977,6 +993,11 @@ def _multilabel_rows(common, ids, gradient, labels, clean_pred, adv_pred, target
     return rows
 
 
+def _shape_text(x) -> str:
+    """A block's per-sample shape as rows record it, e.g. ``1x32x32`` (a block holds one size)."""
+    return "x".join(str(int(v)) for v in x.shape[1:])
+
+
 def _saturated(spec, clean_scores: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
     """Per sample: the attacked scores are probabilities and the clean float32 scores saturate
     (p_y == 1 or max p == 1 exactly: no loss on them has a gradient). None when logits are attacked."""
@@ -1022,7 +1043,8 @@ def _compute_with_skips(unit: WorkUnit, model: OnnxModel, data, attack):
     a = unit.attack
     for j, i in enumerate(gone):
         rows_by_index[i] = {
-            **empty_row(), **unit.base, "sample_id": data.sample_ids[i], "attack": a.name, "kind": "adversarial",
+            **empty_row(), **unit.base, "sample_id": data.sample_ids[i], "sample_shape": _shape_text(xs[j:j + 1]),
+            "attack": a.name, "kind": "adversarial",
             "norm": a.norm, "eps": unit.eps, "eps_text": unit.eps_text, "targeted": a.targeted,
             "steps": params.get("steps", 1 if attack else 0), "restarts": params.get("restarts", 1 if attack else 0),
             "max_queries": params.get("max_queries"), "settings": _settings_json(params, model, a),
@@ -1117,6 +1139,8 @@ def _dataset_summary(suite: Suite, models: dict[str, OnnxModel]) -> dict[str, di
                                       else "dataset" if d.class_names else "none"),
                "format": d.description.get("format", ""), "samples": len(d),
                "groups": d.description.get("groups") or "none given: each sample its own group",
+               "orientation": d.description.get("orientation", "as stored in each file"),
+               "voxel_spacing": d.description.get("voxel_spacing", "as stored in each file"),
                # several model inputs: where each came from (attacked, or held fixed per sample)
                **({"inputs": {k[len("input:"):]: v for k, v in d.description.items() if k.startswith("input:")}}
                   if model.spec.extra_inputs else {})}

@@ -98,6 +98,7 @@ class InputExpectation:
 class Dataset:
     """Samples ready for the model: ``x`` in its layout, dtype and value range."""
 
+    #: stacked ``(N, ...)`` or, streamed or of mixed sizes, a :class:`~advonnx.data.stream.SampleArray`
     x: np.ndarray
     y: np.ndarray | None
     sample_ids: list[str]
@@ -116,14 +117,33 @@ class Dataset:
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
+    def blocks(self, size: int, stop: int | None = None):
+        """``(start, stop)`` ranges of at most ``size`` samples of one size covering the first
+        ``stop`` samples (all by default): the batches a run reads, one at a time."""
+        stop = len(self) if stop is None else min(int(stop), len(self))
+        if hasattr(self.x, "blocks"):  # a SampleArray: samples may differ in size
+            yield from self.x.blocks(size, stop)
+            return
+        for start in range(0, stop, max(1, int(size))):
+            yield start, min(stop, start + max(1, int(size)))
+
+    def sample_shape(self, i: int) -> tuple[int, ...]:
+        """Sample ``i``'s array shape in the model's layout (without the sample axis)."""
+        if hasattr(self.x, "sample_shapes"):
+            return tuple(int(v) for v in self.x.sample_shapes[i])
+        return tuple(self.x.shape[1:])
+
     def subset(self, indices) -> Dataset:
         """The samples at ``indices`` (ints, a slice or a boolean mask), in that order."""
         idx = np.arange(len(self))[indices]
         idx = np.atleast_1d(idx).astype(np.int64)
+        def pick(a):
+            return a.take(idx) if hasattr(a, "take") else a[idx]
+
         return replace(
             self,
-            x=self.x[idx],
-            y=None if self.y is None else self.y[idx],
+            x=pick(self.x),
+            y=None if self.y is None else pick(self.y),
             sample_ids=[self.sample_ids[i] for i in idx],
             spacing=None if self.spacing is None else [self.spacing[i] for i in idx],
             skipped=list(self.skipped),
@@ -133,9 +153,19 @@ class Dataset:
             groups=None if self.groups is None else [self.groups[i] for i in idx],
         )
 
+    def block(self, start: int, stop: int) -> Dataset:
+        """Samples ``start:stop`` holding only their references, not the whole dataset's (a streamed
+        folder's block source keeps just these files): what a Dask worker is sent to read itself."""
+        sub = self.subset(slice(start, stop))
+
+        def detach(a):
+            return a.detach() if hasattr(a, "detach") else a
+
+        return replace(sub, x=detach(sub.x), y=None if sub.y is None else detach(sub.y), skipped=[])
+
     def __repr__(self) -> str:  # arrays would flood the terminal
-        y = "None" if self.y is None else f"{self.y.shape} {self.y.dtype}"
+        y = "None" if self.y is None else f"{tuple(self.y.shape)} {self.y.dtype}"
         return (
-            f"Dataset(n={len(self)}, x={self.x.shape} {self.x.dtype}, y={y}, "
+            f"Dataset(n={len(self)}, x={tuple(self.x.shape)} {self.x.dtype}, y={y}, "
             f"skipped={len(self.skipped)}, source={self.description.get('source', '?')!r})"
         )

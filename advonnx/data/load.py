@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import os
 import re
+import threading
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +31,7 @@ from advonnx.data.readers import (
     read_series,
     suffix,
 )
+from advonnx.data.stream import CHECK_BLOCK, NpzMember, SampleArray, group_order
 from advonnx.errors import DataError
 
 LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601
@@ -54,13 +58,15 @@ class _Item:
 class _Pipeline:
     """Channels -> intensity -> size -> dtype/layout, one sample at a time, counting what it did."""
 
-    def __init__(self, expect: InputExpectation, rule: IntensityRule, resize: str):
+    def __init__(self, expect: InputExpectation, rule: IntensityRule, resize: str,
+                 voxel_spacing: tuple[float, ...] | None = None):
         self.e = expect
         self.rule = rule
         self.resize = resize
+        self.voxel_spacing = voxel_spacing  # resample to this spacing (mm, array order) first
         self.nd = expect.spatial_ndim
         self.channels = 1 if self.nd is None else expect.channels
-        self.ref: tuple[str, tuple[int, ...]] | None = None  # first sample, for dynamic axes
+        self.last_shape: tuple[int, ...] | None = None  # the last image's size before a fixed-size resample
         self.counts: dict[str, int] = {}
         self.rules: dict[str, int] = {}  # intensity rule 'auto' resolved to -> images
         self.formats: dict[str, int] = {}
@@ -117,23 +123,9 @@ class _Pipeline:
         )
 
     def _target(self, shape: tuple[int, ...], sid: str) -> tuple[int, ...]:
+        """The model's fixed size per axis; a dynamic axis keeps the sample's own size."""
         fixed = self.e.spatial_shape
-        if self.ref is None:
-            self.ref = (sid, shape)
-        target = []
-        for i, n in enumerate(shape):
-            want = fixed[i] if fixed is not None else None
-            if want is None:
-                ref_id, ref_shape = self.ref
-                if n != ref_shape[i]:
-                    raise _err(
-                        sid,
-                        f"size {_size(shape)} differs from {ref_id} ({_size(ref_shape)}) and the model's input size is dynamic",
-                        "bring all images to one size, or give the model spec a fixed input shape so advonnx can resample",
-                    )
-                want = n
-            target.append(want)
-        return tuple(target)
+        return tuple(n if fixed is None or fixed[i] is None else fixed[i] for i, n in enumerate(shape))
 
     def image(self, raw: RawImage, sid: str) -> tuple[np.ndarray, tuple[float, ...] | None]:
         self.formats[raw.fmt] = self.formats.get(raw.fmt, 0) + 1
@@ -161,7 +153,9 @@ class _Pipeline:
             return _cast(feats, self.dtype, lo, hi), None
         if raw.fmt in NO_SPACING_FORMATS:
             self.no_spacing += 1
-        shape = arr.shape[:-1]
+        if self.voxel_spacing is not None:
+            arr, spacing = resample_to_spacing(arr, spacing, self.voxel_spacing, sitk.sitkLinear)
+        shape = self.last_shape = arr.shape[:-1]
         target = self._target(shape, sid)
         if target != shape:
             if self.resize == "refuse":
@@ -201,6 +195,9 @@ class _Pipeline:
                 sid, f"the mask holds a negative label {int(lab.min())}", "labels must be 0..K-1"
             )
         lab = lab.astype(np.int64)
+        if self.voxel_spacing is not None:
+            lab, spacing = resample_to_spacing(lab[..., None], spacing, self.voxel_spacing, sitk.sitkNearestNeighbor)
+            lab = lab[..., 0]
         if lab.shape != image_shape:  # same physical extent assumed
             lab, _ = resample(lab[..., None], spacing, image_shape, sitk.sitkNearestNeighbor)
             lab = lab[..., 0]
@@ -253,6 +250,36 @@ def resample(
         0.0,
         img.GetPixelID(),
     )
+    res = sitk.GetArrayFromImage(out)
+    if c == 1:
+        res = res[..., None]
+    return res, tuple(float(s) for s in new_spacing)
+
+
+def resample_to_spacing(
+    arr: np.ndarray, spacing, new_spacing, interpolator
+) -> tuple[np.ndarray, tuple[float, ...]]:
+    """Resample a (*spatial, C) array to the voxel size ``new_spacing`` (mm, array order) with SimpleITK.
+
+    The first voxel's centre stays where it was; each axis gets ``round(n * spacing / new_spacing)``
+    voxels (at least 1); ``interpolator``: ``sitk.sitkLinear`` for images, nearest for label maps.
+    """
+    shape = arr.shape[:-1]
+    if len(new_spacing) != len(shape):
+        raise Unreadable(
+            f"{len(shape)}-D image but {len(new_spacing)} spacing values were given",
+            f"give --spacing {len(shape)} values (mm, array order)",
+        )
+    size = tuple(max(1, int(round(n * s / ns))) for n, s, ns in zip(shape, spacing, new_spacing, strict=True))
+    if size == tuple(shape) and all(abs(s - ns) < 1e-9 for s, ns in zip(spacing, new_spacing, strict=True)):
+        return arr, tuple(float(s) for s in spacing)
+    c = arr.shape[-1]
+    nearest = interpolator == sitk.sitkNearestNeighbor
+    work = arr if arr.dtype.kind == "f" else arr.astype(np.int32 if nearest else np.float64)
+    img = sitk.GetImageFromArray(work[..., 0]) if c == 1 else sitk.GetImageFromArray(work, isVector=True)
+    img.SetSpacing([float(s) for s in reversed(spacing)])
+    out = sitk.Resample(img, [int(t) for t in reversed(size)], sitk.Transform(), interpolator, img.GetOrigin(),
+                        [float(s) for s in reversed(new_spacing)], img.GetDirection(), 0.0, img.GetPixelID())
     res = sitk.GetArrayFromImage(out)
     if c == 1:
         res = res[..., None]
@@ -313,7 +340,8 @@ def _finish_labels(
 
 
 def _load_npz(
-    path: Path, e: InputExpectation, intensity: str, rule: IntensityRule, limit, class_names, desc
+    path: Path, e: InputExpectation, intensity: str, rule: IntensityRule, limit, class_names, desc,
+    stream: bool = False,
 ):
     try:
         z = np.load(path, allow_pickle=False)
@@ -341,7 +369,10 @@ def _load_npz(
                 f"store '{key}' as a plain numeric array",
             ) from None
 
-    x = get("x")
+    try:
+        x = NpzMember(path, "x")
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as ex:
+        raise _err(path, f"cannot read array 'x' ({one_line(ex, 150)})", "save it with numpy.savez(path, x=..., y=...)") from None
     if x.dtype.kind == "c":
         raise _err(path, f"x is complex ({x.dtype})", "store real intensities (e.g. the magnitude)")
     if x.dtype.kind not in "biuf":
@@ -349,51 +380,47 @@ def _load_npz(
     _check_npz_shape(path, x, e)
     n_all = x.shape[0]
     n = n_all if limit is None else min(int(limit), n_all)
-    x = x[:n]
-    if not np.all(np.isfinite(x)):
-        bad = int(np.flatnonzero((~np.isfinite(x.reshape(n, -1))).any(axis=1))[0])
-        raise _err(
-            path,
-            f"x holds NaN or infinite values (first in sample {bad})",
-            "replace or drop those samples",
-        )
+    # one pass block by block: finite values and the value range, never the whole x at once
     lo, hi = e.value_range
+    vmin, vmax = np.inf, -np.inf
+    for a in range(0, n, CHECK_BLOCK):
+        blk = x.read(a, min(n, a + CHECK_BLOCK))
+        if not np.all(np.isfinite(blk)):
+            bad = a + int(np.flatnonzero((~np.isfinite(blk.reshape(len(blk), -1))).any(axis=1))[0])
+            raise _err(
+                path,
+                f"x holds NaN or infinite values (first in sample {bad})",
+                "replace or drop those samples",
+            )
+        if blk.size:
+            vmin, vmax = min(vmin, float(blk.min())), max(vmax, float(blk.max()))
     if intensity == "auto":
         rule = IntensityRule("none")
         desc["intensity_rule"] = "none (npz taken as stored; 'auto' does not rescale arrays)"
-    if rule.kind == "none":
-        if x.size and (x.min() < lo or x.max() > hi):
-            raise _err(
-                path,
-                f"x values span [{x.min():g}, {x.max():g}] but the model takes [{lo:g}, {hi:g}]",
-                "rescale x, or pass an intensity rule (e.g. intensity='minmax' or 'percentile:0.5-99.5')",
-            )
-        xf = x
-    else:
-        xf = (
-            np.stack(
-                [
-                    apply_rule(
-                        x[i],
-                        rule,
-                        (lo, hi),
-                        eight_bit=x.dtype == np.uint8,
-                        name=f"{path} sample {i}",
-                    )
-                    for i in range(n)
-                ]
-            )
-            if n
-            else x.astype(np.float64)
+    if rule.kind == "none" and n and (vmin < lo or vmax > hi):
+        raise _err(
+            path,
+            f"x values span [{vmin:g}, {vmax:g}] but the model takes [{lo:g}, {hi:g}]",
+            "rescale x, or pass an intensity rule (e.g. intensity='minmax' or 'percentile:0.5-99.5')",
         )
-    xo = _cast(xf, np.dtype(e.dtype), lo, hi)
+    xo = SampleArray(_NpzSamples(x, rule, e, str(path)), n, x.shape[1:], e.dtype)
+    shim = _Shape((n, *x.shape[1:]))
 
     if class_names is None and "class_names" in files:
         class_names = [str(c) for c in get("class_names").tolist()]
         desc["notes"] += "class names from the npz; "
     y = None
     if "y" in files:
-        y = _npz_labels(path, get("y"), n_all, xo, e, class_names)[:n]
+        ym = NpzMember(path, "y")
+        if ym.ndim <= 2 or ym.dtype.kind in "US":  # class indices: small, read whole
+            y = _npz_labels(path, get("y"), n_all, shim, e, class_names)[:n]
+        else:  # label maps: checked block by block, read per block
+            if ym.shape[:1] != (n_all,):
+                _npz_labels(path, ym.read(0, 1), n_all, shim, e, class_names)  # the shape message
+            for a in range(0, n, CHECK_BLOCK):
+                b2 = min(n, a + CHECK_BLOCK)
+                _npz_labels(path, ym.read(a, b2), b2 - a, _Shape((b2 - a, *x.shape[1:])), e, class_names)
+            y = SampleArray(_NpzLabels(ym, e, class_names, str(path)), n, shim.label_shape(e), np.int64)
         desc["label_source"] = "npz array 'y'"
     else:
         desc["label_source"] = "none: no 'y' in the npz; clean predictions will be the reference"
@@ -446,7 +473,51 @@ def _load_npz(
             spacing = [(1.0,) * nd] * n
             desc["spacing"] = "unknown: the npz has no 'spacing'; 1 mm assumed"
     desc["format"] = "npz"
+    desc["reading"] = ("per block (stored members by positioned reads, compressed ones by streaming "
+                       "decompression), never stacked whole" if stream else "stacked in memory")
+    if not stream:
+        xo = np.asarray(xo)
+        y = y if y is None or isinstance(y, np.ndarray) else np.asarray(y)
     return Dataset(xo, y, ids, spacing, [], desc, class_names, groups=groups)
+
+
+class _Shape:
+    """Shape and ndim of ``x`` for the checks that need only those."""
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+        self.ndim = len(self.shape)
+
+    def label_shape(self, e: InputExpectation) -> tuple[int, ...]:
+        return self.shape[2:] if e.channels_first else self.shape[1:-1]
+
+
+class _NpzSamples:
+    """Block reader of an npz's ``x``: the intensity rule per sample, then the model's dtype."""
+
+    def __init__(self, member: NpzMember, rule: IntensityRule, e: InputExpectation, name: str):
+        self.member, self.rule, self.e, self.name = member, rule, e, name
+
+    def __call__(self, idx: np.ndarray) -> np.ndarray:
+        x = self.member.rows(idx)
+        lo, hi = self.e.value_range
+        if self.rule.kind != "none" and len(x):
+            x = np.stack([apply_rule(x[j], self.rule, (lo, hi), eight_bit=x.dtype == np.uint8,
+                                     name=f"{self.name} sample {int(i)}") for j, i in enumerate(idx)])
+        return _cast(x, np.dtype(self.e.dtype), lo, hi)
+
+
+class _NpzLabels:
+    """Block reader of an npz's label maps ``y`` (checked once at load, converted per block)."""
+
+    def __init__(self, member: NpzMember, e: InputExpectation, class_names, name: str):
+        self.member, self.e, self.class_names, self.name = member, e, class_names, name
+
+    def __call__(self, idx: np.ndarray) -> np.ndarray:
+        y = self.member.rows(idx)
+        if y.ndim == 2 + (self.e.spatial_ndim or 0):  # a channel axis of 1 (checked at load)
+            y = y[:, 0] if self.e.channels_first else y[..., 0]
+        return y.astype(np.int64)
 
 
 def _check_npz_shape(path: Path, x: np.ndarray, e: InputExpectation) -> None:
@@ -816,6 +887,8 @@ def load_dataset(
     limit: int | None = None,
     class_names: list[str] | None = None,
     orientation: str | None = None,
+    spacing: str | tuple[float, ...] | None = None,
+    stream: bool = False,
 ) -> Dataset:
     """Read ``source`` into a :class:`Dataset` in the model's layout, dtype and value range.
 
@@ -828,11 +901,19 @@ def load_dataset(
     ``orientation`` (e.g. ``"RAS"``, ``"LPS"``: the direction each axis increases toward)
     reorients every 3-D image and mask with SimpleITK's DICOMOrient before use, so a volume reads
     the same from NIfTI and from a DICOM series; None keeps each file's stored order.
+    ``spacing`` (mm per voxel, array order, e.g. ``"1.0,1.0,1.0"``) resamples every image file
+    (linear) and mask (nearest) to that voxel size with SimpleITK after reorientation; None keeps
+    the stored spacing. A dynamic axis of the model keeps each sample's own size: samples are
+    then ordered grouped by size (``Dataset.blocks`` gives batches of one size).
+    ``stream``: ``x`` (and label maps ``y``) stay a :class:`~advonnx.data.stream.SampleArray`
+    read per block from the files (an ``.npz`` block by block), never stacked whole; otherwise
+    they are stacked arrays, unless the samples differ in size.
     """
     try:
         orientation = parse_orientation(orientation)
     except ValueError as ex:
         raise DataError(f"{ex}; pass e.g. --orientation RAS") from None
+    voxel_spacing = parse_spacing(spacing, expect)
     rule = parse_intensity_rule(intensity)
     if resize not in ("resample", "refuse"):
         raise DataError(f"resize={resize!r} is not understood; use 'resample' or 'refuse'")
@@ -855,9 +936,14 @@ def load_dataset(
         "layout": expect.layout,
         "orientation": f"{orientation} (3-D images reoriented with SimpleITK DICOMOrient)" if orientation
         else "as stored in each file",
+        "voxel_spacing": f"{_size(voxel_spacing).replace('x', ' x ')} mm (resampled with SimpleITK: linear, masks nearest)"
+        if voxel_spacing else "as stored in each file",
     }
     if path.is_file() and path.name.lower().endswith(".npz"):
-        ds = _load_npz(path, expect, intensity, rule, limit, class_names, desc)
+        if voxel_spacing is not None:
+            raise _err(path, "--spacing resamples image files, not .npz arrays",
+                       "resample the arrays before saving them, or leave --spacing out")
+        ds = _load_npz(path, expect, intensity, rule, limit, class_names, desc, stream)
         return _finish_desc(ds)
     if signals.is_recording(path):
         if expect.spatial_ndim != 1:
@@ -890,23 +976,19 @@ def load_dataset(
             "none: a single image without a label; its prediction will be the reference"
         )
 
-    pipe = _Pipeline(expect, rule, resize)
-    xs, ys, ids, spacings, groups = [], [], [], [], []
-    group_sources: dict[str, int] = {}
+    pipe = _Pipeline(expect, rule, resize, voxel_spacing)
+    # one pass, one sample at a time: what can be read, its size, spacing and label; then the
+    # samples are read again per block (SampleArray), grouped by size
+    kept: list[_Item] = []
+    ys, shapes, spacings = [], [], []
+    mask_values: set[int] = set()
+    held: list = []
     first_todo = f"check the files; advonnx reads {SUPPORTED}"
     for it in items:
-        if limit is not None and len(xs) >= int(limit):
+        if limit is not None and len(kept) >= int(limit):
             break
         try:
-            raw = read_series(it.files, orientation) if it.files is not None else read_file(it.path, orientation)
-            arr, sp = pipe.image(raw, str(it.path))
-            if it.mask is not None:
-                mraw = read_file(it.mask, orientation)
-                target = arr.shape[1:] if expect.channels_first else arr.shape[:-1]
-                lab = pipe.mask(mraw, str(it.mask), _squeezed_shape(raw, expect), target)
-                ys.append(lab)
-            elif it.label is not None:
-                ys.append(it.label)
+            arr, sp, lab = _read_item(pipe, it, expect, orientation)
         except Unreadable as ex:
             if single:
                 raise _err(it.path, str(ex), ex.todo) from None
@@ -914,13 +996,18 @@ def load_dataset(
                 first_todo = ex.todo
             skipped.append((it.sample_id, str(ex)))
             continue
-        xs.append(arr)
-        ids.append(it.sample_id)
+        if it.mask is not None:
+            mask_values.update(np.unique(lab).tolist())
+            ys.append(None)
+        elif it.label is not None:
+            ys.append(it.label)
+        kept.append(it)
+        shapes.append(arr.shape)
         spacings.append(sp)
-        group, source = _item_group(it)
-        groups.append(group)
-        group_sources[source] = group_sources.get(source, 0) + 1
-    if not xs:
+        if not stream:  # stacked below when all have one size: no second read
+            held.append((arr, lab if it.mask is not None else None))
+        del arr, lab
+    if not kept:
         first = skipped[0] if skipped else ("?", "?")
         raise _err(
             path,
@@ -928,19 +1015,43 @@ def load_dataset(
             first_todo,
         )
 
-    y = None
-    if ys and len(ys) != len(xs):
+    if ys and len(ys) != len(kept):
         raise _err(path, "some samples have labels and others not", "label every sample")
+    order = group_order(shapes)
+    kept = [kept[i] for i in order]
+    shapes = [shapes[i] for i in order]
+    spacings = [spacings[i] for i in order]
+    ys = [ys[i] for i in order] if ys else ys
+    ids = [it.sample_id for it in kept]
+    group_sources: dict[str, int] = {}
+    groups = []
+    for it in kept:
+        group, origin = _item_group(it)
+        groups.append(group)
+        group_sources[origin] = group_sources.get(origin, 0) + 1
+    source = _ItemSource(kept, expect, rule, resize, orientation, voxel_spacing, pipe.channels)
+    x = SampleArray(source.images, len(kept), np.asarray(shapes), expect.dtype)
+    y = None
     if ys:
         if expect.task == "segmentation":
-            y = np.stack(ys).astype(np.int64)
-            y, classes = _check_masks(path, y, classes, desc)
+            source.binary_255, classes = _check_masks(path, mask_values, classes, desc)
+            lab_shapes = np.asarray(shapes)[:, 1:] if expect.channels_first else np.asarray(shapes)[:, :-1]
+            y = SampleArray(source.masks, len(kept), lab_shapes, np.int64, prefetch=False)
         elif expect.findings:  # (N, K) 0/1 label vectors
             y = np.stack(ys).astype(np.int64)
         else:
             y, classes = _finish_labels(ys, str(path), classes)
-    x = np.stack(xs)
-    spacing = None if expect.spatial_ndim is None else [tuple(s) for s in spacings]
+    if len(set(shapes)) > 1:
+        desc["sizes"] = f"{len(set(shapes))} sample sizes, batched by size: " + ", ".join(
+            f"{_size(s)} ({n})" for s, n in _counts(shapes).items())
+    desc["reading"] = "per block, samples read again from their files" if stream or len(set(shapes)) > 1 \
+        else "stacked in memory"
+    if not stream and len(set(shapes)) == 1:
+        x = np.stack([held[i][0] for i in order])
+        if isinstance(y, SampleArray):
+            masks = np.stack([held[i][1] for i in order])
+            y = (masks == 255).astype(np.int64) if source.binary_255 else masks
+        spacing = None if expect.spatial_ndim is None else [tuple(s) for s in spacings]
     desc["format"] = desc["format"] or ""
     fmts = ", ".join(f"{k} ({v})" for k, v in sorted(pipe.formats.items()))
     desc["format"] = f"{desc['format']}: {fmts}" if desc["format"] else fmts
@@ -957,7 +1068,7 @@ def load_dataset(
     )
     n_res = sum(v for k, v in pipe.counts.items() if k.startswith("resampled"))
     desc["resize"] = (
-        f"{resize}: {n_res} of {len(xs)} images resampled (linear; masks nearest; physical extent kept)"
+        f"{resize}: {n_res} of {len(kept)} images resampled (linear; masks nearest; physical extent kept)"
         if resize == "resample"
         else "refuse"
     )
@@ -983,6 +1094,24 @@ def _item_group(it: _Item) -> tuple[str, str]:
     return (sid[: -len(suf)] if suf and sid.lower().endswith(suf) else sid), "file stem"
 
 
+def parse_spacing(value, expect: InputExpectation) -> tuple[float, ...] | None:
+    """``"1.0,1.0,1.0"`` (or a sequence) -> positive voxel sizes in mm, one per spatial axis; None stays None."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "as-stored", "none")):
+        return None
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    try:
+        sp = tuple(float(v) for v in parts)
+    except (TypeError, ValueError):
+        raise DataError(f"--spacing {value!r} is not a list of numbers; write e.g. --spacing 1.0,1.0,1.0 (mm)") from None
+    nd = expect.spatial_ndim
+    if nd in (None, 1):
+        raise DataError(f"--spacing applies to images and volumes, not {expect.layout} inputs; leave it out")
+    if len(sp) != nd or not all(np.isfinite(v) and v > 0 for v in sp):
+        raise DataError(f"--spacing {value!r}: give {nd} positive voxel sizes in mm (array order), e.g. "
+                        f"--spacing {','.join(['1.0'] * nd)}")
+    return sp
+
+
 def _squeezed_shape(raw: RawImage, e: InputExpectation) -> tuple[int, ...]:
     shape = raw.array.shape[:-1]
     nd = e.spatial_ndim or len(shape)
@@ -991,22 +1120,99 @@ def _squeezed_shape(raw: RawImage, e: InputExpectation) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _check_masks(path: Path, y: np.ndarray, classes, desc) -> tuple[np.ndarray, list[str] | None]:
-    values = np.unique(y)
-    if (
-        set(values.tolist()) <= {0, 255}
-        and 255 in values
-        and (classes is None or len(classes) == 2)
-    ):
-        y = (y == 255).astype(np.int64)
+def _check_masks(path: Path, values: set[int], classes, desc) -> tuple[bool, list[str] | None]:
+    """From the label values of all masks: whether they are binary 0/255 (read as 0/1), and the
+    check that every label is a known class."""
+    binary = values <= {0, 255} and 255 in values and (classes is None or len(classes) == 2)
+    if binary:
+        values = {int(v == 255) for v in values}
         desc["notes"] += "binary masks stored as 0/255 read as 0/1; "
-    if classes is not None and y.size and y.max() >= len(classes):
+    top = max(values) if values else 0
+    if classes is not None and top >= len(classes):
         raise _err(
             path,
-            f"a mask holds label {int(y.max())} but there are {len(classes)} classes ({', '.join(classes)})",
+            f"a mask holds label {int(top)} but there are {len(classes)} classes ({', '.join(classes)})",
             "fix the masks or the class names",
         )
-    return y, classes
+    return binary, classes
+
+
+def _counts(shapes) -> dict:
+    out: dict = {}
+    for s in shapes:
+        out[s] = out.get(s, 0) + 1
+    return out
+
+
+def _read_item(pipe: _Pipeline, it: _Item, expect: InputExpectation, orientation):
+    """One sample through the pipeline: (image in the model's layout, spacing, mask or label)."""
+    raw = read_series(it.files, orientation) if it.files is not None else read_file(it.path, orientation)
+    arr, sp = pipe.image(raw, str(it.path))
+    lab = it.label
+    if it.mask is not None:
+        mraw = read_file(it.mask, orientation)
+        target = arr.shape[1:] if expect.channels_first else arr.shape[:-1]
+        image_shape = pipe.last_shape if pipe.last_shape is not None else _squeezed_shape(raw, expect)
+        lab = pipe.mask(mraw, str(it.mask), image_shape, target)
+    return arr, sp, lab
+
+
+class _ItemSource:
+    """Block reader of files, folders and manifests: the samples at given indices read again from
+    their files through a fresh pipeline (channels as resolved at load); masks of the last blocks
+    read are kept for the labels' reads of the same indices."""
+
+    def __init__(self, items, expect, rule, resize, orientation, voxel_spacing, channels):
+        self.items, self.expect, self.rule, self.resize = items, expect, rule, resize
+        self.orientation, self.voxel_spacing, self.channels = orientation, voxel_spacing, channels
+        self.binary_255 = False
+        self._masks: dict[bytes, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def subset(self, idx) -> _ItemSource:
+        """A source of only the items at ``idx`` (renumbered from 0)."""
+        out = copy.copy(self)
+        out.items = [self.items[int(i)] for i in idx]
+        out._masks, out._lock = {}, threading.Lock()
+        return out
+
+    def _read(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        pipe = _Pipeline(self.expect, self.rule, self.resize, self.voxel_spacing)
+        pipe.channels = self.channels
+        xs, ms = [], []
+        for i in idx:
+            it = self.items[int(i)]
+            try:
+                arr, _, lab = _read_item(pipe, it, self.expect, self.orientation)
+            except Unreadable as ex:  # it was read at load: the file changed since
+                raise _err(it.path, f"changed since the dataset was loaded ({ex})", "load the dataset again") from None
+            xs.append(arr)
+            if it.mask is not None:
+                ms.append((lab == 255).astype(np.int64) if self.binary_255 else lab)
+        return np.stack(xs), (np.stack(ms) if ms else None)
+
+    def images(self, idx: np.ndarray) -> np.ndarray:
+        x, m = self._read(idx)
+        if m is not None:
+            with self._lock:
+                while len(self._masks) >= 4:
+                    self._masks.pop(next(iter(self._masks)))
+                self._masks[np.asarray(idx, np.int64).tobytes()] = m
+        return x
+
+    def masks(self, idx: np.ndarray) -> np.ndarray:
+        with self._lock:
+            m = self._masks.pop(np.asarray(idx, np.int64).tobytes(), None)
+        return m if m is not None else self._read(idx)[1]
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.update(_masks={}, _lock=None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
 
 def _finish_desc(ds: Dataset) -> Dataset:

@@ -148,16 +148,21 @@ def test_refuse_names_file_and_size(tmp_path, rng):
     assert_one_line_error(ei, "big.png", "32x40", "16x20", "resample")
 
 
-def test_dynamic_shape_needs_one_size(tmp_path, rng):
-    write_image(tmp_path / "f" / "a.png", gray(rng, (16, 20)))
-    write_image(tmp_path / "f" / "b.png", gray(rng, (16, 20)))
+def test_dynamic_shape_keeps_each_size(tmp_path, rng):
+    a, b, c = gray(rng, (16, 20)), gray(rng, (16, 20)), gray(rng, (18, 20))
+    write_image(tmp_path / "f" / "a.png", a)
+    write_image(tmp_path / "f" / "b.png", b)
     dyn = InputExpectation("NCHW", None, None)
     ds = load_dataset(tmp_path / "f", dyn)
     assert ds.x.shape == (2, 1, 16, 20)
-    write_image(tmp_path / "f" / "c.png", gray(rng, (18, 20)))
-    with pytest.raises(DataError) as ei:
-        load_dataset(tmp_path / "f", dyn)
-    assert_one_line_error(ei, "c.png", "18x20", "dynamic")
+    write_image(tmp_path / "f" / "c.png", c)
+    ds = load_dataset(tmp_path / "f", dyn, intensity="divide:255")
+    assert ds.x.shape == (3, 1, None, 20) and list(ds.blocks(8)) == [(0, 2), (2, 3)]
+    np.testing.assert_allclose(ds.x[2][0], c / 255.0, atol=1e-7)  # own size, not resampled
+    np.testing.assert_allclose(ds.x[0:2][:, 0], np.stack([a, b]) / 255.0, atol=1e-7)
+    assert "2 sample sizes" in ds.description["sizes"]
+    with pytest.raises(DataError, match="different sizes"):
+        ds.x[1:3]  # a block never mixes sizes
     part = InputExpectation("NCHW", (16, None), 1)  # fixed H, dynamic W
     assert load_dataset(tmp_path / "f", part).x.shape == (3, 1, 16, 20)
 

@@ -90,7 +90,7 @@ def test_same_clean_predictions_from_both_formats(two_formats):
     preds = {}
     for fmt, src in (("nifti", nifti), ("dicom", series)):
         data = cached_dataset(DatasetEntry(name=fmt, path=str(src), orientation="RAS"), model, "m")
-        preds[fmt] = model.predict(data.x)
+        preds[fmt] = model.predict(data.x[:])  # runs read datasets per block (a SampleArray)
     np.testing.assert_allclose(preds["nifti"], preds["dicom"], atol=1e-5)
 
 
