@@ -375,7 +375,7 @@ def test_integer_vector_input_from_npz_and_manifest(tmp_path):
     np.savez(tmp_path / "s.npz", x=x, site=site, y=y % 2)
     ds = cached_dataset(DatasetEntry(name="s", path=str(tmp_path / "s.npz")), m)
     assert ds.extras["site"].dtype == np.int64 and list(ds.extras["site"]) == list(site)
-    res = advonnx.attack(m, ds.x, ds.y, "pgd", eps=0.05, steps=3, extras=ds.extras)
+    res = advonnx.attack(m, ds.x[:], ds.y, "pgd", eps=0.05, steps=3, extras=ds.extras)  # runs stream: x is read per block
     with torch.no_grad():
         want = net(torch.tensor(res.x_adv), torch.tensor(site)).argmax(1).numpy()
     np.testing.assert_array_equal(res.adv_pred, want)
