@@ -53,6 +53,7 @@ from . import __version__
 from .attacks import attack_class, make_attack
 from .attacks.base import check_multilabel, dense_success, multilabel_success
 from .errors import AdvonnxError, DataError
+from .joint import JointInputModel, check_joint_attack
 from .metrics import confidence, confusion_overlap, pixel_accuracy, psnr, ssim
 from .model import ModelRunError, OnnxModel, load_model
 from .results import RunStore, empty_row, find_run_folders, read_results, read_run_meta
@@ -358,19 +359,24 @@ def cached_model(entry: ModelEntry, device: str, batch_size: int, threads: int |
 
 def cached_dataset(dentry: DatasetEntry, model: OnnxModel, model_name: str = ""):
     from .data import load_dataset
+    from .joint import joint_dataset
 
-    spec = model.spec
-    key = (dentry.path, dentry.limit, dentry.intensity, dentry.resize, dentry.orientation, repr(_expectation(model)),
-           spec.class_names, spec.input_name, spec.extra_inputs)
+    joint = isinstance(model, JointInputModel)  # loaded for its first input, then packed
+    loader = model.models[0] if joint else model
+    spec = loader.spec
+    key = (dentry.path, dentry.limit, dentry.intensity, dentry.resize, dentry.orientation, repr(_expectation(loader)),
+           spec.class_names, model.spec.input_name, spec.extra_inputs)
     if key not in _DATA_CACHE:
         try:
-            data = load_dataset(dentry.path, _expectation(model), intensity=dentry.intensity,
+            data = load_dataset(dentry.path, _expectation(loader), intensity=dentry.intensity,
                                 resize=dentry.resize, limit=dentry.limit, orientation=dentry.orientation,
                                 class_names=list(spec.class_names) if spec.class_names else None)
             if spec.extra_inputs:  # the model's other inputs, per sample, held fixed
                 from .data.extras import load_extra_inputs
 
                 data = load_extra_inputs(dentry.path, data, spec.extra_inputs, spec.input_name)
+            if joint:
+                data = joint_dataset(model, data)
         except DataError as err:
             raise DataError(f"dataset {dentry.name} for model {model_name or Path(spec.path).stem}: {err}") from None
         if data.y is not None and spec.task == "classification":
@@ -435,6 +441,7 @@ class Runner:
             model = models[entry.name]
             spec = model.spec
             data = cached_dataset(dentry, model, entry.name)
+            joint = isinstance(model, JointInputModel)
             base = {
                 "run_id": run_id, "model": entry.name, "model_sha256": _sha256(entry.path),
                 "framework": spec.framework, "task": spec.task, "dataset": dentry.name, "seed": self.suite.seed,
@@ -449,6 +456,8 @@ class Runner:
                     attack = make_attack(a.name, norm=a.norm, eps=eps, **a.settings) if eps > 0 else None
                     if spec.output_kind == "multilabel":
                         check_multilabel(attack_class(a.name))
+                    if joint:
+                        check_joint_attack(a.name)
                     if a.target_map:  # a typo fails now, naming the model's classes
                         from .target_map import parse_target_map
 
@@ -458,6 +467,9 @@ class Runner:
                         "settings": repr(attack) if attack else "identity", "targeted": a.targeted,
                         **({"target_map": a.target_map} if a.target_map else {})}))
             corruptions = self.suite.corruptions if dentry.corruptions is None else dentry.corruptions
+            if joint and corruptions:
+                raise AdvonnxError(f"{entry.name}: corruptions change one input; drop --corruptions for a joint attack "
+                                   "(--attack-inputs), or corrupt one input with --input")
             severities = dentry.severities or self.suite.severities or [1, 2, 3, 4, 5]
             from .corruptions import CORRUPTIONS
 
@@ -490,7 +502,7 @@ class Runner:
                         gradient=self.suite.gradient, base=base, device=self.device,
                         batch_size=self.batch_size, threads=threads, stage=stage,
                     ))
-            if self.suite.masking_checks and spec.task == "classification":
+            if self.suite.masking_checks and spec.task == "classification" and not joint:  # checks: one input
                 units += self._check_units(entry, dentry, model, base, n, threads)
             for sid, reason in data.skipped:
                 row = {**empty_row(), **base, "sample_id": sid, "attack": "none", "kind": "skipped",
@@ -712,6 +724,13 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
         "max_queries": params.get("max_queries"), "settings": json.dumps(_recorded(params, model), sort_keys=True, default=str),
         "attacked_inputs": spec.input_name,
     }
+    joint = isinstance(model, JointInputModel)
+    if joint and corruption is not None:
+        raise AdvonnxError(f"{unit.model.name}: corruptions change one input; drop --corruptions for a joint attack "
+                           "(--attack-inputs), or corrupt one input with --input")
+    if joint:  # each input's budget at this eps, in its value units
+        common["settings"] = json.dumps({**_recorded(params, model), "input_eps": model.budgets(eps)},
+                                        sort_keys=True, default=str)
     rng = Random(unit.seed).spawn(key)
     multilabel = spec.output_kind == "multilabel"
     untargetable: list[str | None] = [None] * len(ids)  # targeted: why a sample has no target
@@ -854,6 +873,9 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
                 "error": None if ok else "model output is NaN or Inf",
                 "time_s": elapsed / len(ids),
             })
+    if joint:  # the perturbation of each input, in its value units (linf/l2 columns: the packed vector's)
+        for row, norms_i in zip(rows, model.input_norms(x, res_x)):
+            row["input_norms"] = json.dumps(norms_i, sort_keys=True)
     for row, why in zip(rows, untargetable, strict=True):  # targeted samples without a target: not counted
         if why:
             row.update(status="skipped", error=why, success=None, robust=None, adv_correct=None, target=None)
