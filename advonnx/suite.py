@@ -886,6 +886,11 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
                     "label": np.asarray(labels[:k]), "clean_pred": clean_pred[:k], "adv_pred": adv_pred[:k],
                     # a model's other inputs, as fed (held fixed): the examples can be replayed
                     **{f"held_{name}": v[:k] for name, v in (extras or {}).items()}}
+        if joint:  # x / x_adv are the packed vectors: each attacked input too, unpacked
+            for name, v in model.unpack(x[:k]).items():
+                examples[f"x_{name}"] = to_numpy(v)
+            for name, v in model.unpack(res_x[:k]).items():
+                examples[f"x_adv_{name}"] = to_numpy(v)
     return rows, examples
 
 
@@ -1097,7 +1102,11 @@ def _spec_summary(model: OnnxModel) -> dict[str, Any]:
             "randomized": list(s.randomized), "votes": model.votes, "eot": model.eot,
             "attacked_output": s.attacked_output, "logits_rule": s.logits_rule,
             "input_type": s.input_integer or s.input_dtype,
-            **({"attacked_input": s.input_name, "held_inputs": [n for n, _, _ in s.extra_inputs]} if s.extra_inputs else {})}
+            **({"attacked_input": s.input_name, "held_inputs": [n for n, _, _ in s.extra_inputs]} if s.extra_inputs else {}),
+            # joint attacks: each input's budget per unit of eps (eps_i = weight * eps) and value range
+            **({"joint_inputs": {n: {"eps_weight": w, "value_range": list(m.spec.value_range)}
+                                 for n, w, m in zip(model.names, model.weights, model.models)}}
+               if isinstance(model, JointInputModel) else {})}
 
 
 def run_suite(suite: str | Path | Suite = "quick", **kwargs):
