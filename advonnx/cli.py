@@ -420,7 +420,7 @@ def list_attacks():
         params = ", ".join(f"{k}={_fmt_default(v)}" for k, v in cls.parameters().items())
         t.add_row(name, ", ".join(cls.norms), cls.needs, params, cls.summary)
     console.print(t)
-    console.print("[dim]eps is in the model's value units (e.g. 8/255 for images in [0, 1]); jsma's theta and dag's gamma are fractions of the value-range width (the same attack on [0, 1] and [0, 255] models); gradient attacks use exact gradients when the graph allows, else NES estimates; losses and query objectives are on the logits before a final Softmax/Sigmoid (decisions from the output); multi-label models (independent sigmoids): fgsm, bim, pgd, apgd, square, nes and spsa, with ce read as per-finding binary cross-entropy and margin as the worst finding's margin.[/dim]")
+    console.print("[dim]eps is in the model's value units (e.g. 8/255 for images in [0, 1]); jsma's theta and dag's gamma are fractions of the value-range width (the same attack on [0, 1] and [0, 255] models); gradient attacks use exact gradients when the graph allows, else NES estimates; losses and query objectives are on the logits before a final Softmax/Sigmoid (decisions from the output); multi-label models (independent sigmoids): fgsm, bim, pgd, apgd, square, nes and spsa, with ce read as per-finding binary cross-entropy and margin as the worst finding's margin; joint attacks on several inputs (--attack-inputs): fgsm, bim, pgd, apgd and square.[/dim]")
     console.print("[dim]" + escape('Set them per attack: advonnx run --attack "pgd(steps=50, restarts=5),square(max_queries=5000)"'
                                    " (also norm, eps=[1/255, 2/255], targeted=true).") + "[/dim]")
 

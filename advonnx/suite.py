@@ -365,7 +365,7 @@ def cached_dataset(dentry: DatasetEntry, model: OnnxModel, model_name: str = "")
     loader = model.models[0] if joint else model
     spec = loader.spec
     key = (dentry.path, dentry.limit, dentry.intensity, dentry.resize, dentry.orientation, repr(_expectation(loader)),
-           spec.class_names, model.spec.input_name, spec.extra_inputs)
+           spec.class_names, spec.input_name, spec.extra_inputs)
     if key not in _DATA_CACHE:
         try:
             data = load_dataset(dentry.path, _expectation(loader), intensity=dentry.intensity,
@@ -375,8 +375,6 @@ def cached_dataset(dentry: DatasetEntry, model: OnnxModel, model_name: str = "")
                 from .data.extras import load_extra_inputs
 
                 data = load_extra_inputs(dentry.path, data, spec.extra_inputs, spec.input_name)
-            if joint:
-                data = joint_dataset(model, data)
         except DataError as err:
             raise DataError(f"dataset {dentry.name} for model {model_name or Path(spec.path).stem}: {err}") from None
         if data.y is not None and spec.task == "classification":
@@ -387,6 +385,11 @@ def cached_dataset(dentry: DatasetEntry, model: OnnxModel, model_name: str = "")
                     f"{spec.num_classes} classes; fix the labels or the class names"
                 )
         _DATA_CACHE[key] = data
+    if joint:  # packed for this model's inputs and budgets (packing also tells the model the shapes)
+        packed = (*key, "joint", tuple(model.names), tuple(model.weights))
+        if packed not in _DATA_CACHE or model.shapes is None:
+            _DATA_CACHE[packed] = joint_dataset(model, _DATA_CACHE[key])
+        return _DATA_CACHE[packed]
     return _DATA_CACHE[key]
 
 

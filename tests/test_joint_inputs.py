@@ -195,3 +195,21 @@ def test_cli_joint_refusals_are_one_line(tmp_path, two_input, capsys):
         code = _run_cli("run", "--model", path, "--data", tmp_path / "d.npz", *args, "--out", tmp_path / "o", "-q")
         err = capsys.readouterr().err
         assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_suite_packs_the_dataset_per_joint_model(tmp_path, two_input):
+    """Two joint models on one dataset with different budgets each get their own packing (and
+    the shapes), from one load of the data."""
+    from advonnx.suite import DatasetEntry, cached_dataset
+
+    _, path = two_input
+    x, f, y = data(n=5)
+    np.savez(tmp_path / "d.npz", x=x, features=f, y=y)
+    d = DatasetEntry(name="d", path=str(tmp_path / "d.npz"))
+    a = advonnx.load_model(path, attack_inputs="signal,features")
+    b = advonnx.load_model(path, attack_inputs="signal=0.1,features=0.4")
+    pa, pb = cached_dataset(d, a), cached_dataset(d, b)
+    np.testing.assert_array_equal(pa.x, np.concatenate([x.reshape(5, -1), f], axis=1))
+    np.testing.assert_allclose(pb.x, np.concatenate([x.reshape(5, -1), f / 4], axis=1), rtol=1e-6)
+    assert pa.extras == {} and pb.extras == {} and a.shapes == b.shapes == [(1, 64), (F,)]
+    np.testing.assert_array_equal(b.bounds[1][-F:], np.float32(0.25))
