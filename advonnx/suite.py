@@ -731,9 +731,6 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
     if joint and corruption is not None:
         raise AdvonnxError(f"{unit.model.name}: corruptions change one input; drop --corruptions for a joint attack "
                            "(--attack-inputs), or corrupt one input with --input")
-    if joint:  # each input's budget at this eps, in its value units
-        common["settings"] = json.dumps({**_recorded(params, model), "input_eps": model.budgets(eps)},
-                                        sort_keys=True, default=str)
     rng = Random(unit.seed).spawn(key)
     multilabel = spec.output_kind == "multilabel"
     untargetable: list[str | None] = [None] * len(ids)  # targeted: why a sample has no target
@@ -876,9 +873,12 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
                 "error": None if ok else "model output is NaN or Inf",
                 "time_s": elapsed / len(ids),
             })
-    if joint:  # the perturbation of each input, in its value units (linf/l2 columns: the packed vector's)
+    if joint:  # the perturbation of each input, in its value units (linf/l2 columns: the packed vector's;
+        # PSNR/SSIM of a packed, budget-scaled vector mean nothing: left empty)
+        budgets = model.budgets(eps)
         for row, norms_i in zip(rows, model.input_norms(x, res_x)):
-            row["input_norms"] = json.dumps(norms_i, sort_keys=True)
+            norms_i = {n: {"eps": budgets[n], **v} for n, v in norms_i.items()}
+            row.update(input_norms=json.dumps(norms_i, sort_keys=True), psnr=None, ssim=None)
     for row, why in zip(rows, untargetable, strict=True):  # targeted samples without a target: not counted
         if why:
             row.update(status="skipped", error=why, success=None, robust=None, adv_correct=None, target=None)

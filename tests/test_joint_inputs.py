@@ -173,7 +173,7 @@ def test_cli_joint_rows_list_both_inputs(tmp_path, two_input):
     for _, row in t.iterrows():
         n = json.loads(row["input_norms"])
         assert n["signal"]["linf"] <= 0.02 * (1 + 1e-6) and n["features"]["linf"] <= 0.1 * (1 + 1e-6)
-        assert json.loads(row["settings"])["input_eps"] == pytest.approx({"signal": 0.02, "features": 0.1})
+        assert (n["signal"]["eps"], n["features"]["eps"]) == pytest.approx((0.02, 0.1))
     # the recorded clean prediction is torch's on both inputs
     with torch.no_grad():
         ref = net(torch.tensor(x), torch.tensor(f)).argmax(1).numpy()
@@ -213,3 +213,19 @@ def test_suite_packs_the_dataset_per_joint_model(tmp_path, two_input):
     np.testing.assert_allclose(pb.x, np.concatenate([x.reshape(5, -1), f / 4], axis=1), rtol=1e-6)
     assert pa.extras == {} and pb.extras == {} and a.shapes == b.shapes == [(1, 64), (F,)]
     np.testing.assert_array_equal(b.bounds[1][-F:], np.float32(0.25))
+
+
+def test_cli_joint_worst_case_keeps_one_setting_per_attack(tmp_path, two_input):
+    """Worst-case runs skip broken samples: their rows and the attacked ones share one setting
+    (per-input budgets live in input_norms, not in settings), and list both inputs."""
+    _, path = two_input
+    x, f, y = data(n=8)
+    np.savez(tmp_path / "d.npz", x=x, features=f, y=y)
+    code = _run_cli("run", "--model", path, "--data", tmp_path / "d.npz", "--attack-inputs", "signal,features",
+                    "--attack", "fgsm,pgd", "--eps", "0.1", "--worst-case", "--out", tmp_path / "o", "-q")
+    assert code == 0
+    t = _rows(tmp_path / "o")
+    assert set(t["attacked_inputs"]) == {"signal,features"} and (t["status"] == "skipped").any()
+    assert t.groupby("attack")["settings"].nunique().max() == 1
+    ok = t[t["status"] == "ok"]
+    assert ok["input_norms"].notna().all() and ok["psnr"].isna().all()
