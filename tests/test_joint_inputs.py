@@ -229,3 +229,16 @@ def test_cli_joint_worst_case_keeps_one_setting_per_attack(tmp_path, two_input):
     assert t.groupby("attack")["settings"].nunique().max() == 1
     ok = t[t["status"] == "ok"]
     assert ok["input_norms"].notna().all() and ok["psnr"].isna().all()
+
+
+def test_joint_estimated_gradient_follows_the_exact_one(two_input):
+    """--gradient estimated: each input's NES estimate (its own value range), packed like the
+    exact gradient; agrees with it in direction."""
+    _, path = two_input
+    j = advonnx.load_model(path, attack_inputs="signal=0.1,features=0.3")
+    x, f, y = data(n=4)
+    u = j.pack({"signal": x, "features": f})
+    exact = j.value_and_grad(u, y)[1]
+    est = j.value_and_grad(u, y, gradient="estimated")[1]
+    for a, b in zip(exact, est):
+        assert np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)) > 0.95
