@@ -76,6 +76,9 @@ class JointInputModel:
     first batch packed). Answers ``predict``, ``classify``, ``value_and_grad`` ... on packed
     vectors; ``pack`` / ``unpack`` convert (see module docstring)."""
 
+    # Attack.__call__ refuses attacks outside JOINT_ATTACKS and clips to ``bounds``
+    joint = True
+
     def __init__(self, models, weights=None, shapes=None):
         models = list(models)
         if len(models) < 2:

@@ -351,10 +351,12 @@ class Attack(ABC):
             raise AdvonnxError(f"targeted {self.name} needs target labels")
         # per-element bounds for a joint attack's packed inputs (advonnx.joint), else the range
         bounds = spec.value_range
-        if getattr(model, "bounds", None) is not None:
+        if getattr(model, "joint", False):
             from ..joint import check_joint_attack
 
             check_joint_attack(self.name)
+            if model.bounds is None:
+                raise AdvonnxError(f"{self.name}: pack the inputs first (JointInputModel.pack) and attack the packed vectors")
             bounds = model.bounds
         ctx = AttackContext(model, n=x.shape[0], rng=rng, gradient=mode, targeted=targeted,
                             value_range=bounds, max_queries=max_queries, eot=eot, extras=extras)
