@@ -55,7 +55,7 @@ def run(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda[:N].")] = "auto",
     gradient: Annotated[str | None, typer.Option("--gradient", help="auto, exact or estimated.")] = None,
     input_name: Annotated[str | None, typer.Option("--input", help="Model input to attack, if several (default: the only spatial one); the others are read per sample from the data (npz arrays or manifest columns named after them) and held fixed.")] = None,
-    attack_inputs: Annotated[str | None, typer.Option("--attack-inputs", help="Inputs to attack, comma-separated; one only for now (joint attacks on several inputs are not supported): same as --input.")] = None,
+    attack_inputs: Annotated[str | None, typer.Option("--attack-inputs", help="Inputs to attack jointly, comma-separated, each within --eps (signal,features), or each with its own budget in its value units (signal=0.01,features=0.05; then no --eps). One name: same as --input.")] = None,
     output_name: Annotated[str | None, typer.Option("--output", help="Model output holding the scores, if several.")] = None,
     value_range: Annotated[str | None, typer.Option("--value-range", help="Model input value range LO,HI (default: declared, else 0,1).")] = None,
     votes: Annotated[int | None, typer.Option("--votes", help="Evaluations per decision, majority vote (default: 1; 11 for randomized models).")] = None,
@@ -118,11 +118,15 @@ def run(
     if model and not data and suite is None:
         raise AdvonnxError("--model needs --data (an .npz, image folder, CSV manifest or image file)")
     s: Suite = load_suite(suite or "quick") if (suite or not model) else Suite(name="adhoc", models=[], datasets=[], attacks=[])
-    input_name = _attacked_input(input_name, attack_inputs)
+    input_name, joint, eps = _attacked_input(input_name, attack_inputs, eps)
     overrides = {k: v for k, v in (("input_name", input_name), ("output_name", output_name),
                                    ("value_range", value_range), ("layout", layout), ("votes", votes),
                                    ("eot", eot), ("sampling_rate", sampling_rate), ("output_layout", output_layout),
-                                   ("patch_size", patch_size), ("overlap", overlap), ("blend", blend)) if v is not None}
+                                   ("patch_size", patch_size), ("overlap", overlap), ("blend", blend),
+                                   ("attack_inputs", joint)) if v is not None}
+    if joint and (corruptions or severities):
+        raise AdvonnxError("--corruptions change one input: drop them for a joint attack (--attack-inputs), "
+                           "or corrupt one input with --input")
     if class_names is not None:
         names = [c.strip() for c in class_names.split(",") if c.strip()]
         if not names or len(set(names)) != len(names):
@@ -194,6 +198,11 @@ def run(
         if not s.corruptions:
             raise AdvonnxError("--severities needs --corruptions (e.g. --corruptions all --severities 1-5)")
         s.severities = parse_severities(severities)
+    if joint:  # fail now, naming the attacks that run jointly
+        from .joint import check_joint_attack
+
+        for a in s.attacks:
+            check_joint_attack(a.name)
     if target_map is not None:
         from .target_map import split_target_map
 
@@ -501,7 +510,7 @@ def list_attacks():
         params = ", ".join(f"{k}={_fmt_default(v)}" for k, v in cls.parameters().items())
         t.add_row(name, ", ".join(cls.norms), cls.needs, params, cls.summary)
     console.print(t)
-    console.print("[dim]eps is in the model's value units (e.g. 8/255 for images in [0, 1]); jsma's theta and dag's gamma are fractions of the value-range width (the same attack on [0, 1] and [0, 255] models); gradient attacks use exact gradients when the graph allows, else NES estimates; losses and query objectives are on the logits before a final Softmax/Sigmoid (decisions from the output); multi-label models (independent sigmoids): fgsm, bim, pgd, apgd, square, nes and spsa, with ce read as per-finding binary cross-entropy and margin as the worst finding's margin.[/dim]")
+    console.print("[dim]eps is in the model's value units (e.g. 8/255 for images in [0, 1]); jsma's theta and dag's gamma are fractions of the value-range width (the same attack on [0, 1] and [0, 255] models); gradient attacks use exact gradients when the graph allows, else NES estimates; losses and query objectives are on the logits before a final Softmax/Sigmoid (decisions from the output); multi-label models (independent sigmoids): fgsm, bim, pgd, apgd, square, nes and spsa, with ce read as per-finding binary cross-entropy and margin as the worst finding's margin; joint attacks on several inputs (--attack-inputs): fgsm, bim, pgd, apgd and square.[/dim]")
     console.print("[dim]" + escape('Set them per attack: advonnx run --attack "pgd(steps=50, restarts=5),square(max_queries=5000)"'
                                    " (also norm, eps=[1/255, 2/255], targeted=true, target_map=\"malignant:benign\").") + "[/dim]")
 
@@ -644,19 +653,29 @@ def doctor(
     console.print(t)
 
 
-def _attacked_input(input_name: str | None, attack_inputs: str | None) -> str | None:
-    """The one input to attack from ``--input`` and ``--attack-inputs`` (a single name for now)."""
+def _attacked_input(input_name: str | None, attack_inputs: str | None,
+                    eps: str | None) -> tuple[str | None, str | None, str | None]:
+    """``(input to attack, joint attack_inputs override, --eps)`` from ``--input``,
+    ``--attack-inputs`` and ``--eps``: one name is ``--input``; several attack jointly
+    (advonnx.joint), with per-input budgets ``a=0.01,b=0.05`` the first input's is the eps."""
     if attack_inputs is None:
-        return input_name
-    names = [n.strip() for n in attack_inputs.split(",") if n.strip()]
-    if len(names) > 1:
-        raise AdvonnxError(
-            f"--attack-inputs {attack_inputs}: joint attacks on several inputs are not supported yet; attack one with "
-            "--input NAME (the others are held fixed per sample), one run per input"
-        )
-    if not names or (input_name and input_name != names[0]):
-        raise AdvonnxError(f"--attack-inputs {attack_inputs!r}: give one input name (or use --input alone)")
-    return names[0]
+        return input_name, None, eps
+    from .joint import parse_attack_inputs
+
+    pairs = parse_attack_inputs(attack_inputs)
+    if len(pairs) == 1:
+        if input_name and input_name != pairs[0][0]:
+            raise AdvonnxError(f"--attack-inputs {attack_inputs!r}: give one input name (or use --input alone)")
+        if pairs[0][1] is not None:
+            raise AdvonnxError(f"--attack-inputs {attack_inputs!r}: one input takes its budget from --eps")
+        return pairs[0][0], None, eps
+    if input_name:
+        raise AdvonnxError(f"--input {input_name} with --attack-inputs {attack_inputs}: name the attacked inputs once")
+    if pairs[0][1] is not None:
+        if eps is not None:
+            raise AdvonnxError(f"--attack-inputs {attack_inputs!r} gives each input's budget: drop --eps")
+        eps = attack_inputs.split(",")[0].partition("=")[2].strip()
+    return None, attack_inputs, eps
 
 
 def _is_usage_error(err: BaseException) -> bool:

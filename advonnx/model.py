@@ -1269,10 +1269,22 @@ def load_model(
     signals), output_layout (e.g. TNC), patch_size, overlap, blend (sliding-window inference:
     returns a :class:`advonnx.sliding.SlidingWindowModel`), logits_rule (default True: losses,
     gradients and query objectives use the input of a final Softmax/LogSoftmax/Sigmoid; False
-    attacks the output itself, for masking checks). ``device``: auto|cpu|cuda[:N]; ``io_binding`` binds buffers even on
+    attacks the output itself, for masking checks), attack_inputs (``a,b`` or ``a=0.01,b=0.05``:
+    several inputs attacked jointly, returns a :class:`advonnx.joint.JointInputModel`; the other
+    overrides apply to each input's model). ``device``: auto|cpu|cuda[:N]; ``io_binding`` binds buffers even on
     the CPU (always on with CUDA); ``batch_size``: rows per onnxruntime call.
     """
     path = str(path)
+    if overrides.get("attack_inputs"):  # several inputs attacked jointly: one model per input, packed
+        from .joint import JointInputModel, parse_attack_inputs
+
+        pairs = parse_attack_inputs(str(overrides.pop("attack_inputs")))
+        overrides.pop("input_name", None)
+        models = [load_model(path, device=device, threads=threads, batch_size=batch_size, estimator=estimator,
+                             io_binding=io_binding, input_name=name, **overrides) for name, _ in pairs]
+        ref = pairs[0][1]
+        return JointInputModel(models, [1.0 if ref is None else e / ref for _, e in pairs])
+    overrides.pop("attack_inputs", None)
     proto = load_onnx(path)
     spec = infer_spec(proto, path, overrides)
     model = OnnxModel(proto, spec, device=device, threads=threads, batch_size=batch_size, estimator=estimator,

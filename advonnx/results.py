@@ -53,6 +53,9 @@ SCHEMA = pa.schema([
     ("gradient", pa.string()),  # exact | estimated | none
     # the model inputs attacked (or corrupted), comma-separated; a model's other inputs are held fixed
     ("attacked_inputs", pa.string()),
+    # joint attacks (--attack-inputs): JSON {input: {"eps": .., "linf": .., "l2": ..}}, each input's
+    # budget and perturbation in its value units (linf/l2/eps are the packed, budget-scaled vector's)
+    ("input_norms", pa.string()),
     ("label", pa.int64()),
     ("target", pa.int64()),  # targeted attacks: the target class
     ("label_source", pa.string()),  # dataset | clean_prediction

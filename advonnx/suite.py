@@ -59,6 +59,7 @@ from . import __version__
 from .attacks import attack_class, make_attack
 from .attacks.base import check_multilabel, dense_success, multilabel_success
 from .errors import AdvonnxError, DataError
+from .joint import JointInputModel, check_joint_attack
 from .metrics import confidence, confusion_overlap, pixel_accuracy, psnr, ssim
 from .model import ModelRunError, OnnxModel, load_model
 from .results import RunStore, empty_row, find_run_folders, read_results, read_run_meta
@@ -385,13 +386,16 @@ def cached_model(entry: ModelEntry, device: str, batch_size: int, threads: int |
 
 def cached_dataset(dentry: DatasetEntry, model: OnnxModel, model_name: str = ""):
     from .data import load_dataset
+    from .joint import joint_dataset
 
-    spec = model.spec
+    joint = isinstance(model, JointInputModel)  # loaded for its first input, then packed
+    loader = model.models[0] if joint else model
+    spec = loader.spec
     key = (dentry.path, dentry.limit, dentry.intensity, dentry.resize, dentry.orientation, dentry.spacing,
-           repr(_expectation(model)), spec.class_names, spec.input_name, spec.extra_inputs)
+           repr(_expectation(loader)), spec.class_names, spec.input_name, spec.extra_inputs)
     if key not in _DATA_CACHE:
         try:
-            data = load_dataset(dentry.path, _expectation(model), intensity=dentry.intensity,
+            data = load_dataset(dentry.path, _expectation(loader), intensity=dentry.intensity,
                                 resize=dentry.resize, limit=dentry.limit, orientation=dentry.orientation,
                                 spacing=dentry.spacing, stream=True,
                                 class_names=list(spec.class_names) if spec.class_names else None)
@@ -409,6 +413,11 @@ def cached_dataset(dentry: DatasetEntry, model: OnnxModel, model_name: str = "")
                     f"{spec.num_classes} classes; fix the labels or the class names"
                 )
         _DATA_CACHE[key] = data
+    if joint:  # packed for this model's inputs and budgets (packing also tells the model the shapes)
+        packed = (*key, "joint", tuple(model.names), tuple(model.weights))
+        if packed not in _DATA_CACHE or model.shapes is None:
+            _DATA_CACHE[packed] = joint_dataset(model, _DATA_CACHE[key])
+        return _DATA_CACHE[packed]
     return _DATA_CACHE[key]
 
 
@@ -474,6 +483,7 @@ class Runner:
             spec = model.spec
             data = cached_dataset(dentry, model, entry.name)
             self.groups[(entry.name, dentry.name)] = dict(zip(data.sample_ids, data.groups or data.sample_ids))
+            joint = isinstance(model, JointInputModel)
             base = {
                 "run_id": run_id, "model": entry.name, "model_sha256": _sha256(entry.path),
                 "framework": spec.framework, "task": spec.task, "dataset": dentry.name, "seed": self.suite.seed,
@@ -498,6 +508,8 @@ class Runner:
                     attack = make_attack(a.name, norm=a.norm, eps=eps, **a.settings) if eps > 0 else None
                     if spec.output_kind == "multilabel":
                         check_multilabel(attack_class(a.name))
+                    if joint:
+                        check_joint_attack(a.name)
                     if a.target_map and spec.output_kind == "multilabel":  # a typo fails now, naming the findings
                         from .target_map import parse_target_map
 
@@ -507,6 +519,9 @@ class Runner:
                         "settings": repr(attack) if attack else "identity", "targeted": a.targeted,
                         **({"target_map": a.target_map} if a.target_map and a.targeted else {})}))
             corruptions = self.suite.corruptions if dentry.corruptions is None else dentry.corruptions
+            if joint and corruptions:
+                raise AdvonnxError(f"{entry.name}: corruptions change one input; drop --corruptions for a joint attack "
+                                   "(--attack-inputs), or corrupt one input with --input")
             severities = dentry.severities or self.suite.severities or [1, 2, 3, 4, 5]
             from .corruptions import CORRUPTIONS
 
@@ -539,7 +554,7 @@ class Runner:
                         batch_size=self.batch_size, threads=threads, stage=stage,
                         data=data.block(start, stop) if ship else None,
                     ))
-            if self.suite.masking_checks and spec.task == "classification":
+            if self.suite.masking_checks and spec.task == "classification" and not joint:  # checks: one input
                 units += self._check_units(entry, dentry, model, base, data, threads)
             for sid, reason in data.skipped:
                 row = {**empty_row(), **base, "sample_id": sid, "attack": "none", "kind": "skipped",
@@ -776,6 +791,10 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
         "max_queries": params.get("max_queries"), "settings": _settings_json(params, model, aentry),
         "attacked_inputs": spec.input_name,
     }
+    joint = isinstance(model, JointInputModel)
+    if joint and corruption is not None:
+        raise AdvonnxError(f"{unit.model.name}: corruptions change one input; drop --corruptions for a joint attack "
+                           "(--attack-inputs), or corrupt one input with --input")
     rng = Random(unit.seed).spawn(key)
     multilabel = spec.output_kind == "multilabel"
     untargetable: list[str | None] = [None] * len(ids)  # targeted: why a sample has no target
@@ -920,6 +939,12 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
                 "error": None if ok else "model output is NaN or Inf",
                 "time_s": elapsed / len(ids),
             })
+    if joint:  # the perturbation of each input, in its value units (linf/l2 columns: the packed vector's;
+        # PSNR/SSIM of a packed, budget-scaled vector mean nothing: left empty)
+        budgets = model.budgets(eps)
+        for row, norms_i in zip(rows, model.input_norms(x, res_x)):
+            norms_i = {n: {"eps": budgets[n], **v} for n, v in norms_i.items()}
+            row.update(input_norms=json.dumps(norms_i, sort_keys=True), psnr=None, ssim=None)
     for row, why in zip(rows, untargetable, strict=True):  # targeted samples without a target: not counted
         if why:
             row.update(status="skipped", error=why, success=None, robust=None, adv_correct=None, target=None)
@@ -930,6 +955,11 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
                     "label": np.asarray(labels[:k]), "clean_pred": clean_pred[:k], "adv_pred": adv_pred[:k],
                     # a model's other inputs, as fed (held fixed): the examples can be replayed
                     **{f"held_{name}": v[:k] for name, v in (extras or {}).items()}}
+        if joint:  # x / x_adv are the packed vectors: each attacked input too, unpacked
+            for name, v in model.unpack(x[:k]).items():
+                examples[f"x_{name}"] = to_numpy(v)
+            for name, v in model.unpack(res_x[:k]).items():
+                examples[f"x_adv_{name}"] = to_numpy(v)
     return rows, examples
 
 
@@ -1174,7 +1204,11 @@ def _spec_summary(model: OnnxModel) -> dict[str, Any]:
             "randomized": list(s.randomized), "votes": model.votes, "eot": model.eot,
             "attacked_output": s.attacked_output, "logits_rule": s.logits_rule,
             "input_type": s.input_integer or s.input_dtype,
-            **({"attacked_input": s.input_name, "held_inputs": [n for n, _, _ in s.extra_inputs]} if s.extra_inputs else {})}
+            **({"attacked_input": s.input_name, "held_inputs": [n for n, _, _ in s.extra_inputs]} if s.extra_inputs else {}),
+            # joint attacks: each input's budget per unit of eps (eps_i = weight * eps) and value range
+            **({"joint_inputs": {n: {"eps_weight": w, "value_range": list(m.spec.value_range)}
+                                 for n, w, m in zip(model.names, model.weights, model.models)}}
+               if isinstance(model, JointInputModel) else {})}
 
 
 def run_suite(suite: str | Path | Suite = "quick", **kwargs):

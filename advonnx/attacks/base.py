@@ -222,8 +222,10 @@ class AttackContext:
         return value, grad
 
     def clip(self, x):
+        """``x`` inside the value range (``lo``/``hi``: numbers, or per-element arrays shaped
+        like one sample, as a joint attack's packed inputs have, broadcast over the batch)."""
         xp = namespace(x)
-        return xp.clip(x, self.lo, self.hi)
+        return xp.clip(x, *_bounds(xp, self.lo, self.hi))
 
     def is_adversarial(self, pred, labels):
         """Per-sample success: targeted → pred equals the target; else pred differs (multi-label:
@@ -347,8 +349,17 @@ class Attack(ABC):
             raise AdvonnxError(f"labels of shape {labels.shape} do not match the predictions {clean_pred.shape}")
         if targeted and target is None:
             raise AdvonnxError(f"targeted {self.name} needs target labels")
+        # per-element bounds for a joint attack's packed inputs (advonnx.joint), else the range
+        bounds = spec.value_range
+        if getattr(model, "joint", False):
+            from ..joint import check_joint_attack
+
+            check_joint_attack(self.name)
+            if model.bounds is None:
+                raise AdvonnxError(f"{self.name}: pack the inputs first (JointInputModel.pack) and attack the packed vectors")
+            bounds = model.bounds
         ctx = AttackContext(model, n=x.shape[0], rng=rng, gradient=mode, targeted=targeted,
-                            value_range=spec.value_range, max_queries=max_queries, eot=eot, extras=extras)
+                            value_range=bounds, max_queries=max_queries, eot=eot, extras=extras)
         # integer-input models: results go on the integer grid when the clean inputs lie on it
         on_grid = bool(spec.input_integer) and bool(xp.all(xp.round(x) == x))
         t0 = time.perf_counter()
@@ -359,7 +370,7 @@ class Attack(ABC):
         if self.minimal_norm:
             # The smallest adversarial found, judged before any eps projection (a minimal-norm
             # result counts as a break at every eps of its norm at or above min_norm).
-            x_free = xp.clip(x_adv, spec.value_range[0], spec.value_range[1])
+            x_free = xp.clip(x_adv, *_bounds(xp, *bounds))
             if on_grid:
                 x_free = self._on_integer_grid(x, x_free, free=True)
             free_pred = model.classify(x_free, **fixed)
@@ -370,7 +381,7 @@ class Attack(ABC):
             min_norm = xp.where(free_ok, norms(x_free - x, self.norm), xp.inf)
             size = norms(x, "l2")
             rho = xp.where(free_ok & (size > 0), norms(x_free - x, "l2") / xp.where(size > 0, size, 1.0), xp.nan)
-        x_adv = xp.clip(self.project(x, x_adv), spec.value_range[0], spec.value_range[1])
+        x_adv = xp.clip(self.project(x, x_adv), *_bounds(xp, *bounds))
         if on_grid:
             x_adv = self._on_integer_grid(x, x_adv)
         adv_pred = model.classify(x_adv, **fixed)
@@ -395,6 +406,13 @@ class Attack(ABC):
             l0_pixels=changed_pixels(x, x_adv, spec.layout),
             zero_gradient=ctx.zero_gradient, broken_by=broken_by, multilabel=multilabel,
         )
+
+
+def _bounds(xp, lo, hi):
+    """``(lo, hi)`` for ``xp.clip``: numbers as they are, per-element arrays in ``xp``."""
+    if isinstance(lo, np.ndarray):
+        return xp.asarray(lo), xp.asarray(hi)
+    return lo, hi
 
 
 MULTILABEL_ATTACKS = "fgsm, bim, pgd, apgd, square, nes, spsa"
