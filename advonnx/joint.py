@@ -245,7 +245,9 @@ class JointInputModel:
 def joint_dataset(model: JointInputModel, data):
     """``data`` (loaded for the first attacked input, the others among its ``extras``) with ``x``
     the packed vectors and ``extras`` only the inputs held fixed."""
-    inputs = {model.names[0]: data.x, **{n: data.extras[n] for n in model.names[1:]}}
+    # packed whole: a streamed dataset (SampleArray) is read here once
+    first = data.x if isinstance(data.x, np.ndarray) else data.x[:]
+    inputs = {model.names[0]: first, **{n: data.extras[n] for n in model.names[1:]}}
     packed = to_numpy(model.pack(inputs))
     held = {k: v for k, v in data.extras.items() if k not in model.names}
     return replace(data, x=packed, extras=held)
