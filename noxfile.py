@@ -91,7 +91,8 @@ def deps_newest(session):
 
 @nox.session
 def lint(session):
-    session.install("ruff")
+    """ruff on everything (pinned: a new ruff release may add findings; raise the pin on purpose)."""
+    session.install("ruff==0.17.6")
     session.run("ruff", "check", "advonnx", "tests", "benchmarks", "models", "noxfile.py")
 
 
