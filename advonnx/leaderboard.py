@@ -506,14 +506,17 @@ def certified_curves(table: pa.Table) -> list[dict[str, Any]]:
                and s["metric"] == "accuracy"]
     for (model, dataset, sigma), rs in sorted(groups.items()):
         radius = np.array([r["certified_radius"] or 0.0 for r in rs])
-        correct = np.array([bool(r["robust"]) for r in rs])
+        if rs and rs[0].get("task") == "segmentation":  # SEGCERTIFY: certified pixel accuracy (abstain = wrong)
+            correct = np.array([r["pixel_acc_adv"] or 0.0 for r in rs])
+        else:
+            correct = np.array([float(bool(r["robust"])) for r in rs])
 
         def at(rad: float) -> float:
-            return float(np.mean(correct & (radius > rad))) if len(rs) else math.nan
+            return float(np.mean(correct * (radius > rad))) if len(rs) else math.nan
 
         sandwich = [(s["eps"], at(s["eps"]), s["robust"], setting_label(s)) for s in attacks
                     if s["model"] == model and s["dataset"] == dataset]
-        out.append({"model": model, "dataset": dataset, "sigma": sigma, "n": len(rs),
+        out.append({"model": model, "dataset": dataset, "sigma": sigma, "n": len(rs), "task": rs[0].get("task"),
                     "curve": [(r, at(r)) for r in CERTIFIED_RADII], "sandwich": sorted(sandwich)})
     return out
 
@@ -523,7 +526,8 @@ def certified_lines(table: pa.Table) -> list[str]:
     lines = []
     for c in certified_curves(table):
         curve = " · ".join(f"{percent(a)} at {r:g}" for r, a in c["curve"])
-        lines.append(f"certified (randomized smoothing, σ={c['sigma']:g}, L2, lower bound): {c['model']} on "
+        what = "certified pixel accuracy, abstained pixels wrong" if c.get("task") == "segmentation" else "L2"
+        lines.append(f"certified (randomized smoothing, σ={c['sigma']:g}, {what}, lower bound): {c['model']} on "
                      f"{c['dataset']}: {curve} (n={c['n']})")
         for eps, low, high, label in c["sandwich"]:
             lines.append(f"  {c['model']} L2 eps={eps:g}: the smoothed classifier is certified on {percent(low)} (a lower "

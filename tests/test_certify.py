@@ -216,3 +216,54 @@ def test_suite_rows_and_leaderboard_lines(tmp_path):
     assert "≥" in text and "certified (randomized smoothing, σ=0.25" in text
     with pytest.raises(AdvonnxError, match="certificates, not adversarial examples"):
         advonnx.attack(advonnx.load_model(path), x[:2], None, "certify", norm="l2", eps=0.25)
+
+
+def test_suite_certifies_a_segmenter_pixel_by_pixel(tmp_path):
+    """``certify`` on a segmentation model runs SEGCERTIFY: rows carry the certified pixel accuracy
+    and Dice of the smoothed map (abstained pixels wrong), equal to a direct certify_dense with the
+    unit's random stream, and the radius σ·Φ⁻¹(τ); the leaderboard prints the certified curve."""
+    import io
+
+    from rich.console import Console
+    from test_paper_attacks import tiny_segmenter
+
+    from advonnx.leaderboard import certified_curves, render
+    from advonnx.metrics import confusion_overlap
+    from advonnx.suite import AttackEntry, DatasetEntry, ModelEntry, Runner, Suite, parse_eps
+
+    path = save(tiny_segmenter(kernel=3), tmp_path / "s.onnx")
+    x = np.random.default_rng(6).uniform(0, 1, (4, 1, 8, 8)).astype(np.float32)
+    model = advonnx.load_model(path)
+    y = np.asarray(model.classify(x))
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    suite = Suite(name="c", models=[ModelEntry("s", path)], datasets=[DatasetEntry("d", str(tmp_path / "d.npz"))],
+                  attacks=[AttackEntry("certify", "l2", parse_eps("0.1"), {"n0": 5, "n": 60, "tau": 0.75})],
+                  seed=0, masking_checks=False)
+    _, table = Runner(suite, out=tmp_path / "o").run()
+    rows = [r for r in table.to_pylist() if r["attack"] == "certify"]
+    assert len(rows) == 4 and {r["kind"] for r in rows} == {"certificate"} and {r["queries"] for r in rows} == {65}
+    radius = 0.1 * scipy_stats.norm.ppf(0.75)
+    assert all(r["certified_radius"] == pytest.approx(radius, abs=1e-12) for r in rows)
+    ours = np.array([r["pixel_acc_adv"] for r in rows])
+    # the abstain-as-wrong accounting by hand, from certify_dense on the same random stream
+    from types import SimpleNamespace
+
+    from advonnx.attacks import make_attack
+    from advonnx.suite import _dense_certificate_rows
+
+    attack = make_attack("certify", norm="l2", eps=0.1, n0=5, n=60, tau=0.75)
+    unit = SimpleNamespace(start=0, stop=4, base={}, eps=0.1, eps_text="0.1")
+    data = SimpleNamespace(y=y)
+    direct = _dense_certificate_rows(unit, model, data, attack, x, list("abcd"), "1x8x8", Random(3), 0.0)
+    cert = Smoother(model, sigma=0.1, rng=Random(3)).certify_dense(x, n0=5, n=60, alpha=0.001, tau=0.75)
+    assert (cert.prediction == ABSTAIN).any() or (cert.prediction == y).all()
+    acc = (cert.prediction == y).reshape(4, -1).mean(1)  # ABSTAIN (-1) is never the reference class
+    dice, _ = confusion_overlap(cert.prediction, y, model.spec.num_classes)
+    np.testing.assert_allclose([r["pixel_acc_adv"] for r in direct], acc, rtol=0, atol=1e-12)
+    np.testing.assert_allclose([r["dice_adv"] for r in direct], dice.mean(1), rtol=0, atol=1e-12)
+    curve = certified_curves(table)[0]
+    assert curve["task"] == "segmentation" and curve["curve"][0][1] == pytest.approx(ours.mean())
+    assert curve["curve"][-1][1] == 0.0  # every certified pixel holds within σ·Φ⁻¹(τ) < 1
+    out = io.StringIO()
+    render(table, Console(file=out, width=200))
+    assert "certified pixel accuracy, abstained pixels wrong" in out.getvalue()
