@@ -100,23 +100,33 @@ class Smoother:
                 for s0 in range(0, n, group) for done in range(0, num, draws)]
         tail = tuple(x.shape[1:])
 
-        def noise(block):  # the next block's draws are made while onnxruntime runs this one
+        def noisy_block(block):
+            # the next block's noisy inputs (draws, scaling, adding x) are made in this thread
+            # while onnxruntime runs the current one: the main thread only classifies
             s0, s1, m = block
-            return self.rng.normal_native(((s1 - s0) * m, *tail), like=x)
+            g = s1 - s0
+            eps = self.rng.normal_native((g, m, *tail), like=x)
+            eps *= self.sigma
+            eps += x[s0:s1, None]
+            return xp.reshape(eps, (g * m, *tail))
 
         with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(noise, plan[0]) if plan else None
+            pending = pool.submit(noisy_block, plan[0]) if plan else None
             for k, (s0, s1, m) in enumerate(plan):
-                eps = pending.result()
-                pending = pool.submit(noise, plan[k + 1]) if k + 1 < len(plan) else None
+                noisy = pending.result()
+                pending = pool.submit(noisy_block, plan[k + 1]) if k + 1 < len(plan) else None
                 g = s1 - s0
-                noisy = xp.reshape(xp.reshape(eps * self.sigma, (g, m, *tail)) + x[s0:s1, None], (g * m, *tail))
                 pred = np.asarray(to_numpy(self.model.classify(noisy)), np.int64)
                 pred = pred.reshape(g, m, *pred.shape[1:])
                 if out is None:
                     out = np.zeros((n, self.classes, *pred.shape[2:]), np.int64)
-                for c in range(self.classes):
-                    out[s0:s1, c] += np.sum(pred == c, axis=1)
+                if pred.ndim == 2:  # one bincount per block: counts of (sample, class) pairs
+                    valid = (pred >= 0) & (pred < self.classes)
+                    keys = (np.arange(g)[:, None] * self.classes + pred)[valid]
+                    out[s0:s1] += np.bincount(keys, minlength=g * self.classes).reshape(g, self.classes)
+                else:
+                    for c in range(self.classes):
+                        out[s0:s1, c] += np.sum(pred == c, axis=1)
         return np.zeros((0, self.classes), np.int64) if out is None else out
 
     def certify(self, x, *, n0: int = 100, n: int = 100_000, alpha: float = 0.001) -> Certificate:
