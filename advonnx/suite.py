@@ -31,6 +31,13 @@ broken). Those samples are not attacked again: their rows have status "skipped" 
 that the suite attacks with a gradient attack, the runner adds the attacks the gradient-masking
 checks need (``masking.check_attacks``) on the first ``masking.CHECK_SAMPLES`` samples, as rows
 of kind "check" (stage 0, never skipped), and stores the verdicts in ``_masking.json``.
+
+``transfer_matrix = true`` (``advonnx run --transfer-matrix``): each chunk of an untargeted
+adversarial setting also feeds its adversarial examples to the other models of the dataset that
+read the same inputs, rows of kind "transfer" in the same chunk (``transfer_matrix.py``).
+
+A universal perturbation (``uap``) is one unit over the whole dataset whatever ``chunk_size``
+(one δ per model × dataset × setting, never staged); rows carry ``uap_split`` (fit | held_out).
 """
 
 from __future__ import annotations

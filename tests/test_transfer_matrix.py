@@ -207,6 +207,13 @@ def test_uap_in_a_suite_is_one_perturbation_over_the_dataset(tmp_path):
     held = ~fit
     (u,) = uap_rates(table)
     assert (u["fit"], u["held_out"], u["k"]) == (10, 10, int((pc[held] != pa_[held]).sum()))
+    assert u["fit_fooling_rate"] == pytest.approx(np.mean(pc[fit] != pa_[fit]))
+    lo, hi = proportion_confint(u["k"], 10, alpha=0.05, method="wilson")
+    np.testing.assert_allclose(u["ci"], (lo, hi), atol=1e-12)
+    from advonnx.report import render_report
+
+    html, _ = render_report(table, [folder])
+    assert 'id="universal"' in html and 'id="transfer"' not in html
     lb = [s for s in summarize(table) if s["attack"] == "uap"]
     assert lb[0]["n"] == 10 and lb[0]["robust"] == pytest.approx(np.mean((pc[held] == pa_[held]) & (pc[held] == np.load(tmp_path / "d.npz")["y"][held])))
     _, again = run("b")
