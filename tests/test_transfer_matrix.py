@@ -56,12 +56,12 @@ def _inputs(n: int, seed: int) -> np.ndarray:
     return (rng.uniform(0, 1, (n, 1, 1, 1)) * rng.uniform(0.5, 1, (n, 1, 8, 8))).astype(np.float32)
 
 
-def _hand_matrix(folder: Path, paths: dict[str, Path]) -> dict[tuple[str, str, str], tuple[int, int, dict]]:
-    """(source, target, eps_text) -> (k, n, per-sample fooled_target) from the saved examples (every sample
+def _hand_matrix(folder: Path, paths: dict[str, Path]) -> dict[tuple[str, ...], tuple[int, int, dict]]:
+    """(attack, source, target, eps_text) -> (k, n, per-sample fooled_target) from the saved examples (every sample
     of the run is saved), predictions by onnxruntime directly."""
     out = {}
     for npz, part in example_pairs(folder):
-        rows = pq.read_table(part, columns=["model", "kind", "eps_text"]).to_pylist()
+        rows = pq.read_table(part, columns=["model", "kind", "eps_text", "attack"]).to_pylist()
         if rows[0]["kind"] != "adversarial" or rows[0]["model"] not in paths:
             continue
         source = rows[0]["model"]
@@ -73,7 +73,7 @@ def _hand_matrix(folder: Path, paths: dict[str, Path]) -> dict[tuple[str, str, s
                 continue
             pt, pta = _ort_pred(path, x), _ort_pred(path, xa)
             both = (ps == y) & (psa != y) & (pt == y)
-            out[(source, target, rows[0]["eps_text"])] = (int((both & (pta != y)).sum()), int(both.sum()),
+            out[(rows[0]["attack"], source, target, rows[0]["eps_text"])] = (int((both & (pta != y)).sum()), int(both.sum()),
                                      {str(i): bool(f) for i, f in zip(ids, pta != y, strict=True)})
     return out
 
@@ -81,17 +81,17 @@ def _hand_matrix(folder: Path, paths: dict[str, Path]) -> dict[tuple[str, str, s
 def _check_against_hand(table, folder: Path, paths: dict[str, Path]) -> list[dict]:
     hand = _hand_matrix(folder, paths)
     cells = transfer_matrix(table)
-    assert {(c["source"], c["target"], c["eps_text"]) for c in cells} == set(hand)
+    assert {(c["attack"], c["source"], c["target"], c["eps_text"]) for c in cells} == set(hand)
     rows = [r for r in table.to_pylist() if r["kind"] == "transfer"]
     for c in cells:
-        k, n, fooled = hand[(c["source"], c["target"], c["eps_text"])]
+        k, n, fooled = hand[(c["attack"], c["source"], c["target"], c["eps_text"])]
         assert (c["k"], c["n"]) == (k, n)
         if n:
             lo, hi = proportion_confint(k, n, alpha=0.05, method="wilson")
             np.testing.assert_allclose(c["ci"], (lo, hi), atol=1e-12)
             assert c["rate"] == k / n
-        mine = {r["sample_id"]: r["fooled_target"] for r in rows
-                if r["model"] == c["source"] and r["transfer_target"] == c["target"] and r["eps_text"] == c["eps_text"]}
+        mine = {r["sample_id"]: r["fooled_target"] for r in rows if r["attack"] == c["attack"]
+                and r["model"] == c["source"] and r["transfer_target"] == c["target"] and r["eps_text"] == c["eps_text"]}
         assert mine == fooled
     return cells
 
@@ -219,3 +219,28 @@ def test_uap_in_a_suite_is_one_perturbation_over_the_dataset(tmp_path):
     _, again = run("b")
     key = ["sample_id", "adv_pred", "uap_split", "linf"]
     assert again.select(key).to_pylist() == table.select(key).to_pylist()
+
+
+def test_transfer_rows_in_worst_case_runs_cover_the_attacked_samples_only(tmp_path):
+    """--worst-case: a later attack skips samples an earlier one broke; only the samples it attacked
+    have an adversarial example, so only they get transfer rows (and the matrix matches onnxruntime
+    on the saved examples of both attacks)."""
+    paths = {f"m{i}": save(_jittered(i, 0.3 * i), tmp_path / f"m{i}.onnx") for i in range(2)}
+    x = _inputs(16, 0)
+    np.savez(tmp_path / "d.npz", x=x, y=_ort_pred(paths["m0"], x))
+    suite = Suite(name="w", models=[ModelEntry(n, str(p), "d") for n, p in paths.items()],
+                  datasets=[DatasetEntry("d", str(tmp_path / "d.npz"))],
+                  attacks=[AttackEntry("fgsm", "linf", parse_eps("0.1")),
+                           AttackEntry("pgd", "linf", parse_eps("0.1"), {"steps": 5})],
+                  save_examples=16, masking_checks=False, transfer_matrix=True, worst_case=True)
+    folder, table = Runner(suite, out=tmp_path / "res").run()
+    rows = table.to_pylist()
+    skipped = 0
+    for model in paths:
+        for attack in ("fgsm", "pgd"):
+            adv = [r for r in rows if r["attack"] == attack and r["kind"] == "adversarial" and r["model"] == model]
+            tr = [r for r in rows if r["attack"] == attack and r["kind"] == "transfer" and r["model"] == model]
+            assert sorted(r["sample_id"] for r in tr) == sorted(r["sample_id"] for r in adv if r["status"] == "ok")
+            skipped += sum(r["status"] == "skipped" for r in adv)
+    assert skipped > 0
+    _check_against_hand(table, folder, paths)
