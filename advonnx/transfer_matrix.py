@@ -84,6 +84,7 @@ def transfer_peers(pairs, models, data_of) -> tuple[dict[tuple[str, str], list],
 def transfer_rows(unit, rows: list[dict], x, x_adv, labels, common: dict) -> list[dict]:
     """Rows of kind ``transfer``: the source's adversarial examples ``x_adv`` of one chunk (its
     rows ``rows``, one per sample of ``x``) judged by each model of ``unit.transfer_to``."""
+    from .model import ModelRunError
     from .results import empty_row
     from .suite import cached_model
 
@@ -94,8 +95,13 @@ def transfer_rows(unit, rows: list[dict], x, x_adv, labels, common: dict) -> lis
     for entry in unit.transfer_to:
         target = cached_model(entry, unit.device, unit.batch_size, unit.threads)
         t0 = time.perf_counter()
-        clean = to_numpy(target.classify(x))
-        adv = to_numpy(target.classify(x_adv))
+        try:
+            clean = to_numpy(target.classify(x))
+            adv = to_numpy(target.classify(x_adv))
+        except ModelRunError as err:  # the target failed on these inputs: errored rows, not counted
+            out += [{**empty_row(), **common, "sample_id": r["sample_id"], "kind": "transfer",
+                     "transfer_target": entry.name, "status": "errored", "error": str(err)} for r in rows]
+            continue
         each = (time.perf_counter() - t0) / max(1, len(rows))
         for i, r in enumerate(rows):
             out.append({
