@@ -155,7 +155,7 @@ def test_transfer_matrix_cli_and_report(tmp_path):
     assert f"n={cell['n']}" in r.stdout
     rep = cli("report", tmp_path / "res", "-o", tmp_path / "r.html")
     assert rep.returncode == 0, rep.stderr[-3000:]
-    assert 'id="transfer"' in (tmp_path / "r.html").read_text()
+    assert 'id="transfer"' in (tmp_path / "r.html").read_text(encoding="utf-8")
 
 
 def test_transfer_matrix_on_quick_brain_models(tmp_path):
