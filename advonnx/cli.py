@@ -46,6 +46,7 @@ def run(
     max_queries: Annotated[int | None, typer.Option("--max-queries", help="Query budget per sample of the query-based attacks (square, hsj, nes, spsa).")] = None,
     worst_case: Annotated[bool, typer.Option("--worst-case", help="AutoAttack style: attacks in the listed order, each later one only on the samples still robust at its norm and eps; the leaderboard adds the combined worst case.")] = False,
     no_masking_checks: Annotated[bool, typer.Option("--no-masking-checks", help="Do not add the extra attacks of the gradient-masking checks (a Square, a 5x-steps PGD and a PGD at half the value range, linf, on the first samples of each classifier with gradient attacks).")] = False,
+    transfer_matrix: Annotated[bool, typer.Option("--transfer-matrix", help="Feed every model's adversarial examples to every other model of its dataset (same inputs) and show the source × target transfer rates after the leaderboard and in the report.")] = False,
     targeted: Annotated[bool, typer.Option("--targeted", help="Targeted attacks: each sample gets a random target class other than its label (seeded).")] = False,
     target_map: Annotated[str | None, typer.Option("--target-map", help="Targeted attacks in the named directions only (implies --targeted): single-label SOURCE:TARGET by class name or index, e.g. malignant:benign,tumour:notumor (samples of other classes are not attacked; the leaderboard shows the flip rate per direction); multi-label FINDING:present|absent, e.g. pneumothorax:absent (several entries must all hold).")] = None,
     costs: Annotated[Path | None, typer.Option("--costs", help="Cost matrix CSV (header: predicted class names; first column: true class names; cells: costs >= 0); the leaderboard shows the expected cost per sample clean vs under attack.")] = None,
@@ -228,6 +229,8 @@ def run(
         s.worst_case = True
     if no_masking_checks:
         s.masking_checks = False
+    if transfer_matrix:
+        s.transfer_matrix = True
     if seed is not None:
         s.seed = seed
     if gradient:

@@ -90,7 +90,9 @@ def summarize(table: pa.Table, *, labels: dict | None = None) -> list[dict[str, 
     labels = labels or attack_labels(r for r in rows if r.get("kind") != "skipped")
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
-        if r.get("kind") in ("skipped", "check"):  # check: extra attacks of masking.py, on a subset
+        if r.get("kind") in ("skipped", "check", "transfer"):  # check: extra attacks of masking.py, on a subset
+            continue
+        if r.get("uap_split") == "fit":  # a universal perturbation counts on its held-out samples only
             continue
         groups[(r["model"], r["dataset"], r["attack"], r["norm"], r["eps"], r.get("eps_text") or "",
                 setting_key(r))].append(r)
@@ -480,11 +482,17 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
     for line in minimal_norm_curves(table, summaries):
         notes.append(line)
     notes.extend(certified_lines(table))
+    from .universal_summary import uap_lines
+
+    notes.extend(uap_lines(table))
     notes.extend(masking_notes(summaries))
     if any(s["curve"] and s["gradient"] != "exact" for s in summaries):
         notes.append("ASR at ⅒·¼·½·1 of Q: success within that share of the query budget Q (queries at first success)")
     for n in notes:
         console.print(f"[dim]•[/dim] {n}")
+    from .transfer_matrix import render_transfer
+
+    render_transfer(table, console, headline)
     return summaries
 
 

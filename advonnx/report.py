@@ -504,7 +504,7 @@ def collect_examples(folders: list[Path], meta: dict, names: dict[str, list[str]
             vr = spec.get("value_range") or [float(np.nanmin(ex["x"])), float(np.nanmax(ex["x"]))]
             lo, hi = float(vr[0]), float(vr[1])
             layout = _layout_of(meta, model, ex["x"])
-            by_id = {r["sample_id"]: r for r in rows}
+            by_id = {r["sample_id"]: r for r in rows if r.get("kind") != "transfer"}
             seg = first["task"] == "segmentation"
             samples = []
             n = min(per_setting, len(ex["x"]))
@@ -1083,6 +1083,20 @@ def render_report(table: pa.Table, folders: list[Path], *, title: str | None = N
                 "bootstrap interval and an exact McNemar p-value (Dice: paired t on group means); clean difference "
                 "and the TOST p-value of clean equivalence within ±2 points.</p>"
                 f'<div class="card">{pairs_html(model_pairs(table))}</div></section>')
+    from .transfer_matrix import transfer_html
+    from .universal_summary import uap_html
+
+    transfer_body, uap_body = transfer_html(table, _e), uap_html(table, _e)
+    if transfer_body:
+        body.append('<section id="transfer"><h2>Transfer matrix</h2><p class="sub">Rows: the model whose adversarial '
+                    "examples are fed (source); columns: the model judging them (target). Transfer rate = share of the "
+                    "source's examples, among samples both classify correctly clean and the source's attack broke, that "
+                    f"the target also gets wrong; 95 % Wilson interval, n = those samples.</p>{transfer_body}</section>")
+    if uap_body:
+        body.append('<section id="universal"><h2>Universal perturbations</h2><p class="sub">One perturbation per model '
+                    "and setting (SGD variant), fitted on a share of the samples; fooling rate = share of the held-out "
+                    "samples whose prediction it changes (Moosavi-Dezfooli et al., CVPR 2017), 95 % Wilson interval."
+                    f'</p><div class="card">{uap_body}</div></section>')
     body.append('<section id="curves"><h2>Robustness curves</h2><p class="sub">Per model and attack, how performance '
                 "falls as the perturbation grows.</p>")
     if not curves:

@@ -41,7 +41,7 @@ SCHEMA = pa.schema([
     ("group", pa.string()),
     ("sample_shape", pa.string()),  # the sample's array shape in the model's layout, e.g. "1x32x32"
     ("attack", pa.string()),
-    ("kind", pa.string()),  # adversarial | corruption | clean | check (extra attacks of masking.py)
+    ("kind", pa.string()),  # adversarial | corruption | clean | check (extra attacks of masking.py) | transfer
     ("norm", pa.string()),
     ("eps", pa.float64()),
     ("eps_text", pa.string()),
@@ -85,6 +85,17 @@ SCHEMA = pa.schema([
     # cascades (autoattack): the stage that broke the sample (apgd-ce, apgd-t, ...), "clean" =
     # misclassified unattacked, "" = robust; null for other attacks
     ("broken_by", pa.string()),
+    # transfer matrix (kind "transfer", ``advonnx run --transfer-matrix``): the source model's
+    # adversarial example of this sample (row columns model, attack, norm, eps, settings: the
+    # source's setting) fed to ``transfer_target``; clean_pred / adv_pred / clean_correct are the
+    # target's; fooled_source = the source classified it correctly clean and wrongly under its own
+    # attack; fooled_target = the target classifies the source's example wrongly (transfer_matrix.py)
+    ("transfer_target", pa.string()),
+    ("fooled_source", pa.bool_()),
+    ("fooled_target", pa.bool_()),
+    # uap rows: "fit" (the sample helped fit the universal perturbation) or "held_out" (the
+    # leaderboard counts these only); null for other attacks
+    ("uap_split", pa.string()),
     ("psnr", pa.float64()),
     ("ssim", pa.float64()),
     ("pixel_acc_clean", pa.float64()),

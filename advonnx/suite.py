@@ -37,6 +37,13 @@ the run metadata for the expected cost per sample; rows do not depend on it.
 that the suite attacks with a gradient attack, the runner adds the attacks the gradient-masking
 checks need (``masking.check_attacks``) on the first ``masking.CHECK_SAMPLES`` samples, as rows
 of kind "check" (stage 0, never skipped), and stores the verdicts in ``_masking.json``.
+
+``transfer_matrix = true`` (``advonnx run --transfer-matrix``): each chunk of an untargeted
+adversarial setting also feeds its adversarial examples to the other models of the dataset that
+read the same inputs, rows of kind "transfer" in the same chunk (``transfer_matrix.py``).
+
+A universal perturbation (``uap``) is one unit over the whole dataset whatever ``chunk_size``
+(one δ per model × dataset × setting, never staged); rows carry ``uap_split`` (fit | held_out).
 """
 
 from __future__ import annotations
@@ -124,6 +131,7 @@ class Suite:
     worst_case: bool = False  # AutoAttack style: later attacks run only on still-robust samples
     masking_checks: bool = True  # add the attacks the gradient-masking checks need (masking.py)
     costs: str = ""  # a K×K cost-matrix CSV (clinical.read_costs): stored in the run metadata, not in rows
+    transfer_matrix: bool = False  # feed each model's adversarial examples to the others (transfer_matrix.py)
 
     def config(self) -> dict[str, Any]:
         """Everything that determines the rows (not where they are written)."""
@@ -141,6 +149,7 @@ class Suite:
             "severities": self.severities,
             **({"worst_case": True} if self.worst_case else {}),
             **({} if self.masking_checks else {"masking_checks": False}),
+            **({"transfer_matrix": True} if self.transfer_matrix else {}),
         }
 
     def config_hash(self) -> str:
@@ -220,7 +229,7 @@ def _suite_from_dict(raw: dict[str, Any], base: Path, source: str) -> Suite:
             make_attack(a.name, norm=a.norm, eps=eps or 1e-12, **a.settings)
     known = set(raw) - {"name", "description", "seed", "save_examples", "chunk_size", "gradient",
                         "headline", "datasets", "models", "attacks", "corruptions", "severities", "worst_case",
-                        "masking_checks", "target_map", "costs"}
+                        "masking_checks", "target_map", "costs", "transfer_matrix"}
     if known:
         raise AdvonnxError(f"{source}: unknown suite key(s) {', '.join(sorted(known))}")
     if raw.get("target_map"):  # suite-wide: every targeted attack without its own map
@@ -243,6 +252,7 @@ def _suite_from_dict(raw: dict[str, Any], base: Path, source: str) -> Suite:
         corruptions=parse_corruptions(raw.get("corruptions", [])),
         severities=parse_severities(raw.get("severities", "1-5")) if raw.get("corruptions") else [],
         worst_case=bool(raw.get("worst_case", False)), masking_checks=bool(raw.get("masking_checks", True)),
+        transfer_matrix=bool(raw.get("transfer_matrix", False)),
     )
 
 
@@ -365,6 +375,9 @@ class WorkUnit:
     # cluster runs of a streamed dataset: the block's samples as references (Dataset.block), read
     # by the worker itself; None: the worker loads the dataset from its path
     data: Any = field(default=None, compare=False, repr=False)
+    # transfer matrix: the models (ModelEntry) this unit's adversarial examples are fed to, rows of
+    # kind "transfer" in this chunk (transfer_matrix.py)
+    transfer_to: tuple = ()
 
 
 # Per-process caches: a worker loads each model and dataset once and reuses them across tasks.
@@ -457,6 +470,7 @@ class Runner:
         self.progress = progress
         self.log = log or (lambda msg: None)
         self.cluster = cluster
+        self.transfer_notes: list[str] = []  # plan(): models or pairs the transfer matrix leaves out
 
     def _run_folder(self) -> tuple[Path, str]:
         chash = self.suite.config_hash()
@@ -478,6 +492,12 @@ class Runner:
         threads = 1 if self.cluster else None
         map_entries: dict[str, bool] = {}  # target-map entry -> some model of the suite has both its classes
         known_classes: set[str] = set()
+        peers: dict[tuple[str, str], list] = {}
+        if self.suite.transfer_matrix:
+            from .transfer_matrix import transfer_peers
+
+            peers, self.transfer_notes = transfer_peers(_pairs(self.suite, models), models,
+                                                        lambda e, d: cached_dataset(d, models[e.name], e.name))
         for entry, dentry in _pairs(self.suite, models):
             model = models[entry.name]
             spec = model.spec
@@ -543,15 +563,21 @@ class Runner:
             staged = self.suite.worst_case and spec.task == "classification"
             order = [a for a in self.suite.attacks if not a.datasets or dentry.name in a.datasets]
             for a, corruption, eps, eps_text, setting in settings:
+                # a universal perturbation is fitted on the whole dataset: one unit, never staged
+                universal = a is not None and attack_class(a.name).name == "uap"
                 stage = (next(i for i, b in enumerate(order) if b is a)
-                         if staged and a is not None and a.name != "certify" else 0)  # certificates: every sample
-                for block, (start, stop) in enumerate(data.blocks(self.suite.chunk_size)):  # one size each
+                         if staged and a is not None and a.name != "certify" and not universal else 0)  # certificates: every sample
+                to = tuple(peers.get((entry.name, dentry.name), ())) if (
+                    a is not None and eps > 0 and not a.targeted and a.name != "certify") else ()
+                # one size per block (streamed data grouped by size); a universal perturbation: one block
+                blocks = [(0, len(data))] if universal else data.blocks(self.suite.chunk_size)
+                for block, (start, stop) in enumerate(blocks):
                     units.append(WorkUnit(
                         key=_key(base, setting, start, stop), model=entry, dataset=dentry, attack=a,
                         corruption=corruption, eps=eps, eps_text=eps_text, start=start, stop=stop,
                         save_examples=self.suite.save_examples if block == 0 else 0, seed=self.suite.seed,
                         gradient=self.suite.gradient, base=base, device=self.device,
-                        batch_size=self.batch_size, threads=threads, stage=stage,
+                        batch_size=self.batch_size, threads=threads, stage=stage, transfer_to=to,
                         data=data.block(start, stop) if ship else None,
                     ))
             if self.suite.masking_checks and spec.task == "classification" and not joint:  # checks: one input
@@ -613,6 +639,8 @@ class Runner:
         specs = {n: _spec_summary(m) for n, m in models.items()}
         for line in value_range_warnings(specs):
             self.log(line)
+        for line in self.transfer_notes:
+            self.log(line)
         meta = {
             "run_id": run_id, "suite": self.suite.name, "suite_source": self.suite.source,
             "config": self.suite.config(), "config_hash": self.suite.config_hash(),
@@ -623,6 +651,7 @@ class Runner:
             "specs": specs, "datasets": _dataset_summary(self.suite, models),
             "headline": self.suite.headline, "seed": self.suite.seed, "cluster": self.cluster or "",
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **({"transfer_notes": self.transfer_notes} if self.transfer_notes else {}),
         }
         if self.suite.costs:  # for the expected cost per sample (clinical.py); rows do not depend on it
             from .clinical import read_costs
@@ -975,6 +1004,15 @@ def _compute_block(unit: WorkUnit, model: OnnxModel, data, attack):
     for row, why in zip(rows, untargetable, strict=True):  # targeted samples without a target: not counted
         if why:
             row.update(status="skipped", error=why, success=None, robust=None, adv_correct=None, target=None)
+    if attack is not None and attack.name == "uap":  # which samples fitted the universal perturbation
+        from .attacks.universal import fit_mask
+
+        for row, fit in zip(rows, fit_mask(len(rows), attack.fit_fraction), strict=True):
+            row["uap_split"] = "fit" if fit else "held_out"
+    if unit.transfer_to and attack is not None and spec.task == "classification" and not multilabel and not targeted:
+        from .transfer_matrix import transfer_rows
+
+        rows = rows + transfer_rows(unit, rows, x, res_x, labels, common)
     examples = None
     k = unit.save_examples
     if k > 0 and (attack is not None or corruption is not None):
@@ -1076,6 +1114,7 @@ def _compute_with_skips(unit: WorkUnit, model: OnnxModel, data, attack):
     keep = [i for i in range(unit.start, unit.stop) if i not in why]
     rows_by_index: dict[int, dict] = {}
     examples = None
+    transferred: list[dict] = []
     if keep:
         sub = SimpleNamespace(
             x=data.x[keep], y=None if data.y is None else data.y[keep],
@@ -1084,7 +1123,8 @@ def _compute_with_skips(unit: WorkUnit, model: OnnxModel, data, attack):
             extras={k: v[keep] for k, v in (getattr(data, "extras", None) or {}).items()},
             class_names=getattr(data, "class_names", None))
         rows, examples = _compute_block(dataclasses.replace(unit, start=0, stop=len(keep), skip=()), model, sub, attack)
-        rows_by_index.update(zip(keep, rows))
+        rows_by_index.update(zip(keep, rows[:len(keep)]))
+        transferred = rows[len(keep):]  # transfer matrix: the attacked samples' rows of kind "transfer"
     gone = sorted(why)
     xs = data.x[gone]
     spec = model.spec
@@ -1113,7 +1153,7 @@ def _compute_with_skips(unit: WorkUnit, model: OnnxModel, data, attack):
             **({"label_vector": np.asarray(labels[j]).tolist(), "clean_vector": pred[j].tolist(),
                 "hamming_clean": int(np.sum(pred[j] != labels[j]))} if multilabel else {}),
         }
-    return [rows_by_index[i] for i in range(unit.start, unit.stop)], examples
+    return [rows_by_index[i] for i in range(unit.start, unit.stop)] + transferred, examples
 
 
 def _class_names(model: OnnxModel, data) -> list[str]:

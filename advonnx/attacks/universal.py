@@ -7,8 +7,9 @@ the summed loss over mini-batches of the fitting samples, projected onto the eps
 ``epochs`` passes. It is faster than the original DeepFool-driven loop and, per those papers,
 at least as strong. A ``fit_fraction`` of the attacked batch, interleaved over its order
 (:func:`fit_mask`), is used for fitting; the fooling rate (f(x + δ) ≠ f(x), the paper's
-definition) is reported on the others, the held-out samples. In a suite the whole dataset is one batch, so there is one δ per
-model and dataset.
+definition) is reported on the others, the held-out samples. In a suite the whole dataset is one batch
+(one work unit whatever ``chunk_size``), so there is one δ per model × dataset × setting; rows
+carry ``uap_split`` and the leaderboard counts the held-out samples (``universal_summary.py``).
 """
 
 from __future__ import annotations
