@@ -424,27 +424,18 @@ def _load_npz(
         desc["label_source"] = "npz array 'y'"
     else:
         desc["label_source"] = "none: no 'y' in the npz; clean predictions will be the reference"
-    if "sample_id" in files:
-        sid = get("sample_id")
-        if sid.shape != (n_all,):
-            raise _err(
-                path,
-                f"sample_id has shape {sid.shape}, expected ({n_all},)",
-                "store one id per sample",
-            )
-        ids = [str(s) for s in sid.tolist()[:n]]
-    else:
-        ids = [f"npz:{i}" for i in range(n)]
-    groups = None
-    if "group" in files:
-        grp = get("group")
-        if grp.shape != (n_all,):
-            raise _err(
-                path,
-                f"group has shape {grp.shape}, expected ({n_all},)",
-                "store one group id (patient, subject, volume) per sample",
-            )
-        groups = [str(g) for g in grp.tolist()[:n]]
+    def per_sample_strings(name: str, todo: str) -> list[str] | None:
+        """npz array ``name`` as one string per sample (the first n), None when absent."""
+        if name not in files:
+            return None
+        arr = get(name)
+        if arr.shape != (n_all,):
+            raise _err(path, f"{name} has shape {arr.shape}, expected ({n_all},)", todo)
+        return [str(v) for v in arr.tolist()[:n]]
+
+    ids = per_sample_strings("sample_id", "store one id per sample") or [f"npz:{i}" for i in range(n)]
+    groups = per_sample_strings("group", "store one group id (patient, subject, volume) per sample")
+    if groups is not None:
         desc["groups"] = f"npz array 'group' ({len(set(groups))} groups)"
     spacing = None
     nd = e.spatial_ndim
