@@ -391,7 +391,7 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
         show_min = any(not math.isnan(g.get("median_min_norm", math.nan)) for g in group)
         columns = [("Attack", "left"), ("Robust Dice" if seg else "Robust %", "right"), ("95% CI", "right")]
         columns += [("Dice drop", "right")] if seg else [("ASR %", "right")]
-        columns += [("Med ‖δ‖", "right")]
+        columns += [] if seg else [("Med ‖δ‖", "right")]  # segmentation: no sample is "broken", no median
         columns += [("Min ‖δ‖ med/mean", "right")] if show_min else []
         columns += [("Queries", "right")]
         columns += [("ASR % at ⅒·¼·½·1 Q", "right")] if show_curve else []
@@ -402,7 +402,7 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
                   pad_edge=False, padding=(0, 1))
         for name, justify in columns:
             t.add_column(name, justify=justify, no_wrap=name in ("Attack", "Queries", "Time s"),
-                         min_width=14 if name == "Attack" else None)
+                         min_width=14 if name == "Attack" else 11 if name == "95% CI" else None)
         for s in group:
             is_head = bool(order) and s["model"] in order and s["robust"] == order[s["model"]] \
                 and s["attack"] == headline_for(headline, s["dataset"]).get("attack")
@@ -411,7 +411,7 @@ def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, 
                 "≥ " if s.get("kind") == "certificate" else "≤ ")
             cells = [setting_label(s), bound + percent(s["robust"]), "–" if math.isnan(lo) else f"{percent(lo)}–{percent(hi)}"]
             cells += [f"{100 * (s['clean'] - s['robust']):.1f}"] if seg else [percent(s["asr"])]
-            cells += ["–" if math.isnan(s["median_norm"]) else f"{s['median_norm']:.3g}"]
+            cells += [] if seg else ["–" if math.isnan(s["median_norm"]) else f"{s['median_norm']:.3g}"]
             if show_min:
                 med, mean = s.get("median_min_norm", math.nan), s.get("mean_min_norm", math.nan)
                 cells += ["–" if math.isnan(med) else f"{med:.3g}/{mean:.3g}"]
