@@ -228,9 +228,9 @@ def test_rand_version_averages_eot_gradients(tmp_path):
     atk = make_attack("autoattack", eps=1e-5, stages=[{**s, "steps": steps} for s in rand.stages])
     res = atk(m, x, y, gradient="exact")
     # a budget too small to break anything: the cascade's clean query, then per stage a clean
-    # query and (steps + 1) points × 20 EOT evaluations, each one run of the CE gradient graph
-    # (decisions, loss and gradient) for APGD-CE, scores + VJP for APGD-DLR
-    ce, dlr = 1 + (steps + 1) * 20, 1 + (steps + 1) * 20 * 2
+    # query and (steps + 1) points × 20 EOT evaluations, each one run of the loss's gradient graph
+    # (decisions, loss and gradient), for APGD-CE and APGD-DLR alike
+    ce, dlr = 1 + (steps + 1) * 20, 1 + (steps + 1) * 20
     assert not res.success.any() and np.all(res.queries == 1 + ce + dlr)
 
 
@@ -272,8 +272,9 @@ def test_suite_rows_and_leaderboard_show_stages(tmp_path):
 
 def test_cotangent_gradients_equal_the_loss_graphs(tmp_path):
     """APGD's two gradient routes equal the gradient graph of the same loss: the cotangent route
-    (scores, then a VJP with the loss's score gradient; DLR's) for ce and seg_ce, and the one-pass
-    route: per-pixel CE as it is, CE scale-free (value d with CE = softplus(d), gradient ∇d with
+    (scores, then a VJP with the loss's score gradient) and the one-pass route, for ce, seg_ce and
+    untargeted DLR with 2, 3 and 7 classes (the graph's DLR against the host formula's one-hot
+    gradient); CE's one pass is scale-free (value d with CE = softplus(d), gradient ∇d with
     ∇CE = σ(d)·∇d)."""
     from test_paper_attacks import tiny_segmenter
 
@@ -281,7 +282,9 @@ def test_cotangent_gradients_equal_the_loss_graphs(tmp_path):
     from advonnx.xp import Random
 
     rng = np.random.default_rng(0)
-    cases = [(small_cnn(classes=4), "ce", (5, 1, 8, 8)), (tiny_segmenter(kernel=3), "seg_ce", (3, 1, 8, 8))]
+    cases = [(small_cnn(classes=4), "ce", (5, 1, 8, 8)), (tiny_segmenter(kernel=3), "seg_ce", (3, 1, 8, 8)),
+             (small_cnn(classes=2, seed=2), "dlr", (5, 1, 8, 8)), (small_cnn(classes=3, seed=3), "dlr", (5, 1, 8, 8)),
+             (small_cnn(classes=7, seed=7), "dlr", (5, 1, 8, 8))]
     for i, (proto, loss, shape) in enumerate(cases):
         m = advonnx.load_model(save(proto, tmp_path / f"m{i}.onnx"))
         x = rng.uniform(0, 1, shape).astype(np.float32)
@@ -302,7 +305,7 @@ def test_cotangent_gradients_equal_the_loss_graphs(tmp_path):
             sig = 1 / (1 + np.exp(-value.astype(np.float64)))
             np.testing.assert_allclose(np.logaddexp(0, value.astype(np.float64)), ref_value, rtol=1e-5)
             grad = grad * sig.reshape(-1, 1, 1, 1)
-        np.testing.assert_allclose(value if loss == "seg_ce" else ref_value, ref_value, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(value if loss != "ce" else ref_value, ref_value, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(grad, ref_grad, rtol=1e-4, atol=1e-6)
 
 

@@ -21,19 +21,20 @@ best-loss iterate. Multi-label models: ``ce`` is the binary cross-entropy of the
 the per-pixel cross-entropy averaged over the image, success is the suite's (>= half of the
 pixels flipped).
 
-Gradients: CE (and per-pixel CE) on exact gradients takes one run of the gradient graph per
-step, which returns the loss, its input gradient and the decision scores
-(``ctx.loss_grad_decisions``). CE on logits is taken scale-free: the log-odds
+Gradients: CE, per-pixel CE and untargeted DLR on exact gradients take one run of the gradient
+graph per step, which returns the loss, its input gradient and the decision scores
+(``ctx.loss_grad_decisions``; the graph's DLR picks the ranked scores with ArgMax one-hots, so its
+gradient is the host formula's). CE on logits is taken scale-free: the log-odds
 ``d = LSE_{j≠y} z_j − z_y`` (CE = softplus(d), so every comparison of losses is unchanged) and
 its gradient, CE's direction without the factor that rounds to 0 in float32 for confident
-logits (a model with large logits would otherwise mask itself; the authors' code has this gap). DLR and targeted DLR (and CE on estimated gradients) query the
-scores (``ctx.scores``: decisions and the attacked logits), compute the loss on the attacked
-tensor and its gradient w.r.t. the scores in the array namespace
-(:func:`advonnx.losses.score_gradient`), and pull it back to the input with one
-vector-Jacobian product (``ctx.vjp``: exact ONNX graph or NES/SPSA). DLR is a ratio of ranked
-scores; its gradient w.r.t. the scores is two one-hot differences, so a cotangent needs no new
-op rules (TopK, a second label input for targets) in the gradient graph and serves exact and
-estimated gradients alike; the price is one forward pass more per step. ``eot_iter`` averages the
+logits (a model with large logits would otherwise mask itself; the authors' code has this
+gap). Targeted DLR (APGD-T) queries the scores (``ctx.scores``: decisions and the attacked
+logits), computes the loss on the attacked tensor and its gradient w.r.t. the scores in the
+array namespace (:func:`advonnx.losses.score_gradient`), and pulls it back to the input with one
+vector-Jacobian product (``ctx.vjp``: exact ONNX graph or NES/SPSA): DLR's gradient w.r.t. the
+scores is one-hot differences, so a cotangent needs no target input in the gradient graph; the
+price is one forward pass more per step. Estimated gradients take the same two calls per step
+for every loss. ``eot_iter`` averages the
 gradient over that many evaluations (Expectation over Transformation, for randomized models).
 
 eps and step sizes are in the model's value units.
@@ -96,7 +97,7 @@ class APGD(Attack):
         """Loss (N,), its input gradient (averaged over ``eot_iter`` evaluations) and scores."""
         grad = None
         for _ in range(self.eot_iter):
-            if target is None and loss in ("ce", "seg_ce", "bce"):
+            if target is None and loss in ("ce", "seg_ce", "bce", "dlr"):
                 # a label loss the gradient graph computes itself: one forward-backward run per
                 # step gives loss, gradient and decisions (as torch's autograd does)
                 # scale-free CE: the log-odds d (CE = softplus(d), the same order of iterates) and

@@ -13,7 +13,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper, shape_inference
 
 from ..errors import GradientUnavailable
-from ..losses import PROB_FLOOR
+from ..losses import DLR_DELTA, PROB_FLOOR
 from . import rules as _rules  # noqa: F401  (registers the VJP rules)
 from .builder import Builder
 from .registry import (
@@ -33,7 +33,7 @@ GRAD_OUTPUT_LOSS = "advonnx_loss"
 GRAD_OUTPUT_GRAD = "advonnx_grad"
 GRAD_OUTPUT_DECISIONS = "advonnx_decisions"  # the model's decision scores, on request
 
-LOSSES = ("ce", "margin", "seg_ce", "cotangent", "bce", "ml_margin")
+LOSSES = ("ce", "margin", "seg_ce", "dlr", "cotangent", "bce", "ml_margin")
 MIN_OPSET = 13
 
 # Ops whose floating outputs carry no gradient (no data dependence, or a discrete output).
@@ -447,6 +447,32 @@ def _multilabel_head(b: Builder, scores: str, sinfo: TensorInfo, *, loss: str, p
     return value, inputs, value
 
 
+def _dlr_head(b: Builder, scores: str, onehot: str, classes: str, n_classes, ax: int, dt, elem_type: int,
+              pick) -> str:
+    """Untargeted DLR of ``advonnx.losses.dlr``: ``−(z_y − z_o) / (z_π1 − z_π3 + 1e-12)``, o the
+    best other class; 2 classes: ``−(z_y − z_o)``. Every ranked score is picked with a one-hot of
+    an ArgMax (first index on ties, as the host formula), so its gradient is the host's one-hot
+    difference; no TopK, no opset lift."""
+    if not isinstance(n_classes, int):
+        raise GradientUnavailable("loss 'dlr' needs a static number of classes")
+    big = b.scalar(1e30 if dt == np.float64 else 1e9, dt)
+
+    def top_hot(t: str) -> str:  # one-hot of the first largest entry along the class axis
+        return b.op("Cast", [b.op("Equal", [b.op("ArgMax", [t], axis=ax, keepdims=1), classes])], to=elem_type)
+
+    def drop(t: str, hot: str) -> str:
+        return b.op("Sub", [t, b.op("Mul", [hot, big])])
+
+    num = b.op("Sub", [pick(scores), pick(scores, top_hot(drop(scores, onehot)))])
+    if n_classes == 2:
+        return b.op("Neg", [num])
+    h1 = top_hot(scores)
+    rest = drop(scores, h1)
+    h3 = top_hot(drop(rest, top_hot(rest)))
+    den = b.op("Add", [b.op("Sub", [pick(scores, h1), pick(scores, h3)]), b.scalar(DLR_DELTA, dt)])
+    return b.op("Neg", [b.op("Div", [num, den])])
+
+
 def _loss_head(b: Builder, scores: str, sinfo: TensorInfo, *, loss: str, probabilities: bool,
                class_axis: int, scale_free: bool = False, threshold: float = 0.0
                ) -> tuple[str, list[onnx.ValueInfoProto], str]:
@@ -492,9 +518,12 @@ def _loss_head(b: Builder, scores: str, sinfo: TensorInfo, *, loss: str, probabi
     label = b.op("Unsqueeze", [GRAD_INPUT_LABEL, b.ints([ax])])
     onehot = b.op("Cast", [b.op("Equal", [label, classes])], to=sinfo.elem_type)
 
-    def pick(t: str) -> str:
-        return b.reduce("ReduceSum", b.op("Mul", [t, onehot]), [ax], keepdims=False)
+    def pick(t: str, hot: str = onehot) -> str:
+        return b.reduce("ReduceSum", b.op("Mul", [t, hot]), [ax], keepdims=False)
 
+    if loss == "dlr":
+        value = _dlr_head(b, scores, onehot, classes, n_classes, ax, dt, sinfo.elem_type, pick)
+        return value, inputs, value
     if loss == "margin":
         big = b.scalar(1e30 if dt == np.float64 else 1e9, dt)
         others = b.reduce("ReduceMax", b.op("Sub", [scores, b.op("Mul", [onehot, big])]), [ax],
