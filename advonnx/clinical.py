@@ -189,7 +189,10 @@ def _target_map_of(r: dict[str, Any]) -> str:
 def _groups(rows: list[dict], kinds=("adversarial", "corruption")) -> dict[tuple, list[dict]]:
     from .results import attack_labels, setting_key
 
-    rows = [r for r in rows if r.get("task") == "classification" and r.get("kind") in kinds]
+    # single-label rows only (multi-label rows have their per-finding table), and a universal
+    # perturbation's held-out samples only (its fit samples are not a test)
+    rows = [r for r in rows if r.get("task") == "classification" and r.get("kind") in kinds
+            and r.get("label_vector") is None and r.get("uap_split") != "fit"]
     labels = attack_labels(rows)
     out: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:

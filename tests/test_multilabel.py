@@ -402,5 +402,5 @@ def test_cli_target_map_on_a_single_label_model(tmp_path):
         if p == src:
             assert r["status"] == "ok" and r["target"] == dst and r["success"] == (r["adv_pred"] == dst)
         else:
-            assert r["status"] == "skipped" and r["error"].startswith("no target:")
+            assert r["status"] == "skipped" and r["error"].startswith("not attacked: class")  # target_map.NOT_ATTACKED
     assert any(r["success"] for r in rows)
