@@ -300,7 +300,7 @@ def test_cli_manifest_worst_case_corruptions_and_masking_checks(tmp_path, image_
     r = subprocess.run([sys.executable, "-m", "advonnx.cli", "run", "--model", path, "--data", str(csv), "--attack",
                         "fgsm,pgd", "--eps", "0.1", "--worst-case", "--corruptions", "gaussian_noise",
                         "--severities", "3", "--out", str(tmp_path / "out"), "-q"],
-                       capture_output=True, text=True, cwd=tmp_path, timeout=600)
+                       capture_output=True, text=True, encoding="utf-8", cwd=tmp_path, timeout=600)
     assert r.returncode == 0, r.stderr
     t = read_results(next((tmp_path / "out").iterdir())).to_pandas()
     assert set(t["kind"]) == {"adversarial", "check", "corruption"} and set(t["attacked_inputs"]) == {"image"}
