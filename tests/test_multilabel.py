@@ -292,6 +292,11 @@ def test_csv_manifest_columns_and_class_folders(tmp_path, data):
     ds = load_dataset(tmp_path / "m.csv", _expect(), class_names=list(FINDINGS))
     assert np.array_equal(ds.y, y[:3])
     assert np.abs(ds.x - x[:3]).max() <= 1 / 255
+    # a group column (patient id) is not a finding: the K findings are still read, by file order
+    lines = [f"p{i // 2},{i}.png," + ",".join(str(v) for v in y[i]) for i in range(3)]
+    (tmp_path / "g.csv").write_text("\n".join(["group,path," + ",".join(f"f{k}" for k in range(K)), *lines]) + "\n")
+    ds = load_dataset(tmp_path / "g.csv", _expect())
+    assert np.array_equal(ds.y, y[:3]) and ds.groups == ["p0", "p0", "p1"]
     (tmp_path / "short.csv").write_text("path,effusion\n0.png,1\n")
     with pytest.raises(DataError, match="1 finding columns"):
         load_dataset(tmp_path / "short.csv", _expect())

@@ -776,26 +776,7 @@ def _manifest_items(path: Path, e: InputExpectation, class_names, desc) -> list[
     gc = header.index("group") if "group" in header else None
     items = []
     for i, r in enumerate(rows[1:], start=2):
-        where = f"{path} line {i}"
-        r = r + [""] * (len(header) - len(r))
-        rel = r[ic].strip()
-        if not rel:
-            raise _err(where, "empty image path", "give every row an image path")
-        p = _listed_path(rel, path, i, "")
-        it = _Item(Path(rel).as_posix(), p)
-        if gc is not None:
-            it.group = r[gc].strip() or None
-            if it.group is None:
-                raise _err(where, "empty group", "give every row a group id (patient, subject or volume), or drop the column")
-        if p.is_dir():
-            series = dicom_series(p)
-            if len(series) != 1:
-                raise _err(
-                    p,
-                    f"folder listed in {path.name} line {i} holds {len(series)} DICOM series",
-                    "list one image file or one single-series DICOM folder per row",
-                )
-            it.files = series[0][1]
+        it, r, where = _manifest_item(path, r, i, len(header), ic, gc)
         if lc is not None:
             v = r[lc].strip()
             if kind == "label":
@@ -822,6 +803,34 @@ def _manifest_items(path: Path, e: InputExpectation, class_names, desc) -> list[
     return items
 
 
+def _manifest_item(path: Path, r: list[str], i: int, width: int, ic: int, gc: int | None
+                   ) -> tuple[_Item, list[str], str]:
+    """Row ``i`` of a manifest (``r``, padded to ``width`` columns) as an item: its image path
+    (column ``ic``; a folder must hold one DICOM series) and its group (column ``gc``, if any).
+    Returns the item, the padded row and where it is, for messages."""
+    where = f"{path} line {i}"
+    r = r + [""] * (width - len(r))
+    rel = r[ic].strip()
+    if not rel:
+        raise _err(where, "empty image path", "give every row an image path")
+    p = _listed_path(rel, path, i, "")
+    it = _Item(Path(rel).as_posix(), p)
+    if gc is not None:
+        it.group = r[gc].strip() or None
+        if it.group is None:
+            raise _err(where, "empty group", "give every row a group id (patient, subject or volume), or drop the column")
+    if p.is_dir():
+        series = dicom_series(p)
+        if len(series) != 1:
+            raise _err(
+                p,
+                f"folder listed in {path.name} line {i} holds {len(series)} DICOM series",
+                "list one image file or one single-series DICOM folder per row",
+            )
+        it.files = series[0][1]
+    return it, r, where
+
+
 _PRESENT = {"1": 1, "0": 0, "true": 1, "false": 0, "present": 1, "absent": 0, "yes": 1, "no": 0}
 
 
@@ -830,8 +839,10 @@ def _multilabel_manifest(path: Path, rows: list[list[str]], k: int, class_names,
     present/absent). Columns named after the model's class names are read in that order;
     otherwise the K finding columns are taken in file order."""
     raw = [h.strip() for h in rows[0]]
-    ic = [h.lower() for h in raw].index("path")
-    cols = [i for i in range(len(raw)) if i != ic]
+    lower = [h.lower() for h in raw]
+    ic = lower.index("path")
+    gc = lower.index("group") if "group" in lower else None  # a patient id, not a finding
+    cols = [i for i in range(len(raw)) if i not in (ic, gc)]
     names = [raw[i] for i in cols]
     if cols and "label" in [n.lower() for n in names] and k > 1:
         raise _err(path, "one 'label' column for a multi-label model",
@@ -844,12 +855,7 @@ def _multilabel_manifest(path: Path, rows: list[list[str]], k: int, class_names,
                    "write a path column and one 0/1 column per finding, in the model's output order")
     items = []
     for i, r in enumerate(rows[1:], start=2):
-        where = f"{path} line {i}"
-        r = r + [""] * (len(raw) - len(r))
-        rel = r[ic].strip()
-        if not rel:
-            raise _err(where, "empty image path", "give every row an image path")
-        it = _Item(Path(rel).as_posix(), _listed_path(rel, path, i, ""))
+        it, r, where = _manifest_item(path, r, i, len(raw), ic, gc)
         if cols:
             vals = [r[c].strip().lower() for c in cols]
             bad = [v for v in vals if v not in _PRESENT]
