@@ -207,9 +207,12 @@ class JointInputModel:
     def one_pass(self) -> bool:
         return all(m.one_pass for m in self.models)
 
-    def gradient_mode(self, requested: str = "auto", *, loss: str | None = None) -> str:
-        """``exact`` when every attacked input has exact gradients, else ``estimated``."""
-        modes = {m.gradient_mode(requested, loss=loss) for m in self.models}
+    def gradient_mode(self, requested: str = "auto", *, loss: str | None = None, scale_free: bool = False,
+                      with_decisions: bool = False) -> str:
+        """``exact`` when every attacked input has exact gradients, else ``estimated`` (the graph
+        variants probed are those :meth:`value_and_grad` runs: decisions from the first input's)."""
+        modes = {m.gradient_mode(requested, loss=loss, scale_free=scale_free, with_decisions=with_decisions and k == 0)
+                 for k, m in enumerate(self.models)}
         return "exact" if modes == {"exact"} else "estimated"
 
     def straight_through_ops(self) -> list[str]:

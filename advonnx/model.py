@@ -693,10 +693,19 @@ class OnnxModel:
         piecewise-constant ops as the identity (see ``straight_through_ops``)."""
         return "exact+straight-through" if mode == "exact" and self.straight_through_ops() else mode
 
-    def gradient_mode(self, requested: str = "auto", *, loss: str | None = None) -> str:
+    def _graph_variant(self, loss: str, scale_free: bool, with_decisions: bool) -> tuple[bool, bool]:
+        """The gradient graph a label loss runs on: (scale-free CE, the decisions as an extra output).
+        Scale-free applies to CE on logits only; the decisions are an output of their own only when
+        they are another tensor than the attacked scores (a final Softmax)."""
+        return (bool(scale_free) and loss == "ce" and self.spec.attacked_scores == "logits",
+                bool(with_decisions) and self._attacked_out != self._scores_out)
+
+    def gradient_mode(self, requested: str = "auto", *, loss: str | None = None, scale_free: bool = False,
+                      with_decisions: bool = False) -> str:
         """Which gradient ``requested`` (auto|exact|estimated) resolves to for this model.
 
-        With ``auto`` and a ``loss``, the gradient graph for that loss is built (and cached)
+        With ``auto`` and a ``loss``, the gradient graph for that loss (``scale_free``,
+        ``with_decisions``: the variant :meth:`value_and_grad` will run) is built (and cached)
         now, so a graph that defeats a rule falls back to estimated gradients with a note.
         """
         if requested not in ("auto", "exact", "estimated"):
@@ -707,7 +716,7 @@ class OnnxModel:
         missing = self.unsupported_ops()
         if not missing and requested == "auto" and loss is not None:
             try:
-                self._grad_session(loss)
+                self._grad_session(loss, *self._graph_variant(loss, scale_free, with_decisions))
             except (GradientUnavailable, ModelError) as err:  # this graph defeats a rule: say so, go on
                 self._unsupported = missing = [str(err).split(": ", 1)[-1]]
                 self.notes_once(f"exact gradients unavailable ({missing[0]}); using estimated gradients")
@@ -797,12 +806,14 @@ class OnnxModel:
         is w.r.t. the attacked input only).
         """
         loss = losses.for_output_kind(loss, self.spec.output_kind)  # multi-label: ce → bce, margin → ml_margin
-        mode = self.gradient_mode(gradient, loss="cotangent" if cotangent is not None else loss)
+        if cotangent is not None:
+            mode, scale_free, separate = self.gradient_mode(gradient, loss="cotangent"), False, False
+        else:
+            scale_free, separate = self._graph_variant(loss, scale_free, with_decisions)
+            mode = self.gradient_mode(gradient, loss=loss, scale_free=scale_free, with_decisions=with_decisions)
         if with_decisions and (mode != "exact" or cotangent is not None or not self.one_pass):
             raise AdvonnxError("value_and_grad(with_decisions=True) needs exact gradients of a label loss "
                                "on a model whose gradient graph computes its decisions (OnnxModel.one_pass)")
-        scale_free = bool(scale_free) and cotangent is None and loss == "ce" \
-            and self.spec.attacked_scores == "logits"
         xp = namespace(x)
         n = x.shape[0]
         if cotangent is None and y is None:
@@ -830,14 +841,11 @@ class OnnxModel:
                 session = self._grad_session("cotangent")
                 feeds[GRAD_INPUT_COTANGENT] = aux(cotangent, "float32")
             else:
-                separate = with_decisions and self._attacked_out != self._scores_out
                 session = self._grad_session(loss, scale_free, decisions=separate)
                 feeds[GRAD_INPUT_LABEL] = aux(y, "int64")
                 if loss == "seg_ce":
                     feeds[GRAD_INPUT_MASK] = aux(xp.ones(y.shape) if mask is None else mask, "float32")
-            names = [GRAD_OUTPUT_SCORES, GRAD_OUTPUT_GRAD]
-            if with_decisions and self._attacked_out != self._scores_out:
-                names.append(GRAD_OUTPUT_DECISIONS)
+            names = [GRAD_OUTPUT_SCORES, GRAD_OUTPUT_GRAD] + ([GRAD_OUTPUT_DECISIONS] if separate else [])
             scores, grad, *decided = self._run(session, feeds, names)
             with self._lock:
                 self.queries += n

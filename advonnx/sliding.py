@@ -186,7 +186,8 @@ class SlidingWindowModel:
         scores = self.predict(x)
         return namespace(scores).argmax(scores, axis=self.spec.class_axis)
 
-    def gradient_mode(self, requested: str = "auto", *, loss: str | None = None) -> str:
+    def gradient_mode(self, requested: str = "auto", *, loss: str | None = None, **_variant) -> str:
+        # windows are differentiated through cotangents whatever the loss (no one-pass variants)
         return self.inner.gradient_mode(requested, loss="cotangent" if loss is not None else None)
 
     def value_and_grad(self, x, y=None, *, loss: str = "ce", gradient: str = "auto", cotangent=None, mask=None,

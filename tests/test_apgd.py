@@ -341,6 +341,10 @@ def test_one_pass_gives_the_decisions_loss_and_gradient_of_separate_runs(tmp_pat
     np.testing.assert_allclose(grad, ref_grad, rtol=1e-6)
     with pytest.raises(AdvonnxError, match="exact gradients"):
         m.value_and_grad(x, y, loss="ce", gradient="estimated", with_decisions=True)
+    # gradient="auto" probes the graph variant it then runs: no second CE graph is built
+    fresh = advonnx.load_model(save(proto, tmp_path / "fresh.onnx"))
+    fresh.value_and_grad(x, y, loss="ce", gradient="auto", scale_free=True, with_decisions=True)
+    assert set(fresh._grad_sessions) == {("ce", True, probabilities)}  # scale-free CE on logits
 
 
 def test_apgd_ce_is_not_masked_by_large_logits(tmp_path):

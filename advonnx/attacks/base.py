@@ -161,7 +161,7 @@ class AttackContext:
         gradient from two. ``scale_free`` as in :meth:`value_and_grad`. Counted and recorded as
         :meth:`value_and_grad`."""
         if self.eot == 1 and getattr(self.model, "one_pass", False) \
-                and self.model.gradient_mode(self.gradient, loss=loss) == "exact":
+                and self.model.gradient_mode(self.gradient, loss=loss, scale_free=scale_free, with_decisions=True) == "exact":
             value, grad, scores = self.model.value_and_grad(
                 x, labels, loss=loss, gradient=self.gradient, counter=lambda rows: self.count(to_numpy(idx)[rows]),
                 with_decisions=True, **({"scale_free": True} if scale_free else {}), **self.rows(idx))
