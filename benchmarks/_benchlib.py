@@ -31,7 +31,7 @@ def write_results(name: str, payload: dict, indent: int = 2) -> Path:
     """Write ``benchmarks/results/<name>.json`` and say where."""
     out = RESULTS / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(payload, indent=indent))
+    out.write_text(json.dumps(payload, indent=indent), encoding="utf-8")
     print(f"\nwrote {out.relative_to(ROOT)}")
     return out
 

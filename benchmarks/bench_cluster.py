@@ -142,7 +142,7 @@ def main(argv=None) -> None:
     if not args.configs:
         if not args.costs_from:
             raise SystemExit("--configs '' needs --costs-from")
-        result = json.loads(OUT.read_text())
+        result = json.loads(OUT.read_text(encoding="utf-8"))
     with tempfile.TemporaryDirectory() as tmp:
         for i, cfg in enumerate(c for c in args.configs.split(",") if c):
             cl, _, th = cfg.rpartition(":")

@@ -53,7 +53,7 @@ def timed_read(folder):  # the peak before the run's table of all rows is read b
 advonnx.suite.read_results = timed_read
 folder, table = Runner(suite, out=sys.argv[3], batch_size=256).run()
 rows = table.num_rows
-hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status", encoding="ascii") if line.startswith("VmHWM"))
 print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "vm_hwm_mb": hwm / 1024,
                   "peak_before_reading_rows_mb": before["mb"],
                   "seconds": time.perf_counter() - t0, "rows": rows}))

@@ -156,7 +156,7 @@ def per_class_accuracy(pred: np.ndarray, y: np.ndarray, n_classes: int) -> list[
 
 
 def update_metrics(entries: dict) -> None:
-    data = json.loads(METRICS.read_text()) if METRICS.exists() else {}
+    data = json.loads(METRICS.read_text(encoding="utf-8")) if METRICS.exists() else {}
     data.update(entries)
     METRICS.write_text(json.dumps(dict(sorted(data.items())), indent=2) + "\n")
 

@@ -222,7 +222,7 @@ def main() -> int:
             .tolist(),
         },
     }
-    (WORK / "data_summary.json").write_text(json.dumps(summary, indent=2))
+    (WORK / "data_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -16,7 +16,7 @@ KEYS = ("test_accuracy", "test_mean_dice")
 
 
 def main(old_path: str, new_path: str) -> int:
-    old, new = json.loads(open(old_path).read()), json.loads(open(new_path).read())
+    old, new = json.loads(open(old_path, encoding="utf-8").read()), json.loads(open(new_path, encoding="utf-8").read())
     bad = []
     for name, rec in sorted(old.items()):
         key = next(k for k in KEYS if k in rec)

@@ -282,7 +282,7 @@ def test_intensity_and_class_names_flags_reach_rows_and_metadata(tmp_path):
         x = ((by_name[stem].astype(np.float64) - 1000) / 2000)[None, None].astype(np.float32)
         assert row["clean_pred"] == int(np.argmax(m.predict(x)[0]))
         assert row["label"] == names.index(stem.rstrip("0123456789"))
-    for meta in (run_metadata(table), json.loads(next(out.iterdir()).joinpath("_run.json").read_text())):
+    for meta in (run_metadata(table), json.loads(next(out.iterdir()).joinpath("_run.json").read_text(encoding="utf-8"))):
         d = meta["datasets"]["scans"]
         assert d["intensity"] == "window:1000,3000" and d["intensity_rule"] == "window:1000,3000"
         assert d["label_source"].startswith("class subfolders") and d["class_names"] == names

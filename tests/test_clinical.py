@@ -184,7 +184,7 @@ def test_parse_target_map():
 
 def test_read_costs(tmp_path):
     p = tmp_path / "costs.csv"
-    p.write_text("true\\predicted,benign,malignant\nbenign,0,1\nmalignant,10,0\n")
+    p.write_text("true\\predicted,benign,malignant\nbenign,0,1\nmalignant,10,0\n", encoding="utf-8")
     c = read_costs(p)
     assert c["class_names"] == ["benign", "malignant"] and c["matrix"] == [[0, 1], [10, 0]]
     np.testing.assert_array_equal(cost_matrix_for(c, NAMES), [[0, 10], [1, 0]])  # reordered to the model's
@@ -193,7 +193,7 @@ def test_read_costs(tmp_path):
                        ("x,benign,malignant\nbenign,0,a\nmalignant,1,0\n", "numbers"),
                        ("x,benign,malignant\nbenign,0,-1\nmalignant,1,0\n", ">= 0"),
                        ("x,benign,malignant\nbenign,0\nmalignant,1,0\n", "expected 2")):
-        p.write_text(text)
+        p.write_text(text, encoding="utf-8")
         with pytest.raises(AdvonnxError, match=word):
             read_costs(p)
     with pytest.raises(AdvonnxError, match="no such"):
@@ -236,7 +236,7 @@ def bc_targeted_run(tmp_path_factory):
     """One `advonnx run --target-map malignant:benign --costs ...` on the suite's bc_mlp and bc_lightgbm."""
     tmp_path = tmp_path_factory.mktemp("bc_targeted")
     costs = tmp_path / "costs.csv"
-    costs.write_text("true\\predicted,malignant,benign\nmalignant,0,10\nbenign,1,0\n")
+    costs.write_text("true\\predicted,malignant,benign\nmalignant,0,10\nbenign,1,0\n", encoding="utf-8")
     models = [SUITE / "models" / "bc_mlp.onnx", SUITE / "models" / "bc_lightgbm.onnx"]
     r = advonnx("run", "--model", models[0], "--model", models[1], "--data", SUITE / "data" / "breast_cancer_test.npz",
                 "--attack", "square(max_queries=100)", "--eps", "0.1", "--target-map", "malignant:benign",
@@ -297,7 +297,7 @@ def test_show_applies_costs_to_any_run(bc_targeted_run, tmp_path, capsys, monkey
 
     out, _, _ = bc_targeted_run
     costs = tmp_path / "other.csv"
-    costs.write_text("x,benign,malignant\nbenign,0,2\nmalignant,5,0\n")
+    costs.write_text("x,benign,malignant\nbenign,0,2\nmalignant,5,0\n", encoding="utf-8")
     monkeypatch.setenv("COLUMNS", "160")
     main(["show", str(out), "--costs", str(costs)])
     text = capsys.readouterr().out
@@ -325,7 +325,7 @@ def test_report_shows_clinical_section(bc_targeted_run, tmp_path):
 
 
 def _suite_toml(tmp_path, extra="", targeted_entry=""):
-    (tmp_path / "costs.csv").write_text("true\\predicted,malignant,benign\nmalignant,0,10\nbenign,1,0\n")
+    (tmp_path / "costs.csv").write_text("true\\predicted,malignant,benign\nmalignant,0,10\nbenign,1,0\n", encoding="utf-8")
     text = f'''name = "tm"
 worst_case = true
 masking_checks = false
@@ -350,7 +350,7 @@ targeted = true
 {targeted_entry}
 '''
     path = tmp_path / "tm.toml"
-    path.write_text(text)
+    path.write_text(text, encoding="utf-8")
     return path
 
 
@@ -389,7 +389,7 @@ def test_suite_target_map_errors(tmp_path, extra, entry, word):
         Runner(suite, out=tmp_path / "out").plan("x", {m.name: cached_model(m, "cpu", 64) for m in suite.models})
     assert word in str(err.value) and "\n" not in str(err.value)
     if entry:  # a map on an untargeted attack
-        text = (tmp_path / "tm.toml").read_text().replace("targeted = true", "").replace(entry, 'target_map = "0:1"')
-        (tmp_path / "tm.toml").write_text(text)
+        text = (tmp_path / "tm.toml").read_text(encoding="utf-8").replace("targeted = true", "").replace(entry, 'target_map = "0:1"')
+        (tmp_path / "tm.toml").write_text(text, encoding="utf-8")
         with pytest.raises(AdvonnxError, match="not targeted"):
             load_suite(tmp_path / "tm.toml")

@@ -58,7 +58,7 @@ def test_client_plans_on_cpu_and_workers_get_the_requested_device(tmp_path, monk
     assert table.num_rows > 0
     import json
 
-    meta = json.loads((folder / "_run.json").read_text())
+    meta = json.loads((folder / "_run.json").read_text(encoding="utf-8"))
     assert set(meta["execution_providers"].values()) == {"cluster workers, --device cuda"}
 
 
@@ -70,7 +70,7 @@ def test_local_cluster_rows_equal_local_run(tmp_path):
     assert _rows(dist) == _rows(local)
     import json
 
-    meta = json.loads((folder / "_run.json").read_text())
+    meta = json.loads((folder / "_run.json").read_text(encoding="utf-8"))
     assert meta["cluster"] == "local:2"
     import pyarrow.dataset as ds
 

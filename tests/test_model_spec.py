@@ -98,7 +98,7 @@ def test_precedence_metadata_sidecar_override(tmp_path):
     m = advonnx.load_model(path)
     assert m.spec.value_range == (0.0, 255.0) and m.spec.sources["value_range"] == "metadata"
     assert m.spec.class_names == ("a", "b", "c")
-    (tmp_path / "m.onnx.advonnx.toml").write_text('value_range = [0, 4095]\n')
+    (tmp_path / "m.onnx.advonnx.toml").write_text('value_range = [0, 4095]\n', encoding="utf-8")
     m = advonnx.load_model(path)
     assert m.spec.value_range == (0.0, 4095.0) and m.spec.sources["value_range"] == "sidecar"
     m = advonnx.load_model(path, value_range="-1,1")

@@ -187,7 +187,7 @@ def test_cli_inspect_and_run_hold_the_covariates_per_sample(tmp_path, two_input,
     folder = next((tmp_path / "out").iterdir())
     t = read_results(folder).to_pandas()
     assert set(t["attacked_inputs"]) == {"signal"} and set(t["status"]) == {"ok"}
-    meta = json.loads((folder / "_run.json").read_text())
+    meta = json.loads((folder / "_run.json").read_text(encoding="utf-8"))
     inputs = meta["datasets"]["d"]["inputs"]
     assert inputs["signal"].startswith("attacked") and "npz array 'features'" in inputs["features"]
     m = advonnx.load_model(path)
@@ -254,7 +254,7 @@ def _manifest(tmp_path, n=6, per_file=False):
         else:
             cells = ",".join(f"{v:g}" for v in cov[i])
         lines.append(f"{i}.png,{i % 2},{cells}")
-    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return tmp_path / "m.csv", cov.astype(np.float32)
 
 

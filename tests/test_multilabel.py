@@ -288,7 +288,7 @@ def test_csv_manifest_columns_and_class_folders(tmp_path, data):
         Image.fromarray((x[i, 0] * 255).round().astype(np.uint8)).save(tmp_path / f"{i}.png")
     head = "path," + ",".join(reversed(FINDINGS))  # columns by name, in any order
     lines = [f"{i}.png," + ",".join(str(v) for v in reversed(y[i])) for i in range(3)]
-    (tmp_path / "m.csv").write_text("\n".join([head, *lines]) + "\n")
+    (tmp_path / "m.csv").write_text("\n".join([head, *lines]) + "\n", encoding="utf-8")
     ds = load_dataset(tmp_path / "m.csv", _expect(), class_names=list(FINDINGS))
     assert np.array_equal(ds.y, y[:3])
     assert np.abs(ds.x - x[:3]).max() <= 1 / 255
@@ -297,7 +297,7 @@ def test_csv_manifest_columns_and_class_folders(tmp_path, data):
     (tmp_path / "g.csv").write_text("\n".join(["group,path," + ",".join(f"f{k}" for k in range(K)), *lines]) + "\n")
     ds = load_dataset(tmp_path / "g.csv", _expect())
     assert np.array_equal(ds.y, y[:3]) and ds.groups == ["p0", "p0", "p1"]
-    (tmp_path / "short.csv").write_text("path,effusion\n0.png,1\n")
+    (tmp_path / "short.csv").write_text("path,effusion\n0.png,1\n", encoding="utf-8")
     with pytest.raises(DataError, match="1 finding columns"):
         load_dataset(tmp_path / "short.csv", _expect())
     (tmp_path / "folders" / "effusion").mkdir(parents=True)
@@ -354,7 +354,7 @@ def test_cli_runs_with_and_without_labels(tmp_path, onnx_path, data):
     pgd = [r for r in read_results(tmp_path / "labels").to_pylist() if r["attack"] == "pgd"]
     assert 0 < np.mean([r["success"] for r in pgd]) < 1
     info = write_report(tmp_path / "labels", tmp_path / "r.html")
-    html = (tmp_path / "r.html").read_text()
+    html = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert info["finding_tables"] == 1 and "Per finding" in html
 
 

@@ -32,7 +32,7 @@ def test_parquet_round_trip_keeps_every_column_and_metadata(tmp_path):
     assert table.schema.names == SCHEMA.names
     assert [dict(r) for r in table.to_pylist()] == rows
     assert run_metadata(table) == meta
-    assert json.loads((tmp_path / "run" / "_run.json").read_text()) == meta
+    assert json.loads((tmp_path / "run" / "_run.json").read_text(encoding="utf-8")) == meta
     assert np.load(tmp_path / "run" / "_examples" / "part-abc.npz")["x"].shape == (2, 3)
     import pyarrow.dataset as ds
 

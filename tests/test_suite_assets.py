@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SUITES = ROOT / "advonnx" / "suites"
 DATA = SUITES / "data"
 MODELS = SUITES / "models"
-METRICS = json.loads((ROOT / "models" / "metrics.json").read_text())
+METRICS = json.loads((ROOT / "models" / "metrics.json").read_text(encoding="utf-8"))
 
 PATCH_CLASSES = ["csf_other", "gray_matter", "white_matter"]
 SEG_CLASSES = ["background", "csf_other", "gray_matter", "white_matter"]
@@ -97,7 +97,7 @@ def test_test_bands_do_not_touch_training_slices():
 
 
 def test_license_notice():
-    text = (DATA / "MNI_ICBM152_LICENSE.txt").read_text()
+    text = (DATA / "MNI_ICBM152_LICENSE.txt").read_text(encoding="utf-8")
     assert "Louis Collins" in text and "McGill University" in text
     assert "provided that the above copyright" in text
 

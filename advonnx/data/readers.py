@@ -111,7 +111,7 @@ def is_companion(path: Path) -> bool:
     # an .mhd may name its data file differently
     for h in path.parent.glob("*.mhd"):
         try:
-            head = h.read_text(errors="replace")[:4000]
+            head = h.read_text(encoding="utf-8", errors="replace")[:4000]
         except OSError:
             continue
         if re.search(rf"ElementDataFile\s*=\s*{re.escape(path.name)}\s*$", head, re.M):

@@ -106,11 +106,11 @@ def test_npz_bad_dtypes_and_keys(tmp_path):
 
 def test_label_not_in_class_names(tmp_path, rng):
     png(tmp_path / "a.png", rng)
-    (tmp_path / "m.csv").write_text("path,label\na.png,cyst\n")
+    (tmp_path / "m.csv").write_text("path,label\na.png,cyst\n", encoding="utf-8")
     with pytest.raises(DataError) as ei:
         load_dataset(tmp_path / "m.csv", E2, class_names=["benign", "malignant"])
     assert_one_line_error(ei, "m.csv line 2", "cyst", "benign, malignant")
-    (tmp_path / "m.csv").write_text("path,label\na.png,7\n")
+    (tmp_path / "m.csv").write_text("path,label\na.png,7\n", encoding="utf-8")
     with pytest.raises(DataError) as ei:
         load_dataset(tmp_path / "m.csv", E2, class_names=["benign", "malignant"])
     assert_one_line_error(ei, "m.csv line 2", "label 7")
@@ -118,7 +118,7 @@ def test_label_not_in_class_names(tmp_path, rng):
 
 def test_missing_file_in_manifest(tmp_path, rng):
     png(tmp_path / "a.png", rng)
-    (tmp_path / "m.csv").write_text("path,label\na.png,0\nmissing.png,1\n")
+    (tmp_path / "m.csv").write_text("path,label\na.png,0\nmissing.png,1\n", encoding="utf-8")
     with pytest.raises(DataError) as ei:
         load_dataset(tmp_path / "m.csv", E2)
     assert_one_line_error(ei, "missing.png", "m.csv line 3", "fix the path")
@@ -126,11 +126,11 @@ def test_missing_file_in_manifest(tmp_path, rng):
 
 def test_missing_mask_and_bad_header(tmp_path, rng):
     png(tmp_path / "a.png", rng)
-    (tmp_path / "s.csv").write_text("image,mask\na.png,nomask.png\n")
+    (tmp_path / "s.csv").write_text("image,mask\na.png,nomask.png\n", encoding="utf-8")
     with pytest.raises(DataError) as ei:
         load_dataset(tmp_path / "s.csv", InputExpectation("NCHW", (16, 20), 1, task="segmentation"))
     assert_one_line_error(ei, "nomask.png", "does not exist")
-    (tmp_path / "h.csv").write_text("file,class\na.png,0\n")
+    (tmp_path / "h.csv").write_text("file,class\na.png,0\n", encoding="utf-8")
     with pytest.raises(DataError) as ei:
         load_dataset(tmp_path / "h.csv", E2)
     assert_one_line_error(ei, "h.csv", "path,label")

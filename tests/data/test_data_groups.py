@@ -33,16 +33,16 @@ def test_npz_group_array_and_subset(tmp_path, rng):
 def test_manifest_group_column(tmp_path, rng):
     for name in ("a", "b", "c"):
         write_image(tmp_path / f"{name}.png", rng.integers(0, 256, (16, 20)).astype(np.uint8))
-    (tmp_path / "m.csv").write_text("path,label,group\na.png,0,patient7\nb.png,1,patient7\nc.png,0,patient9\n")
+    (tmp_path / "m.csv").write_text("path,label,group\na.png,0,patient7\nb.png,1,patient7\nc.png,0,patient9\n", encoding="utf-8")
     ds = load_dataset(tmp_path / "m.csv", E2)
     assert ds.groups == ["patient7", "patient7", "patient9"]
     assert ds.description["groups"] == "2 groups: manifest column 'group' (3)"
-    (tmp_path / "e.csv").write_text("path,label,group\na.png,0,\n")
+    (tmp_path / "e.csv").write_text("path,label,group\na.png,0,\n", encoding="utf-8")
     with pytest.raises(DataError) as e:
         load_dataset(tmp_path / "e.csv", E2)
     assert_one_line_error(e, "e.csv line 2", "empty group")
     # no group column: each image file is its own group, named by its path without the extension
-    (tmp_path / "n.csv").write_text("path,label\na.png,0\nc.png,0\n")
+    (tmp_path / "n.csv").write_text("path,label\na.png,0\nc.png,0\n", encoding="utf-8")
     assert load_dataset(tmp_path / "n.csv", E2).groups == ["a", "c"]
 
 

@@ -69,7 +69,7 @@ def test_limit_and_subset_deterministic(class_tree):
 
 def test_corrupt_file_skipped_and_listed(class_tree):
     (class_tree / "benign" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
-    (class_tree / "notes.txt").write_text("hello")
+    (class_tree / "notes.txt").write_text("hello", encoding="utf-8")
     ds = load_dataset(class_tree, E2)
     assert len(ds) == 5
     ids = dict(ds.skipped)
@@ -83,14 +83,14 @@ def test_manifest_classification_relative_paths_and_names(tmp_path, rng):
     png(tmp_path / "imgs" / "b.png", rng)
     m = tmp_path / "sub" / "manifest.csv"
     m.parent.mkdir()
-    m.write_text("path,label\n../imgs/b.png,tumour\n../imgs/a.png,healthy\n")
+    m.write_text("path,label\n../imgs/b.png,tumour\n../imgs/a.png,healthy\n", encoding="utf-8")
     ds = load_dataset(m, E2)
     assert ds.sample_ids == ["../imgs/b.png", "../imgs/a.png"]  # manifest order kept
     assert ds.y.tolist() == [1, 0] and ds.class_names == ["healthy", "tumour"]
     ds2 = load_dataset(m, E2, class_names=["tumour", "healthy"])
     assert ds2.y.tolist() == [0, 1]
     m2 = tmp_path / "sub" / "ints.csv"
-    m2.write_text("path,label\n../imgs/a.png,1\n../imgs/b.png,0\n")
+    m2.write_text("path,label\n../imgs/a.png,1\n../imgs/b.png,0\n", encoding="utf-8")
     assert load_dataset(m2, E2).y.tolist() == [1, 0]
 
 
@@ -101,7 +101,7 @@ def test_manifest_segmentation_with_masks(tmp_path, rng):
     mask[0:4, 0:4] = 1
     write_image(tmp_path / "i.png", img)
     write_image(tmp_path / "m.png", mask)
-    (tmp_path / "seg.csv").write_text("image,mask\ni.png,m.png\n")
+    (tmp_path / "seg.csv").write_text("image,mask\ni.png,m.png\n", encoding="utf-8")
     ds = load_dataset(tmp_path / "seg.csv", SEG)
     assert ds.x.shape == (1, 1, 16, 20) and ds.y.shape == (1, 16, 20) and ds.y.dtype == np.int64
     assert set(np.unique(ds.y)) == {0, 1, 2}  # nearest: no blended labels
@@ -115,7 +115,7 @@ def test_manifest_segmentation_with_masks(tmp_path, rng):
 def test_manifest_binary_255_masks(tmp_path, rng):
     write_image(tmp_path / "i.png", rng.integers(0, 256, size=(16, 20)).astype(np.uint8))
     write_image(tmp_path / "m.png", (np.eye(16, 20) * 255).astype(np.uint8))
-    (tmp_path / "seg.csv").write_text("image,mask\ni.png,m.png\n")
+    (tmp_path / "seg.csv").write_text("image,mask\ni.png,m.png\n", encoding="utf-8")
     ds = load_dataset(tmp_path / "seg.csv", SEG)
     np.testing.assert_array_equal(ds.y[0], np.eye(16, 20))
 
@@ -180,7 +180,7 @@ def test_manifest_3d_segmentation_nifti(tmp_path, rng):
     lab[4:8, 8:24, 10:30] = 3
     write_image(tmp_path / "ct" / "case1.nii.gz", vol, spacing=(2.0, 0.5, 0.5))
     write_image(tmp_path / "ct" / "case1_seg.nii.gz", lab, spacing=(2.0, 0.5, 0.5))
-    (tmp_path / "ct" / "m.csv").write_text("image,mask\ncase1.nii.gz,case1_seg.nii.gz\n")
+    (tmp_path / "ct" / "m.csv").write_text("image,mask\ncase1.nii.gz,case1_seg.nii.gz\n", encoding="utf-8")
     e = InputExpectation("NDHWC", (6, 16, 20), 1, task="segmentation")
     ds = load_dataset(tmp_path / "ct" / "m.csv", e, intensity="percentile:1-99")
     assert ds.x.shape == (1, 6, 16, 20, 1) and ds.y.shape == (1, 6, 16, 20)

@@ -102,7 +102,7 @@ def test_dynamic_classifier_attacks_each_sample_at_its_own_size(tmp_path, nets):
 
 
 def _manifest(path, pairs):
-    with open(path, "w", newline="") as fh:
+    with open(path, "w", encoding="utf-8", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["image", "mask"])
         w.writerows(pairs)
@@ -323,6 +323,6 @@ def test_spacing_from_a_suite_is_recorded_and_rows_carry_the_resampled_shape(tmp
                   attacks=[AttackEntry("fgsm", "linf", parse_eps("0.01"))], save_examples=0, masking_checks=False)
     folder, table = Runner(suite, out=tmp_path / "out").run()
     assert {r["sample_shape"] for r in table.to_pylist()} == {"1x10x7x9"}
-    meta = json.loads((folder / "_run.json").read_text())
+    meta = json.loads((folder / "_run.json").read_text(encoding="utf-8"))
     assert meta["datasets"]["d"]["voxel_spacing"].startswith("1.0 x 1.0 x 1.0 mm")
     assert meta["datasets"]["d"]["orientation"] == "as stored in each file"
