@@ -93,8 +93,6 @@ class GradientDescentAttack(Attack):
                 return _put(best, active, x_adv)
             pred = ctx.classify(x_adv, active)
             hit = ctx.is_adversarial(pred, la)
-            if hit.ndim > 1:
-                hit = xp.mean(xp.astype(xp.reshape(hit, (hit.shape[0], -1)), xp.float32), axis=1) >= 0.5
             keep = hit if restart < self.restarts - 1 else xp.ones_like(hit)
             # First restart fills every sample; later ones replace only newly broken samples.
             if restart == 0:
@@ -127,6 +125,7 @@ def _mark(flags, idx, values):
 
 class FGSM(GradientDescentAttack):
     name = "fgsm"
+    aliases = ("fgm",)
     summary = "Fast gradient sign method: one step of size eps (Goodfellow et al. 2015); l2 = FGM"
     random_start_default = False
 
@@ -136,6 +135,7 @@ class FGSM(GradientDescentAttack):
 
 class BIM(GradientDescentAttack):
     name = "bim"
+    aliases = ("ifgsm", "i-fgsm")
     summary = "Basic iterative method: PGD without random start (Kurakin et al. 2017)"
     random_start_default = False
     step_rule = 1.25
@@ -143,6 +143,7 @@ class BIM(GradientDescentAttack):
 
 class PGD(GradientDescentAttack):
     name = "pgd"
+    aliases = ("pgd_linf",)
     summary = "Projected gradient descent with random start and restarts (Madry et al. 2018)"
     random_start_default = True
     step_rule = 2.5

@@ -102,6 +102,7 @@ def _like_bool(like, host: np.ndarray):
 
 class NES(ScoreBasedPGD):
     name = "nes"
+    aliases = ("nes_pgd",)
     summary = "PGD on NES gradient estimates from scores (Ilyas et al. 2018); batched, query-counted"
     method = "nes"
     sigma_default = 1e-3
@@ -109,6 +110,7 @@ class NES(ScoreBasedPGD):
 
 class SPSA(ScoreBasedPGD):
     name = "spsa"
+    aliases = ("spsa_pgd",)
     summary = "PGD on SPSA gradient estimates from scores (Uesato et al. 2018); batched, query-counted"
     method = "spsa"
     sigma_default = 1e-2
