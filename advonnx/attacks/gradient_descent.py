@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from ..errors import AdvonnxError
 from ..xp import batch_view, namespace, norms
+from ._batch import put_rows
 from .base import Attack, AttackContext
 
 
@@ -108,19 +109,14 @@ class GradientDescentAttack(Attack):
 
 
 def _put(base, idx, rows):
-    xp = namespace(base)
-    if idx.shape[0] == base.shape[0]:
-        return rows
-    out = xp.asarray(base, copy=True)
-    out[idx, ...] = rows
-    return out
+    """``base`` with rows ``idx`` (sorted, unique) replaced by ``rows`` (array API: no scatter)."""
+    return put_rows(base, idx, rows)
 
 
 def _mark(flags, idx, values):
+    """``flags`` with ``flags[idx] | values`` at rows ``idx`` (sorted, unique)."""
     xp = namespace(flags)
-    out = xp.asarray(flags, copy=True)
-    out[idx] = out[idx] | values
-    return out
+    return put_rows(flags, idx, xp.take(flags, idx, axis=0) | values)
 
 
 class FGSM(GradientDescentAttack):
