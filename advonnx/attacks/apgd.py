@@ -42,6 +42,8 @@ eps and step sizes are in the model's value units.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from ..errors import AdvonnxError
@@ -52,12 +54,13 @@ from .base import Attack, AttackContext
 
 
 class APGD(Attack):
+    eps: float  # a budgeted attack: the base refuses eps=None
     name = "apgd"
-    aliases = ("auto_pgd",)
+    aliases: ClassVar[tuple[str, ...]] = ("auto_pgd",)  # APGD-T declares its own
     summary = "Auto-PGD: step-size schedule, momentum, CE or DLR loss (Croce & Hein 2020; AutoAttack's first stage)"
     norms = ("linf", "l2")
     needs = "gradient"
-    tasks = ("classification", "segmentation")
+    tasks: ClassVar[tuple[str, ...]] = ("classification", "segmentation")
     gradient_loss = "cotangent"
     multilabel = True  # loss ce → bce of the label vectors (dlr has no multi-label form)
 
@@ -112,6 +115,7 @@ class APGD(Attack):
                                         threshold=ctx.spec.decision_threshold)
             _, g = ctx.vjp(x, cot, idx)
             grad = g if grad is None else grad + g
+        assert grad is not None  # eot_iter >= 1 evaluations
         if self.eot_iter > 1:
             grad = grad / self.eot_iter
         return value, grad, scores

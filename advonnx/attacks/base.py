@@ -186,7 +186,7 @@ class AttackContext:
         or not), None for samples never differentiated; None when no gradient was asked for."""
         if not self._gradient_seen.any():
             return None
-        return np.where(self._gradient_seen, self._zero_gradient, None).astype(object)
+        return np.where(self._gradient_seen, self._zero_gradient, np.array(None)).astype(object)
 
     def vjp(self, x, cotangent, idx):
         """``<cotangent, scores>`` per row and ``cotangentᵀ ∂scores/∂x`` (shaped like ``x``), on

@@ -44,6 +44,7 @@ def _random_start(ctx: AttackContext, x, eps: float, norm: str):
 
 class GradientDescentAttack(Attack):
     """One projected-gradient loop; FGSM/BIM/PGD differ only in defaults."""
+    eps: float  # a budgeted attack: the base refuses eps=None
 
     random_start_default = True
     multilabel = True  # ce → bce, margin → ml_margin on multi-label models (advonnx.losses)

@@ -26,6 +26,7 @@ from .base import Attack, AttackContext
 
 class ScoreBasedPGD(Attack):
     """One loop for NES and SPSA; they differ in the direction distribution and default σ."""
+    eps: float  # a budgeted attack: the base refuses eps=None
 
     norms = ("linf", "l2")
     needs = "scores"

@@ -30,6 +30,7 @@ def fit_mask(n: int, fit_fraction: float) -> np.ndarray:
 
 
 class UniversalPerturbation(Attack):
+    eps: float  # a budgeted attack: the base refuses eps=None
     name = "uap"
     aliases = ("universal",)
     summary = "Universal adversarial perturbation (SGD variant): one delta for all inputs, fooling rate on held-out samples"
