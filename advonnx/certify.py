@@ -22,6 +22,7 @@ from __future__ import annotations
 import statistics
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -80,7 +81,7 @@ class Smoother:
         lo, hi = spec.value_range
         if (sigma is None) == (sigma_fraction is None):
             raise AdvonnxError("certify needs exactly one of sigma (value units) or sigma_fraction (of the value range)")
-        self.sigma = float(sigma) if sigma is not None else float(sigma_fraction) * (hi - lo)
+        self.sigma = float(sigma) if sigma is not None else float(cast(float, sigma_fraction)) * (hi - lo)
         if not self.sigma > 0:
             raise AdvonnxError(f"certify needs sigma > 0 (got {self.sigma})")
         self.model = model
@@ -113,6 +114,7 @@ class Smoother:
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending = pool.submit(noisy_block, plan[0]) if plan else None
             for k, (s0, s1, m) in enumerate(plan):
+                assert pending is not None  # one submitted per block of the plan
                 noisy = pending.result()
                 pending = pool.submit(noisy_block, plan[k + 1]) if k + 1 < len(plan) else None
                 g = s1 - s0

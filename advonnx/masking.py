@@ -121,7 +121,7 @@ class _Setting:
 
     def add(self, r: dict[str, Any]) -> None:
         o = _outcome(r)
-        if o == "drop":
+        if isinstance(o, str):  # "drop"
             return
         self.outcomes[r["sample_id"]] = o
         if r["status"] == "ok":
@@ -164,8 +164,8 @@ def _paired(strong: list[_Setting], weak: list[_Setting], check: str, **where) -
     paired = [sid for sid in common if a[sid] is not None and b[sid] is not None]
     if not paired:
         return None
-    only_weak = sum(b[s] and not a[s] for s in paired)  # broken by the weaker side only
-    only_strong = sum(a[s] and not b[s] for s in paired)
+    only_weak = sum(bool(b[s] and not a[s]) for s in paired)  # broken by the weaker side only
+    only_strong = sum(bool(a[s] and not b[s]) for s in paired)
     n = len(paired)
     p = mcnemar_exact(only_weak, only_strong)
     return {
@@ -194,62 +194,16 @@ def masking_checks(table: pa.Table, *, value_ranges: dict[str, tuple[float, floa
         specs = run_metadata(table).get("specs") or {}
         value_ranges = {m: tuple(s["value_range"]) for m, s in specs.items() if s.get("value_range")}
     cols = [c for c in _COLUMNS if c in table.column_names]
-    groups: dict[tuple, dict[tuple, _Setting]] = defaultdict(dict)
     rows = [r for r in table.select(cols).to_pylist()
             if r.get("kind") in ("adversarial", "check") and r.get("task") == "classification"]
-    # rows that ran first (they know their gradient mode), then worst-case skips (gradient null)
-    # join every setting of their attack and parameters
-    for r in sorted(rows, key=lambda r: r["gradient"] is None):
-        g = groups[(r["model"], r["dataset"], r["norm"], float(r["eps"]))]
-        key = _setting_key(r)
-        targets = [s for k, s in g.items() if k[:3] == key and (r["gradient"] is None or k[3] == r["gradient"])]
-        if not targets:
-            g[(*key, r["gradient"] or "")] = s = _Setting(r)
-            targets = [s]
-        for s in targets:
-            s.add(r)
-    per_model: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    groups = _group_settings(rows)
+    per_model: dict[tuple[str, str], list[dict[str, Any] | None]] = defaultdict(list)
     seen: set[tuple[str, str]] = set()
     for (model, dataset, norm, eps), settings in sorted(groups.items()):
-        where = {"norm": norm, "eps": eps}
         budgeted = [s for s in settings.values() if not s.minimal and s.outcomes]
-        grad = [s for s in budgeted if s.side == "gradient"]
-        query = [s for s in budgeted if s.side == "query"]
-        if grad:
+        if any(s.side == "gradient" for s in budgeted):
             seen.add((model, dataset))
-        found = per_model[(model, dataset)]
-        if grad and query:
-            found.append(_paired(grad, query, "blackbox_beats_gradient", **where))
-        for attack in sorted({s.attack for s in grad}):
-            exact = [s for s in grad if s.attack == attack and (s.gradient or "").startswith("exact")]
-            est = [s for s in grad if s.attack == attack and s.gradient == "estimated"]
-            if exact and est:
-                found.append(_paired(exact, est, "estimated_beats_exact", **where))
-        # by name: cascades and other attacks without a steps setting record steps = 1 in the rows
-        single = [s for s in grad if s.attack in SINGLE_STEP or (s.attack in ITERATIVE and s.steps * s.restarts == 1)]
-        iterative = [s for s in grad if s.attack in ITERATIVE and s.steps > 1]
-        if single and iterative:
-            found.append(_paired(iterative, single, "single_step_beats_iterative", **where))
-        for _, runs in sorted(_by(grad, lambda s: (s.attack, s.gradient)).items()):
-            lo = min(runs, key=lambda s: s.steps * s.restarts)
-            hi = max(runs, key=lambda s: s.steps * s.restarts)
-            if hi.steps * hi.restarts >= STEPS_FACTOR * lo.steps * lo.restarts:
-                e = _paired([hi], [lo], "more_steps_gain", **where)
-                if e is not None:
-                    e["gain"] = e["weak_robust"] - e["strong_robust"]
-                    e["fired"] = bool(e["gain"] > STEPS_MARGIN and e["only_weak"] < e["only_strong"]
-                                      and e["p_value"] < ALPHA)
-                    found.append(e)
-        lo_hi = value_ranges.get(model)
-        width = (lo_hi[1] - lo_hi[0]) if lo_hi else 1.0
-        if norm == "linf" and grad and eps >= SWEEP_FRACTION * width * (1 - 1e-6):
-            u = _union(grad)
-            known = [o for o in u.values() if o is not None]
-            if known:
-                k, n = sum(not o for o in known), len(known)
-                found.append({"check": "large_eps_not_zero", **where, "n": n, "robust": k, "robust_ci":
-                              wilson_interval(k, n), "strong": ", ".join(s.label() for s in grad),
-                              "value_range": list(lo_hi) if lo_hi else None, "fired": k > 0})
+        per_model[(model, dataset)].extend(_checks_at(budgeted, norm, eps, value_ranges.get(model)))
     out = []
     for key in sorted(set(per_model) | seen):
         checks = [c for c in per_model.get(key, []) if c is not None]
@@ -262,6 +216,71 @@ def masking_checks(table: pa.Table, *, value_ranges: dict[str, tuple[float, floa
                    else NO_SIGN if checks else NOT_CHECKED)
         out.append({"model": key[0], "dataset": key[1], "verdict": verdict, "suspected": fired, "checks": checks})
     return {"models": out}
+
+
+def _group_settings(rows: list[dict[str, Any]]) -> dict[tuple, dict[tuple, _Setting]]:
+    """(model, dataset, norm, eps) -> {setting key: its outcomes}."""
+    groups: dict[tuple, dict[tuple, _Setting]] = defaultdict(dict)
+    # rows that ran first (they know their gradient mode), then worst-case skips (gradient null)
+    # join every setting of their attack and parameters
+    for r in sorted(rows, key=lambda r: r["gradient"] is None):
+        g = groups[(r["model"], r["dataset"], r["norm"], float(r["eps"]))]
+        key = _setting_key(r)
+        targets = [s for k, s in g.items() if k[:3] == key and (r["gradient"] is None or k[3] == r["gradient"])]
+        if not targets:
+            g[(*key, r["gradient"] or "")] = s = _Setting(r)
+            targets = [s]
+        for s in targets:
+            s.add(r)
+    return groups
+
+
+def _checks_at(budgeted: list[_Setting], norm: str, eps: float,
+               lo_hi: tuple[float, float] | None) -> list[dict[str, Any] | None]:
+    """Every check's evidence at one (model, dataset, norm, eps) (None: a test without pairs)."""
+    where = {"norm": norm, "eps": eps}
+    grad = [s for s in budgeted if s.side == "gradient"]
+    query = [s for s in budgeted if s.side == "query"]
+    found: list[dict[str, Any] | None] = []
+    if grad and query:
+        found.append(_paired(grad, query, "blackbox_beats_gradient", **where))
+    for attack in sorted({s.attack for s in grad}):
+        exact = [s for s in grad if s.attack == attack and (s.gradient or "").startswith("exact")]
+        est = [s for s in grad if s.attack == attack and s.gradient == "estimated"]
+        if exact and est:
+            found.append(_paired(exact, est, "estimated_beats_exact", **where))
+    # by name: cascades and other attacks without a steps setting record steps = 1 in the rows
+    single = [s for s in grad if s.attack in SINGLE_STEP or (s.attack in ITERATIVE and s.steps * s.restarts == 1)]
+    iterative = [s for s in grad if s.attack in ITERATIVE and s.steps > 1]
+    if single and iterative:
+        found.append(_paired(iterative, single, "single_step_beats_iterative", **where))
+    found.extend(_more_steps(grad, where))
+    width = (lo_hi[1] - lo_hi[0]) if lo_hi else 1.0
+    if norm == "linf" and grad and eps >= SWEEP_FRACTION * width * (1 - 1e-6):
+        u = _union(grad)
+        known = [o for o in u.values() if o is not None]
+        if known:
+            k, n = sum(not o for o in known), len(known)
+            found.append({"check": "large_eps_not_zero", **where, "n": n, "robust": k, "robust_ci":
+                          wilson_interval(k, n), "strong": ", ".join(s.label() for s in grad),
+                          "value_range": list(lo_hi) if lo_hi else None, "fired": k > 0})
+    return found
+
+
+def _more_steps(grad: list[_Setting], where: dict[str, Any]) -> list[dict[str, Any]]:
+    """``more_steps_gain`` for every attack run at least ``STEPS_FACTOR`` times longer than another."""
+    found = []
+    for _, runs in sorted(_by(grad, lambda s: (s.attack, s.gradient)).items()):
+        lo = min(runs, key=lambda s: s.steps * s.restarts)
+        hi = max(runs, key=lambda s: s.steps * s.restarts)
+        if hi.steps * hi.restarts >= STEPS_FACTOR * lo.steps * lo.restarts:
+            e = _paired([hi], [lo], "more_steps_gain", **where)
+            if e is not None:
+                e["gain"] = e["weak_robust"] - e["strong_robust"]
+                e["fired"] = bool(e["gain"] > STEPS_MARGIN and e["only_weak"] < e["only_strong"]
+                                  and e["p_value"] < ALPHA)
+                found.append(e)
+    return found
 
 
 def _by(items, key):

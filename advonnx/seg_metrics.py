@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 
@@ -73,9 +74,11 @@ def hd95(pred, ref, num_classes: int, spacing: Sequence[float] | Sequence[Sequen
     p, r = to_numpy(pred), to_numpy(ref)
     n = p.shape[0]
     per_sample = spacing is not None and len(spacing) == n and not np.isscalar(spacing[0])
+    rows = cast("Sequence[Sequence[float]]", spacing) if per_sample else None
+    one = None if per_sample else cast("Sequence[float] | None", spacing)
     out = np.full((n, num_classes), math.nan)
     for i in range(n):  # host metric per image; SimpleITK works one image at a time
-        sp = spacing[i] if per_sample else spacing
+        sp = rows[i] if rows is not None else one
         for c in range(num_classes):
             if c != background:
                 out[i, c] = hd95_class(p[i] == c, r[i] == c, sp)

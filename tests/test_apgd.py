@@ -15,7 +15,6 @@ import advonnx
 from advonnx import losses
 from advonnx.attacks import make_attack
 from advonnx.errors import AdvonnxError
-from advonnx.oracles import EstimatorConfig
 from models import save, small_cnn, softmax_regression
 
 
@@ -108,39 +107,21 @@ def test_seg_ce_score_gradient_vs_autograd():
     np.testing.assert_allclose(g, g_ref.numpy(), rtol=1e-9, atol=1e-12)
 
 
-FIXTURES = {"cnn_nchw": dict(), "cnn_nhwc": dict(nhwc=True), "cnn_softmax": dict(head="softmax"),
-            "cnn_binary": dict(head="sigmoid_binary"), "cnn_5_classes": dict(classes=5)}
-SETTINGS = [
-    ("apgd", dict(norm="linf", eps=0.05, steps=6, loss="ce")),
+@pytest.mark.parametrize("name,settings", [
     ("apgd", dict(norm="l2", eps=0.5, steps=6, loss="dlr", restarts=2)),
-    ("apgdt", dict(norm="linf", eps=0.05, steps=5)),
-    ("autoattack", dict(norm="l2", eps=0.5, stages=[{"name": "apgd-ce", "steps": 4}, {"name": "apgd-t", "steps": 4},
-                                                     {"name": "square", "max_queries": 30}])),
-]
-
-
-@pytest.fixture(params=list(FIXTURES))
-def tiny(request, tmp_path):
-    m = advonnx.load_model(save(small_cnn(**FIXTURES[request.param]), tmp_path / "m.onnx"),
-                           estimator=EstimatorConfig(samples=10))
-    x = np.random.default_rng(0).uniform(0, 1, (6,) + tuple(m.spec.input_shape[1:])).astype(np.float32)
-    return m, x
-
-
-@pytest.mark.parametrize("name,settings", SETTINGS, ids=[f"{n}-{s['norm']}" for n, s in SETTINGS])
-def test_budget_range_and_success(tiny, name, settings):
-    model, x = tiny
-    y = (model.classify(x) + np.arange(6) % 2).astype(np.int64) % 2  # some wrong labels too
+    ("autoattack", dict(norm="l2", eps=0.5, stages=[{"name": "apgd-ce", "steps": 4}, {"name": "square", "max_queries": 30}])),
+], ids=["apgd", "autoattack"])
+def test_misclassified_samples_are_not_attacked(tmp_path, name, settings):
+    """As AutoAttack: a sample misclassified unattacked comes back as it is, uncounted by the
+    attack; a cascade marks it ``clean``. (Range, budget, success: tests/test_attack_contract.py.)"""
+    model = advonnx.load_model(save(small_cnn(), tmp_path / "m.onnx"))
+    x = np.random.default_rng(0).uniform(0, 1, (6,) + tuple(model.spec.input_shape[1:])).astype(np.float32)
+    y = ((model.classify(x) + np.arange(6) % 2) % model.spec.num_classes).astype(np.int64)  # every other wrong
     res = advonnx.attack(model, x, y, name, rng=1, gradient="auto", **settings)
-    assert res.x_adv.shape == x.shape and res.x_adv.dtype == x.dtype
-    lo, hi = model.spec.value_range
-    assert res.x_adv.min() >= lo and res.x_adv.max() <= hi
-    delta = (res.x_adv - x).reshape(len(x), -1).astype(np.float64)
-    size = np.abs(delta).max(axis=1) if settings["norm"] == "linf" else np.linalg.norm(delta, axis=1)
-    assert size.max() <= settings["eps"] * (1 + 1e-5)
+    size = np.abs(res.x_adv - x).reshape(len(x), -1).max(axis=1)
     assert np.array_equal(res.success, model.classify(res.x_adv) != y)
     wrong = model.classify(x) != y
-    # misclassified unattacked: not attacked (AutoAttack), the clean sample comes back
+    assert wrong.any() and not wrong.all()
     assert np.all(size[wrong] == 0) and np.all(res.queries[~wrong] > 0)
     if name == "autoattack":
         assert set(res.broken_by[wrong]) == {"clean"}
@@ -171,21 +152,6 @@ def test_apgd_t_runs_each_top_class_and_counts_queries(tmp_path):
     assert np.all(res.queries == 1 + 4 * (steps + 1) * 2)
     res2 = advonnx.attack(m, x, y, "apgdt", eps=1e-4, steps=steps, n_target_classes=2, rng=0, gradient="exact")
     assert np.all(res2.queries == 1 + 2 * (steps + 1) * 2)
-
-
-def test_array_api_strict(tmp_path):
-    xps = pytest.importorskip("array_api_strict")
-    from advonnx.xp import to_numpy
-
-    proto, *_ = softmax_regression(d=12, classes=4)
-    m = advonnx.load_model(save(proto, tmp_path / "r.onnx"), estimator=EstimatorConfig(samples=4))
-    xh = np.random.default_rng(0).uniform(0, 1, (5, 12)).astype(np.float32)
-    for name, kw in [("apgd", dict(loss="dlr", norm="l2", eps=0.5)), ("apgdt", dict(eps=0.1)),
-                     ("autoattack", dict(eps=0.1, stages=["apgd-ce", "apgd-t"]))]:
-        kw = {"steps": 3, **kw} if name != "autoattack" else {**kw, "stages": [{"name": s, "steps": 3} for s in kw["stages"]]}
-        res = advonnx.attack(m, xps.asarray(xh), None, name, gradient="estimated", rng=1, **kw)
-        ref = advonnx.attack(m, xh, None, name, gradient="estimated", rng=1, **kw)
-        np.testing.assert_allclose(to_numpy(res.x_adv), ref.x_adv, rtol=1e-5, atol=1e-6)
 
 
 def test_settings_are_checked():

@@ -1,8 +1,6 @@
-"""Helpers shared by the query-only attacks (NES/SPSA PGD, Square, HopSkipJump).
-
-Index bookkeeping (which samples are still attacked) stays on the host in NumPy; the arrays
-themselves stay in the namespace of ``x`` and are gathered / scattered with array-API calls
-only (``take`` and ``where``), so the loops run on NumPy, CuPy and array-api-strict.
+"""Helpers shared by the query-only attacks (NES/SPSA PGD, Square, HopSkipJump): the query
+budget, the objective they minimize, channel-first views. Row bookkeeping (``take``,
+``scatter``, ``host_bool``) lives in :mod:`advonnx.attacks._batch`.
 """
 
 from __future__ import annotations
@@ -11,7 +9,8 @@ import numpy as np
 
 from .. import losses
 from ..errors import AdvonnxError
-from ..xp import from_numpy, namespace, to_numpy
+from ..xp import namespace
+from ._batch import host_bool, scatter, take  # noqa: F401 (the query-only attacks import them here)
 from .base import AttackContext
 
 UNBOUNDED = np.iinfo(np.int64).max // 4
@@ -28,33 +27,6 @@ def query_budget(ctx: AttackContext, own: int | None) -> int:
 def remaining(ctx: AttackContext, budget: int, idx: np.ndarray) -> np.ndarray:
     """Queries each sample of ``idx`` (host indices) may still spend."""
     return budget - ctx.queries[idx]
-
-
-def take(x, idx: np.ndarray):
-    """Rows ``idx`` (host int array) of ``x``."""
-    xp = namespace(x)
-    if idx.shape[0] == x.shape[0] and np.array_equal(idx, np.arange(x.shape[0])):
-        return x
-    return xp.take(x, from_numpy(x, idx.astype(np.int64)), axis=0)
-
-
-def scatter(base, idx: np.ndarray, rows):
-    """``base`` with rows ``idx`` replaced by ``rows`` (array API: a gather and a where)."""
-    xp = namespace(base)
-    n = base.shape[0]
-    if idx.shape[0] == 0:
-        return base
-    pos = np.zeros(n, dtype=np.int64)
-    pos[idx] = np.arange(idx.shape[0])
-    hit = np.zeros(n, dtype=bool)
-    hit[idx] = True
-    gathered = xp.take(rows, from_numpy(base, pos), axis=0)
-    mask = xp.reshape(from_numpy(base, hit), (n,) + (1,) * (base.ndim - 1))
-    return xp.where(mask, gathered, base)
-
-
-def host_bool(a) -> np.ndarray:
-    return np.asarray(to_numpy(a), dtype=bool)
 
 
 def to_channels_first(x, layout: str):

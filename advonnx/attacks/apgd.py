@@ -42,21 +42,25 @@ eps and step sizes are in the model's value units.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from ..errors import AdvonnxError
 from ..losses import score_gradient
 from ..xp import batch_view, from_numpy, namespace, norms, to_numpy
-from ._blackbox import host_bool, scatter, take
-from .base import Attack, AttackContext, dense_success
+from ._batch import host_bool, scatter, take
+from .base import Attack, AttackContext
 
 
 class APGD(Attack):
+    eps: float  # a budgeted attack: the base refuses eps=None
     name = "apgd"
+    aliases: ClassVar[tuple[str, ...]] = ("auto_pgd",)  # APGD-T declares its own
     summary = "Auto-PGD: step-size schedule, momentum, CE or DLR loss (Croce & Hein 2020; AutoAttack's first stage)"
     norms = ("linf", "l2")
     needs = "gradient"
-    tasks = ("classification", "segmentation")
+    tasks: ClassVar[tuple[str, ...]] = ("classification", "segmentation")
     gradient_loss = "cotangent"
     multilabel = True  # loss ce → bce of the label vectors (dlr has no multi-label form)
 
@@ -86,12 +90,9 @@ class APGD(Attack):
         return self.loss
 
     def _fooled(self, ctx: AttackContext, scores, labels):
-        """Per sample: the scores are adversarial (untargeted; dense: >= half the pixels)."""
-        if ctx.multilabel:
-            return ctx.is_adversarial(ctx.decide(scores), labels)
-        xp = namespace(scores)
-        pred = xp.argmax(scores, axis=ctx.spec.class_axis)
-        return pred != labels if pred.ndim == 1 else dense_success(pred, labels, False)
+        """Per sample: the scores are adversarial (untargeted, multi-label: as the context;
+        dense: >= half the pixels)."""
+        return ctx.is_adversarial(ctx.decide(scores), labels, targeted=ctx.multilabel and ctx.targeted)
 
     def _loss_grad(self, ctx: AttackContext, x, labels, idx, target, loss: str):
         """Loss (N,), its input gradient (averaged over ``eot_iter`` evaluations) and scores."""
@@ -114,6 +115,7 @@ class APGD(Attack):
                                         threshold=ctx.spec.decision_threshold)
             _, g = ctx.vjp(x, cot, idx)
             grad = g if grad is None else grad + g
+        assert grad is not None  # eot_iter >= 1 evaluations
         if self.eot_iter > 1:
             grad = grad / self.eot_iter
         return value, grad, scores

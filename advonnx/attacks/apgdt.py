@@ -21,6 +21,7 @@ from .base import AttackContext
 
 class APGDT(APGD):
     name = "apgdt"
+    aliases = ("apgd-t", "apgd_t")
     summary = "APGD-T: APGD on the targeted DLR loss, one run per top-k class (Croce & Hein 2020)"
     tasks = ("classification",)
     multilabel = False  # targeted DLR ranks classes; multi-label findings are not ranked

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import AdvonnxError
 from ..xp import from_numpy, namespace
-from ._blackbox import host_bool, scatter, take
+from ._batch import host_bool, scatter, take
 from .base import Attack, AttackContext
 
 # AutoAttack's stage names → (registered attack, the authors' settings)
@@ -62,6 +62,7 @@ def _stage(entry) -> tuple[str, str, dict[str, Any]]:
 
 class AutoAttack(Attack):
     name = "autoattack"
+    aliases = ("aa",)
     summary = "AutoAttack cascade: APGD-CE, APGD-T, FAB-T, Square on still-robust samples (Croce & Hein 2020)"
     norms = ("linf", "l2")
     needs = "gradient"
@@ -103,7 +104,7 @@ class AutoAttack(Attack):
         xp = namespace(x)
         stages = self._build()
         n = x.shape[0]
-        robust = host_bool(ctx.classify(x, np.arange(n)) == labels)
+        robust = ~host_bool(ctx.is_adversarial(ctx.classify(x, np.arange(n)), labels, targeted=False))
         broken_by = np.where(robust, "", "clean").astype(object)
         out = x
         for label, stage in stages:

@@ -13,7 +13,7 @@ import inspect
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, final
 
 import numpy as np
 
@@ -186,7 +186,7 @@ class AttackContext:
         or not), None for samples never differentiated; None when no gradient was asked for."""
         if not self._gradient_seen.any():
             return None
-        return np.where(self._gradient_seen, self._zero_gradient, None).astype(object)
+        return np.where(self._gradient_seen, self._zero_gradient, np.array(None)).astype(object)
 
     def vjp(self, x, cotangent, idx):
         """``<cotangent, scores>`` per row and ``cotangentᵀ ∂scores/∂x`` (shaped like ``x``), on
@@ -227,22 +227,27 @@ class AttackContext:
         xp = namespace(x)
         return xp.clip(x, *_bounds(xp, self.lo, self.hi))
 
-    def is_adversarial(self, pred, labels):
-        """Per-sample success: targeted → pred equals the target; else pred differs (multi-label:
-        see :func:`multilabel_success`)."""
-        if self.multilabel:
-            return multilabel_success(pred, labels, self.targeted)
-        return pred == labels if self.targeted else pred != labels
+    def is_adversarial(self, pred, ref, *, targeted: bool | None = None):
+        """Per-sample success of decisions ``pred`` against ``ref`` (labels, or targets when
+        targeted): the one rule every attack and the base's re-judgement use
+        (:func:`adversarial`). ``targeted`` defaults to the context's."""
+        return adversarial(pred, ref, targeted=self.targeted if targeted is None else targeted,
+                           multilabel=self.multilabel)
 
 
 class Attack(ABC):
-    """Base of all attacks. Subclasses declare ``name``, ``norms``, ``needs`` and ``run``.
+    """Base of all attacks. Subclasses declare ``name`` (and ``aliases``), ``norms``, ``needs``
+    and ``run``; ``__call__`` is final: validation, projection and the success decision are the
+    base's.
 
     Keyword-only parameters; unknown ones are rejected. ``repr`` lists the parameters and is
     used as the setting's key in results.
     """
 
     name: ClassVar[str] = ""
+    # other names the registry accepts for this attack (declared here, read by ``register``;
+    # not inherited: a subclass declares its own)
+    aliases: ClassVar[tuple[str, ...]] = ()
     summary: ClassVar[str] = ""
     norms: ClassVar[tuple[str, ...]] = ("linf", "l2")
     needs: ClassVar[str] = "gradient"  # gradient | scores | decisions
@@ -322,6 +327,7 @@ class Attack(ABC):
         inside = norms(rounded - x, self.norm) <= self.eps * (1 + 1e-6)
         return xp.where(batch_view(inside, x.ndim), rounded, x + xp.trunc(x_adv - x))
 
+    @final
     def __call__(self, model, x, y=None, *, target=None, targeted: bool = False,
                  rng: Random | None = None, gradient: str = "auto",
                  max_queries: int | None = None, eot: int | None = None, extras=None) -> AttackResult:
@@ -373,11 +379,7 @@ class Attack(ABC):
             x_free = xp.clip(x_adv, *_bounds(xp, *bounds))
             if on_grid:
                 x_free = self._on_integer_grid(x, x_free, free=True)
-            free_pred = model.classify(x_free, **fixed)
-            if free_pred.ndim == 1:
-                free_ok = free_pred == target if targeted else free_pred != labels
-            else:
-                free_ok = dense_success(free_pred, target if targeted else labels, targeted)
+            free_ok = ctx.is_adversarial(model.classify(x_free, **fixed), target if targeted else labels)
             min_norm = xp.where(free_ok, norms(x_free - x, self.norm), xp.inf)
             size = norms(x, "l2")
             rho = xp.where(free_ok & (size > 0), norms(x_free - x, "l2") / xp.where(size > 0, size, 1.0), xp.nan)
@@ -385,12 +387,7 @@ class Attack(ABC):
         if on_grid:
             x_adv = self._on_integer_grid(x, x_adv)
         adv_pred = model.classify(x_adv, **fixed)
-        if multilabel:
-            success = multilabel_success(adv_pred, target if targeted else labels, targeted)
-        elif adv_pred.ndim == 1:
-            success = adv_pred == target if targeted else adv_pred != labels
-        else:
-            success = dense_success(adv_pred, target if targeted else labels, targeted)
+        success = ctx.is_adversarial(adv_pred, target if targeted else labels)
         delta = x_adv - x
         if min_norm is not None:
             # the projected x_adv is an adversarial found too: the smallest norm is the lower one
@@ -426,6 +423,23 @@ def check_multilabel(attack) -> None:
             f"use one of {MULTILABEL_ATTACKS}")
 
 
+def adversarial(pred, ref, *, targeted: bool, multilabel: bool = False):
+    """THE adversarial-success rule, per sample, for decisions ``pred`` against ``ref`` (labels,
+    or targets when ``targeted``): multi-label (N, K) decision vectors as
+    :func:`multilabel_success`; one class per sample, ``pred`` differs from the label (targeted:
+    equals the target); dense maps (segmentation) as :func:`dense_success`."""
+    if multilabel:
+        return multilabel_success(pred, ref, targeted)
+    if pred.ndim == 1:
+        return pixel_hit(pred, ref, targeted)
+    return dense_success(pred, ref, targeted)
+
+
+def pixel_hit(pred, ref, targeted: bool):
+    """Element-wise: the decision is adversarial (targeted: at its target; else off its label)."""
+    return (pred == ref) if targeted else (pred != ref)
+
+
 def multilabel_success(pred, ref, targeted: bool):
     """Multi-label success per sample from (N, K) 0/1 decisions: untargeted, any finding differs
     from the reference vector ``ref``; targeted, every finding that ``ref`` names (>= 0; -1 =
@@ -451,7 +465,7 @@ def changed_pixels(x, x_adv, layout: str):
 def dense_success(pred, ref, targeted: bool):
     """Segmentation: success when at least half the pixels are flipped (or reach the target)."""
     xp = namespace(pred)
-    hit = (pred == ref) if targeted else (pred != ref)
+    hit = pixel_hit(pred, ref, targeted)
     frac = xp.mean(xp.astype(flat(hit), xp.float32), axis=1)
     return frac >= 0.5
 

@@ -23,12 +23,13 @@ import math
 
 from ..errors import AdvonnxError
 from ..xp import batch_view, flat, namespace
+from ._batch import candidate_classes, onehot, put_rows
 from .base import Attack, AttackContext
-from .deepfool import candidate_classes, onehot, put_rows
 
 
 class CarliniWagnerL2(Attack):
     name = "cw"
+    aliases = ("cw_l2", "carlini_wagner")
     summary = "Carlini-Wagner L2: tanh box, Adam, binary search on c (Carlini & Wagner 2017)"
     norms = ("l2",)
     minimal_norm = True

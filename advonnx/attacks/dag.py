@@ -37,8 +37,8 @@ from __future__ import annotations
 
 from ..errors import AdvonnxError
 from ..xp import batch_view, flat, namespace, norms
+from ._batch import put_rows
 from .base import Attack, AttackContext
-from .deepfool import put_rows
 
 
 def class_onehot(labels, num_classes: int, class_axis: int, dtype):

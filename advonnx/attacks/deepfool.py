@@ -23,45 +23,8 @@ from __future__ import annotations
 
 from ..errors import AdvonnxError
 from ..xp import batch_view, flat, namespace, norms
+from ._batch import candidate_classes, onehot, put_rows, repeat_rows
 from .base import Attack, AttackContext
-
-
-def onehot(classes, num_classes: int, dtype):
-    """``classes`` (any shape) → one-hot along a new last axis."""
-    xp = namespace(classes)
-    return xp.astype(classes[..., None] == xp.arange(num_classes, dtype=classes.dtype), dtype)
-
-
-def repeat_rows(x, k: int):
-    """Each row of ``x`` repeated ``k`` times consecutively: (N, ...) → (N·k, ...)."""
-    xp = namespace(x)
-    return xp.reshape(xp.broadcast_to(x[:, None, ...], (x.shape[0], k) + tuple(x.shape[1:])),
-                      (x.shape[0] * k,) + tuple(x.shape[1:]))
-
-
-def put_rows(base, idx, rows):
-    """``base`` with rows ``idx`` (sorted, unique) replaced by ``rows``, without a scatter
-    (array-API setitem takes no integer arrays): a gather from ``rows`` and a ``where``."""
-    xp = namespace(base)
-    n, k = base.shape[0], idx.shape[0]
-    if k == n:
-        return rows
-    if k == 0:
-        return base
-    everyone = xp.arange(n, dtype=idx.dtype)
-    pos = xp.clip(xp.searchsorted(idx, everyone), 0, k - 1)
-    mine = xp.take(idx, pos, axis=0) == everyone
-    mask = xp.reshape(mine, (n,) + (1,) * (base.ndim - 1))
-    return xp.where(mask, xp.take(rows, pos, axis=0), base)
-
-
-def candidate_classes(scores, labels, k: int):
-    """(N, k-1): the ``k - 1`` highest-scoring classes other than ``labels``, best first."""
-    xp = namespace(scores)
-    c = scores.shape[1]
-    masked = xp.where(onehot(labels, c, xp.bool), -xp.inf, xp.astype(scores, xp.float64))
-    order = xp.argsort(-masked, axis=1, stable=True)
-    return order[:, : k - 1]
 
 
 def rho(x, x_adv, success):

@@ -41,8 +41,8 @@ import math
 
 from ..errors import AdvonnxError
 from ..xp import batch_view, flat, namespace, norms
+from ._batch import candidate_classes, onehot, put_rows, repeat_rows
 from .base import Attack, AttackContext
-from .deepfool import candidate_classes, onehot, put_rows, repeat_rows
 
 RESTART_RADIUS = {"linf": 0.3, "l2": 1.0}  # fab_base.py DEFAULT_EPS_DICT_BY_NORM (unit box)
 _BIG = 1e12
@@ -251,7 +251,7 @@ class FAB(Attack):
         scores = ctx.predict(x, every)
         pred = xp.argmax(scores, axis=1)
         c = scores.shape[1]
-        attack_me = pred == labels
+        attack_me = ~ctx.is_adversarial(pred, labels)
         if self.targeted:
             k = min(self.n_target_classes, c - 1)
             order = candidate_classes(scores, labels, k + 1)
@@ -284,6 +284,7 @@ class FABT(FAB):
     """FAB-T under its own name, for suites and the CLI, where ``targeted`` means target labels."""
 
     name = "fab_t"
+    aliases = ("fab-t", "fabt")
     summary = "FAB-T: FAB towards each of the top-k other classes, untargeted success (AutoAttack's)"
 
     def __init__(self, *, norm: str = "linf", eps: float | None = None, steps: int = 100, restarts: int = 1,

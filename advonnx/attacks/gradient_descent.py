@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from ..errors import AdvonnxError
 from ..xp import batch_view, namespace, norms
+from ._batch import put_rows
 from .base import Attack, AttackContext
 
 
@@ -43,6 +44,7 @@ def _random_start(ctx: AttackContext, x, eps: float, norm: str):
 
 class GradientDescentAttack(Attack):
     """One projected-gradient loop; FGSM/BIM/PGD differ only in defaults."""
+    eps: float  # a budgeted attack: the base refuses eps=None
 
     random_start_default = True
     multilabel = True  # ce → bce, margin → ml_margin on multi-label models (advonnx.losses)
@@ -93,8 +95,6 @@ class GradientDescentAttack(Attack):
                 return _put(best, active, x_adv)
             pred = ctx.classify(x_adv, active)
             hit = ctx.is_adversarial(pred, la)
-            if hit.ndim > 1:
-                hit = xp.mean(xp.astype(xp.reshape(hit, (hit.shape[0], -1)), xp.float32), axis=1) >= 0.5
             keep = hit if restart < self.restarts - 1 else xp.ones_like(hit)
             # First restart fills every sample; later ones replace only newly broken samples.
             if restart == 0:
@@ -110,23 +110,19 @@ class GradientDescentAttack(Attack):
 
 
 def _put(base, idx, rows):
-    xp = namespace(base)
-    if idx.shape[0] == base.shape[0]:
-        return rows
-    out = xp.asarray(base, copy=True)
-    out[idx, ...] = rows
-    return out
+    """``base`` with rows ``idx`` (sorted, unique) replaced by ``rows`` (array API: no scatter)."""
+    return put_rows(base, idx, rows)
 
 
 def _mark(flags, idx, values):
+    """``flags`` with ``flags[idx] | values`` at rows ``idx`` (sorted, unique)."""
     xp = namespace(flags)
-    out = xp.asarray(flags, copy=True)
-    out[idx] = out[idx] | values
-    return out
+    return put_rows(flags, idx, xp.take(flags, idx, axis=0) | values)
 
 
 class FGSM(GradientDescentAttack):
     name = "fgsm"
+    aliases = ("fgm",)
     summary = "Fast gradient sign method: one step of size eps (Goodfellow et al. 2015); l2 = FGM"
     random_start_default = False
 
@@ -136,6 +132,7 @@ class FGSM(GradientDescentAttack):
 
 class BIM(GradientDescentAttack):
     name = "bim"
+    aliases = ("ifgsm", "i-fgsm")
     summary = "Basic iterative method: PGD without random start (Kurakin et al. 2017)"
     random_start_default = False
     step_rule = 1.25
@@ -143,6 +140,7 @@ class BIM(GradientDescentAttack):
 
 class PGD(GradientDescentAttack):
     name = "pgd"
+    aliases = ("pgd_linf",)
     summary = "Projected gradient descent with random start and restarts (Madry et al. 2018)"
     random_start_default = True
     step_rule = 2.5

@@ -33,6 +33,7 @@ from .base import Attack, AttackContext
 
 class HopSkipJump(Attack):
     name = "hsj"
+    aliases = ("hopskipjump",)
     summary = "HopSkipJump: decision-based boundary attack from top-1 labels (Chen et al. 2020)"
     norms = ("l2", "linf")
     needs = "decisions"

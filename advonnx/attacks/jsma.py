@@ -46,12 +46,13 @@ import math
 
 from ..errors import AdvonnxError
 from ..xp import flat, namespace
+from ._batch import candidate_classes, onehot, put_rows, repeat_rows
 from .base import Attack, AttackContext, changed_pixels  # noqa: F401 (re-exported)
-from .deepfool import candidate_classes, onehot, put_rows, repeat_rows
 
 
 class JSMA(Attack):
     name = "jsma"
+    aliases = ("saliency", "jsm")
     summary = ("Jacobian saliency map attack, pairwise map on softmax probabilities, L0 (Papernot et al. 2016); "
                "theta in fractions of the value range")
     norms = ("l0",)

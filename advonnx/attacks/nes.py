@@ -26,6 +26,7 @@ from .base import Attack, AttackContext
 
 class ScoreBasedPGD(Attack):
     """One loop for NES and SPSA; they differ in the direction distribution and default σ."""
+    eps: float  # a budgeted attack: the base refuses eps=None
 
     norms = ("linf", "l2")
     needs = "scores"
@@ -102,6 +103,7 @@ def _like_bool(like, host: np.ndarray):
 
 class NES(ScoreBasedPGD):
     name = "nes"
+    aliases = ("nes_pgd",)
     summary = "PGD on NES gradient estimates from scores (Ilyas et al. 2018); batched, query-counted"
     method = "nes"
     sigma_default = 1e-3
@@ -109,6 +111,7 @@ class NES(ScoreBasedPGD):
 
 class SPSA(ScoreBasedPGD):
     name = "spsa"
+    aliases = ("spsa_pgd",)
     summary = "PGD on SPSA gradient estimates from scores (Uesato et al. 2018); batched, query-counted"
     method = "spsa"
     sigma_default = 1e-2

@@ -1,4 +1,6 @@
-"""Attack registry: names → classes, construction from loose settings (CLI / suite TOML)."""
+"""Attack registry: names → classes, construction from loose settings (CLI / suite TOML).
+
+Each attack class declares its ``name`` and ``aliases``; :func:`register` reads both."""
 
 from __future__ import annotations
 
@@ -24,15 +26,30 @@ from .transfer import Transfer
 from .universal import UniversalPerturbation
 
 ATTACKS: dict[str, type[Attack]] = {}
-ALIASES: dict[str, str] = {"fgm": "fgsm", "ifgsm": "bim", "i-fgsm": "bim", "pgd_linf": "pgd",
-                          "cw_l2": "cw", "carlini_wagner": "cw", "saliency": "jsma", "jsm": "jsma"}
+ALIASES: dict[str, str] = {}  # alias -> registered name, filled from the classes' ``aliases``
 
 
 def register(cls: type[Attack]) -> type[Attack]:
+    """Register ``cls`` under its ``name`` and the ``aliases`` it declares itself (not a base
+    class's). A name or alias taken by another attack is refused."""
+    own = tuple(vars(cls).get("aliases", ()))
+    for key in (cls.name, *own):
+        taken = ATTACKS.get(ALIASES.get(key, key))
+        if taken is not None and taken is not cls:
+            raise AdvonnxError(f"attack name {key!r} of {cls.__name__} is taken by {taken.__name__}; choose another")
     ATTACKS[cls.name] = cls
+    ALIASES.update({a.lower(): cls.name for a in own})
     return cls
 
 
+def unregister(name: str) -> None:
+    """Remove attack ``name`` and its aliases (tests that register a toy attack)."""
+    cls = ATTACKS.pop(name)
+    for a in [a for a, n in ALIASES.items() if n == cls.name]:
+        del ALIASES[a]
+
+
+_cls: type[Attack]
 for _cls in (FGSM, BIM, PGD, APGD, APGDT, DeepFool, JSMA, CarliniWagnerL2, DAG, FAB, FABT, SegPGD):
     register(_cls)
 for _cls in (NES, SPSA, Square, HopSkipJump):  # query-only (score- and decision-based) attacks
@@ -41,9 +58,6 @@ register(AutoAttack)  # a cascade of registered attacks, looked up when it runs
 register(Transfer)  # white-box on a surrogate, decisions of the target
 register(UniversalPerturbation)
 register(Certify)  # certificates, not attacks: the suite writes their rows
-ALIASES.update({"fab-t": "fab_t", "fabt": "fab_t", "seg_pgd": "segpgd", "seg-pgd": "segpgd"})
-ALIASES.update({"auto_pgd": "apgd", "aa": "autoattack", "apgd-t": "apgdt", "apgd_t": "apgdt", "universal": "uap",
-                "hopskipjump": "hsj", "square_attack": "square", "nes_pgd": "nes", "spsa_pgd": "spsa"})
 
 
 def attack_class(name: str) -> type[Attack]:

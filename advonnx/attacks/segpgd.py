@@ -24,7 +24,7 @@ eps and the step size are in the model's value units.
 from __future__ import annotations
 
 from ..xp import namespace
-from .base import AttackContext
+from .base import AttackContext, pixel_hit
 from .gradient_descent import GradientDescentAttack
 
 
@@ -36,12 +36,13 @@ def segpgd_lambda(step: int, steps: int) -> float:
 def segpgd_weights(pred, labels, lam: float, dtype, *, targeted: bool = False):
     """Per-pixel weights: (1 − λ) where the pixel is not yet adversarial, λ where it is."""
     xp = namespace(pred)
-    done = (pred == labels) if targeted else (pred != labels)
+    done = pixel_hit(pred, labels, targeted)
     return xp.where(done, xp.asarray(lam, dtype=dtype), xp.asarray(1.0 - lam, dtype=dtype))
 
 
 class SegPGD(GradientDescentAttack):
     name = "segpgd"
+    aliases = ("seg_pgd", "seg-pgd")
     summary = "PGD on per-pixel CE weighted by correct/wrong pixels, λ_t = (t−1)/2T (Gu et al. 2022)"
     tasks = ("segmentation",)
     multilabel = False  # per-pixel scores, not findings

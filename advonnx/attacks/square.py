@@ -89,7 +89,9 @@ def _side(area: float, ndim: int) -> float:
 
 
 class Square(Attack):
+    eps: float  # a budgeted attack: the base refuses eps=None
     name = "square"
+    aliases = ("square_attack",)
     summary = "Square Attack: score-based random search in square windows (Andriushchenko et al. 2020)"
     norms = ("linf", "l2")
     needs = "scores"

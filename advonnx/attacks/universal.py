@@ -30,7 +30,9 @@ def fit_mask(n: int, fit_fraction: float) -> np.ndarray:
 
 
 class UniversalPerturbation(Attack):
+    eps: float  # a budgeted attack: the base refuses eps=None
     name = "uap"
+    aliases = ("universal",)
     summary = "Universal adversarial perturbation (SGD variant): one delta for all inputs, fooling rate on held-out samples"
 
     def __init__(self, *, norm: str = "linf", eps: float = 8 / 255, epochs: int = 10, batch_size: int = 32,

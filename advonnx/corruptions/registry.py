@@ -216,6 +216,19 @@ _ALL = (
 CORRUPTIONS: dict[str, Corruption] = {c.name: c for c in _ALL}
 
 
+def register(corruption: Corruption) -> Corruption:
+    """Add ``corruption`` to the registry (a name already taken is refused)."""
+    if corruption.name in CORRUPTIONS and CORRUPTIONS[corruption.name] is not corruption:
+        raise AdvonnxError(f"corruption name {corruption.name!r} is taken; choose another")
+    CORRUPTIONS[corruption.name] = corruption
+    return corruption
+
+
+def unregister(name: str) -> None:
+    """Remove corruption ``name`` (tests that register a toy corruption)."""
+    del CORRUPTIONS[name]
+
+
 def _unknown(name: str) -> AdvonnxError:
     return AdvonnxError(f"unknown corruption {name!r}; valid names: all, {', '.join(CORRUPTIONS)}")
 

@@ -1,4 +1,5 @@
-"""Phantoms for the corruption tests: smooth ellipses with texture, like a body cross-section."""
+"""Inputs for the corruption tests: phantoms (smooth ellipses with texture, like a body
+cross-section) and ECG-like signals."""
 
 from __future__ import annotations
 
@@ -35,3 +36,16 @@ def batch(layout: str, n: int = 2) -> np.ndarray:
         return np.ascontiguousarray(vol if layout == "NCDHW" else np.moveaxis(vol, 1, -1))
     img = np.stack([phantom_2d() * (1 - 0.1 * i) for i in range(n)])[:, None]  # NCHW
     return np.ascontiguousarray(img if layout == "NCHW" else np.moveaxis(img, 1, -1))
+
+
+FS = 500.0  # Hz
+DT = (1.0 / FS,)  # a signal's sample period, the spacing of its one axis
+
+
+def ecg_like(n=3, channels=4, seconds=4.0):
+    """(N, C, T) in [0, 1]: a 1.2 Hz train of narrow peaks on a 0.5 baseline, per channel gains."""
+    t = np.arange(int(seconds * FS)) / FS
+    beat = np.exp(-(((t * 1.2) % 1.0 - 0.3) ** 2) / (2 * 0.01**2))
+    gains = np.linspace(0.15, 0.35, channels)
+    x = 0.45 + gains[None, :, None] * beat[None, None, :] * (1 - 0.1 * np.arange(n))[:, None, None]
+    return x.astype(np.float32)

@@ -1,9 +1,11 @@
-"""Signal corruptions (ECG/EEG batches (N, C, T) and (N, T, C)): contract, SNR, physics, errors."""
+"""Signal corruptions (ECG/EEG batches (N, C, T) and (N, T, C)): SNR, physics, errors (shape, range,
+determinism, layouts, severity: test_corruption_contract.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from corruption_helpers import DT, FS, ecg_like
 
 from advonnx.corruptions import CORRUPTIONS, apply_corruption, corruption_names
 from advonnx.errors import AdvonnxError
@@ -11,17 +13,6 @@ from advonnx.xp import Random
 
 SIGNAL = [n for n, c in CORRUPTIONS.items() if "signal" in c.modalities]
 SNR_NAMES = ("powerline", "baseline_wander", "electrode_motion")
-FS = 500.0  # Hz
-DT = (1.0 / FS,)
-
-
-def ecg_like(n=3, channels=4, seconds=4.0):
-    """(N, C, T) in [0, 1]: a 1.2 Hz train of narrow peaks on a 0.5 baseline, per channel gains."""
-    t = np.arange(int(seconds * FS)) / FS
-    beat = np.exp(-(((t * 1.2) % 1.0 - 0.3) ** 2) / (2 * 0.01**2))
-    gains = np.linspace(0.15, 0.35, channels)
-    x = 0.45 + gains[None, :, None] * beat[None, None, :] * (1 - 0.1 * np.arange(n))[:, None, None]
-    return x.astype(np.float32)
 
 
 def test_registry_has_the_signal_corruptions():
@@ -29,38 +20,6 @@ def test_registry_has_the_signal_corruptions():
                       "amplitude_scaling", "channel_dropout"]
     assert corruption_names("all", modality="signal") == SIGNAL
     assert not set(SIGNAL[1:]) & set(corruption_names("all"))  # "all" alone: image corruptions
-
-
-@pytest.mark.parametrize("layout", ["NCW", "NWC"])
-@pytest.mark.parametrize("name", SIGNAL)
-def test_shape_dtype_range_and_determinism(name, layout):
-    x = ecg_like()
-    if layout == "NWC":
-        x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
-    for severity in (1, 5):
-        y = apply_corruption(name, x, severity, Random(3), layout=layout, spacing=DT)
-        assert y.shape == x.shape and y.dtype == x.dtype
-        assert np.all(np.isfinite(y)) and y.min() >= 0.0 and y.max() <= 1.0
-        assert not np.array_equal(y, x)
-        np.testing.assert_array_equal(y, apply_corruption(name, x, severity, Random(3), layout=layout, spacing=DT))
-
-
-@pytest.mark.parametrize("name", sorted(set(SIGNAL) - {"gaussian_noise", "electrode_motion"}))
-def test_channels_last_equals_channels_first(name):
-    """Per-channel draws do not depend on the layout (per-element noise, as in gaussian_noise and
-    electrode_motion's bursts, is drawn in array order)."""
-    x = ecg_like()
-    first = apply_corruption(name, x, 4, Random(5), layout="NCW", spacing=DT)
-    last = apply_corruption(name, np.ascontiguousarray(np.moveaxis(x, 1, -1)), 4, Random(5), layout="NWC", spacing=DT)
-    np.testing.assert_allclose(np.moveaxis(last, -1, 1), first, atol=1e-5)  # float32 means summed in another order
-
-
-@pytest.mark.parametrize("name", SIGNAL)
-def test_distance_grows_with_severity(name):
-    x = ecg_like()
-    rms = [float(np.sqrt(np.mean((apply_corruption(name, x, s, Random(0), layout="NCW", spacing=DT)
-                                   .astype(np.float64) - x) ** 2))) for s in range(1, 6)]
-    assert all(b > a for a, b in zip(rms, rms[1:])), (name, rms)
 
 
 @pytest.mark.parametrize("name", SNR_NAMES)
