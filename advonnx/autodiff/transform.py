@@ -673,8 +673,8 @@ def gradient_model(model: onnx.ModelProto, *, loss: str, input_name: str | None 
         grad = b.zeros_like(input_name, None, in_dt)
 
     # 4. outputs
-    b.op("Identity", [output_name], outputs=[GRAD_OUTPUT_SCORES])
-    b.op("Identity", [grad], outputs=[GRAD_OUTPUT_GRAD])
+    b.op("Identity", [output_name], output=GRAD_OUTPUT_SCORES)
+    b.op("Identity", [grad], output=GRAD_OUTPUT_GRAD)
     graph.node.extend(b.nodes)
     graph.initializer.extend(b.initializers)
     in_vi = next(vi for vi in graph.input if vi.name == input_name)

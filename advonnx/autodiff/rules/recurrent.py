@@ -136,8 +136,7 @@ class _Sweep:
     def steps(self, t: str) -> list[str]:
         """``t`` (T, ...) split into T pieces (1, ...); onnxruntime fails on any other
         length (a run-time check of the T the graph was built for)."""
-        out = self.b.op("Split", [t, self.b.ints([1] * self.T)], outputs=self.T, axis=0)
-        return [out] if self.T == 1 else out
+        return self.b.op_multi("Split", [t, self.b.ints([1] * self.T)], outputs=self.T, axis=0)
 
     def rows(self, t: str, start: int, stop: int, axis: int = 0) -> str:
         return self.b.op("Slice", [t, self.b.ints([start]), self.b.ints([stop]),
@@ -150,7 +149,7 @@ class _Sweep:
     def split_gates(self, t: str, n: int) -> list[str]:
         if n == 1:
             return [t]
-        return self.b.op("Split", [t, self.b.ints([self.H] * n)], outputs=n, axis=-1)
+        return self.b.op_multi("Split", [t, self.b.ints([self.H] * n)], outputs=n, axis=-1)
 
     def zeros(self) -> str:
         """(1, N, H) zeros (the default initial state)."""
@@ -420,7 +419,7 @@ def lstm(ctx: VJPContext):
             fg, df = s.activation(fname, a_f)
             gg, dg = s.activation(gname, a_c)
             c = b.op("Add", [s.mul(fg, c_prev), s.mul(i, gg)],
-                     outputs=[b.fresh(f"lstm_c{d}_t{t}")])[0]  # named for the tests
+                     output=b.fresh(f"lstm_c{d}_t{t}"))  # named for the tests
             if peep is not None:
                 a_o = s.add(a_o, s.mul(p_o, c))
             o, do = s.activation(fname, a_o)

@@ -45,8 +45,7 @@ def concat(ctx: VJPContext):
         split = b.ints([s[axis] for s in sizes])
     else:
         split = b.op("Concat", [_dim(ctx, x, axis) for x in xs], axis=0)
-    parts = b.op("Split", [ctx.g(), split], axis=axis, outputs=len(xs))
-    parts = [parts] if isinstance(parts, str) else parts
+    parts = b.op_multi("Split", [ctx.g(), split], axis=axis, outputs=len(xs))
     return [p if ctx.need(i) else None for i, p in enumerate(parts)]
 
 
