@@ -93,15 +93,15 @@ class _Sweep:
         self.X = b.op("Transpose", [x], perm=[1, 0, 2]) if self.layout else x
         y = ctx.forward_output(0, "Y")
         self.Y = b.op("Transpose", [y], perm=[1, 2, 0, 3]) if self.layout else y
-        self.gY = ctx.g(0)
+        self.gY = ctx.g_opt(0)
         if self.gY is not None and self.layout:
             self.gY = b.op("Transpose", [self.gY], perm=[1, 2, 0, 3])
-        self.gYh = self._state(ctx.g(1))
-        self.gYc = self._state(ctx.g(2)) if op == "LSTM" else None
-        self.h0 = self._state(ctx.x(5))
-        self.c0 = self._state(ctx.x(6)) if op == "LSTM" else None
+        self.gYh = self._state(ctx.g_opt(1))
+        self.gYc = self._state(ctx.g_opt(2)) if op == "LSTM" else None
+        self.h0 = self._state(ctx.x_opt(5))
+        self.c0 = self._state(ctx.x_opt(6)) if op == "LSTM" else None
         self._zeros = None
-        self._masks(ctx.x(4))
+        self._masks(ctx.x_opt(4))
 
     # -- small helpers ---------------------------------------------------------------------
     def _state(self, name):
@@ -210,7 +210,7 @@ class _Sweep:
         ctx, b = self.ctx, self.b
         w, r = self.pick(ctx.x(1), d, 0), self.pick(ctx.x(2), d, 0)
         wb = rb = None
-        if ctx.x(3) is not None:
+        if ctx.x_opt(3) is not None:
             bias = self.pick(ctx.x(3), d, 0)
             wb, rb = self.rows(bias, 0, n * self.H), self.rows(bias, n * self.H, 2 * n * self.H)
         return w, r, wb, rb, (b.op("Transpose", [w]), b.op("Transpose", [r]))
@@ -391,7 +391,7 @@ def lstm(ctx: VJPContext):
     c_t = f c_{t-1} + i g, o = f(a_o + P_o c_t), h_t = o h(c_t)."""
     s, b = _Sweep(ctx), ctx.b
     H = s.H
-    peep = ctx.x(7)
+    peep = ctx.x_opt(7)
     dA_dirs, dh0_dirs, dc0_dirs = [], [], []
     for d, direction in enumerate(s.directions):
         rev = direction == "reverse"

@@ -9,8 +9,8 @@ def _axes(ctx: VJPContext) -> list[int] | None:
     """Reduced axes (normalized); ``None`` when the node is a no-op (empty axes, noop flag)."""
     rank = ctx.rank(ctx.x(0))
     if ctx.op_type == "ReduceSum" or ctx.opset >= 18:
-        axes = ctx.const_ints(ctx.x(1)) if ctx.x(1) else []
-        if ctx.x(1) and axes is None:
+        axes = ctx.const_ints(ctx.x(1)) if ctx.x_opt(1) else []
+        if ctx.x_opt(1) and axes is None:
             ctx.unsupported("axes computed at run time")
     else:
         axes = list(ctx.attr("axes") or [])

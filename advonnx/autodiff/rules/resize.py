@@ -110,10 +110,10 @@ def resize(ctx: VJPContext):
     xs, ys = ctx.shape(x), ctx.shape(ctx.y())
     rank = ctx.rank(x)
     axes = [a % rank for a in (ctx.attr("axes") or range(rank))]
-    scales = ctx.const(ctx.x(2)) if ctx.x(2) else None
+    scales = ctx.const(ctx.x(2)) if ctx.x_opt(2) else None
     if scales is not None and scales.size == 0:
         scales = None
-    if scales is None and (ctx.x(3) is None or ctx.const(ctx.x(3)) is None) and ys is None:
+    if scales is None and (ctx.x_opt(3) is None or ctx.const(ctx.x(3)) is None) and ys is None:
         ctx.unsupported("sizes/scales computed at run time")
     attrs = helper.make_node("Resize", [], [])
     attrs.attribute.extend(ctx.node.attribute)

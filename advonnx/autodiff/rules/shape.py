@@ -54,7 +54,7 @@ def split(ctx: VJPContext):
     b = ctx.b
     parts = []
     for i, out in enumerate(ctx.node.output):
-        g = ctx.g(i)
+        g = ctx.g_opt(i)
         if g is None:
             g = b.zeros_like(out, ctx.static_shape(out), ctx.np_dtype(ctx.x(0)))
         parts.append(g)
@@ -67,8 +67,8 @@ def _slice_args(ctx: VJPContext):
     if starts is None or ends is None:
         return None
     rank = ctx.rank(ctx.x(0))
-    axes = ctx.const_ints(ctx.x(3)) if ctx.x(3) else list(range(len(starts)))
-    steps = ctx.const_ints(ctx.x(4)) if ctx.x(4) else [1] * len(starts)
+    axes = ctx.const_ints(ctx.x(3)) if ctx.x_opt(3) else list(range(len(starts)))
+    steps = ctx.const_ints(ctx.x(4)) if ctx.x_opt(4) else [1] * len(starts)
     if axes is None or steps is None:
         return None
     return starts, ends, [a % rank for a in axes], steps
@@ -92,8 +92,8 @@ def slice_(ctx: VJPContext):
                 pads[a] = st
                 pads[rank + a] = d - max(en, st)
             return [b.op("Pad", [g, b.ints(pads)])]
-    axes_v = list(range(rank)) if ctx.x(3) is None else ctx.const_ints(ctx.x(3))
-    steps_v = [1] * len(axes_v or []) if ctx.x(4) is None else ctx.const_ints(ctx.x(4))
+    axes_v = list(range(rank)) if ctx.x_opt(3) is None else ctx.const_ints(ctx.x(3))
+    steps_v = [1] * len(axes_v or []) if ctx.x_opt(4) is None else ctx.const_ints(ctx.x(4))
     if axes_v is None:
         ctx.unsupported("slice axes computed at run time")
     axes_v = [a % rank for a in axes_v]
@@ -101,7 +101,7 @@ def slice_(ctx: VJPContext):
         return [_slice_pad_runtime(ctx, axes_v)]
     # general case: for every sliced axis, scatter into zeros at the sliced positions
     for i, a in enumerate(axes_v):
-        st, en, sp = (_element(ctx, ctx.x(k), i) for k in (1, 2, 4))
+        st, en, sp = (_element(ctx, ctx.x_opt(k), i) for k in (1, 2, 4))
         dim = _dim(ctx, x, a)
         positions = b.op("Range", [b.const(np.int64(0)), b.op("Squeeze", [dim]),
                                    b.const(np.int64(1))])
@@ -166,7 +166,7 @@ def pad(ctx: VJPContext):
     b, x = ctx.b, ctx.x(0)
     rank = ctx.rank(x)
     axes = list(range(rank))
-    if ctx.x(3):
+    if ctx.x_opt(3):
         axes = ctx.const_ints(ctx.x(3))
         if axes is None:
             ctx.unsupported("axes computed at run time")
@@ -301,7 +301,7 @@ def depth_space(ctx: VJPContext):
 @vjp("Trilu")
 def trilu(ctx: VJPContext):
     """Trilu keeps a triangle: the cotangent is kept on the same triangle."""
-    inputs = [ctx.g()] + ([ctx.x(1)] if ctx.x(1) else [])
+    inputs = [ctx.g()] + ([ctx.x(1)] if ctx.x_opt(1) else [])
     return [ctx.b.op("Trilu", inputs, upper=ctx.attr("upper", 1)), None]
 
 
