@@ -9,13 +9,18 @@ after opset 13 (``ReduceMean``/``ReduceMax`` take ``axes`` as an input from opse
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
 Dim = int | None
+
+
+def all_int(values: Sequence[object]) -> TypeGuard[Sequence[int]]:
+    """Whether every value is an int (a static dim), narrowing ``values`` for the checker."""
+    return all(isinstance(v, int) for v in values)
 
 
 class Builder:
@@ -99,7 +104,7 @@ class Builder:
 
     def shape_of(self, x: str, static: Sequence[Dim] | None) -> str:
         """The shape of ``x`` as an int64 tensor: a constant when fully static."""
-        if static is not None and all(isinstance(d, int) for d in static):
+        if static is not None and all_int(static):
             return self.ints(static)
         return self.shape(x)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import numpy as np
 import onnx
@@ -161,11 +161,15 @@ class VJPContext:
             return None
         return tuple(s)
 
-    def rank(self, name: str) -> int:
+    def dims(self, name: str) -> tuple:
+        """The shape of ``name`` (dims: int, str or None), which must have a known rank."""
         s = self.shape(name)
         if s is None:
             self.unsupported(f"rank of {name!r} unknown after shape inference")
-        return len(s)
+        return s
+
+    def rank(self, name: str) -> int:
+        return len(self.dims(name))
 
     def elem(self, name: str | None = None) -> int:
         """ONNX element type of ``name`` (default: the first output); when shape inference

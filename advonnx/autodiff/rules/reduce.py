@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..builder import all_int
 from ..registry import VJPContext, vjp
 
 
@@ -34,7 +35,7 @@ def _count(ctx: VJPContext, axes: list[int]) -> str:
     x = ctx.x(0)
     xs = ctx.shape(x)
     dims = [xs[a] for a in axes] if xs is not None else [None]
-    if all(isinstance(d, int) for d in dims):
+    if all_int(dims):
         n = 1
         for d in dims:
             n *= d

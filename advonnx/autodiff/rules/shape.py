@@ -3,9 +3,12 @@ Expand, Tile, Gather, GatherElements, DepthToSpace, SpaceToDepth, Trilu, CumSum,
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 from onnx import helper
 
+from ..builder import all_int
 from ..registry import VJPContext, vjp
 
 INT64_MAX = np.iinfo(np.int64).max
@@ -40,9 +43,9 @@ def concat(ctx: VJPContext):
     rank = ctx.rank(ctx.y())
     axis = ctx.attr("axis") % rank
     xs = list(ctx.node.input)
-    sizes = [ctx.shape(x) for x in xs]
-    if all(s is not None and isinstance(s[axis], int) for s in sizes):
-        split = b.ints([s[axis] for s in sizes])
+    sizes = [None if s is None else s[axis] for s in (ctx.shape(x) for x in xs)]
+    if all_int(sizes):
+        split = b.ints(sizes)
     else:
         split = b.op("Concat", [_dim(ctx, x, axis) for x in xs], axis=0)
     parts = b.op_multi("Split", [ctx.g(), split], axis=axis, outputs=len(xs))
@@ -80,7 +83,7 @@ def slice_(ctx: VJPContext):
     b, x, g = ctx.b, ctx.x(0), ctx.g()
     rank = ctx.rank(x)
     args = _slice_args(ctx)
-    xs = ctx.shape(x)
+    xs = ctx.dims(x)
     if args is not None:
         starts, ends, axes, steps = args
         if all(s == 1 for s in steps) and all(isinstance(xs[a], int) for a in axes):
@@ -167,10 +170,10 @@ def pad(ctx: VJPContext):
     rank = ctx.rank(x)
     axes = list(range(rank))
     if ctx.x_opt(3):
-        axes = ctx.const_ints(ctx.x(3))
-        if axes is None:
+        given = ctx.const_ints(ctx.x(3))
+        if given is None:
             ctx.unsupported("axes computed at run time")
-        axes = [a % rank for a in axes]
+        axes = [a % rank for a in given]
     n = len(axes)
     begin, end = pads[:n], pads[n:]
     if mode != "constant":
@@ -187,11 +190,15 @@ def pad(ctx: VJPContext):
     return [g, None, None, None]
 
 
+_NUMPY_PAD_MODES: dict[str, Literal["reflect", "edge", "wrap"]] = {
+    "reflect": "reflect", "edge": "edge", "wrap": "wrap"}
+
+
 def _pad_scatter(ctx: VJPContext, mode: str, pads: dict[int, tuple[int, int]]) -> str:
     b, x, g = ctx.b, ctx.x(0), ctx.g()
-    xs = ctx.shape(x)
+    xs = ctx.dims(x)
     rank = len(xs)
-    numpy_mode = {"reflect": "reflect", "edge": "edge", "wrap": "wrap"}.get(mode)
+    numpy_mode = _NUMPY_PAD_MODES.get(mode)
     if numpy_mode is None:
         ctx.unsupported(f"mode={mode}")
     for a, (pb, pe) in sorted(pads.items(), reverse=True):
@@ -222,7 +229,7 @@ def tile(ctx: VJPContext):
     if reps is None:
         ctx.unsupported("repeats computed at run time")
     x = ctx.x(0)
-    xs = ctx.shape(x)
+    xs = ctx.dims(x)
     dims = [d if isinstance(d, int) else -1 for d in xs]
     if dims.count(-1) > 1:
         ctx.unsupported("more than one dynamic dim")
