@@ -1,20 +1,26 @@
 """A small tape that emits ONNX nodes and constants with fresh, unique names.
 
-Rules never build NodeProtos by hand: they call :meth:`Builder.op` (one node, named outputs
-returned) and the helpers below, which also hide the opset differences of the few ops whose
-signature changed after opset 13 (``ReduceMean``/``ReduceMax`` take ``axes`` as an input from
-opset 18 on).
+Rules never build NodeProtos by hand: they call :meth:`Builder.op` (one node, its output's
+name returned; :meth:`Builder.op_multi` for several outputs, their names returned) and the
+helpers below, which also hide the opset differences of the few ops whose signature changed
+after opset 13 (``ReduceMean``/``ReduceMax`` take ``axes`` as an input from opset 18 on).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, TypeGuard
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
 Dim = int | None
+
+
+def all_int(values: Sequence[object]) -> TypeGuard[Sequence[int]]:
+    """Whether every value is an int (a static dim), narrowing ``values`` for the checker."""
+    return all(isinstance(v, int) for v in values)
 
 
 class Builder:
@@ -39,9 +45,20 @@ class Builder:
                 return name
 
     # -- nodes ---------------------------------------------------------------------------
-    def op(self, op_type: str, inputs: Sequence[str], *, outputs: int | Sequence[str] = 1,
-           **attrs) -> str | list[str]:
-        """Emit one ai.onnx node; return its output name (or names when ``outputs`` > 1)."""
+    def op(self, op_type: str, inputs: Sequence[str], *, output: str | None = None,
+           **attrs: Any) -> str:
+        """Emit one ai.onnx node with one output; return its name (a fresh one, or
+        ``output``)."""
+        return self._emit(op_type, inputs, 1 if output is None else [output], attrs)[0]
+
+    def op_multi(self, op_type: str, inputs: Sequence[str], *, outputs: int | Sequence[str],
+                 **attrs: Any) -> list[str]:
+        """Emit one ai.onnx node with ``outputs`` outputs (a count: fresh names, or the
+        names); return their names."""
+        return self._emit(op_type, inputs, outputs, attrs)
+
+    def _emit(self, op_type: str, inputs: Sequence[str], outputs: int | Sequence[str],
+              attrs: dict[str, Any]) -> list[str]:
         if isinstance(outputs, int):
             names = [self.fresh(op_type) for _ in range(outputs)]
         else:
@@ -50,7 +67,7 @@ class Builder:
         attrs = {k: v for k, v in attrs.items() if v is not None}
         self.nodes.append(helper.make_node(op_type, list(inputs), names,
                                            name=self.fresh(op_type + "_node"), **attrs))
-        return names[0] if len(names) == 1 and isinstance(outputs, int) else names
+        return names
 
     def const(self, value, dtype=None) -> str:
         """An initializer holding ``value`` (deduplicated by content)."""
@@ -87,7 +104,7 @@ class Builder:
 
     def shape_of(self, x: str, static: Sequence[Dim] | None) -> str:
         """The shape of ``x`` as an int64 tensor: a constant when fully static."""
-        if static is not None and all(isinstance(d, int) for d in static):
+        if static is not None and all_int(static):
             return self.ints(static)
         return self.shape(x)
 

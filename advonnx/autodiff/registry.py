@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 import numpy as np
 import onnx
@@ -103,13 +104,29 @@ class VJPContext:
     def op_type(self) -> str:
         return self.node.op_type
 
-    def x(self, i: int) -> str | None:
+    def x(self, i: int) -> str:
+        """Input ``i`` of the node, which must be present (:meth:`x_opt` for optional ones)."""
+        name = self.x_opt(i)
+        if name is None:
+            self.unsupported(f"input {i} is missing")
+        return name
+
+    def x_opt(self, i: int) -> str | None:
+        """Input ``i`` of the node, ``None`` when absent (an optional input left out)."""
         return self.node.input[i] if i < len(self.node.input) and self.node.input[i] else None
 
     def y(self, i: int = 0) -> str:
         return self.node.output[i]
 
-    def g(self, i: int = 0) -> str | None:
+    def g(self, i: int = 0) -> str:
+        """Cotangent of output ``i``, which must flow (:meth:`g_opt` where it may not)."""
+        name = self.g_opt(i)
+        if name is None:
+            self.unsupported(f"output {i} carries no cotangent")
+        return name
+
+    def g_opt(self, i: int = 0) -> str | None:
+        """Cotangent of output ``i``, ``None`` when none flows back."""
         return self.grads[i] if i < len(self.grads) else None
 
     def need(self, i: int) -> bool:
@@ -144,11 +161,15 @@ class VJPContext:
             return None
         return tuple(s)
 
-    def rank(self, name: str) -> int:
+    def dims(self, name: str) -> tuple:
+        """The shape of ``name`` (dims: int, str or None), which must have a known rank."""
         s = self.shape(name)
         if s is None:
             self.unsupported(f"rank of {name!r} unknown after shape inference")
-        return len(s)
+        return s
+
+    def rank(self, name: str) -> int:
+        return len(self.dims(name))
 
     def elem(self, name: str | None = None) -> int:
         """ONNX element type of ``name`` (default: the first output); when shape inference
@@ -170,7 +191,7 @@ class VJPContext:
         v = self.const(name)
         return None if v is None else [int(i) for i in np.asarray(v).reshape(-1)]
 
-    def unsupported(self, why: str):
+    def unsupported(self, why: str) -> NoReturn:
         op = self.op_type if self.node.domain in ("", "ai.onnx") else \
             f"{self.node.domain}::{self.op_type}"
         raise RuleUnavailable(f"no exact gradient through {self.op_type} "

@@ -310,6 +310,31 @@ def test_rule_matches_finite_differences(name):
     check_vjp(lambda dt: tiny_model(nodes, inits, shape, dt, opset), x)
 
 
+# Straight-through (BPDA) rules: the gradient is that of the model with the op replaced by the
+# identity (its finite differences); name: (nodes, initializers, x shape, nodes of that model,
+# opset)
+STRAIGHT_THROUGH_CASES = {
+    **{op.lower(): ([N(op, ["x"], "r"), N("Mul", ["r", "w"])], {"w": w(3, 4)}, (3, 4),
+                    [N("Identity", ["x"], "r"), N("Mul", ["r", "w"])], 17)
+       for op in ("Round", "Floor", "Ceil", "Sign")},
+    # a QDQ pair (float32 only, hence the casts) is the identity
+    "quantize_dequantize": ([N("Cast", ["x"], "f", to=1), N("QuantizeLinear", ["f", "s", "z"], "q"),
+                             N("DequantizeLinear", ["q", "s", "z"], "d"),
+                             N("CastLike", ["d", "x"], "c"), N("Mul", ["c", "w"])],
+                            {"w": w(3, 4), "s": np.asarray(0.05, np.float32),
+                             "z": np.asarray(128, np.uint8)}, (3, 4),
+                            [N("Mul", ["x", "w"])], 19),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STRAIGHT_THROUGH_CASES))
+def test_straight_through_rule_is_the_identity(name):
+    nodes, inits, shape, identity_nodes, opset = STRAIGHT_THROUGH_CASES[name]
+    x = np.random.default_rng(zlib.crc32(name.encode())).uniform(-2, 2, shape)
+    check_vjp(lambda dt: tiny_model(nodes, inits, shape, dt, opset), x,
+              expected_from=lambda dt: tiny_model(identity_nodes, inits, shape, dt, opset))
+
+
 # dynamic dims: (nodes, initializers, declared shape, concrete shape, opset)
 DYNAMIC_CASES = {
     "conv_stride2_dynamic_hw": ([N("Conv", ["x", "w"], strides=[2, 2], pads=[1, 1, 1, 1])],

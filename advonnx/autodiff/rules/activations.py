@@ -157,6 +157,6 @@ def clip(ctx: VJPContext):
     for i in (1, 2):
         if ctx.need(i):
             ctx.unsupported("clip bounds that depend on the input")
-    if ctx.x(1) is None and ctx.x(2) is None:
+    if ctx.x_opt(1) is None and ctx.x_opt(2) is None:
         return [ctx.g()]
     return [ctx.masked(ctx.b.op("Equal", [ctx.y(), ctx.x(0)]), ctx.g())]

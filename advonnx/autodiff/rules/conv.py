@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..builder import all_int
 from ..registry import VJPContext, vjp
 
 
@@ -61,7 +62,7 @@ def conv(ctx: VJPContext):
     out_sp = list(ys[2:]) if ys else [None] * nd
     auto_pad = ctx.attr_str("auto_pad", "NOTSET")
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        if not all(isinstance(d, int) for d in in_sp):
+        if not all_int(in_sp):
             ctx.unsupported("auto_pad SAME with dynamic spatial dims")
         pads = _same_pads([max(0, (-(-in_sp[i] // strides[i]) - 1) * strides[i] + eff[i] - in_sp[i])
                            for i in range(nd)], auto_pad)
@@ -69,9 +70,8 @@ def conv(ctx: VJPContext):
         pads = [0] * (2 * nd)
     else:
         pads = list(ctx.attr("pads") or [0] * (2 * nd))
-    static = all(isinstance(d, int) for d in in_sp + out_sp)
-    out_pad = None
-    if static:
+    out_pad: list[int] | None = None
+    if all_int(in_sp) and all_int(out_sp):  # static
         out_pad = [in_sp[i] - ((out_sp[i] - 1) * strides[i] + eff[i] - pads[i] - pads[nd + i])
                    for i in range(nd)]
         for i in range(nd):  # rows the forward window never reached: crop instead
@@ -87,7 +87,7 @@ def conv(ctx: VJPContext):
         # (onnxruntime's Conv kernels are faster than its ConvTranspose, depthwise above all)
         gx = b.op("Conv", [g, _flipped_weight(ctx, w, w_shape, group)], dilations=dilations,
                   pads=flip_pads, group=group, kernel_shape=kernel)
-    elif ctx.need(0) and static:
+    elif ctx.need(0) and out_pad is not None:  # static
         gx = b.op("ConvTranspose", [g, w], strides=strides, dilations=dilations, pads=pads,
                   group=group, kernel_shape=kernel,
                   output_padding=out_pad if any(out_pad) else None)
@@ -95,9 +95,9 @@ def conv(ctx: VJPContext):
         # dynamic sizes: crop nothing at the end, then cut (or zero-pad) to the input's size
         gx = b.op("ConvTranspose", [g, w], strides=strides, dilations=dilations,
                   pads=pads[:nd] + [0] * nd, group=group, kernel_shape=kernel)
-        in_sp = b.shape(x, start=2)
-        gx = b.op("Slice", [gx, b.ints([0] * nd), in_sp, b.ints(range(2, 2 + nd))])
-        diff = b.op("Sub", [in_sp, b.shape(gx, start=2)])
+        in_size = b.shape(x, start=2)
+        gx = b.op("Slice", [gx, b.ints([0] * nd), in_size, b.ints(range(2, 2 + nd))])
+        diff = b.op("Sub", [in_size, b.shape(gx, start=2)])
         gx = b.op("Pad", [gx, b.op("Concat", [b.ints([0] * (nd + 4)), diff], axis=0)])
     return [gx, None, _bias_grad(ctx, g)]
 

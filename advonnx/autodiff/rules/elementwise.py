@@ -141,14 +141,14 @@ def where(ctx: VJPContext):
 
 @vjp("Identity", "Dropout")
 def identity(ctx: VJPContext):
-    if ctx.op_type == "Dropout" and ctx.x(2) is not None:
-        mode = ctx.const(ctx.x(2))
+    if ctx.op_type == "Dropout" and ctx.x_opt(2) is not None:
+        mode = ctx.const(ctx.x_opt(2))
         if mode is None:
             ctx.unsupported("training_mode must be a constant")
         if bool(mode):
             # y = x · mask / (1 − ratio) for the mask this evaluation drew: the gradient of that
             # draw (the forward node's mask output, added when the node lacks it)
-            ratio = 0.5 if ctx.x(1) is None else ctx.const(ctx.x(1))
+            ratio = 0.5 if ctx.x_opt(1) is None else ctx.const(ctx.x(1))
             if ratio is None:
                 ctx.unsupported("ratio must be a constant in training mode")
             mask = ctx.forward_output(1, "dropout_mask")

@@ -61,7 +61,7 @@ def _sum_to(ctx: VJPContext, grad: str, target: str, rank: int, out_rank: int,
             squeeze: int | None) -> str:
     """Reduce the batch dims of a matmul cotangent back to ``target``'s (broadcast) shape."""
     b = ctx.b
-    t_shape = ctx.shape(target)
+    t_shape = ctx.dims(target)
     t_rank2 = max(rank, 2)
     lead = out_rank - t_rank2
     axes = list(range(lead))
@@ -114,7 +114,7 @@ def einsum(ctx: VJPContext):
     subscripts; subscripts only operand i has (summed in the forward) are broadcast back."""
     b, g = ctx.b, ctx.g()
     terms, out = _parse_einsum(ctx.attr_str("equation", ""), len(ctx.node.input))
-    res = []
+    res: list[str | None] = []
     for i, x in enumerate(ctx.node.input):
         if not ctx.need(i):
             res.append(None)

@@ -93,15 +93,15 @@ class _Sweep:
         self.X = b.op("Transpose", [x], perm=[1, 0, 2]) if self.layout else x
         y = ctx.forward_output(0, "Y")
         self.Y = b.op("Transpose", [y], perm=[1, 2, 0, 3]) if self.layout else y
-        self.gY = ctx.g(0)
+        self.gY = ctx.g_opt(0)
         if self.gY is not None and self.layout:
             self.gY = b.op("Transpose", [self.gY], perm=[1, 2, 0, 3])
-        self.gYh = self._state(ctx.g(1))
-        self.gYc = self._state(ctx.g(2)) if op == "LSTM" else None
-        self.h0 = self._state(ctx.x(5))
-        self.c0 = self._state(ctx.x(6)) if op == "LSTM" else None
-        self._zeros = None
-        self._masks(ctx.x(4))
+        self.gYh = self._state(ctx.g_opt(1))
+        self.gYc = self._state(ctx.g_opt(2)) if op == "LSTM" else None
+        self.h0 = self._state(ctx.x_opt(5))
+        self.c0 = self._state(ctx.x_opt(6)) if op == "LSTM" else None
+        self._zeros: str | None = None
+        self._masks(ctx.x_opt(4))
 
     # -- small helpers ---------------------------------------------------------------------
     def _state(self, name):
@@ -136,8 +136,7 @@ class _Sweep:
     def steps(self, t: str) -> list[str]:
         """``t`` (T, ...) split into T pieces (1, ...); onnxruntime fails on any other
         length (a run-time check of the T the graph was built for)."""
-        out = self.b.op("Split", [t, self.b.ints([1] * self.T)], outputs=self.T, axis=0)
-        return [out] if self.T == 1 else out
+        return self.b.op_multi("Split", [t, self.b.ints([1] * self.T)], outputs=self.T, axis=0)
 
     def rows(self, t: str, start: int, stop: int, axis: int = 0) -> str:
         return self.b.op("Slice", [t, self.b.ints([start]), self.b.ints([stop]),
@@ -150,7 +149,7 @@ class _Sweep:
     def split_gates(self, t: str, n: int) -> list[str]:
         if n == 1:
             return [t]
-        return self.b.op("Split", [t, self.b.ints([self.H] * n)], outputs=n, axis=-1)
+        return self.b.op_multi("Split", [t, self.b.ints([self.H] * n)], outputs=n, axis=-1)
 
     def zeros(self) -> str:
         """(1, N, H) zeros (the default initial state)."""
@@ -211,7 +210,7 @@ class _Sweep:
         ctx, b = self.ctx, self.b
         w, r = self.pick(ctx.x(1), d, 0), self.pick(ctx.x(2), d, 0)
         wb = rb = None
-        if ctx.x(3) is not None:
+        if ctx.x_opt(3) is not None:
             bias = self.pick(ctx.x(3), d, 0)
             wb, rb = self.rows(bias, 0, n * self.H), self.rows(bias, n * self.H, 2 * n * self.H)
         return w, r, wb, rb, (b.op("Transpose", [w]), b.op("Transpose", [r]))
@@ -239,14 +238,14 @@ class _Sweep:
         """Per-position cotangents of h (from Y and Y_h) and c (from Y_c), and the part of
         Y_h/Y_c cotangents that goes straight to the initial state (length-0 samples)."""
         T, order = self.T, self.order(reverse)
-        dh = [None] * T
+        dh: list[str | None] = [None] * T
         if self.gY is not None:
             gy = self.pick(self.gY, d, 1)
             if self.seq is not None:
                 gy = self.mul(gy, self.valid)
-            dh = self.steps(gy)
-        dc = [None] * T
-        direct = []
+            dh = list(self.steps(gy))
+        dc: list[str | None] = [None] * T
+        direct: list[str | None] = []
         for i, g in enumerate((self.gYh, self.gYc)):
             if g is None:
                 direct.append(None)
@@ -317,12 +316,13 @@ def rnn(ctx: VJPContext):
         _, fprime = s.activation(s.acts[d][0], a)
         fp = s.steps(fprime)
         dh, _, (direct_h, _) = s.seeds(d, rev)
-        dA = [None] * s.T
-        carry, init = None, []
+        dA: list[str | None] = [None] * s.T
+        carry = None
+        init: list[str] = []
         for k, t in reversed(list(enumerate(s.order(rev)))):
             g = s.incoming(dh[t], carry)
-            dA[t] = s.mul(g, fp[t])
-            carry = s.carry(b.op("MatMul", [dA[t], r]), t, rev, k, init)
+            dA[t] = da = s.mul(g, fp[t])
+            carry = s.carry(b.op("MatMul", [da, r]), t, rev, k, init)
         dA_dirs.append(dA)
         dh0_dirs.append(_sum_init(s, init, direct_h))
     return s.finish(dA_dirs, dh0_dirs, None)
@@ -362,12 +362,13 @@ def gru(ctx: VJPContext):
         z_t, fr_t, hp_t, r_t = s.steps(z), s.steps(fr), s.steps(hp), s.steps(rg)
         hh_t = s.steps(hh) if lbr else None
         dh, _, (direct_h, _) = s.seeds(d, rev)
-        dA = [None] * s.T
-        carry, init = None, []
+        dA: list[str | None] = [None] * s.T
+        carry = None
+        init: list[str] = []
         for k, t in reversed(list(enumerate(s.order(rev)))):
             g = s.incoming(dh[t], carry)
             da_h, da_z = s.mul(g, c_h[t]), s.mul(g, c_z[t])
-            if lbr:
+            if hh_t is not None:  # linear_before_reset
                 da_r = s.mul(da_h, hh_t[t], fr_t[t])
                 dA[t] = b.op("Concat", [da_z, da_r, da_h], axis=2)
                 rec = b.op("MatMul", [b.op("Concat", [da_z, da_r, s.mul(da_h, r_t[t])], axis=2),
@@ -392,7 +393,7 @@ def lstm(ctx: VJPContext):
     c_t = f c_{t-1} + i g, o = f(a_o + P_o c_t), h_t = o h(c_t)."""
     s, b = _Sweep(ctx), ctx.b
     H = s.H
-    peep = ctx.x(7)
+    peep = ctx.x_opt(7)
     dA_dirs, dh0_dirs, dc0_dirs = [], [], []
     for d, direction in enumerate(s.directions):
         rev = direction == "reverse"
@@ -420,7 +421,7 @@ def lstm(ctx: VJPContext):
             fg, df = s.activation(fname, a_f)
             gg, dg = s.activation(gname, a_c)
             c = b.op("Add", [s.mul(fg, c_prev), s.mul(i, gg)],
-                     outputs=[b.fresh(f"lstm_c{d}_t{t}")])[0]  # named for the tests
+                     output=b.fresh(f"lstm_c{d}_t{t}"))  # named for the tests
             if peep is not None:
                 a_o = s.add(a_o, s.mul(p_o, c))
             o, do = s.activation(fname, a_o)
@@ -429,9 +430,10 @@ def lstm(ctx: VJPContext):
             c_prev = c
         # reverse sweep
         dh, dc_seed, (direct_h, direct_c) = s.seeds(d, rev)
-        dA = [None] * s.T
+        dA: list[str | None] = [None] * s.T
         carry_h = carry_c = None
-        init_h, init_c = [], []
+        init_h: list[str] = []
+        init_c: list[str] = []
         for k, t in reversed(list(enumerate(order))):
             c_prev, i, di, fg, df, gg, dg, o, do, hc, dhc = st[t]
             g = s.incoming(dh[t], carry_h)
@@ -441,10 +443,10 @@ def lstm(ctx: VJPContext):
             da_i = s.mul(dc, gg, di)
             da_f = s.mul(dc, c_prev, df)
             da_c = s.mul(dc, i, dg)
-            dA[t] = b.op("Concat", [da_i, da_o, da_f, da_c], axis=2)
+            dA[t] = da = b.op("Concat", [da_i, da_o, da_f, da_c], axis=2)
             dc_prev = s.add(s.mul(dc, fg), *((s.mul(da_i, p_i), s.mul(da_f, p_f))
                                              if peep is not None else ()))
-            carry_h = s.carry(b.op("MatMul", [dA[t], r]), t, rev, k, init_h)
+            carry_h = s.carry(b.op("MatMul", [da, r]), t, rev, k, init_h)
             carry_c = s.carry(dc_prev, t, rev, k, init_c)
         dA_dirs.append(dA)
         dh0_dirs.append(_sum_init(s, init_h, direct_h))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..builder import all_int
 from ..registry import VJPContext, vjp
 
 
@@ -9,8 +10,8 @@ def _axes(ctx: VJPContext) -> list[int] | None:
     """Reduced axes (normalized); ``None`` when the node is a no-op (empty axes, noop flag)."""
     rank = ctx.rank(ctx.x(0))
     if ctx.op_type == "ReduceSum" or ctx.opset >= 18:
-        axes = ctx.const_ints(ctx.x(1)) if ctx.x(1) else []
-        if ctx.x(1) and axes is None:
+        axes = ctx.const_ints(ctx.x(1)) if ctx.x_opt(1) else []
+        if ctx.x_opt(1) and axes is None:
             ctx.unsupported("axes computed at run time")
     else:
         axes = list(ctx.attr("axes") or [])
@@ -34,7 +35,7 @@ def _count(ctx: VJPContext, axes: list[int]) -> str:
     x = ctx.x(0)
     xs = ctx.shape(x)
     dims = [xs[a] for a in axes] if xs is not None else [None]
-    if all(isinstance(d, int) for d in dims):
+    if all_int(dims):
         n = 1
         for d in dims:
             n *= d

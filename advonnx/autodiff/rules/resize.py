@@ -14,6 +14,7 @@ import functools
 import numpy as np
 from onnx import helper
 
+from ..builder import all_int
 from ..registry import VJPContext, vjp
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -69,10 +70,11 @@ def _dynamic_repeat(key: bytes, opset: int, mode: str, scale: float | None) -> i
 def _sum_repeats(ctx: VJPContext, g: str, repeats: dict[int, int]) -> str:
     """Reshape every repeated axis (n*k) into (n, k) and sum the k copies."""
     b, x = ctx.b, ctx.x(0)
-    xs, ys = ctx.shape(x), ctx.shape(ctx.y())
+    xs, ys = ctx.dims(x), ctx.shape(ctx.y())
     rank = len(xs)
     first = min(repeats)
-    pieces, sum_axes = [], []
+    pieces: list[int | tuple[str, int]] = []
+    sum_axes: list[int] = []
     for a in range(rank):
         if a < first:
             pieces.append(0)  # Reshape copies the dim
@@ -82,7 +84,7 @@ def _sum_repeats(ctx: VJPContext, g: str, repeats: dict[int, int]) -> str:
         else:
             d = ys[a] if ys is not None else None
             pieces.append(d if isinstance(d, int) else ("g", a))
-    if all(isinstance(p, int) for p in pieces):
+    if all_int(pieces):
         shape = b.ints(pieces)
     else:
         parts = []
@@ -107,13 +109,13 @@ def resize(ctx: VJPContext):
         ctx.unsupported("keep_aspect_ratio_policy")
     if mode not in ("nearest", "linear", "cubic"):
         ctx.unsupported(f"mode={mode}")
-    xs, ys = ctx.shape(x), ctx.shape(ctx.y())
+    xs, ys = ctx.dims(x), ctx.shape(ctx.y())
     rank = ctx.rank(x)
     axes = [a % rank for a in (ctx.attr("axes") or range(rank))]
-    scales = ctx.const(ctx.x(2)) if ctx.x(2) else None
+    scales = ctx.const(ctx.x(2)) if ctx.x_opt(2) else None
     if scales is not None and scales.size == 0:
         scales = None
-    if scales is None and (ctx.x(3) is None or ctx.const(ctx.x(3)) is None) and ys is None:
+    if scales is None and (ctx.x_opt(3) is None or ctx.const(ctx.x(3)) is None) and ys is None:
         ctx.unsupported("sizes/scales computed at run time")
     attrs = helper.make_node("Resize", [], [])
     attrs.attribute.extend(ctx.node.attribute)

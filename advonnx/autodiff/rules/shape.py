@@ -3,9 +3,12 @@ Expand, Tile, Gather, GatherElements, DepthToSpace, SpaceToDepth, Trilu, CumSum,
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 from onnx import helper
 
+from ..builder import all_int
 from ..registry import VJPContext, vjp
 
 INT64_MAX = np.iinfo(np.int64).max
@@ -40,13 +43,12 @@ def concat(ctx: VJPContext):
     rank = ctx.rank(ctx.y())
     axis = ctx.attr("axis") % rank
     xs = list(ctx.node.input)
-    sizes = [ctx.shape(x) for x in xs]
-    if all(s is not None and isinstance(s[axis], int) for s in sizes):
-        split = b.ints([s[axis] for s in sizes])
+    sizes = [None if s is None else s[axis] for s in (ctx.shape(x) for x in xs)]
+    if all_int(sizes):
+        split = b.ints(sizes)
     else:
         split = b.op("Concat", [_dim(ctx, x, axis) for x in xs], axis=0)
-    parts = b.op("Split", [ctx.g(), split], axis=axis, outputs=len(xs))
-    parts = [parts] if isinstance(parts, str) else parts
+    parts = b.op_multi("Split", [ctx.g(), split], axis=axis, outputs=len(xs))
     return [p if ctx.need(i) else None for i, p in enumerate(parts)]
 
 
@@ -55,7 +57,7 @@ def split(ctx: VJPContext):
     b = ctx.b
     parts = []
     for i, out in enumerate(ctx.node.output):
-        g = ctx.g(i)
+        g = ctx.g_opt(i)
         if g is None:
             g = b.zeros_like(out, ctx.static_shape(out), ctx.np_dtype(ctx.x(0)))
         parts.append(g)
@@ -68,8 +70,8 @@ def _slice_args(ctx: VJPContext):
     if starts is None or ends is None:
         return None
     rank = ctx.rank(ctx.x(0))
-    axes = ctx.const_ints(ctx.x(3)) if ctx.x(3) else list(range(len(starts)))
-    steps = ctx.const_ints(ctx.x(4)) if ctx.x(4) else [1] * len(starts)
+    axes = ctx.const_ints(ctx.x(3)) if ctx.x_opt(3) else list(range(len(starts)))
+    steps = ctx.const_ints(ctx.x(4)) if ctx.x_opt(4) else [1] * len(starts)
     if axes is None or steps is None:
         return None
     return starts, ends, [a % rank for a in axes], steps
@@ -81,7 +83,7 @@ def slice_(ctx: VJPContext):
     b, x, g = ctx.b, ctx.x(0), ctx.g()
     rank = ctx.rank(x)
     args = _slice_args(ctx)
-    xs = ctx.shape(x)
+    xs = ctx.dims(x)
     if args is not None:
         starts, ends, axes, steps = args
         if all(s == 1 for s in steps) and all(isinstance(xs[a], int) for a in axes):
@@ -93,8 +95,8 @@ def slice_(ctx: VJPContext):
                 pads[a] = st
                 pads[rank + a] = d - max(en, st)
             return [b.op("Pad", [g, b.ints(pads)])]
-    axes_v = list(range(rank)) if ctx.x(3) is None else ctx.const_ints(ctx.x(3))
-    steps_v = [1] * len(axes_v or []) if ctx.x(4) is None else ctx.const_ints(ctx.x(4))
+    axes_v = list(range(rank)) if ctx.x_opt(3) is None else ctx.const_ints(ctx.x(3))
+    steps_v = [1] * len(axes_v or []) if ctx.x_opt(4) is None else ctx.const_ints(ctx.x(4))
     if axes_v is None:
         ctx.unsupported("slice axes computed at run time")
     axes_v = [a % rank for a in axes_v]
@@ -102,7 +104,7 @@ def slice_(ctx: VJPContext):
         return [_slice_pad_runtime(ctx, axes_v)]
     # general case: for every sliced axis, scatter into zeros at the sliced positions
     for i, a in enumerate(axes_v):
-        st, en, sp = (_element(ctx, ctx.x(k), i) for k in (1, 2, 4))
+        st, en, sp = (_element(ctx, ctx.x_opt(k), i) for k in (1, 2, 4))
         dim = _dim(ctx, x, a)
         positions = b.op("Range", [b.const(np.int64(0)), b.op("Squeeze", [dim]),
                                    b.const(np.int64(1))])
@@ -167,11 +169,11 @@ def pad(ctx: VJPContext):
     b, x = ctx.b, ctx.x(0)
     rank = ctx.rank(x)
     axes = list(range(rank))
-    if ctx.x(3):
-        axes = ctx.const_ints(ctx.x(3))
-        if axes is None:
+    if ctx.x_opt(3):
+        given = ctx.const_ints(ctx.x(3))
+        if given is None:
             ctx.unsupported("axes computed at run time")
-        axes = [a % rank for a in axes]
+        axes = [a % rank for a in given]
     n = len(axes)
     begin, end = pads[:n], pads[n:]
     if mode != "constant":
@@ -188,11 +190,15 @@ def pad(ctx: VJPContext):
     return [g, None, None, None]
 
 
+_NUMPY_PAD_MODES: dict[str, Literal["reflect", "edge", "wrap"]] = {
+    "reflect": "reflect", "edge": "edge", "wrap": "wrap"}
+
+
 def _pad_scatter(ctx: VJPContext, mode: str, pads: dict[int, tuple[int, int]]) -> str:
     b, x, g = ctx.b, ctx.x(0), ctx.g()
-    xs = ctx.shape(x)
+    xs = ctx.dims(x)
     rank = len(xs)
-    numpy_mode = {"reflect": "reflect", "edge": "edge", "wrap": "wrap"}.get(mode)
+    numpy_mode = _NUMPY_PAD_MODES.get(mode)
     if numpy_mode is None:
         ctx.unsupported(f"mode={mode}")
     for a, (pb, pe) in sorted(pads.items(), reverse=True):
@@ -223,7 +229,7 @@ def tile(ctx: VJPContext):
     if reps is None:
         ctx.unsupported("repeats computed at run time")
     x = ctx.x(0)
-    xs = ctx.shape(x)
+    xs = ctx.dims(x)
     dims = [d if isinstance(d, int) else -1 for d in xs]
     if dims.count(-1) > 1:
         ctx.unsupported("more than one dynamic dim")
@@ -302,7 +308,7 @@ def depth_space(ctx: VJPContext):
 @vjp("Trilu")
 def trilu(ctx: VJPContext):
     """Trilu keeps a triangle: the cotangent is kept on the same triangle."""
-    inputs = [ctx.g()] + ([ctx.x(1)] if ctx.x(1) else [])
+    inputs = [ctx.g()] + ([ctx.x(1)] if ctx.x_opt(1) else [])
     return [ctx.b.op("Trilu", inputs, upper=ctx.attr("upper", 1)), None]
 
 
