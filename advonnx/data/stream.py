@@ -23,6 +23,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -165,6 +166,12 @@ class SampleArray:
     def __repr__(self) -> str:
         shape = "x".join("?" if s is None else str(s) for s in self.shape)
         return f"SampleArray({shape} {self.dtype}, read per block)"
+
+
+def as_array(a: np.ndarray | SampleArray) -> np.ndarray:
+    """``a`` typed as what it stands for: a :class:`SampleArray` is used where a stacked array is
+    (``len``, ``shape``, ``dtype``, indexing, ``take``, ``np.asarray``); nothing is read."""
+    return cast(np.ndarray, a)
 
 
 def shape_blocks(shapes: np.ndarray, size: int) -> Iterator[tuple[int, int]]:
