@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from advonnx.data.dataset import Dataset, InputExpectation
+from advonnx.data.intensity import IntensityRule
 from advonnx.data.labels import finish_labels
 from advonnx.data.pipeline import Pipeline, size_str
 from advonnx.data.readers import (
@@ -24,6 +25,7 @@ from advonnx.data.readers import (
 )
 from advonnx.data.sources.base import LoadRequest, err
 from advonnx.data.stream import SampleArray, as_array, group_order
+from advonnx.errors import DataError
 
 
 @dataclass
@@ -82,11 +84,12 @@ def _counts(shapes) -> dict:
     return out
 
 
-def read_item(pipe: Pipeline, it: Item, expect: InputExpectation, orientation):
-    """One sample through the pipeline: (image in the model's layout, spacing, mask or label)."""
+def read_item(pipe: Pipeline, it: Item, expect: InputExpectation, orientation: str | None
+              ) -> tuple[np.ndarray, tuple[float, ...] | None, np.ndarray | None]:
+    """One sample through the pipeline: (image in the model's layout, spacing, mask or None)."""
     raw = read_series(it.files, orientation) if it.files is not None else read_file(it.path, orientation)
     arr, sp = pipe.image(raw, str(it.path))
-    lab = it.label
+    lab = None
     if it.mask is not None:
         mraw = read_file(it.mask, orientation)
         target = arr.shape[1:] if expect.channels_first else arr.shape[:-1]
@@ -100,7 +103,8 @@ class ItemSource:
     their files through a fresh pipeline (channels as resolved at load); masks of the last blocks
     read are kept for the labels' reads of the same indices."""
 
-    def __init__(self, items, expect, rule, resize, orientation, voxel_spacing, channels):
+    def __init__(self, items: list[Item], expect: InputExpectation, rule: IntensityRule, resize: str,
+                 orientation: str | None, voxel_spacing: tuple[float, ...] | None, channels: int | None):
         self.items, self.expect, self.rule, self.resize = items, expect, rule, resize
         self.orientation, self.voxel_spacing, self.channels = orientation, voxel_spacing, channels
         self.binary_255 = False
@@ -125,7 +129,7 @@ class ItemSource:
             except Unreadable as ex:  # it was read at load: the file changed since
                 raise err(it.path, f"changed since the dataset was loaded ({ex})", "load the dataset again") from None
             xs.append(arr)
-            if it.mask is not None:
+            if lab is not None:  # the item's mask
                 ms.append((lab == 255).astype(np.int64) if self.binary_255 else lab)
         return np.stack(xs), (np.stack(ms) if ms else None)
 
@@ -141,7 +145,11 @@ class ItemSource:
     def masks(self, idx: np.ndarray) -> np.ndarray:
         with self._lock:
             m = self._masks.pop(np.asarray(idx, np.int64).tobytes(), None)
-        return m if m is not None else self._read(idx)[1]
+        if m is None:
+            m = self._read(idx)[1]
+        if m is None:  # only a segmentation dataset's labels are read here
+            raise DataError("these samples have no masks; read their labels from the dataset's y")
+        return m
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -228,7 +236,7 @@ def _read_all(req: LoadRequest, pipe: Pipeline, items: list[Item], skipped: list
                 first_todo = ex.todo
             skipped.append((it.sample_id, str(ex)))
             continue
-        if it.mask is not None:
+        if lab is not None:  # the item's mask
             r.mask_values.update(np.unique(lab).tolist())
             r.ys.append(None)
         elif it.label is not None:
@@ -237,7 +245,7 @@ def _read_all(req: LoadRequest, pipe: Pipeline, items: list[Item], skipped: list
         r.shapes.append(arr.shape)
         r.spacings.append(sp)
         if not req.stream:  # stacked below when all have one size: no second read
-            r.held.append((arr, lab if it.mask is not None else None))
+            r.held.append((arr, lab))
         del arr, lab
     if not r.kept:
         first = skipped[0] if skipped else ("?", "?")
