@@ -43,6 +43,13 @@ class IntensityRule:
         return self.kind
 
 
+def _given(value: float | None, rule: IntensityRule) -> float:
+    """A parameter that :func:`parse_intensity_rule` always sets for ``rule``'s kind."""
+    if value is None:
+        raise _bad_rule(rule.kind, "a parameter is missing")
+    return value
+
+
 def _bad_rule(rule: object, why: str = "") -> DataError:
     return DataError(
         f"intensity rule {rule!r} is not understood{(' (' + why + ')') if why else ''}; use one of "
@@ -134,9 +141,9 @@ def apply_rule(
         a, b = np.percentile(x, [rule.a, rule.b])
         return _linear(x, float(a), float(b), lo, hi)
     if kind == "window":
-        return _linear(x, rule.a, rule.b, lo, hi)
+        return _linear(x, _given(rule.a, rule), _given(rule.b, rule), lo, hi)
     if kind == "divide":
-        return _linear(x, 0.0, rule.a, lo, hi)
+        return _linear(x, 0.0, _given(rule.a, rule), lo, hi)
     raise _bad_rule(str(rule))
 
 

@@ -109,9 +109,9 @@ def is_companion(path: Path) -> bool:
         if (path.parent / (stem + h)).exists() or (path.parent / (stem + h.upper())).exists():
             return True
     # an .mhd may name its data file differently
-    for h in path.parent.glob("*.mhd"):
+    for mhd in path.parent.glob("*.mhd"):
         try:
-            head = h.read_text(encoding="utf-8", errors="replace")[:4000]
+            head = mhd.read_text(encoding="utf-8", errors="replace")[:4000]
         except OSError:
             continue
         if re.search(rf"ElementDataFile\s*=\s*{re.escape(path.name)}\s*$", head, re.M):

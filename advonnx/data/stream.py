@@ -17,12 +17,14 @@ decompression through one open member (forward seeks only when blocks come in or
 
 from __future__ import annotations
 
+import io
 import struct
 import threading
 import zipfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -167,6 +169,12 @@ class SampleArray:
         return f"SampleArray({shape} {self.dtype}, read per block)"
 
 
+def as_array(a: np.ndarray | SampleArray) -> np.ndarray:
+    """``a`` typed as what it stands for: a :class:`SampleArray` is used where a stacked array is
+    (``len``, ``shape``, ``dtype``, indexing, ``take``, ``np.asarray``); nothing is read."""
+    return cast(np.ndarray, a)
+
+
 def shape_blocks(shapes: np.ndarray, size: int) -> Iterator[tuple[int, int]]:
     """Contiguous runs of equal rows of ``shapes`` cut into ranges of at most ``size``."""
     n = len(shapes)
@@ -220,7 +228,8 @@ class NpzMember:
         self.dtype = np.dtype(dtype)
         self.fortran = bool(fortran) and len(self.shape) > 1
         self._per = int(np.prod(self.shape[1:], dtype=np.int64)) if self.shape else 1
-        self._zip = self._fh = None
+        self._zip: zipfile.ZipFile | None = None
+        self._fh: io.BufferedIOBase | None = None  # a ZipExtFile
         self._pos = 0
         self._lock = threading.Lock()
 
@@ -261,7 +270,7 @@ class NpzMember:
                 if self._fh is None or start < self._pos:
                     self._close()
                     self._zip = zipfile.ZipFile(self.path)
-                    self._fh = self._zip.open(self._member)
+                    self._fh = cast(io.BufferedIOBase, self._zip.open(self._member))  # typeshed: IO[bytes]
                     self._pos = 0
                 self._fh.seek(start - self._pos, 1)
                 got = self._fh.readinto(buf)
@@ -273,6 +282,7 @@ class NpzMember:
     def _close(self) -> None:
         if self._fh is not None:
             self._fh.close()
+        if self._zip is not None:
             self._zip.close()
         self._fh = self._zip = None
 

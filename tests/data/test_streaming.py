@@ -138,6 +138,7 @@ def test_dynamic_segmenter_per_sample_metrics_equal_single_sample_runs(tmp_path,
 
 def test_runs_read_per_block_and_equal_stacked_arrays(tmp_path, monkeypatch, nets):
     import advonnx.data.load as load_mod
+    import advonnx.data.sources.npz as npz_source
     import advonnx.suite as suite_mod
     from models import save, small_cnn
 
@@ -146,13 +147,13 @@ def test_runs_read_per_block_and_equal_stacked_arrays(tmp_path, monkeypatch, net
     x = np.random.default_rng(0).uniform(0, 1, (n, 1, 12, 12)).astype(np.float32)
     np.savez(tmp_path / "d.npz", x=x, y=np.arange(n) % 3)
     calls = []
-    real = load_mod._NpzSamples.__call__
+    real = npz_source._NpzSamples.__call__
 
     def spy(self, idx):
         calls.append(np.asarray(idx).copy())
         return real(self, idx)
 
-    monkeypatch.setattr(load_mod._NpzSamples, "__call__", spy)
+    monkeypatch.setattr(npz_source._NpzSamples, "__call__", spy)
     attacks = [AttackEntry("pgd", "linf", parse_eps("0.05"), {"steps": 2}), AttackEntry("fgsm", "l2", parse_eps("0.5"))]
     suite_mod._DATA_CACHE.clear()
     streamed = _run(tmp_path, model, tmp_path / "d.npz", chunk=8, attacks=attacks, name="streamed")
@@ -163,7 +164,7 @@ def test_runs_read_per_block_and_equal_stacked_arrays(tmp_path, monkeypatch, net
     assert len(calls) <= 2 * (2 * n // 8) + 2  # each block once per setting, plus prefetches
 
     real_load = load_mod.load_dataset
-    monkeypatch.setattr(load_mod._NpzSamples, "__call__", real)
+    monkeypatch.setattr(npz_source._NpzSamples, "__call__", real)
     monkeypatch.setattr("advonnx.data.load_dataset", lambda *a, **k: real_load(*a, **{**k, "stream": False}))
     suite_mod._DATA_CACHE.clear()
     stacked = _run(tmp_path, model, tmp_path / "d.npz", chunk=8, attacks=attacks, name="stacked")
