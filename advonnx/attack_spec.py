@@ -112,7 +112,7 @@ def parse_attack_specs(values: list[str] | str | None) -> list[AttackSpec]:
     """``--attack`` values (repeatable, comma-separated) as :class:`AttackSpec` s, validated
     against the registry: unknown attacks and unknown or mistyped settings raise AdvonnxError."""
     from .attacks import attack_class
-    from .suite import parse_eps
+    from .budgets import parse_eps
 
     texts = [values] if isinstance(values, str) else list(values or [])
     specs = []

@@ -1,6 +1,6 @@
 """Running work units on a Dask cluster (``--cluster local:N`` or ``tcp://HOST:PORT``).
 
-The science is the same code path as a local run: workers call ``advonnx.suite.execute_unit``
+The science is the same code path as a local run: workers call ``advonnx.work.execute_unit``
 on plain-data work units, each worker process caching its models (a model is read once per
 worker, not per task). A unit of a streamed dataset carries its block's sample references (file
 paths, or the npz member and sample indices; ``Dataset.block``), never arrays: each worker reads
@@ -13,13 +13,15 @@ twice, never duplicates rows. Needs the ``dask`` extra (``pip install "advonnx[d
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from .errors import AdvonnxError
+from .work import WorkUnit, execute_unit
 
 RETRIES = 3
 
 
-def _client(cluster: str):
+def _client(cluster: str) -> tuple[Any, Any]:
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError:
@@ -43,11 +45,10 @@ def _client(cluster: str):
     raise AdvonnxError(f"--cluster {cluster!r}: use local:N or tcp://HOST:PORT")
 
 
-def run_distributed(cluster: str, units: list, store, on_done: Callable, log: Callable) -> dict[str, int]:
+def run_distributed(cluster: str, units: list[WorkUnit], store: Any, on_done: Callable[[WorkUnit], None],
+                    log: Callable[[str], None]) -> dict[str, int]:
     """Execute ``units`` on the cluster, writing each finished chunk; returns tasks per worker."""
     from dask.distributed import as_completed
-
-    from .suite import execute_unit
 
     client, local = _client(cluster)
     per_worker: dict[str, int] = {}
@@ -65,14 +66,11 @@ def run_distributed(cluster: str, units: list, store, on_done: Callable, log: Ca
         client.close()
         if local is not None:
             local.close()
-    del execute_unit
     return per_worker
 
 
-def _execute_with_worker(unit):
+def _execute_with_worker(unit: WorkUnit) -> tuple[list[dict], dict | None, str]:
     from dask.distributed import get_worker
-
-    from .suite import execute_unit
 
     rows, examples = execute_unit(unit)
     return rows, examples, get_worker().address

@@ -44,7 +44,7 @@ def parse_attack_inputs(text: str) -> list[tuple[str, float | None]]:
         name = name.strip()
         eps = None
         if value.strip():
-            from .suite import parse_eps
+            from .budgets import parse_eps
 
             try:
                 eps = parse_eps(value.strip())[0][0]

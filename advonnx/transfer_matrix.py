@@ -86,7 +86,7 @@ def transfer_rows(unit, rows: list[dict], x, x_adv, labels, common: dict) -> lis
     rows ``rows``, one per sample of ``x``) judged by each model of ``unit.transfer_to``."""
     from .model import ModelRunError
     from .results import empty_row
-    from .suite import cached_model
+    from .work import cached_model
 
     labels = np.asarray(labels)
     fooled_source = [bool(r.get("status") == "ok" and r.get("clean_correct") and r.get("adv_correct") is False)

@@ -44,13 +44,13 @@ if sys.argv[4] == "stacked":
 suite = Suite(name="mem", models=[ModelEntry("m", sys.argv[1])], datasets=[DatasetEntry("d", sys.argv[2])],
               attacks=[AttackEntry("fgsm", "linf", parse_eps("8/255"))], chunk_size=256, save_examples=0,
               masking_checks=False)
-import advonnx.suite
+import advonnx.runner
 before = {}
-read_results = advonnx.suite.read_results
+read_results = advonnx.runner.read_results
 def timed_read(folder):  # the peak before the run's table of all rows is read back
     before["mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return read_results(folder)
-advonnx.suite.read_results = timed_read
+advonnx.runner.read_results = timed_read
 folder, table = Runner(suite, out=sys.argv[3], batch_size=256).run()
 rows = table.num_rows
 hwm = next(int(line.split()[1]) for line in open("/proc/self/status", encoding="ascii") if line.startswith("VmHWM"))

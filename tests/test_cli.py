@@ -329,7 +329,7 @@ def test_run_failing_before_first_chunk_leaves_no_folder(tmp_path, monkeypatch):
     there) and the --out folder it created; earlier runs and resumable folders stay."""
     import time
 
-    from advonnx import suite as suite_mod
+    from advonnx import runner as suite_mod
     from advonnx.suite import AttackEntry, DatasetEntry, ModelEntry, Runner, Suite, parse_eps
 
     path = save(small_cnn(), tmp_path / "m.onnx")

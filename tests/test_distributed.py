@@ -44,7 +44,7 @@ def test_client_plans_on_cpu_and_workers_get_the_requested_device(tmp_path, monk
     def fake_run_distributed(cluster, units, store, on_done, log):
         seen.extend(units)
         for u in units:
-            from advonnx.suite import execute_unit
+            from advonnx.work import execute_unit
 
             rows, examples = execute_unit(dataclasses.replace(u, device="cpu"))
             store.write_chunk(u.key, rows, examples)

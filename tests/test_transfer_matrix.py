@@ -249,7 +249,7 @@ def test_transfer_rows_in_worst_case_runs_cover_the_attacked_samples_only(tmp_pa
 def test_a_failing_target_gives_errored_transfer_rows_left_out_of_the_matrix(monkeypatch):
     from types import SimpleNamespace
 
-    import advonnx.suite as suite_mod
+    import advonnx.work as suite_mod
     from advonnx.model import ModelRunError
     from advonnx.results import rows_to_table
     from advonnx.transfer_matrix import transfer_rows
