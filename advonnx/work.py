@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .attacks import make_attack
-from .attacks.base import dense_success, multilabel_success
+from .attacks.base import adversarial
 from .errors import AdvonnxError, DataError
 from .joint import JointInputModel
 from .metrics import confidence
@@ -259,11 +259,8 @@ def _decide(out: Outcome, model: Any, attack: Any, extras: dict | None, *, corru
         out.clean_pred = np.argmax(out.clean_scores, axis=spec.class_axis)
     if attack is not None:
         out.success = to_numpy(res.success)
-    elif corrupted and multilabel:
-        out.success = to_numpy(multilabel_success(out.adv_pred, out.labels, False))
     elif corrupted:
-        out.success = dense_success(out.adv_pred, out.labels, False) if out.adv_pred.ndim > 1 \
-            else out.adv_pred != out.labels
+        out.success = to_numpy(adversarial(out.adv_pred, out.labels, targeted=False, multilabel=multilabel))
 
 
 def _annotate(rows: list[Row], unit: WorkUnit, model: Any, attack: Any, out: Outcome,
