@@ -323,7 +323,7 @@ def headline_summaries(summaries: list[dict[str, Any]], headline: dict[str, Any]
     """Per model × dataset, the adversarial summary at the headline setting (attack, norm, eps of
     ``leaderboard.headline_for``; among several, untargeted and then the lowest robust accuracy),
     else the one with the lowest overall robust accuracy."""
-    from .leaderboard import headline_for
+    from .summary.headline import headline_for
     from .spec import _fraction
 
     def eps_matches(s, want) -> bool:

@@ -148,7 +148,7 @@ def _settings(cells: list[dict]) -> dict[tuple, list[dict]]:
 
 
 def _is_headline(setting: tuple, headline: dict) -> bool:
-    from .leaderboard import headline_for
+    from .summary.headline import headline_for
 
     dataset, label, norm, _, eps_text = setting
     h = headline_for(headline or {}, dataset)
