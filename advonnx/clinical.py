@@ -323,8 +323,8 @@ def headline_summaries(summaries: list[dict[str, Any]], headline: dict[str, Any]
     """Per model × dataset, the adversarial summary at the headline setting (attack, norm, eps of
     ``leaderboard.headline_for``; among several, untargeted and then the lowest robust accuracy),
     else the one with the lowest overall robust accuracy."""
-    from .summary.headline import headline_for
     from .spec import _fraction
+    from .summary.headline import headline_for
 
     def eps_matches(s, want) -> bool:
         if want is None or str(want) in (s["eps_text"], f"{s['eps']:g}"):
@@ -418,7 +418,7 @@ def _cost_text(s: dict[str, Any]) -> str:
 
 def _risk_coverage_svg(s: dict[str, Any]) -> str | None:
     """The risk–coverage curves (accuracy vs coverage) clean and under attack, as an SVG data URI."""
-    from .report import _mpl, _svg_uri
+    from .report.figures import _mpl, _svg_uri
 
     if not s["risk_coverage_clean"]:
         return None
@@ -438,7 +438,7 @@ def _risk_coverage_svg(s: dict[str, Any]) -> str | None:
 
 
 def _confusion_html(m: list[list[int]], names: list[str], title: str) -> str:
-    from .report import _e
+    from .report.html import _e
 
     head = "".join(f"<th>{_e(n)}</th>" for n in names)
     bold = ' style="font-weight:bold"'
@@ -455,7 +455,7 @@ def clinical_html(table: pa.Table, *, headline: dict[str, Any] | None = None,
     model at the headline setting the full per-class table, sensitivity/specificity, confusion
     matrices clean and under attack, calibration and the risk–coverage curve; every setting in a
     compact table; the flip rate of every target-map direction."""
-    from .report import _e
+    from .report.html import _e
 
     summaries = clinical_summaries(table, costs=costs)
     if not summaries:

@@ -135,18 +135,18 @@ def _masking(table: pa.Table, folders: Sequence[Path] | None) -> dict[str, Any]:
         return {"models": [m for r in stored if r for m in r.get("models", [])]}
 
 
-def summarize_run(table: pa.Table, headline: Headline | None = None, *, folders: Sequence[Path] | None = None
-                  ) -> RunSummary:
+def summarize_run(table: pa.Table, headline: Headline | None = None, *, folders: Sequence[Path] | None = None,
+                  settings: Sequence[SettingSummary] | None = None) -> RunSummary:
     """The :class:`RunSummary` of a result table at ``headline`` (the run's, or ``{}``: no ranking).
     ``folders``: the run folders the table came from (the report's fallback for the masking
-    verdicts)."""
+    verdicts); ``settings``: the table's :func:`summarize_settings`, if already computed."""
     from ..compare import contrast_tests
     from ..run_summary import corruption_intervals
     from ..worst_case import worst_case
     from .notes import run_notes
 
     headline = headline or {}
-    settings = summarize_settings(table)
+    settings = summarize_settings(table) if settings is None else list(settings)
     order = headline_key(settings, headline)
     ranked = _ranked(settings, order)
     legacy = [s.as_dict() for s in ranked]
