@@ -198,7 +198,7 @@ def _corruption_table(run: RunSummary, console) -> None:
 def render_run(run: RunSummary, table: pa.Table, console, *, title: str = "advonnx leaderboard",
                costs: dict[str, Any] | None = None) -> None:
     """Print the leaderboard of ``run`` (the summary of ``table``) to a rich console."""
-    from .clinical import clinical_table
+    from .clinical_view import clinical_table
     from .transfer_matrix import render_transfer
 
     console.print(f"[bold underline]{title}[/bold underline]")

@@ -207,7 +207,7 @@ def render_report(table: pa.Table, folders: list[Path], *, title: str | None = N
                   max_example_bytes: int = MAX_EXAMPLE_BYTES, costs: dict[str, Any] | None = None
                   ) -> tuple[str, dict[str, int]]:
     """The report's HTML and counts of what it holds (plots, example images, contrast pairs)."""
-    from ..clinical import clinical_html
+    from ..clinical_view import clinical_html
 
     _mpl()
     meta = merged_metadata(table, folders) if meta is None else meta
