@@ -150,7 +150,8 @@ def summarize_run(table: pa.Table, headline: Headline | None = None, *, folders:
     order = headline_key(settings, headline)
     ranked = _ranked(settings, order)
     legacy = [s.as_dict() for s in ranked]
-    cs = corruption_summary(legacy, headline) if settings else {"rows": [], "spearman": {}}
+    # corruption figures summed in the rows' order (``show --json`` has always), listed by dataset name
+    cs = corruption_summary([s.as_dict() for s in settings], headline) if settings else {"rows": [], "spearman": {}}
     run = RunSummary(
         headline=headline, settings=tuple(settings), ranked=tuple(ranked), headline_robust=order,
         models=_models(settings, ranked, order, at_headline(settings, headline)),
@@ -158,7 +159,8 @@ def summarize_run(table: pa.Table, headline: Headline | None = None, *, folders:
         masking=_masking(table, folders) if settings else {"models": []},
         worst_case=tuple(r for r in worst_case(table.to_pylist()) if len(r["attacks"]) >= 2) if settings else (),
         cascades=tuple(cascade_stages(table)) if settings else (),
-        corruptions=tuple(corruption_intervals(table, cs["rows"])) if cs["rows"] else (),
-        corruption_spearman=cs["spearman"],
+        corruptions=tuple(sorted(corruption_intervals(table, cs["rows"]), key=lambda r: r["dataset"]))
+        if cs["rows"] else (),
+        corruption_spearman=dict(sorted(cs["spearman"].items())),
         certified=tuple(certified_curves(table, legacy)) if settings else ())
     return dataclasses.replace(run, notes=tuple(run_notes(run, table, legacy))) if settings else run
