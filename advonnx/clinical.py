@@ -224,7 +224,7 @@ def clinical_summaries(table: pa.Table, *, costs: dict[str, Any] | None = None, 
         lab = np.array([r["label"] for r in counted], dtype=np.int64)
         clean_ok = np.array([bool(r["clean_correct"]) for r in counted])
         robust = np.array([r["status"] == "ok" and bool(r["clean_correct"]) and bool(r["adv_correct"]) for r in counted])
-        per_class = []
+        per_class: list[dict[str, Any]] = []
         for c in range(k):
             sel = lab == c
             per_class.append({"class": c, "name": names[c], "n": int(sel.sum()),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -155,7 +156,7 @@ def collect_examples(folders: list[Path], meta: dict, names: dict[str, list[str]
                 label = ex["label"][i] if "label" in ex else None
                 cp = ex["clean_pred"][i] if "clean_pred" in ex else None
                 ap = ex["adv_pred"][i] if "adv_pred" in ex else None
-                sample = {"sample_id": sid, "delta_max": m,
+                sample: dict[str, Any] = {"sample_id": sid, "delta_max": m,
                           "amp": ((hi - lo) / (2 * m)) if m > 0 else 0.0,
                           "images": [("clean", _png_uri(gx)), ("perturbed", _png_uri(ga)),
                                      ("perturbation", _png_uri(_delta_rgb(_shrink(d), m)))]}
@@ -196,7 +197,8 @@ def _within_budget(examples: list[dict], headline: dict, budget: int) -> tuple[l
     attacks by decreasing budget, then corruptions by decreasing severity."""
     order = sorted(range(len(examples)), key=lambda i: (not _is_headline(examples[i], headline),
                                                          examples[i]["kind"] == "corruption", -examples[i]["eps"], i))
-    keep, used = set(), 0
+    keep: set[int] = set()
+    used = 0
     for i in order:
         size = sum(len(uri) for smp in examples[i]["samples"] for _, uri in smp["images"])
         if keep and used + size > budget:

@@ -159,7 +159,7 @@ def curve_figures(summaries: Sequence[SettingSummary], rows: list[dict], colors:
     for dataset, ss in by_ds.items():
         metric = ss[0].metric
         models = sorted({s.model for s in ss})
-        clean = {m: np.nanmean([s.clean for s in ss if s.model == m]) for m in models}
+        clean = {m: float(np.nanmean([s.clean for s in ss if s.model == m])) for m in models}
         fig = _eps_figure(plt, ss, models, clean, colors, metric)
         if fig is not None:
             figs.append({"dataset": dataset, "kind": "eps", "title": f"{metric.capitalize()} vs perturbation budget",

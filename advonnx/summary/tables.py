@@ -62,7 +62,7 @@ def corruption_summary(summaries: list[dict], headline: dict[str, Any], referenc
     corr = [s for s in summaries if s.get("kind") == "corruption"]
     if not corr:
         return {"rows": [], "spearman": {}}
-    by = defaultdict(lambda: defaultdict(dict))  # (dataset) -> model -> (corruption, sev) -> s
+    by: dict[str, dict[str, dict[tuple, dict]]] = defaultdict(lambda: defaultdict(dict))  # (dataset) -> model -> (corruption, sev) -> s
     for s in corr:
         by[s["dataset"]][s["model"]][(s["attack"], s["eps"])] = s
     adv = headline_key(summaries, headline)
@@ -214,7 +214,7 @@ def compare_rows(a: pa.Table, b: pa.Table) -> list[dict[str, Any]]:
     out = []
     for k in sorted(set(sa) | set(sb), key=str):
         x, y = sa.get(k), sb.get(k)
-        first = x or y
+        first = x or y or {}  # k is in one of them
         row = {"model": k[0], "dataset": k[1], "attack": first["attack"], "label": k[2], "norm": k[3], "eps": k[4],
                "setting": setting_label(first), "metric": first["metric"]}
         for f in ("clean", "robust"):
