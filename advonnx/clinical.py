@@ -48,7 +48,7 @@ from .stats import wilson_interval
 from .target_map import not_attacked
 
 __all__ = ["ECE_BINS", "COVERAGES", "ece", "risk_coverage", "confusion", "positive_class", "read_costs",
-           "cost_matrix_for", "clinical_summaries", "flip_rates", "headline_summaries", "clinical_table", "clinical_html"]
+           "cost_matrix_for", "clinical_summaries", "flip_rates", "headline_summaries"]
 
 ECE_BINS = 15
 COVERAGES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
@@ -345,4 +345,11 @@ def headline_summaries(summaries: list[dict[str, Any]], headline: dict[str, Any]
     return out
 
 
-from .clinical_view import clinical_html, clinical_table  # noqa: E402  (the renderings, re-exported)
+def __getattr__(name: str) -> Any:
+    """The renderings, ``clinical_table`` and ``clinical_html``, live in ``clinical_view.py``
+    (which imports this module); offered here too, as they always were."""
+    if name in ("clinical_table", "clinical_html"):
+        from . import clinical_view
+
+        return getattr(clinical_view, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
