@@ -27,8 +27,8 @@ _KINDS = ("adversarial", "corruption")
 def sample_outcomes(table: pa.Table, labels: dict | None = None) -> dict[tuple, dict[str, Any]]:
     """{(model, dataset, label, norm, eps): {"metric", "setting", "kind", "samples": {sample_id:
     (clean, robust, group)}}}: per sample, clean / robust as 0/1 (Dice values for segmentation)."""
-    from .leaderboard import _carried, _counted, setting_label
     from .results import attack_labels, setting_key
+    from .summary.setting import _carried, _counted, setting_label
 
     rows = [r for r in table.to_pylist() if r.get("kind") in _KINDS]
     labels = labels or attack_labels(rows)
@@ -118,7 +118,7 @@ def contrast_tests(table: pa.Table, summaries: list[dict], headline: dict[str, A
     differ (exact McNemar p < 0.05; Dice: paired t). Each entry: both summaries (``lo`` the less
     robust), the paired statistics, and ``equivalent_clean`` / ``different_robust``;
     ``all_pairs``: every headline pair, passing or not."""
-    from .leaderboard import headline_key
+    from .summary.headline import headline_key
 
     keys = headline_key(summaries, headline)
     at = [s for s in summaries if s["model"] in keys and s["robust"] == keys[s["model"]] and s.get("kind") != "corruption"]
@@ -184,7 +184,7 @@ def gate(table: pa.Table, *, min_robust: float | None = None, baseline: pa.Table
     ``baseline``: a model fails when, on some setting it shares with the baseline run, its
     robust figure is significantly lower (paired: the 95 % cluster-bootstrap interval of the
     difference lies below 0 and the exact McNemar p < 0.05; Dice: paired t)."""
-    from .leaderboard import headline_for, headline_key, percent, setting_label, summarize
+    from .summary import headline_for, headline_key, percent, setting_label, summarize
 
     fails: dict[str, str] = {}
     summaries = [s for s in summarize(table) if s.get("kind") == "adversarial"]
@@ -237,7 +237,7 @@ UPPER_BOUND_HTML = html.escape(UPPER_BOUND_TEXT)
 
 def pairs_html(pairs: list[dict[str, Any]]) -> str:
     """A sortable HTML table of :func:`model_pairs` (the report's and ``compare --html``'s)."""
-    from .leaderboard import percent
+    from .summary.setting import percent
 
     if not pairs:
         return '<p class="sub">No two models share samples on a dataset and setting.</p>'
@@ -266,7 +266,7 @@ def print_pairs(console, pairs: list[dict[str, Any]], title: str) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from .leaderboard import percent
+    from .summary.setting import percent
     from .summary_stats import BOOTSTRAP_METHOD
 
     if not pairs:

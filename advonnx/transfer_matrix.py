@@ -35,6 +35,20 @@ from .stats import wilson_interval
 from .xp import to_numpy
 
 
+def _mismatch(sa, xa, sb, xb) -> str | None:
+    """Why two models (specs ``sa``, ``sb``) cannot judge each other's examples of their inputs
+    ``xa``, ``xb`` as read; None when they can."""
+    if xa.shape != xb.shape or xa.dtype != xb.dtype:
+        return f"inputs {xa.shape[1:]} {xa.dtype} vs {xb.shape[1:]} {xb.dtype}"
+    if tuple(sa.value_range) != tuple(sb.value_range):
+        return f"value ranges {list(sa.value_range)} vs {list(sb.value_range)}"
+    if sa.num_classes != sb.num_classes:
+        return f"{sa.num_classes} vs {sb.num_classes} classes"
+    if not np.array_equal(xa, xb):
+        return "the dataset is read differently for each (resizing or intensity rule)"
+    return None
+
+
 def transfer_peers(pairs, models, data_of) -> tuple[dict[tuple[str, str], list], list[str]]:
     """Per (model name, dataset name): the suite's model entries its adversarial examples are fed
     to, and notes on the models or pairs left out. ``pairs``: (ModelEntry, DatasetEntry) of the
@@ -64,16 +78,7 @@ def transfer_peers(pairs, models, data_of) -> tuple[dict[tuple[str, str], list],
             for b, db in fit:
                 if a is b:
                     continue
-                sb, xb = models[b.name].spec, data_of(b, db).x
-                why = None
-                if xa.shape != xb.shape or xa.dtype != xb.dtype:
-                    why = f"inputs {xa.shape[1:]} {xa.dtype} vs {xb.shape[1:]} {xb.dtype}"
-                elif tuple(sa.value_range) != tuple(sb.value_range):
-                    why = f"value ranges {list(sa.value_range)} vs {list(sb.value_range)}"
-                elif sa.num_classes != sb.num_classes:
-                    why = f"{sa.num_classes} vs {sb.num_classes} classes"
-                elif not np.array_equal(xa, xb):
-                    why = "the dataset is read differently for each (resizing or intensity rule)"
+                why = _mismatch(sa, xa, models[b.name].spec, data_of(b, db).x)
                 if why is None:
                     peers.setdefault((a.name, dname), []).append(b)
                 elif a.name < b.name:
@@ -148,7 +153,7 @@ def _settings(cells: list[dict]) -> dict[tuple, list[dict]]:
 
 
 def _is_headline(setting: tuple, headline: dict) -> bool:
-    from .leaderboard import headline_for
+    from .summary.headline import headline_for
 
     dataset, label, norm, _, eps_text = setting
     h = headline_for(headline or {}, dataset)

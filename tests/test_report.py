@@ -86,6 +86,19 @@ def test_report_contents(tiny_results, tmp_path):
     pairs = model_pairs(read_results(tiny_results, all_runs=True))
     assert '<section id="paired">' in page and "brain_cnn</td><td>brain_mobilenet" in page
     assert len(pairs) == page.split('<section id="paired">')[1].split("</section>")[0].count("<tr>") - 1
+    # issue 19: the terminal leaderboard of the same rows shows every setting's figures as the page does
+    import io
+
+    from rich.console import Console
+    from test_summary import html_settings, terminal_settings
+
+    from advonnx.leaderboard import render
+
+    text = io.StringIO()
+    render(read_results(tiny_results, all_runs=True), Console(file=text, width=220, color_system=None))
+    term, web = terminal_settings(text.getvalue()), html_settings(page)
+    assert len(web) == info["settings"] and set(term) == set(web)
+    assert {k: v[:2] for k, v in term.items()} == {k: v[:2] for k, v in web.items()}  # robust %, 95 % CI
 
 
 def test_report_flags(tiny_results, tmp_path, monkeypatch):
