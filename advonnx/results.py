@@ -259,10 +259,12 @@ class RunStore:
     def write_chunk(self, key: str, rows: list[dict[str, Any]], examples: dict[str, np.ndarray] | None = None) -> Path:
         """Atomically write one chunk (and its examples first, so a chunk implies its examples)."""
         if examples:
-            atomic_write_bytes(examples_path(self.folder, key), lambda f: np.savez_compressed(f, **examples))
+            arrays: dict[str, Any] = examples  # savez's stubs type **kwds as its allow_pickle flag
+            atomic_write_bytes(examples_path(self.folder, key), lambda f: np.savez_compressed(f, **arrays))
         for r in rows:
             if r.get("group") is None and r.get("sample_id") is not None:
-                r["group"] = self.groups.get((r.get("model"), r.get("dataset")), {}).get(r["sample_id"], r["sample_id"])
+                where = (str(r.get("model")), str(r.get("dataset")))
+                r["group"] = self.groups.get(where, {}).get(r["sample_id"], r["sample_id"])
         table = rows_to_table(rows, self.metadata)
         path = self.chunk_path(key)
         atomic_write_bytes(path, lambda f: pq.write_table(table, f, compression="zstd"))
