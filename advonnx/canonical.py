@@ -52,10 +52,9 @@ def build_canonical(model: onnx.ModelProto, spec: ModelSpec, *, relaxed: bool = 
     if spec.attacked_output:  # the logits rule
         m = expose_attacked(m, spec.attacked_output, op=spec.attacked_op, path=spec.path)
     m = to_batch_first(m, output_perm(spec))  # a declared output layout (e.g. TNC) → batch-first
-    probabilities = spec.scores == "probabilities"
     if spec.output_kind == "binary":
+        probabilities = spec.scores == "probabilities"
+        if probabilities:  # [1 - p, p] needs CastLike: opset 15
+            m = lift_opset(m, 15)
         m = binary_to_two_class(m, spec.class_axis, probabilities=probabilities)
-    m = finish_outputs(m, spec.label_output)
-    if spec.output_kind == "binary" and probabilities:  # CastLike: opset 15
-        m = lift_opset(m, 15)
-    return m
+    return finish_outputs(m, spec.label_output)

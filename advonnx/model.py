@@ -45,7 +45,9 @@ from .spec import (
 from .xp import Random, namespace, to_numpy
 
 if TYPE_CHECKING:
-    pass
+    from .joint import JointInputModel
+    from .oracles import Model
+    from .sliding import SlidingWindowModel
 
 # Names that moved out of this module, still importable from it.
 __all__ = [
@@ -408,7 +410,7 @@ def load_model(
     estimator: EstimatorConfig | None = None,
     io_binding: bool = False,
     **overrides: Any,
-) -> OnnxModel:
+) -> OnnxModel | SlidingWindowModel | JointInputModel:
     """Load an ONNX model, infer or read its spec, and open an onnxruntime session.
 
     ``overrides`` (highest precedence) may set: input_name, output_name, layout (NCHW, NHWC,
@@ -433,7 +435,7 @@ def load_model(
         models = [load_model(path, device=device, threads=threads, batch_size=batch_size, estimator=estimator,
                              io_binding=io_binding, input_name=name, **overrides) for name, _ in pairs]
         ref = pairs[0][1]
-        return JointInputModel(models, [1.0 if ref is None else e / ref for _, e in pairs])
+        return JointInputModel(models, [1.0 if ref is None or e is None else e / ref for _, e in pairs])
     overrides.pop("attack_inputs", None)
     proto = load_onnx(path)
     spec = infer_spec(proto, path, overrides)
@@ -453,3 +455,9 @@ def with_spec(model: OnnxModel, **changes: Any) -> OnnxModel:
     """A new OnnxModel on the same file with spec fields replaced (used by tests and the CLI)."""
     return OnnxModel(model.original, replace(model.spec, **changes), batch_size=model.batch_size,
                      estimator=model.estimator, io_binding=model.io_binding)
+
+
+if TYPE_CHECKING:  # the three models answer the protocol attacks are typed with (checked by mypy)
+
+    def _answer_the_protocol(a: OnnxModel, b: SlidingWindowModel, c: JointInputModel) -> list[Model]:
+        return [a, b, c]

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .graph import initializer_const
+from .graph import initializer_const, retarget_output
 
 
 def binary_to_two_class(model: onnx.ModelProto, axis: int, *, probabilities: bool) -> onnx.ModelProto:
@@ -26,11 +26,11 @@ def binary_to_two_class(model: onnx.ModelProto, axis: int, *, probabilities: boo
     else:
         g.node.append(helper.make_node("Sub", [out_name, out_name], ["advonnx_neg_class"]))
     g.node.append(helper.make_node("Concat", ["advonnx_neg_class", out_name], ["advonnx_two_class"], axis=axis))
-    g.output[0].name = "advonnx_two_class"
+    retarget_output(g, 0, "advonnx_two_class")
     if len(g.output) > 1:  # the pre-sigmoid logit z as [0, z]
         attacked = g.output[1].name
         g.node.append(helper.make_node("Sub", [attacked, attacked], ["advonnx_attacked_zero"]))
         g.node.append(helper.make_node("Concat", ["advonnx_attacked_zero", attacked], ["advonnx_attacked_two"],
                                        axis=axis))
-        g.output[1].name = "advonnx_attacked_two"
+        retarget_output(g, 1, "advonnx_attacked_two")
     return model

@@ -150,3 +150,10 @@ def insert_front(graph: onnx.GraphProto, input_name: str, nodes: list[onnx.NodeP
 def front_input(graph: onnx.GraphProto, input_name: str) -> str:
     """The tensor the Identity ``advonnx_preprocessed`` reads (creating it when absent)."""
     return graph.node[input_front(graph, input_name)].input[0]
+
+
+def retarget_output(graph: onnx.GraphProto, k: int, name: str) -> None:
+    """Output ``k`` of ``graph`` becomes tensor ``name`` (same element type, shape left to
+    onnxruntime: a rewrite may change it)."""
+    elem = graph.output[k].type.tensor_type.elem_type
+    graph.output[k].CopyFrom(helper.make_tensor_value_info(name, elem, None))

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import onnx
 from onnx import helper
 
+from .graph import retarget_output
+
 
 def to_batch_first(model: onnx.ModelProto, perm: Sequence[int] | None) -> onnx.ModelProto:
     """``model`` whose outputs (the scores and, when there is one, the attacked tensor) are
@@ -14,8 +16,8 @@ def to_batch_first(model: onnx.ModelProto, perm: Sequence[int] | None) -> onnx.M
     if perm is None:
         return model
     g = model.graph
-    for out in g.output:
+    for k, out in enumerate(g.output):
         name = f"{out.name}_advonnx_batch_first"
         g.node.append(helper.make_node("Transpose", [out.name], [name], perm=list(perm)))
-        out.name = name
+        retarget_output(g, k, name)
     return model

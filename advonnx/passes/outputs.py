@@ -9,7 +9,7 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper
 
-from .graph import ATTACKED_OUTPUT, FLOAT_TYPES
+from .graph import ATTACKED_OUTPUT, FLOAT_TYPES, retarget_output
 
 
 def select_scores(model: onnx.ModelProto, output_name: str) -> onnx.ModelProto:
@@ -33,7 +33,7 @@ def finish_outputs(model: onnx.ModelProto, label_output: str = "") -> onnx.Model
     g = model.graph
     if len(g.output) > 1:
         g.node.append(helper.make_node("Identity", [g.output[1].name], [ATTACKED_OUTPUT], name=ATTACKED_OUTPUT))
-        g.output[1].name = ATTACKED_OUTPUT
+        retarget_output(g, 1, ATTACKED_OUTPUT)
     if label_output:
         g.output.append(helper.make_tensor_value_info(label_output, TensorProto.INT64, None))
     return model
