@@ -12,7 +12,7 @@ import os
 import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 import onnx
@@ -51,10 +51,15 @@ if TYPE_CHECKING:
 
 # Names that moved out of this module, still importable from it.
 __all__ = [
-    "ATTACKED_OUTPUT", "MAX_INPUT_ELEMENTS", "PROBE_SIGNAL", "PROBE_SPATIAL", "RANDOM_OPS", "ModelRunError",
+    "ATTACKED_OUTPUT", "LoadedModel", "MAX_INPUT_ELEMENTS", "PROBE_SIGNAL", "PROBE_SPATIAL", "RANDOM_OPS", "ModelRunError",
     "OnnxModel", "build_canonical", "infer_spec", "load_model", "randomized_ops", "take_extras", "with_spec",
     "_like", "_session_options", "_take_rows", "_tile",
 ]
+
+
+# What load_model returns: a model, or a wrapper of models (sliding windows, joint inputs); all
+# three answer the protocol attacks are typed with (advonnx.oracles.Model).
+LoadedModel: TypeAlias = "OnnxModel | SlidingWindowModel | JointInputModel"
 
 
 class ModelRunError(AdvonnxError):
@@ -410,7 +415,7 @@ def load_model(
     estimator: EstimatorConfig | None = None,
     io_binding: bool = False,
     **overrides: Any,
-) -> OnnxModel | SlidingWindowModel | JointInputModel:
+) -> LoadedModel:
     """Load an ONNX model, infer or read its spec, and open an onnxruntime session.
 
     ``overrides`` (highest precedence) may set: input_name, output_name, layout (NCHW, NHWC,
