@@ -201,9 +201,9 @@ def _evict(folder: Path, cap: int) -> None:
 
 
 def _options(threads: int | None, level) -> ort.SessionOptions:
-    from .model import _session_options
+    from .session import session_options
 
-    so = _session_options(threads)
+    so = session_options(threads)
     so.graph_optimization_level = level
     return so
 

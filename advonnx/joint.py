@@ -170,7 +170,7 @@ class JointInputModel:
     def input_norms(self, x, x_adv) -> list[dict]:
         """Per sample: name -> {"linf", "l2"} of that input's perturbation, in its value units."""
         a, b = self.unpack(x), self.unpack(x_adv)
-        rows = [{} for _ in range(x.shape[0])]
+        rows: list[dict[str, dict[str, float]]] = [{} for _ in range(x.shape[0])]
         for n in self.names:
             d = to_numpy(b[n]).astype(np.float64).reshape(x.shape[0], -1) - \
                 to_numpy(a[n]).astype(np.float64).reshape(x.shape[0], -1)

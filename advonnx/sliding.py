@@ -26,7 +26,7 @@ import numpy as np
 
 from . import losses
 from .errors import AdvonnxError, ModelError
-from .oracles import estimate_value_and_grad
+from .oracles import Extras, estimate_value_and_grad
 from .spec import channels_first
 from .xp import Random, namespace
 
@@ -164,23 +164,34 @@ class SlidingWindowModel:
                 out[(b, slice(None), *slices[sl])] += scores[i - start] * w
         return self._back(self._crop(out / count, pads))
 
-    def predict(self, x):
+    def _one_input(self, extras: Extras) -> None:
+        """Refuse held-fixed inputs: sliding windows run models with one input (``extras`` is
+        accepted for the model interface, :class:`advonnx.oracles.Model`)."""
+        if extras:
+            raise AdvonnxError(f"{self.spec.path}: sliding windows run models with one input; got values for "
+                               f"{sorted(extras)}")
+
+    def predict(self, x, *, extras: Extras = None):
         """Stitched scores of ``x`` (any spatial size), in the model's layout."""
+        self._one_input(extras)
         return self._stitch(x, self.inner.predict)
 
-    def attack_scores(self, x):
+    def attack_scores(self, x, *, extras: Extras = None):
         """Stitched attacked scores (the inner model's logits before a final Softmax, when it has
         one): what losses and gradients read."""
+        self._one_input(extras)
         if self.inner.spec.attacked_output:
             return self._stitch(x, self.inner.attack_scores)
         return self.predict(x)
 
-    def predict_both(self, x):
+    def predict_both(self, x, *, extras: Extras = None):
+        self._one_input(extras)
         return self.predict(x), self.attack_scores(x)
 
-    def classify(self, x, *, votes: int | None = None):
+    def classify(self, x, *, votes: int | None = None, extras: Extras = None):
         """Argmax of the stitched scores (sliding windows take deterministic models: ``votes`` is
         accepted for the model interface and must be 1 or None)."""
+        self._one_input(extras)
         if votes not in (None, 1):
             raise AdvonnxError(f"{self.spec.path}: sliding windows do not vote over randomized evaluations")
         scores = self.predict(x)
@@ -191,11 +202,17 @@ class SlidingWindowModel:
         return self.inner.gradient_mode(requested, loss="cotangent" if loss is not None else None)
 
     def value_and_grad(self, x, y=None, *, loss: str = "ce", gradient: str = "auto", cotangent=None, mask=None,
-                       rng: Random | None = None, counter=None, scale_free: bool = False):
+                       rng: Random | None = None, counter=None, scale_free: bool = False,
+                       with_decisions: bool = False, extras: Extras = None):
         """Per-sample loss of the stitched attacked scores and its exact input gradient (see
         module docstring); ``loss``: ``seg_ce`` (or ``ce``: the same per-pixel mean) or a
         ``cotangent`` (on the attacked scores). ``scale_free`` is accepted for the model
-        interface: the per-pixel mean cross-entropy's gradient is returned as it is."""
+        interface: the per-pixel mean cross-entropy's gradient is returned as it is; so are
+        ``with_decisions`` (must be False: :attr:`one_pass` is False) and ``extras`` (none)."""
+        self._one_input(extras)
+        if with_decisions:
+            raise AdvonnxError("value_and_grad(with_decisions=True) needs one gradient graph; sliding windows "
+                               "take decisions from a separate run (one_pass is False)")
         xp = namespace(x)
         n = x.shape[0]
         if cotangent is None and y is None:

@@ -1,21 +1,12 @@
-"""ModelSpec: what advonnx knows or guessed about a model, and where each fact came from.
-
-Precedence, lowest to highest: graph guess < ONNX ``metadata_props`` (keys ``advonnx.*``) <
-sidecar ``MODEL.onnx.advonnx.toml`` < explicit overrides (CLI flags, ``load_model(**overrides)``).
-Every field records its source so ``advonnx inspect`` and the results can show what was
-declared and what was assumed.
-"""
+"""ModelSpec: the fields advonnx knows or guessed about a model, the layouts and output kinds
+they take, and the layout arithmetic on them (see the package docstring for where values come
+from)."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import tomllib
-
-from .errors import ModelError
 
 # N: batch, C: channels, D/H/W: spatial axes (W alone: the time axis of a 1-D signal), F: features.
 LAYOUTS = ("NCHW", "NHWC", "NCDHW", "NDHWC", "NCW", "NWC", "NF")
@@ -167,7 +158,7 @@ class ModelSpec:
         if self.attacked_scores == "probabilities":
             return self.threshold
         if self.scores == "probabilities":
-            from .losses import logit_threshold
+            from ..losses import logit_threshold
 
             return logit_threshold(self.threshold)
         return 0.0
@@ -186,19 +177,6 @@ class ModelSpec:
 OUTPUT_AXES = "NCDHWT"
 
 
-def parse_output_layout(value: Any, origin: str) -> str:
-    """An output layout: letters N (batch), C (classes) and D/H/W/T (positions), each once, e.g.
-    ``NC``, ``TNC`` (sequence-first, as recurrent nets emit) or ``NHWC``."""
-    text = str(value).strip().upper()
-    if (not text or any(c not in OUTPUT_AXES for c in text) or len(set(text)) != len(text)
-            or "N" not in text or "C" not in text):
-        raise ModelError(
-            f"output layout {value!r} from {origin}: use the letters N (batch), C (classes) and D, H, W or T "
-            "(positions), each once, e.g. NC, TNC or NCHW"
-        )
-    return text
-
-
 def canonical_output_perm(output_layout: str, channels_first_input: bool) -> tuple[int, ...]:
     """Axis permutation taking a ``output_layout`` tensor to advonnx's canonical form: batch first,
     classes next to it (channels-first inputs) or last (channels-last inputs), positions in order."""
@@ -207,139 +185,11 @@ def canonical_output_perm(output_layout: str, channels_first_input: bool) -> tup
     return tuple([n, c, *positions] if channels_first_input or not positions else [n, *positions, c])
 
 
-def parse_value_range(value: Any) -> tuple[float, float]:
-    if isinstance(value, str):
-        parts = [p for p in value.replace(" ", "").split(",") if p]
-    else:
-        parts = list(value)
-    try:
-        lo, hi = (float(_fraction(p)) for p in parts)
-    except (TypeError, ValueError):
-        raise ModelError(f"value range {value!r} is not two numbers; write it as 'LO,HI', e.g. '0,1'") from None
-    if not lo < hi:
-        raise ModelError(f"value range {value!r} must have LO < HI")
-    return (lo, hi)
 
 
-def _fraction(text: Any) -> float:
-    if isinstance(text, str) and "/" in text:
-        num, den = text.split("/", 1)
-        return float(num) / float(den)
-    return float(text)
-
-
-def _floats(value: Any) -> tuple[float, ...]:
-    if isinstance(value, str):
-        value = [v for v in value.replace(" ", "").split(",") if v]
-    if isinstance(value, (int, float)):
-        value = [value]
-    return tuple(float(v) for v in value)
-
-
-def _names(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [v.strip() for v in value.split(",") if v.strip()]
-    return tuple(str(v) for v in value)
-
-
-def normalize_declared(raw: dict[str, Any], origin: str) -> dict[str, Any]:
-    """Parse and validate declared fields from metadata, a sidecar or overrides."""
-    out: dict[str, Any] = {}
-    aliases = {"input": "input_name", "output": "output_name", "classes": "class_names"}
-    for key, value in raw.items():
-        if value is None:
-            continue
-        key = aliases.get(key, key)
-        if key not in DECLARABLE:
-            if origin == "metadata":
-                continue  # other tools' metadata keys are not ours to judge
-            raise ModelError(
-                f"unknown model setting {key!r} in {origin}; known: {', '.join(DECLARABLE)}"
-            )
-        if key == "layout":
-            value = str(value).upper()
-            if value not in LAYOUTS:
-                raise ModelError(f"layout {value!r} from {origin} is not one of {', '.join(LAYOUTS)}")
-        elif key == "scores":
-            value = str(value).lower()
-            if value in ("probs", "probability", "softmax", "sigmoid"):
-                value = "probabilities"
-            if value not in SCORES:
-                raise ModelError(f"scores {value!r} from {origin}: use 'logits' or 'probabilities'")
-        elif key == "task":
-            value = str(value).lower()
-            if value not in TASKS:
-                raise ModelError(f"task {value!r} from {origin}: use 'classification' or 'segmentation'")
-        elif key == "value_range":
-            value = parse_value_range(value)
-        elif key in ("mean", "std"):
-            value = _floats(value)
-            if key == "std" and any(v == 0 for v in value):
-                raise ModelError(f"std from {origin} contains 0; a normalization cannot divide by 0")
-        elif key == "logits_rule":
-            if isinstance(value, str):
-                if value.strip().lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-                    raise ModelError(f"logits_rule {value!r} from {origin}: use true or false")
-                value = value.strip().lower() in ("true", "1", "yes", "on")
-            else:
-                value = bool(value)
-        elif key in ("scale", "threshold"):
-            value = float(_fraction(value))
-        elif key in ("votes", "eot"):
-            try:
-                value = int(value)
-            except (TypeError, ValueError):
-                value = -1
-            if value < 0:
-                raise ModelError(f"{key} from {origin} must be an integer >= 0 (0 = automatic)")
-        elif key == "patch_size":
-            try:
-                value = tuple(int(v) for v in (value.replace("x", ",").split(",") if isinstance(value, str) else value))
-            except (TypeError, ValueError):
-                raise ModelError(f"patch_size {value!r} from {origin}: give window sizes, e.g. 96,96,96") from None
-            if not value or min(value) < 1:
-                raise ModelError(f"patch_size {value!r} from {origin}: give positive window sizes, e.g. 96,96,96")
-        elif key == "overlap":
-            value = float(_fraction(value))
-            if not 0 <= value < 1:
-                raise ModelError(f"overlap {value!r} from {origin} must be in [0, 1)")
-        elif key == "blend":
-            value = str(value).lower()
-            if value not in ("constant", "gaussian"):
-                raise ModelError(f"blend {value!r} from {origin}: use 'constant' or 'gaussian'")
-        elif key == "output_layout":
-            value = parse_output_layout(value, origin)
-        elif key == "sampling_rate":
-            value = float(_fraction(value))
-            if not value > 0:
-                raise ModelError(f"sampling_rate from {origin} must be a positive number of hertz, not {value!r}")
-        elif key == "class_names":
-            value = _names(value)
-        else:
-            value = str(value)
-        out[key] = value
-    return out
-
-
-def read_metadata(model_proto) -> dict[str, Any]:
-    """``advonnx.*`` entries of the model's metadata_props, prefix removed."""
-    raw = {}
-    for prop in model_proto.metadata_props:
-        if prop.key.startswith("advonnx."):
-            raw[prop.key[len("advonnx."):]] = prop.value
-    return normalize_declared(raw, "metadata")
-
-
-def sidecar_path(model_path: str | Path) -> Path:
-    return Path(str(model_path) + ".advonnx.toml")
-
-
-def read_sidecar(model_path: str | Path) -> dict[str, Any]:
-    path = sidecar_path(model_path)
-    if not path.is_file():
-        return {}
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise ModelError(f"{path}: not valid TOML ({err}); fix or remove the sidecar file") from None
-    return normalize_declared(raw, f"sidecar {path.name}")
+def output_perm(spec: ModelSpec) -> tuple[int, ...] | None:
+    """The transpose a declared output layout needs (None when it is canonical already)."""
+    if not spec.output_layout:
+        return None
+    perm = canonical_output_perm(spec.output_layout, channels_first(spec.layout) or spec.layout == "NF")
+    return None if perm == tuple(range(len(perm))) else perm
