@@ -24,7 +24,7 @@ from .attacks.base import adversarial
 from .errors import AdvonnxError, DataError
 from .joint import JointInputModel
 from .metrics import confidence
-from .model import ModelRunError, OnnxModel, load_model
+from .model import LoadedModel, ModelRunError, load_model
 from .rows import (
     Outcome,
     Row,
@@ -79,7 +79,7 @@ class WorkUnit:
 
 
 # Per-process caches: a worker loads each model and dataset once and reuses them across tasks.
-_MODEL_CACHE: dict[tuple, OnnxModel] = {}
+_MODEL_CACHE: dict[tuple, LoadedModel] = {}
 _DATA_CACHE: dict[tuple, Any] = {}
 
 
@@ -87,7 +87,7 @@ def _model_key(entry: ModelEntry, device: str, batch_size: int, threads: int | N
     return (entry.path, json.dumps(entry.overrides, sort_keys=True, default=str), device, batch_size, threads)
 
 
-def cached_model(entry: ModelEntry, device: str, batch_size: int, threads: int | None = None) -> OnnxModel:
+def cached_model(entry: ModelEntry, device: str, batch_size: int, threads: int | None = None) -> LoadedModel:
     """The entry's model, loaded once per process (and device, batch size, threads)."""
     key = _model_key(entry, device, batch_size, threads)
     if key not in _MODEL_CACHE:
@@ -96,7 +96,7 @@ def cached_model(entry: ModelEntry, device: str, batch_size: int, threads: int |
     return _MODEL_CACHE[key]
 
 
-def _expectation(model: OnnxModel) -> Any:
+def _expectation(model: LoadedModel) -> Any:
     from .data import InputExpectation
 
     s = model.spec
@@ -105,7 +105,7 @@ def _expectation(model: OnnxModel) -> Any:
                             findings=s.num_classes if s.output_kind == "multilabel" else 0)
 
 
-def cached_dataset(dentry: DatasetEntry, model: OnnxModel | JointInputModel, model_name: str = "") -> Any:
+def cached_dataset(dentry: DatasetEntry, model: LoadedModel, model_name: str = "") -> Any:
     """The dataset as ``model`` reads it (layout, size, value range, class names), loaded once per
     process; for a joint model, packed for its inputs."""
     from .data import load_dataset
