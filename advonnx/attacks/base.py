@@ -13,13 +13,16 @@ import inspect
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, final
+from typing import TYPE_CHECKING, Any, ClassVar, final
 
 import numpy as np
 
 from ..errors import AdvonnxError
 from ..metrics import spatial_axes
 from ..xp import Random, batch_view, flat, namespace, norms, to_numpy
+
+if TYPE_CHECKING:
+    from ..oracles import Model
 
 NORMS = ("linf", "l2", "l0")
 
@@ -75,7 +78,7 @@ class AttackContext:
     holds the inputs that are not attacked; every method takes the rows ``idx`` of them, so a
     call on a subset of samples feeds each sample's own values."""
 
-    def __init__(self, model, *, n: int, rng: Random, gradient: str, targeted: bool,
+    def __init__(self, model: Model, *, n: int, rng: Random, gradient: str, targeted: bool,
                  value_range, max_queries: int | None, eot: int | None = None, extras=None):
         self.model = model
         self.extras = extras or None
@@ -97,7 +100,7 @@ class AttackContext:
     def count(self, idx) -> None:
         np.add.at(self.queries, to_numpy(idx), 1)
 
-    def rows(self, idx) -> dict:
+    def rows(self, idx) -> dict[str, Any]:
         """Keyword arguments feeding the held-fixed inputs of samples ``idx`` ({} for a model
         with one input)."""
         if not self.extras:
@@ -164,7 +167,7 @@ class AttackContext:
                 and self.model.gradient_mode(self.gradient, loss=loss, scale_free=scale_free, with_decisions=True) == "exact":
             value, grad, scores = self.model.value_and_grad(
                 x, labels, loss=loss, gradient=self.gradient, counter=lambda rows: self.count(to_numpy(idx)[rows]),
-                with_decisions=True, **({"scale_free": True} if scale_free else {}), **self.rows(idx))
+                with_decisions=True, scale_free=scale_free, **self.rows(idx))
             self._record_zero_gradient(grad, idx)
             return value, grad, scores
         scores = self.predict(x, idx)
@@ -214,7 +217,7 @@ class AttackContext:
 
         value, grad = self.model.value_and_grad(
             x, labels, loss=loss, cotangent=cotangent, gradient=self.gradient, rng=self.rng, counter=counter,
-            mask=mask, **({"scale_free": True} if scale_free else {}), **self.rows(idx_host),
+            mask=mask, scale_free=scale_free, **self.rows(idx_host),
         )
         if k > 1:
             value = xp.mean(xp.reshape(value, (k, n)), axis=0)
@@ -328,7 +331,7 @@ class Attack(ABC):
         return xp.where(batch_view(inside, x.ndim), rounded, x + xp.trunc(x_adv - x))
 
     @final
-    def __call__(self, model, x, y=None, *, target=None, targeted: bool = False,
+    def __call__(self, model: Model, x, y=None, *, target=None, targeted: bool = False,
                  rng: Random | None = None, gradient: str = "auto",
                  max_queries: int | None = None, eot: int | None = None, extras=None) -> AttackResult:
         """Attack the batch ``x`` (model layout, value range units) with labels ``y``.
@@ -356,14 +359,14 @@ class Attack(ABC):
         if targeted and target is None:
             raise AdvonnxError(f"targeted {self.name} needs target labels")
         # per-element bounds for a joint attack's packed inputs (advonnx.joint), else the range
-        bounds = spec.value_range
+        bounds: Any = spec.value_range  # (lo, hi), or per-element bounds of a joint model
         if getattr(model, "joint", False):
             from ..joint import check_joint_attack
 
             check_joint_attack(self.name)
-            if model.bounds is None:
+            bounds = getattr(model, "bounds", None)
+            if bounds is None:
                 raise AdvonnxError(f"{self.name}: pack the inputs first (JointInputModel.pack) and attack the packed vectors")
-            bounds = model.bounds
         ctx = AttackContext(model, n=x.shape[0], rng=rng, gradient=mode, targeted=targeted,
                             value_range=bounds, max_queries=max_queries, eot=eot, extras=extras)
         # integer-input models: results go on the integer grid when the clean inputs lie on it
