@@ -1,6 +1,7 @@
 """The command line as a user meets it: exit codes, one-line errors, end-to-end runs."""
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_inprocess import run_cli
 
 from advonnx.results import read_results
 from models import save, small_cnn
@@ -16,9 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def advonnx(*args, cwd=None, env=None):
-    e = {**os.environ, "COLUMNS": "120", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "advonnx.cli", *map(str, args)], capture_output=True, text=True,
-                          encoding="utf-8", cwd=cwd, env=e, timeout=600)
+    """The CLI in this process (a new interpreter per call made this file slow)."""
+    return run_cli(*args, cwd=cwd, env=env, columns=120)
 
 
 USAGE_ERRORS = [
@@ -38,20 +39,45 @@ USAGE_ERRORS = [
 # typer >= 0.2x vendors click as typer._click and does not install click: hide click to prove that
 # the CLI does not need it. Older typer (>= 0.12, our lower bound) imports click itself: keep it.
 _TYPER_VENDORS_CLICK = importlib.util.find_spec("typer._click") is not None
-BLOCK_CLICK = ("import sys; sys.modules['click'] = None; " if _TYPER_VENDORS_CLICK else "") + \
-    "from advonnx.cli import main; main()"
+# One new interpreter, click hidden before advonnx is imported, runs every usage error above in
+# turn (one process per error made this the slowest part of the file): exit code and stderr each.
+BLOCK_CLICK = ("import sys; sys.modules['click'] = None\n" if _TYPER_VENDORS_CLICK else "import sys\n") + """\
+import contextlib, io, json, traceback
+from advonnx.cli import main
+results = []
+for args in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        try:
+            main(args)
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else int(e.code is not None)
+        except Exception:
+            traceback.print_exc()
+            code = 1
+    results.append([code, err.getvalue()])
+print(json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def usage_errors_without_click():
+    r = subprocess.run([sys.executable, "-c", BLOCK_CLICK, json.dumps(USAGE_ERRORS)], capture_output=True,
+                       text=True, encoding="utf-8", timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert r.returncode == 0 and not r.stderr, r.stderr
+    return {tuple(args): result for args, result in zip(USAGE_ERRORS, json.loads(r.stdout))}
 
 
 @pytest.mark.parametrize("args", USAGE_ERRORS, ids=" ".join)
-def test_usage_errors_one_line_exit_2_without_click(args):
+def test_usage_errors_one_line_exit_2_without_click(args, usage_errors_without_click):
     """typer >= 0.2x vendors click and no longer installs it: usage errors must not need it (older
     typer, which depends on click, runs the same errors with click present)."""
-    r = subprocess.run([sys.executable, "-c", BLOCK_CLICK, *args], capture_output=True, text=True,
-                       encoding="utf-8", timeout=120, env={**os.environ, "COLUMNS": "200"})
-    assert r.returncode == 2, r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    assert "Traceback" not in r.stderr and "--help" in lines[0]
+    returncode, stderr = usage_errors_without_click[args]
+    assert returncode == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    assert "Traceback" not in stderr and "--help" in lines[0]
 
 
 def test_attacks_lists_registry():
