@@ -161,7 +161,7 @@ def test_unlabelled_data_uses_clean_predictions(tmp_path):
     path = save(small_cnn(), tmp_path / "m.onnx")
     np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).uniform(0, 1, (6, 1, 8, 8)).astype(np.float32))
     r = advonnx("run", "--model", path, "--data", tmp_path / "d.npz", "--attack", "fgsm", "--eps", "0.1",
-                "--out", tmp_path / "o", "--quiet")
+                "--out", tmp_path / "o", "--quiet", "--no-masking-checks")
     assert r.returncode == 0, r.stderr
     t = read_results(tmp_path / "o")
     assert set(t.column("label_source").to_pylist()) == {"clean_prediction"}
@@ -221,7 +221,7 @@ def test_compare_html(tmp_path):
              y=np.arange(8) % 3)
     for out, eps in (("a", "0.01"), ("b", "0.2")):
         r = advonnx("run", "--model", path, "--data", tmp_path / "d.npz", "--attack", "fgsm", "--eps", eps,
-                    "--out", tmp_path / out, "--quiet")
+                    "--out", tmp_path / out, "--quiet", "--no-masking-checks")
         assert r.returncode == 0, r.stderr
     r = advonnx("compare", tmp_path / "a", tmp_path / "b", "--html", tmp_path / "c.html")
     assert r.returncode == 0, r.stderr
@@ -298,7 +298,8 @@ def test_intensity_and_class_names_flags_reach_rows_and_metadata(tmp_path):
     raw = _png_folders(tmp_path / "scans", names)
     out = tmp_path / "o"
     r = advonnx("run", "--model", path, "--data", tmp_path / "scans", "--attack", "fgsm", "--eps", "0.1",
-                "--intensity", "window:1000,3000", "--class-names", ",".join(names), "--out", out, "--quiet")
+                "--intensity", "window:1000,3000", "--class-names", ",".join(names), "--out", out, "--quiet",
+                "--no-masking-checks")
     assert r.returncode == 0, r.stderr
     table = read_results(out)
     m = load_model(path)
@@ -315,7 +316,7 @@ def test_intensity_and_class_names_flags_reach_rows_and_metadata(tmp_path):
         assert d["class_names_source"] != "none" and d["models"] == ["m"]
     # 'auto' on 16-bit images resolves to the percentile window, and says so
     r = advonnx("run", "--model", path, "--data", tmp_path / "scans", "--attack", "fgsm", "--eps", "0.1",
-                "--class-names", ",".join(names), "--out", tmp_path / "auto", "--quiet")
+                "--class-names", ",".join(names), "--out", tmp_path / "auto", "--quiet", "--no-masking-checks")
     assert r.returncode == 0, r.stderr
     d = run_metadata(read_results(tmp_path / "auto"))["datasets"]["scans"]
     assert d["intensity"] == "auto" and d["intensity_rule"] == "auto: percentile:0.5-99.5 (6 images)"
@@ -342,7 +343,7 @@ def test_assumed_value_range_warning_in_run_and_show(tmp_path):
     for declared, out in ((False, "a"), (True, "b")):
         extra = ("--value-range", "0,1") if declared else ()
         r = advonnx("run", "--model", path, "--data", tmp_path / "d.npz", "--attack", "fgsm", "--eps", "0.1",
-                    *extra, "--out", tmp_path / out, "--quiet")
+                    *extra, "--out", tmp_path / out, "--quiet", "--no-masking-checks")
         assert r.returncode == 0, r.stderr
         shown = advonnx("show", tmp_path / out)
         assert shown.returncode == 0, shown.stderr
