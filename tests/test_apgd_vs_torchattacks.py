@@ -5,11 +5,11 @@ weights (issue 16): the suite's brain_cnn and brain_mobilenet, 300 test patches,
 
 import numpy as np
 import pytest
-import torch
 from reference.sequential_torch import sequential_from_onnx
 
 import advonnx
 
+torch = pytest.importorskip("torch")
 torchattacks = pytest.importorskip("torchattacks")
 pytestmark = pytest.mark.slow
 

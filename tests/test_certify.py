@@ -137,8 +137,18 @@ def test_arguments_are_checked(tmp_path):
 
 # -- segmentation (Fischer, Baader & Vechev 2021) ---------------------------------------------
 
-def test_holm_bonferroni_equals_statsmodels():
+@pytest.fixture
+def multitest(monkeypatch):
+    """statsmodels.stats.multitest; its multipletests calls gc.collect() on every call (seconds each
+    in a test session's large heap): no collection during the test, same results."""
     multitest = pytest.importorskip("statsmodels.stats.multitest")
+    import gc
+
+    monkeypatch.setattr(gc, "collect", lambda *args, **kwargs: 0)
+    return multitest
+
+
+def test_holm_bonferroni_equals_statsmodels(multitest):
     from advonnx.certify import holm_bonferroni
 
     rng = np.random.default_rng(0)
@@ -148,10 +158,9 @@ def test_holm_bonferroni_equals_statsmodels():
         np.testing.assert_array_equal(holm_bonferroni(p, 0.01), ref)
 
 
-def test_segcertify_statistics_equal_a_transcription():
+def test_segcertify_statistics_equal_a_transcription(multitest):
     """SEGCERTIFY's decisions from given counts equal a transcription with SciPy's one-sided
     binomial test and statsmodels' Holm correction."""
-    multitest = pytest.importorskip("statsmodels.stats.multitest")
     from advonnx.certify import certify_dense_counts
 
     rng = np.random.default_rng(1)

@@ -1,6 +1,7 @@
 """The command line as a user meets it: exit codes, one-line errors, end-to-end runs."""
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_inprocess import run_cli
 
 from advonnx.results import read_results
 from models import save, small_cnn
@@ -16,9 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def advonnx(*args, cwd=None, env=None):
-    e = {**os.environ, "COLUMNS": "120", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "advonnx.cli", *map(str, args)], capture_output=True, text=True,
-                          encoding="utf-8", cwd=cwd, env=e, timeout=600)
+    """The CLI in this process (a new interpreter per call made this file slow)."""
+    return run_cli(*args, cwd=cwd, env=env, columns=120)
 
 
 USAGE_ERRORS = [
@@ -38,20 +39,45 @@ USAGE_ERRORS = [
 # typer >= 0.2x vendors click as typer._click and does not install click: hide click to prove that
 # the CLI does not need it. Older typer (>= 0.12, our lower bound) imports click itself: keep it.
 _TYPER_VENDORS_CLICK = importlib.util.find_spec("typer._click") is not None
-BLOCK_CLICK = ("import sys; sys.modules['click'] = None; " if _TYPER_VENDORS_CLICK else "") + \
-    "from advonnx.cli import main; main()"
+# One new interpreter, click hidden before advonnx is imported, runs every usage error above in
+# turn (one process per error made this the slowest part of the file): exit code and stderr each.
+BLOCK_CLICK = ("import sys; sys.modules['click'] = None\n" if _TYPER_VENDORS_CLICK else "import sys\n") + """\
+import contextlib, io, json, traceback
+from advonnx.cli import main
+results = []
+for args in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        try:
+            main(args)
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else int(e.code is not None)
+        except Exception:
+            traceback.print_exc()
+            code = 1
+    results.append([code, err.getvalue()])
+print(json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def usage_errors_without_click():
+    r = subprocess.run([sys.executable, "-c", BLOCK_CLICK, json.dumps(USAGE_ERRORS)], capture_output=True,
+                       text=True, encoding="utf-8", timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert r.returncode == 0 and not r.stderr, r.stderr
+    return {tuple(args): result for args, result in zip(USAGE_ERRORS, json.loads(r.stdout))}
 
 
 @pytest.mark.parametrize("args", USAGE_ERRORS, ids=" ".join)
-def test_usage_errors_one_line_exit_2_without_click(args):
+def test_usage_errors_one_line_exit_2_without_click(args, usage_errors_without_click):
     """typer >= 0.2x vendors click and no longer installs it: usage errors must not need it (older
     typer, which depends on click, runs the same errors with click present)."""
-    r = subprocess.run([sys.executable, "-c", BLOCK_CLICK, *args], capture_output=True, text=True,
-                       encoding="utf-8", timeout=120, env={**os.environ, "COLUMNS": "200"})
-    assert r.returncode == 2, r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    assert "Traceback" not in r.stderr and "--help" in lines[0]
+    returncode, stderr = usage_errors_without_click[args]
+    assert returncode == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    assert "Traceback" not in stderr and "--help" in lines[0]
 
 
 def test_attacks_lists_registry():
@@ -135,7 +161,7 @@ def test_unlabelled_data_uses_clean_predictions(tmp_path):
     path = save(small_cnn(), tmp_path / "m.onnx")
     np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).uniform(0, 1, (6, 1, 8, 8)).astype(np.float32))
     r = advonnx("run", "--model", path, "--data", tmp_path / "d.npz", "--attack", "fgsm", "--eps", "0.1",
-                "--out", tmp_path / "o", "--quiet")
+                "--out", tmp_path / "o", "--quiet", "--no-masking-checks")
     assert r.returncode == 0, r.stderr
     t = read_results(tmp_path / "o")
     assert set(t.column("label_source").to_pylist()) == {"clean_prediction"}
@@ -195,7 +221,7 @@ def test_compare_html(tmp_path):
              y=np.arange(8) % 3)
     for out, eps in (("a", "0.01"), ("b", "0.2")):
         r = advonnx("run", "--model", path, "--data", tmp_path / "d.npz", "--attack", "fgsm", "--eps", eps,
-                    "--out", tmp_path / out, "--quiet")
+                    "--out", tmp_path / out, "--quiet", "--no-masking-checks")
         assert r.returncode == 0, r.stderr
     r = advonnx("compare", tmp_path / "a", tmp_path / "b", "--html", tmp_path / "c.html")
     assert r.returncode == 0, r.stderr
@@ -272,7 +298,8 @@ def test_intensity_and_class_names_flags_reach_rows_and_metadata(tmp_path):
     raw = _png_folders(tmp_path / "scans", names)
     out = tmp_path / "o"
     r = advonnx("run", "--model", path, "--data", tmp_path / "scans", "--attack", "fgsm", "--eps", "0.1",
-                "--intensity", "window:1000,3000", "--class-names", ",".join(names), "--out", out, "--quiet")
+                "--intensity", "window:1000,3000", "--class-names", ",".join(names), "--out", out, "--quiet",
+                "--no-masking-checks")
     assert r.returncode == 0, r.stderr
     table = read_results(out)
     m = load_model(path)
@@ -289,7 +316,7 @@ def test_intensity_and_class_names_flags_reach_rows_and_metadata(tmp_path):
         assert d["class_names_source"] != "none" and d["models"] == ["m"]
     # 'auto' on 16-bit images resolves to the percentile window, and says so
     r = advonnx("run", "--model", path, "--data", tmp_path / "scans", "--attack", "fgsm", "--eps", "0.1",
-                "--class-names", ",".join(names), "--out", tmp_path / "auto", "--quiet")
+                "--class-names", ",".join(names), "--out", tmp_path / "auto", "--quiet", "--no-masking-checks")
     assert r.returncode == 0, r.stderr
     d = run_metadata(read_results(tmp_path / "auto"))["datasets"]["scans"]
     assert d["intensity"] == "auto" and d["intensity_rule"] == "auto: percentile:0.5-99.5 (6 images)"
@@ -316,7 +343,7 @@ def test_assumed_value_range_warning_in_run_and_show(tmp_path):
     for declared, out in ((False, "a"), (True, "b")):
         extra = ("--value-range", "0,1") if declared else ()
         r = advonnx("run", "--model", path, "--data", tmp_path / "d.npz", "--attack", "fgsm", "--eps", "0.1",
-                    *extra, "--out", tmp_path / out, "--quiet")
+                    *extra, "--out", tmp_path / out, "--quiet", "--no-masking-checks")
         assert r.returncode == 0, r.stderr
         shown = advonnx("show", tmp_path / out)
         assert shown.returncode == 0, shown.stderr

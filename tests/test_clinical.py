@@ -6,9 +6,6 @@ and the ONNX files' own label outputs (onnxruntime on the unmodified graph) for 
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -203,9 +200,9 @@ def test_read_costs(tmp_path):
 # ------------------------------------------------------------------------------------------ CLI
 
 def advonnx(*args, cwd=None):
-    env = {**os.environ, "COLUMNS": "140"}
-    return subprocess.run([sys.executable, "-m", "advonnx.cli", *map(str, args)], capture_output=True, text=True,
-                          encoding="utf-8", cwd=cwd, env=env, timeout=600)
+    from cli_inprocess import run_cli  # the CLI in this process
+
+    return run_cli(*args, cwd=cwd, columns=140)
 
 
 BC = ["--model", SUITE / "models" / "bc_mlp.onnx", "--data", SUITE / "data" / "breast_cancer_test.npz"]

@@ -44,6 +44,7 @@ def setup(tmp_path_factory):
     return d, model, d / "data.npz", _rows(ref), time.perf_counter() - t0
 
 
+@pytest.mark.slow  # four real 240-sample runs; the fast loop has test_results.py's in-process check
 def test_same_rows_across_runs_and_batch_sizes(setup):
     d, model, data, ref, _ = setup
     for i, bs in enumerate(("1", "7", "256")):

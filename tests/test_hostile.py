@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from cli_inprocess import run_cli
 from onnx import TensorProto, helper, numpy_helper
 
 from advonnx.results import read_results
@@ -18,6 +19,12 @@ from models import save, small_cnn
 
 
 def cli(*args, cwd=None):
+    """The CLI in this process: exit code, stdout, stderr as a new process gives them."""
+    return run_cli(*args, cwd=cwd, columns=120)
+
+
+def cli_process(*args, cwd=None):
+    """A real `python -m advonnx.cli` process (for what Python itself prints)."""
     return subprocess.run([sys.executable, "-m", "advonnx.cli", *map(str, args)], capture_output=True, text=True,
                           encoding="utf-8", cwd=cwd, timeout=300, env={**os.environ, "COLUMNS": "120"})
 
@@ -150,7 +157,7 @@ def test_hostile_model_gives_one_clear_line(corpus, index, tmp_path):
 
 def test_debug_shows_traceback(corpus, tmp_path):
     _, path, _ = corpus[0]
-    r = cli("inspect", path, "--debug", cwd=tmp_path)
+    r = cli_process("inspect", path, "--debug", cwd=tmp_path)
     assert r.returncode != 0 and "Traceback" in r.stderr
 
 
@@ -216,7 +223,8 @@ def test_a_failing_batch_marks_its_samples_errored(tmp_path):
     x[280:, 0, 0, 0] = 1.05  # the third chunk of 128 (samples 256-299) makes onnxruntime fail
     np.savez(tmp_path / "d.npz", x=np.clip(x, 0, 1.05), y=np.arange(300) % 3)
     r = cli("run", "--model", path, "--data", tmp_path / "d.npz", "--attack", "fgsm", "--eps", "0.01",
-            "--out", tmp_path / "o", "--quiet", "--gradient", "estimated", "--value-range", "0,1.1")
+            "--out", tmp_path / "o", "--quiet", "--gradient", "estimated", "--value-range", "0,1.1",
+            "--no-masking-checks")  # the checks' attacks on 300 samples took most of the time; rows judged: adversarial
     assert r.returncode == 0, r.stderr
     t = [row for row in read_results(tmp_path / "o").to_pylist() if row["kind"] == "adversarial"]
     errored = [row for row in t if row["status"] == "errored"]

@@ -6,10 +6,6 @@ finite differences of the ONNX gradient graph, and a plain torch PGD with BCE.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -54,9 +50,9 @@ def data():
 
 
 def _cli(*args):
-    env = {**os.environ, "COLUMNS": "160"}
-    return subprocess.run([sys.executable, "-m", "advonnx.cli", *map(str, args)], capture_output=True, text=True,
-                          encoding="utf-8", env=env, timeout=600)
+    from cli_inprocess import run_cli  # the CLI in this process
+
+    return run_cli(*args, columns=160)
 
 
 # -- the model and its spec -------------------------------------------------------------------

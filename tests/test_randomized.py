@@ -5,10 +5,6 @@ exported from torch in training mode is broken more by PGD with EOT than without
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import onnx
 import pytest
@@ -79,9 +75,9 @@ def test_dropout_counts_only_in_training_mode(tmp_path):
     assert _load(train).spec.randomized == ("Dropout",)
     assert _load(infer).spec.randomized == ()
     assert _load(train, votes=3, eot=5).votes == 3 and _load(train, votes=3, eot=5).eot == 5
-    r = subprocess.run([sys.executable, "-m", "advonnx.cli", "inspect", save(train, tmp_path / "t.onnx")],
-                       capture_output=True, text=True, encoding="utf-8", timeout=300,
-                       env={**os.environ, "COLUMNS": "200"})
+    from cli_inprocess import run_cli
+
+    r = run_cli("inspect", save(train, tmp_path / "t.onnx"), columns=200)  # in this process
     assert r.returncode == 0, r.stderr
     assert "randomized" in r.stdout and "yes: Dropout" in r.stdout
 

@@ -2,7 +2,6 @@
 
 import os
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 pytest.importorskip("matplotlib")
 
 from browser import Chromium, chromium_path  # noqa: E402
+from cli_inprocess import run_cli  # noqa: E402
 
 from advonnx.errors import AdvonnxError  # noqa: E402
 from advonnx.report import _plane, example_pairs, write_report  # noqa: E402
@@ -30,6 +30,7 @@ def tiny_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
     cls = Suite(
         name="tiny", seed=0, save_examples=SAVE, chunk_size=64,
+        masking_checks=False,  # their attacks were a third of this fixture; test_masking.py runs them
         models=[ModelEntry("brain_cnn", str(SUITES / "models/brain_cnn.onnx"), "patch"),
                 ModelEntry("brain_mobilenet", str(SUITES / "models/brain_mobilenet.onnx"), "patch")],
         datasets=[DatasetEntry("patch", str(SUITES / "data/brain_patches_test.npz"), limit=16)],
@@ -61,9 +62,15 @@ def expected_example_images(folders, k: int = SAVE) -> int:
     return n
 
 
-def test_report_contents(tiny_results, tmp_path):
-    out = tmp_path / "report.html"
-    info = write_report(tiny_results, out, all_runs=True)
+@pytest.fixture(scope="module")
+def full_report(tiny_results, tmp_path_factory):
+    """The report of both runs (all runs), written once: (path, what write_report returned)."""
+    out = tmp_path_factory.mktemp("report") / "report.html"
+    return out, write_report(tiny_results, out, all_runs=True)
+
+
+def test_report_contents(tiny_results, full_report):
+    out, info = full_report
     page = out.read_text(encoding="utf-8")
     # plots: clean-vs-robust bars, eps curves ×2 datasets, severity curves ×2, queries (square) ×1,
     # risk-coverage at the headline setting ×2 classifiers (clinical.py)
@@ -125,14 +132,11 @@ def test_report_flags(tiny_results, tmp_path, monkeypatch):
 
 
 def test_cli_report_and_errors(tiny_results, tmp_path):
-    env = {**os.environ, "COLUMNS": "200"}
     out = tmp_path / "r.html"
-    r = subprocess.run([sys.executable, "-m", "advonnx.cli", "report", str(tiny_results), "-o", str(out), "--all"],
-                       capture_output=True, text=True, encoding="utf-8", env=env, timeout=300)
+    r = run_cli("report", tiny_results, "-o", out, "--all", columns=200)  # in this process
     assert r.returncode == 0, r.stderr
     assert out.is_file() and "wrote" in r.stdout and "plots" in r.stdout
-    r = subprocess.run([sys.executable, "-m", "advonnx.cli", "report", str(tmp_path / "nothing"), "-o", str(out)],
-                       capture_output=True, text=True, encoding="utf-8", env=env, timeout=300)
+    r = run_cli("report", tmp_path / "nothing", "-o", out, columns=200)
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
@@ -155,13 +159,12 @@ def test_example_planes():
     assert _plane(np.zeros(10), "NF") is None
 
 
-def test_report_in_chromium(tiny_results, tmp_path):
+def test_report_in_chromium(tiny_results, full_report, tmp_path):
     """Opens the report in Debian's headless Chromium: no console errors, every plot and image
     decodes, sorting and the example selector work; saves a full-page screenshot."""
     if chromium_path() is None:
         pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)")
-    out = tmp_path / "report.html"
-    info = write_report(tiny_results, out, all_runs=True)
+    out, info = full_report
     shots = Path(os.environ.get("ADVONNX_SCREENSHOT_DIR", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
     with Chromium(tmp_path / "profile") as browser:
@@ -232,13 +235,13 @@ def test_quick_suite_report_under_5mb(tmp_path):
         assert info["example_images"] == saved
 
 
-def test_example_budget_keeps_headline_first(tiny_results):
+def test_example_budget_keeps_headline_first(tiny_results, full_report):
     """Big runs: example settings beyond the image budget are left out, headline first, with a note."""
     from advonnx.report import render_report
 
     folders = find_run_folders(tiny_results)
     table = read_results(tiny_results, all_runs=True)
-    _, full = render_report(table, folders)
+    _, full = full_report  # render_report(table, folders) with the default budget, as write_report did
     page, small = render_report(table, folders, max_example_bytes=1)
     assert full["examples_omitted"] == 0
     assert small["example_settings"] == 1 and small["examples_omitted"] == full["example_settings"] - 1

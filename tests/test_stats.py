@@ -9,10 +9,6 @@ import math
 
 import numpy as np
 import pytest
-from scipy import stats as sps
-from statsmodels.stats.contingency_tables import mcnemar
-from statsmodels.stats.proportion import proportion_confint
-from statsmodels.stats.weightstats import ttost_paired
 
 from advonnx.stats import mcnemar_exact, wilson_interval
 from advonnx.summary_stats import (
@@ -24,6 +20,12 @@ from advonnx.summary_stats import (
     t_sf,
     tost_paired,
 )
+
+# the references: without SciPy or statsmodels the module is skipped, not a collection error
+sps = pytest.importorskip("scipy.stats")
+mcnemar = pytest.importorskip("statsmodels.stats.contingency_tables").mcnemar
+proportion_confint = pytest.importorskip("statsmodels.stats.proportion").proportion_confint
+ttost_paired = pytest.importorskip("statsmodels.stats.weightstats").ttost_paired
 
 GRID = [(k, n) for n in (1, 2, 3, 5, 8, 13, 30, 100, 301, 1000) for k in sorted({0, 1, n // 3, n // 2, n - 1, n})
         if 0 <= k <= n]

@@ -8,11 +8,10 @@ features is attacked in the same units by declaring per-feature ``mean = -min/ra
 """
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from cli_inprocess import run_cli
 
 import advonnx
 
@@ -68,6 +67,12 @@ def _models(cancer, tmp_path):
     return out
 
 
+@pytest.fixture(scope="module")
+def models(cancer, tmp_path_factory):
+    """The trained and converted models, built once for the module: {name: path}."""
+    return _models(cancer, tmp_path_factory.mktemp("tabular"))
+
+
 def _labels_from_original(path, x):
     """Top-1 labels from the unmodified ONNX file (its own label output), independent of advonnx."""
     import onnxruntime as ort
@@ -84,9 +89,9 @@ def _labels_from_original(path, x):
 @pytest.mark.parametrize("name,settings", [("square", dict(norm="linf", max_queries=300)),
                                            ("hsj", dict(norm="linf", max_queries=600)),
                                            ("hsj", dict(norm="l2", max_queries=600))])
-def test_tree_and_linear_models_broken_and_verified(cancer, tmp_path, name, settings):
+def test_tree_and_linear_models_broken_and_verified(cancer, models, name, settings):
     _, xte, _, yte = cancer
-    for model_name, path in _models(cancer, tmp_path).items():
+    for model_name, path in models.items():
         m = advonnx.load_model(path)
         assert m.spec.layout == "NF" and m.spec.scores == "probabilities" and m.spec.num_classes == 2
         eps = 0.1 if settings["norm"] == "linf" else 0.1 * np.sqrt(xte.shape[1])
@@ -112,19 +117,17 @@ def test_nes_on_probability_outputs(cancer, tmp_path):
     assert res.success.mean() >= 0.1
 
 
-def test_cli_end_to_end_on_breast_cancer(cancer, tmp_path):
+def test_cli_end_to_end_on_breast_cancer(cancer, models, tmp_path):
     """`advonnx run` on a LightGBM (or forest) and a scikit-learn model; robust ≥ 10 points below clean."""
     from advonnx.results import read_results
 
     _, xte, _, yte = cancer
     data = tmp_path / "cancer.npz"
     np.savez(data, x=xte, y=yte)
-    models = _models(cancer, tmp_path)
     tree = models.get("lightgbm", models["forest"])
-    args = [sys.executable, "-m", "advonnx.cli", "run", "--model", str(models["logreg"]), "--model", str(tree),
-            "--data", str(data), "--attack", "square,hsj", "--norm", "linf", "--eps", "0.1",
-            "--max-queries", "400", "--out", str(tmp_path / "out"), "--quiet", "--seed", "1"]
-    r = subprocess.run(args, capture_output=True, text=True, encoding="utf-8", timeout=600)
+    r = run_cli("run", "--model", models["logreg"], "--model", tree, "--data", data, "--attack", "square,hsj",
+                "--norm", "linf", "--eps", "0.1", "--max-queries", "400", "--out", tmp_path / "out", "--quiet",
+                "--seed", "1")  # in this process
     assert r.returncode == 0, r.stderr[-2000:]
     table = read_results(tmp_path / "out").to_pandas()
     table = table[table.kind == "adversarial"]

@@ -5,11 +5,11 @@ The suite's brain_cnn, 300 test patches, torchattacks 3.5 with the same eps, ste
 
 import numpy as np
 import pytest
-import torch
 from reference.brain_cnn_torch import brain_cnn_from_onnx
 
 import advonnx
 
+torch = pytest.importorskip("torch")
 torchattacks = pytest.importorskip("torchattacks")
 pytestmark = pytest.mark.slow
 

@@ -188,18 +188,15 @@ def test_worst_case_resume_replans_the_same_units(tmp_path):
 
 
 def test_cli_worst_case_flag_and_leaderboard(tmp_path):
-    import os
-    import subprocess
-    import sys
+    from cli_inprocess import run_cli
 
     from advonnx.results import read_results
     from advonnx.suite import load_suite
 
     s = _suite(tmp_path)
-    cmd = [sys.executable, "-m", "advonnx.cli", "run", "--model", s.models[0].path, "--data", s.datasets[0].path,
-           "--attack", "fgsm,pgd", "--eps", "0.4,0.7", "--steps", "3", "--chunk-size", "16", "--quiet",
-           "--out", str(tmp_path / "cli"), "--worst-case"]
-    r = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", env={**os.environ, "COLUMNS": "160"})
+    r = run_cli("run", "--model", s.models[0].path, "--data", s.datasets[0].path, "--attack", "fgsm,pgd", "--eps",
+                "0.4,0.7", "--steps", "3", "--chunk-size", "16", "--quiet", "--out", tmp_path / "cli", "--worst-case",
+                "--no-masking-checks", columns=160)  # in this process; test_masking.py has the checks
     assert r.returncode == 0, r.stderr
     assert "Worst case over attacks" in r.stdout
     rows = read_results(tmp_path / "cli").to_pylist()

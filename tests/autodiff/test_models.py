@@ -7,8 +7,6 @@ import functools
 import numpy as np
 import onnx
 import pytest
-import torch
-import torch.nn.functional as F  # noqa: N812
 
 from advonnx import losses
 from advonnx.autodiff import (
@@ -22,9 +20,17 @@ from advonnx.autodiff import (
 )
 
 from .harness import check_default_domain, ort_session, rel_err
-from .nets import NETS, NHWC, FullyConvSeg, WithSoftmax, export, make_net
+
+torch = pytest.importorskip("torch")  # without torch the module is skipped, not a collection error
+F = torch.nn.functional
+
+from .nets import NETS, NHWC, FullyConvSeg, WithSoftmax, export, make_net  # noqa: E402
 
 EXPORTERS = [pytest.param(False, id="torchscript"), pytest.param(True, id="dynamo")]
+# torch.export is seconds per net: the fast loop keeps one dynamo export (resnet, shared through
+# `exported` by test_classification_losses, test_dynamic_batch_sizes, test_weights_are_not_duplicated)
+SLOW_DYNAMO = [pytest.param(False, id="torchscript"), pytest.param(True, id="dynamo", marks=pytest.mark.slow)]
+FAST_DYNAMO_NET = "resnet"
 TOL = 1e-4
 
 
@@ -88,8 +94,10 @@ def sample(net, n=3, seed=0, seg=False):
     return x, rng.integers(0, z.shape[1], shape).astype(np.int64)
 
 
-@pytest.mark.parametrize("dynamo", EXPORTERS)
-@pytest.mark.parametrize("name", sorted(NETS))
+@pytest.mark.parametrize("name,dynamo", [
+    pytest.param(name, dynamo, id=f"{name}-{'dynamo' if dynamo else 'torchscript'}",
+                 marks=pytest.mark.slow if dynamo and name != FAST_DYNAMO_NET else ())
+    for name in sorted(NETS) for dynamo in (False, True)])
 def test_net_gradient_matches_torch(name, dynamo):
     net, model = exported(name, dynamo)
     seg = name == "unet"
@@ -118,7 +126,7 @@ def test_classification_losses(loss, dynamo):
     assert_per_sample(g, tg)
 
 
-@pytest.mark.parametrize("dynamo", EXPORTERS)
+@pytest.mark.parametrize("dynamo", SLOW_DYNAMO)
 def test_ce_on_probabilities(dynamo):
     net, model = exported("small_cnn", dynamo, "softmax")
     x, y = sample(net, n=4, seed=2)
@@ -167,7 +175,7 @@ def test_seg_ce_channels_last_output():
     assert_per_sample(g, tg)
 
 
-@pytest.mark.parametrize("dynamo", EXPORTERS)
+@pytest.mark.parametrize("dynamo", SLOW_DYNAMO)
 def test_nhwc_model(dynamo):
     net, model = exported("small_cnn", dynamo, "nhwc")
     assert model.graph.node[0].op_type == "Transpose" or any(
@@ -205,7 +213,7 @@ def test_dynamic_batch_sizes():
         assert_per_sample(g, tg)
 
 
-@pytest.mark.parametrize("dynamo", EXPORTERS)
+@pytest.mark.parametrize("dynamo", SLOW_DYNAMO)
 def test_dynamic_height_and_width(dynamo):
     """A fully convolutional net exported with dynamic H and W: one gradient graph serves
     every input size."""
