@@ -67,9 +67,14 @@ def _cli_checks(session):
     session.run("pytest", "-q", "-m", "not slow", "-p", "no:cacheprovider", "tests/test_cli.py", *session.posargs)
     out = Path(session.create_tmp()) / "smoke"
     session.run("advonnx", "run", "--limit", "4", "--quiet", "--out", str(out))
-    session.run("python", "-c", "import sys; from advonnx.results import read_results; t = read_results(sys.argv[1]); "
-                "s = set(t.column('status').to_pylist()); assert t.num_rows > 0 and s == {'ok'}, s; "
-                "print(t.num_rows, 'rows, all ok')", str(out))
+    session.run(
+        "python",
+        "-c",
+        "import sys; from advonnx.results import read_results; t = read_results(sys.argv[1]); "
+        "s = set(t.column('status').to_pylist()); assert t.num_rows > 0 and s == {'ok'}, s; "
+        "print(t.num_rows, 'rows, all ok')",
+        str(out),
+    )
 
 
 @nox.session
@@ -92,8 +97,14 @@ def deps_newest(session):
 LINTED = ("advonnx", "tests", "benchmarks", "models", "noxfile.py")
 # mypy reads the typed dependencies' annotations: pin the versions the package was made clean
 # against, so a new release cannot turn CI red overnight (raise the pins on purpose).
-TYPED_DEPENDENCIES = ("numpy==2.4.6", "onnx==1.23.2", "typer==0.29.2", "rich==15.0.0", "matplotlib==3.11.2",
-                      "array-api-compat==1.16.0")
+TYPED_DEPENDENCIES = (
+    "numpy==2.4.6",
+    "onnx==1.23.2",
+    "typer==0.29.2",
+    "rich==15.0.0",
+    "matplotlib==3.11.2",
+    "array-api-compat==1.16.0",
+)
 
 
 @nox.session

@@ -11,8 +11,21 @@ from .model import OnnxModel, load_model  # noqa: E402
 from .spec import ModelSpec  # noqa: E402
 
 
-def attack(model, x, y=None, name: str = "pgd", *, rng=None, gradient: str = "auto", targeted: bool = False,
-           target=None, max_queries=None, eot=None, extras=None, **settings):
+def attack(
+    model,
+    x,
+    y=None,
+    name: str = "pgd",
+    *,
+    rng=None,
+    gradient: str = "auto",
+    targeted: bool = False,
+    target=None,
+    max_queries=None,
+    eot=None,
+    extras=None,
+    **settings,
+):
     """Run attack ``name`` (see ``advonnx attacks``) on the batch ``x``; returns an AttackResult.
 
     ``settings`` are the attack's keyword parameters, e.g. ``norm="linf", eps=8/255, steps=10``
@@ -26,8 +39,18 @@ def attack(model, x, y=None, name: str = "pgd", *, rng=None, gradient: str = "au
     atk = make_attack(name, **settings)
     if isinstance(rng, int) or rng is None:
         rng = Random(0 if rng is None else rng)
-    return atk(model, x, y, target=target, targeted=targeted, rng=rng, gradient=gradient, max_queries=max_queries,
-               eot=eot, extras=extras)
+    return atk(
+        model,
+        x,
+        y,
+        target=target,
+        targeted=targeted,
+        rng=rng,
+        gradient=gradient,
+        max_queries=max_queries,
+        eot=eot,
+        extras=extras,
+    )
 
 
 def run_suite(suite="quick", **kwargs):
@@ -37,5 +60,15 @@ def run_suite(suite="quick", **kwargs):
     return _run(suite, **kwargs)
 
 
-__all__ = ["AdvonnxError", "DataError", "GradientUnavailable", "ModelError", "ModelSpec", "OnnxModel",
-           "attack", "load_model", "run_suite", "__version__"]
+__all__ = [
+    "AdvonnxError",
+    "DataError",
+    "GradientUnavailable",
+    "ModelError",
+    "ModelSpec",
+    "OnnxModel",
+    "attack",
+    "load_model",
+    "run_suite",
+    "__version__",
+]

@@ -119,8 +119,7 @@ def parse_attack_specs(values: list[str] | str | None) -> list[AttackSpec]:
     for item in (s for t in texts for s in split_top_level(t)):
         m = re.fullmatch(r"([A-Za-z][\w\-]*)\s*(?:\((.*)\))?", item, flags=re.S)
         if m is None:
-            raise AdvonnxError(f"--attack {item!r}: write NAME or NAME(key=value, ...), "
-                               "e.g. pgd(steps=50, restarts=5)")
+            raise AdvonnxError(f"--attack {item!r}: write NAME or NAME(key=value, ...), e.g. pgd(steps=50, restarts=5)")
         cls = attack_class(m[1])
         spec = AttackSpec(name=m[1])
         where = f"--attack {item!r}"

@@ -25,8 +25,12 @@ from onnx import TensorProto, helper
 from .errors import AdvonnxError
 
 _ORT_TYPES = {
-    "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
-    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_,
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(bool)": np.bool_,
 }
 
 
@@ -41,9 +45,12 @@ class Device:
 
 
 def _tiny_model_bytes() -> bytes:
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     m.ir_version = 8
     return m.SerializeToString()
@@ -56,10 +63,14 @@ def cuda_status(index: int = 0) -> tuple[bool, str]:
     try:
         so = ort.SessionOptions()
         so.log_severity_level = 4
-        sess = ort.InferenceSession(_tiny_model_bytes(), sess_options=so,
-                                    providers=[("CUDAExecutionProvider", {"device_id": index})])
+        sess = ort.InferenceSession(
+            _tiny_model_bytes(), sess_options=so, providers=[("CUDAExecutionProvider", {"device_id": index})]
+        )
         if sess.get_providers()[0] != "CUDAExecutionProvider":
-            return False, "onnxruntime's CUDA provider fell back to CPU (CUDA/cuDNN libraries missing or driver too old)"
+            return (
+                False,
+                "onnxruntime's CUDA provider fell back to CPU (CUDA/cuDNN libraries missing or driver too old)",
+            )
     except Exception as err:  # onnxruntime raises private exception types here
         return False, f"onnxruntime's CUDA provider failed: {str(err).strip().splitlines()[0][:200]}"
     try:
@@ -91,7 +102,9 @@ def resolve_device(device: str = "auto") -> Device:
         if ok:
             return Device("cuda", index, [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"])
         if device != "auto":
-            raise AdvonnxError(f"--device {device}: CUDA is not usable: {why}; see `advonnx doctor`, or use --device cpu")
+            raise AdvonnxError(
+                f"--device {device}: CUDA is not usable: {why}; see `advonnx doctor`, or use --device cpu"
+            )
         return Device(reason=why)
     raise AdvonnxError(f"--device {device!r}: use auto, cpu, cuda or cuda:N")
 

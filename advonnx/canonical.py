@@ -43,9 +43,15 @@ def build_canonical(model: onnx.ModelProto, spec: ModelSpec, *, relaxed: bool = 
     """
     m = copy.deepcopy(model)
     rank = len(spec.input_shape)
-    m = fold_preprocessing(m, spec.input_name, scale=spec.scale, mean=spec.mean, std=spec.std,
-                           channel_axis=1 if spec.layout == "NF" or channels_first(spec.layout) else rank - 1,
-                           dtype=spec.input_dtype)
+    m = fold_preprocessing(
+        m,
+        spec.input_name,
+        scale=spec.scale,
+        mean=spec.mean,
+        std=spec.std,
+        channel_axis=1 if spec.layout == "NF" or channels_first(spec.layout) else rank - 1,
+        dtype=spec.input_dtype,
+    )
     if spec.input_integer:
         m = round_integer_input(m, spec.input_name, relaxed=relaxed)
     m = remove_zipmap(select_scores(m, spec.output_name))

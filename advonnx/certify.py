@@ -73,14 +73,23 @@ def predict_counts(counts: np.ndarray, *, alpha: float) -> int:
 class Smoother:
     """Noise draws of a model's decisions. ``block`` rows go to onnxruntime per call."""
 
-    def __init__(self, model, *, sigma: float | None = None, sigma_fraction: float | None = None,
-                 block: int = 4096, rng: Random | None = None):
+    def __init__(
+        self,
+        model,
+        *,
+        sigma: float | None = None,
+        sigma_fraction: float | None = None,
+        block: int = 4096,
+        rng: Random | None = None,
+    ):
         spec = model.spec
         if spec.output_kind == "multilabel":
             raise AdvonnxError(f"{spec.path}: randomized-smoothing certificates need single-label decisions")
         lo, hi = spec.value_range
         if (sigma is None) == (sigma_fraction is None):
-            raise AdvonnxError("certify needs exactly one of sigma (value units) or sigma_fraction (of the value range)")
+            raise AdvonnxError(
+                "certify needs exactly one of sigma (value units) or sigma_fraction (of the value range)"
+            )
         self.sigma = float(sigma) if sigma is not None else float(cast(float, sigma_fraction)) * (hi - lo)
         if not self.sigma > 0:
             raise AdvonnxError(f"certify needs sigma > 0 (got {self.sigma})")
@@ -97,8 +106,11 @@ class Smoother:
         out = None
         # a block holds all draws of several samples, or part of one sample's draws
         group, draws = (max(1, self.block // num), num) if num <= self.block else (1, self.block)
-        plan = [(s0, min(n, s0 + group), min(draws, num - done))
-                for s0 in range(0, n, group) for done in range(0, num, draws)]
+        plan = [
+            (s0, min(n, s0 + group), min(draws, num - done))
+            for s0 in range(0, n, group)
+            for done in range(0, num, draws)
+        ]
         tail = tuple(x.shape[1:])
 
         def noisy_block(block):
@@ -152,8 +164,9 @@ class Smoother:
         queries = np.full(len(top), n0 + n, np.int64)
         return Certificate(prediction, radius, n_a, p_lower, queries, self.sigma)
 
-    def certify_dense(self, x, *, n0: int = 10, n: int = 300, alpha: float = 0.001,
-                      tau: float = 0.75) -> DenseCertificate:
+    def certify_dense(
+        self, x, *, n0: int = 10, n: int = 300, alpha: float = 0.001, tau: float = 0.75
+    ) -> DenseCertificate:
         """SEGCERTIFY (Fischer, Baader & Vechev, NeurIPS 2021) for a segmentation model: per-pixel
         smoothed classes with abstention, Holm–Bonferroni over each map's pixels, one radius
         σ·Φ⁻¹(τ) for every certified pixel. Defaults are the paper's (n0 = 10, n = 300, τ = 0.75)."""
@@ -165,11 +178,17 @@ class Smoother:
         estimation = self.counts(x, n)
         preds, radius = [], 0.0
         for i in range(len(selection)):
-            pred, radius = certify_dense_counts(selection[i], estimation[i], n=n, sigma=self.sigma, tau=tau, alpha=alpha)
+            pred, radius = certify_dense_counts(
+                selection[i], estimation[i], n=n, sigma=self.sigma, tau=tau, alpha=alpha
+            )
             preds.append(pred)
         prediction = np.stack(preds) if preds else np.zeros((0,), np.int64)
-        return DenseCertificate(prediction, radius if preds else self.sigma * _NORMAL.inv_cdf(tau), tau,
-                                np.full(len(preds), n0 + n, np.int64))
+        return DenseCertificate(
+            prediction,
+            radius if preds else self.sigma * _NORMAL.inv_cdf(tau),
+            tau,
+            np.full(len(preds), n0 + n, np.int64),
+        )
 
     def predict(self, x, *, n: int = 10_000, alpha: float = 0.001) -> np.ndarray:
         """PREDICT for every sample: the smoothed class or ABSTAIN (-1)."""
@@ -209,8 +228,9 @@ def holm_bonferroni(p_values: np.ndarray, alpha: float) -> np.ndarray:
     return reject.reshape(np.shape(p_values))
 
 
-def certify_dense_counts(selection: np.ndarray, estimation: np.ndarray, *, n: int, sigma: float, tau: float,
-                         alpha: float) -> tuple[np.ndarray, float]:
+def certify_dense_counts(
+    selection: np.ndarray, estimation: np.ndarray, *, n: int, sigma: float, tau: float, alpha: float
+) -> tuple[np.ndarray, float]:
     """Fischer, Baader & Vechev's SEGCERTIFY after its sampling, for one sample: per pixel the top
     class of the ``selection`` counts (classes, *positions), a one-sided binomial p-value of its
     ``estimation`` count against p ≤ τ, Holm–Bonferroni at ``alpha`` over the pixels; rejected

@@ -39,10 +39,23 @@ app.command()(run)
 
 @app.command()
 def show(
-    path: Annotated[Path, typer.Argument(help="A Parquet file, a run folder, or an output folder (latest run).")] = Path("advonnx-results"),
+    path: Annotated[
+        Path, typer.Argument(help="A Parquet file, a run folder, or an output folder (latest run).")
+    ] = Path("advonnx-results"),
     all_runs: Annotated[bool, typer.Option("--all", help="Every run in the folder, not just the latest.")] = False,
-    costs: Annotated[Path | None, typer.Option("--costs", help="Cost matrix CSV for the expected cost per sample (default: the run's own, if any).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON instead: every figure with its interval bounds, n, groups and method.")] = False,
+    costs: Annotated[
+        Path | None,
+        typer.Option(
+            "--costs", help="Cost matrix CSV for the expected cost per sample (default: the run's own, if any)."
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the run summary as JSON instead: every figure with its interval bounds, n, groups and method.",
+        ),
+    ] = False,
 ):
     """Re-render the leaderboard from results.
 
@@ -69,15 +82,24 @@ def show(
         return
     for line in value_range_warnings(meta.get("specs") or {}):
         err_console.print(f"[yellow]{escape(line)}[/yellow]", highlight=False)
-    render(table, console, headline=meta.get("headline") or {}, title=escape(f"advonnx · {meta.get('run_id', path)}"),
-           costs=cost_matrix)
+    render(
+        table,
+        console,
+        headline=meta.get("headline") or {},
+        title=escape(f"advonnx · {meta.get('run_id', path)}"),
+        costs=cost_matrix,
+    )
 
 
 @app.command()
 def compare(
     a: Annotated[Path, typer.Argument(help="Results A (file, run folder or output folder).")],
-    b: Annotated[Path | None, typer.Argument(help="Results B (omit it to compare the models of A with each other).")] = None,
-    html: Annotated[Path | None, typer.Option("--html", help="Also write the comparison as a self-contained HTML page.")] = None,
+    b: Annotated[
+        Path | None, typer.Argument(help="Results B (omit it to compare the models of A with each other).")
+    ] = None,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Also write the comparison as a self-contained HTML page.")
+    ] = None,
 ):
     """Paired comparison on the same samples: per model pair × setting, the robust difference with a
     paired cluster-bootstrap 95 % interval and an exact McNemar p-value, and clean equivalence (TOST,
@@ -103,7 +125,9 @@ def compare(
         console.width = 120  # logs and pipes: no truncated model names (as the leaderboard does)
     if table_b is None:
         if len(set(table_a.column("model").to_pylist())) < 2:
-            raise AdvonnxError(f"{a}: holds one model; give a second results folder (advonnx compare A B) or a run with several models")
+            raise AdvonnxError(
+                f"{a}: holds one model; give a second results folder (advonnx compare A B) or a run with several models"
+            )
         print_pairs(console, pairs, f"advonnx compare: models of {a}, pairwise (second − first)")
         if html is not None:
             from .report import write_compare_report
@@ -124,16 +148,32 @@ def compare(
         return f"[{color}]{v:+.1f}[/{color}]" if color else f"{v:+.1f}"
 
     for r in rows:
-        t.add_row(escape(r["model"]), escape(r["dataset"]), escape(r["setting"]), percent(r["clean_a"]), percent(r["clean_b"]), delta(r["delta_clean"]),
-                  percent(r["robust_a"]), percent(r["robust_b"]), delta(r["delta_robust"]))
+        t.add_row(
+            escape(r["model"]),
+            escape(r["dataset"]),
+            escape(r["setting"]),
+            percent(r["clean_a"]),
+            percent(r["clean_b"]),
+            delta(r["delta_clean"]),
+            percent(r["robust_a"]),
+            percent(r["robust_b"]),
+            delta(r["delta_robust"]),
+        )
     console.print(t)
     both = [r for r in rows if r["delta_robust"] == r["delta_robust"]]
     if both:
         moved = [r for r in both if abs(r["delta_robust"]) >= 0.0005]
         top = max(both, key=lambda r: abs(r["delta_robust"]))
-        console.print(escape(f"{len(rows)} settings, {len(both)} in both; robust figure moved in {len(moved)}"
-                             + (f", most for {top['model']} {top['setting']} ({100 * top['delta_robust']:+.1f} points)"
-                                if moved else "")))
+        console.print(
+            escape(
+                f"{len(rows)} settings, {len(both)} in both; robust figure moved in {len(moved)}"
+                + (
+                    f", most for {top['model']} {top['setting']} ({100 * top['delta_robust']:+.1f} points)"
+                    if moved
+                    else ""
+                )
+            )
+        )
     print_pairs(console, pairs, "Paired on the same samples (B − A)")
     if html is not None:
         from .report import write_compare_report
@@ -145,8 +185,20 @@ def compare(
 @app.command()
 def gate(
     path: Annotated[Path, typer.Argument(help="Results to check (file, run folder or output folder: latest run).")],
-    min_robust: Annotated[float | None, typer.Option("--min-robust", help="Fail a model whose robust figure at the headline setting (else its lowest over the attack settings) is below this fraction, e.g. 0.8.")] = None,
-    baseline: Annotated[Path | None, typer.Option("--baseline", help="Fail a model that is significantly less robust than in these results (paired on the same samples).")] = None,
+    min_robust: Annotated[
+        float | None,
+        typer.Option(
+            "--min-robust",
+            help="Fail a model whose robust figure at the headline setting (else its lowest over the attack settings) is below this fraction, e.g. 0.8.",
+        ),
+    ] = None,
+    baseline: Annotated[
+        Path | None,
+        typer.Option(
+            "--baseline",
+            help="Fail a model that is significantly less robust than in these results (paired on the same samples).",
+        ),
+    ] = None,
 ):
     """Exit 1 when a model fails, with one line per failing model; exit 0 when all pass (for CI).
 
@@ -164,10 +216,16 @@ def gate(
     if min_robust is None and baseline is None:
         raise AdvonnxError("gate needs --min-robust FRACTION or --baseline RESULTS (see 'advonnx gate --help')")
     if min_robust is not None and not 0 <= min_robust <= 1:
-        raise AdvonnxError(f"--min-robust {min_robust:g}: give a fraction in [0, 1], e.g. 0.8 for 80 % (see 'advonnx gate --help')")
+        raise AdvonnxError(
+            f"--min-robust {min_robust:g}: give a fraction in [0, 1], e.g. 0.8 for 80 % (see 'advonnx gate --help')"
+        )
     table = read_results(path)
-    fails = run_gate(table, min_robust=min_robust, baseline=read_results(baseline) if baseline is not None else None,
-                     headline=run_metadata(table).get("headline") or {})
+    fails = run_gate(
+        table,
+        min_robust=min_robust,
+        baseline=read_results(baseline) if baseline is not None else None,
+        headline=run_metadata(table).get("headline") or {},
+    )
     for line in fails:
         sys.stdout.write(line + "\n")
     if fails:
@@ -178,12 +236,21 @@ def gate(
 
 @app.command()
 def report(
-    path: Annotated[Path, typer.Argument(help="A Parquet file, a run folder, or an output folder (latest run).")] = Path("advonnx-results"),
+    path: Annotated[
+        Path, typer.Argument(help="A Parquet file, a run folder, or an output folder (latest run).")
+    ] = Path("advonnx-results"),
     output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")] = Path("report.html"),
     all_runs: Annotated[bool, typer.Option("--all", help="Every run in the folder, not just the latest.")] = False,
     title: Annotated[str | None, typer.Option("--title", help="Page title (default: from the suite name).")] = None,
-    examples: Annotated[int, typer.Option("--examples", help="Example samples shown per model × setting (of those the run saved).")] = 4,
-    costs: Annotated[Path | None, typer.Option("--costs", help="Cost matrix CSV for the expected cost per sample (default: the run's own, if any).")] = None,
+    examples: Annotated[
+        int, typer.Option("--examples", help="Example samples shown per model × setting (of those the run saved).")
+    ] = 4,
+    costs: Annotated[
+        Path | None,
+        typer.Option(
+            "--costs", help="Cost matrix CSV for the expected cost per sample (default: the run's own, if any)."
+        ),
+    ] = None,
 ):
     """Write a self-contained HTML report: leaderboard, robustness curves, adversarial examples.
 
@@ -197,10 +264,20 @@ def report(
     from .clinical import read_costs
     from .report import write_report
 
-    info = write_report(path, output, all_runs=all_runs, title=title, examples_per_setting=max(0, examples),
-                        costs=read_costs(costs) if costs is not None else None)
-    console.print(escape(f"wrote {output} ({info['bytes'] / 1e6:.2f} MB): {info['settings']} settings of {info['models']} models, "
-                         f"{info['plots']} plots, {info['example_images']} example images"))
+    info = write_report(
+        path,
+        output,
+        all_runs=all_runs,
+        title=title,
+        examples_per_setting=max(0, examples),
+        costs=read_costs(costs) if costs is not None else None,
+    )
+    console.print(
+        escape(
+            f"wrote {output} ({info['bytes'] / 1e6:.2f} MB): {info['settings']} settings of {info['models']} models, "
+            f"{info['plots']} plots, {info['example_images']} example images"
+        )
+    )
 
 
 app.command()(inspect)
@@ -252,8 +329,11 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(2)
         if debug:
             raise
-        err_console.print(f"[red]internal error:[/red] {type(err).__name__}: {escape(str(err))} (run again with --debug for the traceback)",
-                          highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[red]internal error:[/red] {type(err).__name__}: {escape(str(err))} (run again with --debug for the traceback)",
+            highlight=False,
+            soft_wrap=True,
+        )
         sys.exit(1)
 
 

@@ -24,7 +24,9 @@ def inspect(
     value_range: Annotated[str | None, typer.Option("--value-range")] = None,
     layout: Annotated[str | None, typer.Option("--layout")] = None,
     sampling_rate: Annotated[str | None, typer.Option("--sampling-rate")] = None,
-    output_layout: Annotated[str | None, typer.Option("--output-layout", help="e.g. TNC for a sequence-first output.")] = None,
+    output_layout: Annotated[
+        str | None, typer.Option("--output-layout", help="e.g. TNC for a sequence-first output.")
+    ] = None,
     patch_size: Annotated[str | None, typer.Option("--patch-size", help="Sliding-window size, e.g. 96,96,96.")] = None,
 ):
     """Show what advonnx found or guessed about a model, where each fact came from, and gradient support.
@@ -37,10 +39,19 @@ def inspect(
 
     from .model import load_model
 
-    overrides: dict[str, Any] = {k: v for k, v in (("input_name", input_name), ("output_name", output_name),
-                                   ("value_range", value_range), ("layout", layout),
-                                   ("sampling_rate", sampling_rate), ("output_layout", output_layout),
-                                   ("patch_size", patch_size)) if v is not None}
+    overrides: dict[str, Any] = {
+        k: v
+        for k, v in (
+            ("input_name", input_name),
+            ("output_name", output_name),
+            ("value_range", value_range),
+            ("layout", layout),
+            ("sampling_rate", sampling_rate),
+            ("output_layout", output_layout),
+            ("patch_size", patch_size),
+        )
+        if v is not None
+    }
     m = load_model(model, **overrides)
     s = m.spec
     t = Table(title=escape(f"advonnx inspect {model}"), show_header=True, header_style="bold")
@@ -56,34 +67,92 @@ def inspect(
     if s.attacked_output:
         attacked = f"{s.attacked_output!r} (input of the final {s.attacked_op}); decisions from {s.output_name!r}"
     else:
-        attacked = f"{s.output_name!r} ({s.attacked_scores}" + (
-            "; log-probabilities in float64" if s.attacked_scores == "probabilities" else "") + ")"
+        attacked = (
+            f"{s.output_name!r} ({s.attacked_scores}"
+            + ("; log-probabilities in float64" if s.attacked_scores == "probabilities" else "")
+            + ")"
+        )
     for name, value, src in (
-        ("input", f"{s.input_name} {shape} " + (f"{s.input_integer} (fed as {s.input_dtype}, rounded in the graph)"
-                                                 if s.input_integer else s.input_dtype)
-         + (" (attacked)" if s.extra_inputs else ""), s.source("input_name")),
-        *(("held fixed", f"{name} ({', '.join('?' if d is None else str(d) for d in dims)}) {dtype}: per sample from the "
-           "data (npz array or manifest column of that name), not attacked", "graph") for name, dims, dtype in s.extra_inputs),
-        ("output", s.output_name + (f" (declared layout {s.output_layout}, read batch-first)" if s.output_layout else ""),
-         s.source("output_name")),
+        (
+            "input",
+            f"{s.input_name} {shape} "
+            + (
+                f"{s.input_integer} (fed as {s.input_dtype}, rounded in the graph)"
+                if s.input_integer
+                else s.input_dtype
+            )
+            + (" (attacked)" if s.extra_inputs else ""),
+            s.source("input_name"),
+        ),
+        *(
+            (
+                "held fixed",
+                f"{name} ({', '.join('?' if d is None else str(d) for d in dims)}) {dtype}: per sample from the "
+                "data (npz array or manifest column of that name), not attacked",
+                "graph",
+            )
+            for name, dims, dtype in s.extra_inputs
+        ),
+        (
+            "output",
+            s.output_name + (f" (declared layout {s.output_layout}, read batch-first)" if s.output_layout else ""),
+            s.source("output_name"),
+        ),
         ("layout", s.layout + (" (1-D signal)" if s.layout in ("NCW", "NWC") else ""), s.source("layout")),
-        *([("sampling rate", f"{s.sampling_rate:g} Hz" if s.sampling_rate else "not declared (--sampling-rate)",
-            s.sources.get("sampling_rate", "-"))] if s.layout in ("NCW", "NWC") else []),
-        ("task", s.task + (f" (multi-label: {s.num_classes} findings, independent sigmoids; a finding is present when "
-                           + (f"p > {s.threshold:g})" if s.scores == "probabilities" else "its logit > 0)")
-                           if s.output_kind == "multilabel" else ""), s.source("task")),
+        *(
+            [
+                (
+                    "sampling rate",
+                    f"{s.sampling_rate:g} Hz" if s.sampling_rate else "not declared (--sampling-rate)",
+                    s.sources.get("sampling_rate", "-"),
+                )
+            ]
+            if s.layout in ("NCW", "NWC")
+            else []
+        ),
+        (
+            "task",
+            s.task
+            + (
+                f" (multi-label: {s.num_classes} findings, independent sigmoids; a finding is present when "
+                + (f"p > {s.threshold:g})" if s.scores == "probabilities" else "its logit > 0)")
+                if s.output_kind == "multilabel"
+                else ""
+            ),
+            s.source("task"),
+        ),
         ("scores", f"{s.scores} ({s.output_kind})", s.source("scores")),
-        ("findings" if s.output_kind == "multilabel" else "classes", f"{s.num_classes}: {', '.join(s.class_names)}",
-         s.source("class_names")),
+        (
+            "findings" if s.output_kind == "multilabel" else "classes",
+            f"{s.num_classes}: {', '.join(s.class_names)}",
+            s.source("class_names"),
+        ),
         ("value range", f"[{s.value_range[0]:g}, {s.value_range[1]:g}]", s.sources.get("value_range", "assumed")),
         ("preprocessing", f"scale={s.scale:g} mean={list(s.mean) or '-'} std={list(s.std) or '-'}", s.source("mean")),
-        ("batch", "dynamic" if s.fixed_batch is None else f"fixed at {s.fixed_batch} (advonnx batches internally)", "graph"),
-        ("framework", f"{s.framework} ({s.exporter}); producer {s.producer or '?'}; opset {s.opset}", s.source("framework")),
+        (
+            "batch",
+            "dynamic" if s.fixed_batch is None else f"fixed at {s.fixed_batch} (advonnx batches internally)",
+            "graph",
+        ),
+        (
+            "framework",
+            f"{s.framework} ({s.exporter}); producer {s.producer or '?'}; opset {s.opset}",
+            s.source("framework"),
+        ),
         ("attacked tensor", attacked, "logits rule" if s.logits_rule else "logits rule off"),
         ("gradient", gradient, "autodiff"),
-        ("randomized", (f"yes: {', '.join(s.randomized)}; decisions: majority of {m.votes} evaluations, gradients: "
-                        f"mean of {m.eot} draws (EOT)") if s.randomized else
-         f"no (votes {m.votes}, eot {m.eot})" if m.votes > 1 or m.eot > 1 else "no", "graph"),
+        (
+            "randomized",
+            (
+                f"yes: {', '.join(s.randomized)}; decisions: majority of {m.votes} evaluations, gradients: "
+                f"mean of {m.eot} draws (EOT)"
+            )
+            if s.randomized
+            else f"no (votes {m.votes}, eot {m.eot})"
+            if m.votes > 1 or m.eot > 1
+            else "no",
+            "graph",
+        ),
         ("execution provider", m.execution_provider + (f" ({m.cuda_note})" if m.cuda_note else ""), "onnxruntime"),
     ):
         t.add_row(name, escape(str(value)), escape(str(src)))
@@ -105,9 +174,17 @@ def list_attacks() -> None:
         params = ", ".join(f"{k}={_fmt_default(v)}" for k, v in cls.parameters().items())
         t.add_row(name, ", ".join(cls.norms), cls.needs, params, cls.summary)
     console.print(t)
-    console.print("[dim]eps is in the model's value units (e.g. 8/255 for images in [0, 1]); jsma's theta and dag's gamma are fractions of the value-range width (the same attack on [0, 1] and [0, 255] models); gradient attacks use exact gradients when the graph allows, else NES estimates; losses and query objectives are on the logits before a final Softmax/Sigmoid (decisions from the output); multi-label models (independent sigmoids): fgsm, bim, pgd, apgd, square, nes and spsa, with ce read as per-finding binary cross-entropy and margin as the worst finding's margin; joint attacks on several inputs (--attack-inputs): fgsm, bim, pgd, apgd and square.[/dim]")
-    console.print("[dim]" + escape('Set them per attack: advonnx run --attack "pgd(steps=50, restarts=5),square(max_queries=5000)"'
-                                   " (also norm, eps=[1/255, 2/255], targeted=true, target_map=\"malignant:benign\").") + "[/dim]")
+    console.print(
+        "[dim]eps is in the model's value units (e.g. 8/255 for images in [0, 1]); jsma's theta and dag's gamma are fractions of the value-range width (the same attack on [0, 1] and [0, 255] models); gradient attacks use exact gradients when the graph allows, else NES estimates; losses and query objectives are on the logits before a final Softmax/Sigmoid (decisions from the output); multi-label models (independent sigmoids): fgsm, bim, pgd, apgd, square, nes and spsa, with ce read as per-finding binary cross-entropy and margin as the worst finding's margin; joint attacks on several inputs (--attack-inputs): fgsm, bim, pgd, apgd and square.[/dim]"
+    )
+    console.print(
+        "[dim]"
+        + escape(
+            'Set them per attack: advonnx run --attack "pgd(steps=50, restarts=5),square(max_queries=5000)"'
+            ' (also norm, eps=[1/255, 2/255], targeted=true, target_map="malignant:benign").'
+        )
+        + "[/dim]"
+    )
 
 
 def _fmt_default(v: Any) -> str:
@@ -117,8 +194,12 @@ def _fmt_default(v: Any) -> str:
 
 
 def list_corruptions(
-    preview: Annotated[Path | None, typer.Option("--preview", help="An image or volume to show under every corruption and severity.")] = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="PNG file for the preview grid.")] = Path("corruptions.png"),
+    preview: Annotated[
+        Path | None, typer.Option("--preview", help="An image or volume to show under every corruption and severity.")
+    ] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="PNG file for the preview grid.")] = Path(
+        "corruptions.png"
+    ),
     names: Annotated[str, typer.Option("--names", help="Which corruptions: all or NAME[,NAME...].")] = "all",
 ):
     """List the natural corruptions, or preview them on one image (rows: corruption; columns: clean, severity 1-5).
@@ -153,7 +234,9 @@ def list_corruptions(
     try:
         img = sitk.ReadImage(str(preview))
     except RuntimeError:
-        raise AdvonnxError(f"{preview}: SimpleITK cannot read this image; give a PNG, JPEG, NIfTI, MHA, NRRD or DICOM file") from None
+        raise AdvonnxError(
+            f"{preview}: SimpleITK cannot read this image; give a PNG, JPEG, NIfTI, MHA, NRRD or DICOM file"
+        ) from None
     arr = sitk.GetArrayFromImage(img)
     if img.GetNumberOfComponentsPerPixel() > 1:
         arr = arr[..., :3].mean(axis=-1)
@@ -162,12 +245,14 @@ def list_corruptions(
         raise AdvonnxError(f"{preview}: image of shape {arr.shape} is neither 2-D nor 3-D")
     rule = "divide:255" if img.GetPixelID() in (sitk.sitkUInt8, sitk.sitkVectorUInt8) else "percentile:0.5-99.5"
     grid = preview_grid(map_intensity(arr.astype(np.float64), rule), selected, output)
-    console.print(escape(f"wrote {output} ({grid.shape[1]}×{grid.shape[0]} px): rows {', '.join(selected)}; columns clean, severity 1-5"))
+    console.print(
+        escape(
+            f"wrote {output} ({grid.shape[1]}×{grid.shape[0]} px): rows {', '.join(selected)}; columns clean, severity 1-5"
+        )
+    )
 
 
-def doctor(
-    seconds: Annotated[float, typer.Option("--seconds", help="Length of the speed check per device.")] = 5.0,
-):
+def doctor(seconds: Annotated[float, typer.Option("--seconds", help="Length of the speed check per device.")] = 5.0):
     """Versions, execution providers and whether they really work, CuPy, threads, memory, and a
     speed check of the default suite's model on each usable device.
 
@@ -200,13 +285,20 @@ def doctor(
         except PackageNotFoundError:
             pass
     if len(installed) == 2:
-        t.add_row("[red]broken install[/red]",
-                  escape("onnxruntime and onnxruntime-gpu are both installed and overwrite each other's module: "
-                         "pip uninstall -y onnxruntime onnxruntime-gpu, then install only one (GPU: pip install 'advonnx[gpu]')"))
+        t.add_row(
+            "[red]broken install[/red]",
+            escape(
+                "onnxruntime and onnxruntime-gpu are both installed and overwrite each other's module: "
+                "pip uninstall -y onnxruntime onnxruntime-gpu, then install only one (GPU: pip install 'advonnx[gpu]')"
+            ),
+        )
     else:
         t.add_row("onnxruntime package", ", ".join(f"{k} {v}" for k, v in installed.items()) or "?")
     usable, why = cuda_status(0)
-    t.add_row("CUDA", "[green]usable[/green] (onnxruntime CUDA provider and CuPy on GPU 0)" if usable else escape(f"not used: {why}"))
+    t.add_row(
+        "CUDA",
+        "[green]usable[/green] (onnxruntime CUDA provider and CuPy on GPU 0)" if usable else escape(f"not used: {why}"),
+    )
     try:
         import cupy
 
@@ -214,7 +306,9 @@ def doctor(
     except Exception as err:  # import errors of a broken CuPy come in many kinds
         t.add_row("cupy", f"not available ({type(err).__name__}); attacks run on NumPy")
     threads = os.environ.get("ADVONNX_THREADS")
-    t.add_row("cores / onnxruntime threads", f"{os.cpu_count()} / {threads or 'onnxruntime default (all physical cores)'}")
+    t.add_row(
+        "cores / onnxruntime threads", f"{os.cpu_count()} / {threads or 'onnxruntime default (all physical cores)'}"
+    )
     try:
         pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
         t.add_row("memory", f"{pages * size / 2**30:.1f} GiB")
@@ -238,8 +332,11 @@ def doctor(
             while time.perf_counter() - t0 < seconds:
                 m.predict(x)
                 n += x.shape[0]
-            t.add_row(f"speed on {dev}", f"{n / (time.perf_counter() - t0):,.0f} predictions/s "
-                      f"({Path(path).stem}, batch 64, {m.execution_provider})")
+            t.add_row(
+                f"speed on {dev}",
+                f"{n / (time.perf_counter() - t0):,.0f} predictions/s "
+                f"({Path(path).stem}, batch 64, {m.execution_provider})",
+            )
         t.add_row("exact gradients", m.gradient_mode("auto", loss="ce"))
     except AdvonnxError as err:
         t.add_row("[red]default suite[/red]", escape(str(err)))

@@ -47,18 +47,44 @@ from .errors import AdvonnxError
 from .stats import wilson_interval
 from .target_map import not_attacked
 
-__all__ = ["ECE_BINS", "COVERAGES", "ece", "risk_coverage", "confusion", "positive_class", "read_costs",
-           "cost_matrix_for", "clinical_summaries", "flip_rates", "headline_summaries"]
+__all__ = [
+    "ECE_BINS",
+    "COVERAGES",
+    "ece",
+    "risk_coverage",
+    "confusion",
+    "positive_class",
+    "read_costs",
+    "cost_matrix_for",
+    "clinical_summaries",
+    "flip_rates",
+    "headline_summaries",
+]
 
 ECE_BINS = 15
 COVERAGES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 INTERVAL_METHOD = "Wilson 95 %"
 # class names read as the healthy / negative class of a binary task (lower case, no separators)
-NEGATIVE_NAMES = frozenset({"benign", "normal", "negative", "healthy", "notumor", "notumour", "nofinding",
-                            "absent", "control", "background", "none", "nodisease"})
+NEGATIVE_NAMES = frozenset(
+    {
+        "benign",
+        "normal",
+        "negative",
+        "healthy",
+        "notumor",
+        "notumour",
+        "nofinding",
+        "absent",
+        "control",
+        "background",
+        "none",
+        "nodisease",
+    }
+)
 
 
 # ----------------------------------------------------------------------------------- primitives
+
 
 def ece(confidence, correct, bins: int = ECE_BINS) -> float:
     """Expected calibration error with equal-mass bins (Nixon et al. 2019, "adaptive" ECE).
@@ -122,6 +148,7 @@ def _rate(k: int, n: int) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------- costs
 
+
 def read_costs(path: str | Path) -> dict[str, Any]:
     """A K × K cost matrix from a CSV: the header row names the predicted classes, the first
     column the true classes (the corner cell is free text), the cells are costs ≥ 0, e.g.::
@@ -145,8 +172,10 @@ def read_costs(path: str | Path) -> dict[str, Any]:
     if len(set(names)) != len(names) or not all(names):
         raise AdvonnxError(f"{p}: header {rows[0]!r}: give each class name once after the corner cell")
     if [r[0].strip() for r in rows[1:]] != names:
-        raise AdvonnxError(f"{p}: the first column must list the header's classes in the same order "
-                           f"({', '.join(names)}), found {', '.join(r[0].strip() for r in rows[1:])}")
+        raise AdvonnxError(
+            f"{p}: the first column must list the header's classes in the same order "
+            f"({', '.join(names)}), found {', '.join(r[0].strip() for r in rows[1:])}"
+        )
     matrix = []
     for r in rows[1:]:
         if len(r) != len(names) + 1:
@@ -174,6 +203,7 @@ def cost_matrix_for(costs: dict[str, Any] | None, class_names) -> np.ndarray | N
 
 # ------------------------------------------------------------------------------------ summaries
 
+
 def _meta_classes(meta: dict[str, Any]) -> dict[str, list[str]]:
     return {m: list(s.get("class_names") or []) for m, s in (meta.get("specs") or {}).items()}
 
@@ -191,18 +221,33 @@ def _groups(rows: list[dict], kinds=("adversarial", "corruption")) -> dict[tuple
 
     # single-label rows only (multi-label rows have their per-finding table), and a universal
     # perturbation's held-out samples only (its fit samples are not a test)
-    rows = [r for r in rows if r.get("task") == "classification" and r.get("kind") in kinds
-            and r.get("label_vector") is None and r.get("uap_split") != "fit"]
+    rows = [
+        r
+        for r in rows
+        if r.get("task") == "classification"
+        and r.get("kind") in kinds
+        and r.get("label_vector") is None
+        and r.get("uap_split") != "fit"
+    ]
     labels = attack_labels(rows)
     out: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
-        out[(r["model"], r["dataset"], labels.get(setting_key(r), r["attack"]), r["norm"], r["eps"],
-             r.get("eps_text") or "")].append(r)
+        out[
+            (
+                r["model"],
+                r["dataset"],
+                labels.get(setting_key(r), r["attack"]),
+                r["norm"],
+                r["eps"],
+                r.get("eps_text") or "",
+            )
+        ].append(r)
     return out
 
 
-def clinical_summaries(table: pa.Table, *, costs: dict[str, Any] | None = None, bins: int = ECE_BINS
-                       ) -> list[dict[str, Any]]:
+def clinical_summaries(
+    table: pa.Table, *, costs: dict[str, Any] | None = None, bins: int = ECE_BINS
+) -> list[dict[str, Any]]:
     """One dict per classification (model, dataset, setting, norm, eps): per-class figures,
     sensitivity/specificity (binary), confusion matrices, calibration and expected cost (module
     docstring). ``costs``: :func:`read_costs`' dict, else the run metadata's ``costs``."""
@@ -214,8 +259,12 @@ def clinical_summaries(table: pa.Table, *, costs: dict[str, Any] | None = None, 
     rows = table.to_pylist()
     out = []
     for (model, dataset, label, norm, eps, eps_text), rs in sorted(_groups(rows).items(), key=lambda kv: str(kv[0])):
-        counted = [r for r in rs if r["status"] in ("ok", "invalid")
-                   or (r["status"] == "skipped" and not not_attacked(r) and r.get("clean_pred") is not None)]
+        counted = [
+            r
+            for r in rs
+            if r["status"] in ("ok", "invalid")
+            or (r["status"] == "skipped" and not not_attacked(r) and r.get("clean_pred") is not None)
+        ]
         if not counted:
             continue
         names = classes.get(model) or []
@@ -223,22 +272,41 @@ def clinical_summaries(table: pa.Table, *, costs: dict[str, Any] | None = None, 
         names = names + [f"class {i}" for i in range(len(names), k)]
         lab = np.array([r["label"] for r in counted], dtype=np.int64)
         clean_ok = np.array([bool(r["clean_correct"]) for r in counted])
-        robust = np.array([r["status"] == "ok" and bool(r["clean_correct"]) and bool(r["adv_correct"]) for r in counted])
+        robust = np.array(
+            [r["status"] == "ok" and bool(r["clean_correct"]) and bool(r["adv_correct"]) for r in counted]
+        )
         per_class: list[dict[str, Any]] = []
         for c in range(k):
             sel = lab == c
-            per_class.append({"class": c, "name": names[c], "n": int(sel.sum()),
-                              "clean": _rate(int(clean_ok[sel].sum()), int(sel.sum())),
-                              "robust": _rate(int(robust[sel].sum()), int(sel.sum()))})
+            per_class.append(
+                {
+                    "class": c,
+                    "name": names[c],
+                    "n": int(sel.sum()),
+                    "clean": _rate(int(clean_ok[sel].sum()), int(sel.sum())),
+                    "robust": _rate(int(robust[sel].sum()), int(sel.sum())),
+                }
+            )
         present = [p for p in per_class if p["n"]]
         worst = min(present, key=lambda p: (p["robust"]["value"], p["class"])) if present else None
         adv_rows = [r for r in counted if r["status"] == "ok" and r.get("adv_pred") is not None]
         s: dict[str, Any] = {
-            "model": model, "dataset": dataset, "label": label, "attack": rs[0]["attack"], "norm": norm, "eps": eps,
-            "eps_text": eps_text or f"{eps:g}", "kind": rs[0].get("kind"), "targeted": bool(rs[0].get("targeted")),
-            "target_map": _target_map_of(rs[0]), "class_names": names, "n": len(counted),
-            "not_attacked": sum(not_attacked(r) for r in rs), "n_adv": len(adv_rows),
-            "per_class": per_class, "worst_class": worst,
+            "model": model,
+            "dataset": dataset,
+            "label": label,
+            "attack": rs[0]["attack"],
+            "norm": norm,
+            "eps": eps,
+            "eps_text": eps_text or f"{eps:g}",
+            "kind": rs[0].get("kind"),
+            "targeted": bool(rs[0].get("targeted")),
+            "target_map": _target_map_of(rs[0]),
+            "class_names": names,
+            "n": len(counted),
+            "not_attacked": sum(not_attacked(r) for r in rs),
+            "n_adv": len(adv_rows),
+            "per_class": per_class,
+            "worst_class": worst,
             "confusion_clean": confusion(lab, [r["clean_pred"] for r in counted], k).tolist(),
             "confusion_adv": confusion([r["label"] for r in adv_rows], [r["adv_pred"] for r in adv_rows], k).tolist(),
             "interval": INTERVAL_METHOD,
@@ -251,10 +319,14 @@ def clinical_summaries(table: pa.Table, *, costs: dict[str, Any] | None = None, 
         s.update(_calibration(counted, adv_rows, bins))
         cm = cost_matrix_for(costs, classes.get(model))
         if cm is not None:
-            s["cost_clean"] = float(np.mean([cm[r["label"], r["clean_pred"]] for r in counted
-                                             if 0 <= r["clean_pred"] < len(cm)]))
-            s["cost_adv"] = float(np.mean([cm[r["label"], r["adv_pred"]] for r in adv_rows
-                                           if 0 <= r["adv_pred"] < len(cm)])) if adv_rows else math.nan
+            s["cost_clean"] = float(
+                np.mean([cm[r["label"], r["clean_pred"]] for r in counted if 0 <= r["clean_pred"] < len(cm)])
+            )
+            s["cost_adv"] = (
+                float(np.mean([cm[r["label"], r["adv_pred"]] for r in adv_rows if 0 <= r["adv_pred"] < len(cm)]))
+                if adv_rows
+                else math.nan
+            )
             s["cost_max"] = float(cm.max())
         out.append(s)
     return out
@@ -266,8 +338,10 @@ def _calibration(counted: list[dict], adv_rows: list[dict], bins: int) -> dict[s
         return np.array([p[0] for p in pairs], dtype=np.float64), np.array([p[1] for p in pairs], dtype=bool)
 
     out: dict[str, Any] = {"ece_method": f"equal-mass bins ({bins}), top-label confidence (max probability)"}
-    for side, rows, col, ok_col in (("clean", counted, "clean_confidence", "clean_correct"),
-                                    ("adv", adv_rows, "adv_confidence", "adv_correct")):
+    for side, rows, col, ok_col in (
+        ("clean", counted, "clean_confidence", "clean_correct"),
+        ("adv", adv_rows, "adv_confidence", "adv_correct"),
+    ):
         conf, ok = finite(rows, col, ok_col)
         out[f"ece_{side}"] = ece(conf, ok, bins)
         out[f"wrong_confidence_{side}"] = float(conf[~ok].mean()) if (~ok).any() else math.nan
@@ -285,8 +359,9 @@ def flip_rates(table: pa.Table) -> list[dict[str, Any]]:
 
     classes = _meta_classes(run_metadata(table))
     out = []
-    for (model, dataset, label, norm, eps, eps_text), rs in sorted(_groups(table.to_pylist(), ("adversarial",)).items(),
-                                                                 key=lambda kv: str(kv[0])):
+    for (model, dataset, label, norm, eps, eps_text), rs in sorted(
+        _groups(table.to_pylist(), ("adversarial",)).items(), key=lambda kv: str(kv[0])
+    ):
         tmap = _target_map_of(rs[0])
         if not tmap or not rs[0].get("targeted"):
             continue
@@ -297,15 +372,24 @@ def flip_rates(table: pa.Table) -> list[dict[str, Any]]:
                 by_dir[(r["label"], r["target"])].append(r)
         for (src, dst), d in sorted(by_dir.items()):
             correct = [r for r in d if r["clean_correct"]]
-            out.append({
-                "model": model, "dataset": dataset, "label": label, "norm": norm, "eps": eps,
-                "eps_text": eps_text or f"{eps:g}", "target_map": tmap, "source": src, "target": dst,
-                "direction": f"{names[src] if src < len(names) else src} → {names[dst] if dst < len(names) else dst}",
-                "flip": _rate(sum(r["adv_pred"] == dst for r in correct), len(correct)),
-                "into_clean": _rate(sum(r["clean_pred"] == dst for r in d), len(d)),
-                "into_adv": _rate(sum(r["adv_pred"] == dst for r in d), len(d)),
-                "not_attacked": sum(not_attacked(r) for r in rs),
-            })
+            out.append(
+                {
+                    "model": model,
+                    "dataset": dataset,
+                    "label": label,
+                    "norm": norm,
+                    "eps": eps,
+                    "eps_text": eps_text or f"{eps:g}",
+                    "target_map": tmap,
+                    "source": src,
+                    "target": dst,
+                    "direction": f"{names[src] if src < len(names) else src} → {names[dst] if dst < len(names) else dst}",
+                    "flip": _rate(sum(r["adv_pred"] == dst for r in correct), len(correct)),
+                    "into_clean": _rate(sum(r["clean_pred"] == dst for r in d), len(d)),
+                    "into_adv": _rate(sum(r["adv_pred"] == dst for r in d), len(d)),
+                    "not_attacked": sum(not_attacked(r) for r in rs),
+                }
+            )
     return out
 
 
@@ -339,8 +423,13 @@ def headline_summaries(summaries: list[dict[str, Any]], headline: dict[str, Any]
     for key in sorted(by):
         ss = by[key]
         h = headline_for(headline, key[1])
-        hit = [s for s in ss if s["attack"] == h.get("attack") and (not h.get("norm") or s["norm"] == h["norm"])
-               and eps_matches(s, h.get("eps"))]
+        hit = [
+            s
+            for s in ss
+            if s["attack"] == h.get("attack")
+            and (not h.get("norm") or s["norm"] == h["norm"])
+            and eps_matches(s, h.get("eps"))
+        ]
         out.append(min(hit or ss, key=lambda s: (s["targeted"], overall(s))))
     return out
 

@@ -40,10 +40,19 @@ def sample_outcomes(table: pa.Table, labels: dict | None = None) -> dict[tuple, 
         label = labels.get(setting_key(r), r["attack"])
         key = (r["model"], r["dataset"], label, r["norm"], r["eps"])
         if key not in out:
-            s = {"attack": r["attack"], "label": label, "norm": r["norm"], "eps_text": r.get("eps_text") or f"{r['eps']:g}",
-                 "kind": r["kind"]}
-            out[key] = {"metric": "Dice" if seg else "accuracy", "setting": setting_label(s), "kind": r["kind"],
-                        "samples": {}}
+            s = {
+                "attack": r["attack"],
+                "label": label,
+                "norm": r["norm"],
+                "eps_text": r.get("eps_text") or f"{r['eps']:g}",
+                "kind": r["kind"],
+            }
+            out[key] = {
+                "metric": "Dice" if seg else "accuracy",
+                "setting": setting_label(s),
+                "kind": r["kind"],
+                "samples": {},
+            }
         if seg:
             clean, robust = r["dice_clean"], r["dice_adv"]
         else:
@@ -53,7 +62,9 @@ def sample_outcomes(table: pa.Table, labels: dict | None = None) -> dict[tuple, 
     return out
 
 
-def paired(first: dict[str, Any], second: dict[str, Any], *, margin: float = EQUIVALENCE_MARGIN) -> dict[str, Any] | None:
+def paired(
+    first: dict[str, Any], second: dict[str, Any], *, margin: float = EQUIVALENCE_MARGIN
+) -> dict[str, Any] | None:
     """The paired statistics of two outcome records (:func:`sample_outcomes` values) on their
     common samples: robust and clean differences (second − first), intervals, p-values, TOST."""
     common = sorted(set(first["samples"]) & set(second["samples"]))
@@ -66,13 +77,26 @@ def paired(first: dict[str, Any], second: dict[str, Any], *, margin: float = EQU
     robust = paired_difference([b[s][1] for s in common], [a[s][1] for s in common], groups, binary=binary)
     clean = paired_difference([b[s][0] for s in common], [a[s][0] for s in common], groups, binary=binary)
     tost = tost_paired([b[s][0] for s in common], [a[s][0] for s in common], groups, margin=margin)
-    return {"n": len(common), "groups": n_groups(groups), "metric": first["metric"], "setting": first["setting"],
-            "robust_first": robust["b"], "robust_second": robust["a"], "delta_robust": robust["diff"],
-            "delta_robust_ci": robust["ci"], "p_robust": robust["p"], "robust_test": robust["test"],
-            "discordant": (robust.get("only_b"), robust.get("only_a")),
-            "clean_first": clean["b"], "clean_second": clean["a"], "delta_clean": clean["diff"],
-            "delta_clean_ci": clean["ci"], "p_clean": clean["p"], "p_equivalent_clean": tost["p"],
-            "margin": margin}
+    return {
+        "n": len(common),
+        "groups": n_groups(groups),
+        "metric": first["metric"],
+        "setting": first["setting"],
+        "robust_first": robust["b"],
+        "robust_second": robust["a"],
+        "delta_robust": robust["diff"],
+        "delta_robust_ci": robust["ci"],
+        "p_robust": robust["p"],
+        "robust_test": robust["test"],
+        "discordant": (robust.get("only_b"), robust.get("only_a")),
+        "clean_first": clean["b"],
+        "clean_second": clean["a"],
+        "delta_clean": clean["diff"],
+        "delta_clean_ci": clean["ci"],
+        "p_clean": clean["p"],
+        "p_equivalent_clean": tost["p"],
+        "margin": margin,
+    }
 
 
 def model_pairs(table_a: pa.Table, table_b: pa.Table | None = None) -> list[dict[str, Any]]:
@@ -97,7 +121,7 @@ def model_pairs(table_a: pa.Table, table_b: pa.Table | None = None) -> list[dict
     for setting, (left, right) in sorted(by_setting.items(), key=lambda kv: str(kv[0])):
         if table_b is None:
             names = sorted(left)
-            combos = [(m, n) for i, m in enumerate(names) for n in names[i + 1:]]
+            combos = [(m, n) for i, m in enumerate(names) for n in names[i + 1 :]]
         elif same_models:
             combos = [(m, m) for m in sorted(set(left) & set(right))]
         else:
@@ -106,13 +130,24 @@ def model_pairs(table_a: pa.Table, table_b: pa.Table | None = None) -> list[dict
             stats = paired(left[m], right[n])
             if stats is None:
                 continue
-            out.append({"first": m, "second": n, "dataset": setting[0], "label": setting[1], "norm": setting[2],
-                        "eps": setting[3], "kind": left[m]["kind"], **stats})
+            out.append(
+                {
+                    "first": m,
+                    "second": n,
+                    "dataset": setting[0],
+                    "label": setting[1],
+                    "norm": setting[2],
+                    "eps": setting[3],
+                    "kind": left[m]["kind"],
+                    **stats,
+                }
+            )
     return out
 
 
-def contrast_tests(table: pa.Table, summaries: list[dict], headline: dict[str, Any], *,
-                   all_pairs: bool = False) -> list[dict[str, Any]]:
+def contrast_tests(
+    table: pa.Table, summaries: list[dict], headline: dict[str, Any], *, all_pairs: bool = False
+) -> list[dict[str, Any]]:
     """The "equal clean, different robust" test at each dataset's headline setting: pairs of models
     whose clean figures are equivalent within ±2 points (TOST p < 0.05) and whose robust figures
     differ (exact McNemar p < 0.05; Dice: paired t). Each entry: both summaries (``lo`` the less
@@ -121,11 +156,13 @@ def contrast_tests(table: pa.Table, summaries: list[dict], headline: dict[str, A
     from .summary.headline import headline_key
 
     keys = headline_key(summaries, headline)
-    at = [s for s in summaries if s["model"] in keys and s["robust"] == keys[s["model"]] and s.get("kind") != "corruption"]
+    at = [
+        s for s in summaries if s["model"] in keys and s["robust"] == keys[s["model"]] and s.get("kind") != "corruption"
+    ]
     outcomes = sample_outcomes(table)
     found = []
     for i, a in enumerate(at):
-        for b in at[i + 1:]:
+        for b in at[i + 1 :]:
             if a["dataset"] != b["dataset"] or a.get("label") != b.get("label") or a["eps"] != b["eps"]:
                 continue
             oa = outcomes.get((a["model"], a["dataset"], a["label"], a["norm"], a["eps"]))
@@ -136,7 +173,10 @@ def contrast_tests(table: pa.Table, summaries: list[dict], headline: dict[str, A
             stats = paired(oa if lo is a else ob, ob if lo is a else oa)
             if stats is None:
                 continue
-            flags = {"equivalent_clean": stats["p_equivalent_clean"] < ALPHA, "different_robust": stats["p_robust"] < ALPHA}
+            flags = {
+                "equivalent_clean": stats["p_equivalent_clean"] < ALPHA,
+                "different_robust": stats["p_robust"] < ALPHA,
+            }
             if all_pairs or all(flags.values()):
                 found.append({"lo": lo, "hi": hi, **stats, **flags})
     return found
@@ -145,17 +185,21 @@ def contrast_tests(table: pa.Table, summaries: list[dict], headline: dict[str, A
 def contrast_text(c: dict[str, Any]) -> str:
     """The numbers of one contrast test, in words (terminal and report)."""
     lo, hi = c["delta_robust_ci"]
-    return (f"clean {100 * c['delta_clean']:+.1f} points (equivalent within ±{100 * c['margin']:.0f}: TOST "
-            f"{_p_is(c['p_equivalent_clean'])}), robust {100 * c['delta_robust']:+.1f} points (95 % CI "
-            f"{_pts(lo)} to {_pts(hi)}; {c['robust_test']} {_p_is(c['p_robust'])}), n = {c['n']} in {c['groups']} groups")
+    return (
+        f"clean {100 * c['delta_clean']:+.1f} points (equivalent within ±{100 * c['margin']:.0f}: TOST "
+        f"{_p_is(c['p_equivalent_clean'])}), robust {100 * c['delta_robust']:+.1f} points (95 % CI "
+        f"{_pts(lo)} to {_pts(hi)}; {c['robust_test']} {_p_is(c['p_robust'])}), n = {c['n']} in {c['groups']} groups"
+    )
 
 
 def unproven_text(c: dict[str, Any]) -> str:
     """A headline pair whose robust figures differ but whose clean equivalence is not shown."""
     lo, hi = c["delta_robust_ci"]
-    return (f"robust {100 * c['delta_robust']:+.1f} points (95 % CI {_pts(lo)} to {_pts(hi)}; {c['robust_test']} "
-            f"{_p_is(c['p_robust'])}), but clean {100 * c['delta_clean']:+.1f} points is not shown equivalent within "
-            f"±{100 * c['margin']:.0f} (TOST {_p_is(c['p_equivalent_clean'])}), n = {c['n']} in {c['groups']} groups")
+    return (
+        f"robust {100 * c['delta_robust']:+.1f} points (95 % CI {_pts(lo)} to {_pts(hi)}; {c['robust_test']} "
+        f"{_p_is(c['p_robust'])}), but clean {100 * c['delta_clean']:+.1f} points is not shown equivalent within "
+        f"±{100 * c['margin']:.0f} (TOST {_p_is(c['p_equivalent_clean'])}), n = {c['n']} in {c['groups']} groups"
+    )
 
 
 def _pts(v: float) -> str:
@@ -175,8 +219,13 @@ def _p_is(p: float) -> str:
     return f"p < {text[1:]}" if text.startswith("<") else f"p = {text}"
 
 
-def gate(table: pa.Table, *, min_robust: float | None = None, baseline: pa.Table | None = None,
-         headline: dict[str, Any] | None = None) -> list[str]:
+def gate(
+    table: pa.Table,
+    *,
+    min_robust: float | None = None,
+    baseline: pa.Table | None = None,
+    headline: dict[str, Any] | None = None,
+) -> list[str]:
     """The failing models of a run, one line each (empty: pass).
 
     ``min_robust``: a model fails when its robust figure at the headline setting (without a
@@ -194,8 +243,9 @@ def gate(table: pa.Table, *, min_robust: float | None = None, baseline: pa.Table
         for s in summaries:
             if math.isnan(s["robust"]):
                 continue
-            if s["model"] in head and (s["robust"] != head[s["model"]]
-                                       or s["attack"] != headline_for(headline, s["dataset"]).get("attack")):
+            if s["model"] in head and (
+                s["robust"] != head[s["model"]] or s["attack"] != headline_for(headline, s["dataset"]).get("attack")
+            ):
                 continue
             k = (s["model"], s["dataset"])
             if k not in worst or s["robust"] < worst[k]["robust"]:
@@ -203,9 +253,11 @@ def gate(table: pa.Table, *, min_robust: float | None = None, baseline: pa.Table
         for (model, dataset), s in sorted(worst.items()):
             if s["robust"] < min_robust and model not in fails:
                 lo, hi = s["robust_ci"]
-                fails[model] = (f"{model}: robust {s['metric']} {percent(s['robust'])} % (95 % CI {percent(lo)}–"
-                                f"{percent(hi)}, n = {s['n']} in {s['groups']} groups) on {dataset} under "
-                                f"{setting_label(s)} is below --min-robust {100 * min_robust:g} %")
+                fails[model] = (
+                    f"{model}: robust {s['metric']} {percent(s['robust'])} % (95 % CI {percent(lo)}–"
+                    f"{percent(hi)}, n = {s['n']} in {s['groups']} groups) on {dataset} under "
+                    f"{setting_label(s)} is below --min-robust {100 * min_robust:g} %"
+                )
     if baseline is not None:
         worse = []
         for p in model_pairs(baseline, table):
@@ -218,10 +270,12 @@ def gate(table: pa.Table, *, min_robust: float | None = None, baseline: pa.Table
             if p["second"] in fails:
                 continue
             lo, hi = p["delta_robust_ci"]
-            fails[p["second"]] = (f"{p['second']}: robust {p['metric']} {percent(p['robust_second'])} % vs baseline "
-                                  f"{percent(p['robust_first'])} % on {p['dataset']} under {p['setting']}: "
-                                  f"{100 * p['delta_robust']:+.1f} points (95 % CI {_pts(lo)} to {_pts(hi)}; "
-                                  f"{p['robust_test']} {_p_is(p['p_robust'])}, n = {p['n']} in {p['groups']} groups)")
+            fails[p["second"]] = (
+                f"{p['second']}: robust {p['metric']} {percent(p['robust_second'])} % vs baseline "
+                f"{percent(p['robust_first'])} % on {p['dataset']} under {p['setting']}: "
+                f"{100 * p['delta_robust']:+.1f} points (95 % CI {_pts(lo)} to {_pts(hi)}; "
+                f"{p['robust_test']} {_p_is(p['p_robust'])}, n = {p['n']} in {p['groups']} groups)"
+            )
     return [fails[m] for m in sorted(fails)]
 
 
@@ -246,19 +300,27 @@ def pairs_html(pairs: list[dict[str, Any]]) -> str:
     def num(v, text):
         return f'<td class="n" data-v="{"" if v is None or v != v else f"{v:.6g}"}">{e(text)}</td>'
 
-    head = ("<tr><th>Dataset</th><th>Setting</th><th>First</th><th>Second</th><th>n (groups)</th><th>Robust first %</th>"
-            "<th>Robust second %</th><th>Δ robust pts</th><th>95% CI</th><th>p</th><th>Δ clean pts</th>"
-            "<th>TOST p (±2)</th></tr>")
+    head = (
+        "<tr><th>Dataset</th><th>Setting</th><th>First</th><th>Second</th><th>n (groups)</th><th>Robust first %</th>"
+        "<th>Robust second %</th><th>Δ robust pts</th><th>95% CI</th><th>p</th><th>Δ clean pts</th>"
+        "<th>TOST p (±2)</th></tr>"
+    )
     body = []
     for p in pairs:
         lo, hi = p["delta_robust_ci"]
-        body.append(f"<tr><td>{e(p['dataset'])}</td><td>{e(p['setting'])}</td><td>{e(p['first'])}</td><td>{e(p['second'])}</td>"
-                    + num(p["n"], f"{p['n']} ({p['groups']})") + num(p["robust_first"], percent(p["robust_first"]))
-                    + num(p["robust_second"], percent(p["robust_second"])) + num(p["delta_robust"], _pts(p["delta_robust"]))
-                    + f"<td>{e(_pts(lo))} to {e(_pts(hi))}</td>" + num(p["p_robust"], _p(p["p_robust"]))
-                    + num(p["delta_clean"], _pts(p["delta_clean"])) + num(p["p_equivalent_clean"], _p(p["p_equivalent_clean"]))
-                    + "</tr>")
-    return (f'<div class="scroll"><table class="lb sortable"><thead>{head}</thead><tbody>{"".join(body)}</tbody></table></div>')
+        body.append(
+            f"<tr><td>{e(p['dataset'])}</td><td>{e(p['setting'])}</td><td>{e(p['first'])}</td><td>{e(p['second'])}</td>"
+            + num(p["n"], f"{p['n']} ({p['groups']})")
+            + num(p["robust_first"], percent(p["robust_first"]))
+            + num(p["robust_second"], percent(p["robust_second"]))
+            + num(p["delta_robust"], _pts(p["delta_robust"]))
+            + f"<td>{e(_pts(lo))} to {e(_pts(hi))}</td>"
+            + num(p["p_robust"], _p(p["p_robust"]))
+            + num(p["delta_clean"], _pts(p["delta_clean"]))
+            + num(p["p_equivalent_clean"], _p(p["p_equivalent_clean"]))
+            + "</tr>"
+        )
+    return f'<div class="scroll"><table class="lb sortable"><thead>{head}</thead><tbody>{"".join(body)}</tbody></table></div>'
 
 
 def print_pairs(console, pairs: list[dict[str, Any]], title: str) -> None:
@@ -275,19 +337,50 @@ def print_pairs(console, pairs: list[dict[str, Any]], title: str) -> None:
     t = Table(title=escape(title))
     if not console.is_terminal and console.width < 140:
         console.width = 140
-    for col in ("Dataset", "Setting", "First → second", "n (groups)", "Robust %", "Δ robust (95% CI)", "p",
-                "Δ clean", "TOST p"):
+    for col in (
+        "Dataset",
+        "Setting",
+        "First → second",
+        "n (groups)",
+        "Robust %",
+        "Δ robust (95% CI)",
+        "p",
+        "Δ clean",
+        "TOST p",
+    ):
         t.add_column(col, justify="left" if col in ("Dataset", "Setting", "First → second") else "right")
     for p in pairs:
         lo, hi = p["delta_robust_ci"]
-        t.add_row(escape(p["dataset"]), escape(p["setting"]), escape(f"{p['first']} → {p['second']}"),
-                  f"{p['n']} ({p['groups']})", f"{percent(p['robust_first'])} → {percent(p['robust_second'])}",
-                  f"{_pts(p['delta_robust'])} ({_pts(lo)} to {_pts(hi)})", _p(p["p_robust"]), _pts(p["delta_clean"]),
-                  _p(p["p_equivalent_clean"]))
+        t.add_row(
+            escape(p["dataset"]),
+            escape(p["setting"]),
+            escape(f"{p['first']} → {p['second']}"),
+            f"{p['n']} ({p['groups']})",
+            f"{percent(p['robust_first'])} → {percent(p['robust_second'])}",
+            f"{_pts(p['delta_robust'])} ({_pts(lo)} to {_pts(hi)})",
+            _p(p["p_robust"]),
+            _pts(p["delta_clean"]),
+            _p(p["p_equivalent_clean"]),
+        )
     console.print(t)
-    console.print(escape(f"Δ in points (second − first); 95 % CI: {BOOTSTRAP_METHOD}, paired; p: exact McNemar on the "
-                         "discordant samples (Dice: paired t on group means); TOST p < 0.05: clean figures equivalent "
-                         f"within ±2 points. {UPPER_BOUND_TEXT}"), style="dim")
+    console.print(
+        escape(
+            f"Δ in points (second − first); 95 % CI: {BOOTSTRAP_METHOD}, paired; p: exact McNemar on the "
+            "discordant samples (Dice: paired t on group means); TOST p < 0.05: clean figures equivalent "
+            f"within ±2 points. {UPPER_BOUND_TEXT}"
+        ),
+        style="dim",
+    )
 
 
-__all__ = ["sample_outcomes", "paired", "model_pairs", "contrast_tests", "contrast_text", "gate", "pairs_html", "print_pairs", "UPPER_BOUND_TEXT"]
+__all__ = [
+    "sample_outcomes",
+    "paired",
+    "model_pairs",
+    "contrast_tests",
+    "contrast_text",
+    "gate",
+    "pairs_html",
+    "print_pairs",
+    "UPPER_BOUND_TEXT",
+]

@@ -34,8 +34,7 @@ def _client(cluster: str) -> tuple[Any, Any]:
         if n < 1:
             raise AdvonnxError("--cluster local:N needs N >= 1")
         # One onnxruntime thread per worker process (WorkUnit.threads = 1): N workers use N cores.
-        lc = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                          silence_logs=40)
+        lc = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40)
         return Client(lc), lc
     if cluster.startswith(("tcp://", "tls://", "ucx://")):
         try:
@@ -45,16 +44,19 @@ def _client(cluster: str) -> tuple[Any, Any]:
     raise AdvonnxError(f"--cluster {cluster!r}: use local:N or tcp://HOST:PORT")
 
 
-def run_distributed(cluster: str, units: list[WorkUnit], store: Any, on_done: Callable[[WorkUnit], None],
-                    log: Callable[[str], None]) -> dict[str, int]:
+def run_distributed(
+    cluster: str, units: list[WorkUnit], store: Any, on_done: Callable[[WorkUnit], None], log: Callable[[str], None]
+) -> dict[str, int]:
     """Execute ``units`` on the cluster, writing each finished chunk; returns tasks per worker."""
     from dask.distributed import as_completed
 
     client, local = _client(cluster)
     per_worker: dict[str, int] = {}
     try:
-        futures = {client.submit(_execute_with_worker, u, key=f"advonnx-{u.key}", retries=RETRIES, pure=False): u
-                   for u in units}
+        futures = {
+            client.submit(_execute_with_worker, u, key=f"advonnx-{u.key}", retries=RETRIES, pure=False): u
+            for u in units
+        }
         for future in as_completed(futures):
             unit = futures[future]
             rows, examples, worker = future.result()

@@ -69,8 +69,11 @@ def _cpu_id() -> str:
     text = ""
     with contextlib.suppress(OSError):
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    wanted = [ln.split(":", 1)[1].strip() for ln in text.splitlines()
-              if ln.split(":", 1)[0].strip() in ("model name", "flags", "Features")][:2]
+    wanted = [
+        ln.split(":", 1)[1].strip()
+        for ln in text.splitlines()
+        if ln.split(":", 1)[0].strip() in ("model name", "flags", "Features")
+    ][:2]
     return platform.machine() + "|" + platform.processor() + "|" + "|".join(wanted)
 
 
@@ -89,10 +92,21 @@ def _file_identity(model) -> str | None:
     except (OSError, TypeError, ValueError):
         return None
     spec = {k: v for k, v in model.spec.as_dict().items() if k not in ("notes", "sources")}
-    return hashlib.sha256(json.dumps({"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                                      "spec": spec, "advonnx": __version__, "onnx": onnx.__version__,
-                                      "integer": bool(model.spec.input_integer)},
-                                     sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps(
+            {
+                "path": str(path),
+                "size": st.st_size,
+                "mtime_ns": st.st_mtime_ns,
+                "spec": spec,
+                "advonnx": __version__,
+                "onnx": onnx.__version__,
+                "integer": bool(model.spec.input_integer),
+            },
+            sort_keys=True,
+            default=str,
+        ).encode()
+    ).hexdigest()
 
 
 def graph_digest(model) -> str:
@@ -124,8 +138,19 @@ def entry_key(model, **facts: Any) -> str:
     from . import __version__
 
     h = hashlib.sha256()
-    h.update(json.dumps({"format": FORMAT.decode().strip(), "advonnx": __version__, "onnx": onnx.__version__,
-                         "onnxruntime": ort.__version__, **facts}, sort_keys=True, default=str).encode())
+    h.update(
+        json.dumps(
+            {
+                "format": FORMAT.decode().strip(),
+                "advonnx": __version__,
+                "onnx": onnx.__version__,
+                "onnxruntime": ort.__version__,
+                **facts,
+            },
+            sort_keys=True,
+            default=str,
+        ).encode()
+    )
     h.update(graph_digest(model).encode())
     return h.hexdigest()
 
@@ -138,8 +163,11 @@ def _read(path: Path) -> bytes | None:
             payload = f.read()
     except OSError:
         return None
-    ok = (header[:len(FORMAT)] == FORMAT and header[-1:] == b"\n"
-          and hashlib.sha256(payload).hexdigest().encode() == header[len(FORMAT):-1])
+    ok = (
+        header[: len(FORMAT)] == FORMAT
+        and header[-1:] == b"\n"
+        and hashlib.sha256(payload).hexdigest().encode() == header[len(FORMAT) : -1]
+    )
     if not ok:
         _discard(path)
         return None
@@ -155,8 +183,7 @@ def _discard(path: Path) -> None:
 
 def _write(path: Path, payload: bytes) -> None:
     """Atomically store ``payload`` at ``path`` behind the format line and its sha256."""
-    atomic_write_bytes(path, lambda f: f.write(FORMAT + hashlib.sha256(payload).hexdigest().encode() + b"\n"
-                                               + payload))
+    atomic_write_bytes(path, lambda f: f.write(FORMAT + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload))
 
 
 def _verified(path: Path) -> bool:
@@ -221,8 +248,10 @@ def gradient_session(model, build_args: dict[str, Any], build) -> ort.InferenceS
         if _verified(path):
             try:
                 session = ort.InferenceSession(
-                    str(path), sess_options=_options(model._threads, ort.GraphOptimizationLevel.ORT_DISABLE_ALL),
-                    providers=providers)
+                    str(path),
+                    sess_options=_options(model._threads, ort.GraphOptimizationLevel.ORT_DISABLE_ALL),
+                    providers=providers,
+                )
             except Exception:  # onnxruntime raises several private exception types: rebuild
                 _discard(path)
                 continue
@@ -252,8 +281,12 @@ def unsupported_ops(model, compute) -> list[str]:
     check walks the whole graph with shape inference, seconds for a VGG-sized model."""
     if not enabled():
         return compute()
-    key = entry_key(model, input_name=model.spec.input_name, check="unsupported_ops",
-                    output_name=getattr(model, "_attacked_out", ""))  # the path differentiated
+    key = entry_key(
+        model,
+        input_name=model.spec.input_name,
+        check="unsupported_ops",
+        output_name=getattr(model, "_attacked_out", ""),
+    )  # the path differentiated
     path = cache_dir() / "grad" / f"{key}.ops"
     payload = _read(path)
     if payload is not None:

@@ -51,7 +51,9 @@ def parse_attack_inputs(text: str) -> list[tuple[str, float | None]]:
             except (AdvonnxError, ValueError, IndexError):
                 eps = None
             if not eps or eps <= 0:
-                raise AdvonnxError(f"--attack-inputs {text!r}: budget {value.strip()!r} of {name!r} must be a number > 0")
+                raise AdvonnxError(
+                    f"--attack-inputs {text!r}: budget {value.strip()!r} of {name!r} must be a number > 0"
+                )
         pairs.append((name, eps))
     names = [n for n, _ in pairs]
     if not names or len(set(names)) != len(names) or not all(names):
@@ -65,8 +67,10 @@ def parse_attack_inputs(text: str) -> list[tuple[str, float | None]]:
 def check_joint_attack(name: str) -> None:
     """Refuse, in one line, an attack that does not run on several inputs jointly."""
     if name not in JOINT_ATTACKS:
-        raise AdvonnxError(f"{name} does not attack several inputs jointly (--attack-inputs); use one of "
-                           f"{', '.join(JOINT_ATTACKS)}, or attack one input with --input")
+        raise AdvonnxError(
+            f"{name} does not attack several inputs jointly (--attack-inputs); use one of "
+            f"{', '.join(JOINT_ATTACKS)}, or attack one input with --input"
+        )
 
 
 class JointInputModel:
@@ -89,8 +93,10 @@ class JointInputModel:
             raise ModelError(f"{first.path}: attacked inputs {self.names} repeat one")
         for m in models:
             if m.spec.input_integer:
-                raise ModelError(f"{first.path}: input {m.spec.input_name!r} is integer ({m.spec.input_integer}); "
-                                 "joint attacks take floating-point inputs only")
+                raise ModelError(
+                    f"{first.path}: input {m.spec.input_name!r} is integer ({m.spec.input_integer}); "
+                    "joint attacks take floating-point inputs only"
+                )
             if getattr(m, "inner", None) is not None:
                 raise ModelError(f"{first.path}: joint attacks need plain models (no sliding windows)")
         self.models = models
@@ -100,11 +106,21 @@ class JointInputModel:
         self.held = tuple(e for e in first.extra_inputs if e[0] not in self.names)
         self.shapes = None if shapes is None else [tuple(int(d) for d in s) for s in shapes]
         self.bounds = None
-        self._spec = replace(first, input_name=",".join(self.names), input_shape=(None, None), layout="NF",
-                             extra_inputs=self.held, fixed_batch=None, patch_size=(),
-                             notes=list(first.notes) + [
-                                 "joint attack on " + ", ".join(f"{n} (eps x {w:g})" for n, w in zip(self.names, self.weights))
-                                 + ": one packed vector, per-input budgets and value ranges"])
+        self._spec = replace(
+            first,
+            input_name=",".join(self.names),
+            input_shape=(None, None),
+            layout="NF",
+            extra_inputs=self.held,
+            fixed_batch=None,
+            patch_size=(),
+            notes=list(first.notes)
+            + [
+                "joint attack on "
+                + ", ".join(f"{n} (eps x {w:g})" for n, w in zip(self.names, self.weights))
+                + ": one packed vector, per-input budgets and value ranges"
+            ],
+        )
         if self.shapes is not None:
             self._set_shapes(self.shapes)
 
@@ -112,13 +128,16 @@ class JointInputModel:
         self.shapes = [tuple(int(d) for d in s) for s in shapes]
         sizes = [int(np.prod(s)) for s in self.shapes]
         self.offsets = np.cumsum([0] + sizes)
-        lo = np.concatenate([np.full(n, m.spec.value_range[0] / w, np.float64)
-                             for n, m, w in zip(sizes, self.models, self.weights)])
-        hi = np.concatenate([np.full(n, m.spec.value_range[1] / w, np.float64)
-                             for n, m, w in zip(sizes, self.models, self.weights)])
+        lo = np.concatenate(
+            [np.full(n, m.spec.value_range[0] / w, np.float64) for n, m, w in zip(sizes, self.models, self.weights)]
+        )
+        hi = np.concatenate(
+            [np.full(n, m.spec.value_range[1] / w, np.float64) for n, m, w in zip(sizes, self.models, self.weights)]
+        )
         self.bounds = (lo.astype(np.float32), hi.astype(np.float32))
-        self._spec = replace(self._spec, input_shape=(None, int(self.offsets[-1])),
-                             value_range=(float(lo.min()), float(hi.max())))
+        self._spec = replace(
+            self._spec, input_shape=(None, int(self.offsets[-1])), value_range=(float(lo.min()), float(hi.max()))
+        )
 
     @property
     def spec(self):
@@ -143,11 +162,15 @@ class JointInputModel:
             self._set_shapes([tuple(a.shape[1:]) for a in arrays])
         for n, a, s in zip(self.names, arrays, self.shapes):
             if tuple(a.shape[1:]) != s:
-                raise AdvonnxError(f"{self.spec.path}: input {n!r} has samples of shape {tuple(a.shape[1:])}, "
-                                   f"the joint attack packs {s}")
+                raise AdvonnxError(
+                    f"{self.spec.path}: input {n!r} has samples of shape {tuple(a.shape[1:])}, "
+                    f"the joint attack packs {s}"
+                )
         xp = namespace(arrays[0])
-        parts = [xp.reshape(xp.astype(xp.asarray(a), xp.float32), (a.shape[0], -1)) / np.float32(w)
-                 for a, w in zip(arrays, self.weights)]
+        parts = [
+            xp.reshape(xp.astype(xp.asarray(a), xp.float32), (a.shape[0], -1)) / np.float32(w)
+            for a, w in zip(arrays, self.weights)
+        ]
         return xp.concat(parts, axis=1)
 
     def unpack(self, u) -> dict:
@@ -158,7 +181,7 @@ class JointInputModel:
         xp = namespace(u)
         out = {}
         for i, (n, m, w, s) in enumerate(zip(self.names, self.models, self.weights, self.shapes)):
-            part = u[:, int(self.offsets[i]):int(self.offsets[i + 1])] * np.float32(w)
+            part = u[:, int(self.offsets[i]) : int(self.offsets[i + 1])] * np.float32(w)
             lo, hi = m.spec.value_range
             out[n] = xp.reshape(xp.clip(part, lo, hi), (u.shape[0], *s))
         return out
@@ -172,8 +195,9 @@ class JointInputModel:
         a, b = self.unpack(x), self.unpack(x_adv)
         rows: list[dict[str, dict[str, float]]] = [{} for _ in range(x.shape[0])]
         for n in self.names:
-            d = to_numpy(b[n]).astype(np.float64).reshape(x.shape[0], -1) - \
-                to_numpy(a[n]).astype(np.float64).reshape(x.shape[0], -1)
+            d = to_numpy(b[n]).astype(np.float64).reshape(x.shape[0], -1) - to_numpy(a[n]).astype(np.float64).reshape(
+                x.shape[0], -1
+            )
             for i in range(x.shape[0]):
                 rows[i][n] = {"linf": float(np.abs(d[i]).max(initial=0.0)), "l2": float(np.linalg.norm(d[i]))}
         return rows
@@ -207,12 +231,20 @@ class JointInputModel:
     def one_pass(self) -> bool:
         return all(m.one_pass for m in self.models)
 
-    def gradient_mode(self, requested: str = "auto", *, loss: str | None = None, scale_free: bool = False,
-                      with_decisions: bool = False) -> str:
+    def gradient_mode(
+        self,
+        requested: str = "auto",
+        *,
+        loss: str | None = None,
+        scale_free: bool = False,
+        with_decisions: bool = False,
+    ) -> str:
         """``exact`` when every attacked input has exact gradients, else ``estimated`` (the graph
         variants probed are those :meth:`value_and_grad` runs: decisions from the first input's)."""
-        modes = {m.gradient_mode(requested, loss=loss, scale_free=scale_free, with_decisions=with_decisions and k == 0)
-                 for k, m in enumerate(self.models)}
+        modes = {
+            m.gradient_mode(requested, loss=loss, scale_free=scale_free, with_decisions=with_decisions and k == 0)
+            for k, m in enumerate(self.models)
+        }
         return "exact" if modes == {"exact"} else "estimated"
 
     def straight_through_ops(self) -> list[str]:
@@ -221,8 +253,21 @@ class JointInputModel:
     def gradient_label(self, mode: str) -> str:
         return "exact+straight-through" if mode == "exact" and self.straight_through_ops() else mode
 
-    def value_and_grad(self, x, y=None, *, loss: str = "ce", gradient: str = "auto", cotangent=None, mask=None,
-                       rng=None, counter=None, scale_free: bool = False, with_decisions: bool = False, extras=None):
+    def value_and_grad(
+        self,
+        x,
+        y=None,
+        *,
+        loss: str = "ce",
+        gradient: str = "auto",
+        cotangent=None,
+        mask=None,
+        rng=None,
+        counter=None,
+        scale_free: bool = False,
+        with_decisions: bool = False,
+        extras=None,
+    ):
         """Per-sample loss and its gradient w.r.t. the packed ``x``: each input's gradient (its
         own gradient graph, the other inputs held at their current values) times its weight,
         packed. Arguments as :meth:`advonnx.model.OnnxModel.value_and_grad`; every graph run is
@@ -234,9 +279,19 @@ class JointInputModel:
             held = dict(extras or {})
             held.update({n: p for j, (n, p) in enumerate(parts.items()) if j != i})
             first = i == 0
-            out = m.value_and_grad(parts[self.names[i]], y, loss=loss, gradient=gradient, cotangent=cotangent,
-                                   mask=mask, rng=rng, counter=counter, scale_free=scale_free,
-                                   with_decisions=with_decisions and first, extras=held)
+            out = m.value_and_grad(
+                parts[self.names[i]],
+                y,
+                loss=loss,
+                gradient=gradient,
+                cotangent=cotangent,
+                mask=mask,
+                rng=rng,
+                counter=counter,
+                scale_free=scale_free,
+                with_decisions=with_decisions and first,
+                extras=held,
+            )
             if first:
                 value = out[0]
                 decisions = out[2] if with_decisions else None

@@ -43,15 +43,43 @@ from .summary.tables import (
     spearman,
 )
 
-__all__ = ["render", "render_run", "summarize", "headline_for", "headline_key", "setting_label", "percent",
-           "query_curve", "per_finding", "masking_notes", "interval_note", "certified_lines", "certified_curves",
-           "cascade_stages", "cascade_table", "worst_case_table", "compare_rows", "corruption_summary",
-           "minimal_norm_curves", "spearman", "bootstrap_ci", "contrast_pairs", "BOOTSTRAP", "CERTIFIED_RADII",
-           "QUERY_FRACTIONS", "_balanced", "_carried", "_counted", "_masking_counts", "_median"]
+__all__ = [
+    "render",
+    "render_run",
+    "summarize",
+    "headline_for",
+    "headline_key",
+    "setting_label",
+    "percent",
+    "query_curve",
+    "per_finding",
+    "masking_notes",
+    "interval_note",
+    "certified_lines",
+    "certified_curves",
+    "cascade_stages",
+    "cascade_table",
+    "worst_case_table",
+    "compare_rows",
+    "corruption_summary",
+    "minimal_norm_curves",
+    "spearman",
+    "bootstrap_ci",
+    "contrast_pairs",
+    "BOOTSTRAP",
+    "CERTIFIED_RADII",
+    "QUERY_FRACTIONS",
+    "_balanced",
+    "_carried",
+    "_counted",
+    "_masking_counts",
+    "_median",
+]
 
 
-def contrast_pairs(summaries: list[dict], headline: dict[str, Any], table: pa.Table, *,
-                   all_pairs: bool = False) -> list[dict[str, Any]]:
+def contrast_pairs(
+    summaries: list[dict], headline: dict[str, Any], table: pa.Table, *, all_pairs: bool = False
+) -> list[dict[str, Any]]:
     """Model pairs on one dataset, at the headline setting, with equivalent clean figures (TOST
     within ±2 points) and different robust ones (exact McNemar p < 0.05): ``compare.contrast_tests``."""
     from .compare import contrast_tests
@@ -71,15 +99,18 @@ def _small_table(title: str):
     from rich import box
     from rich.table import Table
 
-    return Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False,
-                 padding=(0, 1))
+    return Table(
+        title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1)
+    )
 
 
 def _head(m: ModelSummary) -> str:
     """The title of a model's table: rank, model, dataset, framework, gradients, clean figure."""
     s0 = m.reference
-    head = (f"[bold]{m.rank}. {s0.model}[/bold] on {s0.dataset} · {s0.framework} · "
-            f"{'queries only' if s0.gradient in ('none', '') else s0.gradient + ' gradients'} · clean {s0.metric} {_ci(s0.clean, s0.clean_ci)} % · n={s0.n} in {s0.groups} groups")
+    head = (
+        f"[bold]{m.rank}. {s0.model}[/bold] on {s0.dataset} · {s0.framework} · "
+        f"{'queries only' if s0.gradient in ('none', '') else s0.gradient + ' gradients'} · clean {s0.metric} {_ci(s0.clean, s0.clean_ci)} % · n={s0.n} in {s0.groups} groups"
+    )
     flags = [f"{v} {k}" for k, v in (("invalid", s0.invalid), ("errored", s0.errored), ("skipped", s0.skipped)) if v]
     if flags:
         head += " [red](" + ", ".join(flags) + ")[/red]"
@@ -106,8 +137,7 @@ def _columns(group: tuple[SettingSummary, ...]) -> tuple[list[tuple[str, str]], 
 
 def _cells(s: SettingSummary, seg: bool, show_curve: bool, show_min: bool, findings: int) -> list[str]:
     lo, hi = s.robust_ci
-    bound = "" if s.kind == "corruption" or seg or math.isnan(s.robust) else (
-        "≥ " if s.kind == "certificate" else "≤ ")
+    bound = "" if s.kind == "corruption" or seg or math.isnan(s.robust) else ("≥ " if s.kind == "certificate" else "≤ ")
     cells = [setting_label(s), bound + percent(s.robust), "–" if math.isnan(lo) else f"{percent(lo)}–{percent(hi)}"]
     cells += [f"{100 * (s.clean - s.robust):.1f}"] if seg else [percent(s.asr)]
     cells += [] if seg else ["–" if math.isnan(s.median_norm) else f"{s.median_norm:.3g}"]
@@ -130,12 +160,16 @@ def model_table(run: RunSummary, m: ModelSummary):
 
     columns, show_curve, show_min, findings = _columns(m.settings)
     seg = m.settings[0].metric == "Dice"
-    t = Table(title=_head(m), title_justify="left", header_style="bold", box=box.SIMPLE_HEAD,
-              pad_edge=False, padding=(0, 1))
+    t = Table(
+        title=_head(m), title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1)
+    )
     for name, justify in columns:
-        t.add_column(name, justify="left" if justify == "left" else "right",
-                     no_wrap=name in ("Attack", "Queries", "Time s"),
-                     min_width=14 if name == "Attack" else 11 if name == "95% CI" else None)
+        t.add_column(
+            name,
+            justify="left" if justify == "left" else "right",
+            no_wrap=name in ("Attack", "Queries", "Time s"),
+            min_width=14 if name == "Attack" else 11 if name == "95% CI" else None,
+        )
     for s in m.settings:
         t.add_row(*_cells(s, seg, show_curve, show_min, findings), style="bold" if run.is_headline(s) else None)
     return t
@@ -146,8 +180,16 @@ def _worst_case_table(rows, console) -> None:
     for col in ("Model", "Dataset", "Norm", "Eps", "Robust %", "95% CI", "n (groups)", "Attacks"):
         t.add_column(col, justify="right" if col in ("Eps", "Robust %", "95% CI", "n (groups)") else "left")
     for r in sorted(rows, key=lambda r: (r["model"], r["dataset"], r["norm"], r["eps"])):
-        t.add_row(r["model"], r["dataset"], r["norm"], f"{r['eps']:.4g}", "≤ " + percent(r["robust"]),
-                  f"{percent(r['ci'][0])}–{percent(r['ci'][1])}", f"{r['n']} ({r['groups']})", ",".join(r["attacks"]))
+        t.add_row(
+            r["model"],
+            r["dataset"],
+            r["norm"],
+            f"{r['eps']:.4g}",
+            "≤ " + percent(r["robust"]),
+            f"{percent(r['ci'][0])}–{percent(r['ci'][1])}",
+            f"{r['n']} ({r['groups']})",
+            ",".join(r["attacks"]),
+        )
     console.print(t)
 
 
@@ -168,8 +210,13 @@ def _cascade_table(rows, console) -> None:
     for col in ("Model", "Dataset", "Setting", "Clean %", "Stages"):
         t.add_column(col, justify="right" if col == "Clean %" else "left")
     for c in rows:
-        t.add_row(c["model"], c["dataset"], f"{c['attack']} {c['norm']} {c['eps_text']}", percent(c["clean"]),
-                  " → ".join(f"{label} ≤ {percent(r)} (−{d:.1f})" for label, r, d in c["stages"]))
+        t.add_row(
+            c["model"],
+            c["dataset"],
+            f"{c['attack']} {c['norm']} {c['eps_text']}",
+            percent(c["clean"]),
+            " → ".join(f"{label} ≤ {percent(r)} (−{d:.1f})" for label, r, d in c["stages"]),
+        )
     console.print(t)
 
 
@@ -187,16 +234,31 @@ def _corruption_table(run: RunSummary, console) -> None:
     for col in ("Model", "Mean corr. %", "mCE", "rBE", "Bal. err. %", "Adv. robust %"):
         ct.add_column(col, justify="left" if col == "Model" else "right")
     for r in run.corruptions:
-        mce = "–" if math.isnan(r["mce"]) else f"{r['mce']:.2f}" + (
-            "" if math.isnan(r["mce_ci"][0]) else f" [dim]({r['mce_ci'][0]:.2f}–{r['mce_ci'][1]:.2f})[/dim]")
-        ct.add_row(r["model"], _ci(r["mean_corruption"], r["mean_corruption_ci"]),
-                   mce, "–" if math.isnan(r["rbe"]) else f"{r['rbe']:.2f}",
-                   percent(r["mean_balanced_error"]), percent(r["adversarial"]))
+        mce = (
+            "–"
+            if math.isnan(r["mce"])
+            else f"{r['mce']:.2f}"
+            + ("" if math.isnan(r["mce_ci"][0]) else f" [dim]({r['mce_ci'][0]:.2f}–{r['mce_ci'][1]:.2f})[/dim]")
+        )
+        ct.add_row(
+            r["model"],
+            _ci(r["mean_corruption"], r["mean_corruption_ci"]),
+            mce,
+            "–" if math.isnan(r["rbe"]) else f"{r['rbe']:.2f}",
+            percent(r["mean_balanced_error"]),
+            percent(r["adversarial"]),
+        )
     console.print(ct)
 
 
-def render_run(run: RunSummary, table: pa.Table, console, *, title: str = "advonnx leaderboard",
-               costs: dict[str, Any] | None = None) -> None:
+def render_run(
+    run: RunSummary,
+    table: pa.Table,
+    console,
+    *,
+    title: str = "advonnx leaderboard",
+    costs: dict[str, Any] | None = None,
+) -> None:
     """Print the leaderboard of ``run`` (the summary of ``table``) to a rich console."""
     from .clinical_view import clinical_table
     from .transfer_matrix import render_transfer
@@ -216,8 +278,14 @@ def render_run(run: RunSummary, table: pa.Table, console, *, title: str = "advon
     render_transfer(table, console, run.headline)
 
 
-def render(table: pa.Table, console, *, headline: dict[str, Any] | None = None, title: str = "advonnx leaderboard",
-           costs: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def render(
+    table: pa.Table,
+    console,
+    *,
+    headline: dict[str, Any] | None = None,
+    title: str = "advonnx leaderboard",
+    costs: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
     """Print the leaderboard of a result table to a rich console; returns the setting summaries
     (dicts, leaderboard order)."""
     run = summarize_run(table, headline)

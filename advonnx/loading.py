@@ -49,9 +49,7 @@ def _check_external_location(path: Path, t: onnx.TensorProto) -> None:
         )
     candidate = base / location
     if any(part == ".." for part in Path(location).parts):
-        raise ModelError(
-            f"{path}: tensor {t.name!r} external data {location!r} escapes the model's folder; refused"
-        )
+        raise ModelError(f"{path}: tensor {t.name!r} external data {location!r} escapes the model's folder; refused")
     if candidate.is_symlink():
         raise ModelError(
             f"{path}: external data {location!r} is a symbolic link; refused: copy the real file beside the model"
@@ -65,9 +63,7 @@ def _check_external_location(path: Path, t: onnx.TensorProto) -> None:
     length = int(info.get("length", 0) or 0)
     size = resolved.stat().st_size
     if offset < 0 or length < 0 or offset + length > size:
-        raise ModelError(
-            f"{path}: external data {location!r} is shorter ({size} bytes) than tensor {t.name!r} needs"
-        )
+        raise ModelError(f"{path}: external data {location!r} is shorter ({size} bytes) than tensor {t.name!r} needs")
 
 
 def _all_graphs(graph: onnx.GraphProto):
@@ -102,8 +98,11 @@ def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
     external = []
     for graph in _all_graphs(model.graph):
         tensors = list(graph.initializer) + [
-            attr.t for node in graph.node if node.op_type == "Constant"
-            for attr in node.attribute if attr.type == onnx.AttributeProto.TENSOR
+            attr.t
+            for node in graph.node
+            if node.op_type == "Constant"
+            for attr in node.attribute
+            if attr.type == onnx.AttributeProto.TENSOR
         ]
         for t in tensors:
             total += _tensor_bytes(t)

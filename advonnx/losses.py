@@ -198,7 +198,9 @@ def bce(scores, y, *, probabilities: bool):
     xp = namespace(scores)
     t, w = _multilabel_parts(scores, y)
     if probabilities:
-        per = -(t * xp.log(xp.clip(scores, PROB_FLOOR, 1.0)) + (1.0 - t) * xp.log(xp.clip(1.0 - scores, PROB_FLOOR, 1.0)))
+        per = -(
+            t * xp.log(xp.clip(scores, PROB_FLOOR, 1.0)) + (1.0 - t) * xp.log(xp.clip(1.0 - scores, PROB_FLOOR, 1.0))
+        )
     else:
         per = xp.maximum(scores, 0.0) - t * scores + xp.log(1.0 + xp.exp(-xp.abs(scores)))
     return xp.sum(per * w, axis=1) / xp.clip(xp.sum(w, axis=1), 1.0, None)
@@ -231,13 +233,13 @@ def _multilabel_score_gradient(name: str, scores, y, *, probabilities: bool, thr
     big = 1e30 if scores.dtype == xp.float64 else 1e9
     wrong = -(2.0 * t - 1.0) * (scores - threshold) - (1.0 - w) * big
     k = xp.argmax(wrong, axis=1)
-    hot = xp.astype(xp.expand_dims(k, axis=1) == xp.reshape(xp.arange(scores.shape[1], dtype=k.dtype), (1, -1)),
-                    scores.dtype)
+    hot = xp.astype(
+        xp.expand_dims(k, axis=1) == xp.reshape(xp.arange(scores.shape[1], dtype=k.dtype), (1, -1)), scores.dtype
+    )
     return value, -(2.0 * t - 1.0) * hot
 
 
-def score_gradient(name: str, scores, y, *, probabilities: bool, axis: int = 1, target=None,
-                   threshold: float = 0.0):
+def score_gradient(name: str, scores, y, *, probabilities: bool, axis: int = 1, target=None, threshold: float = 0.0):
     """Loss ``name`` per sample and its gradient w.r.t. ``scores`` (shaped like ``scores``).
 
     ``name``: ``ce``, ``seg_ce`` (mean over pixels), ``dlr`` (``target`` given: targeted DLR).

@@ -69,11 +69,30 @@ NO_SIGN = "no sign of masking"
 NOT_CHECKED = "not checked"
 SUSPECTED = "masking suspected"
 
-_COLUMNS = ("model", "dataset", "task", "kind", "attack", "norm", "eps", "gradient", "steps", "restarts",
-            "max_queries", "settings", "sample_id", "status", "error", "clean_correct", "adv_correct", "min_norm")
+_COLUMNS = (
+    "model",
+    "dataset",
+    "task",
+    "kind",
+    "attack",
+    "norm",
+    "eps",
+    "gradient",
+    "steps",
+    "restarts",
+    "max_queries",
+    "settings",
+    "sample_id",
+    "status",
+    "error",
+    "clean_correct",
+    "adv_correct",
+    "min_norm",
+)
 
 
 # ------------------------------------------------------------------------------- per-sample outcomes
+
 
 def _outcome(r: dict[str, Any]) -> bool | None | str:
     """True: broken; False: robust; None: skipped because an earlier attack broke it (unknown
@@ -169,15 +188,23 @@ def _paired(strong: list[_Setting], weak: list[_Setting], check: str, **where) -
     n = len(paired)
     p = mcnemar_exact(only_weak, only_strong)
     return {
-        "check": check, **where, "n": n, "excluded": len(common) - n,
-        "strong": ", ".join(s.label() for s in strong), "weak": ", ".join(s.label() for s in weak),
-        "strong_robust": sum(not a[s] for s in paired) / n, "weak_robust": sum(not b[s] for s in paired) / n,
-        "only_weak": only_weak, "only_strong": only_strong, "p_value": p,
+        "check": check,
+        **where,
+        "n": n,
+        "excluded": len(common) - n,
+        "strong": ", ".join(s.label() for s in strong),
+        "weak": ", ".join(s.label() for s in weak),
+        "strong_robust": sum(not a[s] for s in paired) / n,
+        "weak_robust": sum(not b[s] for s in paired) / n,
+        "only_weak": only_weak,
+        "only_strong": only_strong,
+        "p_value": p,
         "fired": bool(only_weak > only_strong and p < ALPHA),
     }
 
 
 # ------------------------------------------------------------------------------------- the checks
+
 
 def masking_checks(table: pa.Table, *, value_ranges: dict[str, tuple[float, float]] | None = None) -> dict[str, Any]:
     """Every check on the classification rows of ``table`` (as ``results.read_results`` returns).
@@ -194,8 +221,11 @@ def masking_checks(table: pa.Table, *, value_ranges: dict[str, tuple[float, floa
         specs = run_metadata(table).get("specs") or {}
         value_ranges = {m: tuple(s["value_range"]) for m, s in specs.items() if s.get("value_range")}
     cols = [c for c in _COLUMNS if c in table.column_names]
-    rows = [r for r in table.select(cols).to_pylist()
-            if r.get("kind") in ("adversarial", "check") and r.get("task") == "classification"]
+    rows = [
+        r
+        for r in table.select(cols).to_pylist()
+        if r.get("kind") in ("adversarial", "check") and r.get("task") == "classification"
+    ]
     groups = _group_settings(rows)
     per_model: dict[tuple[str, str], list[dict[str, Any] | None]] = defaultdict(list)
     seen: set[tuple[str, str]] = set()
@@ -212,8 +242,9 @@ def masking_checks(table: pa.Table, *, value_ranges: dict[str, tuple[float, floa
         for c in checks:
             c["text"] = evidence_text(c)
         fired = sorted({c["check"] for c in checks if c["fired"]})
-        verdict = (f"{SUSPECTED}: {', '.join(CHECK_TITLES[c] for c in fired)}" if fired
-                   else NO_SIGN if checks else NOT_CHECKED)
+        verdict = (
+            f"{SUSPECTED}: {', '.join(CHECK_TITLES[c] for c in fired)}" if fired else NO_SIGN if checks else NOT_CHECKED
+        )
         out.append({"model": key[0], "dataset": key[1], "verdict": verdict, "suspected": fired, "checks": checks})
     return {"models": out}
 
@@ -235,8 +266,9 @@ def _group_settings(rows: list[dict[str, Any]]) -> dict[tuple, dict[tuple, _Sett
     return groups
 
 
-def _checks_at(budgeted: list[_Setting], norm: str, eps: float,
-               lo_hi: tuple[float, float] | None) -> list[dict[str, Any] | None]:
+def _checks_at(
+    budgeted: list[_Setting], norm: str, eps: float, lo_hi: tuple[float, float] | None
+) -> list[dict[str, Any] | None]:
     """Every check's evidence at one (model, dataset, norm, eps) (None: a test without pairs)."""
     where = {"norm": norm, "eps": eps}
     grad = [s for s in budgeted if s.side == "gradient"]
@@ -261,9 +293,18 @@ def _checks_at(budgeted: list[_Setting], norm: str, eps: float,
         known = [o for o in u.values() if o is not None]
         if known:
             k, n = sum(not o for o in known), len(known)
-            found.append({"check": "large_eps_not_zero", **where, "n": n, "robust": k, "robust_ci":
-                          wilson_interval(k, n), "strong": ", ".join(s.label() for s in grad),
-                          "value_range": list(lo_hi) if lo_hi else None, "fired": k > 0})
+            found.append(
+                {
+                    "check": "large_eps_not_zero",
+                    **where,
+                    "n": n,
+                    "robust": k,
+                    "robust_ci": wilson_interval(k, n),
+                    "strong": ", ".join(s.label() for s in grad),
+                    "value_range": list(lo_hi) if lo_hi else None,
+                    "fired": k > 0,
+                }
+            )
     return found
 
 
@@ -277,8 +318,9 @@ def _more_steps(grad: list[_Setting], where: dict[str, Any]) -> list[dict[str, A
             e = _paired([hi], [lo], "more_steps_gain", **where)
             if e is not None:
                 e["gain"] = e["weak_robust"] - e["strong_robust"]
-                e["fired"] = bool(e["gain"] > STEPS_MARGIN and e["only_weak"] < e["only_strong"]
-                                  and e["p_value"] < ALPHA)
+                e["fired"] = bool(
+                    e["gain"] > STEPS_MARGIN and e["only_weak"] < e["only_strong"] and e["p_value"] < ALPHA
+                )
                 found.append(e)
     return found
 
@@ -299,16 +341,21 @@ def evidence_text(c: dict[str, Any]) -> str:
     at = f"{c['norm']} eps={c['eps']:.4g}"
     if c["check"] == "large_eps_not_zero":
         lo, hi = c["robust_ci"]
-        return (f"{at}: {c['robust']} of {c['n']} samples robust ({_pct(c['robust'] / c['n'])}, 95 % Wilson "
-                f"{_pct(lo)}–{_pct(hi)}) under {c['strong']}; must be 0")
+        return (
+            f"{at}: {c['robust']} of {c['n']} samples robust ({_pct(c['robust'] / c['n'])}, 95 % Wilson "
+            f"{_pct(lo)}–{_pct(hi)}) under {c['strong']}; must be 0"
+        )
     extra = f", {c['excluded']} skipped in a worst-case run left out" if c.get("excluded") else ""
     gain = f", gain {100 * c['gain']:.1f} points (margin {100 * STEPS_MARGIN:.0f})" if "gain" in c else ""
-    return (f"{at}, {c['n']} paired samples{extra}: robust {_pct(c['weak_robust'])} under {c['weak']} vs "
-            f"{_pct(c['strong_robust'])} under {c['strong']}; broken only by the first: {c['only_weak']}, only by "
-            f"the second: {c['only_strong']}; exact McNemar p = {c['p_value']:.3g}{gain}")
+    return (
+        f"{at}, {c['n']} paired samples{extra}: robust {_pct(c['weak_robust'])} under {c['weak']} vs "
+        f"{_pct(c['strong_robust'])} under {c['strong']}; broken only by the first: {c['only_weak']}, only by "
+        f"the second: {c['only_strong']}; exact McNemar p = {c['p_value']:.3g}{gain}"
+    )
 
 
 # ------------------------------------------------------------------------------------ persistence
+
 
 def write_masking(folder: str | Path, table: pa.Table) -> dict[str, Any]:
     """Compute the checks of a run and store them as ``<folder>/_masking.json`` (atomic)."""
@@ -337,8 +384,10 @@ def short_text(c: dict[str, Any]) -> str:
     if c["check"] == "large_eps_not_zero":
         return f"{at}: {c['robust']}/{c['n']} robust"
     gain = f", {100 * c['gain']:+.1f} pts" if "gain" in c else ""
-    return (f"{CHECK_TITLES[c['check']]} at {at}? {c['only_weak']} vs {c['only_strong']} discordant of {c['n']}, "
-            f"p={c['p_value']:.2g}{gain}")
+    return (
+        f"{CHECK_TITLES[c['check']]} at {at}? {c['only_weak']} vs {c['only_strong']} discordant of {c['n']}, "
+        f"p={c['p_value']:.2g}{gain}"
+    )
 
 
 def verdict_lines(result: dict[str, Any], *, markup: bool = True) -> list[str]:
@@ -357,14 +406,18 @@ def verdict_lines(result: dict[str, Any], *, markup: bool = True) -> list[str]:
             fired = [c for c in m["checks"] if c["fired"]]
             line += esc(" — " + "; ".join(c["text"] for c in fired))
         else:
-            line = head + m["verdict"] + esc(f" ({len(m['checks'])} checks passed: "
-                                             + "; ".join(short_text(c) for c in m["checks"]) + ")")
+            line = (
+                head
+                + m["verdict"]
+                + esc(f" ({len(m['checks'])} checks passed: " + "; ".join(short_text(c) for c in m["checks"]) + ")")
+            )
         lines.append(line)
     return lines
 
 
-def check_attacks(attacks: list[dict[str, Any]], *, value_range: tuple[float, float],
-                  headline_eps: float | None = None) -> list[dict[str, Any]]:
+def check_attacks(
+    attacks: list[dict[str, Any]], *, value_range: tuple[float, float], headline_eps: float | None = None
+) -> list[dict[str, Any]]:
     """The extra attack settings the checks need on one model × dataset, given the suite's
     settings there (dicts ``name``, ``norm``, ``eps`` (list of floats), ``settings``, ``needs``
     (``gradient`` | ``scores`` | ``decisions``)). Empty when no gradient attack runs there.
@@ -385,18 +438,31 @@ def check_attacks(attacks: list[dict[str, Any]], *, value_range: tuple[float, fl
     if linf_eps:
         eps = headline_eps if headline_eps in linf_eps else linf_eps[-1]
         text = f"{eps:.10g}"
-        has_query = any(a["needs"] != "gradient" and a["norm"] == "linf" and eps in a["eps"]
-                        and (a["settings"].get("max_queries") or 0) >= CHECK_QUERIES for a in attacks)
+        has_query = any(
+            a["needs"] != "gradient"
+            and a["norm"] == "linf"
+            and eps in a["eps"]
+            and (a["settings"].get("max_queries") or 0) >= CHECK_QUERIES
+            for a in attacks
+        )
         if not has_query:
-            out.append({"name": "square", "norm": "linf", "eps": eps, "eps_text": text,
-                        "settings": {"max_queries": CHECK_QUERIES}})
+            out.append(
+                {
+                    "name": "square",
+                    "norm": "linf",
+                    "eps": eps,
+                    "eps_text": text,
+                    "settings": {"max_queries": CHECK_QUERIES},
+                }
+            )
         iterative = [a for a in grad if a["name"] in ("pgd", "bim") and a["norm"] == "linf" and eps in a["eps"]]
         steps = max((int(a["settings"].get("steps", 10)) for a in iterative), default=0)
         if not iterative:
             steps = 10
             out.append({"name": "pgd", "norm": "linf", "eps": eps, "eps_text": text, "settings": {"steps": steps}})
-        out.append({"name": "pgd", "norm": "linf", "eps": eps, "eps_text": text,
-                    "settings": {"steps": STEPS_FACTOR * steps}})
+        out.append(
+            {"name": "pgd", "norm": "linf", "eps": eps, "eps_text": text, "settings": {"steps": STEPS_FACTOR * steps}}
+        )
     if not any(a["norm"] == "linf" and max(a["eps"], default=0) >= big * (1 - 1e-6) for a in grad):
         out.append({"name": "pgd", "norm": "linf", "eps": big, "eps_text": f"{big:.10g}", "settings": {"steps": 10}})
     return out

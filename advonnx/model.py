@@ -51,9 +51,24 @@ if TYPE_CHECKING:
 
 # Names that moved out of this module, still importable from it.
 __all__ = [
-    "ATTACKED_OUTPUT", "LoadedModel", "MAX_INPUT_ELEMENTS", "PROBE_SIGNAL", "PROBE_SPATIAL", "RANDOM_OPS", "ModelRunError",
-    "OnnxModel", "build_canonical", "infer_spec", "load_model", "randomized_ops", "take_extras", "with_spec",
-    "_like", "_session_options", "_take_rows", "_tile",
+    "ATTACKED_OUTPUT",
+    "LoadedModel",
+    "MAX_INPUT_ELEMENTS",
+    "PROBE_SIGNAL",
+    "PROBE_SPATIAL",
+    "RANDOM_OPS",
+    "ModelRunError",
+    "OnnxModel",
+    "build_canonical",
+    "infer_spec",
+    "load_model",
+    "randomized_ops",
+    "take_extras",
+    "with_spec",
+    "_like",
+    "_session_options",
+    "_take_rows",
+    "_tile",
 ]
 
 
@@ -223,8 +238,11 @@ class OnnxModel:
         on_device = is_device_array(feed)
         for name, dims, dtype in self.spec.extra_inputs:
             value = extras[name]
-            if value.shape[0] != n or len(value.shape) != len(dims) or any(
-                    w is not None and w != h for w, h in zip(dims[1:], value.shape[1:])):
+            if (
+                value.shape[0] != n
+                or len(value.shape) != len(dims)
+                or any(w is not None and w != h for w, h in zip(dims[1:], value.shape[1:]))
+            ):
                 raise AdvonnxError(
                     f"{Path(self.spec.path).name}: input {name!r} got shape {tuple(value.shape)} for a batch of {n}; "
                     f"the model takes {tuple('?' if d is None else d for d in dims)}"
@@ -261,7 +279,6 @@ class OnnxModel:
         """Gradient draws averaged per gradient (EOT): ``spec.eot``, else RANDOMIZED_EOT for a
         randomized model, 1."""
         return self.spec.eot or (RANDOMIZED_EOT if self.spec.randomized else 1)
-
 
     def attack_scores(self, x, *, extras=None):
         """The tensor attacks' objectives read for the batch ``x`` (one query per row): the
@@ -336,8 +353,14 @@ class OnnxModel:
         piecewise-constant ops as the identity (see ``straight_through_ops``)."""
         return "exact+straight-through" if mode == "exact" and self.straight_through_ops() else mode
 
-    def gradient_mode(self, requested: str = "auto", *, loss: str | None = None, scale_free: bool = False,
-                      with_decisions: bool = False) -> str:
+    def gradient_mode(
+        self,
+        requested: str = "auto",
+        *,
+        loss: str | None = None,
+        scale_free: bool = False,
+        with_decisions: bool = False,
+    ) -> str:
         """Which gradient ``requested`` (auto|exact|estimated) resolves to for this model.
 
         With ``auto`` and a ``loss``, the gradient graph for that loss (``scale_free``,
@@ -401,9 +424,20 @@ class OnnxModel:
         ``extras``: the model's other inputs, one row per row of ``x``, held fixed (the gradient
         is w.r.t. the attacked input only).
         """
-        return oracles.value_and_grad(self, x, y, loss=loss, gradient=gradient, cotangent=cotangent, mask=mask,
-                                      rng=rng, counter=counter, scale_free=scale_free, with_decisions=with_decisions,
-                                      extras=extras)
+        return oracles.value_and_grad(
+            self,
+            x,
+            y,
+            loss=loss,
+            gradient=gradient,
+            cotangent=cotangent,
+            mask=mask,
+            rng=rng,
+            counter=counter,
+            scale_free=scale_free,
+            with_decisions=with_decisions,
+            extras=extras,
+        )
 
 
 def load_model(
@@ -437,18 +471,32 @@ def load_model(
 
         pairs = parse_attack_inputs(str(overrides.pop("attack_inputs")))
         overrides.pop("input_name", None)
-        models = [load_model(path, device=device, threads=threads, batch_size=batch_size, estimator=estimator,
-                             io_binding=io_binding, input_name=name, **overrides) for name, _ in pairs]
+        models = [
+            load_model(
+                path,
+                device=device,
+                threads=threads,
+                batch_size=batch_size,
+                estimator=estimator,
+                io_binding=io_binding,
+                input_name=name,
+                **overrides,
+            )
+            for name, _ in pairs
+        ]
         ref = pairs[0][1]
         return JointInputModel(models, [1.0 if ref is None or e is None else e / ref for _, e in pairs])
     overrides.pop("attack_inputs", None)
     proto = load_onnx(path)
     spec = infer_spec(proto, path, overrides)
-    model = OnnxModel(proto, spec, device=device, threads=threads, batch_size=batch_size, estimator=estimator,
-                      io_binding=io_binding)
+    model = OnnxModel(
+        proto, spec, device=device, threads=threads, batch_size=batch_size, estimator=estimator, io_binding=io_binding
+    )
     if spec.patch_size and spec.extra_inputs:
-        raise ModelError(f"{path}: sliding windows (patch_size) need a model with one input; this one also takes "
-                         f"{', '.join(n for n, _, _ in spec.extra_inputs)} (held fixed per sample): drop --patch-size")
+        raise ModelError(
+            f"{path}: sliding windows (patch_size) need a model with one input; this one also takes "
+            f"{', '.join(n for n, _, _ in spec.extra_inputs)} (held fixed per sample): drop --patch-size"
+        )
     if spec.patch_size:  # run on overlapping windows of larger inputs, scores stitched
         from .sliding import SlidingWindowModel
 
@@ -458,8 +506,13 @@ def load_model(
 
 def with_spec(model: OnnxModel, **changes: Any) -> OnnxModel:
     """A new OnnxModel on the same file with spec fields replaced (used by tests and the CLI)."""
-    return OnnxModel(model.original, replace(model.spec, **changes), batch_size=model.batch_size,
-                     estimator=model.estimator, io_binding=model.io_binding)
+    return OnnxModel(
+        model.original,
+        replace(model.spec, **changes),
+        batch_size=model.batch_size,
+        estimator=model.estimator,
+        io_binding=model.io_binding,
+    )
 
 
 if TYPE_CHECKING:  # the three models answer the protocol attacks are typed with (checked by mypy)

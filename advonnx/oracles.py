@@ -76,17 +76,35 @@ class Model(Predictor, Protocol):
     @property
     def one_pass(self) -> bool: ...
 
-    def gradient_mode(self, requested: str = "auto", *, loss: str | None = None, scale_free: bool = False,
-                      with_decisions: bool = False) -> str: ...
+    def gradient_mode(
+        self,
+        requested: str = "auto",
+        *,
+        loss: str | None = None,
+        scale_free: bool = False,
+        with_decisions: bool = False,
+    ) -> str: ...
 
     def gradient_label(self, mode: str) -> str: ...
 
     def straight_through_ops(self) -> list[str]: ...
 
-    def value_and_grad(self, x: Array, y: Array | None = None, *, loss: str = "ce", gradient: str = "auto",
-                       cotangent: Array | None = None, mask: Array | None = None, rng: Random | None = None,
-                       counter: Callable[[Any], None] | None = None, scale_free: bool = False,
-                       with_decisions: bool = False, extras: Extras = None) -> tuple[Any, ...]: ...
+    def value_and_grad(
+        self,
+        x: Array,
+        y: Array | None = None,
+        *,
+        loss: str = "ce",
+        gradient: str = "auto",
+        cotangent: Array | None = None,
+        mask: Array | None = None,
+        rng: Random | None = None,
+        counter: Callable[[Any], None] | None = None,
+        scale_free: bool = False,
+        with_decisions: bool = False,
+        extras: Extras = None,
+    ) -> tuple[Any, ...]: ...
+
 
 # Cap on elements (samples × draws × features) evaluated per predict batch by the estimator.
 _MAX_ELEMENTS = 1 << 25
@@ -132,12 +150,7 @@ def _directions(cfg: EstimatorConfig, rng: Random, n: int, d: int, like):
 
 
 def estimate_value_and_grad(
-    loss_of: Callable,
-    x,
-    cfg: EstimatorConfig,
-    rng: Random,
-    *,
-    value_range: tuple[float, float],
+    loss_of: Callable, x, cfg: EstimatorConfig, rng: Random, *, value_range: tuple[float, float]
 ):
     """Loss (N,) at ``x`` and its estimated gradient, from ``loss_of(x_batch, sample_index)``.
 
@@ -162,9 +175,7 @@ def estimate_value_and_grad(
         base = x_flat[start:stop, None, :]
         probes = xp.concat([base + sigma * u, base - sigma * u], axis=1)  # (m, 2q, d)
         probes = xp.reshape(probes, (m * 2 * cfg.samples,) + tuple(x.shape[1:]))
-        idx = xp.reshape(
-            xp.broadcast_to(all_idx[start:stop, None], (m, 2 * cfg.samples)), (-1,)
-        )
+        idx = xp.reshape(xp.broadcast_to(all_idx[start:stop, None], (m, 2 * cfg.samples)), (-1,))
         values = xp.reshape(loss_of(probes, idx), (m, 2, cfg.samples))
         diff = (values[:, 0, :] - values[:, 1, :]) / (2.0 * sigma * cfg.samples)  # (m, q)
         diff = xp.astype(diff, x.dtype)
@@ -184,8 +195,15 @@ def model_loss(spec: ModelSpec, scores, y, loss: str = "ce", *, mask=None, cotan
     if probs and scores.dtype != xp.float64:
         scores = xp.astype(scores, xp.float64)
     loss = losses.for_output_kind(loss, spec.output_kind)
-    return losses.compute(loss, scores, y, probabilities=probs, axis=spec.class_axis, mask=mask,
-                          threshold=spec.decision_threshold if loss == "ml_margin" else 0.0)
+    return losses.compute(
+        loss,
+        scores,
+        y,
+        probabilities=probs,
+        axis=spec.class_axis,
+        mask=mask,
+        threshold=spec.decision_threshold if loss == "ml_margin" else 0.0,
+    )
 
 
 class ExactGradients:
@@ -210,8 +228,14 @@ class ExactGradients:
                 try:
                     from .gradcache import unsupported_ops as remembered
 
-                    self.unsupported = remembered(model, lambda: list(unsupported_ops(
-                        model.differentiable, input_name=model.spec.input_name, output_name=model._attacked_out)))
+                    self.unsupported = remembered(
+                        model,
+                        lambda: list(
+                            unsupported_ops(
+                                model.differentiable, input_name=model.spec.input_name, output_name=model._attacked_out
+                            )
+                        ),
+                    )
                 except Exception as err:  # only the relaxed graph of an integer input can be ill-typed
                     if not model.spec.input_integer:
                         raise
@@ -225,8 +249,11 @@ class ExactGradients:
             from .autodiff import straight_through_ops
 
             try:
-                self.straight = straight_through_ops(self.model.differentiable, input_name=self.model.spec.input_name,
-                                                     output_name=self.model._attacked_out)
+                self.straight = straight_through_ops(
+                    self.model.differentiable,
+                    input_name=self.model.spec.input_name,
+                    output_name=self.model._attacked_out,
+                )
             except Exception:  # noqa: BLE001 - a graph without exact gradients has nothing to report
                 self.straight = []
         return self.straight
@@ -236,11 +263,19 @@ class ExactGradients:
         Scale-free applies to CE on logits only; the decisions are an output of their own only when
         they are another tensor than the attacked scores (a final Softmax)."""
         model = self.model
-        return (bool(scale_free) and loss == "ce" and model.spec.attacked_scores == "logits",
-                bool(with_decisions) and model._attacked_out != model._scores_out)
+        return (
+            bool(scale_free) and loss == "ce" and model.spec.attacked_scores == "logits",
+            bool(with_decisions) and model._attacked_out != model._scores_out,
+        )
 
-    def mode(self, requested: str = "auto", *, loss: str | None = None, scale_free: bool = False,
-             with_decisions: bool = False) -> str:
+    def mode(
+        self,
+        requested: str = "auto",
+        *,
+        loss: str | None = None,
+        scale_free: bool = False,
+        with_decisions: bool = False,
+    ) -> str:
         """Which gradient ``requested`` (auto|exact|estimated) resolves to (see
         :meth:`advonnx.model.OnnxModel.gradient_mode`)."""
         if requested not in ("auto", "exact", "estimated"):
@@ -273,9 +308,13 @@ class ExactGradients:
             from .gradcache import gradient_session  # built once per machine (advonnx/gradcache.py)
 
             args: dict[str, Any] = dict(
-                loss=loss, input_name=model.spec.input_name, output_name=model._attacked_out,
-                probabilities=model.spec.attacked_scores == "probabilities", class_axis=model.spec.class_axis,
-                scale_free=scale_free)
+                loss=loss,
+                input_name=model.spec.input_name,
+                output_name=model._attacked_out,
+                probabilities=model.spec.attacked_scores == "probabilities",
+                class_axis=model.spec.class_axis,
+                scale_free=scale_free,
+            )
             if decisions:
                 args["decision_output"] = model._scores_out
             if loss == "ml_margin":  # the decision threshold on the attacked scores (multi-label)
@@ -283,8 +322,20 @@ class ExactGradients:
             self.sessions[key] = gradient_session(model, args, lambda: gradient_model(model.differentiable, **args))
         return self.sessions[key]
 
-    def value_and_grad(self, x, y, *, loss: str, cotangent, mask, counter, scale_free: bool, separate: bool,
-                       with_decisions: bool, extras):
+    def value_and_grad(
+        self,
+        x,
+        y,
+        *,
+        loss: str,
+        cotangent,
+        mask,
+        counter,
+        scale_free: bool,
+        separate: bool,
+        with_decisions: bool,
+        extras,
+    ):
         """One run of the gradient graph on ``x``: ``(loss, grad)`` or, ``with_decisions``,
         ``(loss, grad, decisions)`` (``separate``: the decisions are an output of their own)."""
         from .autodiff import (
@@ -335,8 +386,9 @@ class ExactGradients:
         return (value, grad, decisions) if with_decisions else (value, grad)
 
 
-def estimated_value_and_grad(model: OnnxModel, x, y, *, loss: str, cotangent, mask, rng: Random | None, counter,
-                             scale_free: bool, extras):
+def estimated_value_and_grad(
+    model: OnnxModel, x, y, *, loss: str, cotangent, mask, rng: Random | None, counter, scale_free: bool, extras
+):
     """``(loss, grad)`` of ``model`` at ``x``, the gradient estimated from queries of its
     attacked scores (``model.estimator``; ``2q+1`` queries per sample)."""
     xp = namespace(x)
@@ -353,14 +405,24 @@ def estimated_value_and_grad(model: OnnxModel, x, y, *, loss: str, cotangent, ma
         cot = None if cot is None else xp.astype(cot, xp.float64)
         return model.loss(scores, take(y), loss, mask=take(mask), cotangent=cot, scale_free=scale_free)
 
-    return estimate_value_and_grad(
-        loss_of, x, model.estimator, rng, value_range=model.spec.value_range
-    )
+    return estimate_value_and_grad(loss_of, x, model.estimator, rng, value_range=model.spec.value_range)
 
 
-def value_and_grad(model: OnnxModel, x, y=None, *, loss: str = "ce", gradient: str = "auto", cotangent=None,
-                   mask=None, rng: Random | None = None, counter=None, scale_free: bool = False,
-                   with_decisions: bool = False, extras=None):
+def value_and_grad(
+    model: OnnxModel,
+    x,
+    y=None,
+    *,
+    loss: str = "ce",
+    gradient: str = "auto",
+    cotangent=None,
+    mask=None,
+    rng: Random | None = None,
+    counter=None,
+    scale_free: bool = False,
+    with_decisions: bool = False,
+    extras=None,
+):
     """:meth:`advonnx.model.OnnxModel.value_and_grad`: exact from the gradient graph when
     ``gradient`` resolves to it, else estimated."""
     loss = losses.for_output_kind(loss, model.spec.output_kind)  # multi-label: ce → bce, margin → ml_margin
@@ -371,13 +433,34 @@ def value_and_grad(model: OnnxModel, x, y=None, *, loss: str = "ce", gradient: s
         scale_free, separate = exact.variant(loss, scale_free, with_decisions)
         mode = model.gradient_mode(gradient, loss=loss, scale_free=scale_free, with_decisions=with_decisions)
     if with_decisions and (mode != "exact" or cotangent is not None or not model.one_pass):
-        raise AdvonnxError("value_and_grad(with_decisions=True) needs exact gradients of a label loss "
-                           "on a model whose gradient graph computes its decisions (OnnxModel.one_pass)")
+        raise AdvonnxError(
+            "value_and_grad(with_decisions=True) needs exact gradients of a label loss "
+            "on a model whose gradient graph computes its decisions (OnnxModel.one_pass)"
+        )
     if cotangent is None and y is None:
         raise AdvonnxError("value_and_grad needs labels y (or a cotangent)")
     if mode == "exact":
-        return exact.value_and_grad(x, y, loss=loss, cotangent=cotangent, mask=mask, counter=counter,
-                                    scale_free=scale_free, separate=separate, with_decisions=with_decisions,
-                                    extras=extras)
-    return estimated_value_and_grad(model, x, y, loss=loss, cotangent=cotangent, mask=mask, rng=rng, counter=counter,
-                                    scale_free=scale_free, extras=extras)
+        return exact.value_and_grad(
+            x,
+            y,
+            loss=loss,
+            cotangent=cotangent,
+            mask=mask,
+            counter=counter,
+            scale_free=scale_free,
+            separate=separate,
+            with_decisions=with_decisions,
+            extras=extras,
+        )
+    return estimated_value_and_grad(
+        model,
+        x,
+        y,
+        loss=loss,
+        cotangent=cotangent,
+        mask=mask,
+        rng=rng,
+        counter=counter,
+        scale_free=scale_free,
+        extras=extras,
+    )

@@ -88,31 +88,46 @@ class _Planner:
         if self.suite.transfer_matrix:
             from .transfer_matrix import transfer_peers
 
-            peers, notes = transfer_peers(pairs(self.suite, self.models), self.models,
-                                          lambda e, d: cached_dataset(d, self.models[e.name], e.name))
+            peers, notes = transfer_peers(
+                pairs(self.suite, self.models), self.models, lambda e, d: cached_dataset(d, self.models[e.name], e.name)
+            )
         for entry, dentry in pairs(self.suite, self.models):
             model = self.models[entry.name]
             spec = model.spec
             data = cached_dataset(dentry, model, entry.name)
             groups[(entry.name, dentry.name)] = dict(zip(data.sample_ids, data.groups or data.sample_ids))
             base = {
-                "run_id": self.run_id, "model": entry.name, "model_sha256": sha256(entry.path),
-                "framework": spec.framework, "task": spec.task, "dataset": dentry.name, "seed": self.suite.seed,
+                "run_id": self.run_id,
+                "model": entry.name,
+                "model_sha256": sha256(entry.path),
+                "framework": spec.framework,
+                "task": spec.task,
+                "dataset": dentry.name,
+                "seed": self.suite.seed,
                 "value_range_declared": spec.value_range_declared,
                 "label_source": "dataset" if data.y is not None else "clean_prediction",
             }
-            settings = self._attack_settings(entry, dentry, model, data) + self._corruption_settings(entry, dentry,
-                                                                                                     model, data)
-            units += self._units(entry, dentry, model, data, base, settings, tuple(peers.get((entry.name, dentry.name), ())))
+            settings = self._attack_settings(entry, dentry, model, data) + self._corruption_settings(
+                entry, dentry, model, data
+            )
+            units += self._units(
+                entry, dentry, model, data, base, settings, tuple(peers.get((entry.name, dentry.name), ()))
+            )
             if self.suite.masking_checks and spec.task == "classification" and not isinstance(model, JointInputModel):
                 units += self._check_units(entry, dentry, model, base, data)  # checks: one input
             for sid, reason in data.skipped:
-                skipped.append((unit_key(base, "skipped", sid),
-                                row(base, sid, attack="none", kind="skipped", status="skipped", error=reason)))
+                skipped.append(
+                    (
+                        unit_key(base, "skipped", sid),
+                        row(base, sid, attack="none", kind="skipped", status="skipped", error=reason),
+                    )
+                )
         for e, used in self.map_entries.items():
             if not used:
-                raise AdvonnxError(f"target map entry {e!r}: no model of the suite has both classes; known classes: "
-                                   f"{', '.join(sorted(self.known_classes)) or 'none (use indices)'}")
+                raise AdvonnxError(
+                    f"target map entry {e!r}: no model of the suite has both classes; known classes: "
+                    f"{', '.join(sorted(self.known_classes)) or 'none (use indices)'}"
+                )
         return Plan(units, skipped, groups, notes)
 
     def _attack_settings(self, entry: ModelEntry, dentry: DatasetEntry, model: Any, data: Any) -> list[Setting]:
@@ -129,8 +144,10 @@ class _Planner:
                 for e in (f"{src}:{dst}" for src, dst in split_target_map(a.target_map)):
                     self.map_entries[e] = self.map_entries.get(e, False) or e not in rest
                 if not fit:
-                    model.notes_once(f"{a.name} targeted: no direction of the target map {a.target_map!r} names "
-                                     f"{entry.name}'s classes; that setting is not run on it")
+                    model.notes_once(
+                        f"{a.name} targeted: no direction of the target map {a.target_map!r} names "
+                        f"{entry.name}'s classes; that setting is not run on it"
+                    )
                     continue
             for eps, eps_text in a.eps:
                 attack = make_attack(a.name, norm=a.norm, eps=eps, **a.settings) if eps > 0 else None
@@ -142,10 +159,22 @@ class _Planner:
                     from .target_map import parse_target_map
 
                     parse_target_map(a.target_map, list(spec.class_names) or None, spec.num_classes, multilabel=True)
-                settings.append((a, None, eps, eps_text, {
-                    "attack": a.name, "norm": a.norm, "eps": eps_text,
-                    "settings": repr(attack) if attack else "identity", "targeted": a.targeted,
-                    **({"target_map": a.target_map} if a.target_map and a.targeted else {})}))
+                settings.append(
+                    (
+                        a,
+                        None,
+                        eps,
+                        eps_text,
+                        {
+                            "attack": a.name,
+                            "norm": a.norm,
+                            "eps": eps_text,
+                            "settings": repr(attack) if attack else "identity",
+                            "targeted": a.targeted,
+                            **({"target_map": a.target_map} if a.target_map and a.targeted else {}),
+                        },
+                    )
+                )
         return settings
 
     def _corruption_settings(self, entry: ModelEntry, dentry: DatasetEntry, model: Any, data: Any) -> list[Setting]:
@@ -155,8 +184,10 @@ class _Planner:
         spec = model.spec
         corruptions = self.suite.corruptions if dentry.corruptions is None else dentry.corruptions
         if isinstance(model, JointInputModel) and corruptions:
-            raise AdvonnxError(f"{entry.name}: corruptions change one input; drop --corruptions for a joint attack "
-                               "(--attack-inputs), or corrupt one input with --input")
+            raise AdvonnxError(
+                f"{entry.name}: corruptions change one input; drop --corruptions for a joint attack "
+                "(--attack-inputs), or corrupt one input with --input"
+            )
         severities = dentry.severities or self.suite.severities or [1, 2, 3, 4, 5]
         unfit = [c for c in corruptions if not CORRUPTIONS[c].fits(spec.layout)]
         if unfit:
@@ -168,11 +199,22 @@ class _Planner:
                 f"{entry.name}: {', '.join(timed)} {'needs' if len(timed) == 1 else 'need'} the signal's sampling rate: pass --sampling-rate HZ "
                 f"(or store 'sampling_rate' in the npz, or declare it in the model's sidecar)"
             )
-        return [(None, name, float(severity), str(severity), {"corruption": name, "severity": str(severity)})
-                for name in (c for c in corruptions if c not in unfit) for severity in severities]
+        return [
+            (None, name, float(severity), str(severity), {"corruption": name, "severity": str(severity)})
+            for name in (c for c in corruptions if c not in unfit)
+            for severity in severities
+        ]
 
-    def _units(self, entry: ModelEntry, dentry: DatasetEntry, model: Any, data: Any, base: dict,
-               settings: list[Setting], peers: tuple) -> list[WorkUnit]:
+    def _units(
+        self,
+        entry: ModelEntry,
+        dentry: DatasetEntry,
+        model: Any,
+        data: Any,
+        base: dict,
+        settings: list[Setting],
+        peers: tuple,
+    ) -> list[WorkUnit]:
         """Each setting cut into blocks of ``chunk_size`` samples; worst case: each attack its stage."""
         ship = bool(self.cluster) and hasattr(data.x, "detach")  # workers read their own blocks
         staged = self.suite.worst_case and model.spec.task == "classification"
@@ -181,32 +223,59 @@ class _Planner:
         for a, corruption, eps, eps_text, setting in settings:
             # a universal perturbation is fitted on the whole dataset: one unit, never staged
             universal = a is not None and attack_class(a.name).name == "uap"
-            stage = (next(i for i, b in enumerate(order) if b is a)
-                     if staged and a is not None and a.name != "certify" and not universal else 0)  # certificates: every sample
+            stage = (
+                next(i for i, b in enumerate(order) if b is a)
+                if staged and a is not None and a.name != "certify" and not universal
+                else 0
+            )  # certificates: every sample
             to = peers if (a is not None and eps > 0 and not a.targeted and a.name != "certify") else ()
             # one size per block (streamed data grouped by size); a universal perturbation: one block
             blocks = [(0, len(data))] if universal else data.blocks(self.suite.chunk_size)
             for block, (start, stop) in enumerate(blocks):
-                units.append(WorkUnit(
-                    key=unit_key(base, setting, start, stop), model=entry, dataset=dentry, attack=a,
-                    corruption=corruption, eps=eps, eps_text=eps_text, start=start, stop=stop,
-                    save_examples=self.suite.save_examples if block == 0 else 0, seed=self.suite.seed,
-                    gradient=self.suite.gradient, base=base, device=self.device,
-                    batch_size=self.batch_size, threads=self.threads, stage=stage, transfer_to=to,
-                    data=data.block(start, stop) if ship else None,
-                ))
+                units.append(
+                    WorkUnit(
+                        key=unit_key(base, setting, start, stop),
+                        model=entry,
+                        dataset=dentry,
+                        attack=a,
+                        corruption=corruption,
+                        eps=eps,
+                        eps_text=eps_text,
+                        start=start,
+                        stop=stop,
+                        save_examples=self.suite.save_examples if block == 0 else 0,
+                        seed=self.suite.seed,
+                        gradient=self.suite.gradient,
+                        base=base,
+                        device=self.device,
+                        batch_size=self.batch_size,
+                        threads=self.threads,
+                        stage=stage,
+                        transfer_to=to,
+                        data=data.block(start, stop) if ship else None,
+                    )
+                )
         return units
 
-    def _check_units(self, entry: ModelEntry, dentry: DatasetEntry, model: Any, base: dict,
-                     data: Any) -> list[WorkUnit]:
+    def _check_units(
+        self, entry: ModelEntry, dentry: DatasetEntry, model: Any, base: dict, data: Any
+    ) -> list[WorkUnit]:
         """The extra attacks of the gradient-masking checks on one model × dataset (``masking.
         check_attacks``), on its first ``CHECK_SAMPLES`` samples; never staged or skipped."""
         from .leaderboard import headline_for
         from .masking import CHECK_SAMPLES, check_attacks
 
-        have = [{"name": attack_class(a.name).name, "norm": a.norm, "eps": [e for e, _ in a.eps],
-                 "settings": a.settings, "needs": attack_class(a.name).needs}
-                for a in self.suite.attacks if not a.targeted and (not a.datasets or dentry.name in a.datasets)]
+        have = [
+            {
+                "name": attack_class(a.name).name,
+                "norm": a.norm,
+                "eps": [e for e, _ in a.eps],
+                "settings": a.settings,
+                "needs": attack_class(a.name).needs,
+            }
+            for a in self.suite.attacks
+            if not a.targeted and (not a.datasets or dentry.name in a.datasets)
+        ]
         h = headline_for(self.suite.headline, dentry.name)
         try:
             head_eps = float(_fraction(str(h["eps"]))) if h.get("norm") == "linf" and h.get("eps") else None
@@ -219,21 +288,43 @@ class _Planner:
             c["eps_text"] = texts.get(c["eps"], c["eps_text"])
             a = AttackEntry(name=c["name"], norm=c["norm"], eps=[(c["eps"], c["eps_text"])], settings=c["settings"])
             attack = make_attack(a.name, norm=a.norm, eps=c["eps"], **a.settings)
-            setting = {"attack": a.name, "norm": a.norm, "eps": c["eps_text"], "settings": repr(attack),
-                       "targeted": False, "check": "masking"}
+            setting = {
+                "attack": a.name,
+                "norm": a.norm,
+                "eps": c["eps_text"],
+                "settings": repr(attack),
+                "targeted": False,
+                "check": "masking",
+            }
             for start, stop in data.blocks(self.suite.chunk_size, stop_all):
-                units.append(WorkUnit(
-                    key=unit_key(base, setting, start, stop), model=entry, dataset=dentry, attack=a, corruption=None,
-                    eps=c["eps"], eps_text=c["eps_text"], start=start, stop=stop, save_examples=0,
-                    seed=self.suite.seed, gradient=self.suite.gradient, base=base, device=self.device,
-                    batch_size=self.batch_size, threads=self.threads, check=True,
-                    data=data.block(start, stop) if self.cluster and hasattr(data.x, "detach") else None))
+                units.append(
+                    WorkUnit(
+                        key=unit_key(base, setting, start, stop),
+                        model=entry,
+                        dataset=dentry,
+                        attack=a,
+                        corruption=None,
+                        eps=c["eps"],
+                        eps_text=c["eps_text"],
+                        start=start,
+                        stop=stop,
+                        save_examples=0,
+                        seed=self.suite.seed,
+                        gradient=self.suite.gradient,
+                        base=base,
+                        device=self.device,
+                        batch_size=self.batch_size,
+                        threads=self.threads,
+                        check=True,
+                        data=data.block(start, stop) if self.cluster and hasattr(data.x, "detach") else None,
+                    )
+                )
         return units
 
 
-def plan_suite(suite: Suite, run_id: str, models: dict[str, Any], *, device: str, batch_size: int,
-               cluster: str | None) -> Plan:
+def plan_suite(
+    suite: Suite, run_id: str, models: dict[str, Any], *, device: str, batch_size: int, cluster: str | None
+) -> Plan:
     """Every work unit of ``suite`` (its models loaded in ``models``), in a fixed order, plus the
     rows of skipped samples. Raises AdvonnxError for a setting that cannot run, before any work."""
     return _Planner(suite, run_id, models, device, batch_size, cluster).plan()
-

@@ -41,13 +41,18 @@ def setting_columns(unit: WorkUnit, model: Any, attack: Any, shape: str) -> dict
     aentry, corruption = unit.attack, unit.corruption
     params = attack.params() if attack else {}
     return {
-        **unit.base, "sample_shape": shape,
+        **unit.base,
+        "sample_shape": shape,
         "attack": corruption or (aentry.name if aentry else None),
         "kind": "corruption" if corruption else "check" if unit.check else "adversarial",
-        "norm": "none" if corruption else (aentry.norm if aentry else None), "eps": unit.eps,
-        "eps_text": unit.eps_text, "targeted": bool(aentry and aentry.targeted),
-        "steps": params.get("steps", 1 if attack else 0), "restarts": params.get("restarts", 1 if attack else 0),
-        "max_queries": params.get("max_queries"), "settings": _settings_json(params, model, aentry),
+        "norm": "none" if corruption else (aentry.norm if aentry else None),
+        "eps": unit.eps,
+        "eps_text": unit.eps_text,
+        "targeted": bool(aentry and aentry.targeted),
+        "steps": params.get("steps", 1 if attack else 0),
+        "restarts": params.get("restarts", 1 if attack else 0),
+        "max_queries": params.get("max_queries"),
+        "settings": _settings_json(params, model, aentry),
         "attacked_inputs": model.spec.input_name,
     }
 
@@ -99,8 +104,9 @@ class Outcome:
     targets: np.ndarray | None = None
 
 
-def measured_rows(common: dict[str, Any], ids: Sequence[str], out: Outcome, model: Any,
-                  spacing: list | None) -> list[Row]:
+def measured_rows(
+    common: dict[str, Any], ids: Sequence[str], out: Outcome, model: Any, spacing: list | None
+) -> list[Row]:
     """Per sample: the perturbation (L0, L2, Linf, PSNR, SSIM), what the attack reported, and the
     task's columns (classification, multi-label, or segmentation with HD95 in mm from
     ``spacing``); a sample whose scores are NaN or Inf is "invalid"."""
@@ -120,13 +126,20 @@ def measured_rows(common: dict[str, Any], ids: Sequence[str], out: Outcome, mode
     def measured(i: int) -> dict[str, Any]:
         ok = bool(finite[i])
         return {
-            "gradient": out.gradient, "success": bool(out.success[i]), "queries": int(out.queries[i]),
-            "l0": float(np.count_nonzero(delta[i])), "l2": float(np.linalg.norm(delta[i])),
+            "gradient": out.gradient,
+            "success": bool(out.success[i]),
+            "queries": int(out.queries[i]),
+            "l0": float(np.count_nonzero(delta[i])),
+            "l2": float(np.linalg.norm(delta[i])),
             "linf": float(np.abs(delta[i]).max(initial=0.0)),
-            "min_norm": None if min_norm is None else float(min_norm[i]), "psnr": float(p[i]), "ssim": float(s[i]),
-            "l0_pixels": None if l0_pixels is None else int(l0_pixels[i]), "straight_through": straight,
+            "min_norm": None if min_norm is None else float(min_norm[i]),
+            "psnr": float(p[i]),
+            "ssim": float(s[i]),
+            "l0_pixels": None if l0_pixels is None else int(l0_pixels[i]),
+            "straight_through": straight,
             "zero_gradient": None if zero_grad is None or zero_grad[i] is None else bool(zero_grad[i]),
-            "status": "ok" if ok else "invalid", "error": None if ok else "model output is NaN or Inf",
+            "status": "ok" if ok else "invalid",
+            "error": None if ok else "model output is NaN or Inf",
             "time_s": out.elapsed / len(ids),
         }
 
@@ -157,13 +170,17 @@ def _classification_columns(out: Outcome, model: Any, finite_clean: np.ndarray, 
 
     def columns(i: int) -> dict[str, Any]:
         return {
-            "label": int(labels[i]), "clean_pred": int(clean_pred[i]), "adv_pred": int(adv_pred[i]),
+            "label": int(labels[i]),
+            "clean_pred": int(clean_pred[i]),
+            "adv_pred": int(adv_pred[i]),
             "target": None if targets is None else int(targets[i]),
-            "clean_confidence": float(cconf[i]), "adv_confidence": float(aconf[i]),
+            "clean_confidence": float(cconf[i]),
+            "adv_confidence": float(aconf[i]),
             "clean_correct": bool(clean_pred[i] == labels[i] and finite_clean[i]),
             "adv_correct": bool(adv_pred[i] == labels[i] and finite_adv[i]),
-            "robust": bool(clean_pred[i] == labels[i] and adv_pred[i] == labels[i] and finite_clean[i]
-                           and finite_adv[i]),
+            "robust": bool(
+                clean_pred[i] == labels[i] and adv_pred[i] == labels[i] and finite_clean[i] and finite_adv[i]
+            ),
             "rho": None if rho is None else float(rho[i]),
             "saturated": None if saturated is None else bool(saturated[i]),
             "broken_by": None if broken_by is None else str(broken_by[i]),
@@ -183,11 +200,16 @@ def _multilabel_columns(out: Outcome, finite_clean: np.ndarray, finite_adv: np.n
         clean_ok = bool(np.array_equal(clean_pred[i], labels[i]) and finite_clean[i])
         adv_ok = bool(np.array_equal(adv_pred[i], labels[i]) and finite_adv[i])
         return {
-            "label_vector": labels[i].tolist(), "clean_vector": clean_pred[i].tolist(),
-            "adv_vector": adv_pred[i].tolist(), "flipped": np.flatnonzero(adv_pred[i] != clean_pred[i]).tolist(),
-            "hamming_clean": int(np.sum(clean_pred[i] != labels[i])), "hamming_adv": int(np.sum(adv_pred[i] != labels[i])),
+            "label_vector": labels[i].tolist(),
+            "clean_vector": clean_pred[i].tolist(),
+            "adv_vector": adv_pred[i].tolist(),
+            "flipped": np.flatnonzero(adv_pred[i] != clean_pred[i]).tolist(),
+            "hamming_clean": int(np.sum(clean_pred[i] != labels[i])),
+            "hamming_adv": int(np.sum(adv_pred[i] != labels[i])),
             "target_vector": None if targets is None else targets[i].tolist(),
-            "clean_correct": clean_ok, "adv_correct": adv_ok, "robust": bool(clean_ok and adv_ok and ok),
+            "clean_correct": clean_ok,
+            "adv_correct": adv_ok,
+            "robust": bool(clean_ok and adv_ok and ok),
         }
 
     return columns
@@ -208,11 +230,16 @@ def _segmentation_columns(out: Outcome, model: Any, spacing: list | None):
 
     def columns(i: int) -> dict[str, Any]:
         return {
-            "clean_correct": None, "adv_correct": None,
-            "pixel_acc_clean": float(pa_c[i]), "pixel_acc_adv": float(pa_a[i]),
-            "dice_clean": float(dice_c[i].mean()), "dice_adv": float(dice_a[i].mean()),
-            "iou_clean": float(iou_c[i].mean()), "iou_adv": float(iou_a[i].mean()),
-            "hd95_clean": float(hd_c[i]), "hd95_adv": float(hd_a[i]),
+            "clean_correct": None,
+            "adv_correct": None,
+            "pixel_acc_clean": float(pa_c[i]),
+            "pixel_acc_adv": float(pa_a[i]),
+            "dice_clean": float(dice_c[i].mean()),
+            "dice_adv": float(dice_a[i].mean()),
+            "iou_clean": float(iou_c[i].mean()),
+            "iou_adv": float(iou_a[i].mean()),
+            "hd95_clean": float(hd_c[i]),
+            "hd95_adv": float(hd_a[i]),
             "rho": None if rho is None else float(rho[i]),
             "dice_per_class": [float(v) for v in dice_a[i]],
         }
@@ -231,58 +258,109 @@ def _saturated(spec: Any, clean_scores: np.ndarray, labels: np.ndarray) -> np.nd
     return (p_y == 1.0) | (p.max(axis=1) == 1.0)
 
 
-def skipped_rows(common: dict[str, Any], ids: Sequence[str], labels: Any, pred: Any, conf: Any,
-                 reasons: Sequence[str], multilabel: bool) -> list[Row]:
+def skipped_rows(
+    common: dict[str, Any],
+    ids: Sequence[str],
+    labels: Any,
+    pred: Any,
+    conf: Any,
+    reasons: Sequence[str],
+    multilabel: bool,
+) -> list[Row]:
     """Samples a setting does not attack (broken by an earlier attack, outside the target map):
     their clean columns, status "skipped" and the reason."""
-    return [row(common, sid, **{
-        "label": None if multilabel else int(labels[j]), "clean_pred": None if multilabel else int(pred[j]),
-        "clean_confidence": None if multilabel else float(conf[j]),
-        "clean_correct": bool(np.array_equal(pred[j], labels[j])), "queries": 0, "status": "skipped",
-        "error": reasons[j], "time_s": 0.0,
-        **({"label_vector": np.asarray(labels[j]).tolist(), "clean_vector": pred[j].tolist(),
-            "hamming_clean": int(np.sum(pred[j] != labels[j]))} if multilabel else {}),
-    }) for j, sid in enumerate(ids)]
+    return [
+        row(
+            common,
+            sid,
+            **{
+                "label": None if multilabel else int(labels[j]),
+                "clean_pred": None if multilabel else int(pred[j]),
+                "clean_confidence": None if multilabel else float(conf[j]),
+                "clean_correct": bool(np.array_equal(pred[j], labels[j])),
+                "queries": 0,
+                "status": "skipped",
+                "error": reasons[j],
+                "time_s": 0.0,
+                **(
+                    {
+                        "label_vector": np.asarray(labels[j]).tolist(),
+                        "clean_vector": pred[j].tolist(),
+                        "hamming_clean": int(np.sum(pred[j] != labels[j])),
+                    }
+                    if multilabel
+                    else {}
+                ),
+            },
+        )
+        for j, sid in enumerate(ids)
+    ]
 
 
 def certificate_rows(unit: WorkUnit, model: Any, data: Any, attack: Any) -> tuple[list[Row], None]:
     """Rows of a ``certify`` setting: per sample the smoothed classifier's prediction (clean_pred and
     adv_pred; -1 abstains) and its certified L2 radius; robust = certified correct (smoothed
     prediction right, not abstained), the certified accuracy as the radius goes to 0."""
-    x = data.x[unit.start:unit.stop]
-    ids = data.sample_ids[unit.start:unit.stop]
-    common = {**unit.base, "sample_shape": shape_text(x), "attack": "certify", "kind": "certificate", "norm": "l2",
-              "eps": unit.eps, "eps_text": unit.eps_text}
+    x = data.x[unit.start : unit.stop]
+    ids = data.sample_ids[unit.start : unit.stop]
+    common = {
+        **unit.base,
+        "sample_shape": shape_text(x),
+        "attack": "certify",
+        "kind": "certificate",
+        "norm": "l2",
+        "eps": unit.eps,
+        "eps_text": unit.eps_text,
+    }
     rng = Random(unit.seed).spawn(unit.key)
     t0 = time.perf_counter()
     try:
         if model.spec.extra_inputs:
-            raise ModelRunError(f"certify does not support models with several inputs (this one also takes "
-                                f"{', '.join(n for n, _, _ in model.spec.extra_inputs)}); use attacks")
+            raise ModelRunError(
+                f"certify does not support models with several inputs (this one also takes "
+                f"{', '.join(n for n, _, _ in model.spec.extra_inputs)}); use attacks"
+            )
         if model.spec.task == "segmentation":
             return _dense_certificate_rows(unit, model, data, attack, x, ids, common["sample_shape"], rng, t0), None
         cert = attack.certify(model, x, rng)
     except ModelRunError as err:
         return [row(common, sid, status="errored", error=str(err)) for sid in ids], None
     elapsed = time.perf_counter() - t0
-    labels = to_numpy(model.classify(x)) if data.y is None else np.asarray(data.y[unit.start:unit.stop])
-    common.update(targeted=False, steps=0, restarts=0, gradient="none",
-                  settings=json.dumps(recorded(attack.params(), model), sort_keys=True, default=str))
+    labels = to_numpy(model.classify(x)) if data.y is None else np.asarray(data.y[unit.start : unit.stop])
+    common.update(
+        targeted=False,
+        steps=0,
+        restarts=0,
+        gradient="none",
+        settings=json.dumps(recorded(attack.params(), model), sort_keys=True, default=str),
+    )
     rows = []
     for i, sid in enumerate(ids):
         correct = bool(cert.prediction[i] == labels[i])
-        rows.append(row(
-            common, sid,
-            # the certified classifier is the smoothed one: its prediction at x is both columns
-            label=int(labels[i]), clean_pred=int(cert.prediction[i]), adv_pred=int(cert.prediction[i]),
-            clean_correct=correct, adv_correct=correct, robust=correct, success=not correct,
-            queries=int(cert.queries[i]), certified_radius=float(cert.radius[i]) if correct else 0.0,
-            status="ok", time_s=elapsed / len(ids)))
+        rows.append(
+            row(
+                common,
+                sid,
+                # the certified classifier is the smoothed one: its prediction at x is both columns
+                label=int(labels[i]),
+                clean_pred=int(cert.prediction[i]),
+                adv_pred=int(cert.prediction[i]),
+                clean_correct=correct,
+                adv_correct=correct,
+                robust=correct,
+                success=not correct,
+                queries=int(cert.queries[i]),
+                certified_radius=float(cert.radius[i]) if correct else 0.0,
+                status="ok",
+                time_s=elapsed / len(ids),
+            )
+        )
     return rows, None
 
 
-def _dense_certificate_rows(unit: WorkUnit, model: Any, data: Any, attack: Any, x: Any, ids: Sequence[str],
-                            shape: str, rng: Random, t0: float) -> list[Row]:
+def _dense_certificate_rows(
+    unit: WorkUnit, model: Any, data: Any, attack: Any, x: Any, ids: Sequence[str], shape: str, rng: Random, t0: float
+) -> list[Row]:
     """Rows of a ``certify`` setting on a segmentation model (SEGCERTIFY): per sample the certified
     pixel accuracy and Dice of the smoothed map against the reference (abstained pixels count as
     wrong) in the ``*_adv`` and ``*_clean`` columns, and the radius σ·Φ⁻¹(τ) every certified pixel
@@ -290,19 +368,38 @@ def _dense_certificate_rows(unit: WorkUnit, model: Any, data: Any, attack: Any, 
     spec = model.spec
     cert = attack.certify_dense(model, x, rng)
     elapsed = time.perf_counter() - t0
-    ref = to_numpy(model.classify(x)) if data.y is None else np.asarray(data.y[unit.start:unit.stop])
+    ref = to_numpy(model.classify(x)) if data.y is None else np.asarray(data.y[unit.start : unit.stop])
     dice, iou = confusion_overlap(cert.prediction, ref, spec.num_classes)
     acc = pixel_accuracy(cert.prediction, ref)  # ABSTAIN (-1) matches no class: a wrong pixel
-    common = {**unit.base, "sample_shape": shape, "attack": "certify", "kind": "certificate", "norm": "l2",
-              "eps": unit.eps, "eps_text": unit.eps_text, "targeted": False, "steps": 0, "restarts": 0,
-              "settings": json.dumps(recorded(attack.params(), model), sort_keys=True, default=str),
-              "gradient": "none"}
-    return [row(
-        common, sid,
-        pixel_acc_clean=float(acc[i]), pixel_acc_adv=float(acc[i]),
-        dice_clean=float(dice[i].mean()), dice_adv=float(dice[i].mean()),
-        iou_clean=float(iou[i].mean()), iou_adv=float(iou[i].mean()),
-        dice_per_class=[float(v) for v in dice[i]],
-        queries=int(cert.queries[i]), certified_radius=float(cert.radius),
-        status="ok", time_s=elapsed / len(ids),
-    ) for i, sid in enumerate(ids)]
+    common = {
+        **unit.base,
+        "sample_shape": shape,
+        "attack": "certify",
+        "kind": "certificate",
+        "norm": "l2",
+        "eps": unit.eps,
+        "eps_text": unit.eps_text,
+        "targeted": False,
+        "steps": 0,
+        "restarts": 0,
+        "settings": json.dumps(recorded(attack.params(), model), sort_keys=True, default=str),
+        "gradient": "none",
+    }
+    return [
+        row(
+            common,
+            sid,
+            pixel_acc_clean=float(acc[i]),
+            pixel_acc_adv=float(acc[i]),
+            dice_clean=float(dice[i].mean()),
+            dice_adv=float(dice[i].mean()),
+            iou_clean=float(iou[i].mean()),
+            iou_adv=float(iou[i].mean()),
+            dice_per_class=[float(v) for v in dice[i]],
+            queries=int(cert.queries[i]),
+            certified_radius=float(cert.radius),
+            status="ok",
+            time_s=elapsed / len(ids),
+        )
+        for i, sid in enumerate(ids)
+    ]

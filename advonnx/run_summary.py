@@ -15,14 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from .summary.setting import setting_label
-from .summary_stats import (
-    BOOTSTRAP,
-    BOOTSTRAP_METHOD,
-    CONFIDENCE,
-    PROPORTION_METHOD,
-    _resample_counts,
-    group_codes,
-)
+from .summary_stats import BOOTSTRAP, BOOTSTRAP_METHOD, CONFIDENCE, PROPORTION_METHOD, _resample_counts, group_codes
 
 SCHEMA_VERSION = 1
 
@@ -62,12 +55,20 @@ def corruption_intervals(table: pa.Table, rows: list[dict[str, Any]], *, seed: i
                 mean_acc = 1.0 - (bm / (sizes @ w.T)).mean(axis=0)
                 corruptions = sorted({c[0] for c in shared})
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    ce = np.stack([bm[[i for i, c in enumerate(shared) if c[0] == k]].sum(axis=0)
-                                   / br[[i for i, c in enumerate(shared) if c[0] == k]].sum(axis=0) for k in corruptions])
+                    ce = np.stack(
+                        [
+                            bm[[i for i, c in enumerate(shared) if c[0] == k]].sum(axis=0)
+                            / br[[i for i, c in enumerate(shared) if c[0] == k]].sum(axis=0)
+                            for k in corruptions
+                        ]
+                    )
                 ce[~np.isfinite(ce)] = np.nan
                 ok = ~np.all(np.isnan(ce), axis=0)
                 mce = np.nanmean(ce[:, ok], axis=0) if ok.any() else np.array([])
-                ci["mean_corruption_ci"] = (float(np.percentile(mean_acc, tail)), float(np.percentile(mean_acc, 100 - tail)))
+                ci["mean_corruption_ci"] = (
+                    float(np.percentile(mean_acc, tail)),
+                    float(np.percentile(mean_acc, 100 - tail)),
+                )
                 if mce.size >= BOOTSTRAP // 2:
                     ci["mce_ci"] = (float(np.percentile(mce, tail)), float(np.percentile(mce, 100 - tail)))
         out.append({**r, **ci, "groups": len(set(mine[shared[0]][s][2] for s in common)) if common else 0})
@@ -93,17 +94,35 @@ def _bounds(ci) -> dict[str, Any]:
 
 def _setting_json(s: SettingSummary, headline: bool) -> dict[str, Any]:
     return {
-        "model": s.model, "dataset": s.dataset, "setting": setting_label(s), "attack": s.attack,
-        "label": s.label, "kind": s.kind, "norm": s.norm, "eps": s.eps, "eps_text": s.eps_text,
-        "targeted": s.targeted, "task": s.task, "metric": s.metric, "gradient": s.gradient,
-        "n": s.n, "groups": s.groups,
-        "clean": s.clean, "clean_ci": _bounds(s.clean_ci),
-        "robust": s.robust, "robust_ci": _bounds(s.robust_ci),
+        "model": s.model,
+        "dataset": s.dataset,
+        "setting": setting_label(s),
+        "attack": s.attack,
+        "label": s.label,
+        "kind": s.kind,
+        "norm": s.norm,
+        "eps": s.eps,
+        "eps_text": s.eps_text,
+        "targeted": s.targeted,
+        "task": s.task,
+        "metric": s.metric,
+        "gradient": s.gradient,
+        "n": s.n,
+        "groups": s.groups,
+        "clean": s.clean,
+        "clean_ci": _bounds(s.clean_ci),
+        "robust": s.robust,
+        "robust_ci": _bounds(s.robust_ci),
         "robust_is_upper_bound": s.kind == "adversarial" and s.metric == "accuracy",
         "interval_method": s.ci_method,
         "headline": headline,
-        "asr": s.asr, "median_norm": s.median_norm, "median_queries": s.queries,
-        "invalid": s.invalid, "errored": s.errored, "skipped": s.skipped, "time_s": s.time_s,
+        "asr": s.asr,
+        "median_norm": s.median_norm,
+        "median_queries": s.queries,
+        "invalid": s.invalid,
+        "errored": s.errored,
+        "skipped": s.skipped,
+        "time_s": s.time_s,
     }
 
 
@@ -118,8 +137,9 @@ def _passing(run: RunSummary) -> list[dict[str, Any]]:
     return sorted((c for c in run.contrasts if c["equivalent_clean"] and c["different_robust"]), key=pos)
 
 
-def run_summary(table: pa.Table, meta: dict[str, Any] | None = None, *, costs: dict[str, Any] | None = None
-                ) -> dict[str, Any]:
+def run_summary(
+    table: pa.Table, meta: dict[str, Any] | None = None, *, costs: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Every figure the leaderboard shows, with interval bounds, n, groups and method, as plain
     JSON-ready data (``advonnx show --json``); also the per-class, calibration and cost figures
     (``clinical``, with ``costs`` from :func:`advonnx.clinical.read_costs` or the run's own) and
@@ -133,38 +153,109 @@ def run_summary(table: pa.Table, meta: dict[str, Any] | None = None, *, costs: d
     headline = meta.get("headline") or {}
     run = summarize_run(table, headline)
     settings = [_setting_json(s, run.is_headline(s)) for s in run.settings]
-    worst = [{**{k: w[k] for k in ("model", "dataset", "norm", "eps", "robust", "n", "groups", "attacks")},
-              "robust_ci": _bounds(w["ci"]), "interval_method": PROPORTION_METHOD}
-             for w in run.worst_case]
+    worst = [
+        {
+            **{k: w[k] for k in ("model", "dataset", "norm", "eps", "robust", "n", "groups", "attacks")},
+            "robust_ci": _bounds(w["ci"]),
+            "interval_method": PROPORTION_METHOD,
+        }
+        for w in run.worst_case
+    ]
     datasets = list(dict.fromkeys(s.dataset for s in run.settings))  # first appearance, as the rows list them
-    corruptions = [{**{k: r[k] for k in ("model", "dataset", "reference", "metric", "mean_corruption", "mce", "rbe",
-                                          "mean_balanced_error", "adversarial", "groups")},
-                    "mean_corruption_ci": _bounds(r["mean_corruption_ci"]), "mce_ci": _bounds(r["mce_ci"]),
-                    "interval_method": BOOTSTRAP_METHOD}
-                   for r in sorted(run.corruptions, key=lambda r: datasets.index(r["dataset"]))]
-    pair_keys = ("first", "second", "dataset", "setting", "kind", "metric", "n", "groups", "robust_first",
-                 "robust_second", "delta_robust", "p_robust", "robust_test", "clean_first", "clean_second",
-                 "delta_clean", "p_equivalent_clean", "margin")
-    paired = [{**{k: p[k] for k in pair_keys}, "delta_robust_ci": _bounds(p["delta_robust_ci"]),
-               "delta_clean_ci": _bounds(p["delta_clean_ci"])} for p in model_pairs(table)]
-    contrasts = [{"more_robust": c["hi"]["model"], "less_robust": c["lo"]["model"], "dataset": c["lo"]["dataset"],
-                  "setting": c["setting"], "n": c["n"], "groups": c["groups"], "delta_robust": c["delta_robust"],
-                  "delta_robust_ci": _bounds(c["delta_robust_ci"]), "p_robust": c["p_robust"],
-                  "delta_clean": c["delta_clean"], "p_equivalent_clean": c["p_equivalent_clean"], "margin": c["margin"]}
-                 for c in _passing(run)]
+    corruptions = [
+        {
+            **{
+                k: r[k]
+                for k in (
+                    "model",
+                    "dataset",
+                    "reference",
+                    "metric",
+                    "mean_corruption",
+                    "mce",
+                    "rbe",
+                    "mean_balanced_error",
+                    "adversarial",
+                    "groups",
+                )
+            },
+            "mean_corruption_ci": _bounds(r["mean_corruption_ci"]),
+            "mce_ci": _bounds(r["mce_ci"]),
+            "interval_method": BOOTSTRAP_METHOD,
+        }
+        for r in sorted(run.corruptions, key=lambda r: datasets.index(r["dataset"]))
+    ]
+    pair_keys = (
+        "first",
+        "second",
+        "dataset",
+        "setting",
+        "kind",
+        "metric",
+        "n",
+        "groups",
+        "robust_first",
+        "robust_second",
+        "delta_robust",
+        "p_robust",
+        "robust_test",
+        "clean_first",
+        "clean_second",
+        "delta_clean",
+        "p_equivalent_clean",
+        "margin",
+    )
+    paired = [
+        {
+            **{k: p[k] for k in pair_keys},
+            "delta_robust_ci": _bounds(p["delta_robust_ci"]),
+            "delta_clean_ci": _bounds(p["delta_clean_ci"]),
+        }
+        for p in model_pairs(table)
+    ]
+    contrasts = [
+        {
+            "more_robust": c["hi"]["model"],
+            "less_robust": c["lo"]["model"],
+            "dataset": c["lo"]["dataset"],
+            "setting": c["setting"],
+            "n": c["n"],
+            "groups": c["groups"],
+            "delta_robust": c["delta_robust"],
+            "delta_robust_ci": _bounds(c["delta_robust_ci"]),
+            "p_robust": c["p_robust"],
+            "delta_clean": c["delta_clean"],
+            "p_equivalent_clean": c["p_equivalent_clean"],
+            "margin": c["margin"],
+        }
+        for c in _passing(run)
+    ]
     verdicts = run.masking if run.settings else masking_checks(table)
-    return _plain({
-        "schema_version": SCHEMA_VERSION,
-        "run_id": meta.get("run_id"), "suite": meta.get("suite"), "headline": headline,
-        "methods": {"proportions": PROPORTION_METHOD, "bootstrap": BOOTSTRAP_METHOD, "confidence": CONFIDENCE,
-                    "bootstrap_resamples": BOOTSTRAP,
-                    "paired": "paired cluster bootstrap of the difference; exact McNemar (accuracy) or paired t on "
-                              "group means (Dice); TOST (paired t on group means) for clean equivalence within ±2 points"},
-        "note": UPPER_BOUND_TEXT,
-        "settings": settings, "worst_case": worst, "corruptions": corruptions, "paired": paired,
-        "contrasts": contrasts, "masking": verdicts if isinstance(verdicts, dict | list) else None,
-        "clinical": clinical_summaries(table, costs=costs), "flip_rates": flip_rates(table),
-    })
+    return _plain(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": meta.get("run_id"),
+            "suite": meta.get("suite"),
+            "headline": headline,
+            "methods": {
+                "proportions": PROPORTION_METHOD,
+                "bootstrap": BOOTSTRAP_METHOD,
+                "confidence": CONFIDENCE,
+                "bootstrap_resamples": BOOTSTRAP,
+                "paired": "paired cluster bootstrap of the difference; exact McNemar (accuracy) or paired t on "
+                "group means (Dice); TOST (paired t on group means) for clean equivalence within ±2 points",
+            },
+            "note": UPPER_BOUND_TEXT,
+            "settings": settings,
+            "worst_case": worst,
+            "corruptions": corruptions,
+            "paired": paired,
+            "contrasts": contrasts,
+            "masking": verdicts if isinstance(verdicts, dict | list) else None,
+            "clinical": clinical_summaries(table, costs=costs),
+            "flip_rates": flip_rates(table),
+        }
+    )
 
 
 __all__ = ["run_summary", "corruption_intervals"]

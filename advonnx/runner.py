@@ -43,9 +43,18 @@ class Runner:
     result folder, each chunk once, so retried or duplicated tasks never duplicate rows.
     """
 
-    def __init__(self, suite: Suite, *, out: str | Path = "advonnx-results", resume: bool = False,
-                 device: str = "auto", batch_size: int = 64, progress: Any = None,
-                 log: Callable[[str], None] | None = None, cluster: str | None = None):
+    def __init__(
+        self,
+        suite: Suite,
+        *,
+        out: str | Path = "advonnx-results",
+        resume: bool = False,
+        device: str = "auto",
+        batch_size: int = 64,
+        progress: Any = None,
+        log: Callable[[str], None] | None = None,
+        cluster: str | None = None,
+    ):
         self.suite = suite
         self.out = Path(out)
         self.resume = resume
@@ -71,8 +80,7 @@ class Runner:
 
     def plan(self, run_id: str, models: dict[str, Any]) -> tuple[list[WorkUnit], list[tuple[str, Row]]]:
         """Every work unit of the suite, in a fixed order, plus the rows of skipped samples."""
-        p = plan_suite(self.suite, run_id, models, device=self.device, batch_size=self.batch_size,
-                       cluster=self.cluster)
+        p = plan_suite(self.suite, run_id, models, device=self.device, batch_size=self.batch_size, cluster=self.cluster)
         self.groups, self.transfer_notes = p.groups, p.transfer_notes
         return p.units, p.skipped
 
@@ -112,14 +120,25 @@ class Runner:
         """The run metadata (``_run.json`` and every Parquet file's): configuration, versions,
         host, execution providers, model specs, datasets, headline."""
         meta = {
-            "run_id": run_id, "suite": self.suite.name, "suite_source": self.suite.source,
-            "config": self.suite.config(), "config_hash": self.suite.config_hash(),
-            "versions": _versions(), "host": socket.gethostname(), "platform": platform.platform(),
-            "execution_providers": ({n: f"cluster workers, --device {self.device}" for n in models} if self.cluster
-                                    else {n: m.execution_provider for n, m in models.items()}),
+            "run_id": run_id,
+            "suite": self.suite.name,
+            "suite_source": self.suite.source,
+            "config": self.suite.config(),
+            "config_hash": self.suite.config_hash(),
+            "versions": _versions(),
+            "host": socket.gethostname(),
+            "platform": platform.platform(),
+            "execution_providers": (
+                {n: f"cluster workers, --device {self.device}" for n in models}
+                if self.cluster
+                else {n: m.execution_provider for n, m in models.items()}
+            ),
             "cuda_note": "" if self.cluster else next((m.cuda_note for m in models.values() if m.cuda_note), ""),
-            "specs": specs, "datasets": _dataset_summary(self.suite, models),
-            "headline": self.suite.headline, "seed": self.suite.seed, "cluster": self.cluster or "",
+            "specs": specs,
+            "datasets": _dataset_summary(self.suite, models),
+            "headline": self.suite.headline,
+            "seed": self.suite.seed,
+            "cluster": self.cluster or "",
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **({"transfer_notes": self.transfer_notes} if self.transfer_notes else {}),
         }
@@ -129,8 +148,9 @@ class Runner:
             meta["costs"] = read_costs(self.suite.costs)
         return meta
 
-    def _write(self, folder: Path, meta: dict, units: list[WorkUnit], skipped: list[tuple[str, Row]],
-               models: dict[str, Any]) -> None:
+    def _write(
+        self, folder: Path, meta: dict, units: list[WorkUnit], skipped: list[tuple[str, Row]], models: dict[str, Any]
+    ) -> None:
         with RunStore(folder, meta) as store:
             store.groups = self.groups
             for key, r in skipped:
@@ -149,8 +169,9 @@ class Runner:
                     else:
                         pending.append(u)
                 if self.cluster and pending:
-                    workers = distributed.run_distributed(self.cluster, pending, store,
-                                                          lambda u: self._advance(tasks, u), self.log)
+                    workers = distributed.run_distributed(
+                        self.cluster, pending, store, lambda u: self._advance(tasks, u), self.log
+                    )
                     for w, count in workers.items():
                         meta.setdefault("workers", {})[w] = meta.get("workers", {}).get(w, 0) + count
                 else:
@@ -160,8 +181,9 @@ class Runner:
                         self._advance(tasks, u)
                 done.extend(staged)
 
-    def _with_skips(self, units: list[WorkUnit], done: list[WorkUnit], store: RunStore,
-                    models: dict[str, Any]) -> list[WorkUnit]:
+    def _with_skips(
+        self, units: list[WorkUnit], done: list[WorkUnit], store: RunStore, models: dict[str, Any]
+    ) -> list[WorkUnit]:
         """Worst case: each unit of a later attack, told which of its samples the written rows of
         earlier attacks (same model, dataset, norm) already broke at its eps. The chunk key (and
         so the random stream) includes the skip list, which the earlier rows determine: a resumed
@@ -170,10 +192,31 @@ class Runner:
 
         from .worst_case import first_breaks, skip_reason
 
-        cols = ["model", "dataset", "sample_id", "attack", "kind", "task", "norm", "eps", "status",
-                "clean_correct", "success", "min_norm", "targeted", "adv_correct", "linf", "l2", "l0"]
-        rows = [r for u in done if u.corruption is None
-                for r in pq.read_table(store.chunk_path(u.key), columns=cols).to_pylist()]
+        cols = [
+            "model",
+            "dataset",
+            "sample_id",
+            "attack",
+            "kind",
+            "task",
+            "norm",
+            "eps",
+            "status",
+            "clean_correct",
+            "success",
+            "min_norm",
+            "targeted",
+            "adv_correct",
+            "linf",
+            "l2",
+            "l0",
+        ]
+        rows = [
+            r
+            for u in done
+            if u.corruption is None
+            for r in pq.read_table(store.chunk_path(u.key), columns=cols).to_pylist()
+        ]
         breaks = first_breaks(rows)
         out = []
         for u in units:
@@ -181,8 +224,9 @@ class Runner:
             model = models.get(u.model.name) or cached_model(u.model, u.device, u.batch_size, u.threads)
             ids = cached_dataset(u.dataset, model, u.model.name).sample_ids
             per = breaks.get((u.model.name, u.dataset.name, u.attack.norm), {})
-            skip = tuple((i, why) for i in range(u.start, u.stop)
-                         if (why := skip_reason(per.get(ids[i]), u.eps)) is not None)
+            skip = tuple(
+                (i, why) for i in range(u.start, u.stop) if (why := skip_reason(per.get(ids[i]), u.eps)) is not None
+            )
             key = unit_key({"unit": u.key}, [list(p) for p in skip]) if skip else u.key
             out.append(dataclasses.replace(u, skip=skip, key=key))
         return out
@@ -222,8 +266,14 @@ def _versions() -> dict[str, str]:
     import onnxruntime
     import pyarrow
 
-    return {"advonnx": __version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-            "numpy": np.__version__, "pyarrow": pyarrow.__version__, "python": platform.python_version()}
+    return {
+        "advonnx": __version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+        "pyarrow": pyarrow.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def _remove_empty_run(folder: Path) -> None:
@@ -248,19 +298,27 @@ def _dataset_summary(suite: Suite, models: dict[str, Any]) -> dict[str, dict[str
     for entry, dentry in pairs(suite, models):
         model = models[entry.name]
         d = cached_dataset(dentry, model, entry.name)
-        rec = {"path": dentry.path, "intensity": dentry.intensity,
-               "intensity_rule": d.description.get("intensity_resolved") or d.description.get("intensity_rule", ""),
-               "label_source": d.description.get("label_source", ""),
-               "class_names": list(model.spec.class_names or d.class_names or []),
-               "class_names_source": (model.spec.source("class_names") if model.spec.class_names
-                                      else "dataset" if d.class_names else "none"),
-               "format": d.description.get("format", ""), "samples": len(d),
-               "groups": d.description.get("groups") or "none given: each sample its own group",
-               "orientation": d.description.get("orientation", "as stored in each file"),
-               "voxel_spacing": d.description.get("voxel_spacing", "as stored in each file"),
-               # several model inputs: where each came from (attacked, or held fixed per sample)
-               **({"inputs": {k[len("input:"):]: v for k, v in d.description.items() if k.startswith("input:")}}
-                  if model.spec.extra_inputs else {})}
+        rec = {
+            "path": dentry.path,
+            "intensity": dentry.intensity,
+            "intensity_rule": d.description.get("intensity_resolved") or d.description.get("intensity_rule", ""),
+            "label_source": d.description.get("label_source", ""),
+            "class_names": list(model.spec.class_names or d.class_names or []),
+            "class_names_source": (
+                model.spec.source("class_names") if model.spec.class_names else "dataset" if d.class_names else "none"
+            ),
+            "format": d.description.get("format", ""),
+            "samples": len(d),
+            "groups": d.description.get("groups") or "none given: each sample its own group",
+            "orientation": d.description.get("orientation", "as stored in each file"),
+            "voxel_spacing": d.description.get("voxel_spacing", "as stored in each file"),
+            # several model inputs: where each came from (attacked, or held fixed per sample)
+            **(
+                {"inputs": {k[len("input:") :]: v for k, v in d.description.items() if k.startswith("input:")}}
+                if model.spec.extra_inputs
+                else {}
+            ),
+        }
         if dentry.name not in out:
             out[dentry.name] = {**rec, "models": [entry.name]}
         elif {k: v for k, v in out[dentry.name].items() if k not in ("models", "per_model")} == rec:
@@ -277,22 +335,46 @@ def value_range_warnings(specs: dict[str, dict[str, Any]]) -> list[str]:
     for name, s in specs.items():
         if s.get("value_range_source", "assumed") == "assumed":
             lo, hi = s.get("value_range", (0.0, 1.0))
-            lines.append(f"warning: {name}: value range [{lo:g}, {hi:g}] assumed (not declared in the model, "
-                         "a sidecar or --value-range); eps is in these units, so check it")
+            lines.append(
+                f"warning: {name}: value range [{lo:g}, {hi:g}] assumed (not declared in the model, "
+                "a sidecar or --value-range); eps is in these units, so check it"
+            )
     return lines
 
 
 def _spec_summary(model: Any) -> dict[str, Any]:
     s = model.spec
-    return {"layout": s.layout, "task": s.task, "scores": s.scores, "output_kind": s.output_kind,
-            "num_classes": s.num_classes, "class_names": list(s.class_names), "value_range": list(s.value_range),
-            "value_range_source": s.sources.get("value_range", "assumed"), "framework": s.framework,
-            "exporter": s.exporter, "training": s.training, "gradient": model.gradient_label(model.gradient_mode("auto")),
-            "randomized": list(s.randomized), "votes": model.votes, "eot": model.eot,
-            "attacked_output": s.attacked_output, "logits_rule": s.logits_rule,
-            "input_type": s.input_integer or s.input_dtype,
-            **({"attacked_input": s.input_name, "held_inputs": [n for n, _, _ in s.extra_inputs]} if s.extra_inputs else {}),
-            # joint attacks: each input's budget per unit of eps (eps_i = weight * eps) and value range
-            **({"joint_inputs": {n: {"eps_weight": w, "value_range": list(m.spec.value_range)}
-                                 for n, w, m in zip(model.names, model.weights, model.models)}}
-               if isinstance(model, JointInputModel) else {})}
+    return {
+        "layout": s.layout,
+        "task": s.task,
+        "scores": s.scores,
+        "output_kind": s.output_kind,
+        "num_classes": s.num_classes,
+        "class_names": list(s.class_names),
+        "value_range": list(s.value_range),
+        "value_range_source": s.sources.get("value_range", "assumed"),
+        "framework": s.framework,
+        "exporter": s.exporter,
+        "training": s.training,
+        "gradient": model.gradient_label(model.gradient_mode("auto")),
+        "randomized": list(s.randomized),
+        "votes": model.votes,
+        "eot": model.eot,
+        "attacked_output": s.attacked_output,
+        "logits_rule": s.logits_rule,
+        "input_type": s.input_integer or s.input_dtype,
+        **(
+            {"attacked_input": s.input_name, "held_inputs": [n for n, _, _ in s.extra_inputs]} if s.extra_inputs else {}
+        ),
+        # joint attacks: each input's budget per unit of eps (eps_i = weight * eps) and value range
+        **(
+            {
+                "joint_inputs": {
+                    n: {"eps_weight": w, "value_range": list(m.spec.value_range)}
+                    for n, w, m in zip(model.names, model.weights, model.models)
+                }
+            }
+            if isinstance(model, JointInputModel)
+            else {}
+        ),
+    }

@@ -40,8 +40,7 @@ def _surface_distance_map(mask: np.ndarray, spacing: Sequence[float]):
     img = sitk.GetImageFromArray(mask.astype(np.uint8))
     img.SetSpacing([float(s) for s in reversed(tuple(spacing))])  # SimpleITK orders axes x, y, z
     contour = sitk.LabelContour(img, fullyConnected=False)
-    dist = sitk.SignedMaurerDistanceMap(contour, insideIsPositive=False, squaredDistance=False,
-                                        useImageSpacing=True)
+    dist = sitk.SignedMaurerDistanceMap(contour, insideIsPositive=False, squaredDistance=False, useImageSpacing=True)
     surface = sitk.GetArrayFromImage(contour) > 0
     return surface, np.maximum(sitk.GetArrayFromImage(dist), 0.0)
 
@@ -64,8 +63,14 @@ def hd95_class(a: np.ndarray, b: np.ndarray, spacing: Sequence[float] | None = N
     return float(max(np.percentile(db[sa], 95), np.percentile(da[sb], 95)))
 
 
-def hd95(pred, ref, num_classes: int, spacing: Sequence[float] | Sequence[Sequence[float]] | None = None,
-         *, background: int | None = 0):
+def hd95(
+    pred,
+    ref,
+    num_classes: int,
+    spacing: Sequence[float] | Sequence[Sequence[float]] | None = None,
+    *,
+    background: int | None = 0,
+):
     """(N, C) HD95 per sample and class (mm); the ``background`` column is NaN.
 
     ``spacing``: one tuple for all samples (numpy axis order of one label map), one per sample,

@@ -58,22 +58,36 @@ class SlidingWindowModel:
     (constant | gaussian). It answers ``predict``, ``classify`` and ``value_and_grad`` for
     samples of any spatial size; everything else is the inner model's."""
 
-    def __init__(self, model, patch_size, *, overlap: float = 0.25, blend: str = "constant",
-                 sigma_scale: float = 0.125, windows_per_call: int | None = None):
+    def __init__(
+        self,
+        model,
+        patch_size,
+        *,
+        overlap: float = 0.25,
+        blend: str = "constant",
+        sigma_scale: float = 0.125,
+        windows_per_call: int | None = None,
+    ):
         spec = model.spec
         name = spec.path
         if spec.randomized:
-            raise ModelError(f"{name}: sliding windows need a deterministic model (it has {', '.join(spec.randomized)})")
+            raise ModelError(
+                f"{name}: sliding windows need a deterministic model (it has {', '.join(spec.randomized)})"
+            )
         if spec.task != "segmentation":
             raise ModelError(f"{name}: sliding windows need a segmentation model (a dense score map), not {spec.task}")
         nd = len(spec.input_shape) - 2
         roi = tuple(int(s) for s in patch_size)
         if len(roi) != nd or min(roi) < 1:
-            raise ModelError(f"{name}: patch size {patch_size} must give {nd} positive sizes (spatial axes in array order)")
+            raise ModelError(
+                f"{name}: patch size {patch_size} must give {nd} positive sizes (spatial axes in array order)"
+            )
         fixed = spec.spatial_shape
         if fixed is not None and fixed != roi:
-            raise ModelError(f"{name}: the model takes windows of {fixed}, not the patch size {roi}; use --patch-size "
-                             + ",".join(map(str, fixed)))
+            raise ModelError(
+                f"{name}: the model takes windows of {fixed}, not the patch size {roi}; use --patch-size "
+                + ",".join(map(str, fixed))
+            )
         if not 0 <= float(overlap) < 1:
             raise ModelError(f"{name}: overlap must be in [0, 1), not {overlap}")
         if blend not in BLENDS:
@@ -154,8 +168,10 @@ class SlidingWindowModel:
         for start, stop in self._batches(windows.shape[0]):
             scores = self._cf(window_fn(windows[start:stop]))
             if tuple(scores.shape[2:]) != self.roi:
-                raise ModelError(f"{self.spec.path}: window scores of spatial size {tuple(scores.shape[2:])} differ from "
-                                 f"the window {self.roi}; sliding windows need same-size score maps")
+                raise ModelError(
+                    f"{self.spec.path}: window scores of spatial size {tuple(scores.shape[2:])} differ from "
+                    f"the window {self.roi}; sliding windows need same-size score maps"
+                )
             if out is None:
                 out = xp.zeros((n, scores.shape[1], *padded), dtype=scores.dtype)
                 w, count = self._count(xp, scores, padded, slices)
@@ -168,8 +184,9 @@ class SlidingWindowModel:
         """Refuse held-fixed inputs: sliding windows run models with one input (``extras`` is
         accepted for the model interface, :class:`advonnx.oracles.Model`)."""
         if extras:
-            raise AdvonnxError(f"{self.spec.path}: sliding windows run models with one input; got values for "
-                               f"{sorted(extras)}")
+            raise AdvonnxError(
+                f"{self.spec.path}: sliding windows run models with one input; got values for {sorted(extras)}"
+            )
 
     def predict(self, x, *, extras: Extras = None):
         """Stitched scores of ``x`` (any spatial size), in the model's layout."""
@@ -201,9 +218,21 @@ class SlidingWindowModel:
         # windows are differentiated through cotangents whatever the loss (no one-pass variants)
         return self.inner.gradient_mode(requested, loss="cotangent" if loss is not None else None)
 
-    def value_and_grad(self, x, y=None, *, loss: str = "ce", gradient: str = "auto", cotangent=None, mask=None,
-                       rng: Random | None = None, counter=None, scale_free: bool = False,
-                       with_decisions: bool = False, extras: Extras = None):
+    def value_and_grad(
+        self,
+        x,
+        y=None,
+        *,
+        loss: str = "ce",
+        gradient: str = "auto",
+        cotangent=None,
+        mask=None,
+        rng: Random | None = None,
+        counter=None,
+        scale_free: bool = False,
+        with_decisions: bool = False,
+        extras: Extras = None,
+    ):
         """Per-sample loss of the stitched attacked scores and its exact input gradient (see
         module docstring); ``loss``: ``seg_ce`` (or ``ce``: the same per-pixel mean) or a
         ``cotangent`` (on the attacked scores). ``scale_free`` is accepted for the model
@@ -211,8 +240,10 @@ class SlidingWindowModel:
         ``with_decisions`` (must be False: :attr:`one_pass` is False) and ``extras`` (none)."""
         self._one_input(extras)
         if with_decisions:
-            raise AdvonnxError("value_and_grad(with_decisions=True) needs one gradient graph; sliding windows "
-                               "take decisions from a separate run (one_pass is False)")
+            raise AdvonnxError(
+                "value_and_grad(with_decisions=True) needs one gradient graph; sliding windows "
+                "take decisions from a separate run (one_pass is False)"
+            )
         xp = namespace(x)
         n = x.shape[0]
         if cotangent is None and y is None:
@@ -221,6 +252,7 @@ class SlidingWindowModel:
             raise AdvonnxError(f"sliding windows support the per-pixel cross-entropy and cotangents, not loss {loss!r}")
         mode = self.gradient_mode(gradient, loss="cotangent")
         if mode != "exact":
+
             def loss_of(xb, idx):
                 if counter is not None:
                     counter(np.asarray(idx))
@@ -228,8 +260,9 @@ class SlidingWindowModel:
                 take = lambda a: None if a is None else xp.take(a, idx, axis=0)  # noqa: E731
                 return self._loss(scores, take(y), loss, take(mask), take(cotangent))[0]
 
-            return estimate_value_and_grad(loss_of, x, self.inner.estimator, rng or Random(0),
-                                           value_range=self.spec.value_range)
+            return estimate_value_and_grad(
+                loss_of, x, self.inner.estimator, rng or Random(0), value_range=self.spec.value_range
+            )
         scores = self.attack_scores(x)
         value, g_scores = self._loss(scores, y, loss, mask, cotangent)
         if counter is not None:
@@ -243,8 +276,9 @@ class SlidingWindowModel:
         windows = self._windows(xcf, slices)
         grad = xp.zeros(xcf.shape, dtype=x.dtype)
         for start, stop in self._batches(windows.shape[0]):
-            cot = xp.stack([g[(b, slice(None), *slices[s])] * w for b, s in
-                            (divmod(i, len(slices)) for i in range(start, stop))])
+            cot = xp.stack(
+                [g[(b, slice(None), *slices[s])] * w for b, s in (divmod(i, len(slices)) for i in range(start, stop))]
+            )
             _, gw = self.inner.value_and_grad(windows[start:stop], None, cotangent=self._back(cot), gradient="exact")
             gw = self._cf(gw)
             for i in range(start, stop):
@@ -264,8 +298,11 @@ class SlidingWindowModel:
         k = scores.shape[axis]
         shape = [1] * scores.ndim
         shape[axis] = k
-        onehot = xp.astype(xp.expand_dims(xp.astype(xp.asarray(y), xp.int64), axis=axis)
-                           == xp.reshape(xp.arange(k, dtype=xp.int64), tuple(shape)), scores.dtype)
+        onehot = xp.astype(
+            xp.expand_dims(xp.astype(xp.asarray(y), xp.int64), axis=axis)
+            == xp.reshape(xp.arange(k, dtype=xp.int64), tuple(shape)),
+            scores.dtype,
+        )
         if probs:
             picked = xp.sum(scores * onehot, axis=axis, keepdims=True)
             live = xp.astype(picked > losses.PROB_FLOOR, scores.dtype)
@@ -274,8 +311,16 @@ class SlidingWindowModel:
             z = scores - xp.max(scores, axis=axis, keepdims=True)
             e = xp.exp(z)
             d = e / xp.sum(e, axis=axis, keepdims=True) - onehot
-        m = xp.ones(xp.asarray(y).shape, dtype=scores.dtype) if mask is None else xp.astype(xp.asarray(mask), scores.dtype)
+        m = (
+            xp.ones(xp.asarray(y).shape, dtype=scores.dtype)
+            if mask is None
+            else xp.astype(xp.asarray(mask), scores.dtype)
+        )
         per = xp.reshape(m, (m.shape[0], -1))
-        norm = xp.clip(xp.sum(per, axis=1), 1.0, None) if mask is not None else xp.asarray(per.shape[1], dtype=scores.dtype)
+        norm = (
+            xp.clip(xp.sum(per, axis=1), 1.0, None)
+            if mask is not None
+            else xp.asarray(per.shape[1], dtype=scores.dtype)
+        )
         weight = xp.expand_dims(m, axis=axis) / xp.reshape(norm, (-1,) + (1,) * (scores.ndim - 1))
         return value, d * weight

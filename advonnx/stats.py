@@ -45,8 +45,9 @@ def binomial_two_sided(k: int, n: int) -> float:
         return 1.0
     m = min(k, n - k)
     # log-space terms: exact for the sample counts of a run (n up to millions) without overflow
-    log_terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2)
-                 for i in range(m + 1)]
+    log_terms = [
+        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2) for i in range(m + 1)
+    ]
     top = max(log_terms)
     tail = math.exp(top) * sum(math.exp(t - top) for t in log_terms)
     return min(1.0, 2.0 * tail)

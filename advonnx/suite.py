@@ -128,8 +128,10 @@ class Suite:
             "gradient": self.gradient,
             "models": [m.__dict__ for m in self.models],
             "datasets": [d.__dict__ for d in self.datasets],
-            "attacks": [{**{k: v for k, v in a.__dict__.items() if k != "target_map" or v},
-                         "eps": [t for _, t in a.eps]} for a in self.attacks],
+            "attacks": [
+                {**{k: v for k, v in a.__dict__.items() if k != "target_map" or v}, "eps": [t for _, t in a.eps]}
+                for a in self.attacks
+            ],
             "headline": self.headline,
             "corruptions": self.corruptions,
             "severities": self.severities,
@@ -141,41 +143,84 @@ class Suite:
     def config_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.config(), sort_keys=True, default=str).encode()).hexdigest()[:12]
 
-    def with_overrides(self, *, models: list[str] | None = None, data: str | None = None,
-                       attack: list[str] | None = None, eps: str | None = None, norm: str | None = None,
-                       steps: int | None = None, max_queries: int | None = None, worst_case: bool = False,
-                       masking_checks: bool = True, transfer_matrix: bool = False, targeted: bool = False,
-                       target_map: str | None = None, costs: str | Path | None = None, limit: int | None = None,
-                       seed: int | None = None, gradient: str | None = None, input_name: str | None = None,
-                       attack_inputs: str | None = None, output_name: str | None = None, value_range: str | None = None,
-                       votes: int | None = None, eot: int | None = None, layout: str | None = None,
-                       sampling_rate: str | None = None, output_layout: str | None = None, patch_size: str | None = None,
-                       overlap: str | None = None, blend: str | None = None, orientation: str | None = None,
-                       spacing: str | None = None, intensity: str | None = None, class_names: str | None = None,
-                       corruptions: str | None = None, severities: str | None = None, save_examples: int | None = None,
-                       chunk_size: int | None = None) -> Suite:
+    def with_overrides(
+        self,
+        *,
+        models: list[str] | None = None,
+        data: str | None = None,
+        attack: list[str] | None = None,
+        eps: str | None = None,
+        norm: str | None = None,
+        steps: int | None = None,
+        max_queries: int | None = None,
+        worst_case: bool = False,
+        masking_checks: bool = True,
+        transfer_matrix: bool = False,
+        targeted: bool = False,
+        target_map: str | None = None,
+        costs: str | Path | None = None,
+        limit: int | None = None,
+        seed: int | None = None,
+        gradient: str | None = None,
+        input_name: str | None = None,
+        attack_inputs: str | None = None,
+        output_name: str | None = None,
+        value_range: str | None = None,
+        votes: int | None = None,
+        eot: int | None = None,
+        layout: str | None = None,
+        sampling_rate: str | None = None,
+        output_layout: str | None = None,
+        patch_size: str | None = None,
+        overlap: str | None = None,
+        blend: str | None = None,
+        orientation: str | None = None,
+        spacing: str | None = None,
+        intensity: str | None = None,
+        class_names: str | None = None,
+        corruptions: str | None = None,
+        severities: str | None = None,
+        save_examples: int | None = None,
+        chunk_size: int | None = None,
+    ) -> Suite:
         """A copy of this suite with the options of ``advonnx run`` applied (same names; None or
         False: as the suite has it). ``models`` (ONNX paths) and ``data`` (one dataset) replace
         the suite's; ``attack``: ``--attack`` specs, replacing its attacks and headline (fgsm,pgd
         if it has none). Every setting is checked now, not mid-run (AdvonnxError)."""
         s = copy.deepcopy(self)
         input_name, joint, eps = _attacked_input(input_name, attack_inputs, eps)
-        overrides: dict[str, Any] = {k: v for k, v in (
-            ("input_name", input_name), ("output_name", output_name), ("value_range", value_range),
-            ("layout", layout), ("votes", votes), ("eot", eot), ("sampling_rate", sampling_rate),
-            ("output_layout", output_layout), ("patch_size", patch_size), ("overlap", overlap), ("blend", blend),
-            ("attack_inputs", joint)) if v is not None}
+        overrides: dict[str, Any] = {
+            k: v
+            for k, v in (
+                ("input_name", input_name),
+                ("output_name", output_name),
+                ("value_range", value_range),
+                ("layout", layout),
+                ("votes", votes),
+                ("eot", eot),
+                ("sampling_rate", sampling_rate),
+                ("output_layout", output_layout),
+                ("patch_size", patch_size),
+                ("overlap", overlap),
+                ("blend", blend),
+                ("attack_inputs", joint),
+            )
+            if v is not None
+        }
         if joint and (corruptions or severities):
-            raise AdvonnxError("--corruptions change one input: drop them for a joint attack (--attack-inputs), "
-                               "or corrupt one input with --input")
+            raise AdvonnxError(
+                "--corruptions change one input: drop them for a joint attack (--attack-inputs), "
+                "or corrupt one input with --input"
+            )
         if class_names is not None:
             overrides["class_names"] = _class_names(class_names)
         if intensity is not None:
             from .data import parse_intensity_rule
 
             parse_intensity_rule(intensity)  # a typo fails now, with the valid rules
-        _override_inputs(s, models, data, overrides, limit=limit, orientation=orientation, spacing=spacing,
-                         intensity=intensity)
+        _override_inputs(
+            s, models, data, overrides, limit=limit, orientation=orientation, spacing=spacing, intensity=intensity
+        )
         specs = _override_attacks(s, attack, eps, norm, steps, max_queries)
         _override_corruptions(s, corruptions, severities)
         if joint:  # fail now, naming the attacks that run jointly
@@ -189,8 +234,16 @@ class Suite:
 
             read_costs(costs)  # a bad file fails now, not after the run
             s.costs = str(costs)
-        _override_run(s, worst_case=worst_case, masking_checks=masking_checks, transfer_matrix=transfer_matrix,
-                      seed=seed, gradient=gradient, save_examples=save_examples, chunk_size=chunk_size)
+        _override_run(
+            s,
+            worst_case=worst_case,
+            masking_checks=masking_checks,
+            transfer_matrix=transfer_matrix,
+            seed=seed,
+            gradient=gradient,
+            save_examples=save_examples,
+            chunk_size=chunk_size,
+        )
         return s
 
 
@@ -204,7 +257,9 @@ def _suite_from_dict(raw: dict[str, Any], base: Path, source: str) -> Suite:
         models = [_model_entry(m, resolve) for m in raw.get("models", [])]
         attacks = [_attack_entry(a) for a in raw.get("attacks", [])]
     except KeyError as err:
-        raise AdvonnxError(f"{source}: an entry lacks the key {err}; see `advonnx run --help` for the suite format") from None
+        raise AdvonnxError(
+            f"{source}: an entry lacks the key {err}; see `advonnx run --help` for the suite format"
+        ) from None
     if not models:
         raise AdvonnxError(f"{source}: no [[models]] declared")
     if not datasets:
@@ -212,38 +267,72 @@ def _suite_from_dict(raw: dict[str, Any], base: Path, source: str) -> Suite:
     for a in attacks:  # validate every setting now, not an hour into the run
         unknown = set(a.datasets) - {d.name for d in datasets}
         if unknown:
-            raise AdvonnxError(f"{source}: attack {a.name} names dataset(s) {', '.join(sorted(unknown))}, "
-                               "which the suite does not declare")
+            raise AdvonnxError(
+                f"{source}: attack {a.name} names dataset(s) {', '.join(sorted(unknown))}, "
+                "which the suite does not declare"
+            )
         for eps, _ in a.eps:
             make_attack(a.name, norm=a.norm, eps=eps or 1e-12, **a.settings)
-    known = set(raw) - {"name", "description", "seed", "save_examples", "chunk_size", "gradient",
-                        "headline", "datasets", "models", "attacks", "corruptions", "severities", "worst_case",
-                        "masking_checks", "target_map", "costs", "transfer_matrix"}
+    known = set(raw) - {
+        "name",
+        "description",
+        "seed",
+        "save_examples",
+        "chunk_size",
+        "gradient",
+        "headline",
+        "datasets",
+        "models",
+        "attacks",
+        "corruptions",
+        "severities",
+        "worst_case",
+        "masking_checks",
+        "target_map",
+        "costs",
+        "transfer_matrix",
+    }
     if known:
         raise AdvonnxError(f"{source}: unknown suite key(s) {', '.join(sorted(known))}")
     _check_target_maps(attacks, str(raw.get("target_map") or ""), source)
     return Suite(
         costs=resolve(raw["costs"]) if raw.get("costs") else "",
-        name=str(raw.get("name", Path(source).stem)), description=str(raw.get("description", "")),
-        models=models, datasets=datasets, attacks=attacks, seed=int(raw.get("seed", 0)),
-        save_examples=int(raw.get("save_examples", 4)), chunk_size=int(raw.get("chunk_size", 128)),
-        gradient=str(raw.get("gradient", "auto")), headline=dict(raw.get("headline", {})), source=source,
+        name=str(raw.get("name", Path(source).stem)),
+        description=str(raw.get("description", "")),
+        models=models,
+        datasets=datasets,
+        attacks=attacks,
+        seed=int(raw.get("seed", 0)),
+        save_examples=int(raw.get("save_examples", 4)),
+        chunk_size=int(raw.get("chunk_size", 128)),
+        gradient=str(raw.get("gradient", "auto")),
+        headline=dict(raw.get("headline", {})),
+        source=source,
         corruptions=parse_corruptions(raw.get("corruptions", [])),
         severities=parse_severities(raw.get("severities", "1-5")) if raw.get("corruptions") else [],
-        worst_case=bool(raw.get("worst_case", False)), masking_checks=bool(raw.get("masking_checks", True)),
+        worst_case=bool(raw.get("worst_case", False)),
+        masking_checks=bool(raw.get("masking_checks", True)),
         transfer_matrix=bool(raw.get("transfer_matrix", False)),
     )
 
 
 def _dataset_entry(d: dict[str, Any], resolve: Callable[[str], str]) -> DatasetEntry:
     """A ``[[datasets]]`` entry (KeyError: a required key is missing)."""
-    return DatasetEntry(name=d.get("name") or Path(d["path"]).stem, path=resolve(d["path"]),
-                        limit=d.get("limit"), intensity=d.get("intensity", "auto"),
-                        resize=d.get("resize", "resample"), orientation=d.get("orientation"),
-                        spacing=None if d.get("spacing") is None else ",".join(map(str, d["spacing"]))
-                        if isinstance(d["spacing"], list) else str(d["spacing"]),
-                        corruptions=parse_corruptions(d["corruptions"]) if "corruptions" in d else None,
-                        severities=parse_severities(d["severities"]) if "severities" in d else None)
+    return DatasetEntry(
+        name=d.get("name") or Path(d["path"]).stem,
+        path=resolve(d["path"]),
+        limit=d.get("limit"),
+        intensity=d.get("intensity", "auto"),
+        resize=d.get("resize", "resample"),
+        orientation=d.get("orientation"),
+        spacing=None
+        if d.get("spacing") is None
+        else ",".join(map(str, d["spacing"]))
+        if isinstance(d["spacing"], list)
+        else str(d["spacing"]),
+        corruptions=parse_corruptions(d["corruptions"]) if "corruptions" in d else None,
+        severities=parse_severities(d["severities"]) if "severities" in d else None,
+    )
 
 
 def _model_entry(m: dict[str, Any], resolve: Callable[[str], str]) -> ModelEntry:
@@ -279,7 +368,9 @@ def _check_target_maps(attacks: list[AttackEntry], suite_map: str, source: str) 
         if a.target_map:
             split_target_map(a.target_map)
             if not a.targeted:
-                raise AdvonnxError(f"{source}: attack {a.name} has a target_map but is not targeted; add targeted = true")
+                raise AdvonnxError(
+                    f"{source}: attack {a.name} has a target_map but is not targeted; add targeted = true"
+                )
 
 
 def parse_corruptions(value: Any) -> list[str]:
@@ -330,8 +421,9 @@ def load_suite(name_or_path: str | Path) -> Suite:
     return _suite_from_dict(raw, path.parent, str(path))
 
 
-def _attacked_input(input_name: str | None, attack_inputs: str | None,
-                    eps: str | None) -> tuple[str | None, str | None, str | None]:
+def _attacked_input(
+    input_name: str | None, attack_inputs: str | None, eps: str | None
+) -> tuple[str | None, str | None, str | None]:
     """``(input to attack, joint attack_inputs override, --eps)`` from ``--input``,
     ``--attack-inputs`` and ``--eps``: one name is ``--input``; several attack jointly
     (advonnx.joint), with per-input budgets ``a=0.01,b=0.05`` the first input's is the eps."""
@@ -363,8 +455,17 @@ def _class_names(text: str) -> list[str]:
     return names
 
 
-def _override_inputs(s: Suite, models: list[str] | None, data: str | None, overrides: dict[str, Any], *,
-                     limit: int | None, orientation: str | None, spacing: str | None, intensity: str | None) -> None:
+def _override_inputs(
+    s: Suite,
+    models: list[str] | None,
+    data: str | None,
+    overrides: dict[str, Any],
+    *,
+    limit: int | None,
+    orientation: str | None,
+    spacing: str | None,
+    intensity: str | None,
+) -> None:
     """``--model`` / ``--data`` replace the suite's models and datasets; the model overrides
     (``--input``, ``--value-range``, ...) and dataset options apply to every entry."""
     if models:
@@ -373,8 +474,15 @@ def _override_inputs(s: Suite, models: list[str] | None, data: str | None, overr
         for m in s.models:
             m.overrides.update(overrides)
     if data:
-        s.datasets = [DatasetEntry(name=Path(data).stem or "data", path=str(Path(data)), limit=limit,
-                                   orientation=orientation, spacing=spacing)]
+        s.datasets = [
+            DatasetEntry(
+                name=Path(data).stem or "data",
+                path=str(Path(data)),
+                limit=limit,
+                orientation=orientation,
+                spacing=spacing,
+            )
+        ]
         for m in s.models:
             m.dataset = s.datasets[0].name
     elif limit is not None:
@@ -389,8 +497,9 @@ def _override_inputs(s: Suite, models: list[str] | None, data: str | None, overr
             d.intensity = intensity
 
 
-def _override_attacks(s: Suite, attack: list[str] | None, eps: str | None, norm: str | None, steps: int | None,
-                      max_queries: int | None) -> dict[int, Any]:
+def _override_attacks(
+    s: Suite, attack: list[str] | None, eps: str | None, norm: str | None, steps: int | None, max_queries: int | None
+) -> dict[int, Any]:
     """``--attack`` specs (or fgsm,pgd when the suite has no attacks) replace the suite's attacks
     and headline; else ``--eps``, ``--norm`` and ``--steps`` change them. Returns each new
     entry's spec (by ``id``), whose own settings win over ``--steps`` and ``--max-queries``."""
@@ -402,9 +511,13 @@ def _override_attacks(s: Suite, attack: list[str] | None, eps: str | None, norm:
         s.attacks = []
         for spec in parse_attack_specs(attack) or parse_attack_specs("fgsm,pgd"):
             own = attack_class(spec.name).norms  # an attack of one norm (jsma: l0, certify: l2) takes it
-            entry = AttackEntry(name=spec.name, norm=spec.norm or norm or ("linf" if "linf" in own else own[0]),
-                                eps=spec.eps or budgets,
-                                targeted=bool(spec.targeted), datasets=spec.datasets or [])
+            entry = AttackEntry(
+                name=spec.name,
+                norm=spec.norm or norm or ("linf" if "linf" in own else own[0]),
+                eps=spec.eps or budgets,
+                targeted=bool(spec.targeted),
+                datasets=spec.datasets or [],
+            )
             s.attacks.append(entry)
             specs[id(entry)] = spec
             if steps and "steps" in attack_class(spec.name).parameters():
@@ -462,8 +575,17 @@ def _override_targets(s: Suite, specs: dict[int, Any], target_map: str | None, t
                 a.targeted = True
 
 
-def _override_run(s: Suite, *, worst_case: bool, masking_checks: bool, transfer_matrix: bool, seed: int | None,
-                  gradient: str | None, save_examples: int | None, chunk_size: int | None) -> None:
+def _override_run(
+    s: Suite,
+    *,
+    worst_case: bool,
+    masking_checks: bool,
+    transfer_matrix: bool,
+    seed: int | None,
+    gradient: str | None,
+    save_examples: int | None,
+    chunk_size: int | None,
+) -> None:
     """The run-wide switches and numbers."""
     if worst_case:
         s.worst_case = True
@@ -485,9 +607,18 @@ def _override_run(s: Suite, *, worst_case: bool, masking_checks: bool, transfer_
 
 # Names that moved to the work and runner modules, still importable from here (tests, benchmarks,
 # docs). Resolved on first use (PEP 562): this module imports neither; they import it.
-_MOVED = {"WorkUnit": "work", "execute_unit": "work", "cached_model": "work", "cached_dataset": "work",
-          "_MODEL_CACHE": "work", "_DATA_CACHE": "work", "_dense_certificate_rows": "rows",
-          "Runner": "runner", "run_suite": "runner", "value_range_warnings": "runner"}
+_MOVED = {
+    "WorkUnit": "work",
+    "execute_unit": "work",
+    "cached_model": "work",
+    "cached_dataset": "work",
+    "_MODEL_CACHE": "work",
+    "_DATA_CACHE": "work",
+    "_dense_certificate_rows": "rows",
+    "Runner": "runner",
+    "run_suite": "runner",
+    "value_range_warnings": "runner",
+}
 
 
 def __getattr__(name: str) -> Any:

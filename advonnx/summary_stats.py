@@ -103,8 +103,9 @@ def _resample_counts(g: int, seed: int, b: int) -> np.ndarray:
     return counts
 
 
-def cluster_bootstrap(values, groups=None, *, seed: int = 0, b: int = BOOTSTRAP,
-                      confidence: float = CONFIDENCE) -> tuple[float, float]:
+def cluster_bootstrap(
+    values, groups=None, *, seed: int = 0, b: int = BOOTSTRAP, confidence: float = CONFIDENCE
+) -> tuple[float, float]:
     """Percentile cluster-bootstrap interval of the mean of ``values`` (NaN ignored): groups are
     drawn with replacement, each bringing all its samples; the mean of a resample is its sum
     over its size. NaN for fewer than 2 values or fewer than 2 groups."""
@@ -186,9 +187,12 @@ def paired_difference(a, b, groups=None, *, binary: bool, seed: int = 0) -> dict
     ``c`` discordant counts), else the paired t-test on per-group means."""
     x = np.asarray(a, dtype=np.float64)
     y = np.asarray(b, dtype=np.float64)
-    out: dict[str, Any] = {"n": int(x.size), "groups": n_groups(groups) if groups is not None else int(x.size),
-                           "a": float(x.mean()) if x.size else math.nan,
-                           "b": float(y.mean()) if y.size else math.nan}
+    out: dict[str, Any] = {
+        "n": int(x.size),
+        "groups": n_groups(groups) if groups is not None else int(x.size),
+        "a": float(x.mean()) if x.size else math.nan,
+        "b": float(y.mean()) if y.size else math.nan,
+    }
     out["diff"] = out["a"] - out["b"]
     out["ci"] = cluster_bootstrap(x - y, groups, seed=seed)
     if binary:
@@ -200,5 +204,16 @@ def paired_difference(a, b, groups=None, *, binary: bool, seed: int = 0) -> dict
     return out
 
 
-__all__ = ["proportion_interval", "effective_n", "cluster_bootstrap", "interval", "tost_paired", "paired_t",
-           "paired_difference", "t_sf", "group_codes", "PROPORTION_METHOD", "BOOTSTRAP_METHOD"]
+__all__ = [
+    "proportion_interval",
+    "effective_n",
+    "cluster_bootstrap",
+    "interval",
+    "tost_paired",
+    "paired_t",
+    "paired_difference",
+    "t_sf",
+    "group_codes",
+    "PROPORTION_METHOD",
+    "BOOTSTRAP_METHOD",
+]

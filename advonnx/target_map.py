@@ -41,16 +41,19 @@ def split_target_map(text: str) -> list[tuple[str, str]]:
             continue
         src, colon, dst = (s.strip() for s in entry.partition(":"))
         if not colon or not src or not dst or ":" in dst:
-            raise AdvonnxError(f"target map entry {entry!r}: write SOURCE:TARGET with class names or indices, "
-                               "e.g. --target-map malignant:benign")
+            raise AdvonnxError(
+                f"target map entry {entry!r}: write SOURCE:TARGET with class names or indices, "
+                "e.g. --target-map malignant:benign"
+            )
         pairs.append((src, dst))
     if not pairs:
         raise AdvonnxError(f"target map {text!r} names no direction; write e.g. --target-map malignant:benign")
     return pairs
 
 
-def parse_target_map(text: str, class_names: Sequence[str] | None, num_classes: int | None = None, *,
-                     multilabel: bool = False) -> list[tuple[int, int]]:
+def parse_target_map(
+    text: str, class_names: Sequence[str] | None, num_classes: int | None = None, *, multilabel: bool = False
+) -> list[tuple[int, int]]:
     """``text`` as ``[(source index, target index), ...]`` in the order written; for a
     multi-label model ``[(finding index, state 0/1), ...]``.
 
@@ -79,8 +82,9 @@ def parse_target_map(text: str, class_names: Sequence[str] | None, num_classes: 
         if multilabel:
             state = STATES.get(dst.lower())
             if state is None:
-                raise AdvonnxError(f"target map entry {entry!r}: a multi-label finding's state is present or absent "
-                                   "(or 1/0)")
+                raise AdvonnxError(
+                    f"target map entry {entry!r}: a multi-label finding's state is present or absent (or 1/0)"
+                )
             if any(s == index(src, entry) for s, _ in out):
                 raise AdvonnxError(f"target map entry {entry!r}: finding {src!r} is named twice")
             out.append((index(src, entry), state))
@@ -89,8 +93,10 @@ def parse_target_map(text: str, class_names: Sequence[str] | None, num_classes: 
         if pair[0] == pair[1]:
             raise AdvonnxError(f"target map entry {entry!r}: source and target are the same class")
         if any(s == pair[0] for s, _ in out):
-            raise AdvonnxError(f"target map entry {entry!r}: class {src!r} is already a source; give each source one "
-                               "target per map (another target: a second attack with its own target_map)")
+            raise AdvonnxError(
+                f"target map entry {entry!r}: class {src!r} is already a source; give each source one "
+                "target per map (another target: a second attack with its own target_map)"
+            )
         out.append(pair)
     return out
 
@@ -109,8 +115,9 @@ def not_attacked(row: dict) -> bool:
     return row.get("status") == "skipped" and str(row.get("error") or "").startswith((NOT_ATTACKED, NO_TARGET))
 
 
-def directions_for(text: str, class_names: Sequence[str] | None, num_classes: int | None = None
-                   ) -> tuple[list[tuple[int, int]], list[str]]:
+def directions_for(
+    text: str, class_names: Sequence[str] | None, num_classes: int | None = None
+) -> tuple[list[tuple[int, int]], list[str]]:
     """The directions of ``text`` that fit one model's classes, and the entries that do not.
 
     A suite-wide map may name the classes of several datasets ("malignant:benign,tumour:notumor"):

@@ -71,8 +71,9 @@ def transfer_peers(pairs, models, data_of) -> tuple[dict[tuple[str, str], list],
             else:
                 fit.append((entry, dentry))
         if out:
-            notes.append(f"transfer matrix on {dname}: {', '.join(out)} left out (single-label classifiers with one "
-                         "input only)")
+            notes.append(
+                f"transfer matrix on {dname}: {', '.join(out)} left out (single-label classifiers with one input only)"
+            )
         for a, da in fit:
             sa, xa = models[a.name].spec, data_of(a, da).x
             for b, db in fit:
@@ -94,8 +95,9 @@ def transfer_rows(unit, rows: list[dict], x, x_adv, labels, common: dict) -> lis
     from .work import cached_model
 
     labels = np.asarray(labels)
-    fooled_source = [bool(r.get("status") == "ok" and r.get("clean_correct") and r.get("adv_correct") is False)
-                     for r in rows]
+    fooled_source = [
+        bool(r.get("status") == "ok" and r.get("clean_correct") and r.get("adv_correct") is False) for r in rows
+    ]
     out = []
     for entry in unit.transfer_to:
         target = cached_model(entry, unit.device, unit.batch_size, unit.threads)
@@ -104,18 +106,40 @@ def transfer_rows(unit, rows: list[dict], x, x_adv, labels, common: dict) -> lis
             clean = to_numpy(target.classify(x))
             adv = to_numpy(target.classify(x_adv))
         except ModelRunError as err:  # the target failed on these inputs: errored rows, not counted
-            out += [{**empty_row(), **common, "sample_id": r["sample_id"], "kind": "transfer",
-                     "transfer_target": entry.name, "status": "errored", "error": str(err)} for r in rows]
+            out += [
+                {
+                    **empty_row(),
+                    **common,
+                    "sample_id": r["sample_id"],
+                    "kind": "transfer",
+                    "transfer_target": entry.name,
+                    "status": "errored",
+                    "error": str(err),
+                }
+                for r in rows
+            ]
             continue
         each = (time.perf_counter() - t0) / max(1, len(rows))
         for i, r in enumerate(rows):
-            out.append({
-                **empty_row(), **common, "sample_id": r["sample_id"], "kind": "transfer", "transfer_target": entry.name,
-                "label": int(labels[i]), "clean_pred": int(clean[i]), "adv_pred": int(adv[i]),
-                "clean_correct": bool(clean[i] == labels[i]), "adv_correct": bool(adv[i] == labels[i]),
-                "fooled_source": fooled_source[i], "fooled_target": bool(adv[i] != labels[i]),
-                "queries": 2, "status": "ok", "time_s": each,
-            })
+            out.append(
+                {
+                    **empty_row(),
+                    **common,
+                    "sample_id": r["sample_id"],
+                    "kind": "transfer",
+                    "transfer_target": entry.name,
+                    "label": int(labels[i]),
+                    "clean_pred": int(clean[i]),
+                    "adv_pred": int(adv[i]),
+                    "clean_correct": bool(clean[i] == labels[i]),
+                    "adv_correct": bool(adv[i] == labels[i]),
+                    "fooled_source": fooled_source[i],
+                    "fooled_target": bool(adv[i] != labels[i]),
+                    "queries": 2,
+                    "status": "ok",
+                    "time_s": each,
+                }
+            )
     return out
 
 
@@ -131,17 +155,36 @@ def transfer_matrix(table: pa.Table) -> list[dict[str, Any]]:
     labels = attack_labels(rows)
     cells: dict[tuple, list[int]] = {}
     for r in rows:
-        key = (r["dataset"], labels.get(setting_key(r), r["attack"]), r["norm"], r["eps"], r.get("eps_text") or "",
-               r["model"], r["transfer_target"])
+        key = (
+            r["dataset"],
+            labels.get(setting_key(r), r["attack"]),
+            r["norm"],
+            r["eps"],
+            r.get("eps_text") or "",
+            r["model"],
+            r["transfer_target"],
+        )
         kn = cells.setdefault(key, [0, 0])
         if r["clean_correct"] and r["fooled_source"]:
             kn[1] += 1
             kn[0] += bool(r["fooled_target"])
     out = []
     for (dataset, label, norm, eps, eps_text, source, target), (k, n) in sorted(cells.items()):
-        out.append({"dataset": dataset, "attack": label, "norm": norm, "eps": eps, "eps_text": eps_text or f"{eps:g}",
-                    "source": source, "target": target, "k": k, "n": n, "rate": k / n if n else math.nan,
-                    "ci": wilson_interval(k, n)})
+        out.append(
+            {
+                "dataset": dataset,
+                "attack": label,
+                "norm": norm,
+                "eps": eps,
+                "eps_text": eps_text or f"{eps:g}",
+                "source": source,
+                "target": target,
+                "k": k,
+                "n": n,
+                "rate": k / n if n else math.nan,
+                "ci": wilson_interval(k, n),
+            }
+        )
     return out
 
 
@@ -188,9 +231,14 @@ def render_transfer(table: pa.Table, console, headline: dict | None = None) -> N
             cs = groups[g]
             models = sorted({c["source"] for c in cs} | {c["target"] for c in cs})
             at = {(c["source"], c["target"]): c for c in cs}
-            t = Table(title=escape(f"Transfer matrix · {dataset} · {g[1]} {g[2]} eps={g[4]} (rows: source, columns: "
-                                   "target)"), title_justify="left", header_style="bold", box=box.SIMPLE_HEAD,
-                      pad_edge=False, padding=(0, 1))
+            t = Table(
+                title=escape(f"Transfer matrix · {dataset} · {g[1]} {g[2]} eps={g[4]} (rows: source, columns: target)"),
+                title_justify="left",
+                header_style="bold",
+                box=box.SIMPLE_HEAD,
+                pad_edge=False,
+                padding=(0, 1),
+            )
             t.add_column("source \\ target", no_wrap=True)
             for m in models:
                 t.add_column(escape(m), justify="right", no_wrap=True)
@@ -198,10 +246,12 @@ def render_transfer(table: pa.Table, console, headline: dict | None = None) -> N
                 t.add_row(escape(s), *("white-box" if s == m else _cell_text(at.get((s, m))) for m in models))
             console.print(t)
             shown += 1
-    console.print("[dim]•[/dim] transfer rate: share of the source's adversarial examples (samples both models "
-                  "classify correctly clean, broken by the source's attack) that the target also gets wrong; 95 % "
-                  "Wilson interval, n = those samples" + (f"; {len(groups) - shown} more settings in the HTML report"
-                                                          if len(groups) > shown else ""))
+    console.print(
+        "[dim]•[/dim] transfer rate: share of the source's adversarial examples (samples both models "
+        "classify correctly clean, broken by the source's attack) that the target also gets wrong; 95 % "
+        "Wilson interval, n = those samples"
+        + (f"; {len(groups) - shown} more settings in the HTML report" if len(groups) > shown else "")
+    )
 
 
 def transfer_html(table: pa.Table, esc) -> str:
@@ -215,10 +265,19 @@ def transfer_html(table: pa.Table, esc) -> str:
         at = {(c["source"], c["target"]): c for c in cs}
         head = "".join(f"<th>{esc(m)}</th>" for m in models)
         body = "".join(
-            f"<tr><td>{esc(s)}</td>" + "".join(
-                "<td class=\"num\">white-box</td>" if s == m else f"<td class=\"num\">{esc(_cell_text(at.get((s, m))))}</td>"
-                for m in models) + "</tr>" for s in models)
-        parts.append(f'<div class="card" style="margin-bottom:16px"><h3 style="margin-top:0">{esc(g[0])} · {esc(g[1])} '
-                     f"{esc(g[2])} eps={esc(g[4])}</h3><table><thead><tr><th>source \\ target</th>{head}</tr></thead>"
-                     f"<tbody>{body}</tbody></table></div>")
+            f"<tr><td>{esc(s)}</td>"
+            + "".join(
+                '<td class="num">white-box</td>'
+                if s == m
+                else f'<td class="num">{esc(_cell_text(at.get((s, m))))}</td>'
+                for m in models
+            )
+            + "</tr>"
+            for s in models
+        )
+        parts.append(
+            f'<div class="card" style="margin-bottom:16px"><h3 style="margin-top:0">{esc(g[0])} · {esc(g[1])} '
+            f"{esc(g[2])} eps={esc(g[4])}</h3><table><thead><tr><th>source \\ target</th>{head}</tr></thead>"
+            f"<tbody>{body}</tbody></table></div>"
+        )
     return "".join(parts)

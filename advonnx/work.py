@@ -25,16 +25,7 @@ from .errors import AdvonnxError, DataError
 from .joint import JointInputModel
 from .metrics import confidence
 from .model import LoadedModel, ModelRunError, load_model
-from .rows import (
-    Outcome,
-    Row,
-    certificate_rows,
-    errored_rows,
-    measured_rows,
-    setting_columns,
-    shape_text,
-    skipped_rows,
-)
+from .rows import Outcome, Row, certificate_rows, errored_rows, measured_rows, setting_columns, shape_text, skipped_rows
 from .suite import AttackEntry, DatasetEntry, ModelEntry
 from .target_map import NOT_ATTACKED, directions_for
 from .xp import Random, to_numpy
@@ -91,8 +82,9 @@ def cached_model(entry: ModelEntry, device: str, batch_size: int, threads: int |
     """The entry's model, loaded once per process (and device, batch size, threads)."""
     key = _model_key(entry, device, batch_size, threads)
     if key not in _MODEL_CACHE:
-        _MODEL_CACHE[key] = load_model(entry.path, device=device, batch_size=batch_size, threads=threads,
-                                       **entry.overrides)
+        _MODEL_CACHE[key] = load_model(
+            entry.path, device=device, batch_size=batch_size, threads=threads, **entry.overrides
+        )
     return _MODEL_CACHE[key]
 
 
@@ -100,9 +92,15 @@ def _expectation(model: LoadedModel) -> Any:
     from .data import InputExpectation
 
     s = model.spec
-    return InputExpectation(layout=s.layout, spatial_shape=s.spatial_shape, channels=s.channels,
-                            value_range=s.value_range, task=s.task, dtype=s.input_dtype,
-                            findings=s.num_classes if s.output_kind == "multilabel" else 0)
+    return InputExpectation(
+        layout=s.layout,
+        spatial_shape=s.spatial_shape,
+        channels=s.channels,
+        value_range=s.value_range,
+        task=s.task,
+        dtype=s.input_dtype,
+        findings=s.num_classes if s.output_kind == "multilabel" else 0,
+    )
 
 
 def cached_dataset(dentry: DatasetEntry, model: LoadedModel, model_name: str = "") -> Any:
@@ -113,14 +111,31 @@ def cached_dataset(dentry: DatasetEntry, model: LoadedModel, model_name: str = "
 
     loader = model.models[0] if isinstance(model, JointInputModel) else model  # joint: its first input, packed
     spec = loader.spec
-    key = (dentry.path, dentry.limit, dentry.intensity, dentry.resize, dentry.orientation, dentry.spacing,
-           repr(_expectation(loader)), spec.class_names, spec.input_name, spec.extra_inputs)
+    key = (
+        dentry.path,
+        dentry.limit,
+        dentry.intensity,
+        dentry.resize,
+        dentry.orientation,
+        dentry.spacing,
+        repr(_expectation(loader)),
+        spec.class_names,
+        spec.input_name,
+        spec.extra_inputs,
+    )
     if key not in _DATA_CACHE:
         try:
-            data = load_dataset(dentry.path, _expectation(loader), intensity=dentry.intensity,
-                                resize=dentry.resize, limit=dentry.limit, orientation=dentry.orientation,
-                                spacing=dentry.spacing, stream=True,
-                                class_names=list(spec.class_names) if spec.class_names else None)
+            data = load_dataset(
+                dentry.path,
+                _expectation(loader),
+                intensity=dentry.intensity,
+                resize=dentry.resize,
+                limit=dentry.limit,
+                orientation=dentry.orientation,
+                spacing=dentry.spacing,
+                stream=True,
+                class_names=list(spec.class_names) if spec.class_names else None,
+            )
             if spec.extra_inputs:  # the model's other inputs, per sample, held fixed
                 from .data.extras import load_extra_inputs
 
@@ -148,8 +163,9 @@ def execute_unit(unit: WorkUnit) -> tuple[list[Row], Examples]:
     model = cached_model(unit.model, unit.device, unit.batch_size, unit.threads)
     if unit.data is not None:  # the block's sample references, shipped with the unit
         data = unit.data
-        unit = dataclasses.replace(unit, start=0, stop=len(data), data=None,
-                                   skip=tuple((i - unit.start, why) for i, why in unit.skip))
+        unit = dataclasses.replace(
+            unit, start=0, stop=len(data), data=None, skip=tuple((i - unit.start, why) for i, why in unit.skip)
+        )
     else:
         data = cached_dataset(unit.dataset, model, unit.model.name)
     attack = None
@@ -172,8 +188,10 @@ def _compute_block(unit: WorkUnit, model: Any, data: Any, attack: Any) -> tuple[
     extras = {k: v[start:stop] for k, v in (getattr(data, "extras", None) or {}).items()} or None
     common = setting_columns(unit, model, attack, shape_text(x))
     if isinstance(model, JointInputModel) and unit.corruption is not None:
-        raise AdvonnxError(f"{unit.model.name}: corruptions change one input; drop --corruptions for a joint attack "
-                           "(--attack-inputs), or corrupt one input with --input")
+        raise AdvonnxError(
+            f"{unit.model.name}: corruptions change one input; drop --corruptions for a joint attack "
+            "(--attack-inputs), or corrupt one input with --input"
+        )
     t0 = time.perf_counter()
     try:
         out, untargetable = _run_setting(unit, model, data, attack, mapping, x, extras)
@@ -185,20 +203,26 @@ def _compute_block(unit: WorkUnit, model: Any, data: Any, attack: Any) -> tuple[
     rows = measured_rows(common, ids, out, model, spacing)
     _annotate(rows, unit, model, attack, out, untargetable)
     spec = model.spec
-    if unit.transfer_to and attack is not None and spec.task == "classification" \
-            and spec.output_kind != "multilabel" and not common["targeted"]:
+    if (
+        unit.transfer_to
+        and attack is not None
+        and spec.task == "classification"
+        and spec.output_kind != "multilabel"
+        and not common["targeted"]
+    ):
         from .transfer_matrix import transfer_rows
 
         rows = rows + transfer_rows(unit, rows, x, out.res_x, out.labels, common)
     return rows, _examples(unit, model, attack, out, ids, extras)
 
 
-def _run_setting(unit: WorkUnit, model: Any, data: Any, attack: Any, mapping: dict[int, int], x: Any,
-                 extras: dict | None) -> tuple[Outcome, list[str | None]]:
+def _run_setting(
+    unit: WorkUnit, model: Any, data: Any, attack: Any, mapping: dict[int, int], x: Any, extras: dict | None
+) -> tuple[Outcome, list[str | None]]:
     """Runs the unit's attack (targets drawn from its random stream), corruption or identity on
     the block ``x``, and the model on both; also, per sample, why a targeted sample has no target."""
     spec, aentry, corruption = model.spec, unit.attack, unit.corruption
-    y = None if data.y is None else data.y[unit.start:unit.stop]
+    y = None if data.y is None else data.y[unit.start : unit.stop]
     fixed = {"extras": extras} if extras else {}
     targeted = bool(aentry and aentry.targeted)
     rng = Random(unit.seed).spawn(unit.key)
@@ -213,8 +237,11 @@ def _run_setting(unit: WorkUnit, model: Any, data: Any, attack: Any, mapping: di
             spacing = data.spacing[unit.start] if data.spacing and len(set(data.spacing)) == 1 else None
             if spacing is None and spec.sampling_rate:  # a signal's sample period in seconds
                 spacing = (1.0 / spec.sampling_rate,)
-            res_x = to_numpy(apply_corruption(corruption, x, int(unit.eps), rng, layout=spec.layout,
-                                              value_range=spec.value_range, spacing=spacing))
+            res_x = to_numpy(
+                apply_corruption(
+                    corruption, x, int(unit.eps), rng, layout=spec.layout, value_range=spec.value_range, spacing=spacing
+                )
+            )
         queries = np.zeros(len(x), np.int64)
         gradient = "none"
         labels = clean_pred if y is None else y
@@ -235,9 +262,21 @@ def _run_setting(unit: WorkUnit, model: Any, data: Any, attack: Any, mapping: di
         targets = to_numpy(res.target) if targeted else None
     clean_scores = to_numpy(model.predict(x, **fixed))
     adv_scores = to_numpy(model.predict(res_x, **fixed))
-    out = Outcome(x=x, res_x=res_x, labels=labels, clean_pred=clean_pred, adv_pred=clean_pred,
-                  clean_scores=clean_scores, adv_scores=adv_scores, success=np.zeros(len(x), bool), queries=queries,
-                  gradient=gradient, elapsed=0.0, res=res, targets=targets)
+    out = Outcome(
+        x=x,
+        res_x=res_x,
+        labels=labels,
+        clean_pred=clean_pred,
+        adv_pred=clean_pred,
+        clean_scores=clean_scores,
+        adv_scores=adv_scores,
+        success=np.zeros(len(x), bool),
+        queries=queries,
+        gradient=gradient,
+        elapsed=0.0,
+        res=res,
+        targets=targets,
+    )
     return out, untargetable
 
 
@@ -263,8 +302,9 @@ def _decide(out: Outcome, model: Any, attack: Any, extras: dict | None, *, corru
         out.success = to_numpy(adversarial(out.adv_pred, out.labels, targeted=False, multilabel=multilabel))
 
 
-def _annotate(rows: list[Row], unit: WorkUnit, model: Any, attack: Any, out: Outcome,
-              untargetable: list[str | None]) -> None:
+def _annotate(
+    rows: list[Row], unit: WorkUnit, model: Any, attack: Any, out: Outcome, untargetable: list[str | None]
+) -> None:
     """Columns only some settings have: each input's perturbation of a joint attack, targeted
     samples without a target (skipped, not counted), a universal perturbation's fit split."""
     if isinstance(model, JointInputModel):  # the perturbation of each input, in its value units (linf/l2
@@ -283,17 +323,22 @@ def _annotate(rows: list[Row], unit: WorkUnit, model: Any, attack: Any, out: Out
             r["uap_split"] = "fit" if fit else "held_out"
 
 
-def _examples(unit: WorkUnit, model: Any, attack: Any, out: Outcome, ids: list[str],
-              extras: dict | None) -> Examples:
+def _examples(unit: WorkUnit, model: Any, attack: Any, out: Outcome, ids: list[str], extras: dict | None) -> Examples:
     """The first ``unit.save_examples`` samples before and after (attacks and corruptions)."""
     k = unit.save_examples
     if k <= 0 or (attack is None and unit.corruption is None):
         return None
     x, res_x = out.x, out.res_x
-    examples = {"x": x[:k], "x_adv": res_x[:k], "sample_id": np.asarray(ids[:k]),
-                "label": np.asarray(out.labels[:k]), "clean_pred": out.clean_pred[:k], "adv_pred": out.adv_pred[:k],
-                # a model's other inputs, as fed (held fixed): the examples can be replayed
-                **{f"held_{name}": v[:k] for name, v in (extras or {}).items()}}
+    examples = {
+        "x": x[:k],
+        "x_adv": res_x[:k],
+        "sample_id": np.asarray(ids[:k]),
+        "label": np.asarray(out.labels[:k]),
+        "clean_pred": out.clean_pred[:k],
+        "adv_pred": out.adv_pred[:k],
+        # a model's other inputs, as fed (held fixed): the examples can be replayed
+        **{f"held_{name}": v[:k] for name, v in (extras or {}).items()},
+    }
     if isinstance(model, JointInputModel):  # x / x_adv are the packed vectors: each attacked input too, unpacked
         for name, v in model.unpack(x[:k]).items():
             examples[f"x_{name}"] = to_numpy(v)
@@ -320,8 +365,9 @@ def _mapped_targets(spec: Any, ref: np.ndarray, target_map: str, rng: Random) ->
     why: list[str | None] = [None] * len(ref)
     k = ref.shape[1]
     if target_map:
-        target = np.broadcast_to(multilabel_target(parse_target_map(target_map, names, k, multilabel=True), k),
-                                 ref.shape).copy()
+        target = np.broadcast_to(
+            multilabel_target(parse_target_map(target_map, names, k, multilabel=True), k), ref.shape
+        ).copy()
         met = np.all((target < 0) | (target == ref), axis=1)
         for i in np.flatnonzero(met):
             why[i] = f"{NO_TARGET}the reference already has {target_map!r}"
@@ -343,28 +389,39 @@ def _compute_with_skips(unit: WorkUnit, model: Any, data: Any, attack: Any) -> t
     transferred: list[Row] = []
     if keep:
         sub = SimpleNamespace(
-            x=data.x[keep], y=None if data.y is None else data.y[keep],
+            x=data.x[keep],
+            y=None if data.y is None else data.y[keep],
             sample_ids=[data.sample_ids[i] for i in keep],
             spacing=[data.spacing[i] for i in keep] if data.spacing else data.spacing,
             extras={k: v[keep] for k, v in (getattr(data, "extras", None) or {}).items()},
-            class_names=getattr(data, "class_names", None))
+            class_names=getattr(data, "class_names", None),
+        )
         rows, examples = _compute_block(dataclasses.replace(unit, start=0, stop=len(keep), skip=()), model, sub, attack)
-        rows_by_index.update(zip(keep, rows[:len(keep)]))
-        transferred = rows[len(keep):]  # transfer matrix: the attacked samples' rows of kind "transfer"
+        rows_by_index.update(zip(keep, rows[: len(keep)]))
+        transferred = rows[len(keep) :]  # transfer matrix: the attacked samples' rows of kind "transfer"
     gone = sorted(why)
     xs = data.x[gone]
     spec = model.spec
     fixed = {"extras": {k: v[gone] for k, v in data.extras.items()}} if getattr(data, "extras", None) else {}
     scores = to_numpy(model.predict(xs, **fixed))
     multilabel = spec.output_kind == "multilabel"
-    pred = to_numpy(model.classify(xs, **fixed)) if spec.label_output or model.votes > 1 else \
-        _multilabel_decisions(spec, scores) if multilabel else np.argmax(scores, axis=spec.class_axis)
+    pred = (
+        to_numpy(model.classify(xs, **fixed))
+        if spec.label_output or model.votes > 1
+        else _multilabel_decisions(spec, scores)
+        if multilabel
+        else np.argmax(scores, axis=spec.class_axis)
+    )
     labels = pred if data.y is None else np.asarray(data.y[gone])
-    conf = np.full(len(gone), np.nan) if multilabel else \
-        to_numpy(confidence(scores, pred, probabilities=spec.scores == "probabilities"))
+    conf = (
+        np.full(len(gone), np.nan)
+        if multilabel
+        else to_numpy(confidence(scores, pred, probabilities=spec.scores == "probabilities"))
+    )
     common = setting_columns(unit, model, attack, shape_text(xs))
-    skipped = skipped_rows(common, [data.sample_ids[i] for i in gone], labels, pred, conf, [why[i] for i in gone],
-                           multilabel)
+    skipped = skipped_rows(
+        common, [data.sample_ids[i] for i in gone], labels, pred, conf, [why[i] for i in gone], multilabel
+    )
     rows_by_index.update(zip(gone, skipped))
     return [rows_by_index[i] for i in range(unit.start, unit.stop)] + transferred, examples
 
@@ -383,11 +440,19 @@ def _target_map_skips(unit: WorkUnit, model: Any, data: Any, attack: Any) -> tup
         return {}, ()
     names = class_names(model, data)
     mapping = dict(directions_for(a.target_map, names, model.spec.num_classes)[0])
-    x = data.x[unit.start:unit.stop]
-    extras = {k: v[unit.start:unit.stop] for k, v in (getattr(data, "extras", None) or {}).items()}
-    ref = to_numpy(model.classify(x, **({"extras": extras} if extras else {}))) if data.y is None \
-        else np.asarray(data.y[unit.start:unit.stop])
-    skip = tuple((unit.start + i, f"{NOT_ATTACKED} {names[c] if c < len(names) else c} is no source of the target map "
-                                  f"{a.target_map}")
-                 for i, c in enumerate(int(v) for v in ref) if c not in mapping)
+    x = data.x[unit.start : unit.stop]
+    extras = {k: v[unit.start : unit.stop] for k, v in (getattr(data, "extras", None) or {}).items()}
+    ref = (
+        to_numpy(model.classify(x, **({"extras": extras} if extras else {})))
+        if data.y is None
+        else np.asarray(data.y[unit.start : unit.stop])
+    )
+    skip = tuple(
+        (
+            unit.start + i,
+            f"{NOT_ATTACKED} {names[c] if c < len(names) else c} is no source of the target map {a.target_map}",
+        )
+        for i, c in enumerate(int(v) for v in ref)
+        if c not in mapping
+    )
     return mapping, skip

@@ -39,8 +39,7 @@ def row_radius(r: dict[str, Any]) -> float | None:
     ``adv_correct`` false (missing the target while flipping the label still breaks the sample),
     not ``success``. An invalid row (NaN/Inf outputs on its adversarial) breaks the sample at its
     eps (a minimal-norm row: at the norm of its perturbation)."""
-    if r.get("kind") != "adversarial" or r.get("task") != "classification" \
-            or r.get("status") not in ("ok", "invalid"):
+    if r.get("kind") != "adversarial" or r.get("task") != "classification" or r.get("status") not in ("ok", "invalid"):
         return None
     if r.get("clean_correct") is False:
         return 0.0
@@ -133,9 +132,19 @@ def worst_case(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         radius = np.asarray(list(per_sample.values()), dtype=np.float64)
         groups = [group_of[key[:2]].get(sid, sid) for sid in per_sample]
         for e, a in zip(eps_list, acc):
-            out.append({"model": key[0], "dataset": key[1], "norm": key[2], "eps": e, "robust": float(a),
-                        "ci": proportion_interval(radius > e * (1 + NORM_RTOL), groups),
-                        "n": len(per_sample), "groups": len(set(groups)), "attacks": sorted(attacks[key])})
+            out.append(
+                {
+                    "model": key[0],
+                    "dataset": key[1],
+                    "norm": key[2],
+                    "eps": e,
+                    "robust": float(a),
+                    "ci": proportion_interval(radius > e * (1 + NORM_RTOL), groups),
+                    "n": len(per_sample),
+                    "groups": len(set(groups)),
+                    "attacks": sorted(attacks[key]),
+                }
+            )
     return out
 
 

@@ -72,9 +72,7 @@ class Random:
     """
 
     def __init__(self, seed: int | np.random.SeedSequence = 0):
-        self.seed_sequence = (
-            seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
-        )
+        self.seed_sequence = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
         self._np = np.random.Generator(np.random.PCG64(self.seed_sequence))
         self._cupy = None
 
@@ -118,7 +116,7 @@ class Random:
     def uniform(self, shape, low=0.0, high=1.0, *, like=None, dtype=None):
         if self._is_cupy(like):
             g = self._device_gen(namespace(like))
-            return (g.random(shape, dtype=like.dtype) * (high - low) + low)
+            return g.random(shape, dtype=like.dtype) * (high - low) + low
         return self._place(self._np.uniform(low, high, size=shape), like, dtype)
 
     def rademacher(self, shape, *, like=None, dtype=None):

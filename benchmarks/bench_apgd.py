@@ -55,22 +55,59 @@ def main() -> None:
                 t_theirs.append(time.perf_counter() - t0)
             a = clean_ok & (ours.adv_pred == y)
             b = clean_ok & (model.classify(theirs) == y)
-            r = {"model": name, "loss": loss, "samples": int(len(x)), "eps": eps, "steps": steps,
-                 "advonnx_s": statistics.median(t_ours), "torchattacks_s": statistics.median(t_theirs),
-                 "ratio": statistics.median(t_ours) / statistics.median(t_theirs),
-                 "agreement": float((a == b).mean()), "robust_acc_advonnx": float(a.mean()),
-                 "robust_acc_torchattacks": float(b.mean()), "clean_acc": float(clean_ok.mean())}
+            r = {
+                "model": name,
+                "loss": loss,
+                "samples": int(len(x)),
+                "eps": eps,
+                "steps": steps,
+                "advonnx_s": statistics.median(t_ours),
+                "torchattacks_s": statistics.median(t_theirs),
+                "ratio": statistics.median(t_ours) / statistics.median(t_theirs),
+                "agreement": float((a == b).mean()),
+                "robust_acc_advonnx": float(a.mean()),
+                "robust_acc_torchattacks": float(b.mean()),
+                "clean_acc": float(clean_ok.mean()),
+            }
             results.append(r)
-            table.append([f"{name} APGD-{loss.upper()}-{steps} linf 2/255", str(len(x)), f"{r['advonnx_s']:.2f}",
-                          f"{r['torchattacks_s']:.2f}", f"{r['ratio']:.2f}", f"{r['agreement']:.3f}",
-                          f"{r['robust_acc_advonnx']:.3f} / {r['robust_acc_torchattacks']:.3f}"])
-    print(markdown_table(
-        ["attack", "samples:", "advonnx s:", "torchattacks s:", "ratio:", "agreement:", "robust acc (ours / theirs)"],
-        table))
-    write_results("apgd", {"threads": 2, "repeats": args.repeats, "load_average_start": load_start,
-                           "load_average_end": os.getloadavg(), "torch": torch.__version__,
-                           "torchattacks": torchattacks.__version__, "advonnx": advonnx.__version__,
-                           "results": results})
+            table.append(
+                [
+                    f"{name} APGD-{loss.upper()}-{steps} linf 2/255",
+                    str(len(x)),
+                    f"{r['advonnx_s']:.2f}",
+                    f"{r['torchattacks_s']:.2f}",
+                    f"{r['ratio']:.2f}",
+                    f"{r['agreement']:.3f}",
+                    f"{r['robust_acc_advonnx']:.3f} / {r['robust_acc_torchattacks']:.3f}",
+                ]
+            )
+    print(
+        markdown_table(
+            [
+                "attack",
+                "samples:",
+                "advonnx s:",
+                "torchattacks s:",
+                "ratio:",
+                "agreement:",
+                "robust acc (ours / theirs)",
+            ],
+            table,
+        )
+    )
+    write_results(
+        "apgd",
+        {
+            "threads": 2,
+            "repeats": args.repeats,
+            "load_average_start": load_start,
+            "load_average_end": os.getloadavg(),
+            "torch": torch.__version__,
+            "torchattacks": torchattacks.__version__,
+            "advonnx": advonnx.__version__,
+            "results": results,
+        },
+    )
 
 
 if __name__ == "__main__":

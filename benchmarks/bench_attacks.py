@@ -35,25 +35,51 @@ def main() -> None:
     t_ours, t_theirs = [], []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
-        ours = advonnx.attack(model, x, y, "pgd", eps=eps, steps=steps, step_size=alpha, random_start=False,
-                              gradient="exact")
+        ours = advonnx.attack(
+            model, x, y, "pgd", eps=eps, steps=steps, step_size=alpha, random_start=False, gradient="exact"
+        )
         t_ours.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         theirs = atk(torch.from_numpy(x), torch.from_numpy(y)).numpy()
         t_theirs.append(time.perf_counter() - t0)
     a, b = model.classify(ours.x_adv) != y, model.classify(theirs) != y
     result = {
-        "model": "brain_cnn", "samples": int(len(x)), "eps": eps, "alpha": alpha, "steps": steps,
-        "advonnx_s": statistics.median(t_ours), "torchattacks_s": statistics.median(t_theirs),
+        "model": "brain_cnn",
+        "samples": int(len(x)),
+        "eps": eps,
+        "alpha": alpha,
+        "steps": steps,
+        "advonnx_s": statistics.median(t_ours),
+        "torchattacks_s": statistics.median(t_theirs),
         "ratio": statistics.median(t_ours) / statistics.median(t_theirs),
-        "agreement": float((a == b).mean()), "robust_acc_advonnx": float(1 - a.mean()),
+        "agreement": float((a == b).mean()),
+        "robust_acc_advonnx": float(1 - a.mean()),
         "robust_acc_torchattacks": float(1 - b.mean()),
     }
-    print(markdown_table(
-        ["attack", "samples:", "advonnx s:", "torchattacks s:", "ratio:", "agreement:", "robust acc (ours / theirs)"],
-        [["PGD-20 linf 4/255", str(len(x)), f"{result['advonnx_s']:.2f}", f"{result['torchattacks_s']:.2f}",
-          f"{result['ratio']:.2f}", f"{result['agreement']:.3f}",
-          f"{result['robust_acc_advonnx']:.3f} / {result['robust_acc_torchattacks']:.3f}"]]))
+    print(
+        markdown_table(
+            [
+                "attack",
+                "samples:",
+                "advonnx s:",
+                "torchattacks s:",
+                "ratio:",
+                "agreement:",
+                "robust acc (ours / theirs)",
+            ],
+            [
+                [
+                    "PGD-20 linf 4/255",
+                    str(len(x)),
+                    f"{result['advonnx_s']:.2f}",
+                    f"{result['torchattacks_s']:.2f}",
+                    f"{result['ratio']:.2f}",
+                    f"{result['agreement']:.3f}",
+                    f"{result['robust_acc_advonnx']:.3f} / {result['robust_acc_torchattacks']:.3f}",
+                ]
+            ],
+        )
+    )
     write_results("attacks", result)
 
 

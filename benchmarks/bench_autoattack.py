@@ -62,27 +62,67 @@ def main() -> None:
                 t_theirs = time.perf_counter() - t0
                 a = clean_ok & (np.asarray(ours.adv_pred) == y)
                 stages = {s: int((np.asarray(ours.broken_by) == s).sum()) for s in set(ours.broken_by) if s}
-                r = {"model": name, "eps": eps, "samples": int(len(x)), "clean_acc": float(clean_ok.mean()),
-                     "robust_acc_advonnx": float(a.mean()), "robust_acc_torchattacks": float(theirs.mean()),
-                     "agreement": float((a == theirs).mean()), "advonnx_s": t_ours, "torchattacks_s": t_theirs,
-                     "ratio": t_ours / t_theirs, "broken_by_stage": stages}
+                r = {
+                    "model": name,
+                    "eps": eps,
+                    "samples": int(len(x)),
+                    "clean_acc": float(clean_ok.mean()),
+                    "robust_acc_advonnx": float(a.mean()),
+                    "robust_acc_torchattacks": float(theirs.mean()),
+                    "agreement": float((a == theirs).mean()),
+                    "advonnx_s": t_ours,
+                    "torchattacks_s": t_theirs,
+                    "ratio": t_ours / t_theirs,
+                    "broken_by_stage": stages,
+                }
                 results.append(r)
-                table.append([f"{name} linf {eps:.4f}", str(len(x)), f"{r['clean_acc']:.3f}",
-                              f"{a.mean():.3f} / {theirs.mean():.3f}", f"{r['agreement']:.3f}",
-                              f"{t_ours:.1f}", f"{t_theirs:.1f}", f"{r['ratio']:.2f}"])
+                table.append(
+                    [
+                        f"{name} linf {eps:.4f}",
+                        str(len(x)),
+                        f"{r['clean_acc']:.3f}",
+                        f"{a.mean():.3f} / {theirs.mean():.3f}",
+                        f"{r['agreement']:.3f}",
+                        f"{t_ours:.1f}",
+                        f"{t_theirs:.1f}",
+                        f"{r['ratio']:.2f}",
+                    ]
+                )
                 print(table[-1], flush=True)
                 _write(results, load_start)  # after every case: a long run keeps what it measured
-    print(markdown_table(["case", "samples:", "clean:", "robust (ours / theirs)", "agreement:", "advonnx s:",
-                          "torchattacks s:", "ratio:"], table))
+    print(
+        markdown_table(
+            [
+                "case",
+                "samples:",
+                "clean:",
+                "robust (ours / theirs)",
+                "agreement:",
+                "advonnx s:",
+                "torchattacks s:",
+                "ratio:",
+            ],
+            table,
+        )
+    )
 
 
 def _write(results: list[dict], load_start) -> None:
     import torchattacks
 
-    write_results("autoattack", {"threads": 2, "load_average_start": load_start,
-                                 "load_average_end": os.getloadavg(), "cpu_count": os.cpu_count(),
-                                 "torch": torch.__version__, "torchattacks": torchattacks.__version__,
-                                 "advonnx": advonnx.__version__, "results": results})
+    write_results(
+        "autoattack",
+        {
+            "threads": 2,
+            "load_average_start": load_start,
+            "load_average_end": os.getloadavg(),
+            "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "torchattacks": torchattacks.__version__,
+            "advonnx": advonnx.__version__,
+            "results": results,
+        },
+    )
 
 
 if __name__ == "__main__":

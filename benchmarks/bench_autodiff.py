@@ -48,8 +48,7 @@ def session(model) -> ort.InferenceSession:
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
     so.add_session_config_entry("session.intra_op.allow_spinning", "1" if SPIN else "0")
-    return ort.InferenceSession(model.SerializeToString(), so,
-                                providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
 def bench(name: str, batch: int, repeats: int, dynamo: bool) -> dict:
@@ -97,41 +96,85 @@ def bench(name: str, batch: int, repeats: int, dynamo: bool) -> dict:
     g_torch = run_torch().numpy()
     err = float(np.linalg.norm(g_ort - g_torch) / np.linalg.norm(g_torch))
     mo, mt = statistics.median(t_ort), statistics.median(t_torch)
-    return {"net": name, "batch": batch, "exporter": "dynamo" if dynamo else "torchscript",
-            "ort_ms": mo * 1e3, "torch_ms": mt * 1e3, "ratio": mo / mt, "grad_rel_err": err,
-            "ort_min_ms": min(t_ort) * 1e3, "torch_min_ms": min(t_torch) * 1e3,
-            "grad_nodes": len(gm.graph.node)}
+    return {
+        "net": name,
+        "batch": batch,
+        "exporter": "dynamo" if dynamo else "torchscript",
+        "ort_ms": mo * 1e3,
+        "torch_ms": mt * 1e3,
+        "ratio": mo / mt,
+        "grad_rel_err": err,
+        "ort_min_ms": min(t_ort) * 1e3,
+        "torch_min_ms": min(t_torch) * 1e3,
+        "grad_nodes": len(gm.graph.node),
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=15)
-    ap.add_argument("--exporters", default="torchscript,dynamo",
-                    help="torch.onnx exporters to compare: torchscript (dynamo=False), dynamo")
+    ap.add_argument(
+        "--exporters",
+        default="torchscript,dynamo",
+        help="torch.onnx exporters to compare: torchscript (dynamo=False), dynamo",
+    )
     ap.add_argument("--nets", default=",".join(NETS))
-    ap.add_argument("--spin", action="store_true",
-                    help="let worker threads spin (faster on an otherwise idle machine)")
+    ap.add_argument("--spin", action="store_true", help="let worker threads spin (faster on an otherwise idle machine)")
     args = ap.parse_args()
     torch.set_num_threads(THREADS)
     load_before = os.getloadavg()[0]
-    rows = [bench(n, args.batch, args.repeats, exporter == "dynamo")
-            for exporter in args.exporters.split(",") for n in args.nets.split(",")]
+    rows = [
+        bench(n, args.batch, args.repeats, exporter == "dynamo")
+        for exporter in args.exporters.split(",")
+        for n in args.nets.split(",")
+    ]
     load = max(load_before, os.getloadavg()[0])
-    print(f"\nforward+backward, batch {args.batch}, CPU, {THREADS} threads "
-          f"({'spinning' if SPIN else 'passive wait'}), median of "
-          f"{args.repeats} (onnxruntime {ort.__version__}, torch {torch.__version__}); "
-          f"host load average {load:.1f} on {os.cpu_count()} cores\n")
-    print(markdown_table(
-        ["net", "exporter", "onnxruntime (ms):", "torch (ms):", "ort / torch:", "min: ort / torch (ms):",
-         "grad rel. err:"],
-        [[r["net"], r["exporter"], f"{r['ort_ms']:.1f}", f"{r['torch_ms']:.1f}", f"{r['ratio']:.2f}x",
-          f"{r['ort_min_ms']:.1f} / {r['torch_min_ms']:.1f}", f"{r['grad_rel_err']:.1e}"] for r in rows]))
-    write_results("autodiff", {
-        "threads": THREADS, "spin": SPIN, "load_average": load, "batch": args.batch,
-        "repeats": args.repeats,
-        "onnxruntime": ort.__version__, "torch": torch.__version__,
-        "machine": platform.processor() or platform.machine(), "rows": rows})
+    print(
+        f"\nforward+backward, batch {args.batch}, CPU, {THREADS} threads "
+        f"({'spinning' if SPIN else 'passive wait'}), median of "
+        f"{args.repeats} (onnxruntime {ort.__version__}, torch {torch.__version__}); "
+        f"host load average {load:.1f} on {os.cpu_count()} cores\n"
+    )
+    print(
+        markdown_table(
+            [
+                "net",
+                "exporter",
+                "onnxruntime (ms):",
+                "torch (ms):",
+                "ort / torch:",
+                "min: ort / torch (ms):",
+                "grad rel. err:",
+            ],
+            [
+                [
+                    r["net"],
+                    r["exporter"],
+                    f"{r['ort_ms']:.1f}",
+                    f"{r['torch_ms']:.1f}",
+                    f"{r['ratio']:.2f}x",
+                    f"{r['ort_min_ms']:.1f} / {r['torch_min_ms']:.1f}",
+                    f"{r['grad_rel_err']:.1e}",
+                ]
+                for r in rows
+            ],
+        )
+    )
+    write_results(
+        "autodiff",
+        {
+            "threads": THREADS,
+            "spin": SPIN,
+            "load_average": load,
+            "batch": args.batch,
+            "repeats": args.repeats,
+            "onnxruntime": ort.__version__,
+            "torch": torch.__version__,
+            "machine": platform.processor() or platform.machine(),
+            "rows": rows,
+        },
+    )
 
 
 if __name__ == "__main__":

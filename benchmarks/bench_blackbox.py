@@ -37,8 +37,18 @@ def square_vs_torchattacks(model, path, x, y, *, seeds=(0, 1, 2), queries=1000, 
     from reference.brain_cnn_torch import brain_cnn_from_onnx
 
     net = brain_cnn_from_onnx(str(path)).eval()
-    out = {"n": int(len(x)), "queries": queries, "eps": eps, "ours": [], "torchattacks": [], "art": [],
-           "ours_time": 0.0, "torchattacks_time": 0.0, "art_time": 0.0, "ours_median_queries": []}
+    out = {
+        "n": int(len(x)),
+        "queries": queries,
+        "eps": eps,
+        "ours": [],
+        "torchattacks": [],
+        "art": [],
+        "ours_time": 0.0,
+        "torchattacks_time": 0.0,
+        "art_time": 0.0,
+        "ours_median_queries": [],
+    }
     for seed in seeds:
         t0 = time.perf_counter()
         r = advonnx.attack(model, x, y, "square", rng=seed, norm="linf", eps=eps, max_queries=queries, p_init=0.8)
@@ -56,10 +66,12 @@ def square_vs_torchattacks(model, path, x, y, *, seeds=(0, 1, 2), queries=1000, 
             from art.estimators.classification import BlackBoxClassifierNeuralNetwork
 
             np.random.seed(seed)
-            clf = BlackBoxClassifierNeuralNetwork(lambda b: model.predict(b.astype(np.float32)), x.shape[1:], 3,
-                                                  clip_values=(0.0, 1.0))
-            sq = SquareAttack(clf, norm=np.inf, eps=eps, max_iter=queries, p_init=0.8, nb_restarts=1,
-                              batch_size=128, verbose=False)
+            clf = BlackBoxClassifierNeuralNetwork(
+                lambda b: model.predict(b.astype(np.float32)), x.shape[1:], 3, clip_values=(0.0, 1.0)
+            )
+            sq = SquareAttack(
+                clf, norm=np.inf, eps=eps, max_iter=queries, p_init=0.8, nb_restarts=1, batch_size=128, verbose=False
+            )
             t0 = time.perf_counter()
             xa = sq.generate(x.astype(np.float32), y=np.eye(3)[y])
             out["art_time"] += time.perf_counter() - t0
@@ -85,8 +97,17 @@ def hsj_vs_art(model, path, x, y, *, seeds=(0, 1, 2), max_iter=10):
 
         np.random.seed(seed)
         clf = BlackBoxClassifier(predict, x.shape[1:], 3, clip_values=(0.0, 1.0))
-        hsj = HopSkipJump(clf, targeted=False, norm=2, max_iter=max_iter, max_eval=10000, init_eval=100,
-                          init_size=100, batch_size=64, verbose=False)
+        hsj = HopSkipJump(
+            clf,
+            targeted=False,
+            norm=2,
+            max_iter=max_iter,
+            max_eval=10000,
+            init_eval=100,
+            init_size=100,
+            batch_size=64,
+            verbose=False,
+        )
         t0 = time.perf_counter()
         xa = hsj.generate(x.astype(np.float32))
         t_art += time.perf_counter() - t0
@@ -104,12 +125,19 @@ def hsj_vs_art(model, path, x, y, *, seeds=(0, 1, 2), max_iter=10):
     med_ours = [float(np.median(o[j])) for o, j in zip(ours_l2, joint)]
     med_art = [float(np.median(a[j])) for a, j in zip(art_l2, joint)]
     art_all = [float(np.median(a[ok])) for a, ok in zip(art_l2, art_ok)]
-    return {"n": int(len(x)), "max_iter": max_iter, "queries_per_sample": spent,
-            "ours_median_l2": med_ours, "art_median_l2": med_art,
-            "ratio": float(np.mean(med_ours) / np.mean(med_art)),
-            "art_spread": float((max(art_all) - min(art_all)) / np.mean(art_all)),
-            "ours_success": [float(o.mean()) for o in ours_ok], "art_success": [float(a.mean()) for a in art_ok],
-            "ours_time": t_ours, "art_time": t_art}
+    return {
+        "n": int(len(x)),
+        "max_iter": max_iter,
+        "queries_per_sample": spent,
+        "ours_median_l2": med_ours,
+        "art_median_l2": med_art,
+        "ratio": float(np.mean(med_ours) / np.mean(med_art)),
+        "art_spread": float((max(art_all) - min(art_all)) / np.mean(art_all)),
+        "ours_success": [float(o.mean()) for o in ours_ok],
+        "art_success": [float(a.mean()) for a in art_ok],
+        "ours_time": t_ours,
+        "art_time": t_art,
+    }
 
 
 def main(argv=None):
@@ -119,19 +147,27 @@ def main(argv=None):
     x, y = correct_samples(model, 100)
     import os
 
-    results = {"device": "cpu", "model": MODEL.name, "quick": quick, "cpus": os.cpu_count(),
-               "load_average_start": os.getloadavg()}
+    results = {
+        "device": "cpu",
+        "model": MODEL.name,
+        "quick": quick,
+        "cpus": os.cpu_count(),
+        "load_average_start": os.getloadavg(),
+    }
     results["square_linf"] = square_vs_torchattacks(model, MODEL, x, y, seeds=(0,) if quick else (0, 1, 2))
     print(json.dumps(results["square_linf"], indent=1))
-    results["hsj_l2"] = hsj_vs_art(model, MODEL, x[:50], y[:50], seeds=(0,) if quick else (0, 1, 2),
-                                   max_iter=4 if quick else 10)
+    results["hsj_l2"] = hsj_vs_art(
+        model, MODEL, x[:50], y[:50], seeds=(0,) if quick else (0, 1, 2), max_iter=4 if quick else 10
+    )
     print(json.dumps(results["hsj_l2"], indent=1))
     sq, hsj = results["square_linf"], results["hsj_l2"]
     results["summary"] = {
-        "square_success_ours": float(np.mean(sq["ours"])), "square_success_torchattacks": float(np.mean(sq["torchattacks"])),
+        "square_success_ours": float(np.mean(sq["ours"])),
+        "square_success_torchattacks": float(np.mean(sq["torchattacks"])),
         "square_success_art": float(np.mean(sq["art"])) if sq["art"] else None,
         "square_time_ratio_vs_torchattacks": sq["ours_time"] / sq["torchattacks_time"],
-        "hsj_l2_ratio_vs_art": hsj["ratio"], "hsj_time_ratio_vs_art": hsj["ours_time"] / hsj["art_time"],
+        "hsj_l2_ratio_vs_art": hsj["ratio"],
+        "hsj_time_ratio_vs_art": hsj["ours_time"] / hsj["art_time"],
     }
     results["load_average_end"] = os.getloadavg()
     print(json.dumps(results["summary"], indent=1))

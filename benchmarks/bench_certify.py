@@ -36,7 +36,9 @@ def main() -> None:
     so.intra_op_num_threads, so.inter_op_num_threads = args.threads, 1
     raw = ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
     name = raw.get_inputs()[0].name
-    batch = np.repeat(x[:1], args.block, axis=0) + np.random.default_rng(0).normal(0, 0.1, (args.block, *x.shape[1:])).astype(np.float32)
+    batch = np.repeat(x[:1], args.block, axis=0) + np.random.default_rng(0).normal(
+        0, 0.1, (args.block, *x.shape[1:])
+    ).astype(np.float32)
     evaluations = args.samples * args.draws
     raw_rates, ours_rates = [], []
     for _ in range(args.repeats):  # alternate, so load affects both alike
@@ -49,15 +51,26 @@ def main() -> None:
         smoother.counts(x, args.draws)
         ours_rates.append(evaluations / (time.perf_counter() - t0))
     raw_best, ours_best = max(raw_rates), max(ours_rates)
-    print(_benchlib.markdown_table(
-        ["model", "batch:", "raw session.run /s:", "advonnx smoothing /s:", "ratio:"],
-        [["brain_cnn", str(args.block), f"{raw_best:,.0f}", f"{ours_best:,.0f}", f"{ours_best / raw_best:.2f}"]]))
-    _benchlib.write_results("certify", {
-        "model": "brain_cnn", "threads": args.threads, "batch": args.block, "draws_per_sample": args.draws,
-        "samples": args.samples, "raw_predictions_per_s": raw_rates, "smoothing_evaluations_per_s": ours_rates,
-        "ratio_of_best": ours_best / raw_best,
-        "note": "best of alternating repeats; smoothing includes noise draws (float32 NumPy) and counting",
-    })
+    print(
+        _benchlib.markdown_table(
+            ["model", "batch:", "raw session.run /s:", "advonnx smoothing /s:", "ratio:"],
+            [["brain_cnn", str(args.block), f"{raw_best:,.0f}", f"{ours_best:,.0f}", f"{ours_best / raw_best:.2f}"]],
+        )
+    )
+    _benchlib.write_results(
+        "certify",
+        {
+            "model": "brain_cnn",
+            "threads": args.threads,
+            "batch": args.block,
+            "draws_per_sample": args.draws,
+            "samples": args.samples,
+            "raw_predictions_per_s": raw_rates,
+            "smoothing_evaluations_per_s": ours_rates,
+            "ratio_of_best": ours_best / raw_best,
+            "note": "best of alternating repeats; smoothing includes noise draws (float32 NumPy) and counting",
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -53,8 +53,14 @@ def run_cli(suite: str, out: Path, cluster: str | None, threads: str | None) -> 
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     folders = sorted(p for p in out.iterdir() if p.is_dir())
-    return {"cluster": cluster or "none", "ADVONNX_THREADS": threads or "default", "wall_s": wall,
-            "load_average_before": load, "load_average_after": os.getloadavg()[0], "folder": str(folders[-1])}
+    return {
+        "cluster": cluster or "none",
+        "ADVONNX_THREADS": threads or "default",
+        "wall_s": wall,
+        "load_average_before": load,
+        "load_average_after": os.getloadavg()[0],
+        "folder": str(folders[-1]),
+    }
 
 
 def chunk_costs(folder: Path) -> dict[str, dict]:
@@ -65,8 +71,14 @@ def chunk_costs(folder: Path) -> dict[str, dict]:
         if not t or all(r["status"] == "skipped" for r in t):
             continue
         r0 = t[0]
-        costs[f.name] = {"model": r0["model"], "attack": r0["attack"], "norm": r0["norm"], "eps": r0["eps"],
-                         "samples": len(t), "cost_s": float(sum(r["time_s"] or 0.0 for r in t))}
+        costs[f.name] = {
+            "model": r0["model"],
+            "attack": r0["attack"],
+            "norm": r0["norm"],
+            "eps": r0["eps"],
+            "samples": len(t),
+            "cost_s": float(sum(r["time_s"] or 0.0 for r in t)),
+        }
     return costs
 
 
@@ -83,9 +95,15 @@ def estimate(costs: list[float], workers: list[int], startup: float) -> list[dic
     total = sum(costs)
     rows = []
     for n in workers:
-        rows.append({"workers": n, "tasks": len(costs), "lpt_wall_s": lpt_makespan(costs, n, startup),
-                     "lower_bound_s": startup + max(total / n, max(costs)),
-                     "speedup_vs_1": lpt_makespan(costs, 1, startup) / lpt_makespan(costs, n, startup)})
+        rows.append(
+            {
+                "workers": n,
+                "tasks": len(costs),
+                "lpt_wall_s": lpt_makespan(costs, n, startup),
+                "lower_bound_s": startup + max(total / n, max(costs)),
+                "speedup_vs_1": lpt_makespan(costs, 1, startup) / lpt_makespan(costs, n, startup),
+            }
+        )
     return rows
 
 
@@ -96,7 +114,10 @@ def full_suite_costs(name: str, measured: dict[str, dict]) -> tuple[list[float] 
     path = Path(name)
     builtin = ROOT / "advonnx" / "suites" / f"{name}.toml"
     if not path.exists() and not (name in BUILTIN_SUITES and builtin.exists()):
-        return None, f"suite {name!r} not found (no {builtin.relative_to(ROOT)}): estimated from the measured suite's tasks instead"
+        return (
+            None,
+            f"suite {name!r} not found (no {builtin.relative_to(ROOT)}): estimated from the measured suite's tasks instead",
+        )
     from advonnx.suite import Runner, cached_model
 
     suite = load_suite(name)
@@ -112,15 +133,20 @@ def full_suite_costs(name: str, measured: dict[str, dict]) -> tuple[list[float] 
         attack = u.corruption or (u.attack.name if u.attack else "none")
         norm = u.attack.norm if u.attack else None
         k = (u.model.name, attack, norm, u.eps_text)
-        hits = [v for kk, v in per_sample.items() if kk[0] == k[0] and kk[1] == k[1] and kk[3] == k[3]
-                and (norm is None or kk[2] == norm)]
+        hits = [
+            v
+            for kk, v in per_sample.items()
+            if kk[0] == k[0] and kk[1] == k[1] and kk[3] == k[3] and (norm is None or kk[2] == norm)
+        ]
         if not hits:
             missing.add(k)
             continue
         costs.append(sum(hits[0]) / len(hits[0]) * (u.stop - u.start))
     if missing:
-        return None, (f"suite {name!r}: {len(missing)} of its settings were not measured (e.g. {sorted(missing)[0]}); "
-                      "estimated from the measured suite's tasks instead")
+        return None, (
+            f"suite {name!r}: {len(missing)} of its settings were not measured (e.g. {sorted(missing)[0]}); "
+            "estimated from the measured suite's tasks instead"
+        )
     return costs, f"suite {name!r}: {len(costs)} tasks costed from the measured per-sample times of the same settings"
 
 
@@ -129,16 +155,27 @@ def main(argv=None) -> None:
     ap.add_argument("--suite", default="quick")
     ap.add_argument("--estimate-suite", default="full")
     ap.add_argument("--workers", default="1,2,4,8,16,32,64")
-    ap.add_argument("--configs", default="none:default,none:1,local:1,local:2",
-                    help="comma-separated CLUSTER:THREADS (CLUSTER none = no --cluster); empty: keep the runs "
-                         "already in cluster.json and only redo the estimate (needs --costs-from)")
-    ap.add_argument("--costs-from", default=None,
-                    help="a run folder (part-*.parquet) of the estimated suite, e.g. from `advonnx run full`: "
-                         "its chunks are the tasks of the estimate")
+    ap.add_argument(
+        "--configs",
+        default="none:default,none:1,local:1,local:2",
+        help="comma-separated CLUSTER:THREADS (CLUSTER none = no --cluster); empty: keep the runs "
+        "already in cluster.json and only redo the estimate (needs --costs-from)",
+    )
+    ap.add_argument(
+        "--costs-from",
+        default=None,
+        help="a run folder (part-*.parquet) of the estimated suite, e.g. from `advonnx run full`: "
+        "its chunks are the tasks of the estimate",
+    )
     args = ap.parse_args(argv)
     workers = [int(w) for w in args.workers.split(",")]
-    result = {"suite": args.suite, "cpus": os.cpu_count(), "machine": platform.machine(),
-              "python": platform.python_version(), "runs": []}
+    result = {
+        "suite": args.suite,
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "runs": [],
+    }
     if not args.configs:
         if not args.costs_from:
             raise SystemExit("--configs '' needs --costs-from")
@@ -154,9 +191,12 @@ def main(argv=None) -> None:
             r["tasks"] = len(costs)
             r["sum_task_s"] = sum(c["cost_s"] for c in costs.values())
             r["_costs"] = costs
-            print(f"{r['cluster']:9s} threads={r['ADVONNX_THREADS']:7s} wall {r['wall_s']:7.1f} s  "
-                  f"tasks {r['tasks']}  summed task time {r['sum_task_s']:7.1f} s  "
-                  f"load {r['load_average_before']:.2f}->{r['load_average_after']:.2f}", flush=True)
+            print(
+                f"{r['cluster']:9s} threads={r['ADVONNX_THREADS']:7s} wall {r['wall_s']:7.1f} s  "
+                f"tasks {r['tasks']}  summed task time {r['sum_task_s']:7.1f} s  "
+                f"load {r['load_average_before']:.2f}->{r['load_average_after']:.2f}",
+                flush=True,
+            )
             result["runs"].append(r)
     by = {(r["cluster"], r["ADVONNX_THREADS"]): r for r in result["runs"]}
     l1, l2 = by.get(("local:1", "default")), by.get(("local:2", "default"))
@@ -168,8 +208,10 @@ def main(argv=None) -> None:
     if args.costs_from:
         chunks = chunk_costs(Path(args.costs_from))
         costs = [c["cost_s"] for c in chunks.values()]
-        note = (f"tasks = the {len(costs)} chunks of a measured run in {args.costs_from} "
-                f"(models: {', '.join(sorted({c['model'] for c in chunks.values()}))})")
+        note = (
+            f"tasks = the {len(costs)} chunks of a measured run in {args.costs_from} "
+            f"(models: {', '.join(sorted({c['model'] for c in chunks.values()}))})"
+        )
         source = f"run folder {args.costs_from}"
     else:
         measured = base["_costs"]
@@ -177,25 +219,54 @@ def main(argv=None) -> None:
         if costs is None:
             costs = [c["cost_s"] for c in measured.values()]
         source = f"{base['cluster']} threads={base['ADVONNX_THREADS']}"
-    result["estimate"] = {"note": note, "cost_source": source,
-                          "startup_s": startup, "total_task_s": sum(costs), "longest_task_s": max(costs),
-                          "rows": estimate(costs, workers, startup)}
+    result["estimate"] = {
+        "note": note,
+        "cost_source": source,
+        "startup_s": startup,
+        "total_task_s": sum(costs),
+        "longest_task_s": max(costs),
+        "rows": estimate(costs, workers, startup),
+    }
     for r in result["runs"]:
         r.pop("_costs", None)
         r.pop("folder", None)
     write_results("cluster", result, indent=1)
-    print("\n" + markdown_table(
-        ["run", "ADVONNX_THREADS", "wall s:", "tasks:", "summed task s:", "load avg"],
-        [[r["cluster"], str(r["ADVONNX_THREADS"]), f"{r['wall_s']:.1f}", str(r["tasks"]), f"{r['sum_task_s']:.1f}",
-          f"{r['load_average_before']:.2f}→{r['load_average_after']:.2f}"] for r in result["runs"]]))
+    print(
+        "\n"
+        + markdown_table(
+            ["run", "ADVONNX_THREADS", "wall s:", "tasks:", "summed task s:", "load avg"],
+            [
+                [
+                    r["cluster"],
+                    str(r["ADVONNX_THREADS"]),
+                    f"{r['wall_s']:.1f}",
+                    str(r["tasks"]),
+                    f"{r['sum_task_s']:.1f}",
+                    f"{r['load_average_before']:.2f}→{r['load_average_after']:.2f}",
+                ]
+                for r in result["runs"]
+            ],
+        )
+    )
     if "local2_speedup_vs_local1" in result:
         print(f"\nlocal:2 vs local:1 speed-up: {result['local2_speedup_vs_local1']:.2f}x (ideal on 2 cores: 2.0x)")
     e = result["estimate"]
     print(f"\nEstimate ({e['note']}; costs from {e['cost_source']}; start-up {e['startup_s']:.1f} s per worker)\n")
-    print(markdown_table(
-        ["workers:", "tasks:", "LPT wall s:", "lower bound s:", "speed-up:"],
-        [[str(r["workers"]), str(r["tasks"]), f"{r['lpt_wall_s']:.1f}", f"{r['lower_bound_s']:.1f}",
-          f"{r['speedup_vs_1']:.2f}"] for r in e["rows"]]))
+    print(
+        markdown_table(
+            ["workers:", "tasks:", "LPT wall s:", "lower bound s:", "speed-up:"],
+            [
+                [
+                    str(r["workers"]),
+                    str(r["tasks"]),
+                    f"{r['lpt_wall_s']:.1f}",
+                    f"{r['lower_bound_s']:.1f}",
+                    f"{r['speedup_vs_1']:.2f}",
+                ]
+                for r in e["rows"]
+            ],
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -120,20 +120,24 @@ def measure(x: np.ndarray, layout: str, repeats: int, xp_name: str) -> list[dict
         t_ours = best_time(ours(name), repeats)
         t = tio_transforms.get(name)
         t_tio = best_time(theirs(t), repeats) if t is not None else None
-        rows.append({
-            "corruption": name,
-            "ours_per_s": n / t_ours,
-            "torchio_per_s": None if t_tio is None else n / t_tio,
-            "speedup": None if t_tio is None else t_tio / t_ours,
-            "torchio_transform": None if t is None else type(t).__name__,
-        })
-        print(f"  {name:20s} ours {n / t_ours:9.2f}/s  torchio "
-              f"{'—' if t_tio is None else f'{n / t_tio:9.2f}/s'}", flush=True)
+        rows.append(
+            {
+                "corruption": name,
+                "ours_per_s": n / t_ours,
+                "torchio_per_s": None if t_tio is None else n / t_tio,
+                "speedup": None if t_tio is None else t_tio / t_ours,
+                "torchio_transform": None if t is None else type(t).__name__,
+            }
+        )
+        print(
+            f"  {name:20s} ours {n / t_ours:9.2f}/s  torchio {'—' if t_tio is None else f'{n / t_tio:9.2f}/s'}",
+            flush=True,
+        )
     return rows
 
 
 def device_name() -> str:
-    """"cuda" when CuPy sees a GPU (corruptions need CuPy only, not onnxruntime), else "cpu"."""
+    """ "cuda" when CuPy sees a GPU (corruptions need CuPy only, not onnxruntime), else "cpu"."""
     try:
         import cupy
 
@@ -147,10 +151,28 @@ def table(results: dict) -> str:
         return "—" if v is None else f"{v:.{d}f}"
 
     return markdown_table(
-        ["corruption", "224² ours img/s:", "224² TorchIO img/s:", "×:", "128³ ours vol/s:", "128³ TorchIO vol/s:", "×:"],
-        [[r2["corruption"], f(r2["ours_per_s"]), f(r2["torchio_per_s"]), f(r2["speedup"]), f(r3["ours_per_s"], 2),
-          f(r3["torchio_per_s"], 2), f(r3["speedup"])]
-         for r2, r3 in zip(results["images_224"]["rows"], results["volumes_128"]["rows"])])
+        [
+            "corruption",
+            "224² ours img/s:",
+            "224² TorchIO img/s:",
+            "×:",
+            "128³ ours vol/s:",
+            "128³ TorchIO vol/s:",
+            "×:",
+        ],
+        [
+            [
+                r2["corruption"],
+                f(r2["ours_per_s"]),
+                f(r2["torchio_per_s"]),
+                f(r2["speedup"]),
+                f(r3["ours_per_s"], 2),
+                f(r3["torchio_per_s"], 2),
+                f(r3["speedup"]),
+            ]
+            for r2, r3 in zip(results["images_224"]["rows"], results["volumes_128"]["rows"])
+        ],
+    )
 
 
 def main(argv=None) -> None:
@@ -187,14 +209,15 @@ def main(argv=None) -> None:
         print(f"[{dev}] {args.batch} images 1×224×224", flush=True)
         r2 = {"batch": args.batch, "shape": [1, 224, 224], "rows": measure(imgs, "NCHW", args.repeats, xp_name)}
         print(f"[{dev}] {args.volumes} volumes 1×128³", flush=True)
-        r3 = {"batch": args.volumes, "shape": [1, 128, 128, 128],
-              "rows": measure(vols, "NCDHW", args.repeats, xp_name)}
+        r3 = {"batch": args.volumes, "shape": [1, 128, 128, 128], "rows": measure(vols, "NCDHW", args.repeats, xp_name)}
         results["devices"][dev] = {"images_224": r2, "volumes_128": r3}
     results["load_average_end"] = os.getloadavg()
     write_results("corruptions", results, indent=1)
     for dev, res in results["devices"].items():
-        print(f"\n### {dev} (advonnx severity {SEVERITY}; TorchIO same parameters, one subject at a time; "
-              f"load average {load0[0]:.2f} → {results['load_average_end'][0]:.2f})\n")
+        print(
+            f"\n### {dev} (advonnx severity {SEVERITY}; TorchIO same parameters, one subject at a time; "
+            f"load average {load0[0]:.2f} → {results['load_average_end'][0]:.2f})\n"
+        )
         print(table(res))
 
 

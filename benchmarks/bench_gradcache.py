@@ -67,16 +67,33 @@ def vgg16_like(path: Path) -> int:
             layers += [nn.Conv2d(c, v, 3, padding=1), nn.BatchNorm2d(v), nn.ReLU()]
             c = v
     net = nn.Sequential(*layers, nn.Flatten(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10)).eval()
-    torch.onnx.export(net, torch.zeros(1, 3, 32, 32), str(path), input_names=["image"], output_names=["logits"],
-                      dynamic_axes={"image": {0: "N"}}, dynamo=False)
+    torch.onnx.export(
+        net,
+        torch.zeros(1, 3, 32, 32),
+        str(path),
+        input_names=["image"],
+        output_names=["logits"],
+        dynamic_axes={"image": {0: "N"}},
+        dynamo=False,
+    )
     return sum(p.numel() for p in net.parameters())
 
 
 def measure(model: Path, cache: Path, grad_out: Path, enabled: bool) -> dict:
-    env = {**os.environ, "ADVONNX_CACHE_DIR": str(cache), "ADVONNX_CACHE": "1" if enabled else "0",
-           "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-c", CHILD, str(model), str(grad_out)], capture_output=True, text=True,
-                       env=env, timeout=900, check=True)
+    env = {
+        **os.environ,
+        "ADVONNX_CACHE_DIR": str(cache),
+        "ADVONNX_CACHE": "1" if enabled else "0",
+        "PYTHONPATH": str(ROOT),
+    }
+    r = subprocess.run(
+        [sys.executable, "-c", CHILD, str(model), str(grad_out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        check=True,
+    )
     out = json.loads(r.stdout.strip().splitlines()[-1])
     out["steady_s"] = statistics.median(out["later_s"])
     out["overhead_s"] = out["first_s"] - out["steady_s"]
@@ -98,24 +115,44 @@ def main() -> None:
             runs[case].append(measure(model, cache, tmp / f"{case}.npy", enabled))
             grads[case] = np.load(tmp / f"{case}.npy")
         entry_bytes = sum(p.stat().st_size for p in (cache / "grad").glob("*.onnx"))
-    med = {case: {k: statistics.median(r[k] for r in rs) for k in ("load_s", "first_s", "steady_s", "overhead_s")}
-           for case, rs in runs.items()}
+    med = {
+        case: {k: statistics.median(r[k] for r in rs) for k in ("load_s", "first_s", "steady_s", "overhead_s")}
+        for case, rs in runs.items()
+    }
     ratio = med["warm"]["overhead_s"] / med["cold"]["overhead_s"]
     ratio_off = med["warm"]["overhead_s"] / med["off"]["overhead_s"]
     diff = max(float(np.abs(grads[c] - grads["off"]).max()) for c in ("cold", "warm"))
-    print(markdown_table(
-        ["case", "model load s:", "first value_and_grad s:", "later calls s:", "first-setting overhead s:"],
-        [[c, f"{m['load_s']:.2f}", f"{m['first_s']:.2f}", f"{m['steady_s']:.2f}", f"{m['overhead_s']:.2f}"]
-         for c, m in med.items()]))
-    print(f"\nwarm overhead / cold overhead = {ratio:.3f}; warm / off = {ratio_off:.3f}; "
-          f"cache entry {entry_bytes / 1e6:.0f} MB; max |grad difference| vs off = {diff:.2e}")
-    write_results("gradcache", {
-        "model": "VGG16-like (13 conv + BN + ReLU, 512-512-10 head), 3x32x32", "parameters": params,
-        "batch": 8, "threads": os.environ.get("ADVONNX_THREADS", "onnxruntime default"),
-        "load_average": os.getloadavg(), "repeats": args.repeats, "median": med, "runs": runs,
-        "warm_over_cold_overhead": ratio, "warm_over_off_overhead": ratio_off, "entry_bytes": entry_bytes,
-        "max_abs_grad_difference": diff, "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-    })
+    print(
+        markdown_table(
+            ["case", "model load s:", "first value_and_grad s:", "later calls s:", "first-setting overhead s:"],
+            [
+                [c, f"{m['load_s']:.2f}", f"{m['first_s']:.2f}", f"{m['steady_s']:.2f}", f"{m['overhead_s']:.2f}"]
+                for c, m in med.items()
+            ],
+        )
+    )
+    print(
+        f"\nwarm overhead / cold overhead = {ratio:.3f}; warm / off = {ratio_off:.3f}; "
+        f"cache entry {entry_bytes / 1e6:.0f} MB; max |grad difference| vs off = {diff:.2e}"
+    )
+    write_results(
+        "gradcache",
+        {
+            "model": "VGG16-like (13 conv + BN + ReLU, 512-512-10 head), 3x32x32",
+            "parameters": params,
+            "batch": 8,
+            "threads": os.environ.get("ADVONNX_THREADS", "onnxruntime default"),
+            "load_average": os.getloadavg(),
+            "repeats": args.repeats,
+            "median": med,
+            "runs": runs,
+            "warm_over_cold_overhead": ratio,
+            "warm_over_off_overhead": ratio_off,
+            "entry_bytes": entry_bytes,
+            "max_abs_grad_difference": diff,
+            "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ def _dataset(path: Path, n: int) -> None:
     tmp = path.with_suffix(".x.npy")
     x = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, 1, 32, 32))
     for a in range(0, n, 1000):
-        x[a:a + 1000] = rng.uniform(0, 1, (min(n, a + 1000) - a, 1, 32, 32))
+        x[a : a + 1000] = rng.uniform(0, 1, (min(n, a + 1000) - a, 1, 32, 32))
     x.flush()
     del x
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
@@ -87,9 +87,16 @@ def main() -> None:
     from models import save, small_cnn
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ADVONNX_THREADS": os.environ.get("ADVONNX_THREADS", "1")}
-    out: dict = {"machine": platform.platform(), "python": sys.version.split()[0], "cpus": os.cpu_count(),
-                 "load_average": os.getloadavg()[0], "sample": "1x32x32 float32", "attack": "fgsm linf 8/255",
-                 "chunk_size": 256, "results": {}}
+    out: dict = {
+        "machine": platform.platform(),
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+        "load_average": os.getloadavg()[0],
+        "sample": "1x32x32 float32",
+        "attack": "fgsm linf 8/255",
+        "chunk_size": 256,
+        "results": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model = save(small_cnn(size=32, seed=0), tmp / "m.onnx")
@@ -98,24 +105,37 @@ def main() -> None:
             _dataset(data, n)
             for mode in modes:
                 t0 = time.perf_counter()
-                proc = subprocess.run([sys.executable, "-c", CHILD, model, str(data), str(tmp / f"out-{mode}-{n}"),
-                                       mode, str(ROOT)], capture_output=True, text=True, env=env, check=False)
+                proc = subprocess.run(
+                    [sys.executable, "-c", CHILD, model, str(data), str(tmp / f"out-{mode}-{n}"), mode, str(ROOT)],
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    check=False,
+                )
                 if proc.returncode != 0:
                     sys.exit(f"{mode} {n}: the run failed:\n{proc.stderr[-3000:]}")
                 rec = json.loads(proc.stdout.strip().splitlines()[-1])
                 rec["data_mb"] = n * 32 * 32 * 4 / 2**20
                 out["results"].setdefault(mode, {})[str(n)] = rec
-                print(f"{mode:8s} n={n:6d}: peak {rec['peak_rss_mb']:.0f} MB, {rec['seconds']:.1f} s "
-                      f"(wall {time.perf_counter() - t0:.1f} s)", flush=True)
+                print(
+                    f"{mode:8s} n={n:6d}: peak {rec['peak_rss_mb']:.0f} MB, {rec['seconds']:.1f} s "
+                    f"(wall {time.perf_counter() - t0:.1f} s)",
+                    flush=True,
+                )
             data.unlink()
     rows = []
     for mode, res in out["results"].items():
         lo, hi = res[str(sizes[0])]["peak_rss_mb"], res[str(sizes[-1])]["peak_rss_mb"]
         out.setdefault("growth", {})[mode] = hi / lo - 1
-        rows.append([mode, *(f"{res[str(n)]['peak_rss_mb']:.0f}" for n in sizes),
-                     f"{100 * (hi / lo - 1):.1f} %", *(f"{res[str(n)]['seconds']:.1f}" for n in sizes)])
-    print(markdown_table(["mode", *(f"peak MB n={n}:" for n in sizes), "growth:",
-                          *(f"s n={n}:" for n in sizes)], rows))
+        rows.append(
+            [
+                mode,
+                *(f"{res[str(n)]['peak_rss_mb']:.0f}" for n in sizes),
+                f"{100 * (hi / lo - 1):.1f} %",
+                *(f"{res[str(n)]['seconds']:.1f}" for n in sizes),
+            ]
+        )
+    print(markdown_table(["mode", *(f"peak MB n={n}:" for n in sizes), "growth:", *(f"s n={n}:" for n in sizes)], rows))
     write_results("memory", out)
 
 

@@ -43,8 +43,11 @@ def main() -> None:
     results = {"n": len(x), "host": platform.node(), "device": "cpu, 2 threads", "per_image_ms": {}}
     per = results["per_image_ms"]
     per["deepfool_l2/advonnx"] = 1e3 * timed(lambda: advonnx.attack(model, x, y, "deepfool", norm="l2")) / len(x)
-    per["jsma/advonnx"] = 1e3 * timed(lambda: advonnx.attack(model, x, y, "jsma", theta=1.0, gamma=0.1, targeted=True,
-                                                             target=target)) / len(x)
+    per["jsma/advonnx"] = (
+        1e3
+        * timed(lambda: advonnx.attack(model, x, y, "jsma", theta=1.0, gamma=0.1, targeted=True, target=target))
+        / len(x)
+    )
     try:
         import foolbox as fb
 
@@ -58,8 +61,9 @@ def main() -> None:
         from art.attacks.evasion import SaliencyMapMethod
         from art.estimators.classification import PyTorchClassifier
 
-        clf = PyTorchClassifier(net, loss=torch.nn.CrossEntropyLoss(), input_shape=(1, 32, 32), nb_classes=3,
-                                clip_values=(0.0, 1.0))
+        clf = PyTorchClassifier(
+            net, loss=torch.nn.CrossEntropyLoss(), input_shape=(1, 32, 32), nb_classes=3, clip_values=(0.0, 1.0)
+        )
         jsma = SaliencyMapMethod(clf, theta=1.0, gamma=0.1, batch_size=128, verbose=False)
         per["jsma/art"] = 1e3 * timed(lambda: jsma.generate(x, y=np.eye(3, dtype=np.float32)[target])) / len(x)
     except ImportError:

@@ -57,22 +57,44 @@ def main() -> None:
         name = raw.get_inputs()[0].name
         for batch in (1, 32, 256):
             x = np.random.default_rng(0).uniform(0, 1, (batch,) + tuple(model.spec.input_shape[1:])).astype(np.float32)
-            np.testing.assert_allclose(model.predict(x), _scores(raw, model.spec.output_name, name, x),
-                                       rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(
+                model.predict(x), _scores(raw, model.spec.output_name, name, x), rtol=1e-5, atol=1e-5
+            )
             reps = args.repeats if batch > 1 else args.repeats * 20
             t_raw, t_adv = [], []
             for _ in range(5):  # alternate to share drift between both
                 t_raw += _time(lambda: raw.run(None, {name: x}), reps // 5)
                 t_adv += _time(lambda: model.predict(x), reps // 5)
             r, a = min(t_raw), min(t_adv)
-            rows.append({"model": entry.name, "batch": batch, "raw_ms": 1e3 * r, "advonnx_ms": 1e3 * a,
-                         "ratio": a / r, "images_per_s": batch / a,
-                         "raw_median_ms": 1e3 * statistics.median(t_raw),
-                         "advonnx_median_ms": 1e3 * statistics.median(t_adv)})
-    print(markdown_table(
-        ["model", "batch:", "raw ORT ms (min):", "advonnx ms (min):", "ratio:", "images/s:", "medians ms:"],
-        [[r["model"], str(r["batch"]), f"{r['raw_ms']:.3f}", f"{r['advonnx_ms']:.3f}", f"{r['ratio']:.3f}",
-          f"{r['images_per_s']:,.0f}", f"{r['raw_median_ms']:.3f} / {r['advonnx_median_ms']:.3f}"] for r in rows]))
+            rows.append(
+                {
+                    "model": entry.name,
+                    "batch": batch,
+                    "raw_ms": 1e3 * r,
+                    "advonnx_ms": 1e3 * a,
+                    "ratio": a / r,
+                    "images_per_s": batch / a,
+                    "raw_median_ms": 1e3 * statistics.median(t_raw),
+                    "advonnx_median_ms": 1e3 * statistics.median(t_adv),
+                }
+            )
+    print(
+        markdown_table(
+            ["model", "batch:", "raw ORT ms (min):", "advonnx ms (min):", "ratio:", "images/s:", "medians ms:"],
+            [
+                [
+                    r["model"],
+                    str(r["batch"]),
+                    f"{r['raw_ms']:.3f}",
+                    f"{r['advonnx_ms']:.3f}",
+                    f"{r['ratio']:.3f}",
+                    f"{r['images_per_s']:,.0f}",
+                    f"{r['raw_median_ms']:.3f} / {r['advonnx_median_ms']:.3f}",
+                ]
+                for r in rows
+            ],
+        )
+    )
     write_results("predict", {"threads": args.threads, "rows": rows})
 
 

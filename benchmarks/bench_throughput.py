@@ -29,9 +29,17 @@ def cnn224():
 
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
-        nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 5),
+        nn.Conv2d(3, 16, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(64, 64, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, 5),
     ).eval()
 
 
@@ -55,10 +63,19 @@ def main() -> None:
     brain = brain_cnn_case()[0]
     tmp = Path(tempfile.mkdtemp())
     net224 = cnn224()
-    torch.onnx.export(net224, torch.zeros(1, 3, 224, 224), str(tmp / "cnn224.onnx"), input_names=["image"],
-                      output_names=["logits"], dynamic_axes={"image": {0: "N"}}, dynamo=False)
-    nets = {"brain_cnn": (brain, brain_cnn_from_onnx(brain), (1, 32, 32), 256),
-            "cnn224": (str(tmp / "cnn224.onnx"), net224, (3, 224, 224), 32)}
+    torch.onnx.export(
+        net224,
+        torch.zeros(1, 3, 224, 224),
+        str(tmp / "cnn224.onnx"),
+        input_names=["image"],
+        output_names=["logits"],
+        dynamic_axes={"image": {0: "N"}},
+        dynamo=False,
+    )
+    nets = {
+        "brain_cnn": (brain, brain_cnn_from_onnx(brain), (1, 32, 32), 256),
+        "cnn224": (str(tmp / "cnn224.onnx"), net224, (3, 224, 224), 32),
+    }
     devices = ["cpu"] + (["cuda"] if cuda_status(0)[0] else [])
     rows = []
     for dev in devices:
@@ -84,14 +101,45 @@ def main() -> None:
             if dev == "cuda":
                 torch.cuda.synchronize()
             theirs = time.perf_counter() - t0
-            rows.append({"device": dev, "net": name, "batch": batch, "predictions_per_s": pred,
-                         "pgd_steps_per_s": grad, "pgd10_s": ours, "torchattacks_pgd10_s": theirs,
-                         "ratio": ours / theirs})
-    print(markdown_table(
-        ["device", "net", "batch:", "predictions/s:", "PGD steps/s:", "PGD-10 s (advonnx):",
-         "PGD-10 s (torchattacks):", "ratio:"],
-        [[r["device"], r["net"], str(r["batch"]), f"{r['predictions_per_s']:,.0f}", f"{r['pgd_steps_per_s']:.1f}",
-          f"{r['pgd10_s']:.2f}", f"{r['torchattacks_pgd10_s']:.2f}", f"{r['ratio']:.2f}"] for r in rows]))
+            rows.append(
+                {
+                    "device": dev,
+                    "net": name,
+                    "batch": batch,
+                    "predictions_per_s": pred,
+                    "pgd_steps_per_s": grad,
+                    "pgd10_s": ours,
+                    "torchattacks_pgd10_s": theirs,
+                    "ratio": ours / theirs,
+                }
+            )
+    print(
+        markdown_table(
+            [
+                "device",
+                "net",
+                "batch:",
+                "predictions/s:",
+                "PGD steps/s:",
+                "PGD-10 s (advonnx):",
+                "PGD-10 s (torchattacks):",
+                "ratio:",
+            ],
+            [
+                [
+                    r["device"],
+                    r["net"],
+                    str(r["batch"]),
+                    f"{r['predictions_per_s']:,.0f}",
+                    f"{r['pgd_steps_per_s']:.1f}",
+                    f"{r['pgd10_s']:.2f}",
+                    f"{r['torchattacks_pgd10_s']:.2f}",
+                    f"{r['ratio']:.2f}",
+                ]
+                for r in rows
+            ],
+        )
+    )
     write_results("throughput", {"devices": devices, "threads": 2, "rows": rows})
 
 

@@ -21,8 +21,20 @@ import sys
 
 IGNORED = ("run_id", "time_s")
 # What a row is about; sorting on these first keeps rows aligned even when a figure changed.
-IDENTITY = ("model", "dataset", "attack", "settings", "kind", "norm", "eps_text", "targeted", "target",
-            "sample_id", "transfer_target", "uap_split")
+IDENTITY = (
+    "model",
+    "dataset",
+    "attack",
+    "settings",
+    "kind",
+    "norm",
+    "eps_text",
+    "targeted",
+    "target",
+    "sample_id",
+    "transfer_target",
+    "uap_split",
+)
 
 
 def _key(value: object) -> str:
@@ -63,12 +75,20 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"columns in only one run: {missing}")
         return 1
-    differences = [(i, c, b[c], a[c]) for i, (b, a) in enumerate(zip(before, after))
-                   for c in columns if not _same(b[c], a[c], args.rtol)]
+    differences = [
+        (i, c, b[c], a[c])
+        for i, (b, a) in enumerate(zip(before, after))
+        for c in columns
+        if not _same(b[c], a[c], args.rtol)
+    ]
     for i, column, b, a in differences[:20]:
-        print(f"row {i} ({before[i]['model']}, {before[i]['attack']}, {before[i]['sample_id']}): {column} {b!r} -> {a!r}")
-    print(f"{len(before)} rows, {len(columns)} columns compared (ignoring {', '.join(IGNORED)}): "
-          f"{'the same' if not differences else f'{len(differences)} cells differ'}")
+        print(
+            f"row {i} ({before[i]['model']}, {before[i]['attack']}, {before[i]['sample_id']}): {column} {b!r} -> {a!r}"
+        )
+    print(
+        f"{len(before)} rows, {len(columns)} columns compared (ignoring {', '.join(IGNORED)}): "
+        f"{'the same' if not differences else f'{len(differences)} cells differ'}"
+    )
     return 1 if differences else 0
 
 

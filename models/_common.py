@@ -175,8 +175,9 @@ def pytorch_metadata(task: str, dataset: str, class_names: str, training: str) -
     }
 
 
-def export_and_check(model: torch.nn.Module, test_x: np.ndarray, path: Path, metadata: dict,
-                     batch: int = 256) -> tuple[str, np.ndarray, float]:
+def export_and_check(
+    model: torch.nn.Module, test_x: np.ndarray, path: Path, metadata: dict, batch: int = 256
+) -> tuple[str, np.ndarray, float]:
     """Export ``model`` to ``path`` and run the file with onnxruntime on the test set.
 
     Returns the exporter's name, onnxruntime's logits and their largest absolute difference

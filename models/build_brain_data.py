@@ -176,13 +176,7 @@ def main() -> int:
 
     SUITE_DATA.mkdir(parents=True, exist_ok=True)
     WORK.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(
-        SUITE_DATA / "brain_patches_test.npz",
-        x=xte,
-        y=yte,
-        class_names=PATCH_CLASSES,
-        sample_id=ste,
-    )
+    np.savez_compressed(SUITE_DATA / "brain_patches_test.npz", x=xte, y=yte, class_names=PATCH_CLASSES, sample_id=ste)
     np.savez_compressed(
         SUITE_DATA / "brain_slices_test.npz",
         x=sxte,
@@ -191,9 +185,7 @@ def main() -> int:
         sample_id=sste,
         spacing=np.array([3.0, 3.0]),
     )
-    np.savez(
-        WORK / "brain_patches_train.npz", x=xtr, y=ytr, class_names=PATCH_CLASSES, sample_id=str_
-    )
+    np.savez(WORK / "brain_patches_train.npz", x=xtr, y=ytr, class_names=PATCH_CLASSES, sample_id=str_)
     np.savez(
         WORK / "brain_slices_train.npz",
         x=sxtr,
@@ -211,15 +203,11 @@ def main() -> int:
         "patch_train": {"n": len(ytr), "per_class": np.bincount(ytr, minlength=3).tolist()},
         "seg_test": {
             "n": len(syte),
-            "pixel_fraction": (np.bincount(syte.ravel(), minlength=4) / syte.size)
-            .round(4)
-            .tolist(),
+            "pixel_fraction": (np.bincount(syte.ravel(), minlength=4) / syte.size).round(4).tolist(),
         },
         "seg_train": {
             "n": len(sytr),
-            "pixel_fraction": (np.bincount(sytr.ravel(), minlength=4) / sytr.size)
-            .round(4)
-            .tolist(),
+            "pixel_fraction": (np.bincount(sytr.ravel(), minlength=4) / sytr.size).round(4).tolist(),
         },
     }
     (WORK / "data_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")

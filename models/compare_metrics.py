@@ -25,7 +25,9 @@ def main(old_path: str, new_path: str) -> int:
             continue
         a, b = rec[key], new[name][key]
         flag = abs(a - b) > TOLERANCE
-        print(f"{'FAIL' if flag else 'ok  '} {name:16s} {key:15s} committed {a:.4f} rebuilt {b:.4f} ({100 * (b - a):+.1f} pts)")
+        print(
+            f"{'FAIL' if flag else 'ok  '} {name:16s} {key:15s} committed {a:.4f} rebuilt {b:.4f} ({100 * (b - a):+.1f} pts)"
+        )
         if flag:
             bad.append(f"{name}: {key} {a:.4f} -> {b:.4f}")
     if bad:

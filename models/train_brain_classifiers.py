@@ -55,9 +55,7 @@ class BrainCNN(nn.Module):
             nn.ReLU(),
             nn.MaxPool2d(2),  # 4x4
         )
-        self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, n_classes)
-        )
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, n_classes))
 
     def forward(self, x):
         return self.head(self.features(x))
@@ -138,9 +136,7 @@ def train_one(name: str, train: dict, test: dict) -> dict:
             total += len(yb)
         model.eval()
         with torch.no_grad():
-            te_acc = float(
-                (model(torch.from_numpy(test["x"])).argmax(1).numpy() == test["y"]).mean()
-            )
+            te_acc = float((model(torch.from_numpy(test["x"])).argmax(1).numpy() == test["y"]).mean())
         print(
             f"{name} epoch {epoch + 1}/{epochs}: loss {loss_sum / total:.4f} "
             f"train acc {correct / total:.4f} test acc {te_acc:.4f} "
@@ -155,7 +151,11 @@ def train_one(name: str, train: dict, test: dict) -> dict:
         "brain-tissue-patch",
         CLASS_NAMES,
         (
-            (f"Gaussian noise augmentation sigma {sigma:g} (randomized smoothing), " if sigma else "standard training, ")
+            (
+                f"Gaussian noise augmentation sigma {sigma:g} (randomized smoothing), "
+                if sigma
+                else "standard training, "
+            )
             + f"{epochs} epochs, Adam lr {lr:g} cosine, batch {BATCH}, "
             f"intensity-scale augmentation 0.95-1.05, seed {seed}"
         ),
@@ -182,5 +182,6 @@ def train_one(name: str, train: dict, test: dict) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(train_all(__doc__, CONFIGS, "brain_patches_train.npz", "brain_patches_test.npz",
-                       train_one, "test_accuracy"))
+    sys.exit(
+        train_all(__doc__, CONFIGS, "brain_patches_train.npz", "brain_patches_test.npz", train_one, "test_accuracy")
+    )

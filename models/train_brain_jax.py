@@ -61,8 +61,10 @@ def init_params(key):
     for name, shape in shapes:
         key, kw, kb = jax.random.split(key, 3)
         fan_in = int(np.prod(shape[1:])) if name.startswith("c") else shape[0]
-        params[name] = {"w": _uniform(kw, shape, fan_in),
-                        "b": _uniform(kb, (shape[0] if name.startswith("c") else shape[1],), fan_in)}
+        params[name] = {
+            "w": _uniform(kw, shape, fan_in),
+            "b": _uniform(kb, (shape[0] if name.startswith("c") else shape[1],), fan_in),
+        }
     return params
 
 
@@ -119,27 +121,43 @@ def main() -> None:
         perm = rng.permutation(len(x))
         loss_sum, correct = 0.0, 0
         for i in range(steps_per_epoch):
-            idx = perm[i * BATCH:(i + 1) * BATCH]
+            idx = perm[i * BATCH : (i + 1) * BATCH]
             key, ks = jax.random.split(key)
             params, state, loss, c = step(params, state, x[idx], y[idx], ks)
             loss_sum += float(loss) * BATCH
             correct += int(c)
         te = float((np.asarray(predict(params, test["x"])).argmax(1) == test["y"]).mean())
         n = steps_per_epoch * BATCH
-        print(f"{NAME} epoch {epoch + 1}/{EPOCHS}: loss {loss_sum / n:.4f} train acc {correct / n:.4f} "
-              f"test acc {te:.4f} ({time.perf_counter() - t0:.0f}s)", flush=True)
+        print(
+            f"{NAME} epoch {epoch + 1}/{EPOCHS}: loss {loss_sum / n:.4f} train acc {correct / n:.4f} "
+            f"test acc {te:.4f} ({time.perf_counter() - t0:.0f}s)",
+            flush=True,
+        )
     train_time = time.perf_counter() - t0
 
     frozen = jax.tree_util.tree_map(np.asarray, params)
-    proto = jax2onnx.to_onnx(lambda im: forward(frozen, im), inputs=[("batch", 1, 32, 32)],
-                             input_names=["image"], output_names=["logits"], opset=18, model_name=NAME)
+    proto = jax2onnx.to_onnx(
+        lambda im: forward(frozen, im),
+        inputs=[("batch", 1, 32, 32)],
+        input_names=["image"],
+        output_names=["logits"],
+        opset=18,
+        model_name=NAME,
+    )
     exporter = f"jax2onnx {version('jax2onnx')} (jax {jax.__version__})"
     meta = {
-        "advonnx.task": "classification", "advonnx.layout": "NCHW", "advonnx.value_range": "0,1",
-        "advonnx.scores": "logits", "advonnx.class_names": CLASS_NAMES, "advonnx.framework": "jax",
-        "advonnx.exporter": exporter, "advonnx.dataset": "brain-tissue-patch",
-        "advonnx.training": (f"standard training, {EPOCHS} epochs, Adam (optax) lr {LR:g} cosine, batch {BATCH}, "
-                             f"intensity-scale augmentation 0.95-1.05, seed {SEED}; same architecture as brain_cnn"),
+        "advonnx.task": "classification",
+        "advonnx.layout": "NCHW",
+        "advonnx.value_range": "0,1",
+        "advonnx.scores": "logits",
+        "advonnx.class_names": CLASS_NAMES,
+        "advonnx.framework": "jax",
+        "advonnx.exporter": exporter,
+        "advonnx.dataset": "brain-tissue-patch",
+        "advonnx.training": (
+            f"standard training, {EPOCHS} epochs, Adam (optax) lr {LR:g} cosine, batch {BATCH}, "
+            f"intensity-scale augmentation 0.95-1.05, seed {SEED}; same architecture as brain_cnn"
+        ),
     }
     path = SUITE_MODELS / f"{NAME}.onnx"
     save_model(proto, path, meta)
@@ -152,15 +170,29 @@ def main() -> None:
     acc = float((pred == test["y"]).mean())
     per_class = per_class_accuracy(pred, test["y"], 3)
     n_params = int(sum(v.size for v in jax.tree_util.tree_leaves(frozen)))
-    print(f"{NAME}: onnxruntime test accuracy {acc:.4f} {per_class} (max |ort - jax| {diff:.2e}), "
-          f"{path.stat().st_size} bytes, exporter {exporter}")
-    update_metrics({NAME: {
-        "task": "classification", "dataset": "brain-tissue-patch",
-        "test_data": "advonnx/suites/data/brain_patches_test.npz", "n_test": int(len(test["y"])),
-        "test_accuracy": round(acc, 4), "test_accuracy_per_class": per_class, "params": n_params,
-        "onnx_bytes": path.stat().st_size, "train_time_s": round(train_time, 1), "epochs": EPOCHS,
-        "framework": "jax", "exporter": exporter, "max_abs_diff_ort_vs_jax": diff,
-    }})
+    print(
+        f"{NAME}: onnxruntime test accuracy {acc:.4f} {per_class} (max |ort - jax| {diff:.2e}), "
+        f"{path.stat().st_size} bytes, exporter {exporter}"
+    )
+    update_metrics(
+        {
+            NAME: {
+                "task": "classification",
+                "dataset": "brain-tissue-patch",
+                "test_data": "advonnx/suites/data/brain_patches_test.npz",
+                "n_test": int(len(test["y"])),
+                "test_accuracy": round(acc, 4),
+                "test_accuracy_per_class": per_class,
+                "params": n_params,
+                "onnx_bytes": path.stat().st_size,
+                "train_time_s": round(train_time, 1),
+                "epochs": EPOCHS,
+                "framework": "jax",
+                "exporter": exporter,
+                "max_abs_diff_ort_vs_jax": diff,
+            }
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -87,9 +87,7 @@ class BrainUNet(nn.Module):
 
 
 def _cbr(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()
-    )
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
 
 
 class BrainSDNet(nn.Module):
@@ -167,9 +165,7 @@ def train_one(name: str, train: dict, test: dict) -> dict:
     y = torch.from_numpy(train["y"])
     steps_per_epoch = len(x) // BATCH
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.1
-    )
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.1)
     gen = torch.Generator().manual_seed(seed)
     xte = torch.from_numpy(test["x"])
     t0 = time.perf_counter()
@@ -235,5 +231,6 @@ def train_one(name: str, train: dict, test: dict) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(train_all(__doc__, CONFIGS, "brain_slices_train.npz", "brain_slices_test.npz",
-                       train_one, "test_mean_dice"))
+    sys.exit(
+        train_all(__doc__, CONFIGS, "brain_slices_train.npz", "brain_slices_test.npz", train_one, "test_mean_dice")
+    )

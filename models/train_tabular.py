@@ -51,24 +51,40 @@ def build_data() -> dict[str, np.ndarray]:
     scale = lambda a: np.clip((a - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)  # noqa: E731
     assert list(raw.target_names) == list(CLASS_NAMES)
     return {
-        "x_train": scale(x[itr]), "y_train": y[itr], "x": scale(x[ite]), "y": y[ite],
-        "class_names": np.array(CLASS_NAMES), "sample_id": np.array([f"wdbc_{i:03d}" for i in ite]),
+        "x_train": scale(x[itr]),
+        "y_train": y[itr],
+        "x": scale(x[ite]),
+        "y": y[ite],
+        "class_names": np.array(CLASS_NAMES),
+        "sample_id": np.array([f"wdbc_{i:03d}" for i in ite]),
         "feature_names": np.array([str(f) for f in raw.feature_names]),
-        "train_min": lo, "train_max": hi,
+        "train_min": lo,
+        "train_max": hi,
     }
 
 
 def save_test(d: dict[str, np.ndarray]) -> None:
     SUITE_DATA.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(TEST_FILE, x=d["x"], y=d["y"], class_names=d["class_names"], sample_id=d["sample_id"],
-                        feature_names=d["feature_names"])
+    np.savez_compressed(
+        TEST_FILE,
+        x=d["x"],
+        y=d["y"],
+        class_names=d["class_names"],
+        sample_id=d["sample_id"],
+        feature_names=d["feature_names"],
+    )
 
 
 def metadata(framework: str, exporter: str, training: str) -> dict[str, str]:
     return {
-        "advonnx.task": "classification", "advonnx.layout": "NF", "advonnx.value_range": "0,1",
-        "advonnx.scores": "probabilities", "advonnx.class_names": ",".join(CLASS_NAMES),
-        "advonnx.framework": framework, "advonnx.exporter": exporter, "advonnx.dataset": DATASET,
+        "advonnx.task": "classification",
+        "advonnx.layout": "NF",
+        "advonnx.value_range": "0,1",
+        "advonnx.scores": "probabilities",
+        "advonnx.class_names": ",".join(CLASS_NAMES),
+        "advonnx.framework": framework,
+        "advonnx.exporter": exporter,
+        "advonnx.dataset": DATASET,
         "advonnx.training": training,
     }
 
@@ -92,14 +108,25 @@ def train_mlp(d):
     from skl2onnx.common.data_types import FloatTensorType
     from sklearn.neural_network import MLPClassifier
 
-    clf = MLPClassifier(hidden_layer_sizes=(32,), alpha=1e-3, learning_rate_init=1e-3, max_iter=2000,
-                        random_state=SEED).fit(d["x_train"], d["y_train"])
+    clf = MLPClassifier(
+        hidden_layer_sizes=(32,), alpha=1e-3, learning_rate_init=1e-3, max_iter=2000, random_state=SEED
+    ).fit(d["x_train"], d["y_train"])
     proto = to_onnx(clf, initial_types=[("x", FloatTensorType([None, d["x"].shape[1]]))], target_opset=17)
     exporter = f"skl2onnx {skl2onnx.__version__}"
-    training = (f"scikit-learn MLPClassifier (32 ReLU units), Adam lr 1e-3, L2 alpha 1e-3, {clf.n_iter_} "
-                f"iterations, seed {SEED}; min-max scaled features")
-    return clf, proto, exporter, training, {"n_iter": int(clf.n_iter_), "params": int(
-        sum(w.size for w in clf.coefs_) + sum(b.size for b in clf.intercepts_))}
+    training = (
+        f"scikit-learn MLPClassifier (32 ReLU units), Adam lr 1e-3, L2 alpha 1e-3, {clf.n_iter_} "
+        f"iterations, seed {SEED}; min-max scaled features"
+    )
+    return (
+        clf,
+        proto,
+        exporter,
+        training,
+        {
+            "n_iter": int(clf.n_iter_),
+            "params": int(sum(w.size for w in clf.coefs_) + sum(b.size for b in clf.intercepts_)),
+        },
+    )
 
 
 def train_lightgbm(d):
@@ -108,11 +135,18 @@ def train_lightgbm(d):
     from onnxmltools.convert import convert_lightgbm
     from onnxmltools.convert.common.data_types import FloatTensorType
 
-    clf = lightgbm.LGBMClassifier(n_estimators=100, num_leaves=15, learning_rate=0.1, min_child_samples=10,
-                                  random_state=SEED, n_jobs=1, deterministic=True, force_row_wise=True,
-                                  verbose=-1).fit(d["x_train"], d["y_train"])
-    proto = convert_lightgbm(clf, initial_types=[("x", FloatTensorType([None, d["x"].shape[1]]))],
-                             target_opset=15)
+    clf = lightgbm.LGBMClassifier(
+        n_estimators=100,
+        num_leaves=15,
+        learning_rate=0.1,
+        min_child_samples=10,
+        random_state=SEED,
+        n_jobs=1,
+        deterministic=True,
+        force_row_wise=True,
+        verbose=-1,
+    ).fit(d["x_train"], d["y_train"])
+    proto = convert_lightgbm(clf, initial_types=[("x", FloatTensorType([None, d["x"].shape[1]]))], target_opset=15)
     exporter = f"onnxmltools {onnxmltools.__version__} (lightgbm {lightgbm.__version__})"
     training = f"LightGBM gradient boosting, 100 trees x 15 leaves, lr 0.1, seed {SEED}; min-max scaled features"
     return clf, proto, exporter, training, {"trees": 100, "framework_version": lightgbm.__version__}
@@ -127,8 +161,10 @@ def main() -> None:
     args = ap.parse_args()
     d = build_data()
     save_test(d)
-    print(f"{TEST_FILE.relative_to(ROOT)}: x {d['x'].shape}, train {d['x_train'].shape}, "
-          f"test classes {np.bincount(d['y']).tolist()}")
+    print(
+        f"{TEST_FILE.relative_to(ROOT)}: x {d['x'].shape}, train {d['x_train'].shape}, "
+        f"test classes {np.bincount(d['y']).tolist()}"
+    )
     entries = {}
     for name in args.only or list(MODELS):
         framework, fn = MODELS[name]
@@ -143,10 +179,18 @@ def main() -> None:
         acc = float((pred == d["y"]).mean())
         per_class = per_class_accuracy(pred, d["y"], len(CLASS_NAMES))
         entries[name] = {
-            "task": "classification", "dataset": DATASET, "test_data": str(TEST_FILE.relative_to(ROOT)),
-            "n_test": int(len(d["y"])), "test_accuracy": round(acc, 4), "test_accuracy_per_class": per_class,
-            "onnx_bytes": path.stat().st_size, "train_time_s": round(elapsed, 1), "framework": framework,
-            "exporter": exporter, "max_abs_diff_ort_vs_native": diff, **extra,
+            "task": "classification",
+            "dataset": DATASET,
+            "test_data": str(TEST_FILE.relative_to(ROOT)),
+            "n_test": int(len(d["y"])),
+            "test_accuracy": round(acc, 4),
+            "test_accuracy_per_class": per_class,
+            "onnx_bytes": path.stat().st_size,
+            "train_time_s": round(elapsed, 1),
+            "framework": framework,
+            "exporter": exporter,
+            "max_abs_diff_ort_vs_native": diff,
+            **extra,
         }
         print(f"{name}: accuracy {acc:.4f} {per_class}, {path.stat().st_size} bytes, ort vs native {diff:.2e}")
     update_metrics(entries)

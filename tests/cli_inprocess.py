@@ -37,8 +37,13 @@ def _show_on_stderr(message, category, filename, lineno, file=None, line=None):
 def _environment(env: dict[str, str], cwd):
     old_env, old_cwd = {k: os.environ.get(k) for k in env}, os.getcwd()
     # rich consoles of the package read COLUMNS when they measure, unless built with a width
-    consoles = [c for name, mod in list(sys.modules.items()) if name == "advonnx" or name.startswith("advonnx.")
-                for c in vars(mod).values() if isinstance(c, Console)]
+    consoles = [
+        c
+        for name, mod in list(sys.modules.items())
+        if name == "advonnx" or name.startswith("advonnx.")
+        for c in vars(mod).values()
+        if isinstance(c, Console)
+    ]
     widths = [c._width for c in consoles]
     try:
         os.environ.update(env)
@@ -65,8 +70,12 @@ def run_cli(*args, cwd=None, env: dict[str, str] | None = None, columns: int = 1
     argv = [str(a) for a in args]
     out, err = io.StringIO(), io.StringIO()
     code = 0
-    with _environment({"COLUMNS": str(columns), **(env or {})}, cwd), warnings.catch_warnings(), \
-            contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with (
+        _environment({"COLUMNS": str(columns), **(env or {})}, cwd),
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
         warnings.resetwarnings()
         for action, category, module in reversed(_PYTHON_DEFAULT_FILTERS):
             warnings.filterwarnings(action, category=category, module=module or "")

@@ -20,8 +20,9 @@ def _model(nodes, inputs, outputs, inits, metadata=None, opset=OPSET) -> onnx.Mo
     return m
 
 
-def softmax_regression(d: int = 784, classes: int = 10, *, seed: int = 0, probabilities: bool = False,
-                       batch=None) -> tuple[onnx.ModelProto, np.ndarray, np.ndarray]:
+def softmax_regression(
+    d: int = 784, classes: int = 10, *, seed: int = 0, probabilities: bool = False, batch=None
+) -> tuple[onnx.ModelProto, np.ndarray, np.ndarray]:
     """z = x W + b on (N, d) features; returns (model, W, b)."""
     rng = np.random.default_rng(seed)
     w = rng.normal(0, 1.0 / np.sqrt(d), (d, classes)).astype(np.float32) * 8
@@ -40,8 +41,16 @@ def softmax_regression(d: int = 784, classes: int = 10, *, seed: int = 0, probab
     return m, w, b
 
 
-def small_cnn(*, channels: int = 1, size: int = 8, classes: int = 3, nhwc: bool = False,
-              head: str = "logits", batch=None, seed: int = 0) -> onnx.ModelProto:
+def small_cnn(
+    *,
+    channels: int = 1,
+    size: int = 8,
+    classes: int = 3,
+    nhwc: bool = False,
+    head: str = "logits",
+    batch=None,
+    seed: int = 0,
+) -> onnx.ModelProto:
     """Conv3x3 → Relu → GlobalAveragePool → Flatten → Gemm, optional Softmax/Sigmoid head.
 
     ``head``: logits | softmax | sigmoid_binary (one output) | sigmoid_multilabel.

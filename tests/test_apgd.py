@@ -23,7 +23,9 @@ def _authors_dlr(z, y):  # autoattack/autopgd_base.py, APGDAttack.dlr_loss
     z_sorted, ind_sorted = z.sort(dim=1)
     ind = (ind_sorted[:, -1] == y).float()
     u = torch.arange(z.shape[0])
-    return -(z[u, y] - z_sorted[:, -2] * ind - z_sorted[:, -1] * (1.0 - ind)) / (z_sorted[:, -1] - z_sorted[:, -3] + 1e-12)
+    return -(z[u, y] - z_sorted[:, -2] * ind - z_sorted[:, -1] * (1.0 - ind)) / (
+        z_sorted[:, -1] - z_sorted[:, -3] + 1e-12
+    )
 
 
 def _authors_dlr_targeted(z, y, t):  # APGDAttack_targeted.dlr_loss_targeted
@@ -89,7 +91,9 @@ def test_ce_score_gradient_vs_autograd(probabilities):
         z = np.exp(z) / np.exp(z).sum(1, keepdims=True)
     y = rng.integers(0, 5, 20)
     zt = torch.tensor(z, requires_grad=True)
-    ref = -(torch.log(zt.clamp(1e-12, 1)) if probabilities else torch.log_softmax(zt, 1))[torch.arange(20), torch.tensor(y)]
+    ref = -(torch.log(zt.clamp(1e-12, 1)) if probabilities else torch.log_softmax(zt, 1))[
+        torch.arange(20), torch.tensor(y)
+    ]
     (g_ref,) = torch.autograd.grad(ref.sum(), zt)
     value, g = losses.score_gradient("ce", z, y, probabilities=probabilities)
     np.testing.assert_allclose(value, ref.detach().numpy(), rtol=1e-10)
@@ -108,10 +112,17 @@ def test_seg_ce_score_gradient_vs_autograd():
     np.testing.assert_allclose(g, g_ref.numpy(), rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("name,settings", [
-    ("apgd", dict(norm="l2", eps=0.5, steps=6, loss="dlr", restarts=2)),
-    ("autoattack", dict(norm="l2", eps=0.5, stages=[{"name": "apgd-ce", "steps": 4}, {"name": "square", "max_queries": 30}])),
-], ids=["apgd", "autoattack"])
+@pytest.mark.parametrize(
+    "name,settings",
+    [
+        ("apgd", dict(norm="l2", eps=0.5, steps=6, loss="dlr", restarts=2)),
+        (
+            "autoattack",
+            dict(norm="l2", eps=0.5, stages=[{"name": "apgd-ce", "steps": 4}, {"name": "square", "max_queries": 30}]),
+        ),
+    ],
+    ids=["apgd", "autoattack"],
+)
 def test_misclassified_samples_are_not_attacked(tmp_path, name, settings):
     """As AutoAttack: a sample misclassified unattacked comes back as it is, uncounted by the
     attack; a cascade marks it ``clean``. (Range, budget, success: tests/test_attack_contract.py.)"""
@@ -218,7 +229,8 @@ def test_suite_rows_and_leaderboard_show_stages(tmp_path):
         'name = "t"\nseed = 0\n[headline]\nattack = "autoattack"\nnorm = "linf"\neps = "0.05"\n'
         '[[datasets]]\nname = "d"\npath = "d.npz"\n[[models]]\nname = "r"\npath = "r.onnx"\n'
         '[[attacks]]\nname = "autoattack"\nnorm = "linf"\neps = ["0.05"]\n'
-        'stages = [{ name = "apgd-ce", steps = 5 }, { name = "apgd-t", steps = 5 }]\n')
+        'stages = [{ name = "apgd-ce", steps = 5 }, { name = "apgd-t", steps = 5 }]\n'
+    )
     table = advonnx.run_suite(str(tmp_path / "s.toml"), out=str(tmp_path / "out"))
     rows = [r for r in table.to_pylist() if r["attack"] == "autoattack"]
     assert len(rows) == 40
@@ -249,16 +261,21 @@ def test_cotangent_gradients_equal_the_loss_graphs(tmp_path):
     from advonnx.xp import Random
 
     rng = np.random.default_rng(0)
-    cases = [(small_cnn(classes=4), "ce", (5, 1, 8, 8)), (tiny_segmenter(kernel=3), "seg_ce", (3, 1, 8, 8)),
-             (small_cnn(classes=2, seed=2), "dlr", (5, 1, 8, 8)), (small_cnn(classes=3, seed=3), "dlr", (5, 1, 8, 8)),
-             (small_cnn(classes=7, seed=7), "dlr", (5, 1, 8, 8))]
+    cases = [
+        (small_cnn(classes=4), "ce", (5, 1, 8, 8)),
+        (tiny_segmenter(kernel=3), "seg_ce", (3, 1, 8, 8)),
+        (small_cnn(classes=2, seed=2), "dlr", (5, 1, 8, 8)),
+        (small_cnn(classes=3, seed=3), "dlr", (5, 1, 8, 8)),
+        (small_cnn(classes=7, seed=7), "dlr", (5, 1, 8, 8)),
+    ]
     for i, (proto, loss, shape) in enumerate(cases):
         m = advonnx.load_model(save(proto, tmp_path / f"m{i}.onnx"))
         x = rng.uniform(0, 1, shape).astype(np.float32)
         y = m.classify(x)
         y = (y + (rng.uniform(size=y.shape) < 0.3)) % m.spec.num_classes
-        ctx = AttackContext(m, n=len(x), rng=Random(0), gradient="exact", targeted=False, value_range=(0, 1),
-                            max_queries=None)
+        ctx = AttackContext(
+            m, n=len(x), rng=Random(0), gradient="exact", targeted=False, value_range=(0, 1), max_queries=None
+        )
         idx = np.arange(len(x))
         ref_value, ref_grad = m.value_and_grad(x, y, loss=loss, gradient="exact")
         _, attacked = ctx.scores(x, idx)

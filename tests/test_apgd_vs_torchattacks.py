@@ -33,8 +33,11 @@ def setup(request, brain_cnn_path, brain_mobilenet_path, brain_patches):
 def test_apgd_agrees_with_torchattacks(setup, eps, loss):
     model, net, x, y = setup
     ours = advonnx.attack(model, x, y, "apgd", eps=eps, steps=100, loss=loss, gradient="exact", rng=0)
-    theirs_x = torchattacks.APGD(net, eps=eps, steps=100, loss=loss, seed=0)(
-        torch.from_numpy(x), torch.from_numpy(y)).detach().numpy()
+    theirs_x = (
+        torchattacks.APGD(net, eps=eps, steps=100, loss=loss, seed=0)(torch.from_numpy(x), torch.from_numpy(y))
+        .detach()
+        .numpy()
+    )
     clean_ok = model.classify(x) == y
     ours_robust = clean_ok & (ours.adv_pred == y)  # AutoAttack's count: correct clean and attacked
     theirs_robust = clean_ok & (model.classify(theirs_x) == y)
@@ -89,7 +92,8 @@ AUTOATTACK_CASES = [("brain_mobilenet", 2 / 255)]
 
 @pytest.mark.parametrize("case,eps", AUTOATTACK_CASES, ids=[f"{c}-{e:.4f}" for c, e in AUTOATTACK_CASES])
 def test_autoattack_standard_is_no_weaker_than_a_faithful_torchattacks_composition(
-        request, case, eps, brain_cnn_path, brain_mobilenet_path, brain_patches):
+    request, case, eps, brain_cnn_path, brain_mobilenet_path, brain_patches
+):
     """AutoAttack 'standard' composed from torchattacks at the paper's budgets
     (reference/autoattack_torch.py: APGD-CE 100, APGD-T 100, FAB-T 100, Square 5000, cascade)
     vs ours on the same weights, the first 100 samples: ours <= theirs + 0.5 point. The full
@@ -109,6 +113,8 @@ def test_autoattack_standard_is_no_weaker_than_a_faithful_torchattacks_compositi
     theirs = autoattack_standard(net, model.classify, x, y, eps=eps, n_classes=model.spec.num_classes)
     ours = advonnx.attack(model, x, y, "autoattack", eps=eps, version="standard", gradient="exact", rng=0)
     ours_robust = clean_ok & (np.asarray(ours.adv_pred) == y)
-    print(f"\nautoattack standard, {case} linf {eps:.4f}, {len(x)} samples: clean {clean_ok.mean():.3f}, "
-          f"ours {ours_robust.mean():.3f}, torchattacks composition {theirs.mean():.3f}")
+    print(
+        f"\nautoattack standard, {case} linf {eps:.4f}, {len(x)} samples: clean {clean_ok.mean():.3f}, "
+        f"ours {ours_robust.mean():.3f}, torchattacks composition {theirs.mean():.3f}"
+    )
     assert ours_robust.mean() <= theirs.mean() + 0.005, (ours_robust.mean(), theirs.mean())

@@ -53,31 +53,77 @@ class Case:
 CONTRACT: dict[str, tuple[Case, ...]] = {
     "fgsm": (Case(dict(norm="linf", eps=0.1), CNN_ALL), Case(dict(norm="l2", eps=2.0), CNN_ALL, "estimated")),
     "bim": (Case(dict(norm="linf", eps=0.1, steps=3), CNN_ALL, "estimated"),),
-    "pgd": (Case(dict(norm="linf", eps=0.1, steps=3), CNN_ALL), Case(dict(norm="l2", eps=2.0, steps=3, restarts=2), CNN_ALL, "estimated"),
-            Case(dict(norm="linf", eps=0.5, steps=10), ("linear4",), targeted=True)),
-    "apgd": (Case(dict(norm="linf", eps=0.1, steps=6), CNN_ALL), Case(dict(norm="l2", eps=2.0, steps=6, loss="dlr", restarts=2), ("cnn5", "image")),
-             Case(dict(norm="linf", eps=0.5, steps=4), ("seg",))),
+    "pgd": (
+        Case(dict(norm="linf", eps=0.1, steps=3), CNN_ALL),
+        Case(dict(norm="l2", eps=2.0, steps=3, restarts=2), CNN_ALL, "estimated"),
+        Case(dict(norm="linf", eps=0.5, steps=10), ("linear4",), targeted=True),
+    ),
+    "apgd": (
+        Case(dict(norm="linf", eps=0.1, steps=6), CNN_ALL),
+        Case(dict(norm="l2", eps=2.0, steps=6, loss="dlr", restarts=2), ("cnn5", "image")),
+        Case(dict(norm="linf", eps=0.5, steps=4), ("seg",)),
+    ),
     "apgdt": (Case(dict(norm="linf", eps=0.1, steps=5), ("cnn", "cnn_nhwc", "cnn5", "image")),),
-    "deepfool": (Case(dict(norm="l2", steps=10), ("image", "cnn4")), Case(dict(norm="linf", steps=50), ("cnn4",), targeted=True)),
+    "deepfool": (
+        Case(dict(norm="l2", steps=10), ("image", "cnn4")),
+        Case(dict(norm="linf", steps=50), ("cnn4",), targeted=True),
+    ),
     "jsma": (Case(dict(gamma=0.3), ("image", "cnn4")), Case(dict(gamma=0.3), ("cnn4",), targeted=True, breaks=False)),
     "cw": (Case(dict(steps=10, binary_search_steps=2, step_size=0.05), ("image", "cnn4")),),
-    "dag": (Case(dict(gamma=0.02, steps=10), ("seg",), breaks=False), Case(dict(gamma=0.02, steps=10, norm="l2", eps=1.0), ("seg",), breaks=False)),
-    "fab": (Case(dict(norm="linf", steps=10, restarts=2), ("cnn4", "linear4")), Case(dict(norm="l2", eps=1.0, steps=10), ("linear4",))),
+    "dag": (
+        Case(dict(gamma=0.02, steps=10), ("seg",), breaks=False),
+        Case(dict(gamma=0.02, steps=10, norm="l2", eps=1.0), ("seg",), breaks=False),
+    ),
+    "fab": (
+        Case(dict(norm="linf", steps=10, restarts=2), ("cnn4", "linear4")),
+        Case(dict(norm="l2", eps=1.0, steps=10), ("linear4",)),
+    ),
     "fab_t": (Case(dict(norm="l2", steps=10, n_target_classes=2), ("cnn4", "linear4")),),
-    "segpgd": (Case(dict(norm="linf", eps=0.5, steps=3), ("seg",)), Case(dict(norm="l2", eps=1.0, steps=3), ("seg",), targeted=True, breaks=False)),
+    "segpgd": (
+        Case(dict(norm="linf", eps=0.5, steps=3), ("seg",)),
+        Case(dict(norm="l2", eps=1.0, steps=3), ("seg",), targeted=True, breaks=False),
+    ),
     "nes": (Case(dict(norm="linf", eps=0.1, steps=5, samples=8), IMAGES),),
     "spsa": (Case(dict(norm="l2", eps=1.0, steps=5, samples=8), IMAGES),),
-    "square": (Case(dict(norm="linf", eps=0.1, max_queries=60), IMAGES), Case(dict(norm="l2", eps=1.0, max_queries=60), IMAGES)),
-    "hsj": (Case(dict(norm="l2", eps=1.0, max_queries=300), IMAGES), Case(dict(norm="linf", eps=0.1, max_queries=300), IMAGES),
-            Case(dict(norm="l2", max_queries=200), ("linear4",))),
-    "autoattack": (Case(dict(norm="l2", eps=2.0, stages=[{"name": "apgd-ce", "steps": 4}, {"name": "apgd-t", "steps": 4},
-                                                         {"name": "fab-t", "steps": 4}, {"name": "square", "max_queries": 30}]),
-                        CNNS[:4] + ("image",)),),
-    "transfer": (Case(dict(norm="linf", eps=0.3, surrogate=SURROGATE, via="pgd", via_settings={"steps": 3}), breaks=False),),
-    "uap": (Case(dict(norm="linf", eps=0.1, epochs=2, batch_size=3), ("cnn", "cnn_nhwc", "image")),
-            Case(dict(norm="l2", eps=3.0, epochs=2, batch_size=4), ("image",))),
-    "certify": (Case(dict(eps=0.25, n0=10, n=50), ("cnn", "seg"), strict=False,
-                     why="certificates, not attacks: Smoother runs on host arrays"),),
+    "square": (
+        Case(dict(norm="linf", eps=0.1, max_queries=60), IMAGES),
+        Case(dict(norm="l2", eps=1.0, max_queries=60), IMAGES),
+    ),
+    "hsj": (
+        Case(dict(norm="l2", eps=1.0, max_queries=300), IMAGES),
+        Case(dict(norm="linf", eps=0.1, max_queries=300), IMAGES),
+        Case(dict(norm="l2", max_queries=200), ("linear4",)),
+    ),
+    "autoattack": (
+        Case(
+            dict(
+                norm="l2",
+                eps=2.0,
+                stages=[
+                    {"name": "apgd-ce", "steps": 4},
+                    {"name": "apgd-t", "steps": 4},
+                    {"name": "fab-t", "steps": 4},
+                    {"name": "square", "max_queries": 30},
+                ],
+            ),
+            CNNS[:4] + ("image",),
+        ),
+    ),
+    "transfer": (
+        Case(dict(norm="linf", eps=0.3, surrogate=SURROGATE, via="pgd", via_settings={"steps": 3}), breaks=False),
+    ),
+    "uap": (
+        Case(dict(norm="linf", eps=0.1, epochs=2, batch_size=3), ("cnn", "cnn_nhwc", "image")),
+        Case(dict(norm="l2", eps=3.0, epochs=2, batch_size=4), ("image",)),
+    ),
+    "certify": (
+        Case(
+            dict(eps=0.25, n0=10, n=50),
+            ("cnn", "seg"),
+            strict=False,
+            why="certificates, not attacks: Smoother runs on host arrays",
+        ),
+    ),
 }
 
 
@@ -143,11 +189,21 @@ def test_aliases_are_declared_on_the_classes():
 
 # -- fixtures ------------------------------------------------------------------------------------
 
-_CNN_KW = {"cnn": {}, "cnn_nhwc": {"nhwc": True}, "cnn_softmax": {"head": "softmax"},
-           "cnn_binary": {"head": "sigmoid_binary"}, "cnn_fixed_batch": {"batch": 1},
-           "cnn4": {"classes": 4}, "cnn5": {"classes": 5}}
-_IMAGE_KW = {"image": {}, "image_nhwc_softmax": {"nhwc": True, "probabilities": True},
-             "image_features": {"features": True}, "image_ncdhw": {"volume": True}}
+_CNN_KW = {
+    "cnn": {},
+    "cnn_nhwc": {"nhwc": True},
+    "cnn_softmax": {"head": "softmax"},
+    "cnn_binary": {"head": "sigmoid_binary"},
+    "cnn_fixed_batch": {"batch": 1},
+    "cnn4": {"classes": 4},
+    "cnn5": {"classes": 5},
+}
+_IMAGE_KW = {
+    "image": {},
+    "image_nhwc_softmax": {"nhwc": True, "probabilities": True},
+    "image_features": {"features": True},
+    "image_ncdhw": {"volume": True},
+}
 
 
 class _Models:
@@ -219,8 +275,9 @@ def _run(models, name: str, case: Case, key: str, xp=None):
         if xp is not None:
             target = xp.asarray(target)
     xin = x if xp is None else xp.asarray(x)
-    return make_attack(name, **settings)(model, xin, None, target=target, targeted=case.targeted,
-                                         rng=Random(1), gradient=case.gradient)
+    return make_attack(name, **settings)(
+        model, xin, None, target=target, targeted=case.targeted, rng=Random(1), gradient=case.gradient
+    )
 
 
 def _check_certificate(models, name: str, case: Case, key: str) -> None:
@@ -231,7 +288,9 @@ def _check_certificate(models, name: str, case: Case, key: str) -> None:
     if model.spec.task == "segmentation":
         return
     cert = atk.certify(model, x, Random(1))
-    assert cert.prediction.shape == (len(x),) and np.all((cert.prediction >= -1) & (cert.prediction < model.spec.num_classes))
+    assert cert.prediction.shape == (len(x),) and np.all(
+        (cert.prediction >= -1) & (cert.prediction < model.spec.num_classes)
+    )
     assert np.all(cert.radius >= 0) and np.all(cert.radius[cert.prediction == -1] == 0)
     assert np.all(cert.queries == case.settings["n0"] + case.settings["n"])
 
@@ -285,8 +344,9 @@ def test_contract(models, name, i, key):
     if case.breaks and key == case.models[-1]:
         # the attack breaks something on at least one of its models (an identity attack fails)
         broke = [_BROKE.get((name, i, k)) for k in case.models]
-        broke = [b if b is not None else bool(_run(models, name, case, k).success.any())
-                 for b, k in zip(broke, case.models)]
+        broke = [
+            b if b is not None else bool(_run(models, name, case, k).success.any()) for b, k in zip(broke, case.models)
+        ]
         assert any(broke), f"{name} broke no sample on {case.models}"
 
 
@@ -306,8 +366,12 @@ def test_contract_under_array_api_strict(models, name, i):
 
 
 def _query_only() -> list[tuple[str, Case]]:
-    return [(n, c) for n in sorted(CONTRACT) if attack_class(n).needs != "gradient" and n != "certify"
-            for c in CONTRACT[n][:1]]
+    return [
+        (n, c)
+        for n in sorted(CONTRACT)
+        if attack_class(n).needs != "gradient" and n != "certify"
+        for c in CONTRACT[n][:1]
+    ]
 
 
 @pytest.mark.parametrize("name,case", _query_only(), ids=[n for n, _ in _query_only()])

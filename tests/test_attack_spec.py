@@ -8,10 +8,23 @@ from advonnx.errors import AdvonnxError
 from advonnx.suite import _suite_from_dict
 
 
-@pytest.mark.parametrize("text,value", [
-    ("50", 50), ("-3", -3), ("0.5", 0.5), ("1e-3", 1e-3), ("2/255", 2 / 255), ("true", True), ("False", False),
-    ("none", None), ("margin", "margin"), ("'a,b'", "a,b"), ('"x y"', "x y"), ("[1, 2/4, ce]", [1, 0.5, "ce"]),
-])
+@pytest.mark.parametrize(
+    "text,value",
+    [
+        ("50", 50),
+        ("-3", -3),
+        ("0.5", 0.5),
+        ("1e-3", 1e-3),
+        ("2/255", 2 / 255),
+        ("true", True),
+        ("False", False),
+        ("none", None),
+        ("margin", "margin"),
+        ("'a,b'", "a,b"),
+        ('"x y"', "x y"),
+        ("[1, 2/4, ce]", [1, 0.5, "ce"]),
+    ],
+)
 def test_values_parse_without_eval(text, value):
     got = parse_value(text)
     assert got == value and type(got) is type(value)
@@ -22,22 +35,35 @@ def test_eval_is_never_used():
 
 
 def test_split_respects_parentheses_brackets_quotes():
-    assert split_top_level("pgd(steps=5, eps=[1/255, 2/255]),square(loss='a,b'), fgsm") == \
-        ["pgd(steps=5, eps=[1/255, 2/255])", "square(loss='a,b')", "fgsm"]
+    assert split_top_level("pgd(steps=5, eps=[1/255, 2/255]),square(loss='a,b'), fgsm") == [
+        "pgd(steps=5, eps=[1/255, 2/255])",
+        "square(loss='a,b')",
+        "fgsm",
+    ]
 
 
 # the same attacks written as a suite TOML entry and on the command line
 CASES = [
-    ({"name": "pgd", "steps": 50, "restarts": 5, "eps": ["1/255", "2/255"], "norm": "linf"},
-     "pgd(steps=50, restarts=5, eps=[1/255, 2/255], norm=linf)"),
-    ({"name": "square", "max_queries": 300, "p_init": 0.3, "loss": "ce", "eps": ["0.05"]},
-     "square(max_queries=300, p_init=0.3, loss=ce, eps=0.05)"),
-    ({"name": "cw", "steps": 20, "abort_early": False, "confidence": 1.0, "norm": "l2", "eps": ["0"]},
-     "cw(steps=20, abort_early=false, confidence=1, norm=l2, eps=0)"),
-    ({"name": "dag", "gamma": 2 / 255, "pixels": "correct", "keep_background": True, "eps": ["0"]},
-     "dag(gamma=2/255, pixels=correct, keep_background=true, eps=0)"),
-    ({"name": "hsj", "max_queries": 500, "norm": "linf", "eps": ["0"], "targeted": True},
-     "hsj(max_queries=500, norm=linf, eps=0, targeted=true)"),
+    (
+        {"name": "pgd", "steps": 50, "restarts": 5, "eps": ["1/255", "2/255"], "norm": "linf"},
+        "pgd(steps=50, restarts=5, eps=[1/255, 2/255], norm=linf)",
+    ),
+    (
+        {"name": "square", "max_queries": 300, "p_init": 0.3, "loss": "ce", "eps": ["0.05"]},
+        "square(max_queries=300, p_init=0.3, loss=ce, eps=0.05)",
+    ),
+    (
+        {"name": "cw", "steps": 20, "abort_early": False, "confidence": 1.0, "norm": "l2", "eps": ["0"]},
+        "cw(steps=20, abort_early=false, confidence=1, norm=l2, eps=0)",
+    ),
+    (
+        {"name": "dag", "gamma": 2 / 255, "pixels": "correct", "keep_background": True, "eps": ["0"]},
+        "dag(gamma=2/255, pixels=correct, keep_background=true, eps=0)",
+    ),
+    (
+        {"name": "hsj", "max_queries": 500, "norm": "linf", "eps": ["0"], "targeted": True},
+        "hsj(max_queries=500, norm=linf, eps=0, targeted=true)",
+    ),
 ]
 
 
@@ -55,20 +81,26 @@ def test_cli_settings_equal_the_suite_toml(toml, cli):
         assert repr(a) == repr(b)
 
 
-@pytest.mark.parametrize("text,needle", [
-    ("pgd(stepz=3)", "pgd has no setting 'stepz'; its settings: norm, eps, steps, step_size, random_start, restarts, loss, targeted, datasets"),
-    ("pgd(steps=abc)", "steps takes an integer"),
-    ("pgd(steps=2.5)", "steps takes an integer"),
-    ("cw(abort_early=1)", "abort_early takes true or false"),
-    ("square(p_init=high)", "p_init takes a number"),
-    ("pgd(eps=1/255,2/255)", "eps=[1/255, 2/255]"),
-    ("pgd(steps", "unclosed"),
-    ("pgd(steps=3))", "unbalanced"),
-    ("pgd(3)", "is not key=value"),
-    ("pgd(eps=big)", "eps 'big' is not a number"),
-    ("nosuch(steps=3)", "unknown attack 'nosuch'"),
-    ("pgd[steps=3]", "write NAME or NAME(key=value, ...)"),
-])
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        (
+            "pgd(stepz=3)",
+            "pgd has no setting 'stepz'; its settings: norm, eps, steps, step_size, random_start, restarts, loss, targeted, datasets",
+        ),
+        ("pgd(steps=abc)", "steps takes an integer"),
+        ("pgd(steps=2.5)", "steps takes an integer"),
+        ("cw(abort_early=1)", "abort_early takes true or false"),
+        ("square(p_init=high)", "p_init takes a number"),
+        ("pgd(eps=1/255,2/255)", "eps=[1/255, 2/255]"),
+        ("pgd(steps", "unclosed"),
+        ("pgd(steps=3))", "unbalanced"),
+        ("pgd(3)", "is not key=value"),
+        ("pgd(eps=big)", "eps 'big' is not a number"),
+        ("nosuch(steps=3)", "unknown attack 'nosuch'"),
+        ("pgd[steps=3]", "write NAME or NAME(key=value, ...)"),
+    ],
+)
 def test_bad_settings_are_one_line_errors(text, needle):
     with pytest.raises(AdvonnxError) as err:
         parse_attack_specs(text)

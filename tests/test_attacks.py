@@ -64,5 +64,3 @@ def test_unknown_settings_are_refused():
 def test_repr_lists_parameters():
     r = repr(make_attack("pgd", norm="l2", eps=0.5, steps=7))
     assert r.startswith("PGD(") and "steps=7" in r and "norm='l2'" in r
-
-

@@ -34,7 +34,9 @@ def test_cuda_provider_that_falls_back_is_not_used(monkeypatch):
         def get_providers(self):
             return ["CPUExecutionProvider"]
 
-    monkeypatch.setattr(backend.ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(
+        backend.ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
     monkeypatch.setattr(backend.ort, "InferenceSession", FakeSession)
     ok, why = backend.cuda_status(0)
     assert not ok and "fell back to CPU" in why

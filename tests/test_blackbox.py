@@ -15,8 +15,15 @@ from advonnx.errors import AdvonnxError
 from models import save, softmax_regression
 
 
-def linear_image(*, nhwc: bool = False, features: bool = False, volume: bool = False, probabilities: bool = False,
-                 classes: int = 3, seed: int = 0):
+def linear_image(
+    *,
+    nhwc: bool = False,
+    features: bool = False,
+    volume: bool = False,
+    probabilities: bool = False,
+    classes: int = 3,
+    seed: int = 0,
+):
     """Flatten → Gemm (→ Softmax) on 8×8 two-channel images (or 4×4×4 volumes): a toy that attacks can break."""
     from onnx import TensorProto, helper, numpy_helper
 
@@ -32,9 +39,12 @@ def linear_image(*, nhwc: bool = False, features: bool = False, volume: bool = F
         nodes.append(helper.make_node("Softmax", ["logits"], ["probs"], axis=1))
         out = "probs"
     shape = ["N", d] if features else ["N", 2, 4, 4, 4] if volume else ["N", 8, 8, 2] if nhwc else ["N", 2, 8, 8]
-    return _model(nodes, [helper.make_tensor_value_info("image", TensorProto.FLOAT, shape)],
-                  [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["N", classes])],
-                  [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "b")])
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["N", classes])],
+        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "b")],
+    )
 
 
 def _authors_pseudo_gaussian(x, y):
@@ -43,18 +53,20 @@ def _authors_pseudo_gaussian(x, y):
     x_c, y_c = x // 2 + 1, y // 2 + 1
     counter2 = [x_c - 1, y_c - 1]
     for counter in range(0, max(x_c, y_c)):
-        delta[max(counter2[0], 0):min(counter2[0] + (2 * counter + 1), x),
-              max(0, counter2[1]):min(counter2[1] + (2 * counter + 1), y)] += 1.0 / (counter + 1) ** 2
+        delta[
+            max(counter2[0], 0) : min(counter2[0] + (2 * counter + 1), x),
+            max(0, counter2[1]) : min(counter2[1] + (2 * counter + 1), y),
+        ] += 1.0 / (counter + 1) ** 2
         counter2[0] -= 1
         counter2[1] -= 1
-    return delta / np.sqrt(np.sum(delta ** 2, keepdims=True))
+    return delta / np.sqrt(np.sum(delta**2, keepdims=True))
 
 
 def _authors_meta(s, transpose):
     delta = np.zeros([s, s])
-    delta[:s // 2] = _authors_pseudo_gaussian(s // 2, s)
-    delta[s // 2:] = _authors_pseudo_gaussian(s - s // 2, s) * (-1)
-    delta /= np.sqrt(np.sum(delta ** 2, keepdims=True))
+    delta[: s // 2] = _authors_pseudo_gaussian(s // 2, s)
+    delta[s // 2 :] = _authors_pseudo_gaussian(s - s // 2, s) * (-1)
+    delta /= np.sqrt(np.sum(delta**2, keepdims=True))
     return delta.T if transpose else delta
 
 
@@ -63,12 +75,14 @@ def test_square_l2_patterns_extend_the_authors_2d_ones(s):
     from advonnx.attacks.square import _meta_pseudo_gaussian, _pseudo_gaussian_rectangles
 
     for h, w in ((s, s), (s // 2, s), (s, s - s // 2), (2, 7)):
-        np.testing.assert_allclose(_pseudo_gaussian_rectangles((h, w)), _authors_pseudo_gaussian(h, w), rtol=0, atol=1e-15)
+        np.testing.assert_allclose(
+            _pseudo_gaussian_rectangles((h, w)), _authors_pseudo_gaussian(h, w), rtol=0, atol=1e-15
+        )
     for axis in (0, 1):
         np.testing.assert_allclose(_meta_pseudo_gaussian(s, 2, axis), _authors_meta(s, axis == 1), rtol=0, atol=1e-15)
     cube = _meta_pseudo_gaussian(s, 3, 2)  # 3-D: unit norm, + in the first half along the axis, − in the second
     assert cube.shape == (s, s, s) and np.isclose(np.sum(cube**2), 1.0)
-    assert (cube[:, :, : s // 2] >= 0).all() and (cube[:, :, s // 2:] <= 0).all()
+    assert (cube[:, :, : s // 2] >= 0).all() and (cube[:, :, s // 2 :] <= 0).all()
 
 
 @pytest.mark.parametrize("volume", [False, True], ids=["features", "ncdhw"])
@@ -86,9 +100,12 @@ def test_square_l2_refuses_inputs_too_small_for_a_window(tmp_path):
 
     from models import _model
 
-    proto = _model([helper.make_node("Flatten", ["image"], ["logits"])],
-                   [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3])],
-                   [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])], [])
+    proto = _model(
+        [helper.make_node("Flatten", ["image"], ["logits"])],
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
+        [],
+    )
     m = advonnx.load_model(save(proto, tmp_path / "m.onnx"))
     with pytest.raises(AdvonnxError, match="spatial side >= 4"):
         advonnx.attack(m, np.full((2, 3), 0.5, np.float32), None, "square", norm="l2", eps=0.1)
@@ -183,16 +200,25 @@ def test_square_vs_torchattacks(brain_cnn_path, brain_patches, norm, eps, querie
         assert norms(r.x_adv - x, norm).max() <= eps * (1 + 1e-5)
         ours.append(r.success.mean())
         torch.manual_seed(seed)
-        atk = ta.Square(net, norm={"linf": "Linf", "l2": "L2"}[norm], eps=eps, n_queries=queries, p_init=p_init,
-                        loss="margin", seed=seed)
+        atk = ta.Square(
+            net,
+            norm={"linf": "Linf", "l2": "L2"}[norm],
+            eps=eps,
+            n_queries=queries,
+            p_init=p_init,
+            loss="margin",
+            seed=seed,
+        )
         t0 = time.perf_counter()
         xa = atk(torch.from_numpy(x), torch.from_numpy(y).long()).detach().numpy()
         t_theirs += time.perf_counter() - t0
         assert norms(xa - x, norm).max() <= eps * (1 + 1e-5)
         theirs.append((m.classify(xa) != y).mean())
     se = np.sqrt(np.mean(theirs) * (1 - np.mean(theirs)) / len(x))
-    print(f"square {norm} {eps:.4g}, {queries}q: ours {np.mean(ours):.3f} {t_ours:.1f}s, "
-          f"torchattacks {np.mean(theirs):.3f} {t_theirs:.1f}s")
+    print(
+        f"square {norm} {eps:.4g}, {queries}q: ours {np.mean(ours):.3f} {t_ours:.1f}s, "
+        f"torchattacks {np.mean(theirs):.3f} {t_theirs:.1f}s"
+    )
     assert np.mean(theirs) > 0.1  # the budget breaks samples at all
     assert np.mean(ours) >= np.mean(theirs) - 2 * se
     # Wall time is measured by benchmarks/bench_blackbox.py (nox -s bench), never asserted in a
@@ -221,13 +247,40 @@ def test_gradient_masking_check_flags_models():
 
     rows = []
     for i in range(100):
-        base = {**empty_row(), "model": "m", "dataset": "d", "norm": "linf", "eps": 0.1, "sample_id": str(i),
-                "kind": "adversarial", "status": "ok", "task": "classification", "clean_correct": True}
+        base = {
+            **empty_row(),
+            "model": "m",
+            "dataset": "d",
+            "norm": "linf",
+            "eps": 0.1,
+            "sample_id": str(i),
+            "kind": "adversarial",
+            "status": "ok",
+            "task": "classification",
+            "clean_correct": True,
+        }
         wb_broken, bb_broken = i < 10, i < 40  # black-box breaks 30 samples the white-box attack did not
-        rows.append({**base, "attack": "pgd", "gradient": "exact", "adv_correct": not wb_broken,
-                     "success": wb_broken, "queries": 10})
-        rows.append({**base, "attack": "square", "gradient": "none", "adv_correct": not bb_broken,
-                     "success": bb_broken, "queries": i * 10 if bb_broken else 1000, "max_queries": 1000})
+        rows.append(
+            {
+                **base,
+                "attack": "pgd",
+                "gradient": "exact",
+                "adv_correct": not wb_broken,
+                "success": wb_broken,
+                "queries": 10,
+            }
+        )
+        rows.append(
+            {
+                **base,
+                "attack": "square",
+                "gradient": "none",
+                "adv_correct": not bb_broken,
+                "success": bb_broken,
+                "queries": i * 10 if bb_broken else 1000,
+                "max_queries": 1000,
+            }
+        )
     ((m,),) = [masking_checks(rows_to_table(rows))["models"]]  # tests/test_masking.py has the rest
     (g,) = m["checks"]
     assert g["strong_robust"] == 0.9 and g["weak_robust"] == 0.6 and g["fired"] and m["suspected"]

@@ -8,12 +8,7 @@ import numpy as np
 import pytest
 
 import advonnx
-from advonnx.binomial import (
-    binom_sf,
-    binom_test_two_sided,
-    clopper_pearson_lower,
-    clopper_pearson_upper,
-)
+from advonnx.binomial import binom_sf, binom_test_two_sided, clopper_pearson_lower, clopper_pearson_upper
 from advonnx.certify import ABSTAIN, Smoother, certify_counts, predict_counts
 from advonnx.errors import AdvonnxError
 from advonnx.xp import Random
@@ -24,6 +19,7 @@ proportion = pytest.importorskip("statsmodels.stats.proportion")
 
 
 # -- transcription of core.py (Cohen, Rosenfeld & Kolter 2019), given the counts ---------------
+
 
 def core_certify(n_a, n, sigma, alpha):
     p_bar = proportion.proportion_confint(n_a, n, alpha=2 * alpha, method="beta")[0]
@@ -130,12 +126,15 @@ def test_arguments_are_checked(tmp_path):
         Smoother(model)
     with pytest.raises(AdvonnxError, match="n0"):
         Smoother(model, sigma=0.1).certify(np.zeros((1, 1, 8, 8), np.float32), n0=0)
-    frac = Smoother(advonnx.load_model(save(small_cnn(size=8, classes=3), tmp_path / "c2.onnx"), value_range="0,255"),
-                    sigma_fraction=0.1)
+    frac = Smoother(
+        advonnx.load_model(save(small_cnn(size=8, classes=3), tmp_path / "c2.onnx"), value_range="0,255"),
+        sigma_fraction=0.1,
+    )
     assert frac.sigma == pytest.approx(25.5)
 
 
 # -- segmentation (Fischer, Baader & Vechev 2021) ---------------------------------------------
+
 
 @pytest.fixture
 def multitest(monkeypatch):
@@ -207,9 +206,17 @@ def test_suite_rows_and_leaderboard_lines(tmp_path):
     path = save(small_cnn(size=8, classes=3, seed=4), tmp_path / "m.onnx")
     x = np.random.default_rng(5).uniform(0, 1, (10, 1, 8, 8)).astype(np.float32)
     np.savez(tmp_path / "d.npz", x=x)
-    suite = Suite(name="c", models=[ModelEntry("m", path)], datasets=[DatasetEntry("d", str(tmp_path / "d.npz"))],
-                  attacks=[AttackEntry("certify", "l2", parse_eps("0.25"), {"n0": 20, "n": 200}),
-                           AttackEntry("pgd", "l2", parse_eps("0.25"), {"steps": 3})], seed=0, masking_checks=False)
+    suite = Suite(
+        name="c",
+        models=[ModelEntry("m", path)],
+        datasets=[DatasetEntry("d", str(tmp_path / "d.npz"))],
+        attacks=[
+            AttackEntry("certify", "l2", parse_eps("0.25"), {"n0": 20, "n": 200}),
+            AttackEntry("pgd", "l2", parse_eps("0.25"), {"steps": 3}),
+        ],
+        seed=0,
+        masking_checks=False,
+    )
     _, table = Runner(suite, out=tmp_path / "o").run()
     rows = [r for r in table.to_pylist() if r["attack"] == "certify"]
     assert len(rows) == 10 and {r["kind"] for r in rows} == {"certificate"} and {r["queries"] for r in rows} == {220}
@@ -245,9 +252,14 @@ def test_suite_certifies_a_segmenter_pixel_by_pixel(tmp_path):
     model = advonnx.load_model(path)
     y = np.asarray(model.classify(x))
     np.savez(tmp_path / "d.npz", x=x, y=y)
-    suite = Suite(name="c", models=[ModelEntry("s", path)], datasets=[DatasetEntry("d", str(tmp_path / "d.npz"))],
-                  attacks=[AttackEntry("certify", "l2", parse_eps("0.1"), {"n0": 5, "n": 60, "tau": 0.75})],
-                  seed=0, masking_checks=False)
+    suite = Suite(
+        name="c",
+        models=[ModelEntry("s", path)],
+        datasets=[DatasetEntry("d", str(tmp_path / "d.npz"))],
+        attacks=[AttackEntry("certify", "l2", parse_eps("0.1"), {"n0": 5, "n": 60, "tau": 0.75})],
+        seed=0,
+        masking_checks=False,
+    )
     _, table = Runner(suite, out=tmp_path / "o").run()
     rows = [r for r in table.to_pylist() if r["attack"] == "certify"]
     assert len(rows) == 4 and {r["kind"] for r in rows} == {"certificate"} and {r["queries"] for r in rows} == {65}

@@ -41,7 +41,9 @@ USAGE_ERRORS = [
 _TYPER_VENDORS_CLICK = importlib.util.find_spec("typer._click") is not None
 # One new interpreter, click hidden before advonnx is imported, runs every usage error above in
 # turn (one process per error made this the slowest part of the file): exit code and stderr each.
-BLOCK_CLICK = ("import sys; sys.modules['click'] = None\n" if _TYPER_VENDORS_CLICK else "import sys\n") + """\
+BLOCK_CLICK = (
+    ("import sys; sys.modules['click'] = None\n" if _TYPER_VENDORS_CLICK else "import sys\n")
+    + """\
 import contextlib, io, json, traceback
 from advonnx.cli import main
 results = []
@@ -59,12 +61,19 @@ for args in json.loads(sys.argv[1]):
     results.append([code, err.getvalue()])
 print(json.dumps(results))
 """
+)
 
 
 @pytest.fixture(scope="module")
 def usage_errors_without_click():
-    r = subprocess.run([sys.executable, "-c", BLOCK_CLICK, json.dumps(USAGE_ERRORS)], capture_output=True,
-                       text=True, encoding="utf-8", timeout=300, env={**os.environ, "COLUMNS": "200"})
+    r = subprocess.run(
+        [sys.executable, "-c", BLOCK_CLICK, json.dumps(USAGE_ERRORS)],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     assert r.returncode == 0 and not r.stderr, r.stderr
     return {tuple(args): result for args, result in zip(USAGE_ERRORS, json.loads(r.stdout))}
 
@@ -100,11 +109,14 @@ def test_inspect_shows_guesses(tmp_path):
     assert "NHWC" in r.stdout and "probabilities" in r.stdout and "assumed" in r.stdout
 
 
-@pytest.mark.parametrize("content,needle", [
-    (None, "no such model file"),
-    (b"", "empty file"),
-    (b"\x08\x07garbage not onnx at all" * 10, "not a readable ONNX model"),
-])
+@pytest.mark.parametrize(
+    "content,needle",
+    [
+        (None, "no such model file"),
+        (b"", "empty file"),
+        (b"\x08\x07garbage not onnx at all" * 10, "not a readable ONNX model"),
+    ],
+)
 def test_bad_model_one_line_exit_2(tmp_path, content, needle):
     path = tmp_path / "bad.onnx"
     if content is not None:
@@ -142,8 +154,22 @@ def test_adhoc_run_show_compare(tmp_path):
     x = np.random.default_rng(0).uniform(0, 1, (12, 1, 8, 8)).astype(np.float32)
     np.savez(tmp_path / "d.npz", x=x, y=np.arange(12) % 3)
     out = tmp_path / "res"
-    r = advonnx("run", "--model", path, "--data", tmp_path / "d.npz", "--attack", "fgsm,pgd",
-                "--eps", "1/255,8/255", "--steps", "3", "--out", out, "--quiet")
+    r = advonnx(
+        "run",
+        "--model",
+        path,
+        "--data",
+        tmp_path / "d.npz",
+        "--attack",
+        "fgsm,pgd",
+        "--eps",
+        "1/255,8/255",
+        "--steps",
+        "3",
+        "--out",
+        out,
+        "--quiet",
+    )
     assert r.returncode == 0, r.stderr
     assert "Robust" in r.stdout
     table = read_results(out)
@@ -160,8 +186,21 @@ def test_adhoc_run_show_compare(tmp_path):
 def test_unlabelled_data_uses_clean_predictions(tmp_path):
     path = save(small_cnn(), tmp_path / "m.onnx")
     np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).uniform(0, 1, (6, 1, 8, 8)).astype(np.float32))
-    r = advonnx("run", "--model", path, "--data", tmp_path / "d.npz", "--attack", "fgsm", "--eps", "0.1",
-                "--out", tmp_path / "o", "--quiet", "--no-masking-checks")
+    r = advonnx(
+        "run",
+        "--model",
+        path,
+        "--data",
+        tmp_path / "d.npz",
+        "--attack",
+        "fgsm",
+        "--eps",
+        "0.1",
+        "--out",
+        tmp_path / "o",
+        "--quiet",
+        "--no-masking-checks",
+    )
     assert r.returncode == 0, r.stderr
     t = read_results(tmp_path / "o")
     assert set(t.column("label_source").to_pylist()) == {"clean_prediction"}
@@ -180,8 +219,15 @@ def test_fresh_venv_install_and_default_run(tmp_path):
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["COLUMNS"] = "120"
-    r = subprocess.run([str(venv / "bin" / "advonnx"), "run"], cwd=work, capture_output=True, text=True,
-                       encoding="utf-8", timeout=600, env=env)
+    r = subprocess.run(
+        [str(venv / "bin" / "advonnx"), "run"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=600,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "brain_cnn" in r.stdout and "brain_mobilenet" in r.stdout
     runs = list((work / "advonnx-results").iterdir())
@@ -190,18 +236,43 @@ def test_fresh_venv_install_and_default_run(tmp_path):
     assert table.num_rows > 0 and set(table.column("status").to_pylist()) == {"ok"}
     # what a new user sees after a typo: one line, exit 2, in the environment a fresh install made
     for args in USAGE_ERRORS:
-        r = subprocess.run([str(venv / "bin" / "advonnx"), *args], cwd=work, capture_output=True, text=True,
-                           encoding="utf-8", timeout=120, env=env)
+        r = subprocess.run(
+            [str(venv / "bin" / "advonnx"), *args],
+            cwd=work,
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            timeout=120,
+            env=env,
+        )
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, (args, r.stderr)
 
 
 def test_targeted_run_records_targets(tmp_path):
     path = save(small_cnn(), tmp_path / "m.onnx")
-    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).uniform(0, 1, (9, 1, 8, 8)).astype(np.float32),
-             y=np.arange(9) % 3)
-    r = advonnx("run", "--model", path, "--data", tmp_path / "d.npz", "--attack", "pgd", "--eps", "0.3",
-                "--steps", "5", "--targeted", "--out", tmp_path / "o", "--quiet")
+    np.savez(
+        tmp_path / "d.npz",
+        x=np.random.default_rng(0).uniform(0, 1, (9, 1, 8, 8)).astype(np.float32),
+        y=np.arange(9) % 3,
+    )
+    r = advonnx(
+        "run",
+        "--model",
+        path,
+        "--data",
+        tmp_path / "d.npz",
+        "--attack",
+        "pgd",
+        "--eps",
+        "0.3",
+        "--steps",
+        "5",
+        "--targeted",
+        "--out",
+        tmp_path / "o",
+        "--quiet",
+    )
     assert r.returncode == 0, r.stderr
     rows = read_results(tmp_path / "o").to_pylist()
     assert all(row["targeted"] and row["target"] != row["label"] for row in rows)
@@ -217,11 +288,27 @@ def test_doctor_explains_devices():
 
 def test_compare_html(tmp_path):
     path = save(small_cnn(), tmp_path / "m.onnx")
-    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).uniform(0, 1, (8, 1, 8, 8)).astype(np.float32),
-             y=np.arange(8) % 3)
+    np.savez(
+        tmp_path / "d.npz",
+        x=np.random.default_rng(0).uniform(0, 1, (8, 1, 8, 8)).astype(np.float32),
+        y=np.arange(8) % 3,
+    )
     for out, eps in (("a", "0.01"), ("b", "0.2")):
-        r = advonnx("run", "--model", path, "--data", tmp_path / "d.npz", "--attack", "fgsm", "--eps", eps,
-                    "--out", tmp_path / out, "--quiet", "--no-masking-checks")
+        r = advonnx(
+            "run",
+            "--model",
+            path,
+            "--data",
+            tmp_path / "d.npz",
+            "--attack",
+            "fgsm",
+            "--eps",
+            eps,
+            "--out",
+            tmp_path / out,
+            "--quiet",
+            "--no-masking-checks",
+        )
         assert r.returncode == 0, r.stderr
     r = advonnx("compare", tmp_path / "a", tmp_path / "b", "--html", tmp_path / "c.html")
     assert r.returncode == 0, r.stderr
@@ -232,10 +319,27 @@ def test_compare_html(tmp_path):
 
 def test_minimal_norm_robustness_curve_is_shown(tmp_path):
     path = save(small_cnn(), tmp_path / "m.onnx")
-    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).uniform(0, 1, (12, 1, 8, 8)).astype(np.float32),
-             y=np.arange(12) % 3)
-    r = advonnx("run", "--model", path, "--data", tmp_path / "d.npz", "--attack", "deepfool,pgd", "--norm", "l2",
-                "--eps", "0.1,0.3", "--out", tmp_path / "o", "--quiet")
+    np.savez(
+        tmp_path / "d.npz",
+        x=np.random.default_rng(0).uniform(0, 1, (12, 1, 8, 8)).astype(np.float32),
+        y=np.arange(12) % 3,
+    )
+    r = advonnx(
+        "run",
+        "--model",
+        path,
+        "--data",
+        tmp_path / "d.npz",
+        "--attack",
+        "deepfool,pgd",
+        "--norm",
+        "l2",
+        "--eps",
+        "0.1,0.3",
+        "--out",
+        tmp_path / "o",
+        "--quiet",
+    )
     assert r.returncode == 0, r.stderr
     text = " ".join(r.stdout.split())
     assert "robustness curve of m from deepfool minimal l2 norms" in text and "0.1→" in text and "0.3→" in text
@@ -244,11 +348,30 @@ def test_minimal_norm_robustness_curve_is_shown(tmp_path):
 def test_attack_settings_in_parentheses(tmp_path):
     """Per-attack settings, norm and eps on the command line reach the rows; they win over --steps."""
     path = save(small_cnn(), tmp_path / "m.onnx")
-    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).uniform(0, 1, (6, 1, 8, 8)).astype(np.float32),
-             y=np.arange(6) % 3)
-    r = advonnx("run", "--model", path, "--data", tmp_path / "d.npz", "--steps", "3", "--eps", "8/255",
-                "--attack", "pgd(steps=7, restarts=2, loss=margin, eps=[1/255, 0.1]),square(max_queries=40, norm=l2, eps=0.5)",
-                "--attack", "bim", "--out", tmp_path / "o", "--quiet", "--no-masking-checks")
+    np.savez(
+        tmp_path / "d.npz",
+        x=np.random.default_rng(0).uniform(0, 1, (6, 1, 8, 8)).astype(np.float32),
+        y=np.arange(6) % 3,
+    )
+    r = advonnx(
+        "run",
+        "--model",
+        path,
+        "--data",
+        tmp_path / "d.npz",
+        "--steps",
+        "3",
+        "--eps",
+        "8/255",
+        "--attack",
+        "pgd(steps=7, restarts=2, loss=margin, eps=[1/255, 0.1]),square(max_queries=40, norm=l2, eps=0.5)",
+        "--attack",
+        "bim",
+        "--out",
+        tmp_path / "o",
+        "--quiet",
+        "--no-masking-checks",
+    )
     assert r.returncode == 0, r.stderr
     rows = read_results(tmp_path / "o").to_pylist()
     got = {(row["attack"], row["norm"], row["eps_text"]) for row in rows}
@@ -262,8 +385,9 @@ def test_attack_settings_in_parentheses(tmp_path):
 def test_attack_setting_typo_is_one_line_listing_settings(tmp_path):
     path = save(small_cnn(), tmp_path / "m.onnx")
     np.savez(tmp_path / "d.npz", x=np.zeros((2, 1, 8, 8), np.float32))
-    r = advonnx("run", "--model", path, "--data", tmp_path / "d.npz", "--attack", "fgsm,pgd(stepz=5)",
-                "--out", tmp_path / "o")
+    r = advonnx(
+        "run", "--model", path, "--data", tmp_path / "d.npz", "--attack", "fgsm,pgd(stepz=5)", "--out", tmp_path / "o"
+    )
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "pgd has no setting 'stepz'; its settings: norm, eps, steps, step_size" in r.stderr
     assert not (tmp_path / "o").exists()
@@ -297,9 +421,25 @@ def test_intensity_and_class_names_flags_reach_rows_and_metadata(tmp_path):
     names = ["zeta", "alpha", "mid"]  # not alphabetical: labels must follow this order
     raw = _png_folders(tmp_path / "scans", names)
     out = tmp_path / "o"
-    r = advonnx("run", "--model", path, "--data", tmp_path / "scans", "--attack", "fgsm", "--eps", "0.1",
-                "--intensity", "window:1000,3000", "--class-names", ",".join(names), "--out", out, "--quiet",
-                "--no-masking-checks")
+    r = advonnx(
+        "run",
+        "--model",
+        path,
+        "--data",
+        tmp_path / "scans",
+        "--attack",
+        "fgsm",
+        "--eps",
+        "0.1",
+        "--intensity",
+        "window:1000,3000",
+        "--class-names",
+        ",".join(names),
+        "--out",
+        out,
+        "--quiet",
+        "--no-masking-checks",
+    )
     assert r.returncode == 0, r.stderr
     table = read_results(out)
     m = load_model(path)
@@ -309,14 +449,32 @@ def test_intensity_and_class_names_flags_reach_rows_and_metadata(tmp_path):
         x = ((by_name[stem].astype(np.float64) - 1000) / 2000)[None, None].astype(np.float32)
         assert row["clean_pred"] == int(np.argmax(m.predict(x)[0]))
         assert row["label"] == names.index(stem.rstrip("0123456789"))
-    for meta in (run_metadata(table), json.loads(next(out.iterdir()).joinpath("_run.json").read_text(encoding="utf-8"))):
+    for meta in (
+        run_metadata(table),
+        json.loads(next(out.iterdir()).joinpath("_run.json").read_text(encoding="utf-8")),
+    ):
         d = meta["datasets"]["scans"]
         assert d["intensity"] == "window:1000,3000" and d["intensity_rule"] == "window:1000,3000"
         assert d["label_source"].startswith("class subfolders") and d["class_names"] == names
         assert d["class_names_source"] != "none" and d["models"] == ["m"]
     # 'auto' on 16-bit images resolves to the percentile window, and says so
-    r = advonnx("run", "--model", path, "--data", tmp_path / "scans", "--attack", "fgsm", "--eps", "0.1",
-                "--class-names", ",".join(names), "--out", tmp_path / "auto", "--quiet", "--no-masking-checks")
+    r = advonnx(
+        "run",
+        "--model",
+        path,
+        "--data",
+        tmp_path / "scans",
+        "--attack",
+        "fgsm",
+        "--eps",
+        "0.1",
+        "--class-names",
+        ",".join(names),
+        "--out",
+        tmp_path / "auto",
+        "--quiet",
+        "--no-masking-checks",
+    )
     assert r.returncode == 0, r.stderr
     d = run_metadata(read_results(tmp_path / "auto"))["datasets"]["scans"]
     assert d["intensity"] == "auto" and d["intensity_rule"] == "auto: percentile:0.5-99.5 (6 images)"
@@ -328,9 +486,11 @@ def test_intensity_and_class_names_flags_reach_rows_and_metadata(tmp_path):
 def test_bad_intensity_and_class_names_are_one_line(tmp_path):
     path = save(small_cnn(), tmp_path / "m.onnx")
     np.savez(tmp_path / "d.npz", x=np.zeros((2, 1, 8, 8), np.float32))
-    for flag, value, needle in (("--intensity", "windw:0,1", "window:LO,HI"),
-                                ("--class-names", "a,a,b", "give each class once"),
-                                ("--class-names", "a,b", "2 class names declared but the model outputs 3")):
+    for flag, value, needle in (
+        ("--intensity", "windw:0,1", "window:LO,HI"),
+        ("--class-names", "a,a,b", "give each class once"),
+        ("--class-names", "a,b", "2 class names declared but the model outputs 3"),
+    ):
         r = advonnx("run", "--model", path, "--data", tmp_path / "d.npz", flag, value, "--out", tmp_path / "o")
         assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert not (tmp_path / "o").exists()
@@ -342,8 +502,22 @@ def test_assumed_value_range_warning_in_run_and_show(tmp_path):
     warning = "m: value range [0, 1] assumed"
     for declared, out in ((False, "a"), (True, "b")):
         extra = ("--value-range", "0,1") if declared else ()
-        r = advonnx("run", "--model", path, "--data", tmp_path / "d.npz", "--attack", "fgsm", "--eps", "0.1",
-                    *extra, "--out", tmp_path / out, "--quiet", "--no-masking-checks")
+        r = advonnx(
+            "run",
+            "--model",
+            path,
+            "--data",
+            tmp_path / "d.npz",
+            "--attack",
+            "fgsm",
+            "--eps",
+            "0.1",
+            *extra,
+            "--out",
+            tmp_path / out,
+            "--quiet",
+            "--no-masking-checks",
+        )
         assert r.returncode == 0, r.stderr
         shown = advonnx("show", tmp_path / out)
         assert shown.returncode == 0, shown.stderr
@@ -360,14 +534,21 @@ def test_run_failing_before_first_chunk_leaves_no_folder(tmp_path, monkeypatch):
     from advonnx.suite import AttackEntry, DatasetEntry, ModelEntry, Runner, Suite, parse_eps
 
     path = save(small_cnn(), tmp_path / "m.onnx")
-    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).uniform(0, 1, (4, 1, 8, 8)).astype(np.float32),
-             y=np.arange(4) % 3)
+    np.savez(
+        tmp_path / "d.npz",
+        x=np.random.default_rng(0).uniform(0, 1, (4, 1, 8, 8)).astype(np.float32),
+        y=np.arange(4) % 3,
+    )
 
     def make():
-        return Suite(name="t", models=[ModelEntry(name="m", path=str(path))],
-                     datasets=[DatasetEntry(name="d", path=str(tmp_path / "d.npz"))],
-                     attacks=[AttackEntry(name="fgsm", eps=parse_eps("0.1"))], chunk_size=2,
-                     masking_checks=False)
+        return Suite(
+            name="t",
+            models=[ModelEntry(name="m", path=str(path))],
+            datasets=[DatasetEntry(name="d", path=str(tmp_path / "d.npz"))],
+            attacks=[AttackEntry(name="fgsm", eps=parse_eps("0.1"))],
+            chunk_size=2,
+            masking_checks=False,
+        )
 
     real = suite_mod.execute_unit
     calls = {"n": 0, "fail_at": 0}

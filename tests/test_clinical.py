@@ -38,6 +38,7 @@ def wilson(k, n):
 
 # ------------------------------------------------------------------------------------ calibration
 
+
 def test_ece_equal_mass_by_hand():
     conf = [0.95, 0.6, 0.2, 0.9, 0.4, 0.7, 0.55]
     correct = [1, 0, 0, 1, 1, 1, 0]
@@ -64,31 +65,68 @@ def test_risk_coverage_by_hand():
 
 # -------------------------------------------------------------------------------- rows fixture
 
-def _row(sid, label, clean, adv, *, cc=None, ac=None, status="ok", conf=(0.9, 0.8), kind="adversarial",
-         error=None, target=None, targeted=False, settings="{}"):
-    return {"run_id": "r", "model": "m", "dataset": "d", "task": "classification", "sample_id": sid,
-            "attack": "pgd", "kind": kind, "norm": "linf", "eps": 0.1, "eps_text": "0.1", "targeted": targeted,
-            "settings": settings, "label": label, "clean_pred": clean, "adv_pred": adv, "target": target,
-            "clean_confidence": conf[0], "adv_confidence": conf[1] if adv is not None else None,
-            "clean_correct": clean == label if cc is None else cc,
-            "adv_correct": None if adv is None else (adv == label if ac is None else ac),
-            "robust": None, "status": status, "error": error, "label_source": "dataset", "framework": "x"}
+
+def _row(
+    sid,
+    label,
+    clean,
+    adv,
+    *,
+    cc=None,
+    ac=None,
+    status="ok",
+    conf=(0.9, 0.8),
+    kind="adversarial",
+    error=None,
+    target=None,
+    targeted=False,
+    settings="{}",
+):
+    return {
+        "run_id": "r",
+        "model": "m",
+        "dataset": "d",
+        "task": "classification",
+        "sample_id": sid,
+        "attack": "pgd",
+        "kind": kind,
+        "norm": "linf",
+        "eps": 0.1,
+        "eps_text": "0.1",
+        "targeted": targeted,
+        "settings": settings,
+        "label": label,
+        "clean_pred": clean,
+        "adv_pred": adv,
+        "target": target,
+        "clean_confidence": conf[0],
+        "adv_confidence": conf[1] if adv is not None else None,
+        "clean_correct": clean == label if cc is None else cc,
+        "adv_correct": None if adv is None else (adv == label if ac is None else ac),
+        "robust": None,
+        "status": status,
+        "error": error,
+        "label_source": "dataset",
+        "framework": "x",
+    }
 
 
 def _fixture():
     """Binary task (0 malignant, 1 benign) with every kind of row the summaries must count."""
     rows = [
-        _row("a", 0, 0, 0, conf=(0.9, 0.7)),        # malignant, robust
-        _row("b", 0, 0, 1, conf=(0.8, 0.6)),        # malignant, flipped to benign
-        _row("c", 0, 1, 1, conf=(0.7, 0.9)),        # malignant, wrong clean
+        _row("a", 0, 0, 0, conf=(0.9, 0.7)),  # malignant, robust
+        _row("b", 0, 0, 1, conf=(0.8, 0.6)),  # malignant, flipped to benign
+        _row("c", 0, 1, 1, conf=(0.7, 0.9)),  # malignant, wrong clean
         _row("d", 0, 0, None, status="skipped", error="broken by fgsm"),  # worst case: broken earlier
-        _row("e", 1, 1, 1, conf=(0.95, 0.85)),      # benign, robust
-        _row("f", 1, 1, 0, conf=(0.6, 0.55)),       # benign, flipped
-        _row("g", 1, 1, 1, conf=(0.85, 0.8)),       # benign, robust
+        _row("e", 1, 1, 1, conf=(0.95, 0.85)),  # benign, robust
+        _row("f", 1, 1, 0, conf=(0.6, 0.55)),  # benign, flipped
+        _row("g", 1, 1, 1, conf=(0.85, 0.8)),  # benign, robust
         _row("h", 1, 1, 1, status="invalid", conf=(0.5, 0.5), ac=False),  # NaN outputs: broken
     ]
-    meta = {"specs": {"m": {"class_names": NAMES}}, "costs": {"class_names": ["benign", "malignant"],
-                                                                "matrix": [[0, 1], [10, 0]]}}
+    meta = {
+        "specs": {"m": {"class_names": NAMES}},
+        "costs": {"class_names": ["benign", "malignant"], "matrix": [[0, 1], [10, 0]]},
+    }
     return rows, rows_to_table(rows, meta)
 
 
@@ -106,7 +144,7 @@ def test_per_class_confusion_sensitivity_by_hand():
             np.testing.assert_allclose(p[key]["ci"], wilson(p[key]["k"], p[key]["n"]), atol=1e-9)
     assert s["worst_class"]["name"] == "malignant"
     assert s["confusion_clean"] == [[3, 1], [0, 4]]  # a b d -> 0, c -> 1; e f g h -> 1
-    assert s["confusion_adv"] == [[1, 2], [1, 2]]   # a -> 0, b c -> 1; f -> 0, e g -> 1
+    assert s["confusion_adv"] == [[1, 2], [1, 2]]  # a -> 0, b c -> 1; f -> 0, e g -> 1
     assert s["positive"] == "malignant"
     assert s["sensitivity"]["clean"]["value"] == pytest.approx(3 / 4)
     assert s["sensitivity"]["adv"]["value"] == pytest.approx(1 / 4)
@@ -144,10 +182,23 @@ def test_confusion_and_positive_class():
 
 def test_flip_rates_by_hand():
     tm = json.dumps({"target_map": "malignant:benign"})
-    rows = [_row(s, 0, c, a, target=1, targeted=True, settings=tm) for s, c, a in
-            (("a", 0, 1), ("b", 0, 0), ("c", 0, 1), ("d", 1, 1), ("e", 0, 0))]
-    rows += [_row(s, 1, 1, None, status="skipped", targeted=True, settings=tm,
-                  error=f"{NOT_ATTACKED} benign is no source of the target map malignant:benign") for s in "xyz"]
+    rows = [
+        _row(s, 0, c, a, target=1, targeted=True, settings=tm)
+        for s, c, a in (("a", 0, 1), ("b", 0, 0), ("c", 0, 1), ("d", 1, 1), ("e", 0, 0))
+    ]
+    rows += [
+        _row(
+            s,
+            1,
+            1,
+            None,
+            status="skipped",
+            targeted=True,
+            settings=tm,
+            error=f"{NOT_ATTACKED} benign is no source of the target map malignant:benign",
+        )
+        for s in "xyz"
+    ]
     table = rows_to_table(rows, {"specs": {"m": {"class_names": NAMES}}})
     (f,) = flip_rates(table)
     assert f["direction"] == "malignant → benign" and f["not_attacked"] == 3
@@ -163,14 +214,20 @@ def test_flip_rates_by_hand():
 
 # ---------------------------------------------------------------------------- parsers and costs
 
+
 def test_parse_target_map():
     assert parse_target_map("malignant:benign", NAMES) == [(0, 1)]
     assert parse_target_map(" Benign : MALIGNANT ", NAMES) == [(1, 0)]
     assert parse_target_map("1:0", NAMES) == [(1, 0)]
     assert parse_target_map("0:2,1:2", None, 3) == [(0, 2), (1, 2)]
-    for text, words in (("malignant:benin", ("'malignant:benin'", "'benin'", "malignant, benign")),
-                        ("malignant", ("SOURCE:TARGET",)), ("malignant:malignant", ("same class",)),
-                        ("0:1,0:1", ("already a source",)), ("0:5", ("'5'", "0..1")), ("", ("no direction",))):
+    for text, words in (
+        ("malignant:benin", ("'malignant:benin'", "'benin'", "malignant, benign")),
+        ("malignant", ("SOURCE:TARGET",)),
+        ("malignant:malignant", ("same class",)),
+        ("0:1,0:1", ("already a source",)),
+        ("0:5", ("'5'", "0..1")),
+        ("", ("no direction",)),
+    ):
         with pytest.raises(AdvonnxError) as err:
             parse_target_map(text, NAMES)
         msg = str(err.value)
@@ -186,10 +243,12 @@ def test_read_costs(tmp_path):
     assert c["class_names"] == ["benign", "malignant"] and c["matrix"] == [[0, 1], [10, 0]]
     np.testing.assert_array_equal(cost_matrix_for(c, NAMES), [[0, 10], [1, 0]])  # reordered to the model's
     assert cost_matrix_for(c, ["a", "b"]) is None
-    for text, word in (("x,benign,malignant\nmalignant,0,1\nbenign,1,0\n", "same order"),
-                       ("x,benign,malignant\nbenign,0,a\nmalignant,1,0\n", "numbers"),
-                       ("x,benign,malignant\nbenign,0,-1\nmalignant,1,0\n", ">= 0"),
-                       ("x,benign,malignant\nbenign,0\nmalignant,1,0\n", "expected 2")):
+    for text, word in (
+        ("x,benign,malignant\nmalignant,0,1\nbenign,1,0\n", "same order"),
+        ("x,benign,malignant\nbenign,0,a\nmalignant,1,0\n", "numbers"),
+        ("x,benign,malignant\nbenign,0,-1\nmalignant,1,0\n", ">= 0"),
+        ("x,benign,malignant\nbenign,0\nmalignant,1,0\n", "expected 2"),
+    ):
         p.write_text(text, encoding="utf-8")
         with pytest.raises(AdvonnxError, match=word):
             read_costs(p)
@@ -198,6 +257,7 @@ def test_read_costs(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ CLI
+
 
 def advonnx(*args, cwd=None):
     from cli_inprocess import run_cli  # the CLI in this process
@@ -208,19 +268,37 @@ def advonnx(*args, cwd=None):
 BC = ["--model", SUITE / "models" / "bc_mlp.onnx", "--data", SUITE / "data" / "breast_cancer_test.npz"]
 
 
-@pytest.mark.parametrize("args,word", [
-    (("--target-map", "malignant"), "SOURCE:TARGET"),
-    (("--target-map", "malignant:benin"), "known classes: benign, malignant"),
-    (("--attack", "square(target_map=x)"), "SOURCE:TARGET"),
-    (("--costs", "missing.csv"), "no such cost-matrix file"),
-])
+@pytest.mark.parametrize(
+    "args,word",
+    [
+        (("--target-map", "malignant"), "SOURCE:TARGET"),
+        (("--target-map", "malignant:benin"), "known classes: benign, malignant"),
+        (("--attack", "square(target_map=x)"), "SOURCE:TARGET"),
+        (("--costs", "missing.csv"), "no such cost-matrix file"),
+    ],
+)
 def test_cli_bad_input_one_line_exit_2(tmp_path, args, word, capsys, monkeypatch):
     from advonnx.cli import main
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_:
-        main(["run", *map(str, BC), "--attack", "square(max_queries=5)", "--eps", "0.05", "--limit", "4",
-              "--no-masking-checks", "--out", str(tmp_path / "out"), "-q", *args])
+        main(
+            [
+                "run",
+                *map(str, BC),
+                "--attack",
+                "square(max_queries=5)",
+                "--eps",
+                "0.05",
+                "--limit",
+                "4",
+                "--no-masking-checks",
+                "--out",
+                str(tmp_path / "out"),
+                "-q",
+                *args,
+            ]
+        )
     err = capsys.readouterr().err
     assert exit_.value.code == 2, err
     lines = err.strip().splitlines()
@@ -235,10 +313,32 @@ def bc_targeted_run(tmp_path_factory):
     costs = tmp_path / "costs.csv"
     costs.write_text("true\\predicted,malignant,benign\nmalignant,0,10\nbenign,1,0\n", encoding="utf-8")
     models = [SUITE / "models" / "bc_mlp.onnx", SUITE / "models" / "bc_lightgbm.onnx"]
-    r = advonnx("run", "--model", models[0], "--model", models[1], "--data", SUITE / "data" / "breast_cancer_test.npz",
-                "--attack", "square(max_queries=100)", "--eps", "0.1", "--target-map", "malignant:benign",
-                "--costs", costs, "--no-masking-checks", "--chunk-size", "200", "--save-examples", "200",
-                "--out", tmp_path / "out", "-q", cwd=tmp_path)
+    r = advonnx(
+        "run",
+        "--model",
+        models[0],
+        "--model",
+        models[1],
+        "--data",
+        SUITE / "data" / "breast_cancer_test.npz",
+        "--attack",
+        "square(max_queries=100)",
+        "--eps",
+        "0.1",
+        "--target-map",
+        "malignant:benign",
+        "--costs",
+        costs,
+        "--no-masking-checks",
+        "--chunk-size",
+        "200",
+        "--save-examples",
+        "200",
+        "--out",
+        tmp_path / "out",
+        "-q",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     return tmp_path / "out", models, r.stdout
 
@@ -266,7 +366,9 @@ def test_targeted_run_on_breast_cancer_models(bc_targeted_run):
         ex = np.load(ex_file)
         model = pq.read_table(chunk, columns=["model"]).column("model")[0].as_py()
         rows = df[df.model == model].set_index("sample_id").loc[[str(s) for s in ex["sample_id"]]]
-        sess = ort.InferenceSession(str(models[[m.stem for m in models].index(model)]), providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(
+            str(models[[m.stem for m in models].index(model)]), providers=["CPUExecutionProvider"]
+        )
         own = np.asarray(sess.run([sess.get_outputs()[0].name], {sess.get_inputs()[0].name: ex["x_adv"]})[0])
         np.testing.assert_array_equal(own, rows.adv_pred.to_numpy())
         checked += len(own)
@@ -281,7 +383,8 @@ def test_targeted_run_on_breast_cancer_models(bc_targeted_run):
         np.testing.assert_allclose(f["flip"]["ci"], wilson(k, n), atol=1e-9)
         assert f["not_attacked"] == int((other.model == model).sum())
         assert f"{model} square targeted linf 0.1: malignant → benign flip rate {100 * k / n:.1f}" in " ".join(
-            stdout.split())
+            stdout.split()
+        )
     (s,) = [s for s in clinical_summaries(table) if s["model"] == "bc_mlp"]
     rows = src[src.model == "bc_mlp"]
     assert s["cost_adv"] == pytest.approx(10 * (rows.adv_pred == 1).mean())  # malignant called benign costs 10
@@ -322,7 +425,9 @@ def test_report_shows_clinical_section(bc_targeted_run, tmp_path):
 
 
 def _suite_toml(tmp_path, extra="", targeted_entry=""):
-    (tmp_path / "costs.csv").write_text("true\\predicted,malignant,benign\nmalignant,0,10\nbenign,1,0\n", encoding="utf-8")
+    (tmp_path / "costs.csv").write_text(
+        "true\\predicted,malignant,benign\nmalignant,0,10\nbenign,1,0\n", encoding="utf-8"
+    )
     text = f'''name = "tm"
 worst_case = true
 masking_checks = false
@@ -330,11 +435,11 @@ costs = "costs.csv"
 {extra}
 [[datasets]]
 name = "bc"
-path = "{SUITE / 'data' / 'breast_cancer_test.npz'}"
+path = "{SUITE / "data" / "breast_cancer_test.npz"}"
 limit = 40
 [[models]]
 name = "bc_mlp"
-path = "{SUITE / 'models' / 'bc_mlp.onnx'}"
+path = "{SUITE / "models" / "bc_mlp.onnx"}"
 [[attacks]]
 name = "square"
 eps = "0.1"
@@ -366,18 +471,26 @@ def test_suite_toml_target_map_costs_worst_case(tmp_path):
     tgt = df[df.targeted]
     assert tgt[tgt.label == 1].error.str.startswith(NOT_ATTACKED).all()
     mal = tgt[tgt.label == 0]
-    assert ((mal.status == "ok") & (mal.target == 1) | mal.error.isin(["broken by square", "misclassified unattacked"])).all()
+    assert (
+        (mal.status == "ok") & (mal.target == 1) | mal.error.isin(["broken by square", "misclassified unattacked"])
+    ).all()
     (s,) = [s for s in summarize(table) if s["targeted"]]
     assert s["n"] == len(mal) and s["carried"] == int((mal.status == "skipped").sum())
     (c,) = [c for c in clinical_summaries(table) if c["targeted"]]
     assert c["not_attacked"] == int((tgt.label == 1).sum()) and c["per_class"][1]["n"] == 0
 
 
-@pytest.mark.parametrize("extra,entry,word", [
-    ('target_map = "malignant:benign,tumour:notumor"', "", "'tumour:notumor': no model of the suite has both classes; "
-                                                           "known classes: benign, malignant"),
-    ("", 'target_map = "malignant"', "SOURCE:TARGET"),
-])
+@pytest.mark.parametrize(
+    "extra,entry,word",
+    [
+        (
+            'target_map = "malignant:benign,tumour:notumor"',
+            "",
+            "'tumour:notumor': no model of the suite has both classes; known classes: benign, malignant",
+        ),
+        ("", 'target_map = "malignant"', "SOURCE:TARGET"),
+    ],
+)
 def test_suite_target_map_errors(tmp_path, extra, entry, word):
     from advonnx.suite import Runner, cached_model, load_suite
 
@@ -386,7 +499,12 @@ def test_suite_target_map_errors(tmp_path, extra, entry, word):
         Runner(suite, out=tmp_path / "out").plan("x", {m.name: cached_model(m, "cpu", 64) for m in suite.models})
     assert word in str(err.value) and "\n" not in str(err.value)
     if entry:  # a map on an untargeted attack
-        text = (tmp_path / "tm.toml").read_text(encoding="utf-8").replace("targeted = true", "").replace(entry, 'target_map = "0:1"')
+        text = (
+            (tmp_path / "tm.toml")
+            .read_text(encoding="utf-8")
+            .replace("targeted = true", "")
+            .replace(entry, 'target_map = "0:1"')
+        )
         (tmp_path / "tm.toml").write_text(text, encoding="utf-8")
         with pytest.raises(AdvonnxError, match="not targeted"):
             load_suite(tmp_path / "tm.toml")

@@ -28,12 +28,24 @@ sys.exit(pytest.main(sys.argv[2:]))
 @pytest.mark.slow  # one collection of the whole suite in a new interpreter (~10 s)
 def test_collection_without_torch_and_statsmodels():
     blocked = "torch,torchattacks,foolbox,art,monai,statsmodels"
-    r = subprocess.run([sys.executable, "-c", ABSENT, blocked, "-q", "--co", "-rs", "-p", "no:cacheprovider",
-                        str(TESTS)], capture_output=True, text=True, encoding="utf-8", timeout=600,
-                       env={**os.environ, "COLUMNS": "200"}, cwd=TESTS.parent)
+    r = subprocess.run(
+        [sys.executable, "-c", ABSENT, blocked, "-q", "--co", "-rs", "-p", "no:cacheprovider", str(TESTS)],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=600,
+        env={**os.environ, "COLUMNS": "200"},
+        cwd=TESTS.parent,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "error" not in r.stdout.splitlines()[-1], r.stdout[-3000:]
     skipped = {line.split()[2].split(":")[0] for line in r.stdout.splitlines() if line.startswith("SKIPPED")}
-    for module in ("tests/autodiff/test_models.py", "tests/autodiff/test_recurrent.py", "tests/test_apgd.py",
-                   "tests/test_logits_rule.py", "tests/test_stats.py", "tests/test_compare_gate.py"):
+    for module in (
+        "tests/autodiff/test_models.py",
+        "tests/autodiff/test_recurrent.py",
+        "tests/test_apgd.py",
+        "tests/test_logits_rule.py",
+        "tests/test_stats.py",
+        "tests/test_compare_gate.py",
+    ):
         assert module in skipped, (module, sorted(skipped))

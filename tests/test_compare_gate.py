@@ -29,10 +29,12 @@ N, GROUPS = 60, 12
 
 def linear(w: np.ndarray, b: np.ndarray):
     """scores = x W + b on (N, 6) features."""
-    return _model([helper.make_node("Gemm", ["x", "W", "b"], ["logits"])],
-                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", w.shape[0]])],
-                  [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", w.shape[1]])],
-                  [numpy_helper.from_array(w.astype(np.float32), "W"), numpy_helper.from_array(b.astype(np.float32), "b")])
+    return _model(
+        [helper.make_node("Gemm", ["x", "W", "b"], ["logits"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", w.shape[0]])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", w.shape[1]])],
+        [numpy_helper.from_array(w.astype(np.float32), "W"), numpy_helper.from_array(b.astype(np.float32), "b")],
+    )
 
 
 def weights():
@@ -73,13 +75,25 @@ def runs(tmp_path_factory):
         save(linear(ww, bb), root / f"{name}.onnx")
         (root / name).mkdir()
         save(linear(ww, bb), root / name / "m.onnx")
-    common = ["--data", root / "d.npz", "--attack", "pgd", "--eps", "0.05", "--steps", "5", "--quiet",
-              "--no-masking-checks"]
+    common = [
+        "--data",
+        root / "d.npz",
+        "--attack",
+        "pgd",
+        "--eps",
+        "0.05",
+        "--steps",
+        "5",
+        "--quiet",
+        "--no-masking-checks",
+    ]
     from advonnx.cli import app
 
-    for args in (["--model", root / "robust.onnx", "--model", root / "fragile.onnx", "--out", root / "both"],
-                 ["--model", root / "robust" / "m.onnx", "--out", root / "base"],
-                 ["--model", root / "fragile" / "m.onnx", "--out", root / "new"]):
+    for args in (
+        ["--model", root / "robust.onnx", "--model", root / "fragile.onnx", "--out", root / "both"],
+        ["--model", root / "robust" / "m.onnx", "--out", root / "base"],
+        ["--model", root / "fragile" / "m.onnx", "--out", root / "new"],
+    ):
         app(args=["run", *map(str, args), *map(str, common)], standalone_mode=False)
     return root
 
@@ -96,10 +110,15 @@ def test_rows_carry_the_npz_groups_and_the_leaderboard_counts_them(runs, capsys)
 
 
 def _flags(table, model):
-    rows = sorted((r for r in table.to_pylist() if r["model"] == model and r["kind"] == "adversarial"),
-                  key=lambda r: r["sample_id"])
-    return (np.array([r["clean_correct"] for r in rows], float), np.array([r["robust"] for r in rows], float),
-            [r["group"] for r in rows])
+    rows = sorted(
+        (r for r in table.to_pylist() if r["model"] == model and r["kind"] == "adversarial"),
+        key=lambda r: r["sample_id"],
+    )
+    return (
+        np.array([r["clean_correct"] for r in rows], float),
+        np.array([r["robust"] for r in rows], float),
+        [r["group"] for r in rows],
+    )
 
 
 def test_compare_one_run_pairs_models_with_mcnemar_and_tost(runs, capsys):
@@ -139,7 +158,9 @@ def test_tost_on_group_means_is_ttost_paired(runs):
     g = np.array(groups)
     ma = np.array([clean[g == k].mean() for k in sorted(set(groups))])
     mb = np.array([rob[g == k].mean() for k in sorted(set(groups))])
-    assert tost_paired(clean, rob, groups, margin=0.2)["p"] == pytest.approx(ttost_paired(ma, mb, -0.2, 0.2)[0], rel=1e-9)
+    assert tost_paired(clean, rob, groups, margin=0.2)["p"] == pytest.approx(
+        ttost_paired(ma, mb, -0.2, 0.2)[0], rel=1e-9
+    )
 
 
 def test_compare_two_runs_and_gate_against_baseline(runs, capsys):
@@ -163,8 +184,14 @@ def test_gate_min_robust_exit_codes(runs, capsys):
     robust = {m: np.mean([r["robust"] for r in t.to_pylist() if r["model"] == m]) for m in ("robust", "fragile")}
     threshold = (robust["robust"] + robust["fragile"]) / 2
     # one real process: the exit code and the one line a CI job sees
-    r = subprocess.run([sys.executable, "-m", "advonnx.cli", "gate", str(runs / "both"), "--min-robust", f"{threshold:.4f}"],
-                       capture_output=True, text=True, encoding="utf-8", env={**os.environ, "COLUMNS": "200"}, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "advonnx.cli", "gate", str(runs / "both"), "--min-robust", f"{threshold:.4f}"],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env={**os.environ, "COLUMNS": "200"},
+        timeout=300,
+    )
     assert r.returncode == 1, r.stderr
     (line,) = r.stdout.strip().splitlines()
     assert line.startswith("fragile: robust accuracy 0.0 %") and "below --min-robust" in line
@@ -203,7 +230,9 @@ def test_run_folder_without_group_column_still_shows_everything(runs, tmp_path, 
     for part in old.glob("part-*.parquet"):
         t = pq.read_table(part)
         pq.write_table(t.drop_columns(["group"]), part)
-    assert "group" not in read_results(old).column_names or all(g is None for g in read_results(old).column("group").to_pylist())
+    assert "group" not in read_results(old).column_names or all(
+        g is None for g in read_results(old).column("group").to_pylist()
+    )
     code, out, _ = cli(capsys, "show", old, "--json")
     summary = json.loads(out)
     assert code == 0 and all(s["groups"] == s["n"] == N for s in summary["settings"])

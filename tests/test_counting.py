@@ -16,17 +16,55 @@ from advonnx.results import empty_row, rows_to_table
 from advonnx.worst_case import breaking_radius, worst_case
 
 
-def _row(sid, *, attack="pgd", settings=None, targeted=False, eps=0.1, clean=True, adv=True, success=None,
-         status="ok", label=0, min_norm=None, target=None):
+def _row(
+    sid,
+    *,
+    attack="pgd",
+    settings=None,
+    targeted=False,
+    eps=0.1,
+    clean=True,
+    adv=True,
+    success=None,
+    status="ok",
+    label=0,
+    min_norm=None,
+    target=None,
+):
     params = {"norm": "linf", "eps": eps, "steps": 10, **(settings or {})}
-    return {**empty_row(), "run_id": "r", "model": "m", "dataset": "d", "sample_id": sid, "attack": attack,
-            "kind": "adversarial", "task": "classification", "framework": "pytorch", "norm": "linf", "eps": eps,
-            "eps_text": f"{eps:g}", "targeted": targeted, "settings": json.dumps(params, sort_keys=True),
-            "gradient": "exact", "label": label, "target": target, "label_source": "dataset",
-            "clean_pred": label if clean else label + 1, "adv_pred": label if adv else label + 1,
-            "clean_correct": clean, "adv_correct": adv, "success": (not adv) if success is None else success,
-            "queries": 10, "linf": eps, "l2": eps, "l0": 1.0, "min_norm": min_norm,
-            "status": status, "error": None if status == "ok" else "model output is NaN or Inf", "time_s": 0.01}
+    return {
+        **empty_row(),
+        "run_id": "r",
+        "model": "m",
+        "dataset": "d",
+        "sample_id": sid,
+        "attack": attack,
+        "kind": "adversarial",
+        "task": "classification",
+        "framework": "pytorch",
+        "norm": "linf",
+        "eps": eps,
+        "eps_text": f"{eps:g}",
+        "targeted": targeted,
+        "settings": json.dumps(params, sort_keys=True),
+        "gradient": "exact",
+        "label": label,
+        "target": target,
+        "label_source": "dataset",
+        "clean_pred": label if clean else label + 1,
+        "adv_pred": label if adv else label + 1,
+        "clean_correct": clean,
+        "adv_correct": adv,
+        "success": (not adv) if success is None else success,
+        "queries": 10,
+        "linf": eps,
+        "l2": eps,
+        "l0": 1.0,
+        "min_norm": min_norm,
+        "status": status,
+        "error": None if status == "ok" else "model output is NaN or Inf",
+        "time_s": 0.01,
+    }
 
 
 def _hand_robust(rows):
@@ -40,15 +78,22 @@ def test_settings_and_targeting_are_separate_rows_with_labels():
     variants = [({"steps": 10}, False), ({"steps": 50}, False), ({"steps": 10}, True)]
     per = {}
     for settings, targeted in variants:
-        rs = [_row(f"s{i}", settings=settings, targeted=targeted, adv=bool(rng.random() < 0.3 + 0.2 * targeted))
-              for i in range(60)]
+        rs = [
+            _row(f"s{i}", settings=settings, targeted=targeted, adv=bool(rng.random() < 0.3 + 0.2 * targeted))
+            for i in range(60)
+        ]
         per[(settings["steps"], targeted)] = _hand_robust(rs)
         rows += rs
     summaries = summarize(rows_to_table(rows))
     assert len(summaries) == 3 and all(s["n"] == 60 for s in summaries)
     got = {s["label"]: s["robust"] for s in summaries}
-    assert got == pytest.approx({"pgd(steps=10)": per[(10, False)], "pgd(steps=50)": per[(50, False)],
-                                 "pgd(steps=10) targeted": per[(10, True)]})
+    assert got == pytest.approx(
+        {
+            "pgd(steps=10)": per[(10, False)],
+            "pgd(steps=50)": per[(50, False)],
+            "pgd(steps=10) targeted": per[(10, True)],
+        }
+    )
     # one setting per attack: the plain name; a lone targeted setting says so
     lone = summarize(rows_to_table([r for r in rows if r["settings"] == rows[0]["settings"] and not r["targeted"]]))
     assert [s["label"] for s in lone] == ["pgd"]
@@ -58,8 +103,11 @@ def test_settings_and_targeting_are_separate_rows_with_labels():
     assert [s["label"] for s in summarize(rows_to_table(sweep))] == ["pgd", "pgd"]
     # compare matches setting by setting, and its labels are the same
     cmp = compare_rows(rows_to_table(rows), rows_to_table(rows))
-    assert sorted(r["setting"] for r in cmp) == ["pgd(steps=10) linf 0.1", "pgd(steps=10) targeted linf 0.1",
-                                                  "pgd(steps=50) linf 0.1"]
+    assert sorted(r["setting"] for r in cmp) == [
+        "pgd(steps=10) linf 0.1",
+        "pgd(steps=10) targeted linf 0.1",
+        "pgd(steps=50) linf 0.1",
+    ]
     assert all(r["delta_robust"] == 0 for r in cmp)
     # the worst case names the settings it combined
     (wc,) = worst_case(rows)
@@ -91,8 +139,10 @@ def test_invalid_rows_count_as_broken():
 
 
 def test_targeted_miss_that_flips_the_label_breaks_the_sample():
-    rows = [_row("a", targeted=True, adv=False, success=False, target=2),  # missed the target, flipped
-            _row("b", targeted=True, adv=True, success=False, target=2)]   # still correct
+    rows = [
+        _row("a", targeted=True, adv=False, success=False, target=2),  # missed the target, flipped
+        _row("b", targeted=True, adv=True, success=False, target=2),
+    ]  # still correct
     radii = breaking_radius(rows)[("m", "d", "linf")]
     assert radii == {"a": pytest.approx(0.1), "b": math.inf}
     (wc,) = worst_case(rows)
@@ -127,9 +177,13 @@ def test_robust_column_agrees_with_the_leaderboard(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 1, (24, 1, 8, 8)).astype(np.float32)
     np.savez(tmp_path / "d.npz", x=x, y=rng.integers(0, 3, 24))  # random labels: many clean-wrong
-    suite = Suite(name="c", models=[ModelEntry("m", m, overrides={"value_range": [0, 1]})],
-                  datasets=[DatasetEntry("d", str(tmp_path / "d.npz"))],
-                  attacks=[AttackEntry("fgsm", "linf", parse_eps("0.2"))], seed=1)
+    suite = Suite(
+        name="c",
+        models=[ModelEntry("m", m, overrides={"value_range": [0, 1]})],
+        datasets=[DatasetEntry("d", str(tmp_path / "d.npz"))],
+        attacks=[AttackEntry("fgsm", "linf", parse_eps("0.2"))],
+        seed=1,
+    )
     _, table = Runner(suite, out=tmp_path / "o", batch_size=64).run()
     rows = table.to_pylist()
     assert any(not r["clean_correct"] for r in rows) and any(r["clean_correct"] and not r["adv_correct"] for r in rows)

@@ -20,9 +20,30 @@ KEY = ("model", "dataset", "sample_id", "kind", "attack", "norm", "eps")  # kind
 
 
 def _cmd(model, data, out, *extra):
-    return [sys.executable, "-m", "advonnx.cli", "run", "--model", str(model), "--data", str(data),
-            "--attack", "fgsm,pgd", "--eps", "0.02,0.05", "--steps", "4", "--chunk-size", "24",
-            "--out", str(out), "--quiet", "--seed", "7", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "advonnx.cli",
+        "run",
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--attack",
+        "fgsm,pgd",
+        "--eps",
+        "0.02,0.05",
+        "--steps",
+        "4",
+        "--chunk-size",
+        "24",
+        "--out",
+        str(out),
+        "--quiet",
+        "--seed",
+        "7",
+        *extra,
+    ]
 
 
 def _rows(out):

@@ -21,11 +21,19 @@ def _suite(tmp_path, n=96):
     b = save(small_cnn(size=12, seed=1, nhwc=False), tmp_path / "b.onnx")
     x = np.random.default_rng(0).uniform(0, 1, (n, 1, 12, 12)).astype(np.float32)
     np.savez(tmp_path / "d.npz", x=x, y=np.arange(n) % 3)
-    return Suite(name="dist", models=[ModelEntry("a", a), ModelEntry("b", b)],
-                 datasets=[DatasetEntry("d", str(tmp_path / "d.npz"))],
-                 attacks=[AttackEntry("pgd", "linf", parse_eps("0.02,0.05"), {"steps": 3}),
-                          AttackEntry("fgsm", "l2", parse_eps("0.3"))],
-                 corruptions=["gaussian_noise"], severities=[2], chunk_size=16, seed=3)
+    return Suite(
+        name="dist",
+        models=[ModelEntry("a", a), ModelEntry("b", b)],
+        datasets=[DatasetEntry("d", str(tmp_path / "d.npz"))],
+        attacks=[
+            AttackEntry("pgd", "linf", parse_eps("0.02,0.05"), {"steps": 3}),
+            AttackEntry("fgsm", "l2", parse_eps("0.3")),
+        ],
+        corruptions=["gaussian_noise"],
+        severities=[2],
+        chunk_size=16,
+        seed=3,
+    )
 
 
 def _rows(table):
@@ -52,8 +60,9 @@ def test_client_plans_on_cpu_and_workers_get_the_requested_device(tmp_path, monk
         return {"fake-worker": len(units)}
 
     monkeypatch.setattr(distributed, "run_distributed", fake_run_distributed)
-    folder, table = Runner(_suite(tmp_path, n=16), out=tmp_path / "out", cluster="tcp://127.0.0.1:1",
-                           device="cuda").run()
+    folder, table = Runner(
+        _suite(tmp_path, n=16), out=tmp_path / "out", cluster="tcp://127.0.0.1:1", device="cuda"
+    ).run()
     assert seen and {u.device for u in seen} == {"cuda"}
     assert table.num_rows > 0
     import json
@@ -83,8 +92,7 @@ def test_killed_worker_task_is_retried_without_duplicates(tmp_path):
 
     s = _suite(tmp_path, n=160)
     _, local = Runner(s, out=tmp_path / "local").run()
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                           silence_logs=40)
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40)
     client = Client(cluster)
     pids = list(client.run(os.getpid).values())
     killed = []

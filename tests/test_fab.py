@@ -25,8 +25,9 @@ CLASSES = 4
 @pytest.fixture(scope="module")
 def linear(tmp_path_factory):
     proto, w, b = softmax_regression(d=20, classes=CLASSES)
-    m = advonnx.load_model(save(proto, tmp_path_factory.mktemp("fab") / "r.onnx"),
-                           estimator=EstimatorConfig(samples=20))
+    m = advonnx.load_model(
+        save(proto, tmp_path_factory.mktemp("fab") / "r.onnx"), estimator=EstimatorConfig(samples=20)
+    )
     x = np.random.default_rng(0).uniform(0.4, 0.6, (12, 20)).astype(np.float32)
     return m, w.astype(np.float64), b.astype(np.float64), x
 
@@ -38,8 +39,13 @@ def _analytic_min_norm(w, b, x, y, norm):
     out = []
     for i in range(len(x)):
         c = y[i]
-        out.append(min(abs(z[i, k] - z[i, c]) / np.linalg.norm(w[:, k] - w[:, c], 2 if norm == "l2" else 1)
-                       for k in range(w.shape[1]) if k != c))
+        out.append(
+            min(
+                abs(z[i, k] - z[i, c]) / np.linalg.norm(w[:, k] - w[:, c], 2 if norm == "l2" else 1)
+                for k in range(w.shape[1])
+                if k != c
+            )
+        )
     return np.array(out)
 
 
@@ -150,8 +156,10 @@ def test_fab_settings_are_checked():
 def _twin(name, path):
     if name == "brain_cnn":
         from reference.brain_cnn_torch import brain_cnn_from_onnx
+
         return brain_cnn_from_onnx(path)
     from reference.brain_mobilenet_torch import brain_mobilenet_from_onnx
+
     return brain_mobilenet_from_onnx(path)
 
 
@@ -178,11 +186,13 @@ def test_fab_vs_torchattacks(name, norm, targeted, brain_patches, brain_cnn_path
     steps = 30
     eps = ({"linf": 2 / 255, "l2": 0.3} if targeted else {"linf": 1.0, "l2": 32.0})[norm]
     torch.manual_seed(0)
-    atk = torchattacks.FAB(net, norm={"linf": "Linf", "l2": "L2"}[norm], eps=eps, steps=steps,
-                           multi_targeted=targeted, n_classes=3)
+    atk = torchattacks.FAB(
+        net, norm={"linf": "Linf", "l2": "L2"}[norm], eps=eps, steps=steps, multi_targeted=targeted, n_classes=3
+    )
     theirs = atk(torch.from_numpy(x), torch.from_numpy(y)).numpy()
     ours = make_attack("fab", norm=norm, eps=eps if targeted else None, steps=steps, targeted=targeted)(
-        model, x, y, gradient="exact")
+        model, x, y, gradient="exact"
+    )
 
     def norm_of(a):
         d = (a - x).reshape(len(x), -1).astype(np.float64)
@@ -192,8 +202,10 @@ def test_fab_vs_torchattacks(name, norm, targeted, brain_patches, brain_cnn_path
     s_t &= n_t <= eps * (1 + 1e-5)
     s_o, n_o = np.asarray(ours.success), norm_of(ours.x_adv)
     assert np.array_equal(s_o, model.classify(ours.x_adv) != y)
-    print(f"FAB{'-T' if targeted else ''} {name} {norm} eps={eps:.4g} n={len(x)}: success ours {s_o.mean():.3f} "
-          f"torchattacks {s_t.mean():.3f}; median norm ours {np.median(n_o[s_o]):.5f} "
-          f"torchattacks {np.median(n_t[s_t]):.5f}")
+    print(
+        f"FAB{'-T' if targeted else ''} {name} {norm} eps={eps:.4g} n={len(x)}: success ours {s_o.mean():.3f} "
+        f"torchattacks {s_t.mean():.3f}; median norm ours {np.median(n_o[s_o]):.5f} "
+        f"torchattacks {np.median(n_t[s_t]):.5f}"
+    )
     assert s_o.mean() >= s_t.mean() - 0.02
     assert np.median(n_o[s_o]) <= 1.1 * np.median(n_t[s_t])

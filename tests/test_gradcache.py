@@ -79,8 +79,13 @@ def test_corrupted_entry_is_ignored_and_rebuilt(cache, case, monkeypatch, damage
     ref = _grad(path, x, y)
     (entry,) = cache.glob("*.onnx")
     data = entry.read_bytes()
-    entry.write_bytes({"garbage": b"not a model", "truncate": data[: len(data) // 2],
-                       "flip": data[:-10] + bytes([data[-10] ^ 0xFF]) + data[-9:]}[damage])
+    entry.write_bytes(
+        {
+            "garbage": b"not a model",
+            "truncate": data[: len(data) // 2],
+            "flip": data[:-10] + bytes([data[-10] ^ 0xFF]) + data[-9:],
+        }[damage]
+    )
     builds = _count_builds(monkeypatch)
     got = _grad(path, x, y)
     assert builds["n"] == 1
@@ -125,8 +130,10 @@ np.save(sys.argv[2], grad)
 def test_concurrent_runs_share_one_valid_entry(cache, case, tmp_path):
     path, x, y = case
     env = {**os.environ, "ADVONNX_CACHE_DIR": str(cache.parent), "PYTHONPATH": str(Path(advonnx.__file__).parents[1])}
-    procs = [subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(tmp_path / f"g{i}.npy")], env=env)
-             for i in range(4)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(tmp_path / f"g{i}.npy")], env=env)
+        for i in range(4)
+    ]
     assert [p.wait(timeout=300) for p in procs] == [0] * 4
     grads = [np.load(tmp_path / f"g{i}.npy") for i in range(4)]
     ref = _grad(path, x, y)[1]

@@ -25,8 +25,15 @@ def cli(*args, cwd=None):
 
 def cli_process(*args, cwd=None):
     """A real `python -m advonnx.cli` process (for what Python itself prints)."""
-    return subprocess.run([sys.executable, "-m", "advonnx.cli", *map(str, args)], capture_output=True, text=True,
-                          encoding="utf-8", cwd=cwd, timeout=300, env={**os.environ, "COLUMNS": "120"})
+    return subprocess.run(
+        [sys.executable, "-m", "advonnx.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        cwd=cwd,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "120"},
+    )
 
 
 def _graph_model(nodes, inputs, outputs, inits=(), opset=17, domains=()):
@@ -57,7 +64,7 @@ def _external(tmp_path, location, *, make_file=True, link_to=None):
         link_to.write_bytes(raw)
         os.symlink(link_to, folder / location)
     elif make_file:
-        target = (folder / location)
+        target = folder / location
         if target.parent.exists():
             target.write_bytes(raw)
     path = folder / "m.onnx"
@@ -91,15 +98,30 @@ def _model_cases(tmp_path):
     m = small_cnn()
     m.graph.initializer.append(big)
     add("huge_initializer", m, "GiB of weights")
-    add("huge_input", _graph_model([helper.make_node("Identity", ["x"], ["y"])],
-                                   [_vi("x", [4, 3, 100000, 100000])], [_vi("y", [4, 3, 100000, 100000])]),
-        "above the limit")
-    add("custom_domain", _graph_model([helper.make_node("MagicOp", ["x"], ["y"], domain="com.vendor.secret")],
-                                      [_vi("x", ["N", 4])], [_vi("y", ["N", 2])],
-                                      domains=[helper.make_opsetid("com.vendor.secret", 1)]),
-        "'MagicOp' from custom domain 'com.vendor.secret'")
-    add("unknown_std_op", _graph_model([helper.make_node("NoSuchOpEver", ["x"], ["y"])],
-                                       [_vi("x", ["N", 4])], [_vi("y", ["N", 2])]), "onnxruntime cannot")
+    add(
+        "huge_input",
+        _graph_model(
+            [helper.make_node("Identity", ["x"], ["y"])],
+            [_vi("x", [4, 3, 100000, 100000])],
+            [_vi("y", [4, 3, 100000, 100000])],
+        ),
+        "above the limit",
+    )
+    add(
+        "custom_domain",
+        _graph_model(
+            [helper.make_node("MagicOp", ["x"], ["y"], domain="com.vendor.secret")],
+            [_vi("x", ["N", 4])],
+            [_vi("y", ["N", 2])],
+            domains=[helper.make_opsetid("com.vendor.secret", 1)],
+        ),
+        "'MagicOp' from custom domain 'com.vendor.secret'",
+    )
+    add(
+        "unknown_std_op",
+        _graph_model([helper.make_node("NoSuchOpEver", ["x"], ["y"])], [_vi("x", ["N", 4])], [_vi("y", ["N", 2])]),
+        "onnxruntime cannot",
+    )
     two_in = small_cnn()
     # two spatial inputs: which one to attack is ambiguous (a vector beside an image is held fixed)
     two_in.graph.input.append(_vi("mask", ["N", 1, 8, 8]))
@@ -110,20 +132,46 @@ def _model_cases(tmp_path):
     two_out.graph.node.append(helper.make_node("Relu", ["logits"], ["relu_logits"]))
     two_out.graph.output.append(_vi("relu_logits", ["N", 3]))
     add("two_outputs", two_out, "--output NAME")
-    add("int_input", _graph_model([helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)],
-                                  [_vi("x", ["N", 4], TensorProto.INT64)], [_vi("y", ["N", 4])]), "integer image inputs only")
-    add("rank6_input", _graph_model([helper.make_node("Identity", ["x"], ["y"])],  # rank 3 is a signal now
-                                    [_vi("x", ["N", 2, 2, 2, 2, 2])], [_vi("y", ["N", 2, 2, 2, 2, 2])]), "rank 6")
-    add("scalar_output", _graph_model([helper.make_node("ReduceSum", ["x"], ["y"], keepdims=0)],
-                                      [_vi("x", ["N", 4])], [_vi("y", [])], opset=11), "neither class scores")
-    add("unranked_input", _graph_model([helper.make_node("Identity", ["x"], ["y"])],
-                                       [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
-                                       [_vi("y", ["N", 2])]), "no declared rank")
+    add(
+        "int_input",
+        _graph_model(
+            [helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)],
+            [_vi("x", ["N", 4], TensorProto.INT64)],
+            [_vi("y", ["N", 4])],
+        ),
+        "integer image inputs only",
+    )
+    add(
+        "rank6_input",
+        _graph_model(
+            [helper.make_node("Identity", ["x"], ["y"])],  # rank 3 is a signal now
+            [_vi("x", ["N", 2, 2, 2, 2, 2])],
+            [_vi("y", ["N", 2, 2, 2, 2, 2])],
+        ),
+        "rank 6",
+    )
+    add(
+        "scalar_output",
+        _graph_model(
+            [helper.make_node("ReduceSum", ["x"], ["y"], keepdims=0)], [_vi("x", ["N", 4])], [_vi("y", [])], opset=11
+        ),
+        "neither class scores",
+    )
+    add(
+        "unranked_input",
+        _graph_model(
+            [helper.make_node("Identity", ["x"], ["y"])],
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+            [_vi("y", ["N", 2])],
+        ),
+        "no declared rank",
+    )
     cases.append(("traversal", _external(tmp_path / "t1", "../../secret.bin"), "escapes the model's folder"))
     cases.append(("absolute", _external(tmp_path / "t2", "/etc/passwd"), "absolute external data"))
     cases.append(("missing_external", _external(tmp_path / "t3", "weights.bin", make_file=False), "is missing"))
-    cases.append(("symlink", _external(tmp_path / "t4", "weights.bin", link_to=tmp_path / "elsewhere.bin"),
-                  "symbolic link"))
+    cases.append(
+        ("symlink", _external(tmp_path / "t4", "weights.bin", link_to=tmp_path / "elsewhere.bin"), "symbolic link")
+    )
     cases.append(("missing_file", tmp_path / "does_not_exist.onnx", "no such model file"))
     (tmp_path / "a_folder.onnx").mkdir()
     cases.append(("folder", tmp_path / "a_folder.onnx", "not a file"))
@@ -166,16 +214,19 @@ def _nan_model():
     m = small_cnn(size=8)
     g = m.graph
     g.initializer.extend([numpy_helper.from_array(np.array(0.9, np.float32), "thr")])
-    g.node.extend([
-        helper.make_node("Slice", ["image", "s0", "s1", "ax"], ["first"]),
-        helper.make_node("Sub", ["thr", "first"], ["margin"]),
-        helper.make_node("Log", ["margin"], ["lg"]),
-        helper.make_node("Flatten", ["lg"], ["lgf"]),
-        helper.make_node("Mul", ["lgf", "zero"], ["lg0"]),
-        helper.make_node("Add", ["logits", "lg0"], ["out"]),
-    ])
-    g.initializer.extend([numpy_helper.from_array(np.array(v, np.int64), n) for v, n in
-                          (([0, 0], "s0"), ([1, 1], "s1"), ([2, 3], "ax"))])
+    g.node.extend(
+        [
+            helper.make_node("Slice", ["image", "s0", "s1", "ax"], ["first"]),
+            helper.make_node("Sub", ["thr", "first"], ["margin"]),
+            helper.make_node("Log", ["margin"], ["lg"]),
+            helper.make_node("Flatten", ["lg"], ["lgf"]),
+            helper.make_node("Mul", ["lgf", "zero"], ["lg0"]),
+            helper.make_node("Add", ["logits", "lg0"], ["out"]),
+        ]
+    )
+    g.initializer.extend(
+        [numpy_helper.from_array(np.array(v, np.int64), n) for v, n in (([0, 0], "s0"), ([1, 1], "s1"), ([2, 3], "ax"))]
+    )
     g.initializer.append(numpy_helper.from_array(np.array(0.0, np.float32), "zero"))
     del g.output[:]
     g.output.append(_vi("out", ["N", 3]))
@@ -187,8 +238,22 @@ def test_nan_outputs_are_marked_invalid_and_the_run_goes_on(tmp_path):
     x = np.random.default_rng(0).uniform(0, 0.5, (10, 1, 8, 8)).astype(np.float32)
     x[[2, 7], 0, 0, 0] = 0.95
     np.savez(tmp_path / "d.npz", x=x, y=np.arange(10) % 3)
-    r = cli("run", "--model", path, "--data", tmp_path / "d.npz", "--attack", "fgsm", "--eps", "0.01",
-            "--out", tmp_path / "o", "--quiet", "--gradient", "estimated")
+    r = cli(
+        "run",
+        "--model",
+        path,
+        "--data",
+        tmp_path / "d.npz",
+        "--attack",
+        "fgsm",
+        "--eps",
+        "0.01",
+        "--out",
+        tmp_path / "o",
+        "--quiet",
+        "--gradient",
+        "estimated",
+    )
     assert r.returncode == 0, r.stderr
     t = read_results(tmp_path / "o").to_pylist()
     bad = sorted(row["sample_id"] for row in t if row["status"] == "invalid" and row["kind"] == "adversarial")
@@ -201,17 +266,21 @@ def _failing_model():
     """onnxruntime raises (Gather out of bounds) on any batch holding a value >= 1.0."""
     m = small_cnn(size=8)
     g = m.graph
-    g.initializer.extend([
-        numpy_helper.from_array(np.zeros(10, np.float32), "table"),
-        numpy_helper.from_array(np.array(9.99, np.float32), "ten"),
-    ])
-    g.node.extend([
-        helper.make_node("ReduceMax", ["image"], ["mx"], keepdims=0),
-        helper.make_node("Mul", ["mx", "ten"], ["mx10"]),
-        helper.make_node("Cast", ["mx10"], ["idx"], to=TensorProto.INT64),
-        helper.make_node("Gather", ["table", "idx"], ["bias"]),
-        helper.make_node("Add", ["logits", "bias"], ["out"]),
-    ])
+    g.initializer.extend(
+        [
+            numpy_helper.from_array(np.zeros(10, np.float32), "table"),
+            numpy_helper.from_array(np.array(9.99, np.float32), "ten"),
+        ]
+    )
+    g.node.extend(
+        [
+            helper.make_node("ReduceMax", ["image"], ["mx"], keepdims=0),
+            helper.make_node("Mul", ["mx", "ten"], ["mx10"]),
+            helper.make_node("Cast", ["mx10"], ["idx"], to=TensorProto.INT64),
+            helper.make_node("Gather", ["table", "idx"], ["bias"]),
+            helper.make_node("Add", ["logits", "bias"], ["out"]),
+        ]
+    )
     del g.output[:]
     g.output.append(_vi("out", ["N", 3]))
     return m
@@ -222,9 +291,25 @@ def test_a_failing_batch_marks_its_samples_errored(tmp_path):
     x = np.random.default_rng(0).uniform(0, 0.5, (300, 1, 8, 8)).astype(np.float32)
     x[280:, 0, 0, 0] = 1.05  # the third chunk of 128 (samples 256-299) makes onnxruntime fail
     np.savez(tmp_path / "d.npz", x=np.clip(x, 0, 1.05), y=np.arange(300) % 3)
-    r = cli("run", "--model", path, "--data", tmp_path / "d.npz", "--attack", "fgsm", "--eps", "0.01",
-            "--out", tmp_path / "o", "--quiet", "--gradient", "estimated", "--value-range", "0,1.1",
-            "--no-masking-checks")  # the checks' attacks on 300 samples took most of the time; rows judged: adversarial
+    r = cli(
+        "run",
+        "--model",
+        path,
+        "--data",
+        tmp_path / "d.npz",
+        "--attack",
+        "fgsm",
+        "--eps",
+        "0.01",
+        "--out",
+        tmp_path / "o",
+        "--quiet",
+        "--gradient",
+        "estimated",
+        "--value-range",
+        "0,1.1",
+        "--no-masking-checks",
+    )  # the checks' attacks on 300 samples took most of the time; rows judged: adversarial
     assert r.returncode == 0, r.stderr
     t = [row for row in read_results(tmp_path / "o").to_pylist() if row["kind"] == "adversarial"]
     errored = [row for row in t if row["status"] == "errored"]
@@ -254,11 +339,25 @@ def test_unreadable_image_is_listed_as_skipped(tmp_path):
     folder = tmp_path / "imgs"
     folder.mkdir()
     for i in range(3):
-        sitk.WriteImage(sitk.GetImageFromArray((np.random.default_rng(i).uniform(0, 255, (8, 8))).astype(np.uint8)),
-                        str(folder / f"ok{i}.png"))
+        sitk.WriteImage(
+            sitk.GetImageFromArray((np.random.default_rng(i).uniform(0, 255, (8, 8))).astype(np.uint8)),
+            str(folder / f"ok{i}.png"),
+        )
     (folder / "broken.png").write_bytes(b"\x89PNG not really")
-    r = cli("run", "--model", path, "--data", folder, "--attack", "fgsm", "--eps", "0.01", "--out", tmp_path / "o",
-            "--quiet")
+    r = cli(
+        "run",
+        "--model",
+        path,
+        "--data",
+        folder,
+        "--attack",
+        "fgsm",
+        "--eps",
+        "0.01",
+        "--out",
+        tmp_path / "o",
+        "--quiet",
+    )
     assert r.returncode == 0, r.stderr
     t = read_results(tmp_path / "o").to_pylist()
     skipped = [row for row in t if row["status"] == "skipped"]

@@ -36,9 +36,12 @@ def linear_12x12(seed: int = 0) -> onnx.ModelProto:
     rng = np.random.default_rng(seed)
     w = numpy_helper.from_array(rng.normal(0, 0.3, (144, 3)).astype(np.float32), "w")
     b = numpy_helper.from_array(np.zeros(3, np.float32), "b")
-    return _model([helper.make_node("Flatten", ["image"], ["f"]), helper.make_node("Gemm", ["f", "w", "b"], ["logits"])],
-                  [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, 12, 12])],
-                  [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])], [w, b])
+    return _model(
+        [helper.make_node("Flatten", ["image"], ["f"]), helper.make_node("Gemm", ["f", "w", "b"], ["logits"])],
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, 12, 12])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
+        [w, b],
+    )
 
 
 @pytest.fixture(params=["cnn", "linear"])
@@ -77,9 +80,14 @@ def test_exact_gradient_is_the_float_models_at_integer_points(tmp_path):
     assert np.abs(grad).max() > 0
 
 
-@pytest.mark.parametrize("attack,settings", [("pgd", dict(norm="linf", eps=8, steps=10)),
-                                             ("pgd", dict(norm="l2", eps=40.0, steps=10)),
-                                             ("square", dict(norm="linf", eps=8, max_queries=200))])
+@pytest.mark.parametrize(
+    "attack,settings",
+    [
+        ("pgd", dict(norm="linf", eps=8, steps=10)),
+        ("pgd", dict(norm="l2", eps=40.0, steps=10)),
+        ("square", dict(norm="linf", eps=8, max_queries=200)),
+    ],
+)
 def test_adversarial_examples_stay_on_the_integer_grid(tmp_path, attack, settings):
     uint8_model = advonnx.load_model(save(integer_input(linear_12x12()), tmp_path / "u8.onnx"))
     x = _images(16)

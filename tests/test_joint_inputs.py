@@ -97,8 +97,9 @@ def test_joint_linf_respects_each_budget_and_range(two_input, name):
 
 def net_pred(path, inputs):
     m = advonnx.load_model(path, input_name="signal")
-    return np.asarray(m.classify(inputs["signal"].astype(np.float32),
-                                 extras={"features": inputs["features"].astype(np.float32)}))
+    return np.asarray(
+        m.classify(inputs["signal"].astype(np.float32), extras={"features": inputs["features"].astype(np.float32)})
+    )
 
 
 def test_joint_l2_is_one_ball_on_the_scaled_vector(two_input):
@@ -109,8 +110,9 @@ def test_joint_l2_is_one_ball_on_the_scaled_vector(two_input):
     u = j.pack({"signal": x, "features": f})
     res = advonnx.attack(j, u, y, "pgd", norm="l2", eps=0.3, steps=20, rng=2)
     a, b = unpacked(j, u), unpacked(j, res.x_adv)
-    joint = np.sqrt(((b["signal"] - a["signal"]) ** 2).reshape(8, -1).sum(1)
-                    + ((b["features"] - a["features"]) ** 2).sum(1) / 9.0)
+    joint = np.sqrt(
+        ((b["signal"] - a["signal"]) ** 2).reshape(8, -1).sum(1) + ((b["features"] - a["features"]) ** 2).sum(1) / 9.0
+    )
     assert joint.max() <= 0.3 * (1 + 1e-5)
     np.testing.assert_allclose(np.asarray(res.l2), joint, rtol=1e-4)
 
@@ -164,8 +166,21 @@ def test_cli_joint_rows_list_both_inputs(tmp_path, two_input):
     net, path = two_input
     x, f, y = data(n=8)
     np.savez(tmp_path / "d.npz", x=x, features=f, y=y)
-    code = _run_cli("run", "--model", path, "--data", tmp_path / "d.npz", "--attack-inputs", "signal=0.02,features=0.1",
-                    "--attack", "pgd,fgsm", "--out", tmp_path / "o", "-q", "--no-masking-checks")
+    code = _run_cli(
+        "run",
+        "--model",
+        path,
+        "--data",
+        tmp_path / "d.npz",
+        "--attack-inputs",
+        "signal=0.02,features=0.1",
+        "--attack",
+        "pgd,fgsm",
+        "--out",
+        tmp_path / "o",
+        "-q",
+        "--no-masking-checks",
+    )
     assert code == 0
     t = _rows(tmp_path / "o")
     assert len(t) == 16 and set(t["attacked_inputs"]) == {"signal,features"}
@@ -189,7 +204,10 @@ def test_cli_joint_refusals_are_one_line(tmp_path, two_input, capsys):
         (("--attack-inputs", "signal,features", "--attack", "cw"), "cw does not attack several inputs jointly"),
         (("--attack-inputs", "signal,features", "--attack", "pgd", "--corruptions", "all"), "corruptions"),
         (("--attack-inputs", "signal=0.01,features=0.1", "--attack", "pgd", "--eps", "0.1"), "drop --eps"),
-        (("--attack-inputs", "signal,features", "--input", "signal", "--attack", "pgd"), "name the attacked inputs once"),
+        (
+            ("--attack-inputs", "signal,features", "--input", "signal", "--attack", "pgd"),
+            "name the attacked inputs once",
+        ),
         (("--attack-inputs", "signal,nope", "--attack", "pgd"), "nope"),
     ):
         code = _run_cli("run", "--model", path, "--data", tmp_path / "d.npz", *args, "--out", tmp_path / "o", "-q")
@@ -221,8 +239,23 @@ def test_cli_joint_worst_case_keeps_one_setting_per_attack(tmp_path, two_input):
     _, path = two_input
     x, f, y = data(n=8)
     np.savez(tmp_path / "d.npz", x=x, features=f, y=y)
-    code = _run_cli("run", "--model", path, "--data", tmp_path / "d.npz", "--attack-inputs", "signal,features",
-                    "--attack", "fgsm,pgd", "--eps", "0.1", "--worst-case", "--out", tmp_path / "o", "-q")
+    code = _run_cli(
+        "run",
+        "--model",
+        path,
+        "--data",
+        tmp_path / "d.npz",
+        "--attack-inputs",
+        "signal,features",
+        "--attack",
+        "fgsm,pgd",
+        "--eps",
+        "0.1",
+        "--worst-case",
+        "--out",
+        tmp_path / "o",
+        "-q",
+    )
     assert code == 0
     t = _rows(tmp_path / "o")
     assert set(t["attacked_inputs"]) == {"signal,features"} and (t["status"] == "skipped").any()

@@ -76,8 +76,12 @@ def test_softmax_head_is_looked_through_and_gradients_are_exact(tmp_path, batch)
     T = 3.0
     m = advonnx.load_model(save(with_head(base, T), tmp_path / "t.onnx"))
     s = m.spec
-    assert (s.attacked_output, s.attacked_op, s.attacked_scores, s.scores) == ("scaled", "Softmax", "logits",
-                                                                               "probabilities")
+    assert (s.attacked_output, s.attacked_op, s.attacked_scores, s.scores) == (
+        "scaled",
+        "Softmax",
+        "logits",
+        "probabilities",
+    )
     assert "attacked tensor: 'scaled' (input of the final Softmax); decisions from 'act'" in s.notes
     z = torch_twin(base)
     zt = T * z(torch.from_numpy(x.astype(np.float64))).detach().numpy()
@@ -88,16 +92,23 @@ def test_softmax_head_is_looked_through_and_gradients_are_exact(tmp_path, batch)
     yt = torch.from_numpy(y)
     for loss, fn in (
         ("ce", lambda xt: torch.nn.functional.cross_entropy(T * z(xt), yt, reduction="sum")),
-        ("margin", lambda xt: (lambda zz: (zz - 1e9 * torch.nn.functional.one_hot(yt, 3)).max(1).values
-                               - zz.gather(1, yt[:, None])[:, 0])(T * z(xt))),
+        (
+            "margin",
+            lambda xt: (
+                lambda zz: (
+                    (zz - 1e9 * torch.nn.functional.one_hot(yt, 3)).max(1).values - zz.gather(1, yt[:, None])[:, 0]
+                )
+            )(T * z(xt)),
+        ),
     ):
         value, g = m.value_and_grad(x, y, loss=loss, gradient="exact")
         np.testing.assert_allclose(g, _grad64(fn, x), rtol=1e-3, atol=1e-5)
     # the cotangent VJP is of the logits as well
     cot = np.random.default_rng(1).normal(size=(12, 3)).astype(np.float32)
     _, g = m.value_and_grad(x, cotangent=cot, gradient="exact")
-    np.testing.assert_allclose(g, _grad64(lambda xt: (T * z(xt) * torch.from_numpy(cot).double()), x),
-                               rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(
+        g, _grad64(lambda xt: T * z(xt) * torch.from_numpy(cot).double(), x), rtol=1e-3, atol=1e-5
+    )
 
 
 def test_scale_free_ce_keeps_the_direction_where_ce_underflows(tmp_path, batch):
@@ -123,8 +134,7 @@ def test_scale_free_ce_keeps_the_direction_where_ce_underflows(tmp_path, batch):
         assert cos.min() > (0.9999 if mode == "exact" else 0.99), (mode, cos)
     value, g = m.value_and_grad(x, y, scale_free=True)
     np.testing.assert_allclose(g, ref, rtol=1e-3, atol=1e-3 * np.abs(ref).max())
-    np.testing.assert_allclose(value, log_odds(torch.from_numpy(x.astype(np.float64))).detach().numpy(),
-                               rtol=1e-4)
+    np.testing.assert_allclose(value, log_odds(torch.from_numpy(x.astype(np.float64))).detach().numpy(), rtol=1e-4)
     # the plain CE gradient is the true one: ~0 here (that is why PGD asks for the scale-free one)
     _, g_ce = m.value_and_grad(x, y, loss="ce", gradient="exact")
     assert np.abs(g_ce).max() < 1e-3 * np.abs(ref).max()
@@ -146,7 +156,7 @@ def test_logits_rule_off_attacks_probabilities_and_flags_zero_gradients(tmp_path
     pred = on.classify(x)
     r_off = advonnx.attack(off, x, pred, "pgd", eps=0.1, steps=5, random_start=False)
     r_on = advonnx.attack(on, x, pred, "pgd", eps=0.1, steps=5, random_start=False)
-    saturated = (off.predict(x).max(1) == 1.0)
+    saturated = off.predict(x).max(1) == 1.0
     assert saturated.any()
     np.testing.assert_array_equal(r_off.zero_gradient.astype(bool)[saturated], True)
     np.testing.assert_array_equal(r_off.linf[saturated], 0.0)  # masked: PGD never moved
@@ -157,8 +167,12 @@ def test_logits_rule_off_attacks_probabilities_and_flags_zero_gradients(tmp_path
 def test_sigmoid_heads_attack_the_pre_sigmoid_logit(tmp_path, batch, head):
     x, _ = batch
     m = advonnx.load_model(save(small_cnn(head=head, seed=1), tmp_path / "s.onnx"))
-    logits = advonnx.load_model(save(small_cnn(head="logits" if head == "sigmoid_multilabel" else "sigmoid_binary",
-                                               seed=1), tmp_path / "l.onnx"), logits_rule=False)
+    logits = advonnx.load_model(
+        save(
+            small_cnn(head="logits" if head == "sigmoid_multilabel" else "sigmoid_binary", seed=1), tmp_path / "l.onnx"
+        ),
+        logits_rule=False,
+    )
     assert m.spec.attacked_op == "Sigmoid" and m.spec.attacked_output == "logits"
     scores, attacked = m.predict_both(x)
     if head == "sigmoid_binary":
@@ -200,14 +214,21 @@ def test_scikit_learn_two_class_sigmoid_is_looked_through():
 def test_zipmap_over_softmax(tmp_path):
     rng = np.random.default_rng(0)
     wt, b = rng.normal(size=(4, 3)).astype(np.float32) * 20, np.zeros(3, np.float32)
-    nodes = [helper.make_node("Gemm", ["x", "W", "b"], ["logits"]),
-             helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
-             helper.make_node("ZipMap", ["probs"], ["zip"], domain="ai.onnx.ml", classlabels_int64s=[0, 1, 2])]
-    zip_type = helper.make_sequence_type_proto(helper.make_map_type_proto(TensorProto.INT64,
-                                                                          helper.make_tensor_type_proto(TensorProto.FLOAT, [])))
-    graph = helper.make_graph(nodes, "zip", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-                              [helper.make_value_info("zip", zip_type)],
-                              initializer=[numpy_helper.from_array(wt, "W"), numpy_helper.from_array(b, "b")])
+    nodes = [
+        helper.make_node("Gemm", ["x", "W", "b"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
+        helper.make_node("ZipMap", ["probs"], ["zip"], domain="ai.onnx.ml", classlabels_int64s=[0, 1, 2]),
+    ]
+    zip_type = helper.make_sequence_type_proto(
+        helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, []))
+    )
+    graph = helper.make_graph(
+        nodes,
+        "zip",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_value_info("zip", zip_type)],
+        initializer=[numpy_helper.from_array(wt, "W"), numpy_helper.from_array(b, "b")],
+    )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)])
     proto.ir_version = 8
     m = advonnx.load_model(save(proto, tmp_path / "z.onnx"))
@@ -223,12 +244,18 @@ def test_zipmap_over_softmax(tmp_path):
 def _op_model(op: str) -> tuple[onnx.ModelProto, np.ndarray]:
     """out = op(3·x) @ W on (N, 5) features."""
     w = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
-    nodes = [helper.make_node("Mul", ["x", "three"], ["x3"]), helper.make_node(op, ["x3"], ["q"]),
-             helper.make_node("MatMul", ["q", "W"], ["out"])]
-    graph = helper.make_graph(nodes, "q", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5])],
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 3])],
-                              initializer=[numpy_helper.from_array(w, "W"),
-                                           numpy_helper.from_array(np.array(3.0, np.float32), "three")])
+    nodes = [
+        helper.make_node("Mul", ["x", "three"], ["x3"]),
+        helper.make_node(op, ["x3"], ["q"]),
+        helper.make_node("MatMul", ["q", "W"], ["out"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "q",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 3])],
+        initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(np.array(3.0, np.float32), "three")],
+    )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     proto.ir_version = 8
     return proto, w
@@ -271,16 +298,23 @@ def test_rows_and_leaderboard_record_masking_facts(tmp_path):
     straight-through rows."""
     rng = np.random.default_rng(0)
     w = (rng.normal(size=(5, 3)) * 400).astype(np.float32)
-    nodes = [helper.make_node("Sign", ["x"], ["s"]), helper.make_node("Add", ["s", "x"], ["sx"]),
-             helper.make_node("MatMul", ["sx", "W"], ["z0"]),
-             helper.make_node("ReduceMax", ["z0"], ["zmax"], axes=[1], keepdims=1),
-             helper.make_node("Sub", ["z0", "zmax"], ["z"]), helper.make_node("Exp", ["z"], ["e"]),
-             helper.make_node("ReduceSum", ["e", "one"], ["tot"], keepdims=1),
-             helper.make_node("Div", ["e", "tot"], ["p"])]
-    graph = helper.make_graph(nodes, "p", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5])],
-                              [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["N", 3])],
-                              initializer=[numpy_helper.from_array(w, "W"),
-                                           numpy_helper.from_array(np.array([1], np.int64), "one")])
+    nodes = [
+        helper.make_node("Sign", ["x"], ["s"]),
+        helper.make_node("Add", ["s", "x"], ["sx"]),
+        helper.make_node("MatMul", ["sx", "W"], ["z0"]),
+        helper.make_node("ReduceMax", ["z0"], ["zmax"], axes=[1], keepdims=1),
+        helper.make_node("Sub", ["z0", "zmax"], ["z"]),
+        helper.make_node("Exp", ["z"], ["e"]),
+        helper.make_node("ReduceSum", ["e", "one"], ["tot"], keepdims=1),
+        helper.make_node("Div", ["e", "tot"], ["p"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "p",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5])],
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["N", 3])],
+        initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(np.array([1], np.int64), "one")],
+    )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     proto.ir_version = 8
     path = save(proto, tmp_path / "p.onnx")
@@ -293,9 +327,13 @@ def test_rows_and_leaderboard_record_masking_facts(tmp_path):
     y = p.argmax(1)
     assert m.loss(p, y).dtype == np.float64
     np.savez(tmp_path / "d.npz", x=x, y=y)
-    suite = Suite(name="t", models=[ModelEntry("m", path, overrides={"value_range": (0, 1)})],
-                  datasets=[DatasetEntry("d", str(tmp_path / "d.npz"), corruptions=[])],
-                  attacks=[AttackEntry("fgsm", "linf", parse_eps("0.01"))], save_examples=0)
+    suite = Suite(
+        name="t",
+        models=[ModelEntry("m", path, overrides={"value_range": (0, 1)})],
+        datasets=[DatasetEntry("d", str(tmp_path / "d.npz"), corruptions=[])],
+        attacks=[AttackEntry("fgsm", "linf", parse_eps("0.01"))],
+        save_examples=0,
+    )
     _, table = Runner(suite, out=tmp_path / "out").run()
     ordered = [r for r in table.to_pylist() if r["kind"] == "adversarial"]
     assert len(ordered) == 10
@@ -369,8 +407,7 @@ def test_quantizer_pgd100_matches_a_straight_through_torch_twin(tmp_path, brain_
     with torch.no_grad():
         np.testing.assert_allclose(model.predict(x), twin(xt).numpy(), rtol=1e-4, atol=1e-4)
     eps, alpha, steps = 4 / 255, 1 / 255, 100
-    ours = advonnx.attack(model, x, y, "pgd", norm="linf", eps=eps, step_size=alpha, steps=steps,
-                          random_start=False)
+    ours = advonnx.attack(model, x, y, "pgd", norm="linf", eps=eps, step_size=alpha, steps=steps, random_start=False)
     assert ours.gradient == "exact+straight-through"
     adv = xt.clone()
     for _ in range(steps):
@@ -383,8 +420,10 @@ def test_quantizer_pgd100_matches_a_straight_through_torch_twin(tmp_path, brain_
     clean = model.classify(x) == y
     ours_robust = _robust(ours, y)
     theirs_robust = float(np.mean(clean & (theirs_pred == y)))
-    print(f"\nquantized brain_cnn: clean {clean.mean():.3f}, PGD-100 robust ours {ours_robust:.3f}, "
-          f"torch straight-through twin {theirs_robust:.3f}")
+    print(
+        f"\nquantized brain_cnn: clean {clean.mean():.3f}, PGD-100 robust ours {ours_robust:.3f}, "
+        f"torch straight-through twin {theirs_robust:.3f}"
+    )
     assert abs(ours_robust - theirs_robust) <= 0.03
     assert ours_robust <= clean.mean() - 0.05  # the gradient is not masked: the attack breaks samples
 
@@ -393,14 +432,22 @@ def test_quantize_dequantize_pair_is_straight_through(tmp_path):
     """QDQ fake quantization on the input path: without a rule the integer tensor cut the path
     (a silent zero gradient); the pair now passes the cotangent as the identity."""
     w = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
-    nodes = [helper.make_node("QuantizeLinear", ["x", "scale", "zp"], ["q"]),
-             helper.make_node("DequantizeLinear", ["q", "scale", "zp"], ["dq"]),
-             helper.make_node("MatMul", ["dq", "W"], ["out"])]
-    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5])],
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 3])],
-                              initializer=[numpy_helper.from_array(w, "W"),
-                                           numpy_helper.from_array(np.array(1 / 31, np.float32), "scale"),
-                                           numpy_helper.from_array(np.array(0, np.uint8), "zp")])
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "scale", "zp"], ["q"]),
+        helper.make_node("DequantizeLinear", ["q", "scale", "zp"], ["dq"]),
+        helper.make_node("MatMul", ["dq", "W"], ["out"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "qdq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 3])],
+        initializer=[
+            numpy_helper.from_array(w, "W"),
+            numpy_helper.from_array(np.array(1 / 31, np.float32), "scale"),
+            numpy_helper.from_array(np.array(0, np.uint8), "zp"),
+        ],
+    )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     proto.ir_version = 8
     m = advonnx.load_model(save(proto, tmp_path / "qdq.onnx"), layout="NF")

@@ -62,23 +62,50 @@ def test_mcnemar_exact_equals_statsmodels():
             ref = mcnemar(np.array([[7, b], [c, 11]]), exact=True).pvalue
             assert abs(mcnemar_exact(b, c) - ref) < 1e-9, (b, c)
     assert mcnemar_exact(0, 0) == 1.0 and mcnemar_exact(3, 3) == 1.0
-    assert mcnemar_exact(0, 6) == mcnemar_exact(6, 0) == pytest.approx(2 * 0.5 ** 6)
+    assert mcnemar_exact(0, 6) == mcnemar_exact(6, 0) == pytest.approx(2 * 0.5**6)
 
 
 # ------------------------------------------------------------------------- checks on known rows
 
 
-def _rows(attack, broken, *, gradient="exact", steps=10, eps=0.1, n=100, kind="adversarial", max_queries=None,
-          model="m", clean_wrong=(), skipped=()):
+def _rows(
+    attack,
+    broken,
+    *,
+    gradient="exact",
+    steps=10,
+    eps=0.1,
+    n=100,
+    kind="adversarial",
+    max_queries=None,
+    model="m",
+    clean_wrong=(),
+    skipped=(),
+):
     """One row per sample ``0..n-1``; ``broken``: the set of samples the attack broke."""
     out = []
     settings = {"eps": eps, "steps": steps} if max_queries is None else {"eps": eps, "max_queries": max_queries}
     for i in range(n):
-        r = {**empty_row(), "model": model, "dataset": "d", "task": "classification", "kind": kind,
-             "attack": attack, "norm": "linf", "eps": eps, "gradient": gradient, "steps": steps, "restarts": 1,
-             "max_queries": max_queries, "settings": json.dumps(settings), "sample_id": f"s{i}", "status": "ok",
-             "clean_correct": i not in clean_wrong, "adv_correct": i not in broken and i not in clean_wrong,
-             "success": i in broken}
+        r = {
+            **empty_row(),
+            "model": model,
+            "dataset": "d",
+            "task": "classification",
+            "kind": kind,
+            "attack": attack,
+            "norm": "linf",
+            "eps": eps,
+            "gradient": gradient,
+            "steps": steps,
+            "restarts": 1,
+            "max_queries": max_queries,
+            "settings": json.dumps(settings),
+            "sample_id": f"s{i}",
+            "status": "ok",
+            "clean_correct": i not in clean_wrong,
+            "adv_correct": i not in broken and i not in clean_wrong,
+            "success": i in broken,
+        }
         if i in skipped:  # a worst-case row: an earlier attack broke it, this one did not run
             r.update(status="skipped", error="broken by fgsm", adv_correct=None, success=None, gradient=None)
         out.append(r)
@@ -110,8 +137,9 @@ def test_blackbox_beating_gradient_attack_fires_paired_per_sample():
     assert m["verdict"].startswith(SUSPECTED) and m["suspected"] == ["blackbox_beats_gradient"]
     assert "30" in c["text"] and "McNemar" in c["text"]
     # the same marginals, no evidence: 12 vs 8 discordant samples is not significant
-    rows = _rows("pgd", set(range(8)) | set(range(20, 28))) + _rows("square", set(range(12)) | set(range(20, 24)),
-                                                                    gradient="none", steps=1, max_queries=1000)
+    rows = _rows("pgd", set(range(8)) | set(range(20, 28))) + _rows(
+        "square", set(range(12)) | set(range(20, 24)), gradient="none", steps=1, max_queries=1000
+    )
     m, c = _check(masking_checks(rows_to_table(rows), value_ranges={}), "blackbox_beats_gradient")
     assert (c["only_weak"], c["only_strong"]) == (4, 4) and not c["fired"] and m["verdict"] == NO_SIGN
     # a weaker black-box attack is no warning sign, however significant
@@ -141,8 +169,11 @@ def test_single_step_beating_iterative_fires_and_misclassified_samples_are_broke
 def test_a_cascade_is_not_a_single_step():
     """autoattack rows record steps = 1 (it has no steps setting): it must not count as the single
     step that beats PGD (the quick suite's MobileNet was flagged that way)."""
-    rows = _rows("fgsm", set(range(20)), steps=1) + _rows("autoattack", set(range(60)), steps=1) \
+    rows = (
+        _rows("fgsm", set(range(20)), steps=1)
+        + _rows("autoattack", set(range(60)), steps=1)
         + _rows("pgd", set(range(25)))
+    )
     _, c = _check(masking_checks(rows_to_table(rows), value_ranges={}), "single_step_beats_iterative")
     assert c["only_weak"] == 0 and not c["fired"]
 
@@ -178,58 +209,80 @@ def test_worst_case_skips_are_left_out_of_the_pairs():
     """In a worst-case run pgd skipped the samples fgsm broke: they say nothing about pgd, so a
     later square that breaks them must not look stronger than pgd."""
     fgsm = set(range(30))
-    rows = (_rows("fgsm", fgsm, steps=1) + _rows("pgd", set(), skipped=fgsm)
-            + _rows("square", set(range(30)), gradient="none", steps=1, max_queries=500))
+    rows = (
+        _rows("fgsm", fgsm, steps=1)
+        + _rows("pgd", set(), skipped=fgsm)
+        + _rows("square", set(range(30)), gradient="none", steps=1, max_queries=500)
+    )
     m, c = _check(masking_checks(rows_to_table(rows), value_ranges={}), "blackbox_beats_gradient")
     # gradient side = fgsm ∪ pgd: fgsm broke 0-29 itself, so nothing is unknown there
     assert (c["only_weak"], c["only_strong"], c["excluded"]) == (0, 0, 0) and not c["fired"]
-    rows = _rows("pgd", set(), skipped=fgsm) + _rows("square", set(range(30)), gradient="none", steps=1,
-                                                     max_queries=500)
+    rows = _rows("pgd", set(), skipped=fgsm) + _rows(
+        "square", set(range(30)), gradient="none", steps=1, max_queries=500
+    )
     m, c = _check(masking_checks(rows_to_table(rows), value_ranges={}), "blackbox_beats_gradient")
     assert (c["n"], c["excluded"], c["only_weak"]) == (70, 30, 0) and not c["fired"]
     assert "left out" in c["text"]
 
 
 def test_verdicts_per_model_and_leaderboard_lines():
-    rows = (_rows("pgd", set(range(10)), model="a") + _rows("square", set(range(40)), gradient="none", steps=1,
-                                                            max_queries=1000, model="a")
-            + _rows("pgd", set(range(40)), model="b") + _rows("square", set(range(10)), gradient="none", steps=1,
-                                                              max_queries=1000, model="b")
-            + _rows("square", set(range(10)), gradient="none", steps=1, max_queries=1000, model="c"))
+    rows = (
+        _rows("pgd", set(range(10)), model="a")
+        + _rows("square", set(range(40)), gradient="none", steps=1, max_queries=1000, model="a")
+        + _rows("pgd", set(range(40)), model="b")
+        + _rows("square", set(range(10)), gradient="none", steps=1, max_queries=1000, model="b")
+        + _rows("square", set(range(10)), gradient="none", steps=1, max_queries=1000, model="c")
+    )
     result = masking_checks(rows_to_table(rows), value_ranges={})
     verdicts = {m["model"]: m["verdict"] for m in result["models"]}
     assert verdicts == {"a": f"{SUSPECTED}: query-only attacks beat gradient attacks", "b": NO_SIGN}
     lines = verdict_lines(result, markup=False)
     assert len(lines) == 2 and "p = " in lines[0]
-    assert lines[1].endswith("(1 checks passed: query-only attacks beat gradient attacks at linf 0.1? 0 vs 30 discordant of 100, "
-                             "p=1.9e-09)")
+    assert lines[1].endswith(
+        "(1 checks passed: query-only attacks beat gradient attacks at linf 0.1? 0 vs 30 discordant of 100, p=1.9e-09)"
+    )
 
 
 # --------------------------------------------------------------------------- the runner's checks
 
 
 def _quick_attacks():
-    return [{"name": "fgsm", "norm": "linf", "eps": [1 / 255, 2 / 255, 4 / 255], "settings": {}, "needs": "gradient"},
-            {"name": "pgd", "norm": "linf", "eps": [1 / 255, 2 / 255, 4 / 255], "settings": {"steps": 10},
-             "needs": "gradient"}]
+    return [
+        {"name": "fgsm", "norm": "linf", "eps": [1 / 255, 2 / 255, 4 / 255], "settings": {}, "needs": "gradient"},
+        {
+            "name": "pgd",
+            "norm": "linf",
+            "eps": [1 / 255, 2 / 255, 4 / 255],
+            "settings": {"steps": 10},
+            "needs": "gradient",
+        },
+    ]
 
 
 def test_check_attacks_adds_what_the_suite_lacks():
     plan = check_attacks(_quick_attacks(), value_range=(0.0, 1.0), headline_eps=2 / 255)
     got = sorted((c["name"], c["eps"], json.dumps(c["settings"], sort_keys=True)) for c in plan)
-    assert got == [("pgd", 2 / 255, '{"steps": 50}'), ("pgd", 0.5, '{"steps": 10}'),
-                   ("square", 2 / 255, json.dumps({"max_queries": CHECK_QUERIES}))]
+    assert got == [
+        ("pgd", 2 / 255, '{"steps": 50}'),
+        ("pgd", 0.5, '{"steps": 10}'),
+        ("square", 2 / 255, json.dumps({"max_queries": CHECK_QUERIES})),
+    ]
     # without a headline: the largest linf eps; a [0, 255] model sweeps at 127.5
     plan = check_attacks(_quick_attacks(), value_range=(0.0, 255.0))
     assert {c["eps"] for c in plan} == {4 / 255, 127.5}
     # a strong enough Square already in the suite, and a large eps already swept: only the long PGD
     have = _quick_attacks() + [
         {"name": "square", "norm": "linf", "eps": [2 / 255], "settings": {"max_queries": 5000}, "needs": "scores"},
-        {"name": "pgd", "norm": "linf", "eps": [0.5], "settings": {}, "needs": "gradient"}]
+        {"name": "pgd", "norm": "linf", "eps": [0.5], "settings": {}, "needs": "gradient"},
+    ]
     assert [c["name"] for c in check_attacks(have, value_range=(0, 1), headline_eps=2 / 255)] == ["pgd"]
     # query-only suites (trees, vendors' models) get nothing
-    assert check_attacks([{"name": "square", "norm": "linf", "eps": [0.05], "settings": {}, "needs": "scores"}],
-                         value_range=(0, 1)) == []
+    assert (
+        check_attacks(
+            [{"name": "square", "norm": "linf", "eps": [0.05], "settings": {}, "needs": "scores"}], value_range=(0, 1)
+        )
+        == []
+    )
 
 
 def _tiny_suite(tmp_path, **extra):
@@ -240,11 +293,18 @@ def _tiny_suite(tmp_path, **extra):
     n = CHECK_SAMPLES + 16
     x = np.random.default_rng(0).random((n, 1, 8, 8)).astype(np.float32)
     np.savez(tmp_path / "d.npz", x=x, y=np.arange(n) % 3)
-    return Suite(name="t", models=[ModelEntry("cnn", str(tmp_path / "cnn.onnx"))],
-                 datasets=[DatasetEntry("d", str(tmp_path / "d.npz"))],
-                 attacks=[AttackEntry("fgsm", eps=[(2 / 255, "2/255")]),
-                          AttackEntry("pgd", eps=[(2 / 255, "2/255")], settings={"steps": 10})],
-                 headline={"attack": "pgd", "norm": "linf", "eps": "2/255"}, chunk_size=CHECK_SAMPLES // 2, **extra)
+    return Suite(
+        name="t",
+        models=[ModelEntry("cnn", str(tmp_path / "cnn.onnx"))],
+        datasets=[DatasetEntry("d", str(tmp_path / "d.npz"))],
+        attacks=[
+            AttackEntry("fgsm", eps=[(2 / 255, "2/255")]),
+            AttackEntry("pgd", eps=[(2 / 255, "2/255")], settings={"steps": 10}),
+        ],
+        headline={"attack": "pgd", "norm": "linf", "eps": "2/255"},
+        chunk_size=CHECK_SAMPLES // 2,
+        **extra,
+    )
 
 
 def test_runner_plans_the_check_attacks_on_the_first_samples(tmp_path):
@@ -255,9 +315,9 @@ def test_runner_plans_the_check_attacks_on_the_first_samples(tmp_path):
         models = {"cnn": cached_model(suite.models[0], "cpu", 64)}
         units, _ = Runner(suite, out=tmp_path / "o").plan("r", models)
         checks = [u for u in units if u.check]
-        assert {(u.attack.name, u.eps, u.attack.settings.get("steps"), u.attack.settings.get("max_queries"))
-                for u in checks} == {("square", 2 / 255, None, CHECK_QUERIES), ("pgd", 2 / 255, 50, None),
-                                     ("pgd", 0.5, 10, None)}
+        assert {
+            (u.attack.name, u.eps, u.attack.settings.get("steps"), u.attack.settings.get("max_queries")) for u in checks
+        } == {("square", 2 / 255, None, CHECK_QUERIES), ("pgd", 2 / 255, 50, None), ("pgd", 0.5, 10, None)}
         assert all(u.stage == 0 and not u.skip and u.save_examples == 0 for u in checks)
         half = CHECK_SAMPLES // 2
         assert sorted({(u.start, u.stop) for u in checks}) == [(0, half), (half, CHECK_SAMPLES)]  # first ones, chunked
@@ -294,8 +354,12 @@ def test_check_rows_stay_out_of_the_leaderboard_and_the_verdict_is_stored(tmp_pa
     stored = read_masking(folder)
     assert (folder / MASKING_FILE).is_file() and stored == json.loads(json.dumps(masking_checks(table)))
     (m,) = stored["models"]
-    assert {c["check"] for c in m["checks"]} >= {"blackbox_beats_gradient", "single_step_beats_iterative",
-                                                 "more_steps_gain", "large_eps_not_zero"}
+    assert {c["check"] for c in m["checks"]} >= {
+        "blackbox_beats_gradient",
+        "single_step_beats_iterative",
+        "more_steps_gain",
+        "large_eps_not_zero",
+    }
     console = Console(record=True, width=200)
     render(table, console)
     assert f"gradient-masking checks, cnn on d: {m['verdict']}" in console.export_text()
@@ -315,14 +379,20 @@ def _threshold_front(src: str, dst, levels: int = 16) -> None:
     for node in g.node:
         node.input[:] = ["q_x" if s == name else s for s in node.input]
     thresholds = (np.arange(1, levels + 1, dtype=np.float32) - 0.5) / levels
-    g.initializer.extend([numpy_helper.from_array(np.array(float(levels), np.float32), "q_levels"),
-                          numpy_helper.from_array(thresholds, "q_thr"),
-                          numpy_helper.from_array(np.array([-1], np.int64), "q_axis")])
-    front = [helper.make_node("Unsqueeze", [name, "q_axis"], ["q_u"]),
-             helper.make_node("Greater", ["q_u", "q_thr"], ["q_g"]),
-             helper.make_node("Cast", ["q_g"], ["q_c"], to=onnx.TensorProto.FLOAT),
-             helper.make_node("ReduceSum", ["q_c", "q_axis"], ["q_s"], keepdims=0),
-             helper.make_node("Div", ["q_s", "q_levels"], ["q_x"])]
+    g.initializer.extend(
+        [
+            numpy_helper.from_array(np.array(float(levels), np.float32), "q_levels"),
+            numpy_helper.from_array(thresholds, "q_thr"),
+            numpy_helper.from_array(np.array([-1], np.int64), "q_axis"),
+        ]
+    )
+    front = [
+        helper.make_node("Unsqueeze", [name, "q_axis"], ["q_u"]),
+        helper.make_node("Greater", ["q_u", "q_thr"], ["q_g"]),
+        helper.make_node("Cast", ["q_g"], ["q_c"], to=onnx.TensorProto.FLOAT),
+        helper.make_node("ReduceSum", ["q_c", "q_axis"], ["q_s"], keepdims=0),
+        helper.make_node("Div", ["q_s", "q_levels"], ["q_x"]),
+    ]
     nodes = front + list(g.node)
     del g.node[:]
     g.node.extend(nodes)
@@ -336,8 +406,9 @@ def _softmax_wrapper(src: str, dst, temperature: float = 200.0) -> None:
     g = m.graph
     out = g.output[0].name
     g.initializer.append(numpy_helper.from_array(np.array(temperature, np.float32), "sm_t"))
-    g.node.extend([helper.make_node("Mul", [out, "sm_t"], ["sm_z"]),
-                   helper.make_node("Softmax", ["sm_z"], ["sm_p"], axis=-1)])
+    g.node.extend(
+        [helper.make_node("Mul", [out, "sm_t"], ["sm_z"]), helper.make_node("Softmax", ["sm_z"], ["sm_p"], axis=-1)]
+    )
     g.output[0].name = "sm_p"
     onnx.checker.check_model(m)
     onnx.save(m, dst)
@@ -354,8 +425,9 @@ def _without_logits_rule() -> dict:
 
 
 @pytest.mark.slow
-def test_checks_fire_on_masked_models_and_stay_quiet_on_the_suite_models(tmp_path, brain_cnn_path,
-                                                                         brain_mobilenet_path):
+def test_checks_fire_on_masked_models_and_stay_quiet_on_the_suite_models(
+    tmp_path, brain_cnn_path, brain_mobilenet_path
+):
     """Suite-runner end to end at the quick suite's headline (PGD linf 2/255, 10 steps; FGSM) on
     the first CHECK_SAMPLES patches, with the checks' own attacks added by the runner."""
     from advonnx.leaderboard import summarize
@@ -367,14 +439,22 @@ def test_checks_fire_on_masked_models_and_stay_quiet_on_the_suite_models(tmp_pat
     _threshold_front(brain_cnn_path, tmp_path / "cnn_round.onnx")
     _softmax_wrapper(brain_mobilenet_path, tmp_path / "mobilenet_t200.onnx")
     suite = Suite(
-        name="masking", seed=0, save_examples=0,
-        models=[ModelEntry("brain_cnn", brain_cnn_path), ModelEntry("brain_mobilenet", brain_mobilenet_path),
-                ModelEntry("cnn_round", str(tmp_path / "cnn_round.onnx")),
-                ModelEntry("mobilenet_t200", str(tmp_path / "mobilenet_t200.onnx"), overrides=_without_logits_rule())],
+        name="masking",
+        seed=0,
+        save_examples=0,
+        models=[
+            ModelEntry("brain_cnn", brain_cnn_path),
+            ModelEntry("brain_mobilenet", brain_mobilenet_path),
+            ModelEntry("cnn_round", str(tmp_path / "cnn_round.onnx")),
+            ModelEntry("mobilenet_t200", str(tmp_path / "mobilenet_t200.onnx"), overrides=_without_logits_rule()),
+        ],
         datasets=[DatasetEntry("patch", str(SUITES / "data" / "brain_patches_test.npz"), limit=CHECK_SAMPLES)],
-        attacks=[AttackEntry("fgsm", eps=[(2 / 255, "2/255")]),
-                 AttackEntry("pgd", eps=[(2 / 255, "2/255")], settings={"steps": 10})],
-        headline={"attack": "pgd", "norm": "linf", "eps": "2/255"})
+        attacks=[
+            AttackEntry("fgsm", eps=[(2 / 255, "2/255")]),
+            AttackEntry("pgd", eps=[(2 / 255, "2/255")], settings={"steps": 10}),
+        ],
+        headline={"attack": "pgd", "norm": "linf", "eps": "2/255"},
+    )
     folder, table = Runner(suite, out=tmp_path / "out").run()
     checks = masking_checks(table)
     print("\n".join(verdict_lines(checks, markup=False)))

@@ -98,7 +98,7 @@ def test_precedence_metadata_sidecar_override(tmp_path):
     m = advonnx.load_model(path)
     assert m.spec.value_range == (0.0, 255.0) and m.spec.sources["value_range"] == "metadata"
     assert m.spec.class_names == ("a", "b", "c")
-    (tmp_path / "m.onnx.advonnx.toml").write_text('value_range = [0, 4095]\n', encoding="utf-8")
+    (tmp_path / "m.onnx.advonnx.toml").write_text("value_range = [0, 4095]\n", encoding="utf-8")
     m = advonnx.load_model(path)
     assert m.spec.value_range == (0.0, 4095.0) and m.spec.sources["value_range"] == "sidecar"
     m = advonnx.load_model(path, value_range="-1,1")
@@ -127,7 +127,9 @@ def test_per_channel_normalization(tmp_path):
     x = np.random.default_rng(8).uniform(0, 1, (2, 3, 8, 8)).astype(np.float32)
     import onnxruntime as ort
 
-    pre = ((x - np.array(mean, np.float32)[:, None, None]) / np.array(std, np.float32)[:, None, None]).astype(np.float32)
+    pre = ((x - np.array(mean, np.float32)[:, None, None]) / np.array(std, np.float32)[:, None, None]).astype(
+        np.float32
+    )
     raw = ort.InferenceSession(proto.SerializeToString()).run(None, {"image": pre})[0]
     np.testing.assert_allclose(m.predict(x), raw, rtol=1e-5, atol=1e-5)
 

@@ -35,8 +35,15 @@ class SignalWithFeatures(torch.nn.Module):
 
 def export(net, path, names=("signal", "features")):
     net.eval()
-    torch.onnx.export(net, (torch.zeros(2, 1, T), torch.zeros(2, F)), str(path), input_names=list(names),
-                      output_names=["logits"], dynamic_axes={n: {0: "N"} for n in names}, dynamo=False)
+    torch.onnx.export(
+        net,
+        (torch.zeros(2, 1, T), torch.zeros(2, F)),
+        str(path),
+        input_names=list(names),
+        output_names=["logits"],
+        dynamic_axes={n: {0: "N"} for n in names},
+        dynamo=False,
+    )
     return str(path)
 
 
@@ -101,8 +108,16 @@ def test_attacking_a_subset_uses_each_samples_own_inputs(two_input):
     x, f, y = data()
     full = advonnx.attack(m, x, y, "pgd", eps=0.05, steps=5, random_start=False, extras={"features": f})
     for i in (0, 5, 11):
-        one = advonnx.attack(m, x[i:i + 1], y[i:i + 1], "pgd", eps=0.05, steps=5, random_start=False,
-                             extras={"features": f[i:i + 1]})
+        one = advonnx.attack(
+            m,
+            x[i : i + 1],
+            y[i : i + 1],
+            "pgd",
+            eps=0.05,
+            steps=5,
+            random_start=False,
+            extras={"features": f[i : i + 1]},
+        )
         np.testing.assert_allclose(one.x_adv[0], full.x_adv[i], atol=1e-6)
         assert one.adv_pred[0] == full.adv_pred[i]
 
@@ -113,8 +128,9 @@ def test_estimated_gradients_feed_each_probe_its_samples_inputs(two_input):
     x, f, y = data(n=4)
     _, exact = m.value_and_grad(x, y, loss="ce", gradient="exact", extras={"features": f})
     _, est = m.value_and_grad(x, y, loss="ce", gradient="estimated", extras={"features": f})
-    cos = (exact * est).reshape(4, -1).sum(1) / (np.linalg.norm(exact.reshape(4, -1), axis=1)
-                                                  * np.linalg.norm(est.reshape(4, -1), axis=1))
+    cos = (exact * est).reshape(4, -1).sum(1) / (
+        np.linalg.norm(exact.reshape(4, -1), axis=1) * np.linalg.norm(est.reshape(4, -1), axis=1)
+    )
     assert cos.min() > 0.5, cos
 
 
@@ -150,9 +166,15 @@ def test_ambiguous_inputs_need_a_name(tmp_path, capsys):
 
 def export_pair(path):
     net = SignalWithScalogram().eval()
-    torch.onnx.export(net, (torch.zeros(2, 1, T), torch.zeros(2, 4, T)), str(path),
-                      input_names=["signal", "scalogram"], output_names=["logits"],
-                      dynamic_axes={"signal": {0: "N"}, "scalogram": {0: "N"}}, dynamo=False)
+    torch.onnx.export(
+        net,
+        (torch.zeros(2, 1, T), torch.zeros(2, 4, T)),
+        str(path),
+        input_names=["signal", "scalogram"],
+        output_names=["logits"],
+        dynamic_axes={"signal": {0: "N"}, "scalogram": {0: "N"}},
+        dynamo=False,
+    )
     return str(path)
 
 
@@ -180,9 +202,25 @@ def test_cli_inspect_and_run_hold_the_covariates_per_sample(tmp_path, two_input,
     assert "signal" in out and "(attacked)" in out and "held fixed" in out and "features" in out
     x, f, y = data(n=10)
     np.savez(tmp_path / "d.npz", x=x, features=f, y=y)
-    code = _run_cli("run", "--model", path, "--data", tmp_path / "d.npz", "--attack", "pgd(random_start=false)",
-                    "--eps", "0.05", "--steps", "5", "--no-masking-checks", "--chunk-size", "4", "--out",
-                    tmp_path / "out", "-q")
+    code = _run_cli(
+        "run",
+        "--model",
+        path,
+        "--data",
+        tmp_path / "d.npz",
+        "--attack",
+        "pgd(random_start=false)",
+        "--eps",
+        "0.05",
+        "--steps",
+        "5",
+        "--no-masking-checks",
+        "--chunk-size",
+        "4",
+        "--out",
+        tmp_path / "out",
+        "-q",
+    )
     assert code == 0, capsys.readouterr().err
     folder = next((tmp_path / "out").iterdir())
     t = read_results(folder).to_pandas()
@@ -192,12 +230,22 @@ def test_cli_inspect_and_run_hold_the_covariates_per_sample(tmp_path, two_input,
     assert inputs["signal"].startswith("attacked") and "npz array 'features'" in inputs["features"]
     m = advonnx.load_model(path)
     for i in (0, 3, 9):  # chunks of 4: samples 0, 3 (first chunk) and 9 (last chunk, partial)
-        one = advonnx.attack(m, x[i:i + 1], y[i:i + 1], "pgd", eps=0.05, steps=5, random_start=False,
-                             extras={"features": f[i:i + 1]})
+        one = advonnx.attack(
+            m,
+            x[i : i + 1],
+            y[i : i + 1],
+            "pgd",
+            eps=0.05,
+            steps=5,
+            random_start=False,
+            extras={"features": f[i : i + 1]},
+        )
         row = t[t["sample_id"] == f"npz:{i}"].iloc[0]
-        assert int(row["adv_pred"]) == int(one.adv_pred[0]) and row["linf"] == pytest.approx(float(one.linf[0]), abs=1e-6)
+        assert int(row["adv_pred"]) == int(one.adv_pred[0]) and row["linf"] == pytest.approx(
+            float(one.linf[0]), abs=1e-6
+        )
         with torch.no_grad():
-            assert int(row["clean_pred"]) == int(net(torch.tensor(x[i:i + 1]), torch.tensor(f[i:i + 1])).argmax())
+            assert int(row["clean_pred"]) == int(net(torch.tensor(x[i : i + 1]), torch.tensor(f[i : i + 1])).argmax())
 
 
 def test_cli_errors_are_one_line(tmp_path, two_input, capsys):
@@ -209,7 +257,9 @@ def test_cli_errors_are_one_line(tmp_path, two_input, capsys):
         # a joint attack reads the second attacked input from the data too
         (("--data", tmp_path / "nofeat.npz", "--attack-inputs", "signal,features"), "no array named 'features'"),
     ):
-        code = _run_cli("run", "--model", path, *args, "--attack", "fgsm", "--eps", "0.05", "--out", tmp_path / "o", "-q")
+        code = _run_cli(
+            "run", "--model", path, *args, "--attack", "fgsm", "--eps", "0.05", "--out", tmp_path / "o", "-q"
+        )
         err = capsys.readouterr().err
         assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "o").exists()
@@ -232,9 +282,15 @@ def image_model(tmp_path_factory):
     torch.manual_seed(1)
     net = ImageWithCovariates().eval()
     path = tmp_path_factory.mktemp("img") / "img_cov.onnx"
-    torch.onnx.export(net, (torch.zeros(2, 1, 8, 8), torch.zeros(2, 3)), str(path),
-                      input_names=["image", "covariates"], output_names=["logits"],
-                      dynamic_axes={"image": {0: "N"}, "covariates": {0: "N"}}, dynamo=False)
+    torch.onnx.export(
+        net,
+        (torch.zeros(2, 1, 8, 8), torch.zeros(2, 3)),
+        str(path),
+        input_names=["image", "covariates"],
+        output_names=["logits"],
+        dynamic_axes={"image": {0: "N"}, "covariates": {0: "N"}},
+        dynamo=False,
+    )
     return net, str(path)
 
 
@@ -247,7 +303,9 @@ def _manifest(tmp_path, n=6, per_file=False):
     head = "path,label," + ("covariates" if per_file else "covariates:age,covariates:sex,covariates:site")
     lines = [head]
     for i in range(n):
-        sitk.WriteImage(sitk.GetImageFromArray(rng.integers(0, 256, (8, 8)).astype(np.uint8)), str(tmp_path / f"{i}.png"))
+        sitk.WriteImage(
+            sitk.GetImageFromArray(rng.integers(0, 256, (8, 8)).astype(np.uint8)), str(tmp_path / f"{i}.png")
+        )
         if per_file:
             np.save(tmp_path / f"cov{i}.npy", cov[i])
             cells = f"cov{i}.npy"
@@ -297,10 +355,35 @@ def test_cli_manifest_worst_case_corruptions_and_masking_checks(tmp_path, image_
 
     net, path = image_model
     csv, cov = _manifest(tmp_path, n=8)
-    r = subprocess.run([sys.executable, "-m", "advonnx.cli", "run", "--model", path, "--data", str(csv), "--attack",
-                        "fgsm,pgd", "--eps", "0.1", "--worst-case", "--corruptions", "gaussian_noise",
-                        "--severities", "3", "--out", str(tmp_path / "out"), "-q"],
-                       capture_output=True, text=True, encoding="utf-8", cwd=tmp_path, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "advonnx.cli",
+            "run",
+            "--model",
+            path,
+            "--data",
+            str(csv),
+            "--attack",
+            "fgsm,pgd",
+            "--eps",
+            "0.1",
+            "--worst-case",
+            "--corruptions",
+            "gaussian_noise",
+            "--severities",
+            "3",
+            "--out",
+            str(tmp_path / "out"),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     t = read_results(next((tmp_path / "out").iterdir())).to_pandas()
     assert set(t["kind"]) == {"adversarial", "check", "corruption"} and set(t["attacked_inputs"]) == {"image"}
@@ -331,14 +414,23 @@ def test_chunks_padding_and_io_binding_keep_rows_together(tmp_path, two_input):
     net, path = two_input
     fixed = str(tmp_path / "fixed.onnx")
     net.eval()
-    torch.onnx.export(net, (torch.zeros(2, 1, T), torch.zeros(2, F)), fixed, input_names=["signal", "features"],
-                      output_names=["logits"], dynamo=False)
+    torch.onnx.export(
+        net,
+        (torch.zeros(2, 1, T), torch.zeros(2, F)),
+        fixed,
+        input_names=["signal", "features"],
+        output_names=["logits"],
+        dynamo=False,
+    )
     x, f, y = data(n=11, seed=4)
     with torch.no_grad():
         want = net(torch.tensor(x), torch.tensor(f)).numpy()
     ref_value, ref_grad = advonnx.load_model(path).value_and_grad(x, y, gradient="exact", extras={"features": f})
-    for m in (advonnx.load_model(path, batch_size=4), advonnx.load_model(fixed),
-              advonnx.load_model(path, batch_size=4, io_binding=True)):
+    for m in (
+        advonnx.load_model(path, batch_size=4),
+        advonnx.load_model(fixed),
+        advonnx.load_model(path, batch_size=4, io_binding=True),
+    ):
         np.testing.assert_allclose(m.predict(x, extras={"features": f}), want, atol=1e-5)
         value, grad = m.value_and_grad(x, y, gradient="exact", extras={"features": f})
         np.testing.assert_allclose(value, ref_value, rtol=1e-5)
@@ -366,9 +458,15 @@ def test_integer_vector_input_from_npz_and_manifest(tmp_path):
     torch.manual_seed(2)
     net = SignalWithSite().eval()
     path = str(tmp_path / "site.onnx")
-    torch.onnx.export(net, (torch.zeros(2, 1, T), torch.zeros(2, dtype=torch.int64)), path,
-                      input_names=["signal", "site"], output_names=["logits"],
-                      dynamic_axes={"signal": {0: "N"}, "site": {0: "N"}}, dynamo=False)
+    torch.onnx.export(
+        net,
+        (torch.zeros(2, 1, T), torch.zeros(2, dtype=torch.int64)),
+        path,
+        input_names=["signal", "site"],
+        output_names=["logits"],
+        dynamic_axes={"signal": {0: "N"}, "site": {0: "N"}},
+        dynamo=False,
+    )
     m = advonnx.load_model(path)
     assert m.spec.input_name == "signal" and m.spec.extra_inputs == (("site", (None,), "int64"),)
     x, _, y = data(n=6)
@@ -376,7 +474,9 @@ def test_integer_vector_input_from_npz_and_manifest(tmp_path):
     np.savez(tmp_path / "s.npz", x=x, site=site, y=y % 2)
     ds = cached_dataset(DatasetEntry(name="s", path=str(tmp_path / "s.npz")), m)
     assert ds.extras["site"].dtype == np.int64 and list(ds.extras["site"]) == list(site)
-    res = advonnx.attack(m, ds.x[:], ds.y, "pgd", eps=0.05, steps=3, extras=ds.extras)  # runs stream: x is read per block
+    res = advonnx.attack(
+        m, ds.x[:], ds.y, "pgd", eps=0.05, steps=3, extras=ds.extras
+    )  # runs stream: x is read per block
     with torch.no_grad():
         want = net(torch.tensor(res.x_adv), torch.tensor(site)).argmax(1).numpy()
     np.testing.assert_array_equal(res.adv_pred, want)

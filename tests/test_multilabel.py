@@ -86,8 +86,9 @@ def test_losses_and_score_gradients_match_torch():
     y = _labels(rng, 32)
     w = (y >= 0).astype(np.float64)
     zt = torch.tensor(z, requires_grad=True)
-    per = torch.nn.functional.binary_cross_entropy_with_logits(zt, torch.tensor(np.maximum(y, 0), dtype=torch.float64),
-                                                               reduction="none")
+    per = torch.nn.functional.binary_cross_entropy_with_logits(
+        zt, torch.tensor(np.maximum(y, 0), dtype=torch.float64), reduction="none"
+    )
     ref = (per * torch.tensor(w)).sum(1) / torch.tensor(w).sum(1)
     ref.sum().backward()
     value, g = losses.score_gradient("bce", z, y, probabilities=False)
@@ -96,7 +97,9 @@ def test_losses_and_score_gradients_match_torch():
     # probabilities: the same BCE from p = sigmoid(z)
     p = 1 / (1 + np.exp(-z))
     pt = torch.tensor(p, requires_grad=True)
-    per = torch.nn.functional.binary_cross_entropy(pt, torch.tensor(np.maximum(y, 0), dtype=torch.float64), reduction="none")
+    per = torch.nn.functional.binary_cross_entropy(
+        pt, torch.tensor(np.maximum(y, 0), dtype=torch.float64), reduction="none"
+    )
     ((per * torch.tensor(w)).sum(1) / torch.tensor(w).sum(1)).sum().backward()
     value_p, g_p = losses.score_gradient("bce", p, y, probabilities=True)
     assert np.allclose(value_p, value, atol=1e-9) and np.allclose(g_p, pt.grad.numpy(), rtol=1e-6, atol=1e-9)
@@ -137,22 +140,30 @@ def _float64_model(probabilities: bool):
     rng = np.random.default_rng(3)
     w1, b1 = rng.normal(0, 1, (5, 6)), rng.normal(0, 0.5, 6)
     w2, b2 = rng.normal(0, 1, (6, K)), rng.normal(0, 0.5, K)
-    nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"]), helper.make_node("Tanh", ["h"], ["t"]),
-             helper.make_node("Gemm", ["t", "w2", "b2"], ["z"])]
+    nodes = [
+        helper.make_node("Gemm", ["x", "w1", "b1"], ["h"]),
+        helper.make_node("Tanh", ["h"], ["t"]),
+        helper.make_node("Gemm", ["t", "w2", "b2"], ["z"]),
+    ]
     out = "z"
     if probabilities:
         nodes.append(helper.make_node("Sigmoid", ["z"], ["p"]))
         out = "p"
-    g = helper.make_graph(nodes, "ml64", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, ["N", 5])],
-                          [helper.make_tensor_value_info(out, TensorProto.DOUBLE, ["N", K])],
-                          [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2"))])
+    g = helper.make_graph(
+        nodes,
+        "ml64",
+        [helper.make_tensor_value_info("x", TensorProto.DOUBLE, ["N", 5])],
+        [helper.make_tensor_value_info(out, TensorProto.DOUBLE, ["N", K])],
+        [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2"))],
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     return m, out
 
 
-@pytest.mark.parametrize("loss,probabilities", [("bce", False), ("bce", True), ("ml_margin", False),
-                                                ("ml_margin", True)])
+@pytest.mark.parametrize(
+    "loss,probabilities", [("bce", False), ("bce", True), ("ml_margin", False), ("ml_margin", True)]
+)
 def test_gradient_graph_matches_float64_finite_differences(loss, probabilities):
     base, out = _float64_model(probabilities)
     thr = 0.6 if probabilities else 0.3
@@ -180,8 +191,15 @@ def test_gradient_graph_matches_float64_finite_differences(loss, probabilities):
 
 
 # -- attacks -----------------------------------------------------------------------------------
-MULTILABEL = {"fgsm": {}, "bim": {"steps": 5}, "pgd": {"steps": 5}, "apgd": {"steps": 10},
-              "square": {"max_queries": 100}, "nes": {"steps": 3, "samples": 4}, "spsa": {"steps": 3, "samples": 4}}
+MULTILABEL = {
+    "fgsm": {},
+    "bim": {"steps": 5},
+    "pgd": {"steps": 5},
+    "apgd": {"steps": 10},
+    "square": {"max_queries": 100},
+    "nes": {"steps": 3, "samples": 4},
+    "spsa": {"steps": 3, "samples": 4},
+}
 
 
 @pytest.mark.parametrize("name", sorted(ATTACKS))
@@ -227,8 +245,13 @@ def test_target_map_parser_takes_both_forms():
     assert parse_target_map("pneumothorax:absent, 0:present", FINDINGS, multilabel=True) == [(2, 0), (0, 1)]
     assert parse_target_map("malignant:benign", ["benign", "malignant"], multilabel=False) == [(1, 0)]
     assert multilabel_target([(2, 0)], K).tolist() == [-1, -1, 0, -1]
-    for text, ml in (("pneumothorax:maybe", True), ("lung:absent", True), ("benign", False),
-                     ("benign:benign", False), ("nodule:absent,nodule:present", True)):
+    for text, ml in (
+        ("pneumothorax:maybe", True),
+        ("lung:absent", True),
+        ("benign", False),
+        ("benign:benign", False),
+        ("nodule:absent,nodule:present", True),
+    ):
         with pytest.raises(AdvonnxError) as err:
             parse_target_map(text, FINDINGS if ml else ["benign", "malignant"], multilabel=ml)
         assert "\n" not in str(err.value) and "target map" in str(err.value)
@@ -330,9 +353,21 @@ def test_cli_runs_with_and_without_labels(tmp_path, onnx_path, data):
     np.savez(tmp_path / "labels.npz", x=x, y=y)
     np.savez(tmp_path / "nolabels.npz", x=x)
     for name, labelled in (("labels", True), ("nolabels", False)):
-        out = _cli("run", "--model", onnx_path, "--data", tmp_path / f"{name}.npz", "--attack",
-                   "fgsm,pgd,square(max_queries=200)", "--eps", EPS, "--out", tmp_path / name, "-q",
-                   "--no-masking-checks")
+        out = _cli(
+            "run",
+            "--model",
+            onnx_path,
+            "--data",
+            tmp_path / f"{name}.npz",
+            "--attack",
+            "fgsm,pgd,square(max_queries=200)",
+            "--eps",
+            EPS,
+            "--out",
+            tmp_path / name,
+            "-q",
+            "--no-masking-checks",
+        )
         assert out.returncode == 0, out.stderr
         table = read_results(tmp_path / name)
         rows = table.to_pylist()
@@ -358,8 +393,23 @@ def test_cli_runs_with_and_without_labels(tmp_path, onnx_path, data):
 def test_cli_target_map_and_refusals(tmp_path, onnx_path, data):
     x, y = data
     np.savez(tmp_path / "d.npz", x=x[:16], y=y[:16])
-    out = _cli("run", "--model", onnx_path, "--data", tmp_path / "d.npz", "--attack", "pgd(steps=20)", "--eps", 0.15,
-               "--target-map", "2:absent", "--out", tmp_path / "t", "-q", "--no-masking-checks")
+    out = _cli(
+        "run",
+        "--model",
+        onnx_path,
+        "--data",
+        tmp_path / "d.npz",
+        "--attack",
+        "pgd(steps=20)",
+        "--eps",
+        0.15,
+        "--target-map",
+        "2:absent",
+        "--out",
+        tmp_path / "t",
+        "-q",
+        "--no-masking-checks",
+    )
     assert out.returncode == 0, out.stderr
     rows = read_results(tmp_path / "t").to_pylist()
     for r, yi in zip(rows, y[:16], strict=True):
@@ -369,12 +419,23 @@ def test_cli_target_map_and_refusals(tmp_path, onnx_path, data):
         else:
             assert r["status"] == "ok" and r["success"] == (r["adv_vector"][2] == 0)
     assert any(r["success"] for r in rows)
-    out = _cli("run", "--model", onnx_path, "--data", tmp_path / "d.npz", "--attack", "deepfool", "--out",
-               tmp_path / "d", "-q")
+    out = _cli(
+        "run", "--model", onnx_path, "--data", tmp_path / "d.npz", "--attack", "deepfool", "--out", tmp_path / "d", "-q"
+    )
     assert out.returncode == 2 and "deepfool" in out.stderr and "multi-label" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
-    bad = _cli("run", "--model", onnx_path, "--data", tmp_path / "d.npz", "--target-map", "lung:absent", "--out",
-               tmp_path / "e", "-q")
+    bad = _cli(
+        "run",
+        "--model",
+        onnx_path,
+        "--data",
+        tmp_path / "d.npz",
+        "--target-map",
+        "lung:absent",
+        "--out",
+        tmp_path / "e",
+        "-q",
+    )
     assert bad.returncode != 0 and "lung" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -389,13 +450,32 @@ def test_cli_target_map_on_a_single_label_model(tmp_path):
     x = np.random.default_rng(0).uniform(0, 1, (24, 1, 8, 8)).astype(np.float32)
     pred = m.classify(x)
     src = int(np.bincount(pred, minlength=3).argmax())
-    dst = next(t for t in range(3) if t != src and make_attack("pgd", eps=1.0, steps=50)(
-        m, x, None, target=np.full(len(x), t), targeted=True).success.any())  # a class this tiny net can reach
+    dst = next(
+        t
+        for t in range(3)
+        if t != src
+        and make_attack("pgd", eps=1.0, steps=50)(m, x, None, target=np.full(len(x), t), targeted=True).success.any()
+    )  # a class this tiny net can reach
     y = pred.copy()
     y[::2] = (src + 2) % 3  # labelled as another class: no entry in the map
     np.savez(tmp_path / "d.npz", x=x, y=y)
-    out = _cli("run", "--model", path, "--data", tmp_path / "d.npz", "--attack", "pgd(steps=50)", "--eps", 1,
-               "--target-map", f"{src}:{dst}", "--out", tmp_path / "o", "-q", "--no-masking-checks")
+    out = _cli(
+        "run",
+        "--model",
+        path,
+        "--data",
+        tmp_path / "d.npz",
+        "--attack",
+        "pgd(steps=50)",
+        "--eps",
+        1,
+        "--target-map",
+        f"{src}:{dst}",
+        "--out",
+        tmp_path / "o",
+        "-q",
+        "--no-masking-checks",
+    )
     assert out.returncode == 0, out.stderr
     rows = read_results(tmp_path / "o").to_pylist()
     assert sum(r["status"] == "skipped" for r in rows) == 12

@@ -81,8 +81,9 @@ def test_deepfool_eps_projection_and_min_norm(cnn, norm):
     capped = advonnx.attack(m, x, None, "deepfool", norm=norm, eps=eps, gradient="exact")
     size = capped.l2 if norm == "l2" else capped.linf
     assert (size <= eps * (1 + 1e-5)).all()
-    np.testing.assert_allclose(capped.min_norm, np.where(capped.success, np.minimum(free.min_norm, size),
-                                                         free.min_norm), rtol=1e-6)
+    np.testing.assert_allclose(
+        capped.min_norm, np.where(capped.success, np.minimum(free.min_norm, size), free.min_norm), rtol=1e-6
+    )
     assert (capped.min_norm[capped.success] <= eps * (1 + 1e-5)).all()
     assert capped.success.sum() < free.success.sum()
 
@@ -101,8 +102,7 @@ def test_jsma_changes_few_elements_within_gamma(cnn, targeted):
     # this model answers 3 on a white image and 2 on a black one: only decreasing elements
     # can break it, towards 2
     target = np.where(clean == 2, 1, 2) if targeted else None
-    res = advonnx.attack(m, x, None, "jsma", theta=-1.0, gamma=0.7, targeted=targeted, target=target,
-                         gradient="exact")
+    res = advonnx.attack(m, x, None, "jsma", theta=-1.0, gamma=0.7, targeted=targeted, target=target, gradient="exact")
     assert res.success.mean() >= 0.5
     assert (res.l0 <= 0.7 * 64 + 2).all()
     assert (res.x_adv <= x + 1e-7).all()  # theta < 0 only decreases
@@ -121,8 +121,9 @@ def test_changed_pixels_counts_positions_not_channels():
 
 def test_cw_finds_small_adversarials_in_range(cnn):
     m, x = cnn
-    res = advonnx.attack(m, x, None, "cw", steps=100, binary_search_steps=5, initial_const=1.0, step_size=0.05,
-                         gradient="exact")
+    res = advonnx.attack(
+        m, x, None, "cw", steps=100, binary_search_steps=5, initial_const=1.0, step_size=0.05, gradient="exact"
+    )
     df = advonnx.attack(m, x, None, "deepfool", norm="l2", gradient="exact")
     assert res.success.mean() >= 0.9
     assert (res.x_adv >= 0).all() and (res.x_adv <= 1).all()
@@ -144,8 +145,15 @@ def seg(tmp_path_factory):
 
 
 def _ctx(model, n, targeted=True):
-    return AttackContext(model, n=n, rng=Random(0), gradient="exact", targeted=targeted,
-                         value_range=model.spec.value_range, max_queries=None)
+    return AttackContext(
+        model,
+        n=n,
+        rng=Random(0),
+        gradient="exact",
+        targeted=targeted,
+        value_range=model.spec.value_range,
+        max_queries=None,
+    )
 
 
 def test_dag_only_still_correct_pixels_contribute(seg):
@@ -170,11 +178,9 @@ def test_dag_step_is_gamma_over_linf(seg):
     pred = m3.classify(x)
     target = (pred + 1) % 3
     gamma = 0.01
-    res = advonnx.attack(m3, x, None, "dag", gamma=gamma, steps=1, targeted=True, target=target,
-                         gradient="exact")
+    res = advonnx.attack(m3, x, None, "dag", gamma=gamma, steps=1, targeted=True, target=target, gradient="exact")
     np.testing.assert_allclose(res.linf, gamma, rtol=1e-5)
-    res3 = advonnx.attack(m3, x, None, "dag", gamma=gamma, steps=3, targeted=True, target=target,
-                          gradient="exact")
+    res3 = advonnx.attack(m3, x, None, "dag", gamma=gamma, steps=3, targeted=True, target=target, gradient="exact")
     assert (res3.linf <= 3 * gamma + 1e-6).all()
 
 
@@ -182,8 +188,7 @@ def test_dag_stays_in_range_and_reaches_targets(seg):
     _, m3, x = seg
     pred = m3.classify(x)
     target = (pred + 1) % 3
-    res = advonnx.attack(m3, x, None, "dag", gamma=0.05, steps=200, targeted=True, target=target,
-                         gradient="exact")
+    res = advonnx.attack(m3, x, None, "dag", gamma=0.05, steps=200, targeted=True, target=target, gradient="exact")
     assert (res.x_adv >= 0).all() and (res.x_adv <= 1).all()
     assert (m3.classify(res.x_adv) == target).mean() > (pred == target).mean()
     unt = advonnx.attack(m3, x, None, "dag", gamma=0.05, steps=50, pixels="code", gradient="exact")
@@ -228,15 +233,19 @@ def test_deepfool_vs_foolbox(brain):
     model, net, x, y = brain
     x, y = x[:100], y[:100]
     fm = fb.PyTorchModel(net, bounds=(0, 1))
-    theirs = fb.attacks.L2DeepFoolAttack(steps=50, candidates=10, overshoot=0.02).run(
-        fm, torch.from_numpy(x), fb.criteria.Misclassification(torch.from_numpy(y))).numpy()
-    ours = advonnx.attack(model, x, y, "deepfool", norm="l2", steps=50, candidates=10, overshoot=0.02,
-                          gradient="exact")
+    theirs = (
+        fb.attacks.L2DeepFoolAttack(steps=50, candidates=10, overshoot=0.02)
+        .run(fm, torch.from_numpy(x), fb.criteria.Misclassification(torch.from_numpy(y)))
+        .numpy()
+    )
+    ours = advonnx.attack(model, x, y, "deepfool", norm="l2", steps=50, candidates=10, overshoot=0.02, gradient="exact")
     s_t, n_t = _norms(model, x, theirs, lambda p: p != y, "l2")
     s_o, n_o = _norms(model, x, ours.x_adv, lambda p: p != y, "l2")
     both = s_t & s_o
-    print(f"deepfool success ours {s_o.mean():.3f} foolbox {s_t.mean():.3f}; median L2 ours "
-          f"{np.median(n_o[both]):.4f} foolbox {np.median(n_t[both]):.4f}")
+    print(
+        f"deepfool success ours {s_o.mean():.3f} foolbox {s_t.mean():.3f}; median L2 ours "
+        f"{np.median(n_o[both]):.4f} foolbox {np.median(n_t[both]):.4f}"
+    )
     assert s_o.mean() >= s_t.mean()
     assert np.median(n_o[both]) <= 1.1 * np.median(n_t[both])
 
@@ -250,23 +259,29 @@ def test_cw_vs_foolbox(brain):
     x, y = x[:32], y[:32]
     steps, bss = 50, 4
     fm = fb.PyTorchModel(net, bounds=(0, 1))
-    theirs = fb.attacks.L2CarliniWagnerAttack(binary_search_steps=bss, steps=steps, stepsize=0.01).run(
-        fm, torch.from_numpy(x), fb.criteria.Misclassification(torch.from_numpy(y))).numpy()
-    ours = advonnx.attack(model, x, y, "cw", steps=steps, binary_search_steps=bss, step_size=0.01,
-                          gradient="exact")
+    theirs = (
+        fb.attacks.L2CarliniWagnerAttack(binary_search_steps=bss, steps=steps, stepsize=0.01)
+        .run(fm, torch.from_numpy(x), fb.criteria.Misclassification(torch.from_numpy(y)))
+        .numpy()
+    )
+    ours = advonnx.attack(model, x, y, "cw", steps=steps, binary_search_steps=bss, step_size=0.01, gradient="exact")
     s_t, n_t = _norms(model, x, theirs, lambda p: p != y, "l2")
     # foolbox returns its initial ``best_advs = ep.zeros_like(x)`` (foolbox 3.3.4
     # attacks/carlini_wagner.py L147, returned at L199) for samples where it found no
     # adversarial; an all-black image the model happens to misclassify is not a C&W success.
     found_t = np.abs(theirs.reshape(len(x), -1)).max(axis=1) > 0
-    print(f"cw: foolbox found nothing for {int((~found_t).sum())} samples; the black placeholder "
-          f"flips {int((s_t & ~found_t).sum())} of them")
+    print(
+        f"cw: foolbox found nothing for {int((~found_t).sum())} samples; the black placeholder "
+        f"flips {int((s_t & ~found_t).sum())} of them"
+    )
     s_t = s_t & found_t
     s_o, n_o = _norms(model, x, ours.x_adv, lambda p: p != y, "l2")
     assert ours.success[s_o].all() and not ours.success[~s_o].any()  # re-checked by running the model
     both = s_t & s_o
-    print(f"cw success ours {s_o.mean():.3f} foolbox {s_t.mean():.3f}; median L2 ours "
-          f"{np.median(n_o[both]):.4f} foolbox {np.median(n_t[both]):.4f}")
+    print(
+        f"cw success ours {s_o.mean():.3f} foolbox {s_t.mean():.3f}; median L2 ours "
+        f"{np.median(n_o[both]):.4f} foolbox {np.median(n_t[both]):.4f}"
+    )
     assert s_o.mean() >= s_t.mean()
     assert np.median(n_o[both]) <= 1.1 * np.median(n_t[both])
 
@@ -281,17 +296,20 @@ def test_targeted_jsma_vs_art(brain):
     model, net, x, y = brain
     x, y = x[:100], y[:100]
     target = (y + 1 + np.random.default_rng(0).integers(0, 2, y.shape)) % 3
-    clf = PyTorchClassifier(net, loss=torch.nn.CrossEntropyLoss(), input_shape=(1, 32, 32), nb_classes=3,
-                            clip_values=(0.0, 1.0))
+    clf = PyTorchClassifier(
+        net, loss=torch.nn.CrossEntropyLoss(), input_shape=(1, 32, 32), nb_classes=3, clip_values=(0.0, 1.0)
+    )
     theirs = SaliencyMapMethod(clf, theta=1.0, gamma=0.1, batch_size=128, verbose=False).generate(
-        x, y=np.eye(3, dtype=np.float32)[target])
-    ours = advonnx.attack(model, x, y, "jsma", theta=1.0, gamma=0.1, targeted=True, target=target,
-                          gradient="exact")
+        x, y=np.eye(3, dtype=np.float32)[target]
+    )
+    ours = advonnx.attack(model, x, y, "jsma", theta=1.0, gamma=0.1, targeted=True, target=target, gradient="exact")
     s_t, n_t = _norms(model, x, theirs, lambda p: p == target, "l0")
     s_o, n_o = _norms(model, x, ours.x_adv, lambda p: p == target, "l0")
     both = s_t & s_o
-    print(f"jsma success ours {s_o.mean():.3f} ART {s_t.mean():.3f}; median L0 ours "
-          f"{np.median(n_o[both]):.1f} ART {np.median(n_t[both]):.1f}")
+    print(
+        f"jsma success ours {s_o.mean():.3f} ART {s_t.mean():.3f}; median L0 ours "
+        f"{np.median(n_o[both]):.1f} ART {np.median(n_t[both]):.1f}"
+    )
     assert s_o.mean() >= s_t.mean() - 0.02
     assert np.median(n_o[both]) <= 1.1 * np.median(n_t[both])
 
@@ -340,8 +358,7 @@ def test_dag_on_trained_segmenter_vs_authors_update(name):
     target = np.asarray(permuted_targets(y, 4, Random(0)))
     gamma, steps = 1 / 255, 30
     # default pixels="correct" (only still-correct pixels contribute) against the same rule
-    ours = advonnx.attack(model, x, y, "dag", gamma=gamma, steps=steps, targeted=True, target=target,
-                          gradient="exact")
+    ours = advonnx.attack(model, x, y, "dag", gamma=gamma, steps=steps, targeted=True, target=target, gradient="exact")
     assert ours.params["pixels"] == "correct"
     theirs = _authors_dag_torch(model, x, target, gamma, steps)
     frac_o = (model.classify(ours.x_adv) == target).mean()
@@ -349,8 +366,10 @@ def test_dag_on_trained_segmenter_vs_authors_update(name):
     dice_clean = confusion_overlap(model.classify(x), y, 4)[0].mean()
     dice_adv = confusion_overlap(model.classify(ours.x_adv), y, 4)[0].mean()
     dice_t = confusion_overlap(model.classify(theirs), y, 4)[0].mean()
-    print(f"DAG {name} gamma={gamma:.4f} steps={steps} n={len(x)}: at target ours {frac_o:.4f} transcription "
-          f"{frac_t:.4f}; mean Dice {dice_clean:.3f} -> ours {dice_adv:.3f} (drop {dice_clean - dice_adv:.3f}), "
-          f"transcription {dice_t:.3f}")
+    print(
+        f"DAG {name} gamma={gamma:.4f} steps={steps} n={len(x)}: at target ours {frac_o:.4f} transcription "
+        f"{frac_t:.4f}; mean Dice {dice_clean:.3f} -> ours {dice_adv:.3f} (drop {dice_clean - dice_adv:.3f}), "
+        f"transcription {dice_t:.3f}"
+    )
     assert frac_o >= frac_t - 1e-9
     assert dice_adv < dice_clean

@@ -56,8 +56,9 @@ def test_jsma_step_takes_the_two_largest_probability_gradients(heads):
     with ∇p_target from the softmax model's own gradient graph; one VJP row per step."""
     logits, probs, x = heads
     target = np.where(logits.classify(x) == 2, 1, 2)
-    res = advonnx.attack(logits, x, None, "jsma", theta=-1.0, gamma=1 / 64, targeted=True, target=target,
-                         gradient="exact")
+    res = advonnx.attack(
+        logits, x, None, "jsma", theta=-1.0, gamma=1 / 64, targeted=True, target=target, gradient="exact"
+    )
     # the softmax output's own gradient (logits rule off: the cotangent seeds p, not the logits)
     softmax = advonnx.load_model(probs.spec.path, logits_rule=False)
     _, g = softmax.value_and_grad(x, cotangent=np.eye(4, dtype=np.float32)[target], gradient="exact")
@@ -66,8 +67,18 @@ def test_jsma_step_takes_the_two_largest_probability_gradients(heads):
     changed = np.stack([np.nonzero(r)[0] for r in (res.x_adv != x).reshape(len(x), -1)])
     np.testing.assert_array_equal(changed, expected)
     assert (res.queries == 3).all()  # first prediction, one VJP row, the prediction after the step
-    z = advonnx.attack(logits, x, None, "jsma", theta=-1.0, gamma=1 / 64, targeted=True, target=target,
-                       gradient="exact", saliency="logits")
+    z = advonnx.attack(
+        logits,
+        x,
+        None,
+        "jsma",
+        theta=-1.0,
+        gamma=1 / 64,
+        targeted=True,
+        target=target,
+        gradient="exact",
+        saliency="logits",
+    )
     assert (z.queries == 4).all()  # JSMA-Z: two VJP rows (goal, sum of the others)
 
 
@@ -101,9 +112,13 @@ def _foolbox_cw(net, x, y, steps, bss):
     fb = pytest.importorskip("foolbox")
     import torch
 
-    adv = fb.attacks.L2CarliniWagnerAttack(binary_search_steps=bss, steps=steps, stepsize=0.01).run(
-        fb.PyTorchModel(net, bounds=(0, 1)), torch.from_numpy(x),
-        fb.criteria.Misclassification(torch.from_numpy(y))).numpy()
+    adv = (
+        fb.attacks.L2CarliniWagnerAttack(binary_search_steps=bss, steps=steps, stepsize=0.01)
+        .run(
+            fb.PyTorchModel(net, bounds=(0, 1)), torch.from_numpy(x), fb.criteria.Misclassification(torch.from_numpy(y))
+        )
+        .numpy()
+    )
     # foolbox returns its zero placeholder (3.3.4 attacks/carlini_wagner.py L147) where it found
     # nothing; a black image the model misclassifies is not a C&W success
     return adv, np.abs(adv.reshape(len(x), -1)).max(axis=1) > 0
@@ -111,15 +126,16 @@ def _foolbox_cw(net, x, y, steps, bss):
 
 def _compare_cw(label, model, net, x, y, steps, bss):
     theirs, found = _foolbox_cw(net, x, y, steps, bss)
-    ours = advonnx.attack(model, x, y, "cw", steps=steps, binary_search_steps=bss, step_size=0.01,
-                          gradient="exact")
+    ours = advonnx.attack(model, x, y, "cw", steps=steps, binary_search_steps=bss, step_size=0.01, gradient="exact")
     naive = model.classify(theirs) != y
     s_t, s_o = naive & found, model.classify(ours.x_adv) != y
     assert (ours.success == s_o).all()  # re-checked by running the model
     both = s_t & s_o
     n_o, n_t = np.median(_l2(x, ours.x_adv)[both]), np.median(_l2(x, theirs)[both])
-    print(f"cw {label} steps={steps} bss={bss} n={len(x)}: success ours {s_o.mean():.2f} foolbox {s_t.mean():.2f} "
-          f"(foolbox counting its black placeholder {naive.mean():.2f}); median L2 ours {n_o:.4f} foolbox {n_t:.4f}")
+    print(
+        f"cw {label} steps={steps} bss={bss} n={len(x)}: success ours {s_o.mean():.2f} foolbox {s_t.mean():.2f} "
+        f"(foolbox counting its black placeholder {naive.mean():.2f}); median L2 ours {n_o:.4f} foolbox {n_t:.4f}"
+    )
     assert s_o.mean() >= s_t.mean()
     assert n_o <= 1.1 * n_t
 
@@ -136,9 +152,16 @@ def test_cw_on_softmax_output_vs_foolbox_on_logits(digits, tmp_path):
 
     arch, _, net, x, y = digits
     path = str(tmp_path / "probs.onnx")
-    torch.onnx.export(torch.nn.Sequential(net, torch.nn.Softmax(dim=1)).eval(), torch.zeros(1, 1, 8, 8), path,
-                      input_names=["image"], output_names=["probs"],
-                      dynamic_axes={"image": {0: "N"}, "probs": {0: "N"}}, opset_version=17, dynamo=False)
+    torch.onnx.export(
+        torch.nn.Sequential(net, torch.nn.Softmax(dim=1)).eval(),
+        torch.zeros(1, 1, 8, 8),
+        path,
+        input_names=["image"],
+        output_names=["probs"],
+        dynamic_axes={"image": {0: "N"}, "probs": {0: "N"}},
+        opset_version=17,
+        dynamo=False,
+    )
     model = advonnx.load_model(path)
     assert model.spec.scores == "probabilities"
     _compare_cw(f"digits_{arch}+softmax", model, net, x, y, steps=100, bss=5)
@@ -164,8 +187,9 @@ def test_jsma_vs_art_on_digits(digits):
 
     arch, model, net, x, y = digits
     target = (y + 1 + np.random.default_rng(0).integers(0, 9, y.shape)) % 10
-    clf = PyTorchClassifier(net, loss=torch.nn.CrossEntropyLoss(), input_shape=(1, 8, 8), nb_classes=10,
-                            clip_values=(0.0, 1.0))
+    clf = PyTorchClassifier(
+        net, loss=torch.nn.CrossEntropyLoss(), input_shape=(1, 8, 8), nb_classes=10, clip_values=(0.0, 1.0)
+    )
     art = SaliencyMapMethod(clf, theta=1.0, gamma=0.1, batch_size=128, verbose=False)
     theirs = art.generate(x, y=np.eye(10, dtype=np.float32)[target])
     kw = dict(theta=1.0, gamma=0.1, gradient="exact")
@@ -177,9 +201,11 @@ def test_jsma_vs_art_on_digits(digits):
     # untargeted: ours re-chooses the runner-up class each step, ART draws a random target
     unt = advonnx.attack(model, x, y, "jsma", **kw)
     u_o, u_t = model.classify(unt.x_adv) != y, model.classify(art.generate(x)) != y
-    print(f"jsma digits_{arch} targeted: success ours (JSMA-F) {s_o.mean():.2f} JSMA-Z {s_z.mean():.2f} "
-          f"ART {s_t.mean():.2f}; median L0 ours {np.median(l0(ours.x_adv)[both])} ART "
-          f"{np.median(l0(theirs)[both])}; untargeted ours {u_o.mean():.2f} ART random target {u_t.mean():.2f}")
+    print(
+        f"jsma digits_{arch} targeted: success ours (JSMA-F) {s_o.mean():.2f} JSMA-Z {s_z.mean():.2f} "
+        f"ART {s_t.mean():.2f}; median L0 ours {np.median(l0(ours.x_adv)[both])} ART "
+        f"{np.median(l0(theirs)[both])}; untargeted ours {u_o.mean():.2f} ART random target {u_t.mean():.2f}"
+    )
     assert s_o.mean() >= s_t.mean() - 0.02
     assert s_o.mean() >= s_z.mean()
     assert np.median(l0(ours.x_adv)[both]) <= 1.1 * np.median(l0(theirs)[both])

@@ -62,8 +62,13 @@ def _vi(name, elem=TensorProto.FLOAT, shape=(None, None)):
 
 def _linear(shape, w: np.ndarray, opset_version=17) -> onnx.ModelProto:
     """y = x * w (broadcast), x of ``shape``."""
-    return _model([helper.make_node("Mul", ["x", "w"], ["y"])], [_vi("x", shape=shape)], [_vi("y", shape=shape)],
-                  [numpy_helper.from_array(w.astype(np.float32), "w")], opset_version)
+    return _model(
+        [helper.make_node("Mul", ["x", "w"], ["y"])],
+        [_vi("x", shape=shape)],
+        [_vi("y", shape=shape)],
+        [numpy_helper.from_array(w.astype(np.float32), "w")],
+        opset_version,
+    )
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
@@ -74,8 +79,7 @@ def test_fold_preprocessing_matches_preprocessing_by_hand(layout):
     w = rng.normal(size=[1] + shape[1:]).astype(np.float32)
     raw = _linear(shape, w)
     mean, std, scale = (0.1, 0.2, 0.3), (0.5, 1.0, 2.0), 255.0
-    folded = (fold_preprocessing(copy.deepcopy(raw), "x", scale=scale, mean=mean, std=std,
-                                         channel_axis=axis))
+    folded = fold_preprocessing(copy.deepcopy(raw), "x", scale=scale, mean=mean, std=std, channel_axis=axis)
     x = rng.uniform(0, 1, size=[4] + shape[1:]).astype(np.float32)
     cshape = [1, 1, 1, 1]
     cshape[axis] = 3
@@ -100,10 +104,12 @@ def test_fold_preprocessing_refuses_an_input_that_is_also_an_output():
 
 def _uint8_model() -> onnx.ModelProto:
     """uint8 input, cast to float and doubled (the integer front end of an 8-bit pipeline)."""
-    return _model([helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT),
-                   helper.make_node("Mul", ["xf", "two"], ["y"])],
-                  [_vi("x", TensorProto.UINT8, [None, 4])], [_vi("y")],
-                  [numpy_helper.from_array(np.float32(2.0), "two")])
+    return _model(
+        [helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT), helper.make_node("Mul", ["xf", "two"], ["y"])],
+        [_vi("x", TensorProto.UINT8, [None, 4])],
+        [_vi("y")],
+        [numpy_helper.from_array(np.float32(2.0), "two")],
+    )
 
 
 def test_round_integer_input_rounds_half_to_even_and_casts():
@@ -135,16 +141,26 @@ def test_preprocessing_comes_before_the_rounding():
 
 def _zipmap_model() -> onnx.ModelProto:
     """scikit-learn's shape of output: int64 labels and a ZipMap of softmax probabilities."""
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["z"]),
-             helper.make_node("Softmax", ["z"], ["p"], axis=1),
-             helper.make_node("ArgMax", ["p"], ["label"], axis=1, keepdims=0),
-             helper.make_node("ZipMap", ["p"], ["probabilities"], domain="ai.onnx.ml",
-                              classlabels_int64s=[0, 1, 2])]
-    seq = helper.make_value_info("probabilities", helper.make_sequence_type_proto(helper.make_map_type_proto(
-        TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, []))))
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["z"]),
+        helper.make_node("Softmax", ["z"], ["p"], axis=1),
+        helper.make_node("ArgMax", ["p"], ["label"], axis=1, keepdims=0),
+        helper.make_node("ZipMap", ["p"], ["probabilities"], domain="ai.onnx.ml", classlabels_int64s=[0, 1, 2]),
+    ]
+    seq = helper.make_value_info(
+        "probabilities",
+        helper.make_sequence_type_proto(
+            helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, []))
+        ),
+    )
     w = np.arange(12, dtype=np.float32).reshape(4, 3) / 10
-    return _model(nodes, [_vi("x", shape=[None, 4])], [_vi("label", TensorProto.INT64, [None]), seq],
-                  [numpy_helper.from_array(w, "w")], ml=True)
+    return _model(
+        nodes,
+        [_vi("x", shape=[None, 4])],
+        [_vi("label", TensorProto.INT64, [None]), seq],
+        [numpy_helper.from_array(w, "w")],
+        ml=True,
+    )
 
 
 def test_select_scores_then_remove_zipmap_gives_the_probability_tensor():
@@ -160,8 +176,11 @@ def test_select_scores_then_remove_zipmap_gives_the_probability_tensor():
 
 
 def test_select_scores_keeps_a_float_type_and_remove_zipmap_leaves_other_outputs():
-    m = _model([helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Neg", ["x"], ["n"])],
-               [_vi("x", TensorProto.DOUBLE, [None, 2])], [_vi("n", TensorProto.DOUBLE), _vi("y", TensorProto.DOUBLE)])
+    m = _model(
+        [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Neg", ["x"], ["n"])],
+        [_vi("x", TensorProto.DOUBLE, [None, 2])],
+        [_vi("n", TensorProto.DOUBLE), _vi("y", TensorProto.DOUBLE)],
+    )
     m = remove_zipmap(select_scores(m, "y"))
     assert [(o.name, o.type.tensor_type.elem_type) for o in m.graph.output] == [("y", TensorProto.DOUBLE)]
     (got,) = _checked_run(m, {"x": np.array([[-1.0, 2.0]])})
@@ -173,13 +192,20 @@ def _softmax_head(two_class_sigmoid: bool = False) -> onnx.ModelProto:
     w = (np.arange(6, dtype=np.float32).reshape(2, 3) - 2) / 3
     if two_class_sigmoid:
         w = w[:, :1]
-        nodes = [helper.make_node("MatMul", ["x", "w"], ["z"]), helper.make_node("Sigmoid", ["z"], ["s"]),
-                 helper.make_node("Sub", ["one", "s"], ["neg"]), helper.make_node("Concat", ["neg", "s"], ["cat"], axis=1),
-                 helper.make_node("Identity", ["cat"], ["scores"])]
+        nodes = [
+            helper.make_node("MatMul", ["x", "w"], ["z"]),
+            helper.make_node("Sigmoid", ["z"], ["s"]),
+            helper.make_node("Sub", ["one", "s"], ["neg"]),
+            helper.make_node("Concat", ["neg", "s"], ["cat"], axis=1),
+            helper.make_node("Identity", ["cat"], ["scores"]),
+        ]
         inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.float32(1.0), "one")]
     else:
-        nodes = [helper.make_node("MatMul", ["x", "w"], ["z"]), helper.make_node("Softmax", ["z"], ["s"], axis=1),
-                 helper.make_node("Flatten", ["s"], ["scores"], axis=1)]
+        nodes = [
+            helper.make_node("MatMul", ["x", "w"], ["z"]),
+            helper.make_node("Softmax", ["z"], ["s"], axis=1),
+            helper.make_node("Flatten", ["s"], ["scores"], axis=1),
+        ]
         inits = [numpy_helper.from_array(w, "w")]
     return _model(nodes, [_vi("x", shape=[None, 2])], [_vi("scores")], inits)
 
@@ -208,8 +234,11 @@ def test_expose_attacked_refuses_scores_from_elsewhere():
 
 def test_to_batch_first_transposes_scores_and_attacked():
     """(T, N, C) sequence-first scores of a (N, C, T) signal → (N, C, T)."""
-    raw = _model([helper.make_node("Transpose", ["x"], ["y"], perm=[2, 0, 1])], [_vi("x", shape=[None, 3, 5])],
-                 [_vi("y", shape=[5, None, 3])])
+    raw = _model(
+        [helper.make_node("Transpose", ["x"], ["y"], perm=[2, 0, 1])],
+        [_vi("x", shape=[None, 3, 5])],
+        [_vi("y", shape=[5, None, 3])],
+    )
     perm = canonical_output_perm("TNC", True)
     m = select_scores(copy.deepcopy(raw), "y")
     m.graph.output.append(_vi("x"))  # stands for an attacked tensor of the same layout
@@ -273,9 +302,13 @@ def test_canonical_binary_probabilities_below_opset_15(tmp_path):
     from advonnx.model import load_model
 
     w = np.array([[0.5], [-2.0]], np.float32)
-    raw = _model([helper.make_node("MatMul", ["x", "w"], ["z"]), helper.make_node("Sigmoid", ["z"], ["p"])],
-                 [_vi("x", shape=[None, 2])], [_vi("p", shape=[None, 1])], [numpy_helper.from_array(w, "w")],
-                 opset_version=13)
+    raw = _model(
+        [helper.make_node("MatMul", ["x", "w"], ["z"]), helper.make_node("Sigmoid", ["z"], ["p"])],
+        [_vi("x", shape=[None, 2])],
+        [_vi("p", shape=[None, 1])],
+        [numpy_helper.from_array(w, "w")],
+        opset_version=13,
+    )
     path = tmp_path / "binary13.onnx"
     onnx.save(raw, str(path))
     model = load_model(path, device="cpu")

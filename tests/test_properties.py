@@ -18,19 +18,26 @@ SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[Healt
 
 @SETTINGS
 @given(
-    d=st.integers(2, 40), classes=st.integers(2, 6), n=st.integers(1, 9),
-    lo=st.floats(-300, 300), width=st.floats(0.01, 1000),
-    eps_frac=st.floats(1e-4, 0.5), norm=st.sampled_from(["linf", "l2"]),
-    name=st.sampled_from(["fgsm", "bim", "pgd"]), gradient=st.sampled_from(["exact", "estimated"]),
+    d=st.integers(2, 40),
+    classes=st.integers(2, 6),
+    n=st.integers(1, 9),
+    lo=st.floats(-300, 300),
+    width=st.floats(0.01, 1000),
+    eps_frac=st.floats(1e-4, 0.5),
+    norm=st.sampled_from(["linf", "l2"]),
+    name=st.sampled_from(["fgsm", "bim", "pgd"]),
+    gradient=st.sampled_from(["exact", "estimated"]),
     seed=st.integers(0, 2**16),
 )
-def test_attacks_stay_in_budget_and_range(tmp_path_factory, d, classes, n, lo, width, eps_frac, norm, name,
-                                          gradient, seed):
+def test_attacks_stay_in_budget_and_range(
+    tmp_path_factory, d, classes, n, lo, width, eps_frac, norm, name, gradient, seed
+):
     proto, *_ = softmax_regression(d=d, classes=classes, seed=seed % 7)
     hi = lo + width
     path = save(proto, tmp_path_factory.mktemp("p") / "m.onnx")
-    m = advonnx.load_model(path, value_range=(lo, hi), scale=1.0 / width, mean=[lo / width],
-                           estimator=EstimatorConfig(samples=4))
+    m = advonnx.load_model(
+        path, value_range=(lo, hi), scale=1.0 / width, mean=[lo / width], estimator=EstimatorConfig(samples=4)
+    )
     x = np.random.default_rng(seed).uniform(lo, hi, (n, d)).astype(np.float32)
     x = np.clip(x, np.float32(lo), np.float32(hi))
     eps = eps_frac * width * (math.sqrt(d) if norm == "l2" else 1.0)
@@ -40,17 +47,19 @@ def test_attacks_stay_in_budget_and_range(tmp_path_factory, d, classes, n, lo, w
     res = advonnx.attack(m, x, None, name, rng=seed, gradient=gradient, **settings_)
     assert res.x_adv.shape == x.shape and np.all(np.isfinite(res.x_adv))
     assert res.x_adv.min() >= np.float32(lo) and res.x_adv.max() <= np.float32(hi)
-    delta = (res.x_adv.astype(np.float64) - x)
+    delta = res.x_adv.astype(np.float64) - x
     size = np.abs(delta).max(1) if norm == "linf" else np.linalg.norm(delta, axis=1)
     tol = eps * 1e-5 + 4 * np.finfo(np.float32).eps * max(abs(lo), abs(hi))
     assert np.all(size <= eps + tol)
 
 
-masks = st.integers(1, 4).flatmap(lambda c: st.tuples(
-    st.just(c),
-    st.lists(st.lists(st.integers(0, c - 1), min_size=9, max_size=9), min_size=1, max_size=4),
-    st.lists(st.lists(st.integers(0, c - 1), min_size=9, max_size=9), min_size=1, max_size=4),
-))
+masks = st.integers(1, 4).flatmap(
+    lambda c: st.tuples(
+        st.just(c),
+        st.lists(st.lists(st.integers(0, c - 1), min_size=9, max_size=9), min_size=1, max_size=4),
+        st.lists(st.lists(st.integers(0, c - 1), min_size=9, max_size=9), min_size=1, max_size=4),
+    )
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -92,13 +101,20 @@ def test_ssim_hand_computed_constant_images():
 
 
 optional_float = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True))
-row_strategy = st.fixed_dictionaries({
-    "run_id": st.text(max_size=8), "sample_id": st.text(max_size=12), "attack": st.sampled_from(["pgd", "fgsm"]),
-    "eps": optional_float, "label": st.one_of(st.none(), st.integers(-2**62, 2**62)),
-    "success": st.one_of(st.none(), st.booleans()), "l2": optional_float,
-    "dice_per_class": st.one_of(st.none(), st.lists(st.floats(allow_nan=False), max_size=5)),
-    "status": st.sampled_from(["ok", "invalid", "errored", "skipped"]), "error": st.one_of(st.none(), st.text()),
-})
+row_strategy = st.fixed_dictionaries(
+    {
+        "run_id": st.text(max_size=8),
+        "sample_id": st.text(max_size=12),
+        "attack": st.sampled_from(["pgd", "fgsm"]),
+        "eps": optional_float,
+        "label": st.one_of(st.none(), st.integers(-(2**62), 2**62)),
+        "success": st.one_of(st.none(), st.booleans()),
+        "l2": optional_float,
+        "dice_per_class": st.one_of(st.none(), st.lists(st.floats(allow_nan=False), max_size=5)),
+        "status": st.sampled_from(["ok", "invalid", "errored", "skipped"]),
+        "error": st.one_of(st.none(), st.text()),
+    }
+)
 
 
 @settings(max_examples=50, deadline=None)

@@ -30,9 +30,12 @@ def _dropout_linear(d=64, classes=3, ratio=0.5, training=True, seed=0):
         [helper.make_node("Dropout", ["x", "ratio", "mode"], ["h"]), helper.make_node("Gemm", ["h", "W", "b"], ["z"])],
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", d])],
         [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", classes])],
-        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "b"),
-         numpy_helper.from_array(np.array(ratio, np.float32), "ratio"),
-         numpy_helper.from_array(np.array(training), "mode")],
+        [
+            numpy_helper.from_array(w, "W"),
+            numpy_helper.from_array(b, "b"),
+            numpy_helper.from_array(np.array(ratio, np.float32), "ratio"),
+            numpy_helper.from_array(np.array(training), "mode"),
+        ],
     )
     return proto, w, b
 
@@ -59,8 +62,9 @@ def _with_noise(op: str) -> onnx.ModelProto:
     return m
 
 
-@pytest.mark.parametrize("op", ["RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
-                                "Bernoulli", "Multinomial"])
+@pytest.mark.parametrize(
+    "op", ["RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli", "Multinomial"]
+)
 def test_random_ops_are_detected(op):
     m = _load(_with_noise(op))
     assert m.spec.randomized == (op,)
@@ -109,8 +113,9 @@ def test_eot_averages_draws_and_counts_them():
     c = np.arange(6) % 3
     cot = np.eye(3, dtype=np.float32)[c]
     for eot in (1, 400):
-        ctx = AttackContext(m, n=6, rng=Random(0), gradient="exact", targeted=False, value_range=(0, 1),
-                            max_queries=None, eot=eot)
+        ctx = AttackContext(
+            m, n=6, rng=Random(0), gradient="exact", targeted=False, value_range=(0, 1), max_queries=None, eot=eot
+        )
         _, g = ctx.vjp(x, cot, np.arange(6))
         assert (ctx.queries == eot).all()
         err = np.abs(g - w[:, c].T)  # E[mask / (1 − ratio)] = 1; one draw's s.d. is |W|
@@ -119,8 +124,7 @@ def test_eot_averages_draws_and_counts_them():
         else:  # the mean of 400 draws: s.d. |W| / 20
             assert (err <= 5 * np.abs(w[:, c].T) / 20 + 1e-6).all()
     # decisions: one evaluation per vote, all counted
-    ctx = AttackContext(m, n=6, rng=Random(0), gradient="exact", targeted=False, value_range=(0, 1),
-                        max_queries=None)
+    ctx = AttackContext(m, n=6, rng=Random(0), gradient="exact", targeted=False, value_range=(0, 1), max_queries=None)
     ctx.classify(x, np.arange(6))
     assert (ctx.queries == 11).all() and ctx.eot == 20
 
@@ -151,24 +155,41 @@ def dropout_cnn(tmp_path_factory):
 
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Dropout(0.5), nn.Conv2d(8, 8, 3, padding=1),
-                        nn.ReLU(), nn.Flatten(), nn.Dropout(0.5), nn.Linear(8 * 64, 3))
+    net = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Dropout(0.5),
+        nn.Linear(8 * 64, 3),
+    )
     x, y = _bars(1200, 0)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     for _ in range(30):
         for i in range(0, len(x), 64):
             opt.zero_grad()
-            nn.functional.cross_entropy(net(xt[i:i + 64]), yt[i:i + 64]).backward()
+            nn.functional.cross_entropy(net(xt[i : i + 64]), yt[i : i + 64]).backward()
             opt.step()
     path = tmp_path_factory.mktemp("dropout") / "dropout_cnn.onnx"
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(net.train(), (xt[:2],), str(path), dynamo=False, training=torch.onnx.TrainingMode.TRAINING,
-                          do_constant_folding=False, input_names=["image"], output_names=["logits"],
-                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17)
+        torch.onnx.export(
+            net.train(),
+            (xt[:2],),
+            str(path),
+            dynamo=False,
+            training=torch.onnx.TrainingMode.TRAINING,
+            do_constant_folding=False,
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=17,
+        )
     return str(path)
 
 
@@ -184,9 +205,11 @@ def test_majority_votes_are_stable(dropout_cnn):
     assert m.queries - before == 5 * 11 * 200  # every evaluation counted
     unstable = sum((v != voted[0]).any() for v in voted)
     single = np.stack([m.classify(x, votes=1) for _ in range(5)])
-    print(f"dropout CNN, 200 samples, 5 classify calls: samples whose label changed: "
-          f"{int((single != single[0]).any(0).sum())} with one evaluation, {unstable} with 11 votes; "
-          f"accuracy {(voted[0] == y).mean():.3f}")
+    print(
+        f"dropout CNN, 200 samples, 5 classify calls: samples whose label changed: "
+        f"{int((single != single[0]).any(0).sum())} with one evaluation, {unstable} with 11 votes; "
+        f"accuracy {(voted[0] == y).mean():.3f}"
+    )
     assert unstable == 0
     assert (voted[0] == y).mean() > 0.9
 
@@ -198,14 +221,15 @@ def test_pgd_with_eot_breaks_more_than_without(dropout_cnn):
 
     m = advonnx.load_model(dropout_cnn, value_range=(0, 1))
     x, y = _bars(200, 2)
-    runs = {eot: advonnx.attack(m, x, y, "pgd", norm="linf", eps=0.1, steps=10, rng=0, eot=eot)
-            for eot in (1, 20)}
+    runs = {eot: advonnx.attack(m, x, y, "pgd", norm="linf", eps=0.1, steps=10, rng=0, eot=eot) for eot in (1, 20)}
     kept = {eot: (r.clean_pred == y) & (r.adv_pred == y) for eot, r in runs.items()}
     robust = {eot: float(np.mean(k)) for eot, k in kept.items()}
     only_eot, only_plain = int((kept[1] & ~kept[20]).sum()), int((~kept[1] & kept[20]).sum())
-    print(f"dropout CNN, 200 samples, PGD Linf eps=0.1 steps=10: clean {np.mean(runs[1].clean_pred == y):.3f}, "
-          f"robust without EOT {robust[1]:.3f}, with EOT-20 {robust[20]:.3f}; broken only with EOT {only_eot}, "
-          f"only without {only_plain}")
+    print(
+        f"dropout CNN, 200 samples, PGD Linf eps=0.1 steps=10: clean {np.mean(runs[1].clean_pred == y):.3f}, "
+        f"robust without EOT {robust[1]:.3f}, with EOT-20 {robust[20]:.3f}; broken only with EOT {only_eot}, "
+        f"only without {only_plain}"
+    )
     assert robust[20] < robust[1]
     # paired (McNemar's exact test on the discordant samples): EOT breaks more
     assert binomtest(only_eot, only_eot + only_plain, 0.5, alternative="greater").pvalue < 0.05
@@ -222,10 +246,14 @@ def test_suite_rows_record_votes_and_eot(tmp_path):
     path = save(proto, tmp_path / "r.onnx")
     x = np.random.default_rng(3).uniform(0, 1, (12, 16)).astype(np.float32)
     np.savez(tmp_path / "d.npz", x=x)
-    suite = Suite(name="r", models=[ModelEntry("r", path, overrides={"value_range": [0, 1], "eot": 4})],
-                  datasets=[DatasetEntry("d", str(tmp_path / "d.npz"))],
-                  attacks=[AttackEntry("pgd", "linf", parse_eps("0.2"), {"steps": 3})], seed=1,
-                  masking_checks=False)
+    suite = Suite(
+        name="r",
+        models=[ModelEntry("r", path, overrides={"value_range": [0, 1], "eot": 4})],
+        datasets=[DatasetEntry("d", str(tmp_path / "d.npz"))],
+        attacks=[AttackEntry("pgd", "linf", parse_eps("0.2"), {"steps": 3})],
+        seed=1,
+        masking_checks=False,
+    )
     _, table = Runner(suite, out=tmp_path / "o", batch_size=64).run()
     rows = table.to_pylist()
     assert all(json.loads(r["settings"])["votes"] == 11 and json.loads(r["settings"])["eot"] == 4 for r in rows)

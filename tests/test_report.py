@@ -29,25 +29,39 @@ def tiny_results(tmp_path_factory):
     corruption) and the segmenter (an attack and a corruption), a few samples each (~10 s)."""
     out = tmp_path_factory.mktemp("results")
     cls = Suite(
-        name="tiny", seed=0, save_examples=SAVE, chunk_size=64,
+        name="tiny",
+        seed=0,
+        save_examples=SAVE,
+        chunk_size=64,
         masking_checks=False,  # their attacks were a third of this fixture; test_masking.py runs them
-        models=[ModelEntry("brain_cnn", str(SUITES / "models/brain_cnn.onnx"), "patch"),
-                ModelEntry("brain_mobilenet", str(SUITES / "models/brain_mobilenet.onnx"), "patch")],
+        models=[
+            ModelEntry("brain_cnn", str(SUITES / "models/brain_cnn.onnx"), "patch"),
+            ModelEntry("brain_mobilenet", str(SUITES / "models/brain_mobilenet.onnx"), "patch"),
+        ],
         datasets=[DatasetEntry("patch", str(SUITES / "data/brain_patches_test.npz"), limit=16)],
-        attacks=[AttackEntry("fgsm", "linf", parse_eps("1/255,4/255")),
-                 AttackEntry("pgd", "linf", parse_eps("2/255"), {"steps": 3}),
-                 AttackEntry("square", "linf", parse_eps("4/255"), {"max_queries": 40})],
-        corruptions=["gaussian_noise"], severities=[1, 3],
-        headline={"attack": "pgd", "norm": "linf", "eps": "2/255"})
+        attacks=[
+            AttackEntry("fgsm", "linf", parse_eps("1/255,4/255")),
+            AttackEntry("pgd", "linf", parse_eps("2/255"), {"steps": 3}),
+            AttackEntry("square", "linf", parse_eps("4/255"), {"max_queries": 40}),
+        ],
+        corruptions=["gaussian_noise"],
+        severities=[1, 3],
+        headline={"attack": "pgd", "norm": "linf", "eps": "2/255"},
+    )
     Runner(cls, out=out).run()
     time.sleep(0.01)  # distinct mtimes: the segmentation run is the latest
     seg = Suite(
-        name="tinyseg", seed=0, save_examples=SAVE, chunk_size=64,
+        name="tinyseg",
+        seed=0,
+        save_examples=SAVE,
+        chunk_size=64,
         models=[ModelEntry("brain_unet", str(SUITES / "models/brain_unet.onnx"), "slices")],
         datasets=[DatasetEntry("slices", str(SUITES / "data/brain_slices_test.npz"), limit=3)],
         attacks=[AttackEntry("fgsm", "linf", parse_eps("2/255,8/255"))],
-        corruptions=["gaussian_noise"], severities=[3],
-        headline={"attack": "fgsm", "norm": "linf", "eps": "8/255"})
+        corruptions=["gaussian_noise"],
+        severities=[3],
+        headline={"attack": "fgsm", "norm": "linf", "eps": "8/255"},
+    )
     Runner(seg, out=out).run()
     return out
 
@@ -81,10 +95,21 @@ def test_report_contents(tiny_results, full_report):
     assert info["models"] == 3
     # self-contained: nothing fetched from anywhere
     assert not re.search(r'(src|href)="(https?:|//)', page)
-    assert "<script src" not in page and "<link rel=\"stylesheet\"" not in page
-    for needle in ("brain_cnn", "brain_mobilenet", "brain_unet", "Accuracy vs query budget",
-                   "Dice vs perturbation budget", "Accuracy vs corruption severity", "csf_other", "gray_matter",
-                   "pytorch", "exact", "clean pred.", "perturbed pred."):
+    assert "<script src" not in page and '<link rel="stylesheet"' not in page
+    for needle in (
+        "brain_cnn",
+        "brain_mobilenet",
+        "brain_unet",
+        "Accuracy vs query budget",
+        "Dice vs perturbation budget",
+        "Accuracy vs corruption severity",
+        "csf_other",
+        "gray_matter",
+        "pytorch",
+        "exact",
+        "clean pred.",
+        "perturbed pred.",
+    ):
         assert needle in page, needle
     # issue 20: the upper-bound and interval wording once, plainly; the paired comparisons section
     from advonnx.compare import UPPER_BOUND_HTML, model_pairs
@@ -118,10 +143,26 @@ def test_report_flags(tiny_results, tmp_path, monkeypatch):
     rows[1]["status"] = "errored"
     table = rows_to_table(rows, run_metadata(table))
     folder = find_run_folders(tiny_results)[-1]
-    check = {"check": "large_eps_not_zero", "norm": "linf", "eps": 0.5, "n": 3, "robust": 2, "fired": True,
-             "text": "linf eps=0.5: 2 of 3 samples robust"}
-    flagged = {"models": [{"model": "brain_unet", "dataset": "slices", "verdict": "masking suspected: large eps",
-                           "suspected": ["large_eps_not_zero"], "checks": [check]}]}
+    check = {
+        "check": "large_eps_not_zero",
+        "norm": "linf",
+        "eps": 0.5,
+        "n": 3,
+        "robust": 2,
+        "fired": True,
+        "text": "linf eps=0.5: 2 of 3 samples robust",
+    }
+    flagged = {
+        "models": [
+            {
+                "model": "brain_unet",
+                "dataset": "slices",
+                "verdict": "masking suspected: large eps",
+                "suspected": ["large_eps_not_zero"],
+                "checks": [check],
+            }
+        ]
+    }
     monkeypatch.setattr(masking, "masking_checks", lambda t: flagged)
     from advonnx.report import render_report
 
@@ -198,8 +239,10 @@ def test_report_in_chromium(tiny_results, full_report, tmp_path):
             const on = document.querySelectorAll('.exset.on[data-group="' + s.dataset.group + '"]');
             return on.length === 1 && on[0].dataset.key === s.value; })()""")
         assert switched
-        browser.evaluate("document.querySelectorAll('select.ex').forEach(s => { s.selectedIndex = "
-                         "Array.from(s.options).findIndex(o => o.defaultSelected); s.dispatchEvent(new Event('change')); })")
+        browser.evaluate(
+            "document.querySelectorAll('select.ex').forEach(s => { s.selectedIndex = "
+            "Array.from(s.options).findIndex(o => o.defaultSelected); s.dispatchEvent(new Event('change')); })"
+        )
         shot = browser.screenshot(shots / "advonnx-report.png")
         errors = browser.console_errors()
     assert errors == []
@@ -262,15 +305,35 @@ def test_contrast_text_names_each_datasets_headline_and_metric():
 
     def add(model, dataset, attack, eps, n, clean, robust, seg=False):
         for i in range(n):
-            r = {**empty_row(), "model": model, "dataset": dataset, "attack": attack, "kind": "adversarial",
-                 "norm": "linf", "eps": eps, "eps_text": str(eps), "sample_id": f"s{i}", "status": "ok",
-                 "settings": "{}", "framework": "t", "label_source": "dataset", "targeted": False, "label": 0,
-                 "task": "segmentation" if seg else "classification"}
+            r = {
+                **empty_row(),
+                "model": model,
+                "dataset": dataset,
+                "attack": attack,
+                "kind": "adversarial",
+                "norm": "linf",
+                "eps": eps,
+                "eps_text": str(eps),
+                "sample_id": f"s{i}",
+                "status": "ok",
+                "settings": "{}",
+                "framework": "t",
+                "label_source": "dataset",
+                "targeted": False,
+                "label": 0,
+                "task": "segmentation" if seg else "classification",
+            }
             if seg:
-                r.update(dice_clean=clean + 0.01 * np.sin(i), dice_adv=robust + 0.02 * rng.standard_normal(), success=False)
+                r.update(
+                    dice_clean=clean + 0.01 * np.sin(i), dice_adv=robust + 0.02 * rng.standard_normal(), success=False
+                )
             else:
-                r.update(clean_correct=i < clean * n, adv_correct=i < robust * n, robust=i < robust * n,
-                         success=not i < robust * n)
+                r.update(
+                    clean_correct=i < clean * n,
+                    adv_correct=i < robust * n,
+                    robust=i < robust * n,
+                    success=not i < robust * n,
+                )
             rows.append(r)
 
     add("seg_a", "seg", "pgd", 0.01, 40, 0.86, 0.60, seg=True)
@@ -279,8 +342,12 @@ def test_contrast_text_names_each_datasets_headline_and_metric():
     add("gbm", "tab", "square", 0.05, 100, 0.95, 0.75)
     table = rows_to_table(rows)
     summaries = summarize(table)
-    headline = {"attack": "pgd", "norm": "linf", "eps": "0.01",
-                "datasets": {"tab": {"attack": "square", "norm": "linf", "eps": "0.05"}}}
+    headline = {
+        "attack": "pgd",
+        "norm": "linf",
+        "eps": "0.01",
+        "datasets": {"tab": {"attack": "square", "norm": "linf", "eps": "0.05"}},
+    }
     html, n = _contrast_html(summaries, {}, headline, {m: "#000" for m in ("seg_a", "seg_b", "mlp", "gbm")}, table)
     assert n == 2
     seg, tab = html.split('<div class="callout">')[1:]
@@ -292,7 +359,9 @@ def test_contrast_text_names_each_datasets_headline_and_metric():
     rows = [r for r in rows if r["model"] != "gbm"]
     add("gbm", "tab", "square", 0.05, 100, 0.93, 0.75)
     table = rows_to_table(rows)
-    html, n = _contrast_html(summarize(table), {}, headline, {m: "#000" for m in ("seg_a", "seg_b", "mlp", "gbm")}, table)
+    html, n = _contrast_html(
+        summarize(table), {}, headline, {m: "#000" for m in ("seg_a", "seg_b", "mlp", "gbm")}, table
+    )
     assert n == 1 and html.count('<div class="callout">') == 1
     assert "<b>gbm</b> vs <b>mlp</b> under square L∞ ε=0.05: robust +16.0 points" in html
     assert "clean -2.0 points is not shown equivalent within ±2 (TOST p = " in html

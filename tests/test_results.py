@@ -16,9 +16,28 @@ from models import save, small_cnn
 
 def _row(i):
     r = empty_row()
-    r.update(run_id="r", model="m", sample_id=f"s{i}", attack="pgd", norm="linf", eps=8 / 255, eps_text="8/255",
-             targeted=False, label=i % 3, clean_pred=1, adv_pred=2, success=True, queries=10, l2=0.5,
-             linf=0.03, psnr=math.inf, ssim=0.99, dice_per_class=[1.0, 0.5], status="ok", seed=0)
+    r.update(
+        run_id="r",
+        model="m",
+        sample_id=f"s{i}",
+        attack="pgd",
+        norm="linf",
+        eps=8 / 255,
+        eps_text="8/255",
+        targeted=False,
+        label=i % 3,
+        clean_pred=1,
+        adv_pred=2,
+        success=True,
+        queries=10,
+        l2=0.5,
+        linf=0.03,
+        psnr=math.inf,
+        ssim=0.99,
+        dice_per_class=[1.0, 0.5],
+        status="ok",
+        seed=0,
+    )
     return r
 
 
@@ -75,10 +94,18 @@ def _suite(tmp_path, chunk_size=4):
     model = save(small_cnn(), tmp_path / "m.onnx")
     x = np.random.default_rng(0).uniform(0, 1, (10, 1, 8, 8)).astype(np.float32)
     np.savez(tmp_path / "d.npz", x=x, y=np.arange(10) % 3)
-    return Suite(name="t", models=[ModelEntry("m", model)], datasets=[DatasetEntry("d", str(tmp_path / "d.npz"))],
-                 attacks=[AttackEntry("pgd", "linf", parse_eps("0.05"), {"steps": 2}),
-                          AttackEntry("fgsm", "l2", parse_eps("0.2,0.4"))],
-                 chunk_size=chunk_size, save_examples=2, masking_checks=False)
+    return Suite(
+        name="t",
+        models=[ModelEntry("m", model)],
+        datasets=[DatasetEntry("d", str(tmp_path / "d.npz"))],
+        attacks=[
+            AttackEntry("pgd", "linf", parse_eps("0.05"), {"steps": 2}),
+            AttackEntry("fgsm", "l2", parse_eps("0.2,0.4")),
+        ],
+        chunk_size=chunk_size,
+        save_examples=2,
+        masking_checks=False,
+    )
 
 
 def _comparable(table):
@@ -136,6 +163,8 @@ def test_corruption_rows(tmp_path):
     _, t = Runner(s, out=tmp_path / "c").run()
     rows = [r for r in t.to_pylist() if r["kind"] == "corruption"]
     assert len(rows) == 10 * 2 * 2
-    assert {(r["attack"], r["eps"]) for r in rows} == {(n, float(v)) for n in ("gaussian_noise", "ghosting") for v in (1, 5)}
+    assert {(r["attack"], r["eps"]) for r in rows} == {
+        (n, float(v)) for n in ("gaussian_noise", "ghosting") for v in (1, 5)
+    }
     assert all(r["norm"] == "none" and r["gradient"] == "none" and r["l2"] > 0 for r in rows)
     assert all(r["success"] == (r["adv_pred"] != r["label"]) for r in rows)

@@ -13,7 +13,7 @@ from advonnx.seg_metrics import hd95, hd95_class, hd95_undefined, mean_hd95
 
 def square(r0, c0, size=3, shape=(10, 10)):
     m = np.zeros(shape, bool)
-    m[r0:r0 + size, c0:c0 + size] = True
+    m[r0 : r0 + size, c0 : c0 + size] = True
     return m
 
 

@@ -86,8 +86,9 @@ def test_segpgd_refuses_classifiers(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,norm,eps", [("brain_unet", "linf", 4 / 255), ("brain_sdnet", "linf", 4 / 255),
-                                           ("brain_sdnet", "l2", 0.5)])
+@pytest.mark.parametrize(
+    "name,norm,eps", [("brain_unet", "linf", 4 / 255), ("brain_sdnet", "linf", 4 / 255), ("brain_sdnet", "l2", 0.5)]
+)
 def test_segpgd_on_trained_segmenters_vs_transcription(name, norm, eps):
     model = advonnx.load_model(SUITES / "models" / f"{name}.onnx")
     d = np.load(SUITES / "data" / "brain_slices_test.npz")
@@ -104,8 +105,10 @@ def test_segpgd_on_trained_segmenters_vs_transcription(name, norm, eps):
     theirs = segpgd_transcription(model, x, y, eps=eps, alpha=alpha, steps=steps, norm=norm, noise=noise)
     dice = lambda p: confusion_overlap(p, y, model.spec.num_classes)[0]  # noqa: E731
     d_clean, d_o, d_t = dice(model.classify(x)), dice(np.asarray(ours.adv_pred)), dice(model.classify(theirs))
-    print(f"SegPGD {name} {norm} eps={eps:.4g} steps={steps} n={len(x)}: mean Dice clean {d_clean.mean():.4f} "
-          f"ours {d_o.mean():.4f} transcription {d_t.mean():.4f}; per class ours {np.round(d_o.mean(0), 4)} "
-          f"transcription {np.round(d_t.mean(0), 4)}")
+    print(
+        f"SegPGD {name} {norm} eps={eps:.4g} steps={steps} n={len(x)}: mean Dice clean {d_clean.mean():.4f} "
+        f"ours {d_o.mean():.4f} transcription {d_t.mean():.4f}; per class ours {np.round(d_o.mean(0), 4)} "
+        f"transcription {np.round(d_t.mean(0), 4)}"
+    )
     assert abs(d_o.mean() - d_t.mean()) <= 0.01
     assert d_o.mean() < d_clean.mean() - 0.005

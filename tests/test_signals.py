@@ -108,8 +108,14 @@ def test_attacks_and_metrics_on_signals(ncw_model):
 
 
 def _cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "advonnx.cli", *map(str, args)], capture_output=True, text=True,
-                          encoding="utf-8", cwd=cwd, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "advonnx.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        cwd=cwd,
+        timeout=600,
+    )
 
 
 @pytest.mark.slow
@@ -119,17 +125,55 @@ def test_cli_run_with_signal_corruptions(tmp_path, ncw_model):
     _, path = ncw_model
     x, y = signals(12)
     np.savez(tmp_path / "ecg.npz", x=x, y=y, sampling_rate=np.float64(250.0))
-    r = _cli("run", "--model", path, "--data", tmp_path / "ecg.npz", "--attack", "pgd", "--eps", "0.05",
-             "--corruptions", "all", "--severities", "1,5", "--out", tmp_path / "out", "-q", cwd=tmp_path)
+    r = _cli(
+        "run",
+        "--model",
+        path,
+        "--data",
+        tmp_path / "ecg.npz",
+        "--attack",
+        "pgd",
+        "--eps",
+        "0.05",
+        "--corruptions",
+        "all",
+        "--severities",
+        "1,5",
+        "--out",
+        tmp_path / "out",
+        "-q",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     t = read_results(next((tmp_path / "out").iterdir()))
     corr = set(t.filter(t.column("kind").to_numpy(zero_copy_only=False) == "corruption").column("attack").to_pylist())
-    assert corr == {"gaussian_noise", "powerline", "baseline_wander", "electrode_motion", "amplitude_scaling",
-                    "channel_dropout"}
+    assert corr == {
+        "gaussian_noise",
+        "powerline",
+        "baseline_wander",
+        "electrode_motion",
+        "amplitude_scaling",
+        "channel_dropout",
+    }
     assert set(t.column("status").to_pylist()) == {"ok"}
     np.savez(tmp_path / "norate.npz", x=x, y=y)
-    r = _cli("run", "--model", path, "--data", tmp_path / "norate.npz", "--attack", "pgd", "--eps", "0.05",
-             "--corruptions", "powerline", "--out", tmp_path / "out2", "-q", cwd=tmp_path)
+    r = _cli(
+        "run",
+        "--model",
+        path,
+        "--data",
+        tmp_path / "norate.npz",
+        "--attack",
+        "pgd",
+        "--eps",
+        "0.05",
+        "--corruptions",
+        "powerline",
+        "--out",
+        tmp_path / "out2",
+        "-q",
+        cwd=tmp_path,
+    )
     assert r.returncode == 2 and "--sampling-rate" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out2").exists()
     r = _cli("inspect", path, "--sampling-rate", "250", cwd=tmp_path)
@@ -137,6 +181,7 @@ def test_cli_run_with_signal_corruptions(tmp_path, ncw_model):
 
 
 # -- recordings ------------------------------------------------------------------------------
+
 
 def _recording(seconds=3.2, fs=250.0, channels=3):
     t = np.arange(int(seconds * fs)) / fs
@@ -164,8 +209,17 @@ def test_recordings_become_model_windows(tmp_path, fmt):
         path = tmp_path / "rec.edf"
     else:
         wfdb = pytest.importorskip("wfdb")
-        wfdb.wrsamp("rec", fs=fs, units=["mV"] * 3, sig_name=["I", "II", "III"], p_signal=data.T,
-                    fmt=["16"] * 3, adc_gain=[30000.0] * 3, baseline=[0] * 3, write_dir=str(tmp_path))
+        wfdb.wrsamp(
+            "rec",
+            fs=fs,
+            units=["mV"] * 3,
+            sig_name=["I", "II", "III"],
+            p_signal=data.T,
+            fmt=["16"] * 3,
+            adc_gain=[30000.0] * 3,
+            baseline=[0] * 3,
+            write_dir=str(tmp_path),
+        )
         path = tmp_path / "rec.hea"
     ds = load_dataset(path, _expect())
     count = data.shape[1] // 128
@@ -185,8 +239,10 @@ def test_recording_errors_are_one_line(tmp_path):
 
     edfio = pytest.importorskip("edfio")
     data, fs = _recording()
-    edfio.Edf([edfio.EdfSignal(ch, fs, label=f"EEG{c}", physical_range=(-1.0, 1.0)) for c, ch in enumerate(data)],
-              data_record_duration=0.4).write(tmp_path / "rec.edf")
+    edfio.Edf(
+        [edfio.EdfSignal(ch, fs, label=f"EEG{c}", physical_range=(-1.0, 1.0)) for c, ch in enumerate(data)],
+        data_record_duration=0.4,
+    ).write(tmp_path / "rec.edf")
     with pytest.raises(DataError, match="3 channels .*EEG0, EEG1, EEG2.* model takes 2"):
         load_dataset(tmp_path / "rec.edf", _expect(channels=2))
     with pytest.raises(DataError, match="--value-range"):
@@ -198,6 +254,7 @@ def test_recording_errors_are_one_line(tmp_path):
 
 
 # -- sequence-first outputs ------------------------------------------------------------------
+
 
 class PerStepCNN(torch.nn.Module):
     """Per-timestep scores emitted sequence-first, (T, N, K), as recurrent detectors do."""
@@ -241,6 +298,7 @@ def test_sequence_first_output_layout(tmp_path):
 
 
 # -- recurrent nets on signals ---------------------------------------------------------------
+
 
 class SeizureLSTM(torch.nn.Module):
     """A bidirectional LSTM over a (N, C, T) signal, per-timestep scores emitted sequence-first
@@ -286,9 +344,27 @@ def test_cli_attacks_a_recurrent_signal_model(tmp_path):
     np.savez(tmp_path / "eeg.npz", x=x, sampling_rate=np.float64(256.0))
     r = _cli("inspect", path, "--output-layout", "TNC", cwd=tmp_path)
     assert r.returncode == 0 and "NCW" in r.stdout and "exact" in r.stdout, r.stdout + r.stderr
-    r = _cli("run", "--model", path, "--data", tmp_path / "eeg.npz", "--output-layout", "TNC", "--attack", "fgsm,pgd",
-             "--eps", "0.05", "--corruptions", "powerline,baseline_wander", "--severities", "3",
-             "--out", tmp_path / "out", "-q", cwd=tmp_path)
+    r = _cli(
+        "run",
+        "--model",
+        path,
+        "--data",
+        tmp_path / "eeg.npz",
+        "--output-layout",
+        "TNC",
+        "--attack",
+        "fgsm,pgd",
+        "--eps",
+        "0.05",
+        "--corruptions",
+        "powerline,baseline_wander",
+        "--severities",
+        "3",
+        "--out",
+        tmp_path / "out",
+        "-q",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     t = read_results(next((tmp_path / "out").iterdir())).to_pandas()
     assert set(t["status"]) == {"ok"} and set(t.loc[t["attack"] == "pgd", "gradient"]) == {"exact"}

@@ -36,8 +36,15 @@ def seg3d(tmp_path_factory):
     torch.manual_seed(0)
     net = Seg3d().eval()
     path = tmp_path_factory.mktemp("sw") / "seg3d.onnx"
-    torch.onnx.export(net, (torch.zeros(1, 1, *ROI),), str(path), input_names=["x"], output_names=["scores"],
-                      dynamic_axes={"x": {0: "N"}}, dynamo=False)
+    torch.onnx.export(
+        net,
+        (torch.zeros(1, 1, *ROI),),
+        str(path),
+        input_names=["x"],
+        output_names=["scores"],
+        dynamic_axes={"x": {0: "N"}},
+        dynamo=False,
+    )
     return net, str(path)
 
 
@@ -86,8 +93,12 @@ def test_pgd_on_a_volume_larger_than_the_window(seg3d):
     res = advonnx.attack(model, x, None, "pgd", norm="linf", eps=0.1, steps=5)
     assert res.x_adv.shape == x.shape and float(res.linf.max()) <= 0.1 + 1e-6
     clean = model.classify(x)
-    assert (model.classify(res.x_adv) != clean).mean() > (model.classify(np.clip(x + 0.1 * np.sign(
-        np.random.default_rng(0).normal(size=x.shape)), 0, 1).astype(np.float32)) != clean).mean()
+    assert (model.classify(res.x_adv) != clean).mean() > (
+        model.classify(
+            np.clip(x + 0.1 * np.sign(np.random.default_rng(0).normal(size=x.shape)), 0, 1).astype(np.float32)
+        )
+        != clean
+    ).mean()
 
 
 def test_scan_starts_match_monai_and_errors(seg3d):
@@ -114,9 +125,31 @@ def test_cli_attacks_a_volume_larger_than_the_window(seg3d, tmp_path):
     x = volume((2, 1, 20, 24, 18), seed=4)
     y = inferers.sliding_window_inference(torch.tensor(x), ROI, 4, net, overlap=0.25).detach().numpy().argmax(axis=1)
     np.savez(tmp_path / "vols.npz", x=x, y=y)
-    r = subprocess.run([sys.executable, "-m", "advonnx.cli", "run", "--model", path, "--data", str(tmp_path / "vols.npz"),
-                        "--patch-size", "8,12,10", "--attack", "pgd", "--eps", "0.05", "--out", str(tmp_path / "o"), "-q"],
-                       capture_output=True, text=True, encoding="utf-8", timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "advonnx.cli",
+            "run",
+            "--model",
+            path,
+            "--data",
+            str(tmp_path / "vols.npz"),
+            "--patch-size",
+            "8,12,10",
+            "--attack",
+            "pgd",
+            "--eps",
+            "0.05",
+            "--out",
+            str(tmp_path / "o"),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     from advonnx.results import read_results
 

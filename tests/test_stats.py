@@ -27,8 +27,12 @@ mcnemar = pytest.importorskip("statsmodels.stats.contingency_tables").mcnemar
 proportion_confint = pytest.importorskip("statsmodels.stats.proportion").proportion_confint
 ttost_paired = pytest.importorskip("statsmodels.stats.weightstats").ttost_paired
 
-GRID = [(k, n) for n in (1, 2, 3, 5, 8, 13, 30, 100, 301, 1000) for k in sorted({0, 1, n // 3, n // 2, n - 1, n})
-        if 0 <= k <= n]
+GRID = [
+    (k, n)
+    for n in (1, 2, 3, 5, 8, 13, 30, 100, 301, 1000)
+    for k in sorted({0, 1, n // 3, n // 2, n - 1, n})
+    if 0 <= k <= n
+]
 
 
 @pytest.mark.parametrize("confidence", [0.95, 0.9, 0.99])
@@ -67,7 +71,9 @@ def test_effective_n_between_groups_and_n():
     assert lo == pytest.approx(want[0], abs=1e-9) and hi == pytest.approx(want[1], abs=1e-9)
     # 0 % (no correlation can be estimated): the number of groups, conservatively; still not zero-width
     lo, hi = proportion_interval(np.zeros(80), groups)
-    assert lo == pytest.approx(0.0, abs=1e-12) and hi == pytest.approx(proportion_confint(0, 10, method="wilson")[1], abs=1e-12)
+    assert lo == pytest.approx(0.0, abs=1e-12) and hi == pytest.approx(
+        proportion_confint(0, 10, method="wilson")[1], abs=1e-12
+    )
     # independent outcomes in groups: effective n stays near n, never above it
     y = rng.random(80) < 0.4
     assert 10 <= effective_n(y, groups) <= 80
@@ -92,7 +98,11 @@ def test_tost_equals_statsmodels_ttost_paired():
         b = np.where(rng.random(n) < 0.08, 1 - a, a)
         got = tost_paired(a, b, margin=0.02 * (1 + trial))
         p, lower, upper = ttost_paired(a, b, -0.02 * (1 + trial), 0.02 * (1 + trial))
-        assert abs(got["p"] - p) < 1e-10 and abs(got["p_lower"] - lower[1]) < 1e-10 and abs(got["p_upper"] - upper[1]) < 1e-10
+        assert (
+            abs(got["p"] - p) < 1e-10
+            and abs(got["p_lower"] - lower[1]) < 1e-10
+            and abs(got["p_upper"] - upper[1]) < 1e-10
+        )
     groups = np.repeat(np.arange(12), 5)
     a, b = rng.normal(0.85, 0.05, 60), rng.normal(0.84, 0.05, 60)
     got = tost_paired(a, b, groups, margin=0.03)
@@ -131,8 +141,10 @@ def test_cluster_bootstrap_covers_where_the_iid_bootstrap_does_not():
     means = rng.binomial(n, y.mean(axis=1)[:, None], size=(reps, 1000)) / n
     lo, hi = np.percentile(means, 2.5, axis=1), np.percentile(means, 97.5, axis=1)
     cover_iid = float(np.mean((lo <= mean) & (mean <= hi)))
-    print(f"coverage of 95 % intervals, {reps} repetitions: cluster bootstrap {cover_cluster / reps:.3f}, "
-          f"i.i.d. bootstrap {cover_iid:.3f}, Wilson on the effective n {cover_wilson / reps:.3f}")
+    print(
+        f"coverage of 95 % intervals, {reps} repetitions: cluster bootstrap {cover_cluster / reps:.3f}, "
+        f"i.i.d. bootstrap {cover_iid:.3f}, Wilson on the effective n {cover_wilson / reps:.3f}"
+    )
     assert cover_cluster / reps >= 0.92
     assert cover_iid < 0.85
     assert cover_wilson / reps >= 0.92

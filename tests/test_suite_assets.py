@@ -151,8 +151,10 @@ def test_shipped_model(name: str):
     assert meta["advonnx.layout"] == "NCHW"
     assert meta["advonnx.value_range"] == "0,1"
     assert meta["advonnx.scores"] == "logits"
-    assert (meta["advonnx.framework"], meta["advonnx.exporter"].split()[0]) in {("pytorch", "torch.onnx"),
-                                                                                ("jax", "jax2onnx")}
+    assert (meta["advonnx.framework"], meta["advonnx.exporter"].split()[0]) in {
+        ("pytorch", "torch.onnx"),
+        ("jax", "jax2onnx"),
+    }
     rec = METRICS[name]
     assert meta["advonnx.task"] == rec["task"]
     assert meta["advonnx.dataset"] == rec["dataset"]
@@ -250,8 +252,13 @@ def test_builtin_suites(suite: str):
     for d in s.datasets:
         h = headline_for(s.headline, d.name)
         eps = float(_fraction(h["eps"]))
-        assert any(a.name == h["attack"] and a.norm == h["norm"] and (not a.datasets or d.name in a.datasets)
-                   and any(abs(e - eps) < 1e-12 for e, _ in a.eps) for a in s.attacks), (suite, d.name)
+        assert any(
+            a.name == h["attack"]
+            and a.norm == h["norm"]
+            and (not a.datasets or d.name in a.datasets)
+            and any(abs(e - eps) < 1e-12 for e, _ in a.eps)
+            for a in s.attacks
+        ), (suite, d.name)
 
 
 def test_quick_and_full_share_the_headline():
@@ -283,14 +290,36 @@ def test_quick_suite_routes_attacks_and_corruptions_per_dataset():
 def test_headline_per_dataset():
     from advonnx.leaderboard import headline_for, headline_key
 
-    h = {"attack": "pgd", "norm": "linf", "eps": "2/255",
-         "datasets": {"tab": {"attack": "square", "eps": "0.05"}}}
+    h = {"attack": "pgd", "norm": "linf", "eps": "2/255", "datasets": {"tab": {"attack": "square", "eps": "0.05"}}}
     assert headline_for(h, "img") == {"attack": "pgd", "norm": "linf", "eps": "2/255"}
     assert headline_for(h, "tab") == {"attack": "square", "norm": "linf", "eps": "0.05"}
-    rows = [{"model": "a", "dataset": "img", "attack": "pgd", "norm": "linf", "eps": 2 / 255, "eps_text": "2/255",
-             "robust": 0.5},
-            {"model": "b", "dataset": "tab", "attack": "pgd", "norm": "linf", "eps": 2 / 255, "eps_text": "2/255",
-             "robust": 0.1},
-            {"model": "b", "dataset": "tab", "attack": "square", "norm": "linf", "eps": 0.05, "eps_text": "0.05",
-             "robust": 0.7}]
+    rows = [
+        {
+            "model": "a",
+            "dataset": "img",
+            "attack": "pgd",
+            "norm": "linf",
+            "eps": 2 / 255,
+            "eps_text": "2/255",
+            "robust": 0.5,
+        },
+        {
+            "model": "b",
+            "dataset": "tab",
+            "attack": "pgd",
+            "norm": "linf",
+            "eps": 2 / 255,
+            "eps_text": "2/255",
+            "robust": 0.1,
+        },
+        {
+            "model": "b",
+            "dataset": "tab",
+            "attack": "square",
+            "norm": "linf",
+            "eps": 0.05,
+            "eps_text": "0.05",
+            "robust": 0.7,
+        },
+    ]
     assert headline_key(rows, h) == {"a": 0.5, "b": 0.7}

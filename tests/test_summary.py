@@ -19,8 +19,10 @@ from advonnx.summary import SettingSummary, summarize_run, summarize_settings
 
 HEADLINE = {"attack": "pgd", "norm": "linf", "eps": "0.03"}
 # per model: clean correct of 40, then robust (clean AND adversarially correct) per setting
-PLAN = {"m_a": (34, {("fgsm", 0.01): 30, ("fgsm", 0.03): 25, ("pgd", 0.03): 21}),
-        "m_b": (33, {("fgsm", 0.01): 31, ("fgsm", 0.03): 29, ("pgd", 0.03): 27})}
+PLAN = {
+    "m_a": (34, {("fgsm", 0.01): 30, ("fgsm", 0.03): 25, ("pgd", 0.03): 21}),
+    "m_b": (33, {("fgsm", 0.01): 31, ("fgsm", 0.03): 29, ("pgd", 0.03): 27}),
+}
 N = 40
 
 
@@ -37,22 +39,68 @@ def _rows() -> tuple:
         for (attack, eps), robust in settings.items():
             for rank, i in enumerate(order):
                 ok, rob = bool(rank < clean), bool(rank < robust)
-                rows.append({**empty_row(), "model": model, "dataset": "d", "attack": attack, "kind": "adversarial",
-                             "norm": "linf", "eps": eps, "eps_text": f"{eps:g}", "sample_id": f"s{i}", "status": "ok",
-                             "settings": "{}", "framework": "onnx", "label_source": "dataset", "targeted": False,
-                             "label": int(i % 3), "task": "classification", "gradient": "exact", "queries": 10,
-                             "clean_correct": ok, "adv_correct": rob, "robust": rob, "success": ok and not rob,
-                             "linf": eps if ok and not rob else 0.0, "time_s": 0.01,
-                             "clean_pred": _pred(i, ok), "adv_pred": _pred(i, rob)})
+                rows.append(
+                    {
+                        **empty_row(),
+                        "model": model,
+                        "dataset": "d",
+                        "attack": attack,
+                        "kind": "adversarial",
+                        "norm": "linf",
+                        "eps": eps,
+                        "eps_text": f"{eps:g}",
+                        "sample_id": f"s{i}",
+                        "status": "ok",
+                        "settings": "{}",
+                        "framework": "onnx",
+                        "label_source": "dataset",
+                        "targeted": False,
+                        "label": int(i % 3),
+                        "task": "classification",
+                        "gradient": "exact",
+                        "queries": 10,
+                        "clean_correct": ok,
+                        "adv_correct": rob,
+                        "robust": rob,
+                        "success": ok and not rob,
+                        "linf": eps if ok and not rob else 0.0,
+                        "time_s": 0.01,
+                        "clean_pred": _pred(i, ok),
+                        "adv_pred": _pred(i, rob),
+                    }
+                )
         for i in range(N):  # a corruption: severity 2, every third sample broken
             ok = bool(order[i] < clean)
-            rows.append({**empty_row(), "model": model, "dataset": "d", "attack": "gaussian_noise",
-                         "kind": "corruption", "norm": "none", "eps": 2.0, "eps_text": "2", "sample_id": f"s{i}",
-                         "status": "ok", "settings": "{}", "framework": "onnx", "label_source": "dataset",
-                         "targeted": False, "label": int(i % 3), "task": "classification", "gradient": "none",
-                         "queries": 0, "clean_correct": ok, "adv_correct": ok and i % 3 != 0,
-                         "robust": ok and i % 3 != 0, "success": ok and i % 3 == 0, "l2": 1.0, "time_s": 0.01,
-                         "clean_pred": _pred(i, ok), "adv_pred": _pred(i, ok and i % 3 != 0)})
+            rows.append(
+                {
+                    **empty_row(),
+                    "model": model,
+                    "dataset": "d",
+                    "attack": "gaussian_noise",
+                    "kind": "corruption",
+                    "norm": "none",
+                    "eps": 2.0,
+                    "eps_text": "2",
+                    "sample_id": f"s{i}",
+                    "status": "ok",
+                    "settings": "{}",
+                    "framework": "onnx",
+                    "label_source": "dataset",
+                    "targeted": False,
+                    "label": int(i % 3),
+                    "task": "classification",
+                    "gradient": "none",
+                    "queries": 0,
+                    "clean_correct": ok,
+                    "adv_correct": ok and i % 3 != 0,
+                    "robust": ok and i % 3 != 0,
+                    "success": ok and i % 3 == 0,
+                    "l2": 1.0,
+                    "time_s": 0.01,
+                    "clean_pred": _pred(i, ok),
+                    "adv_pred": _pred(i, ok and i % 3 != 0),
+                }
+            )
     return tuple(rows)
 
 
@@ -102,7 +150,10 @@ def html_settings(page: str) -> dict[tuple[str, str], tuple[str, str, str]]:
     body = page.split('id="lb-all"', 1)[1].split("</tbody>", 1)[0]
     out = {}
     for tr in re.findall(r"<tr[^>]*>(.*?)</tr>", body, flags=re.S)[1:]:
-        cells = [html.unescape(re.sub(r"<[^>]+>", " ", c)).split() for c in re.findall(r"<td[^>]*>(.*?)</td>", tr, flags=re.S)]
+        cells = [
+            html.unescape(re.sub(r"<[^>]+>", " ", c)).split()
+            for c in re.findall(r"<td[^>]*>(.*?)</td>", tr, flags=re.S)
+        ]
         cells = cells[:1] + cells[2:] if len(cells) > 13 else cells  # several datasets: a dataset column
         model, attack, norm, eps = cells[0][0], " ".join(cells[1]), cells[2][0], cells[3][0]
         setting = f"{attack} sev {eps}" if norm == "–" else f"{attack} {NORMS.get(norm, norm)} {eps}"
@@ -121,8 +172,11 @@ def _expected():
     expected = {}
     for model, (clean, settings) in PLAN.items():
         for (attack, eps), robust in settings.items():
-            expected[(model, f"{attack} linf {eps:g}")] = (_pct(robust / N), _wilson(robust, N),
-                                                            _pct((clean - robust) / clean))
+            expected[(model, f"{attack} linf {eps:g}")] = (
+                _pct(robust / N),
+                _wilson(robust, N),
+                _pct((clean - robust) / clean),
+            )
         kept = sum(1 for r in _rows() if r["model"] == model and r["kind"] == "corruption" and r["robust"])
         expected[(model, "gaussian_noise sev 2")] = (_pct(kept / N), _wilson(kept, N), _pct((clean - kept) / clean))
     return expected
@@ -143,8 +197,12 @@ def test_terminal_and_report_show_the_same_figures():
     assert terminal_settings(text) == _expected() == html_settings(page)
     for model, (clean, _) in PLAN.items():  # the clean figure: the terminal title, the report's leaderboard
         assert f"clean accuracy {_pct(clean / N)} ({_wilson(clean, N)}) %" in text
-        assert re.search(rf'{re.escape(model)}</b></td>.*?<td class="n" data-v="{clean / N:.10g}">{_pct(clean / N)} '
-                         rf'<span class="ci">{_wilson(clean, N)}</span>', page, flags=re.S)
+        assert re.search(
+            rf'{re.escape(model)}</b></td>.*?<td class="n" data-v="{clean / N:.10g}">{_pct(clean / N)} '
+            rf'<span class="ci">{_wilson(clean, N)}</span>',
+            page,
+            flags=re.S,
+        )
 
 
 def test_setting_summary_is_the_dict_summarize_returns():
@@ -170,8 +228,10 @@ def test_run_summary_models_and_headline():
         assert m.worst_attack is not None and m.worst_attack.robust == min(settings.values()) / N
         assert m.worst_corruption is not None and m.worst_corruption.attack == "gaussian_noise"
         assert m.drop == pytest.approx((clean - settings[("pgd", 0.03)]) / N)
-    assert {(s.model, s.attack, s.eps) for s in run.ranked if run.is_headline(s)} == {("m_a", "pgd", 0.03),
-                                                                                      ("m_b", "pgd", 0.03)}
+    assert {(s.model, s.attack, s.eps) for s in run.ranked if run.is_headline(s)} == {
+        ("m_a", "pgd", 0.03),
+        ("m_b", "pgd", 0.03),
+    }
     assert any(n.startswith("sorted by robust accuracy at the headline setting") for n in run.notes)
 
 

@@ -55,8 +55,9 @@ def _models(cancer, tmp_path):
     d = xtr.shape[1]
     out = {
         "logreg": _sklearn_onnx(LogisticRegression(C=10, max_iter=500).fit(xtr, ytr), d, tmp_path / "logreg.onnx"),
-        "forest": _sklearn_onnx(RandomForestClassifier(20, max_depth=5, random_state=0).fit(xtr, ytr), d,
-                                tmp_path / "forest.onnx"),
+        "forest": _sklearn_onnx(
+            RandomForestClassifier(20, max_depth=5, random_state=0).fit(xtr, ytr), d, tmp_path / "forest.onnx"
+        ),
     }
     try:
         import lightgbm
@@ -86,9 +87,14 @@ def _labels_from_original(path, x):
     return np.asarray(sess.run([label_out], {sess.get_inputs()[0].name: x})[0]).astype(np.int64)
 
 
-@pytest.mark.parametrize("name,settings", [("square", dict(norm="linf", max_queries=300)),
-                                           ("hsj", dict(norm="linf", max_queries=600)),
-                                           ("hsj", dict(norm="l2", max_queries=600))])
+@pytest.mark.parametrize(
+    "name,settings",
+    [
+        ("square", dict(norm="linf", max_queries=300)),
+        ("hsj", dict(norm="linf", max_queries=600)),
+        ("hsj", dict(norm="l2", max_queries=600)),
+    ],
+)
 def test_tree_and_linear_models_broken_and_verified(cancer, models, name, settings):
     _, xte, _, yte = cancer
     for model_name, path in models.items():
@@ -125,9 +131,28 @@ def test_cli_end_to_end_on_breast_cancer(cancer, models, tmp_path):
     data = tmp_path / "cancer.npz"
     np.savez(data, x=xte, y=yte)
     tree = models.get("lightgbm", models["forest"])
-    r = run_cli("run", "--model", models["logreg"], "--model", tree, "--data", data, "--attack", "square,hsj",
-                "--norm", "linf", "--eps", "0.1", "--max-queries", "400", "--out", tmp_path / "out", "--quiet",
-                "--seed", "1")  # in this process
+    r = run_cli(
+        "run",
+        "--model",
+        models["logreg"],
+        "--model",
+        tree,
+        "--data",
+        data,
+        "--attack",
+        "square,hsj",
+        "--norm",
+        "linf",
+        "--eps",
+        "0.1",
+        "--max-queries",
+        "400",
+        "--out",
+        tmp_path / "out",
+        "--quiet",
+        "--seed",
+        "1",
+    )  # in this process
     assert r.returncode == 0, r.stderr[-2000:]
     table = read_results(tmp_path / "out").to_pandas()
     table = table[table.kind == "adversarial"]

@@ -24,8 +24,18 @@ def test_transfer_equals_the_surrogate_attack_judged_on_the_target(patches):
     x, y = patches
     target = advonnx.load_model(SUITE / "models" / "brain_cnn.onnx")
     surrogate_path = SUITE / "models" / "brain_mobilenet.onnx"
-    res = advonnx.attack(target, x, y, "transfer", norm="linf", eps=4 / 255, surrogate=str(surrogate_path),
-                         via="pgd", via_settings={"steps": 10}, rng=Random(3))
+    res = advonnx.attack(
+        target,
+        x,
+        y,
+        "transfer",
+        norm="linf",
+        eps=4 / 255,
+        surrogate=str(surrogate_path),
+        via="pgd",
+        via_settings={"steps": 10},
+        rng=Random(3),
+    )
     # the same PGD on the surrogate, by hand, judged on the target
     surrogate = advonnx.load_model(surrogate_path)
     direct = advonnx.attack(surrogate, x, y, "pgd", norm="linf", eps=4 / 255, steps=10, rng=Random(3))
@@ -54,6 +64,7 @@ def test_transfer_refuses_mismatched_surrogates(patches, tmp_path):
 
 
 # -- universal perturbations ------------------------------------------------------------------
+
 
 def test_universal_perturbation_fools_held_out_samples():
     """One δ for every sample: the adversarial inputs differ from the clean ones by the same δ

@@ -14,15 +14,7 @@ import advonnx
 from advonnx.leaderboard import summarize
 from advonnx.report import example_pairs
 from advonnx.results import read_results
-from advonnx.suite import (
-    AttackEntry,
-    DatasetEntry,
-    ModelEntry,
-    Runner,
-    Suite,
-    load_suite,
-    parse_eps,
-)
+from advonnx.suite import AttackEntry, DatasetEntry, ModelEntry, Runner, Suite, load_suite, parse_eps
 from advonnx.transfer_matrix import transfer_matrix
 from advonnx.universal_summary import uap_rates
 from models import save, small_cnn
@@ -47,8 +39,9 @@ def _jittered(seed: int, scale: float):
     rng = np.random.default_rng(seed)
     for init in m.graph.initializer:
         w = numpy_helper.to_array(init)
-        init.CopyFrom(numpy_helper.from_array((w + scale * w.std() * rng.normal(size=w.shape)).astype(w.dtype),
-                                              init.name))
+        init.CopyFrom(
+            numpy_helper.from_array((w + scale * w.std() * rng.normal(size=w.shape)).astype(w.dtype), init.name)
+        )
     return m
 
 
@@ -75,8 +68,11 @@ def _hand_matrix(folder: Path, paths: dict[str, Path]) -> dict[tuple[str, ...], 
                 continue
             pt, pta = _ort_pred(path, x), _ort_pred(path, xa)
             both = (ps == y) & (psa != y) & (pt == y)
-            out[(rows[0]["attack"], source, target, rows[0]["eps_text"])] = (int((both & (pta != y)).sum()), int(both.sum()),
-                                     {str(i): bool(f) for i, f in zip(ids, pta != y, strict=True)})
+            out[(rows[0]["attack"], source, target, rows[0]["eps_text"])] = (
+                int((both & (pta != y)).sum()),
+                int(both.sum()),
+                {str(i): bool(f) for i, f in zip(ids, pta != y, strict=True)},
+            )
     return out
 
 
@@ -92,8 +88,14 @@ def _check_against_hand(table, folder: Path, paths: dict[str, Path]) -> list[dic
             lo, hi = proportion_confint(k, n, alpha=0.05, method="wilson")
             np.testing.assert_allclose(c["ci"], (lo, hi), atol=1e-12)
             assert c["rate"] == k / n
-        mine = {r["sample_id"]: r["fooled_target"] for r in rows if r["attack"] == c["attack"]
-                and r["model"] == c["source"] and r["transfer_target"] == c["target"] and r["eps_text"] == c["eps_text"]}
+        mine = {
+            r["sample_id"]: r["fooled_target"]
+            for r in rows
+            if r["attack"] == c["attack"]
+            and r["model"] == c["source"]
+            and r["transfer_target"] == c["target"]
+            and r["eps_text"] == c["eps_text"]
+        }
         assert mine == fooled
     return cells
 
@@ -107,16 +109,21 @@ def test_transfer_matrix_on_tiny_models_matches_onnxruntime(tmp_path):
     x = _inputs(24, 0)
     y = _ort_pred(paths["m0"], x)  # m0 is right on every sample, the others on some
     np.savez(tmp_path / "d.npz", x=x, y=y)
-    suite = Suite(name="t", models=[ModelEntry(n, str(p), "d") for n, p in paths.items()]
-                  + [ModelEntry("big", str(big), "d")],
-                  datasets=[DatasetEntry("d", str(tmp_path / "d.npz"))],
-                  attacks=[AttackEntry("pgd", "linf", parse_eps("0.05,0.15"), {"steps": 5})],
-                  save_examples=24, masking_checks=False, transfer_matrix=True)
+    suite = Suite(
+        name="t",
+        models=[ModelEntry(n, str(p), "d") for n, p in paths.items()] + [ModelEntry("big", str(big), "d")],
+        datasets=[DatasetEntry("d", str(tmp_path / "d.npz"))],
+        attacks=[AttackEntry("pgd", "linf", parse_eps("0.05,0.15"), {"steps": 5})],
+        save_examples=24,
+        masking_checks=False,
+        transfer_matrix=True,
+    )
     runner = Runner(suite, out=tmp_path / "res")
     folder, table = runner.run()
     assert any("big and m0 not compared (4 vs 3 classes)" in n for n in runner.transfer_notes), runner.transfer_notes
-    assert not any(r["transfer_target"] == "big" or (r["kind"] == "transfer" and r["model"] == "big")
-                   for r in table.to_pylist())
+    assert not any(
+        r["transfer_target"] == "big" or (r["kind"] == "transfer" and r["model"] == "big") for r in table.to_pylist()
+    )
     kinds = table.column("kind").to_pylist()
     assert kinds.count("transfer") == 3 * 2 * 2 * 24  # 3 sources x 2 targets x 2 eps x 24 samples
     cells = _check_against_hand(table, folder, paths)
@@ -126,14 +133,23 @@ def test_transfer_matrix_on_tiny_models_matches_onnxruntime(tmp_path):
     lb = [s for s in summarize(table) if s["model"] == "m0" and s["eps_text"] == "0.15"]
     assert len(lb) == 1 and lb[0]["n"] == 24
     # resumable: drop one chunk holding transfer rows, resume, get the same rows back
-    before = sorted((r["model"], r["transfer_target"], r["eps_text"], r["sample_id"], r["fooled_target"])
-                    for r in table.to_pylist() if r["kind"] == "transfer")
-    lost = next(p for p in folder.glob("part-*.parquet")
-                if "transfer" in pq.read_table(p, columns=["kind"]).column(0).to_pylist())
+    before = sorted(
+        (r["model"], r["transfer_target"], r["eps_text"], r["sample_id"], r["fooled_target"])
+        for r in table.to_pylist()
+        if r["kind"] == "transfer"
+    )
+    lost = next(
+        p
+        for p in folder.glob("part-*.parquet")
+        if "transfer" in pq.read_table(p, columns=["kind"]).column(0).to_pylist()
+    )
     lost.unlink()
     _, again = Runner(suite, out=tmp_path / "res", resume=True).run()
-    after = sorted((r["model"], r["transfer_target"], r["eps_text"], r["sample_id"], r["fooled_target"])
-                   for r in again.to_pylist() if r["kind"] == "transfer")
+    after = sorted(
+        (r["model"], r["transfer_target"], r["eps_text"], r["sample_id"], r["fooled_target"])
+        for r in again.to_pylist()
+        if r["kind"] == "transfer"
+    )
     assert after == before and again.num_rows == table.num_rows
 
 
@@ -148,7 +164,8 @@ def test_transfer_matrix_cli_and_report(tmp_path):
         'name = "s"\nmasking_checks = false\n[headline]\nattack = "pgd"\nnorm = "linf"\neps = "0.3"\n'
         '[[datasets]]\nname = "d"\npath = "d.npz"\n'
         '[[models]]\nname = "m0"\npath = "m0.onnx"\n[[models]]\nname = "m1"\npath = "m1.onnx"\n'
-        '[[attacks]]\nname = "pgd"\neps = ["0.3"]\nsteps = 3\n')
+        '[[attacks]]\nname = "pgd"\neps = ["0.3"]\nsteps = 3\n'
+    )
     r = cli("run", tmp_path / "s.toml", "--transfer-matrix", "--out", tmp_path / "res", "--quiet")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "Transfer matrix · d · pgd linf eps=0.3" in r.stdout and "white-box" in r.stdout
@@ -166,9 +183,15 @@ def test_transfer_matrix_on_quick_brain_models(tmp_path):
     brain = [m for m in quick.models if m.dataset == "brain-tissue-patch"]
     dset = next(d for d in quick.datasets if d.name == "brain-tissue-patch")
     dset.limit = 8
-    suite = Suite(name="q", models=brain, datasets=[dset],
-                  attacks=[AttackEntry("pgd", "linf", parse_eps("4/255"), {"steps": 10})],
-                  save_examples=8, masking_checks=False, transfer_matrix=True)
+    suite = Suite(
+        name="q",
+        models=brain,
+        datasets=[dset],
+        attacks=[AttackEntry("pgd", "linf", parse_eps("4/255"), {"steps": 10})],
+        save_examples=8,
+        masking_checks=False,
+        transfer_matrix=True,
+    )
     folder, table = Runner(suite, out=tmp_path / "res").run()
     cells = _check_against_hand(table, folder, {m.name: Path(m.path) for m in brain})
     assert len(cells) == 6 and sum(c["n"] for c in cells) > 0
@@ -185,10 +208,15 @@ def test_uap_in_a_suite_is_one_perturbation_over_the_dataset(tmp_path):
     np.savez(tmp_path / "d.npz", x=x, y=_ort_pred(path, x))
 
     def run(out):
-        suite = Suite(name="u", models=[ModelEntry("m", str(path), "d")],
-                      datasets=[DatasetEntry("d", str(tmp_path / "d.npz"))],
-                      attacks=[AttackEntry("uap", "linf", parse_eps("0.15"), {"epochs": 5, "batch_size": 4})],
-                      save_examples=20, chunk_size=4, masking_checks=False)
+        suite = Suite(
+            name="u",
+            models=[ModelEntry("m", str(path), "d")],
+            datasets=[DatasetEntry("d", str(tmp_path / "d.npz"))],
+            attacks=[AttackEntry("uap", "linf", parse_eps("0.15"), {"epochs": 5, "batch_size": 4})],
+            save_examples=20,
+            chunk_size=4,
+            masking_checks=False,
+        )
         return Runner(suite, out=tmp_path / out).run()
 
     folder, table = run("a")
@@ -197,7 +225,7 @@ def test_uap_in_a_suite_is_one_perturbation_over_the_dataset(tmp_path):
     assert "transfer" not in {r["kind"] for r in rows}  # no transfer matrix unless asked
     fit = fit_mask(20, 0.5)
     assert [r["uap_split"] for r in rows] == ["fit" if f else "held_out" for f in fit]
-    (npz, _), = example_pairs(folder)
+    ((npz, _),) = example_pairs(folder)
     with np.load(npz) as z:
         xs, xa = z["x"], z["x_adv"]
     d = xa - xs
@@ -217,7 +245,9 @@ def test_uap_in_a_suite_is_one_perturbation_over_the_dataset(tmp_path):
     html, _ = render_report(table, [folder])
     assert 'id="universal"' in html and 'id="transfer"' not in html
     lb = [s for s in summarize(table) if s["attack"] == "uap"]
-    assert lb[0]["n"] == 10 and lb[0]["robust"] == pytest.approx(np.mean((pc[held] == pa_[held]) & (pc[held] == np.load(tmp_path / "d.npz")["y"][held])))
+    assert lb[0]["n"] == 10 and lb[0]["robust"] == pytest.approx(
+        np.mean((pc[held] == pa_[held]) & (pc[held] == np.load(tmp_path / "d.npz")["y"][held]))
+    )
     _, again = run("b")
     key = ["sample_id", "adv_pred", "uap_split", "linf"]
     assert again.select(key).to_pylist() == table.select(key).to_pylist()
@@ -230,11 +260,19 @@ def test_transfer_rows_in_worst_case_runs_cover_the_attacked_samples_only(tmp_pa
     paths = {f"m{i}": save(_jittered(i, 0.3 * i), tmp_path / f"m{i}.onnx") for i in range(2)}
     x = _inputs(16, 0)
     np.savez(tmp_path / "d.npz", x=x, y=_ort_pred(paths["m0"], x))
-    suite = Suite(name="w", models=[ModelEntry(n, str(p), "d") for n, p in paths.items()],
-                  datasets=[DatasetEntry("d", str(tmp_path / "d.npz"))],
-                  attacks=[AttackEntry("fgsm", "linf", parse_eps("0.1")),
-                           AttackEntry("pgd", "linf", parse_eps("0.1"), {"steps": 5})],
-                  save_examples=16, masking_checks=False, transfer_matrix=True, worst_case=True)
+    suite = Suite(
+        name="w",
+        models=[ModelEntry(n, str(p), "d") for n, p in paths.items()],
+        datasets=[DatasetEntry("d", str(tmp_path / "d.npz"))],
+        attacks=[
+            AttackEntry("fgsm", "linf", parse_eps("0.1")),
+            AttackEntry("pgd", "linf", parse_eps("0.1"), {"steps": 5}),
+        ],
+        save_examples=16,
+        masking_checks=False,
+        transfer_matrix=True,
+        worst_case=True,
+    )
     folder, table = Runner(suite, out=tmp_path / "res").run()
     rows = table.to_pylist()
     skipped = 0
@@ -263,8 +301,16 @@ def test_a_failing_target_gives_errored_transfer_rows_left_out_of_the_matrix(mon
     monkeypatch.setattr(suite_mod, "cached_model", lambda *a, **k: Broken())
     unit = SimpleNamespace(transfer_to=(ModelEntry("t", "t.onnx", "d"),), device="cpu", batch_size=8, threads=None)
     src = [{"sample_id": str(i), "status": "ok", "clean_correct": True, "adv_correct": False} for i in range(3)]
-    common = {"model": "s", "dataset": "d", "attack": "pgd", "norm": "linf", "eps": 0.1, "eps_text": "0.1",
-              "settings": "{}", "targeted": False}
+    common = {
+        "model": "s",
+        "dataset": "d",
+        "attack": "pgd",
+        "norm": "linf",
+        "eps": 0.1,
+        "eps_text": "0.1",
+        "settings": "{}",
+        "targeted": False,
+    }
     rows = transfer_rows(unit, src, np.zeros((3, 1)), np.zeros((3, 1)), np.zeros(3, int), common)
     assert [r["status"] for r in rows] == ["errored"] * 3 and "out of memory" in rows[0]["error"]
     assert transfer_matrix(rows_to_table(rows)) == []

@@ -36,10 +36,12 @@ def test_dag_gamma_is_a_fraction_of_the_range(tmp_path):
     x = np.random.default_rng(2).uniform(0, 1, (4, 1, 8, 8)).astype(np.float32)
     target = (unit.classify(x) + 1) % 3
     for steps in (1, 20):
-        a = advonnx.attack(unit, x, None, "dag", gamma=0.01, steps=steps, targeted=True, target=target,
-                           gradient="exact")
-        b = advonnx.attack(byte, x * 255, None, "dag", gamma=0.01, steps=steps, targeted=True, target=target,
-                           gradient="exact")
+        a = advonnx.attack(
+            unit, x, None, "dag", gamma=0.01, steps=steps, targeted=True, target=target, gradient="exact"
+        )
+        b = advonnx.attack(
+            byte, x * 255, None, "dag", gamma=0.01, steps=steps, targeted=True, target=target, gradient="exact"
+        )
         if steps == 1:  # one step of gamma · (hi − lo) in L∞
             np.testing.assert_allclose(a.linf, 0.01, rtol=1e-5)
             np.testing.assert_allclose(b.linf, 2.55, rtol=1e-5)

@@ -46,8 +46,9 @@ def test_fgsm_agrees_with_torchattacks(setup, eps):
 def test_pgd_without_random_start_agrees(setup, eps):
     model, net, x, y = setup
     alpha, steps = eps / 4, 10
-    ours = advonnx.attack(model, x, y, "pgd", eps=eps, steps=steps, step_size=alpha, random_start=False,
-                          gradient="exact")
+    ours = advonnx.attack(
+        model, x, y, "pgd", eps=eps, steps=steps, step_size=alpha, random_start=False, gradient="exact"
+    )
     theirs = _torch_adv(torchattacks.PGD(net, eps=eps, alpha=alpha, steps=steps, random_start=False), x, y)
     ours_wrong = model.classify(ours.x_adv) != y
     theirs_wrong = model.classify(theirs) != y

@@ -8,28 +8,38 @@ import math
 import numpy as np
 import pytest
 
-from advonnx.worst_case import (
-    breaking_radius,
-    robust_accuracy,
-    robustness_curve,
-    still_robust,
-    worst_case,
-)
+from advonnx.worst_case import breaking_radius, robust_accuracy, robustness_curve, still_robust, worst_case
 
 
 def row(sid, attack, eps, success, *, min_norm=None, correct=True, norm="l2", model="m"):
-    return {"model": model, "dataset": "d", "norm": norm, "sample_id": sid, "attack": attack, "eps": eps,
-            "success": success, "min_norm": min_norm, "clean_correct": correct, "kind": "adversarial",
-            "status": "ok", "task": "classification"}
+    return {
+        "model": model,
+        "dataset": "d",
+        "norm": norm,
+        "sample_id": sid,
+        "attack": attack,
+        "eps": eps,
+        "success": success,
+        "min_norm": min_norm,
+        "clean_correct": correct,
+        "kind": "adversarial",
+        "status": "ok",
+        "task": "classification",
+    }
 
 
 def test_minimal_norm_counts_at_every_eps_at_or_above_it():
     rows = [
-        row("a", "pgd", 0.5, False), row("a", "pgd", 1.0, False),
-        row("b", "pgd", 0.5, False), row("b", "pgd", 1.0, True),
-        row("c", "pgd", 0.5, False), row("c", "pgd", 1.0, False),
-        row("d", "pgd", 0.5, True), row("d", "pgd", 1.0, True),
-        row("e", "pgd", 0.5, False, correct=False), row("e", "pgd", 1.0, False, correct=False),
+        row("a", "pgd", 0.5, False),
+        row("a", "pgd", 1.0, False),
+        row("b", "pgd", 0.5, False),
+        row("b", "pgd", 1.0, True),
+        row("c", "pgd", 0.5, False),
+        row("c", "pgd", 1.0, False),
+        row("d", "pgd", 0.5, True),
+        row("d", "pgd", 1.0, True),
+        row("e", "pgd", 0.5, False, correct=False),
+        row("e", "pgd", 1.0, False, correct=False),
         row("a", "deepfool", 0.0, True, min_norm=0.5),  # breaks a at 0.5 and 1.0
         row("c", "deepfool", 0.0, False, min_norm=math.inf),
         row("b", "deepfool", 0.0, True, min_norm=2.0),  # larger than pgd's break: pgd wins
@@ -69,17 +79,28 @@ def test_leaderboard_curves_cover_classification_only():
 
     from advonnx.leaderboard import minimal_norm_curves
 
-    rows = [row("a", "deepfool", 0.0, True, min_norm=0.1), row("b", "deepfool", 0.0, True, min_norm=0.3),
-            row("c", "deepfool", 0.0, False, min_norm=math.inf), row("d", "deepfool", 0.0, False, correct=False,
-                                                                   min_norm=math.inf),
-            row("a", "pgd", 0.2, True), row("a", "pgd", 0.5, True)]
-    seg = [{**row(s, "dag", 4 / 255, False, min_norm=math.inf, correct=None, norm="linf", model="unet"),
-            "task": "segmentation"} for s in "ab"]
-    seg += [{**row(s, "pgd", 2 / 255, False, correct=None, norm="linf", model="unet"), "task": "segmentation"}
-            for s in "ab"]
+    rows = [
+        row("a", "deepfool", 0.0, True, min_norm=0.1),
+        row("b", "deepfool", 0.0, True, min_norm=0.3),
+        row("c", "deepfool", 0.0, False, min_norm=math.inf),
+        row("d", "deepfool", 0.0, False, correct=False, min_norm=math.inf),
+        row("a", "pgd", 0.2, True),
+        row("a", "pgd", 0.5, True),
+    ]
+    seg = [
+        {
+            **row(s, "dag", 4 / 255, False, min_norm=math.inf, correct=None, norm="linf", model="unet"),
+            "task": "segmentation",
+        }
+        for s in "ab"
+    ]
+    seg += [
+        {**row(s, "pgd", 2 / 255, False, correct=None, norm="linf", model="unet"), "task": "segmentation"} for s in "ab"
+    ]
     lines = minimal_norm_curves(pa.Table.from_pylist(rows + seg), [])
-    assert lines == ["robustness curve of m from deepfool minimal l2 norms (accuracy at ‖δ‖ ≤ eps): "
-                     "0.2→50.0%, 0.5→25.0%"]
+    assert lines == [
+        "robustness curve of m from deepfool minimal l2 norms (accuracy at ‖δ‖ ≤ eps): 0.2→50.0%, 0.5→25.0%"
+    ]
 
 
 def test_still_robust_flags_select_the_unbroken():
@@ -99,10 +120,20 @@ def _suite(tmp_path, *, worst_case=True, n=40):
     x = np.random.default_rng(0).uniform(0, 1, (n, 1, 8, 8)).astype(np.float32)
     np.savez(tmp_path / "d.npz", x=x)  # labels: the clean predictions
     eps = parse_eps("0.4,0.7")
-    return Suite(name="wc", models=[ModelEntry("m", m)], datasets=[DatasetEntry("d", str(tmp_path / "d.npz"))],
-                 attacks=[AttackEntry("fgsm", "linf", eps), AttackEntry("deepfool", "linf", eps, {"steps": 20}),
-                          AttackEntry("pgd", "linf", eps, {"steps": 5})],
-                 chunk_size=16, seed=5, worst_case=worst_case, masking_checks=False)  # test_masking.py has those
+    return Suite(
+        name="wc",
+        models=[ModelEntry("m", m)],
+        datasets=[DatasetEntry("d", str(tmp_path / "d.npz"))],
+        attacks=[
+            AttackEntry("fgsm", "linf", eps),
+            AttackEntry("deepfool", "linf", eps, {"steps": 20}),
+            AttackEntry("pgd", "linf", eps, {"steps": 5}),
+        ],
+        chunk_size=16,
+        seed=5,
+        worst_case=worst_case,
+        masking_checks=False,
+    )  # test_masking.py has those
 
 
 def _rows(table):
@@ -133,8 +164,11 @@ def test_runner_worst_case_attacks_only_still_robust_samples(tmp_path):
             seen = [by[(a, e, sid)] for e in (0.4, 0.7) if by[(a, e, sid)]["status"] == "ok"]
             if any(s["clean_correct"] is False for s in seen):
                 reason = reason or "misclassified unattacked"
-            radius = min([s["min_norm"] for s in seen if s["min_norm"] is not None]
-                          + [s["eps"] for s in seen if s["min_norm"] is None and s["success"]], default=math.inf)
+            radius = min(
+                [s["min_norm"] for s in seen if s["min_norm"] is not None]
+                + [s["eps"] for s in seen if s["min_norm"] is None and s["success"]],
+                default=math.inf,
+            )
             if radius <= eps:
                 reason = reason or f"broken by {a}"
         if reason is None:
@@ -153,7 +187,9 @@ def test_runner_worst_case_attacks_only_still_robust_samples(tmp_path):
         last = summaries[("pgd", eps)]
         assert last["n"] == 40 and last["clean"] == 1.0  # labels are the clean predictions
         # a sample is robust after pgd when pgd attacked it (nothing earlier broke it) and failed
-        survivors = sum(r["status"] == "ok" and r["adv_correct"] for (a, e, _), r in by.items() if a == "pgd" and e == eps)
+        survivors = sum(
+            r["status"] == "ok" and r["adv_correct"] for (a, e, _), r in by.items() if a == "pgd" and e == eps
+        )
         assert last["robust"] == pytest.approx(survivors / 40)
         assert last["robust"] == pytest.approx(next(w for w in worst_case(rows) if w["eps"] == eps)["robust"])
     # DeepFool's ‖r‖₂/‖x‖₂ (ρ is its mean) and changed pixels are stored per row
@@ -194,17 +230,38 @@ def test_cli_worst_case_flag_and_leaderboard(tmp_path):
     from advonnx.suite import load_suite
 
     s = _suite(tmp_path)
-    r = run_cli("run", "--model", s.models[0].path, "--data", s.datasets[0].path, "--attack", "fgsm,pgd", "--eps",
-                "0.4,0.7", "--steps", "3", "--chunk-size", "16", "--quiet", "--out", tmp_path / "cli", "--worst-case",
-                "--no-masking-checks", columns=160)  # in this process; test_masking.py has the checks
+    r = run_cli(
+        "run",
+        "--model",
+        s.models[0].path,
+        "--data",
+        s.datasets[0].path,
+        "--attack",
+        "fgsm,pgd",
+        "--eps",
+        "0.4,0.7",
+        "--steps",
+        "3",
+        "--chunk-size",
+        "16",
+        "--quiet",
+        "--out",
+        tmp_path / "cli",
+        "--worst-case",
+        "--no-masking-checks",
+        columns=160,
+    )  # in this process; test_masking.py has the checks
     assert r.returncode == 0, r.stderr
     assert "Worst case over attacks" in r.stdout
     rows = read_results(tmp_path / "cli").to_pylist()
     pgd = [r for r in rows if r["attack"] == "pgd" and r["kind"] == "adversarial"]
     assert len(pgd) == 80 and any(r["error"] == "broken by fgsm" for r in pgd)
     toml = tmp_path / "wc.toml"
-    toml.write_text('worst_case = true\n[[models]]\npath = "m.onnx"\n[[datasets]]\npath = "d.npz"\n'
-                    '[[attacks]]\nname = "fgsm"\neps = "0.05"\n', encoding="utf-8")
+    toml.write_text(
+        'worst_case = true\n[[models]]\npath = "m.onnx"\n[[datasets]]\npath = "d.npz"\n'
+        '[[attacks]]\nname = "fgsm"\neps = "0.05"\n',
+        encoding="utf-8",
+    )
     assert load_suite(toml).worst_case and load_suite(toml).config()["worst_case"] is True
 
 

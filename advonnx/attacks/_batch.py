@@ -25,8 +25,9 @@ def onehot(classes, num_classes: int, dtype):
 def repeat_rows(x, k: int):
     """Each row of ``x`` repeated ``k`` times consecutively: (N, ...) → (N·k, ...)."""
     xp = namespace(x)
-    return xp.reshape(xp.broadcast_to(x[:, None, ...], (x.shape[0], k) + tuple(x.shape[1:])),
-                      (x.shape[0] * k,) + tuple(x.shape[1:]))
+    return xp.reshape(
+        xp.broadcast_to(x[:, None, ...], (x.shape[0], k) + tuple(x.shape[1:])), (x.shape[0] * k,) + tuple(x.shape[1:])
+    )
 
 
 def put_rows(base, idx, rows):

@@ -64,8 +64,17 @@ class APGD(Attack):
     gradient_loss = "cotangent"
     multilabel = True  # loss ce → bce of the label vectors (dlr has no multi-label form)
 
-    def __init__(self, *, norm: str = "linf", eps: float = 8 / 255, steps: int = 100, restarts: int = 1,
-                 loss: str = "ce", rho: float = 0.75, eot_iter: int = 1):
+    def __init__(
+        self,
+        *,
+        norm: str = "linf",
+        eps: float = 8 / 255,
+        steps: int = 100,
+        restarts: int = 1,
+        loss: str = "ce",
+        rho: float = 0.75,
+        eot_iter: int = 1,
+    ):
         super().__init__(norm=norm, eps=eps)
         if loss not in ("ce", "dlr"):
             raise AdvonnxError(f"{self.name}: loss must be 'ce' or 'dlr', not {loss!r}")
@@ -84,8 +93,10 @@ class APGD(Attack):
             return "seg_ce"
         if ctx.multilabel:
             if self.loss != "ce":
-                raise AdvonnxError(f"{self.name}: multi-label models take loss 'ce' (binary cross-entropy per finding), "
-                                   f"not {self.loss!r}")
+                raise AdvonnxError(
+                    f"{self.name}: multi-label models take loss 'ce' (binary cross-entropy per finding), "
+                    f"not {self.loss!r}"
+                )
             return "bce"
         return self.loss
 
@@ -110,9 +121,15 @@ class APGD(Attack):
             # decisions from the model's output; the loss on the attacked tensor (the logits
             # before a final Softmax/Sigmoid when there is one), the tensor ctx.vjp differentiates
             scores, attacked = ctx.scores(x, idx)
-            value, cot = score_gradient(loss, attacked, labels, target=target, axis=ctx.spec.class_axis,
-                                        probabilities=ctx.spec.attacked_scores == "probabilities",
-                                        threshold=ctx.spec.decision_threshold)
+            value, cot = score_gradient(
+                loss,
+                attacked,
+                labels,
+                target=target,
+                axis=ctx.spec.class_axis,
+                probabilities=ctx.spec.attacked_scores == "probabilities",
+                threshold=ctx.spec.decision_threshold,
+            )
             _, g = ctx.vjp(x, cot, idx)
             grad = g if grad is None else grad + g
         assert grad is not None  # eot_iter >= 1 evaluations
@@ -214,8 +231,11 @@ class APGD(Attack):
             take_best = still & (loss_host > best_loss[active])
             pick_adv = from_numpy(x, ~still)
             pick_best = from_numpy(x, take_best)
-            rows = xp.where(batch_view(pick_adv, x.ndim), x_best_adv,
-                            xp.where(batch_view(pick_best, x.ndim), x_best, take(out, active)))
+            rows = xp.where(
+                batch_view(pick_adv, x.ndim),
+                x_best_adv,
+                xp.where(batch_view(pick_best, x.ndim), x_best, take(out, active)),
+            )
             out = scatter(out, active, rows)
             best_loss[active] = np.where(take_best, loss_host, best_loss[active])
             robust = robust.copy()

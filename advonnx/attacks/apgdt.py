@@ -26,10 +26,18 @@ class APGDT(APGD):
     tasks = ("classification",)
     multilabel = False  # targeted DLR ranks classes; multi-label findings are not ranked
 
-    def __init__(self, *, norm: str = "linf", eps: float = 8 / 255, steps: int = 100, restarts: int = 1,
-                 n_target_classes: int = 9, rho: float = 0.75, eot_iter: int = 1):
-        super().__init__(norm=norm, eps=eps, steps=steps, restarts=restarts, loss="dlr", rho=rho,
-                         eot_iter=eot_iter)
+    def __init__(
+        self,
+        *,
+        norm: str = "linf",
+        eps: float = 8 / 255,
+        steps: int = 100,
+        restarts: int = 1,
+        n_target_classes: int = 9,
+        rho: float = 0.75,
+        eot_iter: int = 1,
+    ):
+        super().__init__(norm=norm, eps=eps, steps=steps, restarts=restarts, loss="dlr", rho=rho, eot_iter=eot_iter)
         if n_target_classes < 1:
             raise AdvonnxError(f"{self.name}: n_target_classes must be >= 1")
         self.n_target_classes = int(n_target_classes)

@@ -54,7 +54,9 @@ def _stage(entry) -> tuple[str, str, dict[str, Any]]:
     settings = {k: v for k, v in entry.items() if k != "name"}
     for key in ("norm", "eps"):
         if key in settings:
-            raise AdvonnxError(f"autoattack: stage {entry['name']!r} takes the cascade's {key}; remove it from the stage")
+            raise AdvonnxError(
+                f"autoattack: stage {entry['name']!r} takes the cascade's {key}; remove it from the stage"
+            )
     label = entry["name"].lower()
     attack, base = STAGES.get(label, (label, {}))
     return label, attack, {**base, **settings}
@@ -69,8 +71,9 @@ class AutoAttack(Attack):
     tasks = ("classification",)
     gradient_loss = "cotangent"
 
-    def __init__(self, *, norm: str = "linf", eps: float = 8 / 255, version: str = "standard",
-                 stages: list | tuple | None = None):
+    def __init__(
+        self, *, norm: str = "linf", eps: float = 8 / 255, version: str = "standard", stages: list | tuple | None = None
+    ):
         super().__init__(norm=norm, eps=eps)
         if version not in VERSIONS:
             raise AdvonnxError(f"autoattack: version must be one of {', '.join(VERSIONS)}, not {version!r}")
@@ -95,8 +98,10 @@ class AutoAttack(Attack):
         built = []
         for label, attack, settings in (_stage(e) for e in self.stages):
             if attack not in ATTACKS:
-                raise AdvonnxError(f"autoattack stage {label!r} needs attack {attack!r}, which is not registered "
-                                   f"(available: {', '.join(sorted(ATTACKS))}); give `stages` without it")
+                raise AdvonnxError(
+                    f"autoattack stage {label!r} needs attack {attack!r}, which is not registered "
+                    f"(available: {', '.join(sorted(ATTACKS))}); give `stages` without it"
+                )
             built.append((label, make_attack(attack, norm=self.norm, eps=self.eps, **settings)))
         return built
 
@@ -111,9 +116,15 @@ class AutoAttack(Attack):
             active = np.nonzero(robust)[0]
             if active.shape[0] == 0:
                 break
-            res = stage(ctx.model, take(x, active), take(labels, active), rng=ctx.rng,
-                        gradient=ctx.gradient if stage.needs == "gradient" else "auto",
-                        max_queries=ctx.max_queries, **ctx.rows(active))
+            res = stage(
+                ctx.model,
+                take(x, active),
+                take(labels, active),
+                rng=ctx.rng,
+                gradient=ctx.gradient if stage.needs == "gradient" else "auto",
+                max_queries=ctx.max_queries,
+                **ctx.rows(active),
+            )
             ctx.queries[active] += np.asarray(res.queries, dtype=np.int64)
             hit = host_bool(res.success)
             if not hit.any():

@@ -78,8 +78,19 @@ class AttackContext:
     holds the inputs that are not attacked; every method takes the rows ``idx`` of them, so a
     call on a subset of samples feeds each sample's own values."""
 
-    def __init__(self, model: Model, *, n: int, rng: Random, gradient: str, targeted: bool,
-                 value_range, max_queries: int | None, eot: int | None = None, extras=None):
+    def __init__(
+        self,
+        model: Model,
+        *,
+        n: int,
+        rng: Random,
+        gradient: str,
+        targeted: bool,
+        value_range,
+        max_queries: int | None,
+        eot: int | None = None,
+        extras=None,
+    ):
         self.model = model
         self.extras = extras or None
         self.rng = rng
@@ -163,11 +174,22 @@ class AttackContext:
         model allows it (exact gradients, no EOT, ``model.one_pass``), else the scores and the
         gradient from two. ``scale_free`` as in :meth:`value_and_grad`. Counted and recorded as
         :meth:`value_and_grad`."""
-        if self.eot == 1 and getattr(self.model, "one_pass", False) \
-                and self.model.gradient_mode(self.gradient, loss=loss, scale_free=scale_free, with_decisions=True) == "exact":
+        if (
+            self.eot == 1
+            and getattr(self.model, "one_pass", False)
+            and self.model.gradient_mode(self.gradient, loss=loss, scale_free=scale_free, with_decisions=True)
+            == "exact"
+        ):
             value, grad, scores = self.model.value_and_grad(
-                x, labels, loss=loss, gradient=self.gradient, counter=lambda rows: self.count(to_numpy(idx)[rows]),
-                with_decisions=True, scale_free=scale_free, **self.rows(idx))
+                x,
+                labels,
+                loss=loss,
+                gradient=self.gradient,
+                counter=lambda rows: self.count(to_numpy(idx)[rows]),
+                with_decisions=True,
+                scale_free=scale_free,
+                **self.rows(idx),
+            )
             self._record_zero_gradient(grad, idx)
             return value, grad, scores
         scores = self.predict(x, idx)
@@ -216,8 +238,16 @@ class AttackContext:
             self.count(idx_host[np.asarray(rows)])
 
         value, grad = self.model.value_and_grad(
-            x, labels, loss=loss, cotangent=cotangent, gradient=self.gradient, rng=self.rng, counter=counter,
-            mask=mask, scale_free=scale_free, **self.rows(idx_host),
+            x,
+            labels,
+            loss=loss,
+            cotangent=cotangent,
+            gradient=self.gradient,
+            rng=self.rng,
+            counter=counter,
+            mask=mask,
+            scale_free=scale_free,
+            **self.rows(idx_host),
         )
         if k > 1:
             value = xp.mean(xp.reshape(value, (k, n)), axis=0)
@@ -234,8 +264,9 @@ class AttackContext:
         """Per-sample success of decisions ``pred`` against ``ref`` (labels, or targets when
         targeted): the one rule every attack and the base's re-judgement use
         (:func:`adversarial`). ``targeted`` defaults to the context's."""
-        return adversarial(pred, ref, targeted=self.targeted if targeted is None else targeted,
-                           multilabel=self.multilabel)
+        return adversarial(
+            pred, ref, targeted=self.targeted if targeted is None else targeted, multilabel=self.multilabel
+        )
 
 
 class Attack(ABC):
@@ -279,9 +310,7 @@ class Attack(ABC):
     def parameters(cls) -> dict[str, Any]:
         """Keyword parameters of the constructor and their defaults."""
         return {
-            p.name: p.default
-            for p in inspect.signature(cls.__init__).parameters.values()
-            if p.kind == p.KEYWORD_ONLY
+            p.name: p.default for p in inspect.signature(cls.__init__).parameters.values() if p.kind == p.KEYWORD_ONLY
         }
 
     def params(self) -> dict[str, Any]:
@@ -331,9 +360,20 @@ class Attack(ABC):
         return xp.where(batch_view(inside, x.ndim), rounded, x + xp.trunc(x_adv - x))
 
     @final
-    def __call__(self, model: Model, x, y=None, *, target=None, targeted: bool = False,
-                 rng: Random | None = None, gradient: str = "auto",
-                 max_queries: int | None = None, eot: int | None = None, extras=None) -> AttackResult:
+    def __call__(
+        self,
+        model: Model,
+        x,
+        y=None,
+        *,
+        target=None,
+        targeted: bool = False,
+        rng: Random | None = None,
+        gradient: str = "auto",
+        max_queries: int | None = None,
+        eot: int | None = None,
+        extras=None,
+    ) -> AttackResult:
         """Attack the batch ``x`` (model layout, value range units) with labels ``y``.
 
         ``y=None`` attacks the clean predictions. ``targeted=True`` needs ``target`` labels.
@@ -366,9 +406,20 @@ class Attack(ABC):
             check_joint_attack(self.name)
             bounds = getattr(model, "bounds", None)
             if bounds is None:
-                raise AdvonnxError(f"{self.name}: pack the inputs first (JointInputModel.pack) and attack the packed vectors")
-        ctx = AttackContext(model, n=x.shape[0], rng=rng, gradient=mode, targeted=targeted,
-                            value_range=bounds, max_queries=max_queries, eot=eot, extras=extras)
+                raise AdvonnxError(
+                    f"{self.name}: pack the inputs first (JointInputModel.pack) and attack the packed vectors"
+                )
+        ctx = AttackContext(
+            model,
+            n=x.shape[0],
+            rng=rng,
+            gradient=mode,
+            targeted=targeted,
+            value_range=bounds,
+            max_queries=max_queries,
+            eot=eot,
+            extras=extras,
+        )
         # integer-input models: results go on the integer grid when the clean inputs lie on it
         on_grid = bool(spec.input_integer) and bool(xp.all(xp.round(x) == x))
         t0 = time.perf_counter()
@@ -399,12 +450,25 @@ class Attack(ABC):
         if ctx.broken_by is not None:  # the recorded stage stands only where x_adv is adversarial
             broken_by = np.where(to_numpy(success), ctx.broken_by, "").astype(object)
         return AttackResult(
-            x_adv=x_adv, success=success, queries=ctx.queries, clean_pred=clean_pred,
-            adv_pred=adv_pred, labels=labels, target=target if targeted else None,
-            linf=norms(delta, "linf"), l2=norms(delta, "l2"), l0=norms(delta, "l0"),
-            min_norm=min_norm, gradient=model.gradient_label(mode), time_s=elapsed, params=self.params(), rho=rho,
+            x_adv=x_adv,
+            success=success,
+            queries=ctx.queries,
+            clean_pred=clean_pred,
+            adv_pred=adv_pred,
+            labels=labels,
+            target=target if targeted else None,
+            linf=norms(delta, "linf"),
+            l2=norms(delta, "l2"),
+            l0=norms(delta, "l0"),
+            min_norm=min_norm,
+            gradient=model.gradient_label(mode),
+            time_s=elapsed,
+            params=self.params(),
+            rho=rho,
             l0_pixels=changed_pixels(x, x_adv, spec.layout),
-            zero_gradient=ctx.zero_gradient, broken_by=broken_by, multilabel=multilabel,
+            zero_gradient=ctx.zero_gradient,
+            broken_by=broken_by,
+            multilabel=multilabel,
         )
 
 
@@ -423,7 +487,8 @@ def check_multilabel(attack) -> None:
     if not getattr(attack, "multilabel", False):
         raise AdvonnxError(
             f"{attack.name} does not attack multi-label models (independent sigmoid outputs); "
-            f"use one of {MULTILABEL_ATTACKS}")
+            f"use one of {MULTILABEL_ATTACKS}"
+        )
 
 
 def adversarial(pred, ref, *, targeted: bool, multilabel: bool = False):

@@ -35,9 +35,18 @@ class CarliniWagnerL2(Attack):
     minimal_norm = True
     tasks = ("classification",)
 
-    def __init__(self, *, norm: str = "l2", eps: float | None = None, steps: int = 100,
-                 binary_search_steps: int = 9, step_size: float = 0.01, initial_const: float = 1e-3,
-                 confidence: float = 0.0, abort_early: bool = True):
+    def __init__(
+        self,
+        *,
+        norm: str = "l2",
+        eps: float | None = None,
+        steps: int = 100,
+        binary_search_steps: int = 9,
+        step_size: float = 0.01,
+        initial_const: float = 1e-3,
+        confidence: float = 0.0,
+        abort_early: bool = True,
+    ):
         super().__init__(norm=norm, eps=eps)
         if steps < 1 or binary_search_steps < 1:
             raise AdvonnxError("cw: steps and binary_search_steps must be >= 1")
@@ -104,8 +113,11 @@ class CarliniWagnerL2(Attack):
                 adv = (margin > self.confidence) if not ctx.targeted else (margin < -self.confidence)
                 dist = xp.sqrt(xp.sum(flat((xa - xp.take(xd, active, axis=0)) ** 2), axis=1))
                 better = adv & (dist < xp.take(best_norm, active, axis=0))
-                best = put_rows(best, active, xp.where(batch_view(better, x.ndim), xp.astype(xa, x.dtype),
-                                                       xp.take(best, active, axis=0)))
+                best = put_rows(
+                    best,
+                    active,
+                    xp.where(batch_view(better, x.ndim), xp.astype(xa, x.dtype), xp.take(best, active, axis=0)),
+                )
                 best_norm = put_rows(best_norm, active, xp.where(better, dist, xp.take(best_norm, active, axis=0)))
                 found = put_rows(found, active, xp.take(found, active, axis=0) | adv)
                 # gradient of the objective w.r.t. x', then through the tanh box to w

@@ -77,9 +77,17 @@ class DAG(Attack):
     minimal_norm = True
     tasks = ("segmentation",)
 
-    def __init__(self, *, norm: str = "linf", eps: float | None = None, steps: int = 200,
-                 gamma: float = 0.5 / 255, pixels: str = "correct", keep_background: bool = True,
-                 stop_fraction: float = 0.0):
+    def __init__(
+        self,
+        *,
+        norm: str = "linf",
+        eps: float | None = None,
+        steps: int = 200,
+        gamma: float = 0.5 / 255,
+        pixels: str = "correct",
+        keep_background: bool = True,
+        stop_fraction: float = 0.0,
+    ):
         super().__init__(norm=norm, eps=eps)
         if steps < 1 or not gamma > 0:
             raise AdvonnxError("dag: steps must be >= 1 and gamma > 0")
@@ -100,7 +108,9 @@ class DAG(Attack):
         act = dag_active(pred, labels, target, self.pixels)
         minus = labels if self.pixels == "correct" else pred
         w = xp.astype(act, x.dtype)
-        cot = (class_onehot(target, c, axis, x.dtype) - class_onehot(minus, c, axis, x.dtype)) * xp.expand_dims(w, axis=axis)
+        cot = (class_onehot(target, c, axis, x.dtype) - class_onehot(minus, c, axis, x.dtype)) * xp.expand_dims(
+            w, axis=axis
+        )
         _, r = ctx.vjp(x, cot, idx)
         return r, act
 

@@ -42,8 +42,15 @@ class DeepFool(Attack):
     minimal_norm = True
     tasks = ("classification",)
 
-    def __init__(self, *, norm: str = "l2", eps: float | None = None, steps: int = 50,
-                 candidates: int = 10, overshoot: float = 0.02):
+    def __init__(
+        self,
+        *,
+        norm: str = "l2",
+        eps: float | None = None,
+        steps: int = 50,
+        candidates: int = 10,
+        overshoot: float = 0.02,
+    ):
         super().__init__(norm=norm, eps=eps)
         if steps < 1:
             raise AdvonnxError("deepfool: steps must be >= 1")

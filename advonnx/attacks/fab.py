@@ -164,9 +164,19 @@ class FAB(Attack):
     minimal_norm = True
     tasks = ("classification",)
 
-    def __init__(self, *, norm: str = "linf", eps: float | None = None, steps: int = 100, restarts: int = 1,
-                 alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, targeted: bool = False,
-                 n_target_classes: int = 9):
+    def __init__(
+        self,
+        *,
+        norm: str = "linf",
+        eps: float | None = None,
+        steps: int = 100,
+        restarts: int = 1,
+        alpha_max: float = 0.1,
+        eta: float = 1.05,
+        beta: float = 0.9,
+        targeted: bool = False,
+        n_target_classes: int = 9,
+    ):
         super().__init__(norm=norm, eps=eps)
         if eps is not None and not eps > 0:
             raise AdvonnxError(f"fab: eps must be > 0 (got {eps!r})")
@@ -240,8 +250,10 @@ class FAB(Attack):
     # -- all runs (fab_base.py perturb) --------------------------------------------------------
     def run(self, ctx: AttackContext, x, labels):
         if ctx.targeted:
-            raise AdvonnxError("fab takes no target labels: FAB-T (setting targeted=True, or attack fab_t) "
-                               "runs over the top-k other classes with untargeted success")
+            raise AdvonnxError(
+                "fab takes no target labels: FAB-T (setting targeted=True, or attack fab_t) "
+                "runs over the top-k other classes with untargeted success"
+            )
         xp = namespace(x)
         n = x.shape[0]
         every = xp.arange(n)
@@ -255,7 +267,7 @@ class FAB(Attack):
         if self.targeted:
             k = min(self.n_target_classes, c - 1)
             order = candidate_classes(scores, labels, k + 1)
-            target_sets = [order[:, i:i + 1] for i in range(k)]
+            target_sets = [order[:, i : i + 1] for i in range(k)]
         else:
             target_sets = [candidate_classes(scores, labels, c)]  # every class but the label
         eps_u = None if self.eps is None else self.eps / scale
@@ -272,8 +284,7 @@ class FAB(Attack):
                 radius = None
                 if restart > 0:
                     radius = xp.clip(take(best), None, radius_default)
-                adv, dist = self._single_run(ctx, take(u), take(labels), take(tgt), idx, radius,
-                                             scale, lo)
+                adv, dist = self._single_run(ctx, take(u), take(labels), take(tgt), idx, radius, scale, lo)
                 better = dist < take(best)
                 x_best = put_rows(x_best, idx, xp.where(batch_view(better, adv.ndim), adv, take(x_best)))
                 best = put_rows(best, idx, xp.where(better, dist, take(best)))
@@ -287,8 +298,27 @@ class FABT(FAB):
     aliases = ("fab-t", "fabt")
     summary = "FAB-T: FAB towards each of the top-k other classes, untargeted success (AutoAttack's)"
 
-    def __init__(self, *, norm: str = "linf", eps: float | None = None, steps: int = 100, restarts: int = 1,
-                 alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, targeted: bool = True,
-                 n_target_classes: int = 9):
-        super().__init__(norm=norm, eps=eps, steps=steps, restarts=restarts, alpha_max=alpha_max, eta=eta,
-                         beta=beta, targeted=targeted, n_target_classes=n_target_classes)
+    def __init__(
+        self,
+        *,
+        norm: str = "linf",
+        eps: float | None = None,
+        steps: int = 100,
+        restarts: int = 1,
+        alpha_max: float = 0.1,
+        eta: float = 1.05,
+        beta: float = 0.9,
+        targeted: bool = True,
+        n_target_classes: int = 9,
+    ):
+        super().__init__(
+            norm=norm,
+            eps=eps,
+            steps=steps,
+            restarts=restarts,
+            alpha_max=alpha_max,
+            eta=eta,
+            beta=beta,
+            targeted=targeted,
+            n_target_classes=n_target_classes,
+        )

@@ -44,15 +44,24 @@ def _random_start(ctx: AttackContext, x, eps: float, norm: str):
 
 class GradientDescentAttack(Attack):
     """One projected-gradient loop; FGSM/BIM/PGD differ only in defaults."""
+
     eps: float  # a budgeted attack: the base refuses eps=None
 
     random_start_default = True
     multilabel = True  # ce → bce, margin → ml_margin on multi-label models (advonnx.losses)
     step_rule = 2.5  # step = step_rule * eps / steps unless ``step_size`` is given
 
-    def __init__(self, *, norm: str = "linf", eps: float = 8 / 255, steps: int = 10,
-                 step_size: float | None = None, random_start: bool | None = None,
-                 restarts: int = 1, loss: str = "ce"):
+    def __init__(
+        self,
+        *,
+        norm: str = "linf",
+        eps: float = 8 / 255,
+        steps: int = 10,
+        step_size: float | None = None,
+        random_start: bool | None = None,
+        restarts: int = 1,
+        loss: str = "ce",
+    ):
         super().__init__(norm=norm, eps=eps, loss=loss)
         if steps < 1:
             raise AdvonnxError(f"{self.name}: steps must be >= 1")
@@ -100,8 +109,9 @@ class GradientDescentAttack(Attack):
             if restart == 0:
                 best = _put(best, active, x_adv)
             else:
-                best = _put(best, xp.take(active, xp.nonzero(keep)[0], axis=0),
-                            xp.take(x_adv, xp.nonzero(keep)[0], axis=0))
+                best = _put(
+                    best, xp.take(active, xp.nonzero(keep)[0], axis=0), xp.take(x_adv, xp.nonzero(keep)[0], axis=0)
+                )
             broken = _mark(broken, active, hit)
             active = xp.nonzero(~broken)[0]
             if active.shape[0] == 0:

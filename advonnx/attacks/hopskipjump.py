@@ -40,9 +40,18 @@ class HopSkipJump(Attack):
     minimal_norm = True
     tasks = ("classification",)
 
-    def __init__(self, *, norm: str = "l2", eps: float | None = None, steps: int = 40,
-                 max_queries: int | None = None, init_evals: int = 100, max_evals: int = 10000,
-                 init_size: int = 100, gamma: float = 1.0):
+    def __init__(
+        self,
+        *,
+        norm: str = "l2",
+        eps: float | None = None,
+        steps: int = 40,
+        max_queries: int | None = None,
+        init_evals: int = 100,
+        max_evals: int = 10000,
+        init_size: int = 100,
+        gamma: float = 1.0,
+    ):
         super().__init__(norm=norm, eps=eps)
         if steps < 1 or init_evals < 1 or max_evals < 1 or init_size < 1:
             raise AdvonnxError("hsj: steps, init_evals, max_evals and init_size must be >= 1")

@@ -53,14 +53,24 @@ from .base import Attack, AttackContext, changed_pixels  # noqa: F401 (re-export
 class JSMA(Attack):
     name = "jsma"
     aliases = ("saliency", "jsm")
-    summary = ("Jacobian saliency map attack, pairwise map on softmax probabilities, L0 (Papernot et al. 2016); "
-               "theta in fractions of the value range")
+    summary = (
+        "Jacobian saliency map attack, pairwise map on softmax probabilities, L0 (Papernot et al. 2016); "
+        "theta in fractions of the value range"
+    )
     norms = ("l0",)
     minimal_norm = True
     tasks = ("classification",)
 
-    def __init__(self, *, norm: str = "l0", eps: float | None = None, theta: float = 1.0,
-                 gamma: float = 0.1, pair_candidates: int = 64, saliency: str = "probabilities"):
+    def __init__(
+        self,
+        *,
+        norm: str = "l0",
+        eps: float | None = None,
+        theta: float = 1.0,
+        gamma: float = 0.1,
+        pair_candidates: int = 64,
+        saliency: str = "probabilities",
+    ):
         super().__init__(norm=norm, eps=eps)
         if theta == 0:
             raise AdvonnxError("jsma: theta must be nonzero (> 0 increases, < 0 decreases elements)")
@@ -132,8 +142,11 @@ class JSMA(Attack):
             sal = xp.where(valid, pair_a * -pair_b, -xp.inf)
             fallback = xp.where(usable, pair_a - pair_b, -xp.inf)
             has_valid = xp.any(xp.reshape(valid, (na, -1)), axis=1)
-            best = xp.where(has_valid, xp.argmax(xp.reshape(sal, (na, -1)), axis=1),
-                            xp.argmax(xp.reshape(fallback, (na, -1)), axis=1))
+            best = xp.where(
+                has_valid,
+                xp.argmax(xp.reshape(sal, (na, -1)), axis=1),
+                xp.argmax(xp.reshape(fallback, (na, -1)), axis=1),
+            )
             pi = xp.take_along_axis(cand, (best // m)[:, None], axis=1)
             qi = xp.take_along_axis(cand, (best % m)[:, None], axis=1)
             hit = ((pos[None, :] == pi) | (pos[None, :] == qi)) & domain

@@ -26,6 +26,7 @@ from .base import Attack, AttackContext
 
 class ScoreBasedPGD(Attack):
     """One loop for NES and SPSA; they differ in the direction distribution and default σ."""
+
     eps: float  # a budgeted attack: the base refuses eps=None
 
     norms = ("linf", "l2")
@@ -35,9 +36,18 @@ class ScoreBasedPGD(Attack):
     method = "nes"
     sigma_default = 1e-3
 
-    def __init__(self, *, norm: str = "linf", eps: float = 8 / 255, steps: int = 50,
-                 step_size: float | None = None, samples: int = 25, sigma: float | None = None,
-                 max_queries: int | None = None, loss: str = "margin"):
+    def __init__(
+        self,
+        *,
+        norm: str = "linf",
+        eps: float = 8 / 255,
+        steps: int = 50,
+        step_size: float | None = None,
+        samples: int = 25,
+        sigma: float | None = None,
+        max_queries: int | None = None,
+        loss: str = "margin",
+    ):
         super().__init__(norm=norm, eps=eps, loss=loss)
         if steps < 1 or samples < 1:
             raise AdvonnxError(f"{self.name}: steps and samples must be >= 1")
@@ -68,7 +78,7 @@ class ScoreBasedPGD(Attack):
             if act.shape[0] == 0:
                 break
             for start in range(0, act.shape[0], per_chunk):
-                idx = act[start:start + per_chunk]
+                idx = act[start : start + per_chunk]
                 m = idx.shape[0]
                 xa, xo, la = take(x_adv, idx), take(x, idx), take(labels, idx)
                 u = xp.astype(_directions(self._cfg, ctx.rng, m, d, xa), xa.dtype)  # (m, q, d)
@@ -80,7 +90,7 @@ class ScoreBasedPGD(Attack):
                 value, hit = objective(ctx, scores, take(la, np.repeat(np.arange(m), per_step)), self.loss, attacked)
                 value = xp.reshape(value, (m, per_step))
                 hit = host_bool(xp.reshape(hit, (m, per_step))[:, 0])
-                diff = (value[:, 1:q + 1] - value[:, q + 1:]) / (2.0 * sigma * q)
+                diff = (value[:, 1 : q + 1] - value[:, q + 1 :]) / (2.0 * sigma * q)
                 g = xp.reshape(xp.sum(xp.astype(diff, xa.dtype)[:, :, None] * u, axis=1), xa.shape)
                 # descend the objective (margin / -CE): the point moves toward misclassification
                 if self.norm == "linf":

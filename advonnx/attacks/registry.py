@@ -73,7 +73,5 @@ def make_attack(name: str, **settings: Any) -> Attack:
     allowed = cls.parameters()
     unknown = sorted(set(settings) - set(allowed))
     if unknown:
-        raise AdvonnxError(
-            f"attack {cls.name} has no setting {', '.join(unknown)}; its settings: {', '.join(allowed)}"
-        )
+        raise AdvonnxError(f"attack {cls.name} has no setting {', '.join(unknown)}; its settings: {', '.join(allowed)}")
     return cls(**settings)

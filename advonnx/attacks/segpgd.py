@@ -49,15 +49,25 @@ class SegPGD(GradientDescentAttack):
     random_start_default = True
     step_rule = 2.5
 
-    def __init__(self, *, norm: str = "linf", eps: float = 8 / 255, steps: int = 10,
-                 step_size: float | None = None, random_start: bool | None = None, restarts: int = 1):
-        super().__init__(norm=norm, eps=eps, steps=steps, step_size=step_size, random_start=random_start,
-                         restarts=restarts)
+    def __init__(
+        self,
+        *,
+        norm: str = "linf",
+        eps: float = 8 / 255,
+        steps: int = 10,
+        step_size: float | None = None,
+        random_start: bool | None = None,
+        restarts: int = 1,
+    ):
+        super().__init__(
+            norm=norm, eps=eps, steps=steps, step_size=step_size, random_start=random_start, restarts=restarts
+        )
 
     def gradient(self, ctx: AttackContext, x_adv, labels, idx, *, loss: str, step: int):
         xp = namespace(x_adv)
         pred = ctx.classify(x_adv, idx)
-        w = segpgd_weights(pred, xp.astype(labels, pred.dtype), segpgd_lambda(step, self.steps), x_adv.dtype,
-                           targeted=ctx.targeted)
+        w = segpgd_weights(
+            pred, xp.astype(labels, pred.dtype), segpgd_lambda(step, self.steps), x_adv.dtype, targeted=ctx.targeted
+        )
         _, g = ctx.value_and_grad(x_adv, labels, idx, loss="seg_ce", mask=w)
         return g

@@ -43,8 +43,18 @@ from ._blackbox import (
 )
 from .base import Attack, AttackContext
 
-_SCHEDULE = ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32), (4000, 64),
-             (6000, 128), (8000, 256), (10000, 512))
+_SCHEDULE = (
+    (10, 1),
+    (50, 2),
+    (200, 4),
+    (500, 8),
+    (1000, 16),
+    (2000, 32),
+    (4000, 64),
+    (6000, 128),
+    (8000, 256),
+    (10000, 512),
+)
 
 
 def p_selection(p_init: float, it: int, n_iters: int) -> float:
@@ -66,7 +76,9 @@ def _pseudo_gaussian_rectangles(shape: tuple[int, ...]) -> np.ndarray:
     delta = np.zeros(shape)
     centre = [size // 2 for size in shape]
     for counter in range(max(size // 2 + 1 for size in shape)):
-        box = tuple(slice(max(c - counter, 0), min(c + counter + 1, size)) for c, size in zip(centre, shape, strict=True))
+        box = tuple(
+            slice(max(c - counter, 0), min(c + counter + 1, size)) for c, size in zip(centre, shape, strict=True)
+        )
         delta[box] += 1.0 / (counter + 1) ** 2
     return delta / np.sqrt(np.sum(delta**2))
 
@@ -78,8 +90,9 @@ def _meta_pseudo_gaussian(s: int, ndim: int, axis: int) -> np.ndarray:
     """
     first, second = [s] * ndim, [s] * ndim
     first[axis], second[axis] = s // 2, s - s // 2
-    delta = np.concatenate([_pseudo_gaussian_rectangles(tuple(first)),
-                            -_pseudo_gaussian_rectangles(tuple(second))], axis=axis)
+    delta = np.concatenate(
+        [_pseudo_gaussian_rectangles(tuple(first)), -_pseudo_gaussian_rectangles(tuple(second))], axis=axis
+    )
     return delta / np.sqrt(np.sum(delta**2))
 
 
@@ -98,8 +111,15 @@ class Square(Attack):
     tasks = ("classification",)
     multilabel = True  # margin → ml_margin, ce → bce (advonnx.attacks._blackbox.objective)
 
-    def __init__(self, *, norm: str = "linf", eps: float = 8 / 255, max_queries: int = 5000,
-                 p_init: float = 0.8, loss: str = "margin"):
+    def __init__(
+        self,
+        *,
+        norm: str = "linf",
+        eps: float = 8 / 255,
+        max_queries: int = 5000,
+        p_init: float = 0.8,
+        loss: str = "margin",
+    ):
         super().__init__(norm=norm, eps=eps, loss=loss)
         if max_queries < 1:
             raise AdvonnxError("square: max_queries must be >= 1")
@@ -134,8 +154,9 @@ class Square(Attack):
         layout = ctx.spec.layout
         xc = to_channels_first(x, layout)
         if self.norm == "l2" and min(xc.shape[2:]) < 4:
-            raise AdvonnxError(f"square l2 needs every spatial side >= 4 (input {tuple(x.shape[1:])}); "
-                               "use square linf or hsj")
+            raise AdvonnxError(
+                f"square l2 needs every spatial side >= 4 (input {tuple(x.shape[1:])}); use square linf or hsj"
+            )
         budget = query_budget(ctx, self.max_queries)
         n_iters = min(budget, self.max_queries)
         if self.norm == "l2":
@@ -231,7 +252,10 @@ class Square(Attack):
         s = s + 1 if s % 2 == 0 else s
         s = min([s] + [size - 1 for size in spatial])
         starts = [[int(v) for v in rng.integers(0, max(size - s, 1), (2,))] for size in spatial]
-        win1, win2 = self._window(xp, spatial, [a for a, _ in starts], s), self._window(xp, spatial, [b for _, b in starts], s)
+        win1, win2 = (
+            self._window(xp, spatial, [a for a, _ in starts], s),
+            self._window(xp, spatial, [b for _, b in starts], s),
+        )
         f1 = xp.astype(win1, xa.dtype)
         union = xp.astype(win1 | win2, xa.dtype)
         curr_norm_window = _l2(delta * f1, per_channel)

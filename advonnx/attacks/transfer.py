@@ -41,8 +41,16 @@ class Transfer(Attack):
     summary = "White-box attack on a surrogate ONNX model, judged on the target's decisions (transferability)"
     needs = "decisions"
 
-    def __init__(self, *, norm: str = "linf", eps: float = 8 / 255, surrogate: str = "", via: str = "pgd",
-                 via_settings: dict | None = None, loss: str = "ce"):
+    def __init__(
+        self,
+        *,
+        norm: str = "linf",
+        eps: float = 8 / 255,
+        surrogate: str = "",
+        via: str = "pgd",
+        via_settings: dict | None = None,
+        loss: str = "ce",
+    ):
         super().__init__(norm=norm, eps=eps, loss=loss)
         if not surrogate:
             raise AdvonnxError("transfer needs surrogate=PATH (an ONNX model taking the target's input)")
@@ -60,7 +68,8 @@ class Transfer(Attack):
         surrogate = load_surrogate(self.surrogate, spec)
         s = surrogate.spec
         if tuple(d for d in s.input_shape[1:]) != tuple(spec.input_shape[1:]) and all(
-                d is not None for d in (*s.input_shape[1:], *spec.input_shape[1:])):
+            d is not None for d in (*s.input_shape[1:], *spec.input_shape[1:])
+        ):
             raise AdvonnxError(
                 f"transfer: surrogate {Path(self.surrogate).name} takes {s.input_shape[1:]} but the target takes "
                 f"{spec.input_shape[1:]}; use a surrogate with the target's input"

@@ -33,10 +33,21 @@ class UniversalPerturbation(Attack):
     eps: float  # a budgeted attack: the base refuses eps=None
     name = "uap"
     aliases = ("universal",)
-    summary = "Universal adversarial perturbation (SGD variant): one delta for all inputs, fooling rate on held-out samples"
+    summary = (
+        "Universal adversarial perturbation (SGD variant): one delta for all inputs, fooling rate on held-out samples"
+    )
 
-    def __init__(self, *, norm: str = "linf", eps: float = 8 / 255, epochs: int = 10, batch_size: int = 32,
-                 step_size: float | None = None, fit_fraction: float = 0.5, loss: str = "ce"):
+    def __init__(
+        self,
+        *,
+        norm: str = "linf",
+        eps: float = 8 / 255,
+        epochs: int = 10,
+        batch_size: int = 32,
+        step_size: float | None = None,
+        fit_fraction: float = 0.5,
+        loss: str = "ce",
+    ):
         super().__init__(norm=norm, eps=eps, loss=loss)
         if epochs < 1 or batch_size < 1:
             raise AdvonnxError("uap: epochs and batch_size must be >= 1")
@@ -53,7 +64,7 @@ class UniversalPerturbation(Attack):
         for _ in range(self.epochs):
             order = idx[ctx.rng.permutation(len(idx))]
             for s in range(0, len(order), self.batch_size):
-                rows = order[s:s + self.batch_size]
+                rows = order[s : s + self.batch_size]
                 take = xp.asarray(rows)
                 xb = ctx.clip(xp.take(x, take, axis=0) + delta)
                 _, g = ctx.value_and_grad(xb, xp.take(labels, take, axis=0), take, loss=self.loss)

@@ -45,28 +45,26 @@ class Builder:
                 return name
 
     # -- nodes ---------------------------------------------------------------------------
-    def op(self, op_type: str, inputs: Sequence[str], *, output: str | None = None,
-           **attrs: Any) -> str:
+    def op(self, op_type: str, inputs: Sequence[str], *, output: str | None = None, **attrs: Any) -> str:
         """Emit one ai.onnx node with one output; return its name (a fresh one, or
         ``output``)."""
         return self._emit(op_type, inputs, 1 if output is None else [output], attrs)[0]
 
-    def op_multi(self, op_type: str, inputs: Sequence[str], *, outputs: int | Sequence[str],
-                 **attrs: Any) -> list[str]:
+    def op_multi(self, op_type: str, inputs: Sequence[str], *, outputs: int | Sequence[str], **attrs: Any) -> list[str]:
         """Emit one ai.onnx node with ``outputs`` outputs (a count: fresh names, or the
         names); return their names."""
         return self._emit(op_type, inputs, outputs, attrs)
 
-    def _emit(self, op_type: str, inputs: Sequence[str], outputs: int | Sequence[str],
-              attrs: dict[str, Any]) -> list[str]:
+    def _emit(
+        self, op_type: str, inputs: Sequence[str], outputs: int | Sequence[str], attrs: dict[str, Any]
+    ) -> list[str]:
         if isinstance(outputs, int):
             names = [self.fresh(op_type) for _ in range(outputs)]
         else:
             names = list(outputs)
             self._taken.update(names)
         attrs = {k: v for k, v in attrs.items() if v is not None}
-        self.nodes.append(helper.make_node(op_type, list(inputs), names,
-                                           name=self.fresh(op_type + "_node"), **attrs))
+        self.nodes.append(helper.make_node(op_type, list(inputs), names, name=self.fresh(op_type + "_node"), **attrs))
         return names
 
     def const(self, value, dtype=None) -> str:
@@ -99,8 +97,7 @@ class Builder:
         if self.opset >= 15:
             return self.op("Shape", [x], start=start, end=end)
         stop = end if end is not None else np.iinfo(np.int64).max
-        return self.op("Slice", [self.op("Shape", [x]), self.ints([start or 0]),
-                                 self.ints([stop])])
+        return self.op("Slice", [self.op("Shape", [x]), self.ints([start or 0]), self.ints([stop])])
 
     def shape_of(self, x: str, static: Sequence[Dim] | None) -> str:
         """The shape of ``x`` as an int64 tensor: a constant when fully static."""

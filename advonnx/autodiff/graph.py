@@ -16,11 +16,23 @@ MIN_OPSET = 13
 # Floor/Ceil/Round/Sign are not here: their derivative is 0 almost everywhere, which would mask
 # the gradient; they pass it straight through instead (STRAIGHT_THROUGH, rules/elementwise.py).
 NON_DIFFERENTIABLE = {
-    "Shape", "Size", "ArgMax", "ArgMin", "NonZero",
-    "RandomNormalLike", "RandomUniformLike", "RandomNormal", "RandomUniform", "Bernoulli",
-    "EyeLike", "ConstantOfShape", "Constant", "IsNaN", "IsInf", "Multinomial",
+    "Shape",
+    "Size",
+    "ArgMax",
+    "ArgMin",
+    "NonZero",
+    "RandomNormalLike",
+    "RandomUniformLike",
+    "RandomNormal",
+    "RandomUniform",
+    "Bernoulli",
+    "EyeLike",
+    "ConstantOfShape",
+    "Constant",
+    "IsNaN",
+    "IsInf",
+    "Multinomial",
 }
-
 
 
 # -- graph facts ------------------------------------------------------------------------------
@@ -44,8 +56,7 @@ def _resolve_names(graph, input_name, output_name) -> tuple[str, str]:
     inputs = _real_inputs(graph)
     if input_name is None:
         if len(inputs) != 1:
-            raise GradientUnavailable(
-                f"the model has {len(inputs)} inputs ({', '.join(inputs)}); pass input_name=")
+            raise GradientUnavailable(f"the model has {len(inputs)} inputs ({', '.join(inputs)}); pass input_name=")
         input_name = inputs[0]
     elif input_name not in inputs:
         raise GradientUnavailable(f"input {input_name!r} not among the model inputs {inputs}")
@@ -81,16 +92,20 @@ def _tensor_info(vi: onnx.ValueInfoProto) -> TensorInfo | None:
     tt = vi.type.tensor_type
     shape = None
     if tt.HasField("shape"):
-        shape = tuple(
-            d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim
-        )
+        shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim)
     return TensorInfo(tt.elem_type, shape)
 
 
 # Ops whose first output has the shape and type of their first input, for the few that
 # onnx's shape inference leaves without a shape (it has no inference for GroupNormalization).
-SHAPE_PRESERVING = {"GroupNormalization", "LayerNormalization", "InstanceNormalization",
-                    "BatchNormalization", "LpNormalization", "MeanVarianceNormalization"}
+SHAPE_PRESERVING = {
+    "GroupNormalization",
+    "LayerNormalization",
+    "InstanceNormalization",
+    "BatchNormalization",
+    "LpNormalization",
+    "MeanVarianceNormalization",
+}
 
 
 def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -99,8 +114,10 @@ def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
     except Exception:  # noqa: BLE001 - fall back to the declared value infos
         return model
     for _ in range(8):  # fill in shape-preserving ops and propagate again
-        known = {vi.name: vi for vi in list(inferred.graph.input) + list(inferred.graph.value_info)
-                 + list(inferred.graph.output)}
+        known = {
+            vi.name: vi
+            for vi in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output)
+        }
         added = []
         for n in inferred.graph.node:
             if n.op_type not in SHAPE_PRESERVING or not n.output or n.input[0] not in known:
@@ -141,13 +158,15 @@ def _probe(model: onnx.ModelProto, names: list[str]) -> dict[str, TensorInfo]:
     so.log_severity_level = 4
     for free_dim in (32, 1):
         try:
-            sess = ort.InferenceSession(probe.SerializeToString(), so,
-                                        providers=["CPUExecutionProvider"])
+            sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
             values = sess.run(names, _random_feed(model, free_dim))
         except Exception:  # noqa: BLE001 - another size, or give up (rules then refuse)
             continue
-        return {n: TensorInfo(helper.np_dtype_to_tensor_dtype(v.dtype), (None,) * v.ndim)
-                for n, v in zip(names, values, strict=True) if isinstance(v, np.ndarray)}
+        return {
+            n: TensorInfo(helper.np_dtype_to_tensor_dtype(v.dtype), (None,) * v.ndim)
+            for n, v in zip(names, values, strict=True)
+            if isinstance(v, np.ndarray)
+        }
     return {}
 
 
@@ -168,15 +187,15 @@ def _probe_static_dims(model: onnx.ModelProto, names: list[str]) -> dict[str, tu
     so = ort.SessionOptions()
     so.log_severity_level = 4
     try:
-        sess = ort.InferenceSession(probe.SerializeToString(), so,
-                                    providers=["CPUExecutionProvider"])
-        runs = [sess.run(names, _random_feed(model, free, batch))
-                for batch, free in ((1, 32), (3, 24))]
+        sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        runs = [sess.run(names, _random_feed(model, free, batch)) for batch, free in ((1, 32), (3, 24))]
     except Exception:  # noqa: BLE001 - rules then refuse the dynamic dims
         return {}
-    return {n: tuple(int(x) if x == y else None for x, y in zip(a.shape, c.shape, strict=True))
-            for n, a, c in zip(names, *runs, strict=True)
-            if isinstance(a, np.ndarray) and isinstance(c, np.ndarray) and a.ndim == c.ndim}
+    return {
+        n: tuple(int(x) if x == y else None for x, y in zip(a.shape, c.shape, strict=True))
+        for n, a, c in zip(names, *runs, strict=True)
+        if isinstance(a, np.ndarray) and isinstance(c, np.ndarray) and a.ndim == c.ndim
+    }
 
 
 def _graph_info(model: onnx.ModelProto) -> GraphInfo:
@@ -191,22 +210,25 @@ def _graph_info(model: onnx.ModelProto) -> GraphInfo:
         tensors.setdefault(t.name, TensorInfo(t.data_type, tuple(t.dims)))
         if t.data_location != TensorProto.EXTERNAL and np.prod(t.dims) <= 4096:
             constants[t.name] = numpy_helper.to_array(t)
-    untyped = [o for n in model.graph.node for o in n.output
-               if o and (o not in tensors or tensors[o].shape is None)]
-    if untyped and not any(t.data_location == TensorProto.EXTERNAL
-                           for t in model.graph.initializer):
+    untyped = [o for n in model.graph.node for o in n.output if o and (o not in tensors or tensors[o].shape is None)]
+    if untyped and not any(t.data_location == TensorProto.EXTERNAL for t in model.graph.initializer):
         tensors.update(_probe(model, untyped))
-    unknown = sorted({n.input[0] for n in model.graph.node
-                      if n.op_type in STATIC_DIMS_NEEDED and n.domain in ("", "ai.onnx")
-                      and n.input and n.input[0] in tensors
-                      and not all(isinstance(d, int) for d in tensors[n.input[0]].shape or [None])})
-    if unknown and not any(t.data_location == TensorProto.EXTERNAL
-                           for t in model.graph.initializer):
+    unknown = sorted(
+        {
+            n.input[0]
+            for n in model.graph.node
+            if n.op_type in STATIC_DIMS_NEEDED
+            and n.domain in ("", "ai.onnx")
+            and n.input
+            and n.input[0] in tensors
+            and not all(isinstance(d, int) for d in tensors[n.input[0]].shape or [None])
+        }
+    )
+    if unknown and not any(t.data_location == TensorProto.EXTERNAL for t in model.graph.initializer):
         for name, dims in _probe_static_dims(model, unknown).items():
             old = tensors[name].shape or (None,) * len(dims)
             if len(old) == len(dims):
-                merged = tuple(o if isinstance(o, int) or d is None else d
-                               for o, d in zip(old, dims, strict=True))
+                merged = tuple(o if isinstance(o, int) or d is None else d for o, d in zip(old, dims, strict=True))
                 tensors[name] = TensorInfo(tensors[name].elem_type, merged)
     for n in model.graph.node:
         if n.op_type == "Constant" and n.domain in ("", "ai.onnx"):
@@ -239,10 +261,7 @@ def _active(graph: onnx.GraphProto, info: GraphInfo, source: str, target: str):
         if any(o in backward for o in node.output):
             backward.update(_all_inputs(node))
     active = forward & backward
-    on_path = [
-        n for n in graph.node
-        if any(o in active for o in n.output) and any(i in active for i in _all_inputs(n))
-    ]
+    on_path = [n for n in graph.node if any(o in active for o in n.output) and any(i in active for i in _all_inputs(n))]
     return active, on_path
 
 
@@ -267,15 +286,13 @@ def _missing(on_path, opset: int, model_opset: int | None = None) -> list[str]:
     for n in on_path:
         if model_opset is not None and model_opset < MIN_OPSET and n.op_type in LIFTED_AWAY:
             continue
-        has_subgraph = any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-                           for a in n.attribute)
+        has_subgraph = any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute)
         if has_subgraph or find_rule(n.domain, n.op_type, opset) is None:
             missing.add(_op_label(n))
     return sorted(missing)
 
 
-def _random_feed(model: onnx.ModelProto, free_dim: int = 32,
-                 batch: int = 1) -> dict[str, np.ndarray]:
+def _random_feed(model: onnx.ModelProto, free_dim: int = 32, batch: int = 1) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     feed = {}
     inits = _initializer_names(model.graph)
@@ -284,15 +301,16 @@ def _random_feed(model: onnx.ModelProto, free_dim: int = 32,
             continue
         tt = vi.type.tensor_type
         # free dims: batch 1, any other (spatial) 32, so that pooling stacks still fit
-        shape = [d.dim_value if d.HasField("dim_value") else (batch if i == 0 else free_dim)
-                 for i, d in enumerate(tt.shape.dim)]
+        shape = [
+            d.dim_value if d.HasField("dim_value") else (batch if i == 0 else free_dim)
+            for i, d in enumerate(tt.shape.dim)
+        ]
         dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)
         if np.issubdtype(dtype, np.floating):
             feed[vi.name] = rng.standard_normal(shape).astype(dtype)
         else:
             feed[vi.name] = np.zeros(shape, dtype=dtype)
     return feed
-
 
 
 def _dims(shape: tuple | None) -> list | None:

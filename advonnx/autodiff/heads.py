@@ -23,9 +23,11 @@ GRAD_OUTPUT_DECISIONS = "advonnx_decisions"  # the model's decision scores, on r
 
 LOSSES = ("ce", "margin", "seg_ce", "dlr", "cotangent", "bce", "ml_margin")
 
+
 # -- loss head ---------------------------------------------------------------------------------
-def _multilabel_head(b: Builder, scores: str, sinfo: TensorInfo, *, loss: str, probabilities: bool,
-                     threshold: float) -> tuple[str, list[onnx.ValueInfoProto], str]:
+def _multilabel_head(
+    b: Builder, scores: str, sinfo: TensorInfo, *, loss: str, probabilities: bool, threshold: float
+) -> tuple[str, list[onnx.ValueInfoProto], str]:
     """``bce`` / ``ml_margin`` of (N, K) multi-label scores against (N, K) int64 labels (0/1;
     -1 ignored), the formulas of ``advonnx.losses.bce`` / ``multilabel_margin``."""
     shape = sinfo.shape
@@ -48,8 +50,9 @@ def _multilabel_head(b: Builder, scores: str, sinfo: TensorInfo, *, loss: str, p
         logp = b.op("Cast", [b.op("Log", [b.op("Clip", [p64, lo, hi])])], to=sinfo.elem_type)
         one_minus = b.op("Sub", [b.scalar(1.0, np.float64), p64])
         logq = b.op("Cast", [b.op("Log", [b.op("Clip", [one_minus, lo, hi])])], to=sinfo.elem_type)
-        per = b.op("Neg", [b.op("Add", [b.op("Mul", [t, logp]),
-                                         b.op("Mul", [b.op("Sub", [b.scalar(1.0, dt), t]), logq])])])
+        per = b.op(
+            "Neg", [b.op("Add", [b.op("Mul", [t, logp]), b.op("Mul", [b.op("Sub", [b.scalar(1.0, dt), t]), logq])])]
+        )
     else:  # max(z, 0) − t·z + log(1 + exp(−|z|))
         soft = b.op("Log", [b.op("Add", [b.scalar(1.0, dt), b.op("Exp", [b.op("Neg", [b.op("Abs", [scores])])])])])
         per = b.op("Add", [b.op("Sub", [b.op("Relu", [scores]), b.op("Mul", [t, scores])]), soft])
@@ -59,8 +62,7 @@ def _multilabel_head(b: Builder, scores: str, sinfo: TensorInfo, *, loss: str, p
     return value, inputs, value
 
 
-def _dlr_head(b: Builder, scores: str, onehot: str, classes: str, n_classes, ax: int, dt, elem_type: int,
-              pick) -> str:
+def _dlr_head(b: Builder, scores: str, onehot: str, classes: str, n_classes, ax: int, dt, elem_type: int, pick) -> str:
     """Untargeted DLR of ``advonnx.losses.dlr``: ``−(z_y − z_o) / (z_π1 − z_π3 + 1e-12)``, o the
     best other class; 2 classes: ``−(z_y − z_o)``. Every ranked score is picked with a one-hot of
     an ArgMax (first index on ties, as the host formula), so its gradient is the host's one-hot
@@ -85,9 +87,17 @@ def _dlr_head(b: Builder, scores: str, onehot: str, classes: str, n_classes, ax:
     return b.op("Neg", [b.op("Div", [num, den])])
 
 
-def _loss_head(b: Builder, scores: str, sinfo: TensorInfo, *, loss: str, probabilities: bool,
-               class_axis: int, scale_free: bool = False, threshold: float = 0.0
-               ) -> tuple[str, list[onnx.ValueInfoProto], str]:
+def _loss_head(
+    b: Builder,
+    scores: str,
+    sinfo: TensorInfo,
+    *,
+    loss: str,
+    probabilities: bool,
+    class_axis: int,
+    scale_free: bool = False,
+    threshold: float = 0.0,
+) -> tuple[str, list[onnx.ValueInfoProto], str]:
     """Nodes computing the per-sample loss from ``scores``, the same formulas as
     ``advonnx.losses``; returns the loss name, the new graph inputs and the tensor to
     differentiate (the loss; for ``scale_free`` CE on logits the log-odds, see gradient_model).
@@ -102,8 +112,8 @@ def _loss_head(b: Builder, scores: str, sinfo: TensorInfo, *, loss: str, probabi
     ax = class_axis % rank
     if loss in ("ce", "margin") and rank != 2:
         raise GradientUnavailable(
-            f"loss {loss!r} needs (N, classes) scores, the output has rank {rank}; "
-            "use loss='seg_ce' for dense outputs")
+            f"loss {loss!r} needs (N, classes) scores, the output has rank {rank}; use loss='seg_ce' for dense outputs"
+        )
     dt = helper.tensor_dtype_to_np_dtype(sinfo.elem_type)
     label_shape = [d for i, d in enumerate(shape) if i != ax]
     if loss in ("ce", "margin"):
@@ -123,8 +133,7 @@ def _loss_head(b: Builder, scores: str, sinfo: TensorInfo, *, loss: str, probabi
         classes = b.const(np.arange(n_classes, dtype=np.int64).reshape(cshape))
     else:
         depth = b.op("Gather", [b.shape(scores), b.ints([ax])])
-        rng = b.op("Range", [b.const(np.int64(0)), b.op("Squeeze", [depth]),
-                             b.const(np.int64(1))])
+        rng = b.op("Range", [b.const(np.int64(0)), b.op("Squeeze", [depth]), b.const(np.int64(1))])
         class_shape = b.op("ScatterElements", [b.ints([1] * rank), b.ints([ax]), depth])
         classes = b.op("Reshape", [rng, class_shape])
     label = b.op("Unsqueeze", [GRAD_INPUT_LABEL, b.ints([ax])])
@@ -138,8 +147,7 @@ def _loss_head(b: Builder, scores: str, sinfo: TensorInfo, *, loss: str, probabi
         return value, inputs, value
     if loss == "margin":
         big = b.scalar(1e30 if dt == np.float64 else 1e9, dt)
-        others = b.reduce("ReduceMax", b.op("Sub", [scores, b.op("Mul", [onehot, big])]), [ax],
-                          keepdims=False)
+        others = b.reduce("ReduceMax", b.op("Sub", [scores, b.op("Mul", [onehot, big])]), [ax], keepdims=False)
         value = b.op("Sub", [others, pick(scores)])
         return value, inputs, value
     if probabilities:
@@ -151,8 +159,7 @@ def _loss_head(b: Builder, scores: str, sinfo: TensorInfo, *, loss: str, probabi
     per_item = b.op("Neg", [pick(logp)])
     if loss == "ce" and scale_free and not probabilities:
         big = b.scalar(1e30 if dt == np.float64 else 1e9, dt)
-        others = b.reduce("ReduceLogSumExp", b.op("Sub", [scores, b.op("Mul", [onehot, big])]), [ax],
-                          keepdims=False)
+        others = b.reduce("ReduceLogSumExp", b.op("Sub", [scores, b.op("Mul", [onehot, big])]), [ax], keepdims=False)
         return per_item, inputs, b.op("Sub", [others, pick(scores)])
     if loss == "ce":
         return per_item, inputs, per_item

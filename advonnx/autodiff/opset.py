@@ -20,7 +20,8 @@ def lift_opset(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
     except Exception as err:  # noqa: BLE001
         raise GradientUnavailable(
             f"cannot lift the model from opset {_onnx_opset(model)} to {target} "
-            f"(needed by the gradient ops): {str(err).splitlines()[0]}") from err
+            f"(needed by the gradient ops): {str(err).splitlines()[0]}"
+        ) from err
     feed = _random_feed(model)
     try:
         before, after = _run_both(model, lifted, feed)
@@ -31,8 +32,8 @@ def lift_opset(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
     for a, b in zip(before, after, strict=True):
         if a.shape != b.shape or not np.allclose(a, b, rtol=1e-4, atol=1e-5, equal_nan=True):
             raise GradientUnavailable(
-                f"the model lifted to opset {target} computes different outputs; "
-                "export it at opset >= 16")
+                f"the model lifted to opset {target} computes different outputs; export it at opset >= 16"
+            )
     return lifted
 
 
@@ -45,8 +46,10 @@ def _run_both(model: onnx.ModelProto, lifted: onnx.ModelProto, feed):
     so = ort.SessionOptions()
     so.log_severity_level = 3
     try:
-        return [ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
-                .run(None, feed) for m in (model, lifted)]
+        return [
+            ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, feed)
+            for m in (model, lifted)
+        ]
     except Exception:  # noqa: BLE001 - no kernel: compare with the reference evaluator
         return [ReferenceEvaluator(m).run(None, feed) for m in (model, lifted)]
 

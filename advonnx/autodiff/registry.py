@@ -70,10 +70,7 @@ def supported_ops() -> list[str]:
     return sorted(op if not d else f"{d}::{op}" for d, op in _RULES)
 
 
-FLOAT_TYPES = {
-    onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
-    onnx.TensorProto.BFLOAT16,
-}
+FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
 
 
 @dataclass
@@ -192,10 +189,8 @@ class VJPContext:
         return None if v is None else [int(i) for i in np.asarray(v).reshape(-1)]
 
     def unsupported(self, why: str) -> NoReturn:
-        op = self.op_type if self.node.domain in ("", "ai.onnx") else \
-            f"{self.node.domain}::{self.op_type}"
-        raise RuleUnavailable(f"no exact gradient through {self.op_type} "
-                              f"node {self.node.name!r}: {why}", op)
+        op = self.op_type if self.node.domain in ("", "ai.onnx") else f"{self.node.domain}::{self.op_type}"
+        raise RuleUnavailable(f"no exact gradient through {self.op_type} node {self.node.name!r}: {why}", op)
 
     # -- common backward pieces ------------------------------------------------------------
     def scalar(self, value: float, like: str | None = None) -> str:
@@ -239,7 +234,6 @@ class VJPContext:
         cond = b.op("And", [b.op("Equal", [ts, one]), b.op("Not", [b.op("Equal", [gs, one])])])
         axes = b.op("Reshape", [b.op("NonZero", [cond]), b.ints([-1])])
         if lead:
-            axes = b.op("Concat", [b.ints(range(lead)), b.op("Add", [axes, b.const(np.int64(lead))])],
-                        axis=0)
+            axes = b.op("Concat", [b.ints(range(lead)), b.op("Add", [axes, b.const(np.int64(lead))])], axis=0)
         s = b.op("ReduceSum", [g, axes], keepdims=1, noop_with_empty_axes=1)
         return b.op("Reshape", [s, ts])

@@ -55,8 +55,9 @@ from .opset import (  # noqa: F401  (re-exported)
 from .registry import FLOAT_TYPES, RuleUnavailable, TensorInfo, VJPContext
 
 
-def unsupported_ops(model: onnx.ModelProto, *, input_name: str | None = None,
-                    output_name: str | None = None) -> list[str]:
+def unsupported_ops(
+    model: onnx.ModelProto, *, input_name: str | None = None, output_name: str | None = None
+) -> list[str]:
     """Sorted op types on the differentiable path from input to output that lack a VJP rule.
 
     Non-ai.onnx ops are written ``domain::OpType``. ``[]`` means exact gradients exist: when
@@ -76,8 +77,9 @@ def unsupported_ops(model: onnx.ModelProto, *, input_name: str | None = None,
         return [err.op]
     except GradientUnavailable:
         # the opset lift the backward ops need failed: blame the ops that need it
-        lifting = sorted({_op_label(n) for n in on_path
-                          if _rule_of(n, max(opset, MIN_OPSET)).required_opset(n) > opset})
+        lifting = sorted(
+            {_op_label(n) for n in on_path if _rule_of(n, max(opset, MIN_OPSET)).required_opset(n) > opset}
+        )
         if lifting:
             return lifting
         raise
@@ -88,22 +90,30 @@ def unsupported_ops(model: onnx.ModelProto, *, input_name: str | None = None,
 STRAIGHT_THROUGH = ("Ceil", "DequantizeLinear", "Floor", "QuantizeLinear", "Round", "Sign")
 
 
-def straight_through_ops(model: onnx.ModelProto, *, input_name: str | None = None,
-                         output_name: str | None = None) -> list[str]:
+def straight_through_ops(
+    model: onnx.ModelProto, *, input_name: str | None = None, output_name: str | None = None
+) -> list[str]:
     """Sorted op types on the input→output path whose gradient is the straight-through
     identity (:data:`STRAIGHT_THROUGH`); ``[]`` means the gradient is exact everywhere."""
     input_name, output_name = _resolve_names(model.graph, input_name, output_name)
     info = _graph_info(model)
     _, on_path = _active(model.graph, info, input_name, output_name)
-    return sorted({n.op_type for n in on_path
-                   if n.op_type in STRAIGHT_THROUGH and n.domain in ("", "ai.onnx")})
+    return sorted({n.op_type for n in on_path if n.op_type in STRAIGHT_THROUGH and n.domain in ("", "ai.onnx")})
 
 
 # -- the transform ------------------------------------------------------------------------------
-def gradient_model(model: onnx.ModelProto, *, loss: str, input_name: str | None = None,
-                   output_name: str | None = None, probabilities: bool = False,
-                   class_axis: int = 1, scale_free: bool = False, threshold: float = 0.0,
-                   decision_output: str | None = None) -> onnx.ModelProto:
+def gradient_model(
+    model: onnx.ModelProto,
+    *,
+    loss: str,
+    input_name: str | None = None,
+    output_name: str | None = None,
+    probabilities: bool = False,
+    class_axis: int = 1,
+    scale_free: bool = False,
+    threshold: float = 0.0,
+    decision_output: str | None = None,
+) -> onnx.ModelProto:
     """A model computing ``advonnx_scores``, ``advonnx_loss`` (N,) and ``advonnx_grad``.
 
     ``decision_output`` (a tensor of ``model``, e.g. the Softmax after the attacked logits) is
@@ -141,33 +151,46 @@ def gradient_model(model: onnx.ModelProto, *, loss: str, input_name: str | None 
     loss_name: str | None
     if loss == "cotangent":
         target = output_name
-        new_inputs.append(helper.make_tensor_value_info(
-            GRAD_INPUT_COTANGENT, sinfo.elem_type, _dims(sinfo.shape)))
+        new_inputs.append(helper.make_tensor_value_info(GRAD_INPUT_COTANGENT, sinfo.elem_type, _dims(sinfo.shape)))
         loss_name = None
     else:
-        loss_name, new_inputs, target = _loss_head(head, output_name, sinfo, loss=loss,
-                                                   probabilities=probabilities, class_axis=class_axis,
-                                                   scale_free=scale_free, threshold=threshold)
+        loss_name, new_inputs, target = _loss_head(
+            head,
+            output_name,
+            sinfo,
+            loss=loss,
+            probabilities=probabilities,
+            class_axis=class_axis,
+            scale_free=scale_free,
+            threshold=threshold,
+        )
     graph.node.extend(head.nodes)
     graph.initializer.extend(head.initializers)
     graph.input.extend(new_inputs)
 
     # 2.-3. facts about the forward graph (with its loss head), the reverse sweep
-    b, grad = _reverse_sweep(model, opset, input_name, target, sinfo,
-                             cotangent=loss == "cotangent")
+    b, grad = _reverse_sweep(model, opset, input_name, target, sinfo, cotangent=loss == "cotangent")
     if grad is None:  # the output does not depend on the input
         in_dt = helper.tensor_dtype_to_np_dtype(in_info.elem_type if in_info else sinfo.elem_type)
         grad = b.zeros_like(input_name, None, in_dt)
 
     # 4. outputs
-    _set_outputs(model, b, facts, sinfo, input_name=input_name, output_name=output_name,
-                 grad=grad, loss_name=loss_name, decision_output=decision_output)
+    _set_outputs(
+        model,
+        b,
+        facts,
+        sinfo,
+        input_name=input_name,
+        output_name=output_name,
+        grad=grad,
+        loss_name=loss_name,
+        decision_output=decision_output,
+    )
     _set_opset(model, opset)
     return model
 
 
-def _lifted_copy(model: onnx.ModelProto, input_name: str,
-                 output_name: str) -> tuple[onnx.ModelProto, int]:
+def _lifted_copy(model: onnx.ModelProto, input_name: str, output_name: str) -> tuple[onnx.ModelProto, int]:
     """A copy of ``model`` at the opset its rules need (lifted and checked when lower), and
     that opset; :class:`GradientUnavailable` when an op on the path has no rule."""
     opset = _onnx_opset(model)
@@ -175,8 +198,7 @@ def _lifted_copy(model: onnx.ModelProto, input_name: str,
     _, on_path = _active(model.graph, info, input_name, output_name)
     missing = _missing(on_path, max(opset, MIN_OPSET), opset)
     if missing:
-        raise GradientUnavailable(
-            f"no exact gradient: no VJP rule for {', '.join(missing)}; use estimated gradients")
+        raise GradientUnavailable(f"no exact gradient: no VJP rule for {', '.join(missing)}; use estimated gradients")
     if opset < MIN_OPSET:  # rules are written for opset >= 13 semantics
         model = lift_opset(model, MIN_OPSET)
         opset = MIN_OPSET
@@ -184,10 +206,8 @@ def _lifted_copy(model: onnx.ModelProto, input_name: str,
         _, on_path = _active(model.graph, info, input_name, output_name)
         missing = _missing(on_path, opset)
     if missing:
-        raise GradientUnavailable(
-            f"no exact gradient: no VJP rule for {', '.join(missing)}; use estimated gradients")
-    needed = max([MIN_OPSET] + [_rule_of(n, max(opset, MIN_OPSET)).required_opset(n)
-                                for n in on_path])
+        raise GradientUnavailable(f"no exact gradient: no VJP rule for {', '.join(missing)}; use estimated gradients")
+    needed = max([MIN_OPSET] + [_rule_of(n, max(opset, MIN_OPSET)).required_opset(n) for n in on_path])
     if needed >= SCATTER_OPSET and opset < CUDA_SCATTER_OPSET:
         model, opset = _lift_for_scatter(model, opset, needed)
     elif opset < needed:
@@ -197,8 +217,9 @@ def _lifted_copy(model: onnx.ModelProto, input_name: str,
     return model, opset
 
 
-def _reverse_sweep(model: onnx.ModelProto, opset: int, input_name: str, target: str,
-                   sinfo: TensorInfo, *, cotangent: bool) -> tuple[Builder, str | None]:
+def _reverse_sweep(
+    model: onnx.ModelProto, opset: int, input_name: str, target: str, sinfo: TensorInfo, *, cotangent: bool
+) -> tuple[Builder, str | None]:
     """The backward nodes (in the returned builder) and the cotangent of ``input_name``
     (``None``: the target does not depend on it), seeded with ones or the cotangent input."""
     # 2. facts about the forward graph (with its loss head) and the path to differentiate
@@ -214,8 +235,7 @@ def _reverse_sweep(model: onnx.ModelProto, opset: int, input_name: str, target: 
         grads[target] = [GRAD_INPUT_COTANGENT]
     else:
         dt = helper.tensor_dtype_to_np_dtype(sinfo.elem_type)
-        grads[target] = [b.op("ConstantOfShape", [b.shape(target)],
-                              value=numpy_helper.from_array(np.ones((1,), dt)))]
+        grads[target] = [b.op("ConstantOfShape", [b.shape(target)], value=numpy_helper.from_array(np.ones((1,), dt)))]
 
     def total(name: str) -> str | None:
         parts = grads.get(name)
@@ -242,9 +262,18 @@ def _reverse_sweep(model: onnx.ModelProto, opset: int, input_name: str, target: 
     return b, total(input_name)
 
 
-def _set_outputs(model: onnx.ModelProto, b: Builder, facts, sinfo: TensorInfo, *,
-                 input_name: str, output_name: str, grad: str, loss_name: str | None,
-                 decision_output: str | None) -> None:
+def _set_outputs(
+    model: onnx.ModelProto,
+    b: Builder,
+    facts,
+    sinfo: TensorInfo,
+    *,
+    input_name: str,
+    output_name: str,
+    grad: str,
+    loss_name: str | None,
+    decision_output: str | None,
+) -> None:
     """Append the backward nodes and make scores, loss, gradient (and decisions) the outputs."""
     graph = model.graph
     b.op("Identity", [output_name], output=GRAD_OUTPUT_SCORES)
@@ -252,11 +281,9 @@ def _set_outputs(model: onnx.ModelProto, b: Builder, facts, sinfo: TensorInfo, *
     graph.node.extend(b.nodes)
     graph.initializer.extend(b.initializers)
     in_vi = next(vi for vi in graph.input if vi.name == input_name)
-    outputs = [helper.make_tensor_value_info(GRAD_OUTPUT_SCORES, sinfo.elem_type,
-                                             _dims(sinfo.shape))]
+    outputs = [helper.make_tensor_value_info(GRAD_OUTPUT_SCORES, sinfo.elem_type, _dims(sinfo.shape))]
     if loss_name is not None:
-        b2 = helper.make_node("Identity", [loss_name], [GRAD_OUTPUT_LOSS],
-                              name=b.fresh("loss_out"))
+        b2 = helper.make_node("Identity", [loss_name], [GRAD_OUTPUT_LOSS], name=b.fresh("loss_out"))
         graph.node.append(b2)
         n_dim = (sinfo.shape or [None])[0]
         outputs.append(helper.make_tensor_value_info(GRAD_OUTPUT_LOSS, sinfo.elem_type, [n_dim]))
@@ -265,8 +292,9 @@ def _set_outputs(model: onnx.ModelProto, b: Builder, facts, sinfo: TensorInfo, *
         dinfo = facts.tensors.get(decision_output)
         if dinfo is None:
             raise ValueError(f"no tensor named {decision_output!r} in the graph")
-        graph.node.append(helper.make_node("Identity", [decision_output], [GRAD_OUTPUT_DECISIONS],
-                                           name=b.fresh("decisions_out")))
+        graph.node.append(
+            helper.make_node("Identity", [decision_output], [GRAD_OUTPUT_DECISIONS], name=b.fresh("decisions_out"))
+        )
         outputs.append(helper.make_tensor_value_info(GRAD_OUTPUT_DECISIONS, dinfo.elem_type, _dims(dinfo.shape)))
     del graph.output[:]
     graph.output.extend(outputs)

@@ -62,9 +62,7 @@ def spatial_axes_of(layout: str, ndim: int) -> tuple[int, ...]:
         raise AdvonnxError(f"unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}")
     layout = layout.upper()
     if len(layout) != ndim:
-        raise AdvonnxError(
-            f"layout {layout} needs a {len(layout)}-D batch but the array is {ndim}-D"
-        )
+        raise AdvonnxError(f"layout {layout} needs a {len(layout)}-D batch but the array is {ndim}-D")
     return tuple(layout.index(c) for c in "DHW" if c in layout)
 
 
@@ -90,9 +88,7 @@ def _check_spacing(spacing, n_spatial: int):
     try:
         spacing = tuple(float(s) for s in spacing)
     except (TypeError, ValueError):
-        raise AdvonnxError(
-            f"spacing must be one number per spatial axis, not {spacing!r}"
-        ) from None
+        raise AdvonnxError(f"spacing must be one number per spatial axis, not {spacing!r}") from None
     if len(spacing) != n_spatial or min(spacing) <= 0:
         raise AdvonnxError(
             f"spacing must be {n_spatial} positive numbers (ordered D, H, W as in the layout; "
@@ -103,14 +99,7 @@ def _check_spacing(spacing, n_spatial: int):
 
 
 def apply_corruption_with(
-    corruption: Corruption,
-    x,
-    severity: int,
-    rng,
-    *,
-    layout: str,
-    value_range=(0.0, 1.0),
-    spacing=None,
+    corruption: Corruption, x, severity: int, rng, *, layout: str, value_range=(0.0, 1.0), spacing=None
 ):
     """:func:`advonnx.corruptions.apply_corruption` for a :class:`Corruption` object."""
     severity = _check_severity(severity)

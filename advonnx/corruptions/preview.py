@@ -18,13 +18,7 @@ GAP = 2  # pixels of white between tiles
 
 
 def preview_grid(
-    image: np.ndarray,
-    names="all",
-    path=None,
-    *,
-    value_range=(0.0, 1.0),
-    seed: int = 0,
-    gap: int = GAP,
+    image: np.ndarray, names="all", path=None, *, value_range=(0.0, 1.0), seed: int = 0, gap: int = GAP
 ) -> np.ndarray:
     """Corrupt one image at every severity and tile the results into a PNG.
 
@@ -38,9 +32,7 @@ def preview_grid(
     """
     image = np.asarray(image)
     if image.ndim not in (2, 3):
-        raise AdvonnxError(
-            f"preview needs one 2-D (H, W) image or 3-D (D, H, W) volume, not shape {image.shape}"
-        )
+        raise AdvonnxError(f"preview needs one 2-D (H, W) image or 3-D (D, H, W) volume, not shape {image.shape}")
     if isinstance(names, str):
         names = corruption_names(names)
     else:

@@ -73,8 +73,7 @@ _ALL = (
     Corruption(
         "bias_field",
         "Smooth multiplicative intensity field exp(cubic polynomial) (MRI coil inhomogeneity).",
-        f"{TORCHIO} RandomBiasField, order 3; coefficient bound per severity, severity 5 = "
-        "TorchIO's default 0.5.",
+        f"{TORCHIO} RandomBiasField, order 3; coefficient bound per severity, severity 5 = TorchIO's default 0.5.",
         (0.1, 0.2, 0.3, 0.4, 0.5),
         False,
         intensity.bias_field,
@@ -173,8 +172,7 @@ _ALL = (
     Corruption(
         "baseline_wander",
         "Respiration and movement: three sinusoids of 0.05-0.5 Hz per channel, SNR in dB.",
-        f"{NSTDB} ('bw' record); sinusoidal wander model (Clifford, Azuaje & McSharry 2006). "
-        "Needs the sampling rate.",
+        f"{NSTDB} ('bw' record); sinusoidal wander model (Clifford, Azuaje & McSharry 2006). Needs the sampling rate.",
         NSTDB_SNR,
         False,
         signal.baseline_wander,
@@ -239,9 +237,7 @@ def corruption_names(spec: str = "all", *, modality: str | None = "image") -> li
     ``"all"`` means every corruption of ``modality`` (``"image"``: images and volumes,
     ``"signal"``: 1-D signals, ``None``: both); named corruptions are taken as named."""
     if not isinstance(spec, str) or not spec.strip():
-        raise AdvonnxError(
-            f"empty corruption list; use all or names from: {', '.join(CORRUPTIONS)}"
-        )
+        raise AdvonnxError(f"empty corruption list; use all or names from: {', '.join(CORRUPTIONS)}")
     names: list[str] = []
     for part in spec.split(","):
         name = part.strip()
@@ -255,16 +251,7 @@ def corruption_names(spec: str = "all", *, modality: str | None = "image") -> li
     return names
 
 
-def apply_corruption(
-    name: str,
-    x,
-    severity: int,
-    rng,
-    *,
-    layout: str,
-    value_range=(0.0, 1.0),
-    spacing=None,
-):
+def apply_corruption(name: str, x, severity: int, rng, *, layout: str, value_range=(0.0, 1.0), spacing=None):
     """Corrupt batch ``x`` (in ``layout``) with corruption ``name`` at ``severity`` 1..5.
 
     ``rng`` is an :class:`advonnx.xp.Random` (or an int seed); the result is deterministic given
@@ -276,6 +263,4 @@ def apply_corruption(
     corruption = CORRUPTIONS.get(name) if isinstance(name, str) else None
     if corruption is None:
         raise _unknown(str(name))
-    return apply_corruption_with(
-        corruption, x, severity, rng, layout=layout, value_range=value_range, spacing=spacing
-    )
+    return apply_corruption_with(corruption, x, severity, rng, layout=layout, value_range=value_range, spacing=spacing)

@@ -46,8 +46,11 @@ def pixelate_edges(n: int, scale: float, ladder=PIXELATE_SCALES) -> list[int]:
                 break
             largest = [i for i, size in enumerate(sizes) if size == big]
             need = m - (len(edges) - 1)
-            pick = largest if need >= len(largest) else \
-                [largest[int((j + 0.5) * len(largest) / need)] for j in range(need)]
+            pick = (
+                largest
+                if need >= len(largest)
+                else [largest[int((j + 0.5) * len(largest) / need)] for j in range(need)]
+            )
             edges = sorted(set(edges) | {edges[i] + sizes[i] // 2 for i in pick})
     return edges
 

@@ -34,9 +34,7 @@ class InputExpectation:
     def __post_init__(self) -> None:
         layout = str(self.layout).upper()
         if layout not in LAYOUTS:
-            raise AdvonnxError(
-                f"unknown input layout {self.layout!r}; use one of {', '.join(LAYOUTS)}"
-            )
+            raise AdvonnxError(f"unknown input layout {self.layout!r}; use one of {', '.join(LAYOUTS)}")
         object.__setattr__(self, "layout", layout)
         if self.spatial_shape is not None:
             shape = tuple(None if s is None or int(s) <= 0 else int(s) for s in self.spatial_shape)
@@ -46,9 +44,7 @@ class InputExpectation:
                     f"input layout {layout} needs a spatial shape of {nd} axes, got {self.spatial_shape!r}; "
                     "fix the model spec's input shape"
                 )
-            object.__setattr__(
-                self, "spatial_shape", None if all(s is None for s in shape) else shape
-            )
+            object.__setattr__(self, "spatial_shape", None if all(s is None for s in shape) else shape)
         if self.channels is not None:
             ch = int(self.channels)
             object.__setattr__(self, "channels", ch if ch > 0 else None)
@@ -59,9 +55,7 @@ class InputExpectation:
             )
         object.__setattr__(self, "value_range", (lo, hi))
         if self.task not in ("classification", "segmentation"):
-            raise AdvonnxError(
-                f"unknown task {self.task!r}; use 'classification' or 'segmentation'"
-            )
+            raise AdvonnxError(f"unknown task {self.task!r}; use 'classification' or 'segmentation'")
         try:
             dt = np.dtype(self.dtype)
         except TypeError as e:
@@ -137,6 +131,7 @@ class Dataset:
         """The samples at ``indices`` (ints, a slice or a boolean mask), in that order."""
         idx = np.arange(len(self))[indices]
         idx = np.atleast_1d(idx).astype(np.int64)
+
         def pick(a):
             return a.take(idx) if hasattr(a, "take") else a[idx]
 

@@ -42,8 +42,11 @@ def _fit(value: np.ndarray, dims: tuple, dtype: str, where: str, name: str) -> n
             value = value.reshape(tail)
         else:
             want = "(" + ", ".join("?" if d is None else str(d) for d in tail) + ")"
-            raise _err(where, f"input {name!r} got a sample of shape {value.shape}, the model takes {want}",
-                       f"store one {want} array per sample")
+            raise _err(
+                where,
+                f"input {name!r} got a sample of shape {value.shape}, the model takes {want}",
+                f"store one {want} array per sample",
+            )
     if not np.all(np.isfinite(value.astype(np.float64))):
         raise _err(where, f"values for input {name!r} hold NaN or infinite values", "replace or drop those samples")
     return value.astype(dtype)
@@ -55,12 +58,18 @@ def _from_npz(path: Path, ds: Dataset, inputs, sources: dict) -> dict[str, np.nd
     n = len(ds)
     for name, dims, dtype in inputs:
         if name not in z.files:
-            raise _err(path, f"no array named {name!r} for the model input of that name (found: {', '.join(z.files)})",
-                       f"store its per-sample values as numpy.savez(path, x=..., {name}=...)")
+            raise _err(
+                path,
+                f"no array named {name!r} for the model input of that name (found: {', '.join(z.files)})",
+                f"store its per-sample values as numpy.savez(path, x=..., {name}=...)",
+            )
         arr = np.asarray(z[name])
         if arr.ndim < 1 or arr.shape[0] < n:
-            raise _err(path, f"array {name!r} has shape {arr.shape} for {n} samples",
-                       f"store one row per sample of x (shape (N, {', '.join('?' if d is None else str(d) for d in dims[1:])}))")
+            raise _err(
+                path,
+                f"array {name!r} has shape {arr.shape} for {n} samples",
+                f"store one row per sample of x (shape (N, {', '.join('?' if d is None else str(d) for d in dims[1:])}))",
+            )
         out[name] = np.stack([_fit(arr[i], dims, dtype, f"{path} sample {i}", name) for i in range(n)])
         sources[name] = f"npz array {name!r}"
     return out
@@ -78,8 +87,12 @@ def _read_value(cell: str, manifest: Path, line: int, name: str) -> np.ndarray:
     p = Path(text) if Path(text).is_absolute() else manifest.parent / text
     where = f"{manifest} line {line}"
     if not p.is_file():
-        raise _err(where, f"{text!r} for input {name!r} is neither numbers nor an existing file "
-                   f"(relative paths resolve against {manifest.parent})", "fix the manifest")
+        raise _err(
+            where,
+            f"{text!r} for input {name!r} is neither numbers nor an existing file "
+            f"(relative paths resolve against {manifest.parent})",
+            "fix the manifest",
+        )
     low = p.name.lower()
     try:
         if low.endswith(".npy"):
@@ -91,8 +104,11 @@ def _read_value(cell: str, manifest: Path, line: int, name: str) -> np.ndarray:
                 raise _err(p, f"holds arrays {z.files}, none named {name!r}", f"store one array, or one named {name!r}")
             return z[key]
     except (OSError, ValueError) as ex:
-        raise _err(p, f"cannot read values for input {name!r} ({' '.join(str(ex).split())[:150]})",
-                   "store them with numpy.save") from None
+        raise _err(
+            p,
+            f"cannot read values for input {name!r} ({' '.join(str(ex).split())[:150]})",
+            "store them with numpy.save",
+        ) from None
     from advonnx.data.readers import Unreadable, read_file
 
     try:
@@ -118,8 +134,11 @@ def _from_manifest(path: Path, ds: Dataset, inputs, sources: dict) -> dict[str, 
         else:
             fields = [k for k, h in enumerate(header) if h.startswith(low + ":")]
             if not fields:
-                raise _err(path, f"no column for the model input {name!r} (header {','.join(raw_header)})",
-                           f"add a column {name} (a file or numbers per row) or columns {name}:FIELD, one per value")
+                raise _err(
+                    path,
+                    f"no column for the model input {name!r} (header {','.join(raw_header)})",
+                    f"add a column {name} (a file or numbers per row) or columns {name}:FIELD, one per value",
+                )
             columns[name] = fields
             sources[name] = "manifest columns " + ",".join(raw_header[k] for k in fields)
     # manifest rows in order, matched to the samples read (rows whose image was skipped drop out)
@@ -151,15 +170,20 @@ def load_extra_inputs(source, ds: Dataset, inputs, attacked: str) -> Dataset:
         return ds
     path = Path(source).expanduser()
     names = ", ".join(n for n, _, _ in inputs)
-    sources = {attacked: "attacked: " + ("npz array 'x'" if path.name.lower().endswith(".npz")
-                                         else "the manifest's image files")}
+    sources = {
+        attacked: "attacked: "
+        + ("npz array 'x'" if path.name.lower().endswith(".npz") else "the manifest's image files")
+    }
     if path.is_file() and path.name.lower().endswith(".npz"):
         extras = _from_npz(path, ds, inputs, sources)
     elif path.is_file() and path.name.lower().endswith(".csv"):
         extras = _from_manifest(path, ds, inputs, sources)
     else:
-        raise _err(path, f"the model also takes the inputs {names}, held fixed per sample, which this data cannot give",
-                   f"give an .npz with arrays named {names} beside x, or a CSV manifest with columns named after them")
+        raise _err(
+            path,
+            f"the model also takes the inputs {names}, held fixed per sample, which this data cannot give",
+            f"give an .npz with arrays named {names} beside x, or a CSV manifest with columns named after them",
+        )
     desc = dict(ds.description)
     desc.update({f"input:{k}": f"held fixed: {v}" if k != attacked else v for k, v in sources.items()})
     return replace(ds, extras=extras, description=desc)

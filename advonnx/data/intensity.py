@@ -20,8 +20,7 @@ INTENSITY_RULES: dict[str, str] = {
     "value range, clipped (e.g. percentile:1-99; percentile:1,99 is the same)",
     "window:LO,HI": "fixed window in image units: LO and HI map to the ends of the value range, "
     "clipped (e.g. CT window:-1000,400)",
-    "divide:K": "divide by K then clip to [0, 1] and map to the value range "
-    "(e.g. divide:4095 for 12-bit)",
+    "divide:K": "divide by K then clip to [0, 1] and map to the value range (e.g. divide:4095 for 12-bit)",
 }
 
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -112,9 +111,7 @@ def apply_rule(
     """
     x = np.asarray(image)
     if x.dtype.kind not in "biuf":
-        raise DataError(
-            f"{name}: pixel type {x.dtype} is not a real number; convert it to int or float"
-        )
+        raise DataError(f"{name}: pixel type {x.dtype} is not a real number; convert it to int or float")
     x = x.astype(np.float64)
     if not np.all(np.isfinite(x)):
         raise DataError(f"{name}: contains NaN or infinite values; replace them before loading")
@@ -157,7 +154,5 @@ def map_intensity(image: np.ndarray, rule: str, value_range=(0.0, 1.0)) -> np.nd
     """
     lo, hi = float(value_range[0]), float(value_range[1])
     if not lo < hi:
-        raise DataError(
-            f"value range {value_range!r} is not an interval lo < hi; fix the model spec"
-        )
+        raise DataError(f"value range {value_range!r} is not an interval lo < hi; fix the model spec")
     return apply_rule(image, parse_intensity_rule(rule), (lo, hi))

@@ -14,9 +14,7 @@ def label_index(value: str | int, where: str, class_names: list[str] | None) -> 
     if isinstance(value, str):
         v = value.strip()
         if v == "":
-            raise err(
-                where, "empty label", "give every sample a label (an integer or a class name)"
-            )
+            raise err(where, "empty label", "give every sample a label (an integer or a class name)")
         if class_names is not None and v in class_names:
             return class_names.index(v)
         if re.fullmatch(r"[-+]?\d+", v):
@@ -31,27 +29,16 @@ def label_index(value: str | int, where: str, class_names: list[str] | None) -> 
             return v
     value = int(value)
     if value < 0 or (class_names is not None and value >= len(class_names)):
-        known = (
-            f"0..{len(class_names) - 1} ({', '.join(class_names)})" if class_names else "0 or more"
-        )
-        raise err(
-            where,
-            f"label {value} is outside the known classes {known}",
-            "fix the label or pass class_names",
-        )
+        known = f"0..{len(class_names) - 1} ({', '.join(class_names)})" if class_names else "0 or more"
+        raise err(where, f"label {value} is outside the known classes {known}", "fix the label or pass class_names")
     return value
 
 
-def finish_labels(
-    labels: list, where: str, class_names: list[str] | None
-) -> tuple[np.ndarray, list[str] | None]:
+def finish_labels(labels: list, where: str, class_names: list[str] | None) -> tuple[np.ndarray, list[str] | None]:
     names = [v for v in labels if isinstance(v, str)]
     if names:
         if any(isinstance(v, int) for v in labels):
-            raise err(
-                where, "labels mix integers and class names", "use one kind, or pass class_names"
-            )
+            raise err(where, "labels mix integers and class names", "use one kind, or pass class_names")
         class_names = sorted(set(names))
         labels = [class_names.index(v) for v in labels]
     return np.asarray(labels, dtype=np.int64), class_names
-

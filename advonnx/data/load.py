@@ -63,15 +63,31 @@ def load_dataset(
     read per block from the files (an ``.npz`` block by block), never stacked whole; otherwise
     they are stacked arrays, unless the samples differ in size.
     """
-    req = _request(source, expect, intensity=intensity, resize=resize, limit=limit, class_names=class_names,
-                   orientation=orientation, spacing=spacing, stream=stream)
+    req = _request(
+        source,
+        expect,
+        intensity=intensity,
+        resize=resize,
+        limit=limit,
+        class_names=class_names,
+        orientation=orientation,
+        spacing=spacing,
+        stream=stream,
+    )
     chosen = next(s for s in SOURCES if s.matches(req.path))
     return _finish_desc(chosen.load(req))
 
 
 def _request(
-    source: str | os.PathLike, expect: InputExpectation, *, intensity: str, resize: str, limit: int | None,
-    class_names: list[str] | None, orientation: str | None, spacing: str | tuple[float, ...] | None,
+    source: str | os.PathLike,
+    expect: InputExpectation,
+    *,
+    intensity: str,
+    resize: str,
+    limit: int | None,
+    class_names: list[str] | None,
+    orientation: str | None,
+    spacing: str | tuple[float, ...] | None,
     stream: bool,
 ) -> LoadRequest:
     """The arguments of :func:`load_dataset` checked, and the description every source starts from."""
@@ -100,13 +116,16 @@ def _request(
         "label_source": "",
         "notes": "",
         "layout": expect.layout,
-        "orientation": f"{orientation} (3-D images reoriented with SimpleITK DICOMOrient)" if orientation
+        "orientation": f"{orientation} (3-D images reoriented with SimpleITK DICOMOrient)"
+        if orientation
         else "as stored in each file",
         "voxel_spacing": f"{size_str(voxel_spacing).replace('x', ' x ')} mm (resampled with SimpleITK: linear, masks nearest)"
-        if voxel_spacing else "as stored in each file",
+        if voxel_spacing
+        else "as stored in each file",
     }
-    return LoadRequest(path, expect, intensity, rule, resize, limit, class_names, orientation, voxel_spacing,
-                       stream, desc)
+    return LoadRequest(
+        path, expect, intensity, rule, resize, limit, class_names, orientation, voxel_spacing, stream, desc
+    )
 
 
 def parse_spacing(value, expect: InputExpectation) -> tuple[float, ...] | None:
@@ -117,13 +136,17 @@ def parse_spacing(value, expect: InputExpectation) -> tuple[float, ...] | None:
     try:
         sp = tuple(float(v) for v in parts)
     except (TypeError, ValueError):
-        raise DataError(f"--spacing {value!r} is not a list of numbers; write e.g. --spacing 1.0,1.0,1.0 (mm)") from None
+        raise DataError(
+            f"--spacing {value!r} is not a list of numbers; write e.g. --spacing 1.0,1.0,1.0 (mm)"
+        ) from None
     nd = expect.spatial_ndim
     if nd in (None, 1):
         raise DataError(f"--spacing applies to images and volumes, not {expect.layout} inputs; leave it out")
     if len(sp) != nd or not all(np.isfinite(v) and v > 0 for v in sp):
-        raise DataError(f"--spacing {value!r}: give {nd} positive voxel sizes in mm (array order), e.g. "
-                        f"--spacing {','.join(['1.0'] * nd)}")
+        raise DataError(
+            f"--spacing {value!r}: give {nd} positive voxel sizes in mm (array order), e.g. "
+            f"--spacing {','.join(['1.0'] * nd)}"
+        )
     return sp
 
 

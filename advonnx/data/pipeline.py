@@ -16,8 +16,9 @@ LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601
 class Pipeline:
     """Channels -> intensity -> size -> dtype/layout, one sample at a time, counting what it did."""
 
-    def __init__(self, expect: InputExpectation, rule: IntensityRule, resize: str,
-                 voxel_spacing: tuple[float, ...] | None = None):
+    def __init__(
+        self, expect: InputExpectation, rule: IntensityRule, resize: str, voxel_spacing: tuple[float, ...] | None = None
+    ):
         self.e = expect
         self.rule = rule
         self.resize = resize
@@ -76,8 +77,7 @@ class Pipeline:
             self._count("RGB converted to luminance (0.299R+0.587G+0.114B)")
             return (arr.astype(np.float64) @ LUMA)[..., None]
         raise Unreadable(
-            f"{c} channels but the model takes {want}",
-            f"give 1-channel or RGB images, or images with {want} channels",
+            f"{c} channels but the model takes {want}", f"give 1-channel or RGB images, or images with {want} channels"
         )
 
     def _target(self, shape: tuple[int, ...], sid: str) -> tuple[int, ...]:
@@ -90,10 +90,7 @@ class Pipeline:
         arr, spacing = self._squeeze(raw)
         arr = self._adapt_channels(arr, raw.color)
         if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-            raise Unreadable(
-                "holds NaN or infinite values",
-                "replace them (e.g. with the background value) first",
-            )
+            raise Unreadable("holds NaN or infinite values", "replace them (e.g. with the background value) first")
         if self.rule.kind == "auto":  # record what 'auto' resolved to
             eight = raw.eight_bit if raw.eight_bit is not None else arr.dtype == np.uint8
             self._count_rule("divide:255" if eight else "percentile:0.5-99.5")
@@ -129,29 +126,19 @@ class Pipeline:
             out = np.moveaxis(out, -1, 0)
         return np.ascontiguousarray(out), tuple(spacing)
 
-    def mask(
-        self, raw: RawImage, sid: str, image_shape: tuple[int, ...], target: tuple[int, ...]
-    ) -> np.ndarray:
+    def mask(self, raw: RawImage, sid: str, image_shape: tuple[int, ...], target: tuple[int, ...]) -> np.ndarray:
         arr, spacing = self._squeeze(raw)
         if arr.shape[-1] > 1:
             if raw.color and arr.shape[-1] in (2, 4):
                 arr = arr[..., :-1]
             if not np.all(arr == arr[..., :1]):
-                raise err(
-                    sid,
-                    "the mask has several differing channels",
-                    "save masks as one-channel label images",
-                )
+                raise err(sid, "the mask has several differing channels", "save masks as one-channel label images")
         lab = arr[..., 0]
         if lab.dtype.kind == "f":
             if not np.all(np.isfinite(lab)) or not np.all(lab == np.round(lab)):
-                raise err(
-                    sid, "the mask holds non-integer values", "save masks as integer label images"
-                )
+                raise err(sid, "the mask holds non-integer values", "save masks as integer label images")
         if lab.size and lab.min() < 0:
-            raise err(
-                sid, f"the mask holds a negative label {int(lab.min())}", "labels must be 0..K-1"
-            )
+            raise err(sid, f"the mask holds a negative label {int(lab.min())}", "labels must be 0..K-1")
         lab = lab.astype(np.int64)
         if self.voxel_spacing is not None:
             lab, spacing = resample_to_spacing(lab[..., None], spacing, self.voxel_spacing, sitk.sitkNearestNeighbor)
@@ -177,9 +164,7 @@ def cast_to(arr: np.ndarray, dtype: np.dtype, lo: float, hi: float) -> np.ndarra
     return arr.astype(dtype)
 
 
-def resample(
-    arr: np.ndarray, spacing, target, interpolator
-) -> tuple[np.ndarray, tuple[float, ...]]:
+def resample(arr: np.ndarray, spacing, target, interpolator) -> tuple[np.ndarray, tuple[float, ...]]:
     """Resample a (*spatial, C) array to ``target`` keeping its physical extent (SimpleITK)."""
     shape = arr.shape[:-1]
     c = arr.shape[-1]
@@ -188,11 +173,7 @@ def resample(
         if arr.dtype.kind == "f"
         else arr.astype(np.float64 if interpolator != sitk.sitkNearestNeighbor else np.int32)
     )
-    img = (
-        sitk.GetImageFromArray(work[..., 0])
-        if c == 1
-        else sitk.GetImageFromArray(work, isVector=True)
-    )
+    img = sitk.GetImageFromArray(work[..., 0]) if c == 1 else sitk.GetImageFromArray(work, isVector=True)
     img.SetSpacing([float(s) for s in reversed(spacing)])
     new_spacing = [s * n / t for s, n, t in zip(spacing, shape, target, strict=True)]
     # pixel centres: keep the outer edges where they were
@@ -214,9 +195,7 @@ def resample(
     return res, tuple(float(s) for s in new_spacing)
 
 
-def resample_to_spacing(
-    arr: np.ndarray, spacing, new_spacing, interpolator
-) -> tuple[np.ndarray, tuple[float, ...]]:
+def resample_to_spacing(arr: np.ndarray, spacing, new_spacing, interpolator) -> tuple[np.ndarray, tuple[float, ...]]:
     """Resample a (*spatial, C) array to the voxel size ``new_spacing`` (mm, array order) with SimpleITK.
 
     The first voxel's centre stays where it was; each axis gets ``round(n * spacing / new_spacing)``
@@ -236,10 +215,18 @@ def resample_to_spacing(
     work = arr if arr.dtype.kind == "f" else arr.astype(np.int32 if nearest else np.float64)
     img = sitk.GetImageFromArray(work[..., 0]) if c == 1 else sitk.GetImageFromArray(work, isVector=True)
     img.SetSpacing([float(s) for s in reversed(spacing)])
-    out = sitk.Resample(img, [int(t) for t in reversed(size)], sitk.Transform(), interpolator, img.GetOrigin(),
-                        [float(s) for s in reversed(new_spacing)], img.GetDirection(), 0.0, img.GetPixelID())
+    out = sitk.Resample(
+        img,
+        [int(t) for t in reversed(size)],
+        sitk.Transform(),
+        interpolator,
+        img.GetOrigin(),
+        [float(s) for s in reversed(new_spacing)],
+        img.GetDirection(),
+        0.0,
+        img.GetPixelID(),
+    )
     res = sitk.GetArrayFromImage(out)
     if c == 1:
         res = res[..., None]
     return res, tuple(float(s) for s in new_spacing)
-

@@ -18,9 +18,7 @@ HEADER_SUFFIXES = (".mhd", ".nhdr", ".hdr")
 NO_SPACING_FORMATS = {"PNG", "JPEG", "BMP", "TIFF"}
 
 
-SUPPORTED = (
-    "PNG, JPEG, BMP, TIFF, NIfTI, MHA/MHD, NRRD, DICOM (file or series folder), .npz, CSV manifests"
-)
+SUPPORTED = "PNG, JPEG, BMP, TIFF, NIfTI, MHA/MHD, NRRD, DICOM (file or series folder), .npz, CSV manifests"
 
 
 class Unreadable(Exception):
@@ -83,9 +81,7 @@ def format_name(path: Path) -> str:
         ".dcm": "DICOM",
         ".dicom": "DICOM",
         ".hdr": "Analyze",
-    }.get(
-        suffix(path), "DICOM" if suffix(path) == "" else suffix(path).lstrip(".").upper() or "file"
-    )
+    }.get(suffix(path), "DICOM" if suffix(path) == "" else suffix(path).lstrip(".").upper() or "file")
 
 
 @contextlib.contextmanager
@@ -149,9 +145,7 @@ def _raw_from_image(img: sitk.Image, fmt: str) -> RawImage:
     while arr.ndim - 1 > 3 and arr.shape[0] == 1:
         arr, spacing = arr[0], spacing[1:]
     if arr.ndim - 1 > 3:
-        raise Unreadable(
-            f"4-D image of size {tuple(arr.shape[:-1])}; advonnx reads 2-D and 3-D images"
-        )
+        raise Unreadable(f"4-D image of size {tuple(arr.shape[:-1])}; advonnx reads 2-D and 3-D images")
     eight_bit = pid in (sitk.sitkUInt8, sitk.sitkVectorUInt8)
     if arr.dtype.kind not in "biuf":
         raise Unreadable(f"pixel type {img.GetPixelIDTypeAsString()} is not a real number")
@@ -167,8 +161,14 @@ def parse_orientation(code: str | None) -> str | None:
     if code is None or str(code).strip().lower() in ("", "none", "as-stored", "as stored"):
         return None
     c = str(code).strip().upper()
-    if len(c) != 3 or sorted(next((i for i, pair in enumerate(ORIENTATION_LETTERS) if ch in pair), 9) for ch in c) != [0, 1, 2]:
-        raise ValueError(f"orientation {code!r} is not a three-letter code with one of L/R, P/A, S/I each (e.g. RAS, LPS)")
+    if len(c) != 3 or sorted(next((i for i, pair in enumerate(ORIENTATION_LETTERS) if ch in pair), 9) for ch in c) != [
+        0,
+        1,
+        2,
+    ]:
+        raise ValueError(
+            f"orientation {code!r} is not a three-letter code with one of L/R, P/A, S/I each (e.g. RAS, LPS)"
+        )
     return c
 
 

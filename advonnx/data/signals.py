@@ -44,7 +44,9 @@ def read_recording(path: Path, err) -> tuple[np.ndarray, float, list[str]]:
         try:
             edf = edfio.read_edf(path) if path.suffix.lower() == ".edf" else edfio.read_bdf(path)
         except Exception as ex:  # noqa: BLE001 - any reader failure is the user's file
-            raise err(f"{path}: cannot read as {path.suffix[1:].upper()} ({type(ex).__name__}: {ex}); check the file") from None
+            raise err(
+                f"{path}: cannot read as {path.suffix[1:].upper()} ({type(ex).__name__}: {ex}); check the file"
+            ) from None
         signals = [s for s in edf.signals]
         if not signals:
             raise err(f"{path}: the recording holds no signals; check the file")
@@ -64,7 +66,9 @@ def read_recording(path: Path, err) -> tuple[np.ndarray, float, list[str]]:
     try:
         record = wfdb.rdrecord(str(path.with_suffix("")))
     except Exception as ex:  # noqa: BLE001
-        raise err(f"{path}: cannot read as a WFDB record ({type(ex).__name__}: {ex}); check the .hea and .dat files") from None
+        raise err(
+            f"{path}: cannot read as a WFDB record ({type(ex).__name__}: {ex}); check the .hea and .dat files"
+        ) from None
     if record.p_signal is None:
         raise err(f"{path}: the WFDB record holds no physical signal; check the file")
     return np.asarray(record.p_signal, dtype=np.float64).T, float(record.fs), list(record.sig_name)
@@ -103,8 +107,9 @@ def load_recording(path: Path, e: InputExpectation, rule: IntensityRule, limit, 
         x = windows
     else:
         rule = IntensityRule(kind, rule.a, rule.b)
-        x = np.stack([apply_rule(w, rule, (lo, hi), eight_bit=False, name=f"{path} window {i}")
-                      for i, w in enumerate(windows)])
+        x = np.stack(
+            [apply_rule(w, rule, (lo, hi), eight_bit=False, name=f"{path} window {i}") for i, w in enumerate(windows)]
+        )
     if not e.channels_first:
         x = x.transpose(0, 2, 1)
     x = np.ascontiguousarray(x, dtype=e.dtype)
@@ -114,7 +119,10 @@ def load_recording(path: Path, e: InputExpectation, rule: IntensityRule, limit, 
     desc["label_source"] = "none: a recording without labels; the model's predictions are the reference"
     desc["intensity_rule"] = f"{kind} (physical values as stored)" if kind == "none" else str(rule)
     tail = total - (total // length) * length
-    desc["notes"] += (f"{count} windows of {length} samples ({length / fs:g} s), no overlap"
-                      + (f"; last {tail} samples dropped" if tail else "") + "; ")
+    desc["notes"] += (
+        f"{count} windows of {length} samples ({length / fs:g} s), no overlap"
+        + (f"; last {tail} samples dropped" if tail else "")
+        + "; "
+    )
     desc["groups"] = f"1 group: the windows of one recording ({path.stem})"
     return Dataset(x, None, ids, [(1.0 / fs,)] * count, [], desc, None, groups=[path.stem] * count)

@@ -42,8 +42,16 @@ class SampleArray:
     array. ``prefetch``: read the next slice in a background thread after each slice read.
     """
 
-    def __init__(self, read: Callable[[np.ndarray], np.ndarray], n: int, shapes, dtype,
-                 *, prefetch: bool = True, index: np.ndarray | None = None):
+    def __init__(
+        self,
+        read: Callable[[np.ndarray], np.ndarray],
+        n: int,
+        shapes,
+        dtype,
+        *,
+        prefetch: bool = True,
+        index: np.ndarray | None = None,
+    ):
         self._read = read
         self._index = np.arange(n, dtype=np.int64) if index is None else np.asarray(index, np.int64)
         sh = np.asarray(shapes, dtype=np.int64)
@@ -110,7 +118,12 @@ class SampleArray:
             out = self._load(np.arange(a, b))
         n = b - a
         nxt = (b, min(len(self), b + n))
-        if self.prefetch and n > 0 and nxt[0] < nxt[1] and np.all(self._shapes[nxt[0]:nxt[1]] == self._shapes[nxt[0]]):
+        if (
+            self.prefetch
+            and n > 0
+            and nxt[0] < nxt[1]
+            and np.all(self._shapes[nxt[0] : nxt[1]] == self._shapes[nxt[0]])
+        ):
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(1, thread_name_prefix="advonnx-prefetch")
             with self._lock:
@@ -137,8 +150,9 @@ class SampleArray:
     def take(self, indices) -> SampleArray:
         """A view of the samples at ``indices`` (nothing is read)."""
         idx = np.atleast_1d(np.arange(len(self))[indices]).astype(np.int64)
-        return SampleArray(self._read, len(idx), self._shapes[idx], self.dtype,
-                           prefetch=self.prefetch, index=self._index[idx])
+        return SampleArray(
+            self._read, len(idx), self._shapes[idx], self.dtype, prefetch=self.prefetch, index=self._index[idx]
+        )
 
     def detach(self) -> SampleArray:
         """The same samples with a block source that holds only their references (when the source

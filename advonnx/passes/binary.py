@@ -19,10 +19,12 @@ def binary_to_two_class(model: onnx.ModelProto, axis: int, *, probabilities: boo
     out_name = g.output[0].name
     if probabilities:
         g.initializer.append(initializer_const("advonnx_one", 1.0, np.float32))
-        g.node.extend([
-            helper.make_node("CastLike", ["advonnx_one", out_name], ["advonnx_one_like"]),
-            helper.make_node("Sub", ["advonnx_one_like", out_name], ["advonnx_neg_class"]),
-        ])
+        g.node.extend(
+            [
+                helper.make_node("CastLike", ["advonnx_one", out_name], ["advonnx_one_like"]),
+                helper.make_node("Sub", ["advonnx_one_like", out_name], ["advonnx_neg_class"]),
+            ]
+        )
     else:
         g.node.append(helper.make_node("Sub", [out_name, out_name], ["advonnx_neg_class"]))
     g.node.append(helper.make_node("Concat", ["advonnx_neg_class", out_name], ["advonnx_two_class"], axis=axis))
@@ -30,7 +32,8 @@ def binary_to_two_class(model: onnx.ModelProto, axis: int, *, probabilities: boo
     if len(g.output) > 1:  # the pre-sigmoid logit z as [0, z]
         attacked = g.output[1].name
         g.node.append(helper.make_node("Sub", [attacked, attacked], ["advonnx_attacked_zero"]))
-        g.node.append(helper.make_node("Concat", ["advonnx_attacked_zero", attacked], ["advonnx_attacked_two"],
-                                       axis=axis))
+        g.node.append(
+            helper.make_node("Concat", ["advonnx_attacked_zero", attacked], ["advonnx_attacked_two"], axis=axis)
+        )
         retarget_output(g, 1, "advonnx_attacked_two")
     return model

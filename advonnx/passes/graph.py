@@ -11,15 +11,26 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import ModelError
 
-FLOAT_TYPES: dict[int, str] = {TensorProto.FLOAT: "float32", TensorProto.DOUBLE: "float64",
-                               TensorProto.FLOAT16: "float16"}
+FLOAT_TYPES: dict[int, str] = {
+    TensorProto.FLOAT: "float32",
+    TensorProto.DOUBLE: "float64",
+    TensorProto.FLOAT16: "float16",
+}
 # Integer image inputs (8/16-bit pipelines, quantized front ends): advonnx feeds floats, the
 # canonical graph rounds and casts them (see passes.integer).
-INTEGER_TYPES: dict[int, str] = {TensorProto.UINT8: "uint8", TensorProto.INT8: "int8", TensorProto.UINT16: "uint16",
-                                 TensorProto.INT16: "int16"}
+INTEGER_TYPES: dict[int, str] = {
+    TensorProto.UINT8: "uint8",
+    TensorProto.INT8: "int8",
+    TensorProto.UINT16: "uint16",
+    TensorProto.INT16: "int16",
+}
 # Element types of inputs held fixed (fed per sample from the data, never attacked).
-NUMPY_TYPES: dict[int, str] = {**INTEGER_TYPES, TensorProto.INT32: "int32", TensorProto.INT64: "int64",
-                               TensorProto.BOOL: "bool"}
+NUMPY_TYPES: dict[int, str] = {
+    **INTEGER_TYPES,
+    TensorProto.INT32: "int32",
+    TensorProto.INT64: "int64",
+    TensorProto.BOOL: "bool",
+}
 PASS_THROUGH = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Cast"}
 # Final activations whose input is attacked instead of their output (the logits rule).
 HEADS = {"Softmax", "LogSoftmax", "Sigmoid"}

@@ -21,7 +21,9 @@ def round_integer_input(model: onnx.ModelProto, input_name: str, *, relaxed: boo
     file_type = graph_input.type.tensor_type.elem_type
     graph_input.type.tensor_type.elem_type = TensorProto.FLOAT
     if not relaxed:
-        nodes = [helper.make_node("Round", [cur], ["advonnx_rounded"]),
-                 helper.make_node("Cast", ["advonnx_rounded"], ["advonnx_integer_input"], to=file_type)]
+        nodes = [
+            helper.make_node("Round", [cur], ["advonnx_rounded"]),
+            helper.make_node("Cast", ["advonnx_rounded"], ["advonnx_integer_input"], to=file_type),
+        ]
         insert_front(g, input_name, nodes, "advonnx_integer_input")
     return model

@@ -12,9 +12,16 @@ from onnx import helper
 from .graph import dims, front_input, initializer_const, insert_front
 
 
-def fold_preprocessing(model: onnx.ModelProto, input_name: str, *, scale: float = 1.0,
-                       mean: Sequence[float] = (), std: Sequence[float] = (), channel_axis: int = 1,
-                       dtype: str = "float32") -> onnx.ModelProto:
+def fold_preprocessing(
+    model: onnx.ModelProto,
+    input_name: str,
+    *,
+    scale: float = 1.0,
+    mean: Sequence[float] = (),
+    std: Sequence[float] = (),
+    channel_axis: int = 1,
+    dtype: str = "float32",
+) -> onnx.ModelProto:
     """``model`` reading ``(x * scale - mean) / std`` where it read its input ``x``.
 
     ``mean`` and ``std`` hold one value, or one per channel along ``channel_axis`` of the input;

@@ -19,19 +19,33 @@ confidences; label-map overlays for segmentation; the central slice of 3-D image
 matplotlib comes with the ``report`` extra and is imported only here, lazily.
 """
 
-from .examples import (
-    CLASS_COLORS,
-    MAX_EXAMPLE_BYTES,
-    MAX_IMAGE_SIDE,
-    _plane,
-    collect_examples,
-    example_pairs,
-)
+from .examples import CLASS_COLORS, MAX_EXAMPLE_BYTES, MAX_IMAGE_SIDE, _plane, collect_examples, example_pairs
 from .figures import PALETTE, _mpl, _png_uri, _svg_uri, contrast_figure, curve_figures
 from .html import CSS, JS, NORM_NAMES, _class_label, _class_names, _contrast_html, _e
 from .page import merged_metadata, render_report, write_compare_report, write_report
 
-__all__ = ["render_report", "write_report", "write_compare_report", "collect_examples", "curve_figures",
-           "contrast_figure", "example_pairs", "merged_metadata", "CSS", "JS", "PALETTE", "CLASS_COLORS",
-           "NORM_NAMES", "MAX_IMAGE_SIDE", "MAX_EXAMPLE_BYTES", "_plane", "_mpl", "_svg_uri", "_png_uri", "_e",
-           "_contrast_html", "_class_label", "_class_names"]
+__all__ = [
+    "render_report",
+    "write_report",
+    "write_compare_report",
+    "collect_examples",
+    "curve_figures",
+    "contrast_figure",
+    "example_pairs",
+    "merged_metadata",
+    "CSS",
+    "JS",
+    "PALETTE",
+    "CLASS_COLORS",
+    "NORM_NAMES",
+    "MAX_IMAGE_SIDE",
+    "MAX_EXAMPLE_BYTES",
+    "_plane",
+    "_mpl",
+    "_svg_uri",
+    "_png_uri",
+    "_e",
+    "_contrast_html",
+    "_class_label",
+    "_class_names",
+]

@@ -17,8 +17,7 @@ from ..errors import AdvonnxError
 from ..summary import SettingSummary, headline_for
 from .html import NORM_NAMES, _nan, _setting_text
 
-PALETTE = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2", "#65a30d",
-           "#9333ea", "#475569")
+PALETTE = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2", "#65a30d", "#9333ea", "#475569")
 
 
 def _mpl():
@@ -29,16 +28,31 @@ def _mpl():
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({
-        "svg.fonttype": "none", "svg.hashsalt": "advonnx",
-        "font.family": "sans-serif",
-        "font.sans-serif": ["Inter", "Segoe UI", "Helvetica Neue", "Arial", "DejaVu Sans"],
-        "font.size": 10, "axes.titlesize": 11, "axes.titleweight": "bold", "axes.labelsize": 10,
-        "axes.spines.top": False, "axes.spines.right": False, "axes.edgecolor": "#94a3b8",
-        "axes.grid": True, "grid.color": "#e2e8f0", "grid.linewidth": 0.8, "axes.axisbelow": True,
-        "xtick.color": "#475569", "ytick.color": "#475569", "axes.labelcolor": "#334155",
-        "legend.frameon": False, "figure.dpi": 100, "savefig.bbox": "tight",
-    })
+    plt.rcParams.update(
+        {
+            "svg.fonttype": "none",
+            "svg.hashsalt": "advonnx",
+            "font.family": "sans-serif",
+            "font.sans-serif": ["Inter", "Segoe UI", "Helvetica Neue", "Arial", "DejaVu Sans"],
+            "font.size": 10,
+            "axes.titlesize": 11,
+            "axes.titleweight": "bold",
+            "axes.labelsize": 10,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.edgecolor": "#94a3b8",
+            "axes.grid": True,
+            "grid.color": "#e2e8f0",
+            "grid.linewidth": 0.8,
+            "axes.axisbelow": True,
+            "xtick.color": "#475569",
+            "ytick.color": "#475569",
+            "axes.labelcolor": "#334155",
+            "legend.frameon": False,
+            "figure.dpi": 100,
+            "savefig.bbox": "tight",
+        }
+    )
     return plt
 
 
@@ -82,13 +96,13 @@ def _legend(fig, axes, models, colors):
     from matplotlib.lines import Line2D
 
     handles = [Line2D([0], [0], color=colors[m], marker="o", lw=2, ms=5, label=m) for m in models]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(models), 5), bbox_to_anchor=(0.5, -0.02),
-               fontsize=10)
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(models), 5), bbox_to_anchor=(0.5, -0.02), fontsize=10)
     fig.tight_layout(rect=(0, 0.07 if len(axes) <= 3 else 0.04, 1, 1))
 
 
-def _eps_figure(plt, ss: list[SettingSummary], models: list[str], clean: dict[str, float], colors: dict[str, str],
-                metric: str) -> Any | None:
+def _eps_figure(
+    plt, ss: list[SettingSummary], models: list[str], clean: dict[str, float], colors: dict[str, str], metric: str
+) -> Any | None:
     """Metric vs eps, one panel per attack × norm (``None`` without attacks)."""
     panels: dict[tuple, list[SettingSummary]] = defaultdict(list)
     for s in ss:
@@ -121,8 +135,9 @@ def _eps_figure(plt, ss: list[SettingSummary], models: list[str], clean: dict[st
     return fig
 
 
-def _severity_figure(plt, ss: list[SettingSummary], models: list[str], clean: dict[str, float],
-                     colors: dict[str, str], metric: str) -> Any | None:
+def _severity_figure(
+    plt, ss: list[SettingSummary], models: list[str], clean: dict[str, float], colors: dict[str, str], metric: str
+) -> Any | None:
     """Metric vs severity, one panel per corruption (``None`` without corruptions)."""
     cpanels: dict[str, list[SettingSummary]] = defaultdict(list)
     for s in ss:
@@ -135,8 +150,14 @@ def _severity_figure(plt, ss: list[SettingSummary], models: list[str], clean: di
         for m in models:
             pts = sorted((s.eps, s.robust) for s in ps if s.model == m)
             if pts:
-                ax.plot([0] + [p[0] for p in pts], [100 * clean[m]] + [100 * p[1] for p in pts], "-o",
-                        color=colors[m], lw=2, ms=4.5)
+                ax.plot(
+                    [0] + [p[0] for p in pts],
+                    [100 * clean[m]] + [100 * p[1] for p in pts],
+                    "-o",
+                    color=colors[m],
+                    lw=2,
+                    ms=4.5,
+                )
         sev = sorted({0.0} | {s.eps for s in ps})
         ax.set_xticks(sev, [f"{v:g}" for v in sev])
         ax.set_title(name.replace("_", " "))
@@ -162,30 +183,55 @@ def curve_figures(summaries: Sequence[SettingSummary], rows: list[dict], colors:
         clean = {m: float(np.nanmean([s.clean for s in ss if s.model == m])) for m in models}
         fig = _eps_figure(plt, ss, models, clean, colors, metric)
         if fig is not None:
-            figs.append({"dataset": dataset, "kind": "eps", "title": f"{metric.capitalize()} vs perturbation budget",
-                         "caption": f"{dataset}: {metric} under attack as the budget ε grows (ε = 0: clean); "
-                                    "bands are 95 % intervals (Wilson; Dice: cluster bootstrap).",
-                         "uri": _svg_uri(fig)})
+            figs.append(
+                {
+                    "dataset": dataset,
+                    "kind": "eps",
+                    "title": f"{metric.capitalize()} vs perturbation budget",
+                    "caption": f"{dataset}: {metric} under attack as the budget ε grows (ε = 0: clean); "
+                    "bands are 95 % intervals (Wilson; Dice: cluster bootstrap).",
+                    "uri": _svg_uri(fig),
+                }
+            )
         fig = _severity_figure(plt, ss, models, clean, colors, metric)
         if fig is not None:
-            figs.append({"dataset": dataset, "kind": "severity", "title": f"{metric.capitalize()} vs corruption severity",
-                         "caption": f"{dataset}: natural corruptions, severity 1-5 (0: clean).", "uri": _svg_uri(fig)})
+            figs.append(
+                {
+                    "dataset": dataset,
+                    "kind": "severity",
+                    "title": f"{metric.capitalize()} vs corruption severity",
+                    "caption": f"{dataset}: natural corruptions, severity 1-5 (0: clean).",
+                    "uri": _svg_uri(fig),
+                }
+            )
         # accuracy vs queries for query-based attacks
         qfig = _query_figure(plt, [r for r in rows if r["dataset"] == dataset], models, colors)
         if qfig is not None:
-            figs.append({"dataset": dataset, "kind": "queries", "title": "Accuracy vs query budget",
-                         "caption": f"{dataset}: robust accuracy if the attack had stopped after q queries "
-                                    "(a sample counts as broken from its first successful query).",
-                         "uri": qfig})
+            figs.append(
+                {
+                    "dataset": dataset,
+                    "kind": "queries",
+                    "title": "Accuracy vs query budget",
+                    "caption": f"{dataset}: robust accuracy if the attack had stopped after q queries "
+                    "(a sample counts as broken from its first successful query).",
+                    "uri": qfig,
+                }
+            )
     return figs
 
 
 def _query_figure(plt, rows: list[dict], models: list[str], colors: dict[str, str]) -> str | None:
     groups: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
-        if r.get("kind") == "adversarial" and r["status"] == "ok" and r.get("max_queries") \
-                and r["task"] == "classification":
-            groups[(r.get("label") or r["attack"], r["norm"], r["eps"], r.get("eps_text") or f"{r['eps']:g}")][r["model"]].append(r)
+        if (
+            r.get("kind") == "adversarial"
+            and r["status"] == "ok"
+            and r.get("max_queries")
+            and r["task"] == "classification"
+        ):
+            groups[(r.get("label") or r["attack"], r["norm"], r["eps"], r.get("eps_text") or f"{r['eps']:g}")][
+                r["model"]
+            ].append(r)
     groups = {k: v for k, v in groups.items() if any((r["queries"] or 0) > 1 for rs in v.values() for r in rs)}
     if not groups:
         return None
@@ -226,15 +272,33 @@ def contrast_figure(heads: dict[tuple[str, str], SettingSummary], colors: dict[s
         w = 0.38
         for i, s in enumerate(ss):
             c = colors[s.model]
-            for dx, v, ci, alpha, hatch in ((-w / 2, s.clean, s.clean_ci, 0.35, None),
-                                            (w / 2, s.robust, s.robust_ci, 1.0, None)):
+            for dx, v, ci, alpha, hatch in (
+                (-w / 2, s.clean, s.clean_ci, 0.35, None),
+                (w / 2, s.robust, s.robust_ci, 1.0, None),
+            ):
                 if _nan(v):
                     continue
                 err = None if _nan(ci[0]) else [[100 * (v - ci[0])], [100 * (ci[1] - v)]]
-                ax.bar(i + dx, 100 * v, w * 0.95, color=c, alpha=alpha, yerr=err, capsize=3,
-                       error_kw={"ecolor": "#334155", "lw": 1}, hatch=hatch)
-                ax.text(i + dx, 100 * v + 2 + (0 if err is None else err[1][0]), f"{100 * v:.1f}", ha="center",
-                        va="bottom", fontsize=9, color="#0f172a")
+                ax.bar(
+                    i + dx,
+                    100 * v,
+                    w * 0.95,
+                    color=c,
+                    alpha=alpha,
+                    yerr=err,
+                    capsize=3,
+                    error_kw={"ecolor": "#334155", "lw": 1},
+                    hatch=hatch,
+                )
+                ax.text(
+                    i + dx,
+                    100 * v + 2 + (0 if err is None else err[1][0]),
+                    f"{100 * v:.1f}",
+                    ha="center",
+                    va="bottom",
+                    fontsize=9,
+                    color="#0f172a",
+                )
         ax.set_xticks(x, [s.model for s in ss])
         ax.set_ylim(0, 115)
         ax.set_yticks([0, 20, 40, 60, 80, 100])
@@ -244,9 +308,14 @@ def contrast_figure(heads: dict[tuple[str, str], SettingSummary], colors: dict[s
         ax.grid(axis="x", visible=False)
     from matplotlib.patches import Patch
 
-    fig.legend(handles=[Patch(color="#64748b", alpha=0.35, label="clean"),
-                        Patch(color="#64748b", label="under the dataset's headline attack")],
-               loc="lower center", ncol=2, bbox_to_anchor=(0.5, -0.02))
+    fig.legend(
+        handles=[
+            Patch(color="#64748b", alpha=0.35, label="clean"),
+            Patch(color="#64748b", label="under the dataset's headline attack"),
+        ],
+        loc="lower center",
+        ncol=2,
+        bbox_to_anchor=(0.5, -0.02),
+    )
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     return _svg_uri(fig)
-

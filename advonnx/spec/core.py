@@ -29,6 +29,8 @@ def layout_spatial_ndim(layout: str) -> int | None:
     """Spatial axes of ``layout``: 1 for signals, 2 for images, 3 for volumes; None for NF."""
     n = sum(c in "DHW" for c in layout)
     return n or None
+
+
 SCORES = ("logits", "probabilities")
 TASKS = ("classification", "segmentation")
 OUTPUT_KINDS = ("softmax", "binary", "multilabel", "dense")
@@ -183,8 +185,6 @@ def canonical_output_perm(output_layout: str, channels_first_input: bool) -> tup
     n, c = output_layout.index("N"), output_layout.index("C")
     positions = [i for i, a in enumerate(output_layout) if a not in "NC"]
     return tuple([n, c, *positions] if channels_first_input or not positions else [n, *positions, c])
-
-
 
 
 def output_perm(spec: ModelSpec) -> tuple[int, ...] | None:

@@ -17,8 +17,13 @@ def parse_output_layout(value: Any, origin: str) -> str:
     """An output layout: letters N (batch), C (classes) and D/H/W/T (positions), each once, e.g.
     ``NC``, ``TNC`` (sequence-first, as recurrent nets emit) or ``NHWC``."""
     text = str(value).strip().upper()
-    if (not text or any(c not in OUTPUT_AXES for c in text) or len(set(text)) != len(text)
-            or "N" not in text or "C" not in text):
+    if (
+        not text
+        or any(c not in OUTPUT_AXES for c in text)
+        or len(set(text)) != len(text)
+        or "N" not in text
+        or "C" not in text
+    ):
         raise ModelError(
             f"output layout {value!r} from {origin}: use the letters N (batch), C (classes) and D, H, W or T "
             "(positions), each once, e.g. NC, TNC or NCHW"
@@ -184,9 +189,7 @@ def normalize_declared(raw: dict[str, Any], origin: str) -> dict[str, Any]:
         if key not in DECLARABLE:
             if origin == "metadata":
                 continue  # other tools' metadata keys are not ours to judge
-            raise ModelError(
-                f"unknown model setting {key!r} in {origin}; known: {', '.join(DECLARABLE)}"
-            )
+            raise ModelError(f"unknown model setting {key!r} in {origin}; known: {', '.join(DECLARABLE)}")
         parse = PARSERS.get(key)
         out[key] = str(value) if parse is None else parse(value, origin)
     return out
@@ -197,7 +200,7 @@ def read_metadata(model_proto) -> dict[str, Any]:
     raw = {}
     for prop in model_proto.metadata_props:
         if prop.key.startswith("advonnx."):
-            raw[prop.key[len("advonnx."):]] = prop.value
+            raw[prop.key[len("advonnx.") :]] = prop.value
     return normalize_declared(raw, "metadata")
 
 

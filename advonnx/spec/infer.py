@@ -12,16 +12,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import ModelError
-from ..passes.graph import (
-    FLOAT_TYPES,
-    INTEGER_TYPES,
-    NUMPY_TYPES,
-    dims,
-    last_op,
-    opset,
-    producer_map,
-    shape_text,
-)
+from ..passes.graph import FLOAT_TYPES, INTEGER_TYPES, NUMPY_TYPES, dims, last_op, opset, producer_map, shape_text
 from .core import RANDOMIZED_EOT, RANDOMIZED_VOTES, ModelSpec, output_perm
 from .declared import normalize_declared, read_metadata, read_sidecar
 from .probe import attacked_tensor, infer_output, probe_output
@@ -142,21 +133,24 @@ def _declared(proto: onnx.ModelProto, path: str, overrides: dict[str, Any]) -> t
     return declared, sources
 
 
-def _extra_inputs(inp: onnx.ValueInfoProto, others: list, path: str,
-                  notes: list[str]) -> list[tuple[str, tuple, str]]:
+def _extra_inputs(inp: onnx.ValueInfoProto, others: list, path: str, notes: list[str]) -> list[tuple[str, tuple, str]]:
     """The inputs held fixed: (name, dims, numpy dtype) each."""
     extra_inputs = []
     for other in others:
         elem_o = other.type.tensor_type.elem_type
         if elem_o not in FLOAT_TYPES and elem_o not in NUMPY_TYPES:
-            raise ModelError(f"{path}: input {other.name!r} has element type {TensorProto.DataType.Name(elem_o)}; "
-                             "advonnx feeds numeric inputs only")
+            raise ModelError(
+                f"{path}: input {other.name!r} has element type {TensorProto.DataType.Name(elem_o)}; "
+                "advonnx feeds numeric inputs only"
+            )
         if not dims(other):
             raise ModelError(f"{path}: input {other.name!r} has no declared rank; re-export with shaped inputs")
         extra_inputs.append((other.name, dims(other), FLOAT_TYPES.get(elem_o) or NUMPY_TYPES[elem_o]))
     if extra_inputs:
-        notes.append(f"attacked input {inp.name!r}; held fixed per sample from the data: "
-                     + ", ".join(f"{n} {shape_text(o)}" for (n, _, _), o in zip(extra_inputs, others)))
+        notes.append(
+            f"attacked input {inp.name!r}; held fixed per sample from the data: "
+            + ", ".join(f"{n} {shape_text(o)}" for (n, _, _), o in zip(extra_inputs, others))
+        )
     return extra_inputs
 
 
@@ -178,13 +172,29 @@ def _integer_input(inp: onnx.ValueInfoProto, path: str, notes: list[str]) -> str
     return integer
 
 
-def _apply_declared(spec: ModelSpec, proto: onnx.ModelProto, declared: dict[str, Any], sources: dict[str, str],
-                    notes: list[str]) -> None:
+def _apply_declared(
+    spec: ModelSpec, proto: onnx.ModelProto, declared: dict[str, Any], sources: dict[str, str], notes: list[str]
+) -> None:
     """Declared fields onto ``spec``; the framework from the producer and the value range from
     the input type when not declared."""
     path, integer = spec.path, spec.input_integer
-    for key in ("scale", "mean", "std", "framework", "exporter", "dataset", "training", "threshold", "votes", "eot",
-                "sampling_rate", "output_layout", "patch_size", "overlap", "blend"):
+    for key in (
+        "scale",
+        "mean",
+        "std",
+        "framework",
+        "exporter",
+        "dataset",
+        "training",
+        "threshold",
+        "votes",
+        "eot",
+        "sampling_rate",
+        "output_layout",
+        "patch_size",
+        "overlap",
+        "blend",
+    ):
         if key in declared:
             setattr(spec, key, declared[key])
     if spec.framework == "unknown" and proto.producer_name:
@@ -198,7 +208,9 @@ def _apply_declared(spec: ModelSpec, proto: onnx.ModelProto, declared: dict[str,
         sources["value_range"] = "input type"
     else:
         sources["value_range"] = "assumed"
-        notes.append("value range not declared: assuming [0, 1]; declare it (sidecar, metadata or --value-range) if wrong")
+        notes.append(
+            "value range not declared: assuming [0, 1]; declare it (sidecar, metadata or --value-range) if wrong"
+        )
     if spec.mean and spec.std and len(spec.mean) != len(spec.std) and min(len(spec.mean), len(spec.std)) > 1:
         raise ModelError(f"{path}: mean has {len(spec.mean)} values but std has {len(spec.std)}")
 
@@ -244,8 +256,11 @@ def _infer_spec(proto: onnx.ModelProto, path: str, overrides: dict[str, Any]) ->
     if len(layout) != len(shape):
         raise ModelError(f"{path}: declared layout {layout} does not fit input shape {shape}")
     out_name = _select_output(g, declared.get("output_name"), path)
-    labels = [o.name for o in g.output if o.name != out_name and o.type.tensor_type.elem_type == TensorProto.INT64
-              and len(dims(o)) <= 1]
+    labels = [
+        o.name
+        for o in g.output
+        if o.name != out_name and o.type.tensor_type.elem_type == TensorProto.INT64 and len(dims(o)) <= 1
+    ]
     spec = ModelSpec(
         path=str(path),
         input_name=inp.name,
@@ -320,11 +335,15 @@ def randomized_ops(graph, output_name: str) -> tuple[str, ...]:
 
 def _framework_from_producer(producer: str) -> str:
     p = producer.lower()
-    for key, name in (("pytorch", "pytorch"), ("torch", "pytorch"), ("tf2onnx", "tensorflow"),
-                      ("keras", "tensorflow"), ("skl2onnx", "scikit-learn"), ("jax", "jax"),
-                      ("onnxmltools", "onnxmltools")):
+    for key, name in (
+        ("pytorch", "pytorch"),
+        ("torch", "pytorch"),
+        ("tf2onnx", "tensorflow"),
+        ("keras", "tensorflow"),
+        ("skl2onnx", "scikit-learn"),
+        ("jax", "jax"),
+        ("onnxmltools", "onnxmltools"),
+    ):
         if key in p:
             return name
     return producer
-
-

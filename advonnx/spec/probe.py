@@ -46,7 +46,9 @@ def probe_output(proto: onnx.ModelProto, spec: ModelSpec, notes: list[str]):
     rng = np.random.default_rng(0)
     if spec.input_integer:
         info = np.iinfo(spec.input_integer)
-        x = rng.integers(max(int(info.min), 0), min(int(info.max), 255), size=shape, endpoint=True).astype(spec.input_integer)
+        x = rng.integers(max(int(info.min), 0), min(int(info.max), 255), size=shape, endpoint=True).astype(
+            spec.input_integer
+        )
     else:
         x = rng.uniform(0.0, 1.0, size=shape).astype(spec.input_dtype)
     bare = copy.deepcopy(proto)
@@ -71,7 +73,9 @@ def probe_output(proto: onnx.ModelProto, spec: ModelSpec, notes: list[str]):
         return values[0], (values[1] if len(values) > 1 else None)
     except Exception as err:
         msg = first_line(err)
-        raise ModelError(f"{spec.path}: onnxruntime cannot run the model on a probe batch of shape {tuple(shape)}: {msg}") from None
+        raise ModelError(
+            f"{spec.path}: onnxruntime cannot run the model on a probe batch of shape {tuple(shape)}: {msg}"
+        ) from None
 
 
 def _probe_extras(spec: ModelSpec, shape: list, rng) -> dict[str, np.ndarray]:
@@ -80,8 +84,9 @@ def _probe_extras(spec: ModelSpec, shape: list, rng) -> dict[str, np.ndarray]:
     that position (a scalogram's time axis), else 8."""
     out = {}
     for name, dims, dtype in spec.extra_inputs:
-        want = [shape[0]] + [d if d is not None else (shape[k] if k < len(shape) else 8) for k, d in
-                             enumerate(dims[1:], start=1)]
+        want = [shape[0]] + [
+            d if d is not None else (shape[k] if k < len(shape) else 8) for k, d in enumerate(dims[1:], start=1)
+        ]
         out[name] = (rng.uniform(0.0, 1.0, size=want) if np.dtype(dtype).kind == "f" else np.zeros(want)).astype(dtype)
     return out
 
@@ -99,7 +104,9 @@ def attacked_tensor(spec: ModelSpec, scores: np.ndarray, before: np.ndarray | No
         return
     z = before.astype(np.float64)
     if z.shape != scores.shape:
-        notes.append(f"the input of the final {op} has shape {z.shape}, not the scores' {scores.shape}: attacks use the scores")
+        notes.append(
+            f"the input of the final {op} has shape {z.shape}, not the scores' {scores.shape}: attacks use the scores"
+        )
         return
     ax = spec.class_axis
     shifted = z - z.max(axis=ax, keepdims=True)
@@ -108,7 +115,9 @@ def attacked_tensor(spec: ModelSpec, scores: np.ndarray, before: np.ndarray | No
     if op == "Sigmoid":  # sigmoid(z); or softmax([0, z]) = [1 − σ(z), σ(z)] for the two-class form
         expect = [1.0 / (1.0 + np.exp(-z))] + (expect if scores.shape[ax] == 2 else [])
     if not any(np.allclose(e, scores.astype(np.float64), rtol=1e-3, atol=1e-5, equal_nan=True) for e in expect):
-        notes.append(f"the final {op} does not act along the class axis {ax}: attacks use its output, not its input {name!r}")
+        notes.append(
+            f"the final {op} does not act along the class axis {ax}: attacks use its output, not its input {name!r}"
+        )
         return
     spec.attacked_output, spec.attacked_op = name, op
     notes.append(f"attacked tensor: {name!r} (input of the final {op}); decisions from {spec.output_name!r}")

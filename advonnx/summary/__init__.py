@@ -13,5 +13,17 @@ from .headline import at_headline, guess_headline, headline_for, headline_key
 from .run import ModelSummary, RunSummary, summarize_run
 from .setting import SettingSummary, percent, setting_label, summarize, summarize_settings
 
-__all__ = ["SettingSummary", "ModelSummary", "RunSummary", "summarize_settings", "summarize_run", "summarize",
-           "headline_for", "headline_key", "at_headline", "guess_headline", "setting_label", "percent"]
+__all__ = [
+    "SettingSummary",
+    "ModelSummary",
+    "RunSummary",
+    "summarize_settings",
+    "summarize_run",
+    "summarize",
+    "headline_for",
+    "headline_key",
+    "at_headline",
+    "guess_headline",
+    "setting_label",
+    "percent",
+]

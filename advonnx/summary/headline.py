@@ -53,8 +53,12 @@ def headline_key(summaries: Sequence[SettingSummary | Mapping[str, Any]], headli
 def is_headline(s: SettingSummary, order: dict[str, float], headline: Headline) -> bool:
     """The leaderboard's bold rows (and ``headline`` in ``show --json``): the headline attack's
     settings at the model's headline robust figure."""
-    return bool(order) and s.model in order and s.robust == order[s.model] \
+    return (
+        bool(order)
+        and s.model in order
+        and s.robust == order[s.model]
         and s.attack == headline_for(headline, s.dataset).get("attack")
+    )
 
 
 def _nan(v: float | None) -> bool:
@@ -68,10 +72,14 @@ def at_headline(settings: Sequence[SettingSummary], headline: Headline) -> dict[
     out: dict[tuple[str, str], SettingSummary] = {}
     for s in settings:
         h = headline_for(headline, s.dataset)
-        if s.model in keys and not s.is_corruption and s.attack == h.get("attack") \
-                and s.norm == h.get("norm") and s.robust == keys[s.model] \
-                or (s.model in keys and _nan(keys[s.model]) and _nan(s.robust)
-                    and s.attack == h.get("attack")):
+        if (
+            s.model in keys
+            and not s.is_corruption
+            and s.attack == h.get("attack")
+            and s.norm == h.get("norm")
+            and s.robust == keys[s.model]
+            or (s.model in keys and _nan(keys[s.model]) and _nan(s.robust) and s.attack == h.get("attack"))
+        ):
             out.setdefault((s.model, s.dataset), s)
     return out
 

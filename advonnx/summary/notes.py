@@ -20,19 +20,25 @@ def masking_notes(summaries: list[dict]) -> list[str]:
     notes = []
     straight = sorted({(s["model"], s["straight_through"]) for s in summaries if s.get("straight_through")})
     for model, ops in straight:
-        notes.append(f"{model}: gradients exact + straight-through: {ops.replace(',', ', ')} "
-                     "(piecewise-constant ops passed as the identity, BPDA)")
+        notes.append(
+            f"{model}: gradients exact + straight-through: {ops.replace(',', ', ')} "
+            "(piecewise-constant ops passed as the identity, BPDA)"
+        )
     for s in summaries:
         if s.get("zero_gradient") and s.get("kind") == "adversarial":
-            notes.append(f"[bold red]zero gradient:[/bold red] {s['model']} · {setting_label(s)}: {s['zero_gradient']} of "
-                         f"{s['n']} samples had an exactly zero input gradient at the first step (masked or flat)")
+            notes.append(
+                f"[bold red]zero gradient:[/bold red] {s['model']} · {setting_label(s)}: {s['zero_gradient']} of "
+                f"{s['n']} samples had an exactly zero input gradient at the first step (masked or flat)"
+            )
     sat: dict[str, int] = {}
     for s in summaries:
         if s.get("saturated"):
             sat[s["model"]] = max(sat.get(s["model"], 0), s["saturated"])
     for model, k in sorted(sat.items()):
-        notes.append(f"[bold red]saturated probabilities:[/bold red] {model}: {k} samples score p = 1 exactly in float32 "
-                     "(attacks see probabilities only: their losses give no gradient there)")
+        notes.append(
+            f"[bold red]saturated probabilities:[/bold red] {model}: {k} samples score p = 1 exactly in float32 "
+            "(attacks see probabilities only: their losses give no gradient there)"
+        )
     return notes
 
 
@@ -42,8 +48,10 @@ def interval_note(summaries: list[dict]) -> str:
 
     methods = [f"accuracies: {PROPORTION_METHOD}"] if any(s["metric"] == "accuracy" for s in summaries) else []
     methods += [f"Dice, mCE: {BOOTSTRAP_METHOD}"]
-    return ("95 % intervals: " + "; ".join(methods) + "; n in G groups (patient/volume: rows' group); they cover "
-            "test-set sampling, not attack strength")
+    return (
+        "95 % intervals: " + "; ".join(methods) + "; n in G groups (patient/volume: rows' group); they cover "
+        "test-set sampling, not attack strength"
+    )
 
 
 def certified_lines(table: pa.Table, curves: list[dict[str, Any]] | None = None) -> list[str]:
@@ -54,12 +62,16 @@ def certified_lines(table: pa.Table, curves: list[dict[str, Any]] | None = None)
     for c in certified_curves(table) if curves is None else curves:
         curve = " · ".join(f"{percent(a)} at {r:g}" for r, a in c["curve"])
         what = "certified pixel accuracy, abstained pixels wrong" if c.get("task") == "segmentation" else "L2"
-        lines.append(f"certified (randomized smoothing, σ={c['sigma']:g}, {what}, lower bound): {c['model']} on "
-                     f"{c['dataset']}: {curve} (n={c['n']})")
+        lines.append(
+            f"certified (randomized smoothing, σ={c['sigma']:g}, {what}, lower bound): {c['model']} on "
+            f"{c['dataset']}: {curve} (n={c['n']})"
+        )
         for eps, low, high, label in c["sandwich"]:
-            lines.append(f"  {c['model']} L2 eps={eps:g}: the smoothed classifier is certified on {percent(low)} (a lower "
-                         f"bound for it); the base model under {label} keeps ≤ {percent(high)} (an upper bound for the "
-                         "base model; attacking the smoothed one needs EOT over the noise)")
+            lines.append(
+                f"  {c['model']} L2 eps={eps:g}: the smoothed classifier is certified on {percent(low)} (a lower "
+                f"bound for it); the base model under {label} keeps ≤ {percent(high)} (an upper bound for the "
+                "base model; attacking the smoothed one needs EOT over the noise)"
+            )
     return lines
 
 
@@ -67,24 +79,38 @@ def _meaning_notes(summaries: list[dict], headline: dict[str, Any]) -> list[str]
     """What the figures mean: references, upper bounds, ASR, multi-label, worst case, headline."""
     notes = []
     if any(s["label_source"] == "clean_prediction" for s in summaries):
-        notes.append("no labels given for some data: the model's clean predictions are the reference, so clean accuracy is 100 % by construction")
+        notes.append(
+            "no labels given for some data: the model's clean predictions are the reference, so clean accuracy is 100 % by construction"
+        )
     if any(s.get("kind") != "corruption" and s["metric"] == "accuracy" for s in summaries):
-        notes.append("≤: robust accuracy under attack is an upper bound (robust = correct clean and under the "
-                     "attack; NaN/Inf outputs count as broken); a stronger attack can only lower it")
-    notes.append("ASR = share of the samples classified correctly before the attack that it broke; "
-                 "median ‖δ‖ over broken samples (L2 for corruptions)")
+        notes.append(
+            "≤: robust accuracy under attack is an upper bound (robust = correct clean and under the "
+            "attack; NaN/Inf outputs count as broken); a stronger attack can only lower it"
+        )
+    notes.append(
+        "ASR = share of the samples classified correctly before the attack that it broke; "
+        "median ‖δ‖ over broken samples (L2 for corruptions)"
+    )
     if any(s.get("per_finding") for s in summaries):
-        notes.append("multi-label: correct = every finding decided as the reference (exact match), an untargeted attack "
-                     "succeeds when any finding flips; per finding: robust % of each finding alone (findings by output index)")
+        notes.append(
+            "multi-label: correct = every finding decided as the reference (exact match), an untargeted attack "
+            "succeeds when any finding flips; per finding: robust % of each finding alone (findings by output index)"
+        )
     if any(s.get("carried") for s in summaries):
-        notes.append("worst case: each attack skipped the samples earlier attacks broke at or below its eps and counts "
-                     "them as broken, so its robust % is the worst case up to it; ‖δ‖ and queries describe the samples "
-                     "it attacked")
+        notes.append(
+            "worst case: each attack skipped the samples earlier attacks broke at or below its eps and counts "
+            "them as broken, so its robust % is the worst case up to it; ‖δ‖ and queries describe the samples "
+            "it attacked"
+        )
     if headline:
-        notes.append(f"sorted by robust {' / '.join(sorted({s['metric'] for s in summaries}))} at the headline setting: "
-                     f"{headline.get('attack', '?')} {headline.get('norm', '')} eps={headline.get('eps', '?')} (bold)"
-                     + "".join(f"; on {d}: {h.get('attack', '?')} {h.get('norm', '')} eps={h.get('eps', '?')}"
-                               for d, h in (headline.get("datasets") or {}).items()))
+        notes.append(
+            f"sorted by robust {' / '.join(sorted({s['metric'] for s in summaries}))} at the headline setting: "
+            f"{headline.get('attack', '?')} {headline.get('norm', '')} eps={headline.get('eps', '?')} (bold)"
+            + "".join(
+                f"; on {d}: {h.get('attack', '?')} {h.get('norm', '')} eps={h.get('eps', '?')}"
+                for d, h in (headline.get("datasets") or {}).items()
+            )
+        )
     return notes
 
 
@@ -94,11 +120,15 @@ def _contrast_notes(contrasts) -> list[str]:
     notes = []
     for c in contrasts:
         if c["equivalent_clean"] and c["different_robust"]:
-            notes.append(f"[bold magenta]equal clean, different robust:[/bold magenta] {c['hi']['model']} vs "
-                         f"{c['lo']['model']} at {setting_label(c['lo'])}: {contrast_text(c)}")
+            notes.append(
+                f"[bold magenta]equal clean, different robust:[/bold magenta] {c['hi']['model']} vs "
+                f"{c['lo']['model']} at {setting_label(c['lo'])}: {contrast_text(c)}"
+            )
         elif c["different_robust"]:
-            notes.append(f"different robust: {c['hi']['model']} vs {c['lo']['model']} at {setting_label(c['lo'])}: "
-                         f"{unproven_text(c)}")
+            notes.append(
+                f"different robust: {c['hi']['model']} vs {c['lo']['model']} at {setting_label(c['lo'])}: "
+                f"{unproven_text(c)}"
+            )
     return notes
 
 
@@ -106,11 +136,14 @@ def _corruption_note(run: RunSummary) -> list[str]:
     if not run.corruptions:
         return []
     refs = sorted({r["reference"] for r in run.corruptions})
-    rhos = "; ".join(f"{d}: {'–' if math.isnan(r) else f'{r:+.2f}'} over {n} models"
-                     for d, (r, n) in run.corruption_spearman.items())
-    return [f"mCE and rBE (relative balanced error) are normalized to {', '.join(refs)} (= 1.00 per dataset); "
-            f"Adv. robust = robust % at the headline setting; Spearman ρ between it and mean corruption "
-            f"robustness, per dataset: {rhos}"]
+    rhos = "; ".join(
+        f"{d}: {'–' if math.isnan(r) else f'{r:+.2f}'} over {n} models" for d, (r, n) in run.corruption_spearman.items()
+    )
+    return [
+        f"mCE and rBE (relative balanced error) are normalized to {', '.join(refs)} (= 1.00 per dataset); "
+        f"Adv. robust = robust % at the headline setting; Spearman ρ between it and mean corruption "
+        f"robustness, per dataset: {rhos}"
+    ]
 
 
 def run_notes(run: RunSummary, table: pa.Table, summaries: list[dict[str, Any]]) -> list[str]:

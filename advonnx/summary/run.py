@@ -95,12 +95,27 @@ class RunSummary:
 
 
 def _ranked(settings: Sequence[SettingSummary], order: dict[str, float]) -> list[SettingSummary]:
-    return sorted(settings, key=lambda s: (s.dataset, -(order.get(s.model, -1.0)), s.model, s.is_corruption,
-                                           s.attack, s.norm, s.eps, s.label))
+    return sorted(
+        settings,
+        key=lambda s: (
+            s.dataset,
+            -(order.get(s.model, -1.0)),
+            s.model,
+            s.is_corruption,
+            s.attack,
+            s.norm,
+            s.eps,
+            s.label,
+        ),
+    )
 
 
-def _models(settings: Sequence[SettingSummary], ranked: Sequence[SettingSummary], order: dict[str, float],
-            heads: dict[tuple[str, str], SettingSummary]) -> tuple[ModelSummary, ...]:
+def _models(
+    settings: Sequence[SettingSummary],
+    ranked: Sequence[SettingSummary],
+    order: dict[str, float],
+    heads: dict[tuple[str, str], SettingSummary],
+) -> tuple[ModelSummary, ...]:
     groups: dict[tuple[str, str], list[SettingSummary]] = {}
     for s in ranked:
         groups.setdefault((s.model, s.dataset), []).append(s)
@@ -109,15 +124,23 @@ def _models(settings: Sequence[SettingSummary], ranked: Sequence[SettingSummary]
         mine = [s for s in settings if (s.model, s.dataset) == (model, dataset)]  # first-appearance order
         adv = [s for s in mine if not s.is_corruption and not _nan(s.robust)]
         cor = [s for s in mine if s.is_corruption and not _nan(s.robust)]
-        out.append(ModelSummary(
-            rank=rank, model=model, dataset=dataset, settings=tuple(ss),
-            reference=next((s for s in ss if not _nan(s.clean)), ss[0]),
-            headline=heads.get((model, dataset)), headline_robust=order.get(model),
-            worst_attack=min(adv, key=lambda s: s.robust) if adv else None,
-            worst_corruption=min(cor, key=lambda s: s.robust) if cor else None,
-            gradients=tuple(sorted({s.gradient for s in mine if s.gradient and s.gradient != "none"}) or ["none"]),
-            invalid=sum(s.invalid for s in mine), errored=sum(s.errored for s in mine),
-            skipped=max(s.skipped for s in mine)))
+        out.append(
+            ModelSummary(
+                rank=rank,
+                model=model,
+                dataset=dataset,
+                settings=tuple(ss),
+                reference=next((s for s in ss if not _nan(s.clean)), ss[0]),
+                headline=heads.get((model, dataset)),
+                headline_robust=order.get(model),
+                worst_attack=min(adv, key=lambda s: s.robust) if adv else None,
+                worst_corruption=min(cor, key=lambda s: s.robust) if cor else None,
+                gradients=tuple(sorted({s.gradient for s in mine if s.gradient and s.gradient != "none"}) or ["none"]),
+                invalid=sum(s.invalid for s in mine),
+                errored=sum(s.errored for s in mine),
+                skipped=max(s.skipped for s in mine),
+            )
+        )
     return tuple(out)
 
 
@@ -135,8 +158,13 @@ def _masking(table: pa.Table, folders: Sequence[Path] | None) -> dict[str, Any]:
         return {"models": [m for r in stored if r for m in r.get("models", [])]}
 
 
-def summarize_run(table: pa.Table, headline: Headline | None = None, *, folders: Sequence[Path] | None = None,
-                  settings: Sequence[SettingSummary] | None = None) -> RunSummary:
+def summarize_run(
+    table: pa.Table,
+    headline: Headline | None = None,
+    *,
+    folders: Sequence[Path] | None = None,
+    settings: Sequence[SettingSummary] | None = None,
+) -> RunSummary:
     """The :class:`RunSummary` of a result table at ``headline`` (the run's, or ``{}``: no ranking).
     ``folders``: the run folders the table came from (the report's fallback for the masking
     verdicts); ``settings``: the table's :func:`summarize_settings`, if already computed."""
@@ -153,14 +181,19 @@ def summarize_run(table: pa.Table, headline: Headline | None = None, *, folders:
     # corruption figures summed in the rows' order (``show --json`` has always), listed by dataset name
     cs = corruption_summary([s.as_dict() for s in settings], headline) if settings else {"rows": [], "spearman": {}}
     run = RunSummary(
-        headline=headline, settings=tuple(settings), ranked=tuple(ranked), headline_robust=order,
+        headline=headline,
+        settings=tuple(settings),
+        ranked=tuple(ranked),
+        headline_robust=order,
         models=_models(settings, ranked, order, at_headline(settings, headline)),
         contrasts=tuple(contrast_tests(table, legacy, headline, all_pairs=True) if headline and settings else ()),
         masking=_masking(table, folders) if settings else {"models": []},
         worst_case=tuple(r for r in worst_case(table.to_pylist()) if len(r["attacks"]) >= 2) if settings else (),
         cascades=tuple(cascade_stages(table)) if settings else (),
         corruptions=tuple(sorted(corruption_intervals(table, cs["rows"]), key=lambda r: r["dataset"]))
-        if cs["rows"] else (),
+        if cs["rows"]
+        else (),
         corruption_spearman=dict(sorted(cs["spearman"].items())),
-        certified=tuple(certified_curves(table, legacy)) if settings else ())
+        certified=tuple(certified_curves(table, legacy)) if settings else (),
+    )
     return dataclasses.replace(run, notes=tuple(run_notes(run, table, legacy))) if settings else run

@@ -100,8 +100,14 @@ class SettingSummary:
     @classmethod
     def from_dict(cls, s: dict[str, Any]) -> SettingSummary:
         """From a summary dict (:meth:`as_dict`'s keys)."""
-        return cls(**{**s, "curve": tuple(tuple(p) for p in s["curve"]), "per_finding": tuple(s["per_finding"]),
-                      "hamming_adv": s.get("hamming_adv")})
+        return cls(
+            **{
+                **s,
+                "curve": tuple(tuple(p) for p in s["curve"]),
+                "per_finding": tuple(s["per_finding"]),
+                "hamming_adv": s.get("hamming_adv"),
+            }
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """The summary as the plain dict ``leaderboard.summarize`` has always returned (lists, and
@@ -124,16 +130,23 @@ def _carried(r: dict[str, Any]) -> bool:
     model gets wrong unattacked)."""
     from ..target_map import not_attacked  # a target map's unattacked classes are not broken
 
-    return (r.get("status") == "skipped" and r.get("kind") == "adversarial" and r.get("task") == "classification"
-            and not not_attacked(r))
+    return (
+        r.get("status") == "skipped"
+        and r.get("kind") == "adversarial"
+        and r.get("task") == "classification"
+        and not not_attacked(r)
+    )
 
 
 def per_finding(rows: list[dict[str, Any]]) -> list[float]:
     """Multi-label rows: robust accuracy per finding k, counted like AutoAttack (finding k decided
     as the reference both clean and under attack; invalid rows broken), over the rows attacked
     here (ok and invalid); [] for other models."""
-    rows = [r for r in rows if r.get("label_vector") is not None and r.get("adv_vector") is not None
-            and r["status"] in ("ok", "invalid")]
+    rows = [
+        r
+        for r in rows
+        if r.get("label_vector") is not None and r.get("adv_vector") is not None and r["status"] in ("ok", "invalid")
+    ]
     if not rows:
         return []
     ref = np.array([r["label_vector"] for r in rows])
@@ -161,9 +174,11 @@ def _masking_counts(rs: list[dict]) -> dict[str, Any]:
     """Self-inflicted masking facts of one setting: straight-through ops of its exact gradients,
     samples whose first gradient was exactly 0, samples with saturated float32 probabilities."""
     ok = [r for r in rs if r["status"] == "ok"]
-    return {"straight_through": next((r["straight_through"] for r in ok if r.get("straight_through")), ""),
-            "zero_gradient": sum(bool(r.get("zero_gradient")) for r in ok),
-            "saturated": sum(bool(r.get("saturated")) for r in ok)}
+    return {
+        "straight_through": next((r["straight_through"] for r in ok if r.get("straight_through")), ""),
+        "zero_gradient": sum(bool(r.get("zero_gradient")) for r in ok),
+        "saturated": sum(bool(r.get("saturated")) for r in ok),
+    }
 
 
 def query_curve(rows: list[dict], budget: float | None = None, fractions=QUERY_FRACTIONS) -> list[tuple[float, float]]:
@@ -194,8 +209,9 @@ def _grouped(rows: list[dict[str, Any]]) -> tuple[dict[tuple, list[dict]], dict[
             continue
         if r.get("uap_split") == "fit":  # a universal perturbation counts on its held-out samples only
             continue
-        groups[(r["model"], r["dataset"], r["attack"], r["norm"], r["eps"], r.get("eps_text") or "",
-                setting_key(r))].append(r)
+        groups[
+            (r["model"], r["dataset"], r["attack"], r["norm"], r["eps"], r.get("eps_text") or "", setting_key(r))
+        ].append(r)
     skipped: dict[tuple[str, str], int] = defaultdict(int)
     for r in rows:
         if r.get("kind") == "skipped":
@@ -212,11 +228,20 @@ def _setting(key: tuple, rs: list[dict], label: str, skipped: int) -> SettingSum
     first = rs[0]
     seg = first["task"] == "segmentation"
     s: dict[str, Any] = {
-        "model": model, "dataset": dataset, "attack": attack, "norm": norm, "eps": eps,
-        "label": label, "settings": first.get("settings"), "targeted": skey[2],
-        "eps_text": eps_text or f"{eps:g}", "framework": first["framework"], "task": first["task"],
+        "model": model,
+        "dataset": dataset,
+        "attack": attack,
+        "norm": norm,
+        "eps": eps,
+        "label": label,
+        "settings": first.get("settings"),
+        "targeted": skey[2],
+        "eps_text": eps_text or f"{eps:g}",
+        "framework": first["framework"],
+        "task": first["task"],
         "gradient": next((r["gradient"] for r in ok if r["gradient"]), first["gradient"] or ""),
-        "label_source": first["label_source"], "carried": len(carried),
+        "label_source": first["label_source"],
+        "carried": len(carried),
         "n": len(ok) + (0 if seg else len(carried) + len(invalid)),
         "kind": first.get("kind") or "adversarial",
         "invalid": len(invalid),
@@ -264,8 +289,9 @@ def _setting(key: tuple, rs: list[dict], label: str, skipped: int) -> SettingSum
     return SettingSummary.from_dict(s)
 
 
-def summarize_settings(table: pa.Table | Iterable[dict[str, Any]], *, labels: dict | None = None
-                       ) -> list[SettingSummary]:
+def summarize_settings(
+    table: pa.Table | Iterable[dict[str, Any]], *, labels: dict | None = None
+) -> list[SettingSummary]:
     """One :class:`SettingSummary` per (model, dataset, attack setting, norm, eps), in the order
     the settings first appear in the rows: settings that differ (``settings`` column) or
     targeting are separate summaries, named by ``label`` (``results.attack_labels``; pass

@@ -62,7 +62,9 @@ def corruption_summary(summaries: list[dict], headline: dict[str, Any], referenc
     corr = [s for s in summaries if s.get("kind") == "corruption"]
     if not corr:
         return {"rows": [], "spearman": {}}
-    by: dict[str, dict[str, dict[tuple, dict]]] = defaultdict(lambda: defaultdict(dict))  # (dataset) -> model -> (corruption, sev) -> s
+    by: dict[str, dict[str, dict[tuple, dict]]] = defaultdict(
+        lambda: defaultdict(dict)
+    )  # (dataset) -> model -> (corruption, sev) -> s
     for s in corr:
         by[s["dataset"]][s["model"]][(s["attack"], s["eps"])] = s
     adv = headline_key(summaries, headline)
@@ -81,17 +83,26 @@ def corruption_summary(summaries: list[dict], headline: dict[str, Any], referenc
                     ce.append(sum(mine) / sum(theirs))
                 if len(theirs_b) == len(mine_b) and sum(theirs_b) > 0:
                     be.append(sum(mine_b) / sum(theirs_b))
-            rows.append({
-                "model": model, "dataset": dataset, "reference": ref,
-                "mean_corruption": float(np.mean([v["robust"] for v in cells.values()])),
-                "mean_balanced_error": float(np.mean([1 - v["balanced_robust"] for v in cells.values()])),
-                "mce": float(np.mean(ce)) if ce else math.nan, "rbe": float(np.mean(be)) if be else math.nan,
-                "adversarial": adv.get(model, math.nan), "metric": next(iter(cells.values()))["metric"],
-            })
+            rows.append(
+                {
+                    "model": model,
+                    "dataset": dataset,
+                    "reference": ref,
+                    "mean_corruption": float(np.mean([v["robust"] for v in cells.values()])),
+                    "mean_balanced_error": float(np.mean([1 - v["balanced_robust"] for v in cells.values()])),
+                    "mce": float(np.mean(ce)) if ce else math.nan,
+                    "rbe": float(np.mean(be)) if be else math.nan,
+                    "adversarial": adv.get(model, math.nan),
+                    "metric": next(iter(cells.values()))["metric"],
+                }
+            )
     per_dataset = {}
     for dataset in by:
-        paired = [(r["adversarial"], r["mean_corruption"]) for r in rows
-                  if r["dataset"] == dataset and not math.isnan(r["adversarial"])]
+        paired = [
+            (r["adversarial"], r["mean_corruption"])
+            for r in rows
+            if r["dataset"] == dataset and not math.isnan(r["adversarial"])
+        ]
         per_dataset[dataset] = (spearman([p[0] for p in paired], [p[1] for p in paired]), len(paired))
     return {"rows": rows, "spearman": per_dataset}
 
@@ -111,8 +122,11 @@ def certified_curves(table: pa.Table, summaries: list[dict[str, Any]] | None = N
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         groups[(r["model"], r["dataset"], r["eps"])].append(r)
-    attacks = [s for s in (summarize(table) if summaries is None else summaries) if s.get("kind") == "adversarial" and s["norm"] == "l2"
-               and s["metric"] == "accuracy"]
+    attacks = [
+        s
+        for s in (summarize(table) if summaries is None else summaries)
+        if s.get("kind") == "adversarial" and s["norm"] == "l2" and s["metric"] == "accuracy"
+    ]
     for (model, dataset, sigma), rs in sorted(groups.items()):
         radius = np.array([r["certified_radius"] or 0.0 for r in rs])
         if rs and rs[0].get("task") == "segmentation":  # SEGCERTIFY: certified pixel accuracy (abstain = wrong)
@@ -123,10 +137,22 @@ def certified_curves(table: pa.Table, summaries: list[dict[str, Any]] | None = N
         def at(rad: float) -> float:
             return float(np.mean(correct * (radius > rad))) if len(rs) else math.nan
 
-        sandwich = [(s["eps"], at(s["eps"]), s["robust"], setting_label(s)) for s in attacks
-                    if s["model"] == model and s["dataset"] == dataset]
-        out.append({"model": model, "dataset": dataset, "sigma": sigma, "n": len(rs), "task": rs[0].get("task"),
-                    "curve": [(r, at(r)) for r in CERTIFIED_RADII], "sandwich": sorted(sandwich)})
+        sandwich = [
+            (s["eps"], at(s["eps"]), s["robust"], setting_label(s))
+            for s in attacks
+            if s["model"] == model and s["dataset"] == dataset
+        ]
+        out.append(
+            {
+                "model": model,
+                "dataset": dataset,
+                "sigma": sigma,
+                "n": len(rs),
+                "task": rs[0].get("task"),
+                "curve": [(r, at(r)) for r in CERTIFIED_RADII],
+                "sandwich": sorted(sandwich),
+            }
+        )
     return out
 
 
@@ -159,9 +185,19 @@ def cascade_stages(table: pa.Table) -> list[dict[str, Any]]:
             hit = sum(r["broken_by"] == label for r in rs)
             robust -= hit
             stages.append((label, robust / n, 100.0 * hit / n))
-        out.append({"model": model, "dataset": dataset, "attack": attack, "norm": norm, "eps": eps,
-                    "eps_text": eps_text or f"{eps:g}", "n": n,
-                    "clean": sum(bool(r["clean_correct"]) for r in rs) / n, "stages": stages})
+        out.append(
+            {
+                "model": model,
+                "dataset": dataset,
+                "attack": attack,
+                "norm": norm,
+                "eps": eps,
+                "eps_text": eps_text or f"{eps:g}",
+                "n": n,
+                "clean": sum(bool(r["clean_correct"]) for r in rs) / n,
+                "stages": stages,
+            }
+        )
     return sorted(out, key=lambda c: (c["dataset"], c["model"], c["attack"], c["norm"], c["eps"]))
 
 
@@ -176,8 +212,11 @@ def minimal_norm_curves(table: pa.Table, summaries: list[dict]) -> list[str]:
     from ..results import attack_labels, setting_key
     from ..worst_case import robustness_curve
 
-    rows = [r for r in table.to_pylist() if r.get("kind") == "adversarial" and r.get("status") == "ok"
-            and r.get("task") == "classification"]
+    rows = [
+        r
+        for r in table.to_pylist()
+        if r.get("kind") == "adversarial" and r.get("status") == "ok" and r.get("task") == "classification"
+    ]
     labels = attack_labels(rows)
     minimal = defaultdict(list)
     budgets = defaultdict(set)
@@ -198,7 +237,9 @@ def minimal_norm_curves(table: pa.Table, summaries: list[dict]) -> list[str]:
             continue
         acc = robustness_curve(norms, [bool(r["clean_correct"]) for r in rs], grid)
         points = ", ".join(f"{e:.3g}→{100 * a:.1f}%" for e, a in zip(grid, acc))
-        lines.append(f"robustness curve of {model} from {attack} minimal {norm} norms (accuracy at ‖δ‖ ≤ eps): {points}")
+        lines.append(
+            f"robustness curve of {model} from {attack} minimal {norm} norms (accuracy at ‖δ‖ ≤ eps): {points}"
+        )
     return lines
 
 
@@ -215,12 +256,19 @@ def compare_rows(a: pa.Table, b: pa.Table) -> list[dict[str, Any]]:
     for k in sorted(set(sa) | set(sb), key=str):
         x, y = sa.get(k), sb.get(k)
         first = x or y or {}  # k is in one of them
-        row = {"model": k[0], "dataset": k[1], "attack": first["attack"], "label": k[2], "norm": k[3], "eps": k[4],
-               "setting": setting_label(first), "metric": first["metric"]}
+        row = {
+            "model": k[0],
+            "dataset": k[1],
+            "attack": first["attack"],
+            "label": k[2],
+            "norm": k[3],
+            "eps": k[4],
+            "setting": setting_label(first),
+            "metric": first["metric"],
+        }
         for f in ("clean", "robust"):
             row[f"{f}_a"] = x[f] if x else math.nan
             row[f"{f}_b"] = y[f] if y else math.nan
             row[f"delta_{f}"] = (y[f] - x[f]) if x and y else math.nan
         out.append(row)
     return out
-

@@ -41,8 +41,14 @@ class Pad(OpRun):
             index[a] = slice(max(-b, 0), data.shape[a] - max(-e, 0))
             width[a] = (max(b, 0), max(e, 0))
         value = 0 if constant_value is None else constant_value
-        return (np.pad(data[tuple(index)], width, mode=mode or "constant",
-                       **({"constant_values": value} if (mode or "constant") == "constant" else {})),)
+        return (
+            np.pad(
+                data[tuple(index)],
+                width,
+                mode=mode or "constant",
+                **({"constant_values": value} if (mode or "constant") == "constant" else {}),
+            ),
+        )
 
 
 class Gelu(OpRun):
@@ -70,8 +76,9 @@ class ConvTranspose(_StockConvTranspose):
         xs = np.split(X, group, axis=1)
         ws = np.split(W, group, axis=0)
         bs = np.split(B, group) if B is not None else [None] * group
-        outs = [super(ConvTranspose, self)._run(x, w_, b_, group=1, **kw)[0]
-                for x, w_, b_ in zip(xs, ws, bs, strict=True)]
+        outs = [
+            super(ConvTranspose, self)._run(x, w_, b_, group=1, **kw)[0] for x, w_, b_ in zip(xs, ws, bs, strict=True)
+        ]
         return (np.concatenate(outs, axis=1),)
 
 
@@ -81,17 +88,39 @@ class MaxPool(_StockMaxPool):
 
     op_domain = ""
 
-    def _run(self, x, auto_pad=None, ceil_mode=None, dilations=None, kernel_shape=None,
-             pads=None, storage_order=None, strides=None):
+    def _run(
+        self,
+        x,
+        auto_pad=None,
+        ceil_mode=None,
+        dilations=None,
+        kernel_shape=None,
+        pads=None,
+        storage_order=None,
+        strides=None,
+    ):
         if len(self.output) == 1:
-            return super()._run(x, auto_pad=auto_pad, ceil_mode=ceil_mode, dilations=dilations,
-                                kernel_shape=kernel_shape, pads=pads,
-                                storage_order=storage_order, strides=strides)
+            return super()._run(
+                x,
+                auto_pad=auto_pad,
+                ceil_mode=ceil_mode,
+                dilations=dilations,
+                kernel_shape=kernel_shape,
+                pads=pads,
+                storage_order=storage_order,
+                strides=strides,
+            )
         nd = len(kernel_shape)
-        return self._max_pool(x, auto_pad=auto_pad, ceil_mode=ceil_mode,
-                              dilations=dilations or [1] * nd, kernel_shape=kernel_shape,
-                              pads=pads or [0] * (2 * nd), storage_order=storage_order or 0,
-                              strides=strides or [1] * nd)
+        return self._max_pool(
+            x,
+            auto_pad=auto_pad,
+            ceil_mode=ceil_mode,
+            dilations=dilations or [1] * nd,
+            kernel_shape=kernel_shape,
+            pads=pads or [0] * (2 * nd),
+            storage_order=storage_order or 0,
+            strides=strides or [1] * nd,
+        )
 
 
 class GroupNormalization(OpRun):
@@ -131,8 +160,13 @@ def tiny_model(nodes, inits: dict, x_shape, dtype, opset: int = 17) -> onnx.Mode
         if value.dtype == np.float64:  # float32 arrays (Resize scales) stay float32
             value = value.astype(dtype)
         tensors.append(numpy_helper.from_array(value, name))
-    graph = helper.make_graph(nodes, "case", [helper.make_tensor_value_info("x", elem, x_shape)],
-                              [helper.make_tensor_value_info("y", elem, None)], initializer=tensors)
+    graph = helper.make_graph(
+        nodes,
+        "case",
+        [helper.make_tensor_value_info("x", elem, x_shape)],
+        [helper.make_tensor_value_info("y", elem, None)],
+        initializer=tensors,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 9
     return model
@@ -169,8 +203,9 @@ def ort_session(model: onnx.ModelProto, threads: int = 2) -> ort.InferenceSessio
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
-def check_vjp(build, x: np.ndarray, *, seed: int = 0, tol64: float = 1e-6,
-              tol32: float = 1e-4, expected_from=None) -> tuple[float, float]:
+def check_vjp(
+    build, x: np.ndarray, *, seed: int = 0, tol64: float = 1e-6, tol32: float = 1e-4, expected_from=None
+) -> tuple[float, float]:
     """Compare the VJP graph with float64 finite differences (reference evaluator) and the
     float32 VJP graph run by onnxruntime with the same reference. ``build(dtype)`` -> model;
     ``expected_from(dtype)`` -> the model whose finite differences are expected (default
@@ -189,8 +224,9 @@ def check_vjp(build, x: np.ndarray, *, seed: int = 0, tol64: float = 1e-6,
     e64 = rel_err(got64, expected)
 
     g32 = gradient_model(build(np.float32), loss="cotangent")
-    got32 = ort_session(g32).run([GRAD_OUTPUT_GRAD], {
-        "x": x.astype(np.float32), GRAD_INPUT_COTANGENT: cot.astype(np.float32)})[0]
+    got32 = ort_session(g32).run(
+        [GRAD_OUTPUT_GRAD], {"x": x.astype(np.float32), GRAD_INPUT_COTANGENT: cot.astype(np.float32)}
+    )[0]
     e32 = rel_err(got32, expected)
     assert e64 <= tol64, f"float64 VJP vs finite differences: {e64:.2e}"
     assert e32 <= tol32, f"float32 onnxruntime VJP vs finite differences: {e32:.2e}"

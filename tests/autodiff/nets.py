@@ -37,8 +37,7 @@ class BasicBlock(nn.Module):
         self.b2 = nn.BatchNorm2d(cout)
         self.down = None
         if stride != 1 or cin != cout:
-            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                      nn.BatchNorm2d(cout))
+            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
 
     def forward(self, x):
         h = F.relu(self.b1(self.c1(x)))
@@ -51,10 +50,8 @@ class ResNetish(nn.Module):
 
     def __init__(self, classes: int = 10):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16),
-                                  nn.ReLU())
-        self.blocks = nn.Sequential(BasicBlock(16, 16, 1), BasicBlock(16, 32, 2),
-                                    BasicBlock(32, 64, 2))
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.blocks = nn.Sequential(BasicBlock(16, 16, 1), BasicBlock(16, 32, 2), BasicBlock(32, 64, 2))
         self.fc = nn.Linear(64, classes)
 
     def forward(self, x):
@@ -67,10 +64,15 @@ class InvertedResidual(nn.Module):
         super().__init__()
         mid = cin * expand
         self.body = nn.Sequential(
-            nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU6(),
-            nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False), nn.BatchNorm2d(mid),
+            nn.Conv2d(cin, mid, 1, bias=False),
+            nn.BatchNorm2d(mid),
+            nn.ReLU6(),
+            nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False),
+            nn.BatchNorm2d(mid),
             nn.Hardswish(),
-            nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout))
+            nn.Conv2d(mid, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        )
         self.residual = stride == 1 and cin == cout
 
     def forward(self, x):
@@ -83,10 +85,13 @@ class MobileNetish(nn.Module):
 
     def __init__(self, classes: int = 10):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16),
-                                  nn.ReLU6())
-        self.blocks = nn.Sequential(InvertedResidual(16, 16, 1), InvertedResidual(16, 24, 2),
-                                    InvertedResidual(24, 24, 1), InvertedResidual(24, 32, 2))
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU6())
+        self.blocks = nn.Sequential(
+            InvertedResidual(16, 16, 1),
+            InvertedResidual(16, 24, 2),
+            InvertedResidual(24, 24, 1),
+            InvertedResidual(24, 32, 2),
+        )
         self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(32, classes))
 
     def forward(self, x):
@@ -95,8 +100,13 @@ class MobileNetish(nn.Module):
 
 
 def _double_conv(cin, cout):
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.InstanceNorm2d(cout, affine=True),
-                         nn.LeakyReLU(0.1), nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU())
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1),
+        nn.InstanceNorm2d(cout, affine=True),
+        nn.LeakyReLU(0.1),
+        nn.Conv2d(cout, cout, 3, padding=1),
+        nn.ReLU(),
+    )
 
 
 class UNetish(nn.Module):
@@ -240,25 +250,40 @@ def make_net(name: str, seed: int = 0) -> nn.Module:
     return net.eval()
 
 
-def export(net: nn.Module, *, dynamo: bool, batch: int = 2,
-           dynamic_spatial: bool = False) -> onnx.ModelProto:
+def export(net: nn.Module, *, dynamo: bool, batch: int = 2, dynamic_spatial: bool = False) -> onnx.ModelProto:
     """``net`` exported with the TorchScript (dynamo=False) or torch.export (dynamo=True)
     exporter, with a dynamic batch dimension (and dynamic height and width if asked)."""
     x = torch.randn(batch, *net.input_shape)
     if dynamic_spatial:
         axes = {0: "batch", 2: "height", 3: "width"}
-        dims = {0: torch.export.Dim("batch"), 2: 8 * torch.export.Dim("h8", max=64),
-                3: 8 * torch.export.Dim("w8", max=64)}
+        dims = {
+            0: torch.export.Dim("batch"),
+            2: 8 * torch.export.Dim("h8", max=64),
+            3: 8 * torch.export.Dim("w8", max=64),
+        }
     else:
         axes, dims = {0: "batch"}, {0: torch.export.Dim("batch")}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if dynamo:
-            prog = torch.onnx.export(net, (x,), dynamo=True, verbose=False,
-                                     input_names=["input"], output_names=["scores"],
-                                     dynamic_shapes=(dims,))
+            prog = torch.onnx.export(
+                net,
+                (x,),
+                dynamo=True,
+                verbose=False,
+                input_names=["input"],
+                output_names=["scores"],
+                dynamic_shapes=(dims,),
+            )
             return prog.model_proto
         f = io.BytesIO()
-        torch.onnx.export(net, (x,), f, dynamo=False, input_names=["input"],
-                          output_names=["scores"], dynamic_axes={"input": axes, "scores": axes})
+        torch.onnx.export(
+            net,
+            (x,),
+            f,
+            dynamo=False,
+            input_names=["input"],
+            output_names=["scores"],
+            dynamic_axes={"input": axes, "scores": axes},
+        )
         return onnx.load_from_string(f.getvalue())

@@ -10,17 +10,28 @@ from __future__ import annotations
 import numpy as np
 from onnx.reference.op_run import OpRun
 
-ACT = {
-    "Sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
-    "Tanh": np.tanh,
-    "Relu": lambda x: np.maximum(x, 0.0),
-}
+ACT = {"Sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)), "Tanh": np.tanh, "Relu": lambda x: np.maximum(x, 0.0)}
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 DEFAULT_ACTS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"], "RNN": ["Tanh"]}
 
 
-def run_recurrent(op, X, W, R, B=None, seq=None, h0=None, c0=None, P=None, *, direction="forward",
-                  layout=0, activations=None, clip=None, linear_before_reset=0):
+def run_recurrent(
+    op,
+    X,
+    W,
+    R,
+    B=None,
+    seq=None,
+    h0=None,
+    c0=None,
+    P=None,
+    *,
+    direction="forward",
+    layout=0,
+    activations=None,
+    clip=None,
+    linear_before_reset=0,
+):
     """(Y, Y_h[, Y_c]) of ``op`` ("LSTM"/"GRU"/"RNN") in the spec's layout."""
     nd = 2 if direction == "bidirectional" else 1
     if layout:
@@ -47,11 +58,10 @@ def run_recurrent(op, X, W, R, B=None, seq=None, h0=None, c0=None, P=None, *, di
     Yh = np.zeros((nd, N, H), X.dtype)
     Yc = np.zeros((nd, N, H), X.dtype)
     for d in range(nd):
-        f, *rest = [ACT[a] for a in acts[d * k:(d + 1) * k]]
-        w, r, wb, rb = W[d], R[d], B[d, :g * H], B[d, g * H:]
+        f, *rest = [ACT[a] for a in acts[d * k : (d + 1) * k]]
+        w, r, wb, rb = W[d], R[d], B[d, : g * H], B[d, g * H :]
         h, c = h0[d].copy(), c0[d].copy()
-        order = range(T) if (direction == "forward" or d == 0 and direction != "reverse") \
-            else range(T - 1, -1, -1)
+        order = range(T) if (direction == "forward" or d == 0 and direction != "reverse") else range(T - 1, -1, -1)
         for t in order:
             x = X[t]
             if op == "RNN":
@@ -61,22 +71,22 @@ def run_recurrent(op, X, W, R, B=None, seq=None, h0=None, c0=None, P=None, *, di
                 gg = rest[0]
                 gx = x @ w.T + wb
                 z = f(cl(gx[:, :H] + h @ r[:H].T + rb[:H]))
-                rr = f(cl(gx[:, H:2 * H] + h @ r[H:2 * H].T + rb[H:2 * H]))
+                rr = f(cl(gx[:, H : 2 * H] + h @ r[H : 2 * H].T + rb[H : 2 * H]))
                 if linear_before_reset:
-                    a = gx[:, 2 * H:] + rr * (h @ r[2 * H:].T + rb[2 * H:])
+                    a = gx[:, 2 * H :] + rr * (h @ r[2 * H :].T + rb[2 * H :])
                 else:
-                    a = gx[:, 2 * H:] + (rr * h) @ r[2 * H:].T + rb[2 * H:]
+                    a = gx[:, 2 * H :] + (rr * h) @ r[2 * H :].T + rb[2 * H :]
                 ht = gg(cl(a))
                 h_new = (1 - z) * ht + z * h
                 c_new = c
             else:
                 gg, hh = rest
                 a = x @ w.T + h @ r.T + wb + rb
-                pi, po, pf = P[d, :H], P[d, H:2 * H], P[d, 2 * H:]
+                pi, po, pf = P[d, :H], P[d, H : 2 * H], P[d, 2 * H :]
                 i = f(cl(a[:, :H] + pi * c))
-                fg = f(cl(a[:, 2 * H:3 * H] + pf * c))
-                c_new = fg * c + i * gg(cl(a[:, 3 * H:]))
-                o = f(cl(a[:, H:2 * H] + po * c_new))
+                fg = f(cl(a[:, 2 * H : 3 * H] + pf * c))
+                c_new = fg * c + i * gg(cl(a[:, 3 * H :]))
+                o = f(cl(a[:, H : 2 * H] + po * c_new))
                 h_new = o * hh(c_new)
             valid = (t < seq)[:, None]
             h = np.where(valid, h_new, h)
@@ -102,10 +112,22 @@ def _kernel(op):
             acts = [a.decode() if isinstance(a, bytes) else a for a in acts] if acts else None
             direction = attrs.get("direction") or "forward"
             direction = direction.decode() if isinstance(direction, bytes) else direction
-            out = run_recurrent(op, X, W, R, B, seq, h0, c0, P, direction=direction,
-                                layout=attrs.get("layout") or 0, activations=acts,
-                                clip=attrs.get("clip"),
-                                linear_before_reset=attrs.get("linear_before_reset") or 0)
+            out = run_recurrent(
+                op,
+                X,
+                W,
+                R,
+                B,
+                seq,
+                h0,
+                c0,
+                P,
+                direction=direction,
+                layout=attrs.get("layout") or 0,
+                activations=acts,
+                clip=attrs.get("clip"),
+                linear_before_reset=attrs.get("linear_before_reset") or 0,
+            )
             return tuple(v.astype(X.dtype) for v in out)
 
     Kernel.__name__ = op

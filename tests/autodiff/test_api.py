@@ -25,17 +25,23 @@ from .harness import check_default_domain, ort_session
 
 def test_contract_names():
     assert (GRAD_INPUT_LABEL, GRAD_INPUT_MASK, GRAD_INPUT_COTANGENT) == (
-        "advonnx_label", "advonnx_mask", "advonnx_cotangent")
+        "advonnx_label",
+        "advonnx_mask",
+        "advonnx_cotangent",
+    )
     assert (GRAD_OUTPUT_SCORES, GRAD_OUTPUT_LOSS, GRAD_OUTPUT_GRAD) == (
-        "advonnx_scores", "advonnx_loss", "advonnx_grad")
+        "advonnx_scores",
+        "advonnx_loss",
+        "advonnx_grad",
+    )
     assert issubclass(GradientUnavailable, AdvonnxError)
-    assert {"Conv", "ConvTranspose", "MaxPool", "Resize", "LayerNormalization",
-            "Einsum"} <= set(autodiff.supported_ops())
+    assert {"Conv", "ConvTranspose", "MaxPool", "Resize", "LayerNormalization", "Einsum"} <= set(
+        autodiff.supported_ops()
+    )
 
 
 def _dims(vi):
-    return [d.dim_value if d.HasField("dim_value") else d.dim_param
-            for d in vi.type.tensor_type.shape.dim]
+    return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in vi.type.tensor_type.shape.dim]
 
 
 def linear_model(out_shape=("N", 3), extra_nodes=(), extra_outputs=(), opsets=()):
@@ -43,9 +49,12 @@ def linear_model(out_shape=("N", 3), extra_nodes=(), extra_outputs=(), opsets=()
     w = helper.make_tensor("w", TensorProto.FLOAT, [4, 3], np.ones(12, np.float32))
     nodes = [helper.make_node("Gemm", ["x", "w"], ["y"])] + list(extra_nodes)
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(out_shape))]
-        + list(extra_outputs), initializer=[w])
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(out_shape))] + list(extra_outputs),
+        initializer=[w],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), *opsets])
 
 
@@ -73,11 +82,15 @@ def test_input_model_is_not_modified():
     """Neither the lift nor the extra MaxPool/LayerNormalization outputs touch the caller's
     model."""
     graph = helper.make_graph(
-        [helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[2], strides=[2]),
-         helper.make_node("LayerNormalization", ["p", "s"], ["y"])], "g",
+        [
+            helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[2], strides=[2]),
+            helper.make_node("LayerNormalization", ["p", "s"], ["y"]),
+        ],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 4])],
-        initializer=[helper.make_tensor("s", TensorProto.FLOAT, [4], [1.0, 2.0, 3.0, 4.0])])
+        initializer=[helper.make_tensor("s", TensorProto.FLOAT, [4], [1.0, 2.0, 3.0, 4.0])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     before = model.SerializeToString()
     gm = gradient_model(model, loss="cotangent")
@@ -88,11 +101,13 @@ def test_input_model_is_not_modified():
 def test_seg_ce_inputs():
     w = helper.make_tensor("w", TensorProto.FLOAT, [3, 2, 1, 1], np.ones(6, np.float32))
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["y"])], "seg",
+        [helper.make_node("Conv", ["x", "w"], ["y"])],
+        "seg",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 5, 6])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 5, 6])], initializer=[w])
-    gm = gradient_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
-                        loss="seg_ce")
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 5, 6])],
+        initializer=[w],
+    )
+    gm = gradient_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), loss="seg_ce")
     inputs = {vi.name: vi for vi in gm.graph.input}
     assert _dims(inputs[GRAD_INPUT_LABEL]) == ["N", 5, 6]
     assert _dims(inputs[GRAD_INPUT_MASK]) == ["N", 5, 6]
@@ -102,9 +117,12 @@ def test_seg_ce_inputs():
 def test_classification_loss_on_dense_output_is_refused():
     w = helper.make_tensor("w", TensorProto.FLOAT, [3, 2, 1, 1], np.ones(6, np.float32))
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["y"])], "seg",
+        [helper.make_node("Conv", ["x", "w"], ["y"])],
+        "seg",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 5, 6])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 5, 6])], initializer=[w])
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 5, 6])],
+        initializer=[w],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(GradientUnavailable, match="seg_ce"):
         gradient_model(model, loss="ce")
@@ -112,8 +130,7 @@ def test_classification_loss_on_dense_output_is_refused():
 
 def test_input_and_output_names():
     side = helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 4])
-    model = linear_model(extra_nodes=[helper.make_node("Relu", ["x"], ["z"])],
-                         extra_outputs=[side])
+    model = linear_model(extra_nodes=[helper.make_node("Relu", ["x"], ["z"])], extra_outputs=[side])
     gm = gradient_model(model, loss="cotangent", output_name="z")
     x = np.array([[-1.0, 2.0, -3.0, 4.0]], np.float32)
     cot = np.array([[1.0, 1.0, 1.0, 1.0]], np.float32)
@@ -130,10 +147,14 @@ def test_input_and_output_names():
 
 def test_two_inputs_need_input_name():
     graph = helper.make_graph(
-        [helper.make_node("Mul", ["a", "b"], ["y"])], "g",
-        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 3]),
-         helper.make_tensor_value_info("b", TensorProto.FLOAT, [2, 3])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+        [helper.make_node("Mul", ["a", "b"], ["y"])],
+        "g",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 3]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, [2, 3]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(GradientUnavailable, match="pass input_name"):
         gradient_model(model, loss="cotangent")
@@ -147,14 +168,22 @@ def test_two_inputs_need_input_name():
 def test_output_independent_of_input_gives_zero_gradient():
     c = helper.make_tensor("c", TensorProto.FLOAT, [1, 3], [1.0, 2.0, 3.0])
     graph = helper.make_graph(
-        [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Slice", ["s", "z", "o"], ["n"]),
-         helper.make_node("Concat", ["n", "three"], ["shape"], axis=0),
-         helper.make_node("Expand", ["c", "shape"], ["y"])], "g",
+        [
+            helper.make_node("Shape", ["x"], ["s"]),
+            helper.make_node("Slice", ["s", "z", "o"], ["n"]),
+            helper.make_node("Concat", ["n", "three"], ["shape"], axis=0),
+            helper.make_node("Expand", ["c", "shape"], ["y"]),
+        ],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
-        initializer=[c, helper.make_tensor("z", TensorProto.INT64, [1], [0]),
-                     helper.make_tensor("o", TensorProto.INT64, [1], [1]),
-                     helper.make_tensor("three", TensorProto.INT64, [1], [3])])
+        initializer=[
+            c,
+            helper.make_tensor("z", TensorProto.INT64, [1], [0]),
+            helper.make_tensor("o", TensorProto.INT64, [1], [1]),
+            helper.make_tensor("three", TensorProto.INT64, [1], [3]),
+        ],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     assert unsupported_ops(model) == []
     gm = gradient_model(model, loss="ce")
@@ -169,8 +198,14 @@ CUSTOM = helper.make_opsetid("com.example", 1)
 
 def _ml_model(on_path: bool):
     """Gemm scores, plus an ai.onnx.ml LinearClassifier on or off the scores' path."""
-    clf = helper.make_node("LinearClassifier", ["x" if on_path else "x2"], ["label", "probs"],
-                           domain="ai.onnx.ml", coefficients=[1.0] * 12, classlabels_ints=[0, 1, 2])
+    clf = helper.make_node(
+        "LinearClassifier",
+        ["x" if on_path else "x2"],
+        ["label", "probs"],
+        domain="ai.onnx.ml",
+        coefficients=[1.0] * 12,
+        classlabels_ints=[0, 1, 2],
+    )
     nodes = [clf]
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])]
     if on_path:
@@ -218,13 +253,20 @@ def test_custom_domain_and_control_flow_are_reported():
     model.graph.node[0].output[0] = "h"
     assert unsupported_ops(model) == ["com.example::Swish"]
 
-    then = helper.make_graph([helper.make_node("Relu", ["h"], ["t"])], "then", [],
-                             [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)])
-    other = helper.make_graph([helper.make_node("Neg", ["h"], ["e"])], "else", [],
-                              [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)])
+    then = helper.make_graph(
+        [helper.make_node("Relu", ["h"], ["t"])],
+        "then",
+        [],
+        [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)],
+    )
+    other = helper.make_graph(
+        [helper.make_node("Neg", ["h"], ["e"])],
+        "else",
+        [],
+        [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)],
+    )
     cond = helper.make_tensor("cond", TensorProto.BOOL, [], [True])
-    model = linear_model(extra_nodes=[helper.make_node("If", ["cond"], ["y"], then_branch=then,
-                                                       else_branch=other)])
+    model = linear_model(extra_nodes=[helper.make_node("If", ["cond"], ["y"], then_branch=then, else_branch=other)])
     model.graph.node[0].output[0] = "h"
     model.graph.initializer.append(cond)
     assert unsupported_ops(model) == ["If"]
@@ -235,11 +277,16 @@ def test_rule_refusing_a_node_is_reported():
     roi = helper.make_tensor("roi", TensorProto.FLOAT, [8], [0, 0, 0, 0, 1, 1, 1, 1])
     scales = helper.make_tensor("s", TensorProto.FLOAT, [4], [1, 1, 2, 2])
     graph = helper.make_graph(
-        [helper.make_node("Resize", ["x", "roi", "s"], ["y"], mode="linear",
-                          coordinate_transformation_mode="tf_crop_and_resize")], "g",
+        [
+            helper.make_node(
+                "Resize", ["x", "roi", "s"], ["y"], mode="linear", coordinate_transformation_mode="tf_crop_and_resize"
+            )
+        ],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 2])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 4, 4])],
-        initializer=[roi, scales])
+        initializer=[roi, scales],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     assert unsupported_ops(model) == ["Resize"]
     with pytest.raises(GradientUnavailable, match="tf_crop_and_resize"):
@@ -248,10 +295,11 @@ def test_rule_refusing_a_node_is_reported():
 
 def test_non_float_input_is_refused():
     graph = helper.make_graph(
-        [helper.make_node("Cast", ["x"], ["f"], to=TensorProto.FLOAT),
-         helper.make_node("Relu", ["f"], ["y"])], "g",
+        [helper.make_node("Cast", ["x"], ["f"], to=TensorProto.FLOAT), helper.make_node("Relu", ["f"], ["y"])],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.UINT8, ["N", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(GradientUnavailable, match="not floating point"):
         gradient_model(model, loss="cotangent")
@@ -264,15 +312,16 @@ def test_opset_lift_is_verified(monkeypatch):
     from advonnx.autodiff import transform
 
     graph = helper.make_graph(
-        [helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2])], "g",
+        [helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2])],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 4, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1, 2, 2])])
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1, 2, 2])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     gm = gradient_model(model, loss="cotangent")
     assert transform._onnx_opset(gm) == 18  # scatter-add kernels on CUDA too
     x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
-    (g,) = ort_session(gm).run([GRAD_OUTPUT_GRAD], {"x": x, GRAD_INPUT_COTANGENT: np.ones(
-        (1, 1, 2, 2), np.float32)})
+    (g,) = ort_session(gm).run([GRAD_OUTPUT_GRAD], {"x": x, GRAD_INPUT_COTANGENT: np.ones((1, 1, 2, 2), np.float32)})
     assert g.sum() == 4 and g[0, 0, 1, 1] == 1 and g[0, 0, 3, 3] == 1
 
     real = version_converter.convert_version

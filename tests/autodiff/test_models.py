@@ -94,10 +94,19 @@ def sample(net, n=3, seed=0, seg=False):
     return x, rng.integers(0, z.shape[1], shape).astype(np.int64)
 
 
-@pytest.mark.parametrize("name,dynamo", [
-    pytest.param(name, dynamo, id=f"{name}-{'dynamo' if dynamo else 'torchscript'}",
-                 marks=pytest.mark.slow if dynamo and name != FAST_DYNAMO_NET else ())
-    for name in sorted(NETS) for dynamo in (False, True)])
+@pytest.mark.parametrize(
+    "name,dynamo",
+    [
+        pytest.param(
+            name,
+            dynamo,
+            id=f"{name}-{'dynamo' if dynamo else 'torchscript'}",
+            marks=pytest.mark.slow if dynamo and name != FAST_DYNAMO_NET else (),
+        )
+        for name in sorted(NETS)
+        for dynamo in (False, True)
+    ],
+)
 def test_net_gradient_matches_torch(name, dynamo):
     net, model = exported(name, dynamo)
     seg = name == "unet"
@@ -108,8 +117,7 @@ def test_net_gradient_matches_torch(name, dynamo):
     ts, tl, tg = torch_value_and_grad(net, x, y, loss)
     np.testing.assert_allclose(scores, ts, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(lv, tl, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(lv, losses.compute(loss, scores, y, probabilities=False),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(lv, losses.compute(loss, scores, y, probabilities=False), rtol=1e-5, atol=1e-6)
     assert_per_sample(g, tg)
 
 
@@ -120,8 +128,7 @@ def test_classification_losses(loss, dynamo):
     x, y = sample(net, n=4, seed=1)
     _, (scores, lv, g) = run_grad(model, loss, x, y)
     ts, tl, tg = torch_value_and_grad(net, x, y, loss)
-    np.testing.assert_allclose(lv, losses.compute(loss, scores, y, probabilities=False),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(lv, losses.compute(loss, scores, y, probabilities=False), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(lv, tl, rtol=1e-4, atol=1e-5)
     assert_per_sample(g, tg)
 
@@ -131,8 +138,7 @@ def test_ce_on_probabilities(dynamo):
     net, model = exported("small_cnn", dynamo, "softmax")
     x, y = sample(net, n=4, seed=2)
     _, (scores, lv, g) = run_grad(model, "ce", x, y, probabilities=True)
-    np.testing.assert_allclose(lv, losses.compute("ce", scores, y, probabilities=True),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(lv, losses.compute("ce", scores, y, probabilities=True), rtol=1e-5, atol=1e-6)
     _, tl, tg = torch_value_and_grad(net, x, y, "ce", probabilities=True)
     assert_per_sample(g, tg)
 
@@ -144,8 +150,8 @@ def test_seg_ce_with_mask():
     mask[2] = 0.0  # an empty mask: loss and gradient zero
     _, (scores, lv, g) = run_grad(model, "seg_ce", x, y, mask=mask)
     np.testing.assert_allclose(
-        lv, losses.compute("seg_ce", scores, y, probabilities=False, mask=mask),
-        rtol=1e-5, atol=1e-6)
+        lv, losses.compute("seg_ce", scores, y, probabilities=False, mask=mask), rtol=1e-5, atol=1e-6
+    )
     _, tl, tg = torch_value_and_grad(net, x, y, "seg_ce", mask=torch.as_tensor(mask))
     assert_per_sample(g[:2], tg[:2])
     assert not np.any(g[2])
@@ -169,8 +175,7 @@ def test_seg_ce_channels_last_output():
     x = rng.standard_normal((2, *net.input_shape)).astype(np.float32)
     y = rng.integers(0, 3, (2, 32, 32)).astype(np.int64)
     _, (scores, lv, g) = run_grad(model, "seg_ce", x, y, class_axis=-1)
-    np.testing.assert_allclose(
-        lv, losses.compute("seg_ce", scores, y, probabilities=False, axis=-1), rtol=1e-5)
+    np.testing.assert_allclose(lv, losses.compute("seg_ce", scores, y, probabilities=False, axis=-1), rtol=1e-5)
     _, _, tg = torch_value_and_grad(net, x, y, "seg_ce", axis=3)
     assert_per_sample(g, tg)
 
@@ -178,8 +183,7 @@ def test_seg_ce_channels_last_output():
 @pytest.mark.parametrize("dynamo", SLOW_DYNAMO)
 def test_nhwc_model(dynamo):
     net, model = exported("small_cnn", dynamo, "nhwc")
-    assert model.graph.node[0].op_type == "Transpose" or any(
-        n.op_type == "Transpose" for n in model.graph.node[:3])
+    assert model.graph.node[0].op_type == "Transpose" or any(n.op_type == "Transpose" for n in model.graph.node[:3])
     x, y = sample(net, n=3, seed=5)
     gm, (_, _, g) = run_grad(model, "ce", x, y)
     assert g.shape == x.shape
@@ -194,8 +198,7 @@ def test_cotangent_vjp_matches_torch():
     gm = gradient_model(model, loss="cotangent")
     assert GRAD_OUTPUT_LOSS not in [o.name for o in gm.graph.output]
     check_default_domain(gm)
-    scores, g = ort_session(gm).run([GRAD_OUTPUT_SCORES, GRAD_OUTPUT_GRAD],
-                                    {"input": x, GRAD_INPUT_COTANGENT: cot})
+    scores, g = ort_session(gm).run([GRAD_OUTPUT_SCORES, GRAD_OUTPUT_GRAD], {"input": x, GRAD_INPUT_COTANGENT: cot})
     xr = torch.as_tensor(x).clone().requires_grad_(True)
     (tg,) = torch.autograd.grad(net(xr), xr, grad_outputs=torch.as_tensor(cot))
     assert_per_sample(g, tg.numpy())
@@ -228,8 +231,7 @@ def test_dynamic_height_and_width(dynamo):
     for h, w in ((16, 24), (32, 8)):
         x = rng.standard_normal((2, 1, h, w)).astype(np.float32)
         y = rng.integers(0, 2, (2, h, w)).astype(np.int64)
-        _, lv, g = sess.run(None, {"input": x, GRAD_INPUT_LABEL: y,
-                                   GRAD_INPUT_MASK: np.ones(y.shape, np.float32)})
+        _, lv, g = sess.run(None, {"input": x, GRAD_INPUT_LABEL: y, GRAD_INPUT_MASK: np.ones(y.shape, np.float32)})
         _, tl, tg = torch_value_and_grad(net, x, y, "seg_ce")
         np.testing.assert_allclose(lv, tl, rtol=1e-4)
         assert_per_sample(g, tg)
@@ -249,8 +251,7 @@ def test_single_logit_binary_model():
     np.testing.assert_allclose(lv, losses.compute("ce", two, y, probabilities=False), rtol=1e-5)
     xr = torch.as_tensor(x).clone().requires_grad_(True)
     z = net(xr)
-    lt = F.cross_entropy(torch.cat([torch.zeros_like(z), z], 1), torch.as_tensor(y),
-                         reduction="none")
+    lt = F.cross_entropy(torch.cat([torch.zeros_like(z), z], 1), torch.as_tensor(y), reduction="none")
     (tg,) = torch.autograd.grad(lt.sum(), xr)
     assert_per_sample(g, tg.numpy())
 
@@ -265,8 +266,15 @@ def test_old_opset_is_lifted_and_checked():
     f = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(net, (torch.randn(2, 3, 32, 32),), f, dynamo=False, opset_version=13,
-                          input_names=["input"], dynamic_axes={"input": {0: "batch"}})
+        torch.onnx.export(
+            net,
+            (torch.randn(2, 3, 32, 32),),
+            f,
+            dynamo=False,
+            opset_version=13,
+            input_names=["input"],
+            dynamic_axes={"input": {0: "batch"}},
+        )
     model = onnx.load_from_string(f.getvalue())
     assert model.opset_import[0].version == 13
     x, y = sample(net, seed=8)
@@ -279,12 +287,12 @@ def test_old_opset_is_lifted_and_checked():
 def test_external_data_is_kept(tmp_path):
     net, model = exported("small_cnn", False)
     src = tmp_path / "model.onnx"
-    onnx.save(model, src, save_as_external_data=True, all_tensors_to_one_file=True,
-              location="weights.bin", size_threshold=0)
+    onnx.save(
+        model, src, save_as_external_data=True, all_tensors_to_one_file=True, location="weights.bin", size_threshold=0
+    )
     light = onnx.load(src, load_external_data=False)
     gm = gradient_model(light, loss="ce")
-    external = [t for t in gm.graph.initializer
-                if t.data_location == onnx.TensorProto.EXTERNAL]
+    external = [t for t in gm.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
     assert len(external) == len(model.graph.initializer)
     out = tmp_path / "model.grad.onnx"
     onnx.save(gm, out)

@@ -13,9 +13,12 @@ from onnx import helper
 
 from .harness import check_vjp, ort_session, reference, tiny_model
 
-SETTINGS = settings(max_examples=int(os.environ.get("ADVONNX_HYPOTHESIS_EXAMPLES", 30)),
-                    deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=int(os.environ.get("ADVONNX_HYPOTHESIS_EXAMPLES", 30)),
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 def _x(rng, shape):
@@ -27,8 +30,7 @@ def assume_forward_agrees(nodes, inits, x):
     pixel) where onnx's reference kernels and onnxruntime disagree on the forward itself:
     finite differences there would test the reference evaluator, not the VJP."""
     ref = reference(tiny_model(nodes, inits, x.shape, np.float64)).run(None, {"x": x})[0]
-    got = ort_session(tiny_model(nodes, inits, x.shape, np.float32)).run(
-        None, {"x": x.astype(np.float32)})[0]
+    got = ort_session(tiny_model(nodes, inits, x.shape, np.float32)).run(None, {"x": x.astype(np.float32)})[0]
     assume(ref.shape == got.shape and np.allclose(ref, got, atol=1e-5))
 
 
@@ -62,11 +64,13 @@ def test_conv_geometry(case):
     if transpose:  # ConvTranspose: explicit pads, output_padding < stride
         attrs.pop("auto_pad", None)
         attrs.setdefault("pads", [0] * (2 * nd))
-        attrs["output_padding"] = [int(rng.integers(0, max(s, di))) if s > 1 else 0
-                                   for s, di in zip(attrs["strides"], attrs["dilations"],
-                                                    strict=True)]
-        attrs["output_padding"] = [min(p, s - 1) for p, s in
-                                   zip(attrs["output_padding"], attrs["strides"], strict=True)]
+        attrs["output_padding"] = [
+            int(rng.integers(0, max(s, di))) if s > 1 else 0
+            for s, di in zip(attrs["strides"], attrs["dilations"], strict=True)
+        ]
+        attrs["output_padding"] = [
+            min(p, s - 1) for p, s in zip(attrs["output_padding"], attrs["strides"], strict=True)
+        ]
         w = rng.standard_normal((cin, cout // group, *attrs["kernel_shape"]))
         op = "ConvTranspose"
     else:
@@ -88,8 +92,7 @@ def pool_cases(draw):
     eff = [(ki - 1) * di + 1 for ki, di in zip(k, d, strict=True)]
     size = [draw(st.integers(e, e + 4)) for e in eff]
     pads = [draw(st.integers(0, (ki - 1) // 2)) for ki in k * 2]
-    attrs = {"kernel_shape": k, "strides": s, "pads": pads,
-             "ceil_mode": draw(st.sampled_from([0, 1]))}
+    attrs = {"kernel_shape": k, "strides": s, "pads": pads, "ceil_mode": draw(st.sampled_from([0, 1]))}
     if op == "MaxPool":
         attrs["dilations"] = d
     else:
@@ -120,12 +123,10 @@ def test_pool_geometry(case):
 @st.composite
 def resize_cases(draw):
     mode = draw(st.sampled_from(["nearest", "linear", "cubic"]))
-    ctm = draw(st.sampled_from(["half_pixel", "asymmetric", "align_corners",
-                                "pytorch_half_pixel"]))
+    ctm = draw(st.sampled_from(["half_pixel", "asymmetric", "align_corners", "pytorch_half_pixel"]))
     attrs = {"mode": mode, "coordinate_transformation_mode": ctm}
     if mode == "nearest":
-        attrs["nearest_mode"] = draw(st.sampled_from(["round_prefer_floor", "round_prefer_ceil",
-                                                      "floor", "ceil"]))
+        attrs["nearest_mode"] = draw(st.sampled_from(["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"]))
     size = [draw(st.integers(2, 5)), draw(st.integers(2, 5))]
     scales = [draw(st.sampled_from([0.5, 0.75, 1.0, 1.5, 2.0, 3.0])) for _ in range(2)]
     return size, attrs, scales, draw(st.integers(0, 2**16))
@@ -151,10 +152,9 @@ def broadcast_cases(draw):
     full = [draw(st.integers(1, 3)) for _ in range(rank)]
     x_rank = draw(st.integers(0, rank))
     w_rank = draw(st.integers(0, rank))
-    x_shape = [d if draw(st.booleans()) else 1 for d in full[rank - x_rank:]]
-    w_shape = [d if draw(st.booleans()) else 1 for d in full[rank - w_rank:]]
-    op = draw(st.sampled_from(["Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Where",
-                               "PRelu"]))
+    x_shape = [d if draw(st.booleans()) else 1 for d in full[rank - x_rank :]]
+    w_shape = [d if draw(st.booleans()) else 1 for d in full[rank - w_rank :]]
+    op = draw(st.sampled_from(["Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Where", "PRelu"]))
     return op, x_shape, w_shape, draw(st.booleans()), draw(st.integers(0, 2**16))
 
 
@@ -169,12 +169,13 @@ def test_broadcasting_binary_ops(case):
         x, w = np.abs(x), np.abs(w)
     if op == "PRelu":
         x_first = True
-        assume(len(w_shape) <= len(x_shape) and all(
-            a in (1, b) for a, b in zip(w_shape[::-1], x_shape[::-1], strict=False)))
+        assume(
+            len(w_shape) <= len(x_shape)
+            and all(a in (1, b) for a, b in zip(w_shape[::-1], x_shape[::-1], strict=False))
+        )
     if op == "Where":
         cond = rng.random(np.broadcast_shapes(tuple(x_shape), tuple(w_shape))) > 0.5
-        nodes = [helper.make_node("Where", ["c", "x", "w"] if x_first else ["c", "w", "x"],
-                                  ["y"])]
+        nodes = [helper.make_node("Where", ["c", "x", "w"] if x_first else ["c", "w", "x"], ["y"])]
         inits = {"w": w, "c": cond}
     else:
         nodes = [helper.make_node(op, ["x", "w"] if x_first else ["w", "x"], ["y"])]
@@ -186,8 +187,8 @@ def test_broadcasting_binary_ops(case):
 def matmul_cases(draw):
     n, k, m = (draw(st.integers(1, 3)) for _ in range(3))
     batch = [draw(st.integers(1, 3)) for _ in range(draw(st.integers(0, 2)))]
-    lb = [d if draw(st.booleans()) else 1 for d in batch][draw(st.integers(0, len(batch))):]
-    rb = [d if draw(st.booleans()) else 1 for d in batch][draw(st.integers(0, len(batch))):]
+    lb = [d if draw(st.booleans()) else 1 for d in batch][draw(st.integers(0, len(batch))) :]
+    rb = [d if draw(st.booleans()) else 1 for d in batch][draw(st.integers(0, len(batch))) :]
     left = [*lb, n, k] if draw(st.integers(0, 4)) else [k]
     right = [*rb, k, m] if draw(st.integers(0, 4)) else [k]
     return left, right, draw(st.booleans()), draw(st.integers(0, 2**16))

@@ -15,12 +15,7 @@ from onnx.reference import ReferenceEvaluator
 
 import advonnx
 from advonnx import losses
-from advonnx.autodiff import (
-    GRAD_INPUT_COTANGENT,
-    GRAD_OUTPUT_GRAD,
-    gradient_model,
-    unsupported_ops,
-)
+from advonnx.autodiff import GRAD_INPUT_COTANGENT, GRAD_OUTPUT_GRAD, gradient_model, unsupported_ops
 from advonnx.autodiff.registry import RuleUnavailable
 
 from . import harness
@@ -36,17 +31,32 @@ def reference(model: onnx.ModelProto) -> ReferenceEvaluator:
     return ReferenceEvaluator(model, new_ops=[LSTM, GRU, RNN, harness.Erf])
 
 
-def recurrent_model(op: str, dtype, *, direction="forward", layout=0, seq=None, init=False,
-                    peep=False, clip=None, acts=None, lbr=0, outputs="all", seed=0):
+def recurrent_model(
+    op: str,
+    dtype,
+    *,
+    direction="forward",
+    layout=0,
+    seq=None,
+    init=False,
+    peep=False,
+    clip=None,
+    acts=None,
+    lbr=0,
+    outputs="all",
+    seed=0,
+):
     """x -> one recurrent node -> y. ``init``: initial states computed from x (so they carry
     cotangents); ``outputs``: "all" (Y, Y_h[, Y_c] flattened and concatenated) or "h" (Y_h only,
     the node lacking Y)."""
     rng = np.random.default_rng(seed)
     nd, g = (2 if direction == "bidirectional" else 1), GATES[op]
     elem = harness.ELEM[dtype]
-    inits = {"W": rng.standard_normal((nd, g * H, F)) * 0.8,
-             "R": rng.standard_normal((nd, g * H, H)) * 0.6,
-             "B": rng.standard_normal((nd, 2 * g * H)) * 0.3}
+    inits = {
+        "W": rng.standard_normal((nd, g * H, F)) * 0.8,
+        "R": rng.standard_normal((nd, g * H, H)) * 0.6,
+        "B": rng.standard_normal((nd, 2 * g * H)) * 0.3,
+    }
     nodes = []
     names = ["x", "W", "R", "B", "", "", ""]
     if seq is not None:
@@ -58,15 +68,19 @@ def recurrent_model(op: str, dtype, *, direction="forward", layout=0, seq=None, 
             if layout:  # (N, T, F) -> mean over T (N, 1, F) @ (F, nd*H) -> (N, nd, H)
                 inits[f"M{s}"] = rng.standard_normal((F, nd * H))
                 inits[f"S{s}"] = np.asarray([0, nd, H], np.int64)
-                nodes += [helper.make_node("ReduceMean", ["x"], [f"m{s}"], axes=[1]),
-                          helper.make_node("MatMul", [f"m{s}", f"M{s}"], [f"p{s}"]),
-                          helper.make_node("Reshape", [f"p{s}", f"S{s}"], [f"t{s}"]),
-                          helper.make_node("Tanh", [f"t{s}"], [s])]
+                nodes += [
+                    helper.make_node("ReduceMean", ["x"], [f"m{s}"], axes=[1]),
+                    helper.make_node("MatMul", [f"m{s}", f"M{s}"], [f"p{s}"]),
+                    helper.make_node("Reshape", [f"p{s}", f"S{s}"], [f"t{s}"]),
+                    helper.make_node("Tanh", [f"t{s}"], [s]),
+                ]
             else:  # (T, N, F) -> mean over T (1, N, F) @ (nd, F, H) -> (nd, N, H)
                 inits[f"M{s}"] = rng.standard_normal((nd, F, H))
-                nodes += [helper.make_node("ReduceMean", ["x"], [f"m{s}"], axes=[0]),
-                          helper.make_node("MatMul", [f"m{s}", f"M{s}"], [f"t{s}"]),
-                          helper.make_node("Tanh", [f"t{s}"], [s])]
+                nodes += [
+                    helper.make_node("ReduceMean", ["x"], [f"m{s}"], axes=[0]),
+                    helper.make_node("MatMul", [f"m{s}", f"M{s}"], [f"t{s}"]),
+                    helper.make_node("Tanh", [f"t{s}"], [s]),
+                ]
             names[5 + j] = s
     if peep:
         inits["P"] = rng.standard_normal((nd, 3 * H)) * 0.5
@@ -92,12 +106,15 @@ def recurrent_model(op: str, dtype, *, direction="forward", layout=0, seq=None, 
         nodes.append(helper.make_node(op, names, outs, **attrs))
         nodes += [helper.make_node("Flatten", [o], [o + "_f"], axis=0) for o in outs]
         nodes.append(helper.make_node("Concat", [o + "_f" for o in outs], ["y"], axis=1))
-    tensors = [numpy_helper.from_array(v.astype(dtype) if v.dtype == np.float64 else v, k)
-               for k, v in inits.items()]
+    tensors = [numpy_helper.from_array(v.astype(dtype) if v.dtype == np.float64 else v, k) for k, v in inits.items()]
     x_shape = [N, T, F] if layout else [T, N, F]
-    graph = helper.make_graph(nodes, "rec", [helper.make_tensor_value_info("x", elem, x_shape)],
-                              [helper.make_tensor_value_info("y", elem, None)],
-                              initializer=tensors)
+    graph = helper.make_graph(
+        nodes,
+        "rec",
+        [helper.make_tensor_value_info("x", elem, x_shape)],
+        [helper.make_tensor_value_info("y", elem, None)],
+        initializer=tensors,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
     model.ir_version = 9
     return model
@@ -121,8 +138,9 @@ def check(op, *, tol64=1e-6, tol32=2e-4, **kw):
     if layout:
         return
     g32 = gradient_model(recurrent_model(op, np.float32, **kw), loss="cotangent")
-    got32 = ort_session(g32, threads=1).run([GRAD_OUTPUT_GRAD], {
-        "x": x.astype(np.float32), GRAD_INPUT_COTANGENT: cot.astype(np.float32)})[0]
+    got32 = ort_session(g32, threads=1).run(
+        [GRAD_OUTPUT_GRAD], {"x": x.astype(np.float32), GRAD_INPUT_COTANGENT: cot.astype(np.float32)}
+    )[0]
     e32 = rel_err(got32, expected)
     assert e32 <= tol32, f"float32 onnxruntime VJP vs finite differences: {e32:.2e}"
 
@@ -157,11 +175,14 @@ def test_only_final_state_used(op):
     check(op, direction="bidirectional", init=True, outputs="h")
 
 
-@pytest.mark.parametrize("op, acts", [
-    ("LSTM", ["Relu", "Sigmoid", "Tanh", "Tanh", "Relu", "Sigmoid"]),
-    ("GRU", ["Tanh", "Relu", "Sigmoid", "Sigmoid"]),
-    ("RNN", ["Relu", "Sigmoid"]),
-])
+@pytest.mark.parametrize(
+    "op, acts",
+    [
+        ("LSTM", ["Relu", "Sigmoid", "Tanh", "Tanh", "Relu", "Sigmoid"]),
+        ("GRU", ["Tanh", "Relu", "Sigmoid", "Sigmoid"]),
+        ("RNN", ["Relu", "Sigmoid"]),
+    ],
+)
 def test_activations(op, acts):
     check(op, direction="bidirectional", acts=acts)
 
@@ -186,8 +207,10 @@ def test_reference_matches_onnxruntime(op):
     """The numpy reference the finite differences run through computes onnxruntime's outputs."""
     rng = np.random.default_rng(3)
     x = rng.standard_normal((T, N, F)).astype(np.float32)
-    for kw in ({"direction": "bidirectional", "init": True, "clip": 0.7},
-               {"direction": "reverse", "seq": [3, 0], "peep": op == "LSTM", "lbr": 1}):
+    for kw in (
+        {"direction": "bidirectional", "init": True, "clip": 0.7},
+        {"direction": "reverse", "seq": [3, 0], "peep": op == "LSTM", "lbr": 1},
+    ):
         model = recurrent_model(op, np.float32, **kw)
         got = ort_session(model, threads=1).run(None, {"x": x})[0]
         want = reference(model).run(None, {"x": x})[0]
@@ -198,12 +221,10 @@ def test_lstm_recomputed_cell_state_is_onnxruntimes():
     """The cell states the backward recomputes equal the op's own Y_c (float32, onnxruntime)."""
     rng = np.random.default_rng(4)
     x = rng.standard_normal((T, N, F)).astype(np.float32)
-    for kw in ({"direction": "bidirectional", "init": True, "peep": True},
-               {"direction": "reverse", "seq": [3, 1]}):
+    for kw in ({"direction": "bidirectional", "init": True, "peep": True}, {"direction": "reverse", "seq": [3, 1]}):
         model = recurrent_model("LSTM", np.float32, **kw)
         gm = gradient_model(model, loss="cotangent")
-        cells = {o: re.search(r"/lstm_c(\d)_t(\d+)_", o) for n in gm.graph.node
-                 for o in n.output}
+        cells = {o: re.search(r"/lstm_c(\d)_t(\d+)_", o) for n in gm.graph.node for o in n.output}
         cells = {o: (int(m[1]), int(m[2])) for o, m in cells.items() if m}
         assert len(cells) == T * (2 if kw["direction"] == "bidirectional" else 1)
         probe = onnx.ModelProto()
@@ -219,8 +240,7 @@ def test_lstm_recomputed_cell_state_is_onnxruntimes():
             reverse = kw["direction"] == "reverse" or d == 1
             for n in range(N):  # Y_c is the state after the sample's last valid step
                 t_last = 0 if reverse else seq[n] - 1
-                np.testing.assert_allclose(state[d, t_last][0, n], yc[d, n], rtol=1e-6,
-                                           atol=1e-6)
+                np.testing.assert_allclose(state[d, t_last][0, n], yc[d, n], rtol=1e-6, atol=1e-6)
 
 
 # -- exported torch models --------------------------------------------------------------------
@@ -232,15 +252,17 @@ class RecurrentNet(torch.nn.Module):
     "nchw" (N, 1, T, F) (rows of an image as time steps) or "nf" (N, T*F). advonnx's model
     spec takes images and feature vectors, so only the last two load with ``load_model``."""
 
-    def __init__(self, kind: str, view: str, steps: int = 6, features: int = 4,
-                 hidden: int = 5, classes: int = 3):
+    def __init__(self, kind: str, view: str, steps: int = 6, features: int = 4, hidden: int = 5, classes: int = 3):
         super().__init__()
         self.view, self.steps, self.features = view, steps, features
-        self.rnn = getattr(torch.nn, kind)(features, hidden, num_layers=2, batch_first=True,
-                                           bidirectional=True)
+        self.rnn = getattr(torch.nn, kind)(features, hidden, num_layers=2, batch_first=True, bidirectional=True)
         self.head = torch.nn.Linear(2 * hidden, classes)
-        self.input_shape = {"ntf": (steps, features), "nct": (features, steps),
-                            "nchw": (1, steps, features), "nf": (steps * features,)}[view]
+        self.input_shape = {
+            "ntf": (steps, features),
+            "nct": (features, steps),
+            "nchw": (1, steps, features),
+            "nf": (steps * features,),
+        }[view]
 
     def to_ntf(self, x):
         if self.view == "nct":
@@ -339,7 +361,8 @@ def test_sequence_length_shape_inference_misses():
     y = ort_session(plain, threads=1).run(None, {"x": x})[0]
     cot = rng.standard_normal(y.shape).astype(np.float32)
     want = ort_session(gradient_model(plain, loss="cotangent"), threads=1).run(
-        [GRAD_OUTPUT_GRAD], {"x": x, GRAD_INPUT_COTANGENT: cot})[0]
+        [GRAD_OUTPUT_GRAD], {"x": x, GRAD_INPUT_COTANGENT: cot}
+    )[0]
     got = ort_session(gm, threads=1).run([GRAD_OUTPUT_GRAD], {"x": x, GRAD_INPUT_COTANGENT: cot})[0]
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
     # fed a longer sequence anyway (input declared dynamic), the gradient graph refuses
@@ -348,8 +371,7 @@ def test_sequence_length_shape_inference_misses():
     x_long = rng.standard_normal((T + 1, N, F)).astype(np.float32)
     y_long = ort_session(model, threads=1).run(None, {"x": x_long})[0]
     with pytest.raises(Exception, match="[Ss]plit"):
-        ort_session(gm, threads=1).run([GRAD_OUTPUT_GRAD], {
-            "x": x_long, GRAD_INPUT_COTANGENT: np.zeros_like(y_long)})
+        ort_session(gm, threads=1).run([GRAD_OUTPUT_GRAD], {"x": x_long, GRAD_INPUT_COTANGENT: np.zeros_like(y_long)})
 
 
 def test_refusals():
@@ -358,8 +380,7 @@ def test_refusals():
         gradient_model(model, loss="cotangent")
     assert unsupported_ops(model) == ["LSTM"]
     forget = recurrent_model("LSTM", np.float32)
-    next(n for n in forget.graph.node if n.op_type == "LSTM").attribute.append(
-        helper.make_attribute("input_forget", 1))
+    next(n for n in forget.graph.node if n.op_type == "LSTM").attribute.append(helper.make_attribute("input_forget", 1))
     with pytest.raises(RuleUnavailable, match="LSTM.*input_forget"):
         gradient_model(forget, loss="cotangent")
     tied = recurrent_model("RNN", np.float32)  # W shifted by the mean of x

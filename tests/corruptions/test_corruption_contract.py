@@ -34,14 +34,27 @@ class Props:
 
 # One line per registered corruption.
 CONTRACT: dict[str, Props] = {
-    "gaussian_noise": Props(elementwise=True), "rician_noise": Props(elementwise=True),
-    "poisson_noise": Props(elementwise=True), "speckle_noise": Props(elementwise=True),
-    "gaussian_blur": Props(random=False), "motion_blur": Props(), "bias_field": Props(),
-    "ghosting": Props(random=False), "spike": Props(), "kspace_motion": Props(),
-    "gamma": Props(), "brightness": Props(), "contrast": Props(), "jpeg": Props(random=False),
-    "downsample_upsample": Props(random=False), "pixelate": Props(random=False),
-    "powerline": Props(), "baseline_wander": Props(), "electrode_motion": Props(elementwise=True),
-    "amplitude_scaling": Props(), "channel_dropout": Props(),
+    "gaussian_noise": Props(elementwise=True),
+    "rician_noise": Props(elementwise=True),
+    "poisson_noise": Props(elementwise=True),
+    "speckle_noise": Props(elementwise=True),
+    "gaussian_blur": Props(random=False),
+    "motion_blur": Props(),
+    "bias_field": Props(),
+    "ghosting": Props(random=False),
+    "spike": Props(),
+    "kspace_motion": Props(),
+    "gamma": Props(),
+    "brightness": Props(),
+    "contrast": Props(),
+    "jpeg": Props(random=False),
+    "downsample_upsample": Props(random=False),
+    "pixelate": Props(random=False),
+    "powerline": Props(),
+    "baseline_wander": Props(),
+    "electrode_motion": Props(elementwise=True),
+    "amplitude_scaling": Props(),
+    "channel_dropout": Props(),
 }
 FIRST_LAST = {"image": [("NCHW", "NHWC"), ("NCDHW", "NDHWC")], "signal": [("NCW", "NWC")]}
 NAMES = [n for n, c in CORRUPTIONS.items() if "image" in c.modalities]  # the image-only tests below
@@ -57,8 +70,15 @@ def test_every_registered_corruption_has_a_contract_entry():
 
 
 def test_a_registered_corruption_without_a_contract_line_is_detected():
-    toy = Corruption("toy_noise", "Toy.", "A test.", (0.01, 0.02, 0.03, 0.04, 0.05), False,
-                     noise_ops.gaussian_noise, ("image", "signal"))
+    toy = Corruption(
+        "toy_noise",
+        "Toy.",
+        "A test.",
+        (0.01, 0.02, 0.03, 0.04, 0.05),
+        False,
+        noise_ops.gaussian_noise,
+        ("image", "signal"),
+    )
     register(toy)
     try:
         assert missing_entries() == ["toy_noise"]
@@ -104,8 +124,13 @@ def test_shape_dtype_range_and_determinism(name, layout):
 
 
 def _first_last():
-    return [pytest.param(n, first, last, id=f"{n}-{last}") for n in CORRUPTIONS if not CONTRACT.get(n, Props()).elementwise
-            for m in CORRUPTIONS[n].modalities for first, last in FIRST_LAST[m]]
+    return [
+        pytest.param(n, first, last, id=f"{n}-{last}")
+        for n in CORRUPTIONS
+        if not CONTRACT.get(n, Props()).elementwise
+        for m in CORRUPTIONS[n].modalities
+        for first, last in FIRST_LAST[m]
+    ]
 
 
 @pytest.mark.parametrize("name,first,last", _first_last())
@@ -119,8 +144,12 @@ def test_channels_last_equals_channels_first(name, first, last):
 
 
 def _first_layouts():
-    return [pytest.param(n, first, id=f"{n}-{first}") for n in CORRUPTIONS
-            for m in CORRUPTIONS[n].modalities for first, _ in FIRST_LAST[m]]
+    return [
+        pytest.param(n, first, id=f"{n}-{first}")
+        for n in CORRUPTIONS
+        for m in CORRUPTIONS[n].modalities
+        for first, _ in FIRST_LAST[m]
+    ]
 
 
 @pytest.mark.parametrize("name,layout", _first_layouts())
@@ -130,8 +159,17 @@ def test_distance_grows_with_severity(name, layout):
     x, spacing = _input(layout)
     if layout not in ("NCW", "NWC"):
         x = batch(layout, n=4)
-    rms = [float(np.sqrt(np.mean((apply_corruption(name, x, s, Random(0), layout=layout, spacing=spacing)
-                                   .astype(np.float64) - x) ** 2))) for s in range(1, 6)]
+    rms = [
+        float(
+            np.sqrt(
+                np.mean(
+                    (apply_corruption(name, x, s, Random(0), layout=layout, spacing=spacing).astype(np.float64) - x)
+                    ** 2
+                )
+            )
+        )
+        for s in range(1, 6)
+    ]
     assert all(b > a for a, b in zip(rms, rms[1:])), (name, rms)
     assert rms[0] > 2e-5, (name, rms)
 
@@ -143,8 +181,9 @@ def test_array_api_strict_gives_the_numpy_result(name, layout):
     x, spacing = _input(layout)
     strict = apply_corruption(name, xps.asarray(x), 4, Random(9), layout=layout, spacing=spacing)
     assert type(strict) is type(xps.asarray(x)) and strict.dtype == xps.float32 and strict.shape == x.shape
-    np.testing.assert_allclose(np.asarray(strict), apply_corruption(name, x, 4, Random(9), layout=layout, spacing=spacing),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(strict), apply_corruption(name, x, 4, Random(9), layout=layout, spacing=spacing), atol=1e-6
+    )
 
 
 def test_registry_lists_the_corruptions():
@@ -215,9 +254,7 @@ def test_spacing_makes_blur_physically_isotropic():
     """With 3x thicker slices, the depth axis gets a third of the in-plane blur (in voxels)."""
     x = np.zeros((1, 1, 21, 112, 112), np.float32)
     x[0, 0, 10, 56, 56] = 1.0
-    y = apply_corruption(
-        "gaussian_blur", x, 5, Random(0), layout="NCDHW", value_range=(0, 1), spacing=(3, 1, 1)
-    )[0, 0]
+    y = apply_corruption("gaussian_blur", x, 5, Random(0), layout="NCDHW", value_range=(0, 1), spacing=(3, 1, 1))[0, 0]
 
     def sd(profile, centre):
         p = profile / profile.sum()

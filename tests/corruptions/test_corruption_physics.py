@@ -117,9 +117,7 @@ def test_pixelate_gives_constant_blocks():
     y = apply_corruption("pixelate", x, 5, Random(0), layout="NCHW")[0, 0]
     blocks = y.reshape(16, 4, 16, 4)
     assert np.all(blocks.max(axis=(1, 3)) - blocks.min(axis=(1, 3)) < 1e-6)
-    np.testing.assert_allclose(
-        blocks.mean(axis=(1, 3)), x[0, 0].reshape(16, 4, 16, 4).mean(axis=(1, 3)), atol=1e-6
-    )
+    np.testing.assert_allclose(blocks.mean(axis=(1, 3)), x[0, 0].reshape(16, 4, 16, 4).mean(axis=(1, 3)), atol=1e-6)
 
 
 @pytest.mark.parametrize("sigma", [0.3, 1.0, 2.27, 5.0, 9.0])  # 3 to 55 taps: direct sums and FFT

@@ -18,6 +18,4 @@ def test_strict_spacing_path():
     kw = dict(layout="NCDHW", spacing=(2.5, 1.0, 1.0))
     for name in ("gaussian_blur", "downsample_upsample"):
         strict = apply_corruption(name, xps.asarray(x), 3, Random(0), **kw)
-        np.testing.assert_allclose(
-            np.asarray(strict), apply_corruption(name, x, 3, Random(0), **kw), atol=1e-6
-        )
+        np.testing.assert_allclose(np.asarray(strict), apply_corruption(name, x, 3, Random(0), **kw), atol=1e-6)

@@ -16,8 +16,14 @@ SNR_NAMES = ("powerline", "baseline_wander", "electrode_motion")
 
 
 def test_registry_has_the_signal_corruptions():
-    assert SIGNAL == ["gaussian_noise", "powerline", "baseline_wander", "electrode_motion",
-                      "amplitude_scaling", "channel_dropout"]
+    assert SIGNAL == [
+        "gaussian_noise",
+        "powerline",
+        "baseline_wander",
+        "electrode_motion",
+        "amplitude_scaling",
+        "channel_dropout",
+    ]
     assert corruption_names("all", modality="signal") == SIGNAL
     assert not set(SIGNAL[1:]) & set(corruption_names("all"))  # "all" alone: image corruptions
 
@@ -83,5 +89,6 @@ def test_runs_under_array_api_strict():
     x = ecg_like(n=2, channels=2, seconds=1.0)
     for name in SIGNAL:
         strict = apply_corruption(name, xps.asarray(x), 4, Random(9), layout="NCW", spacing=DT)
-        np.testing.assert_allclose(np.asarray(strict), apply_corruption(name, x, 4, Random(9), layout="NCW", spacing=DT),
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            np.asarray(strict), apply_corruption(name, x, 4, Random(9), layout="NCW", spacing=DT), atol=1e-5
+        )

@@ -21,9 +21,7 @@ def write_image(path: Path, arr: np.ndarray, spacing=None, vector: bool = False)
     return path
 
 
-def write_dicom_series(
-    folder: Path, vol: np.ndarray, spacing=(2.5, 0.7, 0.7), uid_suffix="1"
-) -> Path:
+def write_dicom_series(folder: Path, vol: np.ndarray, spacing=(2.5, 0.7, 0.7), uid_suffix="1") -> Path:
     """A CT-like DICOM series, one file per slice, written with sitk.ImageFileWriter + series tags.
 
     File names are written in reverse slice order so that the reader must sort by position.
@@ -48,9 +46,7 @@ def write_dicom_series(
         sl = img[:, :, i]
         for k, v in tags:
             sl.SetMetaData(k, v)
-        sl.SetMetaData(
-            "0020|0032", "\\".join(map(str, img.TransformIndexToPhysicalPoint((0, 0, i))))
-        )
+        sl.SetMetaData("0020|0032", "\\".join(map(str, img.TransformIndexToPhysicalPoint((0, 0, i)))))
         sl.SetMetaData("0020|0013", str(i + 1))
         writer.SetFileName(str(folder / f"slice{n - 1 - i:03d}.dcm"))
         writer.Execute(sl)

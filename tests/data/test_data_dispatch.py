@@ -27,10 +27,10 @@ def test_each_kind_of_path_goes_to_its_source(tmp_path, rng):
     (tmp_path / "rec.edf").write_bytes(b"")
     (tmp_path / "m.csv").write_text("path,label\n", encoding="utf-8")
     img = write_image(tmp_path / "f" / "a.png", rng.integers(0, 256, (16, 20)).astype(np.uint8))
-    got = {p.name: _first(p) for p in (tmp_path / "d.npz", tmp_path / "rec.edf", tmp_path / "f",
-                                       tmp_path / "m.csv", img)}
-    assert got == {"d.npz": "npz", "rec.edf": "recording", "f": "folder", "m.csv": "manifest",
-                   "a.png": "single file"}
+    got = {
+        p.name: _first(p) for p in (tmp_path / "d.npz", tmp_path / "rec.edf", tmp_path / "f", tmp_path / "m.csv", img)
+    }
+    assert got == {"d.npz": "npz", "rec.edf": "recording", "f": "folder", "m.csv": "manifest", "a.png": "single file"}
     assert load_mod.SOURCES[-1].matches(tmp_path / "anything.else")  # the fallback is last
 
 
@@ -56,8 +56,9 @@ def test_a_new_source_is_one_module_and_one_line(tmp_path, rng, monkeypatch):
     for i in range(3):
         write_image(tmp_path / f"im{i}.png", rng.integers(0, 256, (16, 20)).astype(np.uint8))
     (tmp_path / "d.lst").write_text("".join(f"im{i}.png {i % 2}\n" for i in range(3)), encoding="utf-8")
-    (tmp_path / "d.csv").write_text("path,label\n" + "".join(f"im{i}.png,{i % 2}\n" for i in range(3)),
-                                    encoding="utf-8")
+    (tmp_path / "d.csv").write_text(
+        "path,label\n" + "".join(f"im{i}.png,{i % 2}\n" for i in range(3)), encoding="utf-8"
+    )
     monkeypatch.setattr(load_mod, "SOURCES", [Source("list", _lst_matches, _lst_load), *load_mod.SOURCES])
     toy = load_dataset(tmp_path / "d.lst", E2)
     ref = load_dataset(tmp_path / "d.csv", E2)

@@ -158,8 +158,6 @@ def test_none_rule_out_of_range_image(tmp_path, rng):
 
 def test_channel_mismatch_is_skipped_in_folder(tmp_path, rng):
     png(tmp_path / "f" / "a.png", rng)
-    write_image(
-        tmp_path / "f" / "two.nrrd", rng.random((16, 20, 5)).astype(np.float32), vector=True
-    )
+    write_image(tmp_path / "f" / "two.nrrd", rng.random((16, 20, 5)).astype(np.float32), vector=True)
     ds = load_dataset(tmp_path / "f", E2)
     assert ds.sample_ids == ["a.png"] and dict(ds.skipped)["two.nrrd"].startswith("5 channels")

@@ -74,18 +74,14 @@ def test_dicom_series_folder_is_one_volume(tmp_path, rng):
     d = write_dicom_series(tmp_path / "ct", vol, spacing=(2.5, 0.7, 0.7))
     ds = load_dataset(d, E3, intensity="window:-1000,1000")
     assert len(ds) == 1 and ds.sample_ids == ["ct"]
-    np.testing.assert_allclose(
-        ds.x[0, 0], (vol + 1000) / 2000, atol=1e-6
-    )  # slice order by position
+    np.testing.assert_allclose(ds.x[0, 0], (vol + 1000) / 2000, atol=1e-6)  # slice order by position
     np.testing.assert_allclose(ds.spacing[0], (2.5, 0.7, 0.7), rtol=1e-4)
     assert "DICOM series" in ds.description["format"]
 
 
 def test_folder_of_dicom_series_for_3d_model(tmp_path, rng):
     for i, name in enumerate(["p1", "p2"]):
-        write_dicom_series(
-            tmp_path / "study" / name, rng.integers(0, 500, size=(6, 16, 20)), uid_suffix=str(i)
-        )
+        write_dicom_series(tmp_path / "study" / name, rng.integers(0, 500, size=(6, 16, 20)), uid_suffix=str(i))
     ds = load_dataset(tmp_path / "study", E3)
     assert ds.sample_ids == ["p1", "p2"] and ds.y is None
 
@@ -205,13 +201,8 @@ def test_other_2d_formats(tmp_path, rng, ext, tol):
 
 def test_class_folders_of_dicom_series_3d(tmp_path, rng):
     for k, (c, pid) in enumerate([("healthy", "p1"), ("tumour", "p2"), ("tumour", "p3")]):
-        write_dicom_series(
-            tmp_path / "cls" / c / pid, rng.integers(0, 500, size=(6, 16, 20)), uid_suffix=str(k)
-        )
-    write_image(
-        tmp_path / "cls" / "healthy" / "extra.nii.gz",
-        rng.normal(size=(6, 16, 20)).astype(np.float32),
-    )
+        write_dicom_series(tmp_path / "cls" / c / pid, rng.integers(0, 500, size=(6, 16, 20)), uid_suffix=str(k))
+    write_image(tmp_path / "cls" / "healthy" / "extra.nii.gz", rng.normal(size=(6, 16, 20)).astype(np.float32))
     ds = load_dataset(tmp_path / "cls", E3)
     assert ds.sample_ids == ["healthy/extra.nii.gz", "healthy/p1", "tumour/p2", "tumour/p3"]
     assert ds.y.tolist() == [0, 0, 1, 1] and ds.class_names == ["healthy", "tumour"]

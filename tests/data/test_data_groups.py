@@ -33,7 +33,9 @@ def test_npz_group_array_and_subset(tmp_path, rng):
 def test_manifest_group_column(tmp_path, rng):
     for name in ("a", "b", "c"):
         write_image(tmp_path / f"{name}.png", rng.integers(0, 256, (16, 20)).astype(np.uint8))
-    (tmp_path / "m.csv").write_text("path,label,group\na.png,0,patient7\nb.png,1,patient7\nc.png,0,patient9\n", encoding="utf-8")
+    (tmp_path / "m.csv").write_text(
+        "path,label,group\na.png,0,patient7\nb.png,1,patient7\nc.png,0,patient9\n", encoding="utf-8"
+    )
     ds = load_dataset(tmp_path / "m.csv", E2)
     assert ds.groups == ["patient7", "patient7", "patient9"]
     assert ds.description["groups"] == "2 groups: manifest column 'group' (3)"

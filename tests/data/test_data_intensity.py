@@ -60,9 +60,7 @@ def test_none_checks_range():
     assert "\n" not in str(ei.value)
 
 
-@pytest.mark.parametrize(
-    "bad", ["percentile:90-10", "window:400,-1000", "foo", "percentile:1-101", "divide:0", ""]
-)
+@pytest.mark.parametrize("bad", ["percentile:90-10", "window:400,-1000", "foo", "percentile:1-101", "divide:0", ""])
 def test_bad_rules(bad):
     with pytest.raises(DataError) as ei:
         map_intensity(np.zeros(3), bad)

@@ -58,9 +58,7 @@ def test_flat_folder_without_labels_and_mixed_sizes(tmp_path, rng):
 def test_limit_and_subset_deterministic(class_tree):
     a = load_dataset(class_tree, E2, limit=3)
     b = load_dataset(class_tree, E2, limit=3)
-    assert (
-        a.sample_ids == b.sample_ids == ["benign/img0.png", "benign/img1.png", "malignant/img0.png"]
-    )
+    assert a.sample_ids == b.sample_ids == ["benign/img0.png", "benign/img1.png", "malignant/img0.png"]
     np.testing.assert_array_equal(a.x, b.x)
     s = a.subset([2, 0])
     assert s.sample_ids == ["malignant/img0.png", "benign/img0.png"] and s.y.tolist() == [1, 0]
@@ -125,9 +123,7 @@ def test_npz_round_trip(tmp_path, rng):
     p = tmp_path / "d.npz"
     np.savez(p, x=x, y=np.array([0, 1, 1, 0]), sample_id=np.array(list("abcd")))
     ds = load_dataset(p, E2)
-    assert (
-        ds.x.dtype == np.float32 and ds.y.tolist() == [0, 1, 1, 0] and ds.sample_ids == list("abcd")
-    )
+    assert ds.x.dtype == np.float32 and ds.y.tolist() == [0, 1, 1, 0] and ds.sample_ids == list("abcd")
     np.testing.assert_allclose(ds.x, x, rtol=1e-6)
     assert ds.spacing == [(1.0, 1.0)] * 4 and "1 mm assumed" in ds.description["spacing"]
     np.savez(p, x=x * 100)
@@ -149,29 +145,17 @@ def test_npz_segmentation_and_spacing(tmp_path, rng):
         class_names=np.array(["bg", "a", "b"]),
     )
     ds = load_dataset(p, InputExpectation("NHWC", (16, 20), 1, task="segmentation"))
-    assert (
-        ds.y.shape == (2, 16, 20)
-        and ds.spacing == [(3.0, 3.0)] * 2
-        and ds.class_names == ["bg", "a", "b"]
-    )
+    assert ds.y.shape == (2, 16, 20) and ds.spacing == [(3.0, 3.0)] * 2 and ds.class_names == ["bg", "a", "b"]
 
 
 def test_suite_npz_loads():
     from pathlib import Path
 
-    p = (
-        Path(__file__).resolve().parents[2]
-        / "advonnx"
-        / "suites"
-        / "data"
-        / "brain_slices_test.npz"
-    )
+    p = Path(__file__).resolve().parents[2] / "advonnx" / "suites" / "data" / "brain_slices_test.npz"
     if not p.exists():
         pytest.skip("suite data not built")
     ds = load_dataset(p, InputExpectation("NCHW", (64, 64), 1, task="segmentation"))
-    assert (
-        ds.x.shape[1:] == (1, 64, 64) and ds.y.shape[1:] == (64, 64) and ds.spacing[0] == (3.0, 3.0)
-    )
+    assert ds.x.shape[1:] == (1, 64, 64) and ds.y.shape[1:] == (64, 64) and ds.spacing[0] == (3.0, 3.0)
 
 
 def test_manifest_3d_segmentation_nifti(tmp_path, rng):

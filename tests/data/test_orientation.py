@@ -34,12 +34,21 @@ def _write_dicom_series(img: sitk.Image, folder) -> None:
     for k in range(img.GetDepth()):
         sl = img[:, :, k]
         position = img.TransformIndexToPhysicalPoint((0, 0, k))
-        for tag, value in (("0008|0060", "MR"), ("0020|000e", series), ("0020|000d", series + ".1"),
-                           ("0020|0013", str(k + 1)),
-                           ("0020|0032", "\\".join(f"{p:.6f}" for p in position)),
-                           ("0020|0037", "\\".join(f"{d:.6f}" for d in (direction[0], direction[3], direction[6],
-                                                                           direction[1], direction[4], direction[7]))),
-                           ("0018|0050", f"{img.GetSpacing()[2]:.6f}")):
+        for tag, value in (
+            ("0008|0060", "MR"),
+            ("0020|000e", series),
+            ("0020|000d", series + ".1"),
+            ("0020|0013", str(k + 1)),
+            ("0020|0032", "\\".join(f"{p:.6f}" for p in position)),
+            (
+                "0020|0037",
+                "\\".join(
+                    f"{d:.6f}"
+                    for d in (direction[0], direction[3], direction[6], direction[1], direction[4], direction[7])
+                ),
+            ),
+            ("0018|0050", f"{img.GetSpacing()[2]:.6f}"),
+        ):
             sl.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
         writer.Execute(sl)
@@ -80,12 +89,18 @@ def test_same_clean_predictions_from_both_formats(two_formats):
     torch = pytest.importorskip("torch")
     nifti, series = two_formats
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
-                              torch.nn.LazyLinear(3))
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(3))
     net(torch.zeros(1, 1, *SHAPE))
     path = nifti.parent / "cls3d.onnx"
-    torch.onnx.export(net.eval(), (torch.zeros(1, 1, *SHAPE),), str(path), input_names=["x"], output_names=["z"],
-                      dynamic_axes={"x": {0: "N"}}, dynamo=False)
+    torch.onnx.export(
+        net.eval(),
+        (torch.zeros(1, 1, *SHAPE),),
+        str(path),
+        input_names=["x"],
+        output_names=["z"],
+        dynamic_axes={"x": {0: "N"}},
+        dynamo=False,
+    )
     model = advonnx.load_model(path)
     preds = {}
     for fmt, src in (("nifti", nifti), ("dicom", series)):

@@ -51,9 +51,15 @@ class _Seg(torch.nn.Module):
 
 def _export(net, path, dense: bool) -> str:
     out_axes = {0: "N", 2: "H", 3: "W"} if dense else {0: "N"}
-    torch.onnx.export(net.eval(), (torch.zeros(1, 1, 16, 16),), str(path), input_names=["x"],
-                      output_names=["scores"], dynamo=False,
-                      dynamic_axes={"x": {0: "N", 2: "H", 3: "W"}, "scores": out_axes})
+    torch.onnx.export(
+        net.eval(),
+        (torch.zeros(1, 1, 16, 16),),
+        str(path),
+        input_names=["x"],
+        output_names=["scores"],
+        dynamo=False,
+        dynamic_axes={"x": {0: "N", 2: "H", 3: "W"}, "scores": out_axes},
+    )
     return str(path)
 
 
@@ -70,9 +76,15 @@ def _images(rng):
 
 
 def _run(tmp_path, model, data, *, chunk=4, attacks=None, name="r"):
-    suite = Suite(name=name, models=[ModelEntry("m", model)], datasets=[DatasetEntry("d", str(data))],
-                  attacks=attacks or [AttackEntry("fgsm", "linf", parse_eps(str(EPS)))],
-                  chunk_size=chunk, save_examples=0, masking_checks=False)
+    suite = Suite(
+        name=name,
+        models=[ModelEntry("m", model)],
+        datasets=[DatasetEntry("d", str(data))],
+        attacks=attacks or [AttackEntry("fgsm", "linf", parse_eps(str(EPS)))],
+        chunk_size=chunk,
+        save_examples=0,
+        masking_checks=False,
+    )
     _, table = Runner(suite, out=tmp_path / f"out-{name}").run()
     return [r for r in table.to_pylist() if r["kind"] == "adversarial"]
 
@@ -250,7 +262,9 @@ def test_spacing_resamples_like_simpleitk(tmp_path):
     inside = (zz <= vol.shape[0] - 1) & (yy <= vol.shape[1] - 1) & (xx <= vol.shape[2] - 1)
     lin = map_coordinates(vol.astype(np.float64), [zz, yy, xx], order=1)
     np.testing.assert_allclose(ds.x[0, 0][inside], lin[inside], atol=1e-5)
-    assert load_dataset(tmp_path / "m.csv", e, intensity="none").description["voxel_spacing"] == "as stored in each file"
+    assert (
+        load_dataset(tmp_path / "m.csv", e, intensity="none").description["voxel_spacing"] == "as stored in each file"
+    )
 
 
 def test_cluster_units_carry_their_block_references(tmp_path, monkeypatch, nets):
@@ -284,15 +298,22 @@ def test_cluster_units_carry_their_block_references(tmp_path, monkeypatch, nets)
         return {"fake": len(units)}
 
     monkeypatch.setattr(distributed, "run_distributed", fake_run_distributed)
-    suite = Suite(name="cl", models=[ModelEntry("m", model)], datasets=[DatasetEntry("d", str(tmp_path / "folder"))],
-                  attacks=[AttackEntry("fgsm", "linf", parse_eps(str(EPS)))], chunk_size=2, save_examples=0,
-                  masking_checks=False)
+    suite = Suite(
+        name="cl",
+        models=[ModelEntry("m", model)],
+        datasets=[DatasetEntry("d", str(tmp_path / "folder"))],
+        attacks=[AttackEntry("fgsm", "linf", parse_eps(str(EPS)))],
+        chunk_size=2,
+        save_examples=0,
+        masking_checks=False,
+    )
     _, table = Runner(suite, out=tmp_path / "out-cl", cluster="tcp://127.0.0.1:1").run()
     assert shipped == [2, 2, 2]  # each unit: its own 2 files of one size
 
     def strip(rows):
-        return sorted(({k: v for k, v in r.items() if k not in ("time_s", "run_id")} for r in rows),
-                      key=lambda r: r["sample_id"])
+        return sorted(
+            ({k: v for k, v in r.items() if k not in ("time_s", "run_id")} for r in rows), key=lambda r: r["sample_id"]
+        )
 
     assert strip(r for r in table.to_pylist() if r["kind"] == "adversarial") == strip(local)
 
@@ -301,7 +322,16 @@ def test_sample_array_indexing_matches_numpy(tmp_path):
     x = np.random.default_rng(7).uniform(0, 1, (12, 1, 3, 4)).astype(np.float32)
     np.savez(tmp_path / "a.npz", x=x)
     s = load_dataset(tmp_path / "a.npz", InputExpectation("NCHW", (3, 4), 1), stream=True).x
-    for key in (3, -1, slice(2, 9), slice(None, None, 3), [4, 0, 4], np.arange(12) % 2 == 0, (2, 0), (slice(1, 5), 0, 2)):
+    for key in (
+        3,
+        -1,
+        slice(2, 9),
+        slice(None, None, 3),
+        [4, 0, 4],
+        np.arange(12) % 2 == 0,
+        (2, 0),
+        (slice(1, 5), 0, 2),
+    ):
         np.testing.assert_array_equal(s[key], x[key], err_msg=str(key))
     assert s.shape == x.shape and len(s) == 12 and s.take([1, 2]).shape == (2, 1, 3, 4)
 
@@ -312,16 +342,27 @@ def test_spacing_from_a_suite_is_recorded_and_rows_carry_the_resampled_shape(tmp
     torch.manual_seed(0)
     net = torch.nn.Conv3d(1, 3, 3, padding=1).eval()
     model = tmp_path / "seg3d.onnx"
-    torch.onnx.export(net, (torch.zeros(1, 1, 4, 4, 4),), str(model), input_names=["x"], output_names=["s"],
-                      dynamo=False, dynamic_axes={"x": {0: "N", 2: "D", 3: "H", 4: "W"},
-                                                  "s": {0: "N", 2: "D", 3: "H", 4: "W"}})
+    torch.onnx.export(
+        net,
+        (torch.zeros(1, 1, 4, 4, 4),),
+        str(model),
+        input_names=["x"],
+        output_names=["s"],
+        dynamo=False,
+        dynamic_axes={"x": {0: "N", 2: "D", 3: "H", 4: "W"}, "s": {0: "N", 2: "D", 3: "H", 4: "W"}},
+    )
     rng = np.random.default_rng(8)
     write_image(tmp_path / "v.nii.gz", rng.uniform(0, 1, (5, 9, 7)).astype(np.float32), spacing=(2.0, 0.75, 1.25))
     write_image(tmp_path / "m.nii.gz", rng.integers(0, 3, (5, 9, 7)).astype(np.uint8), spacing=(2.0, 0.75, 1.25))
     _manifest(tmp_path / "m.csv", [("v.nii.gz", "m.nii.gz")])
-    suite = Suite(name="sp", models=[ModelEntry("m", str(model))],
-                  datasets=[DatasetEntry("d", str(tmp_path / "m.csv"), intensity="none", spacing="1.0,1.0,1.0")],
-                  attacks=[AttackEntry("fgsm", "linf", parse_eps("0.01"))], save_examples=0, masking_checks=False)
+    suite = Suite(
+        name="sp",
+        models=[ModelEntry("m", str(model))],
+        datasets=[DatasetEntry("d", str(tmp_path / "m.csv"), intensity="none", spacing="1.0,1.0,1.0")],
+        attacks=[AttackEntry("fgsm", "linf", parse_eps("0.01"))],
+        save_examples=0,
+        masking_checks=False,
+    )
     folder, table = Runner(suite, out=tmp_path / "out").run()
     assert {r["sample_shape"] for r in table.to_pylist()} == {"1x10x7x9"}
     meta = json.loads((folder / "_run.json").read_text(encoding="utf-8"))

@@ -25,8 +25,18 @@ def _apgdt_class():
     return APGDT
 
 
-def autoattack_standard(net, classify, x: np.ndarray, y: np.ndarray, *, eps: float, n_classes: int,
-                        steps: int = 100, queries: int = 5000, seed: int = 0) -> np.ndarray:
+def autoattack_standard(
+    net,
+    classify,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    eps: float,
+    n_classes: int,
+    steps: int = 100,
+    queries: int = 5000,
+    seed: int = 0,
+) -> np.ndarray:
     """Per sample: robust (correct clean and after every stage), linf ``eps`` in value units.
 
     ``classify`` judges every candidate on the model under test (the ONNX model), so both sides
@@ -37,10 +47,12 @@ def autoattack_standard(net, classify, x: np.ndarray, y: np.ndarray, *, eps: flo
     xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
     robust = classify(x) == y
     targets = min(9, n_classes - 1)
-    stages = (torchattacks.APGD(net, eps=eps, steps=steps, loss="ce", seed=seed),
-              _apgdt_class()(net, eps=eps, steps=steps, n_classes=targets + 1, seed=seed),
-              torchattacks.FAB(net, eps=eps, steps=steps, multi_targeted=True, n_classes=targets + 1, seed=seed),
-              torchattacks.Square(net, eps=eps, n_queries=queries, seed=seed))
+    stages = (
+        torchattacks.APGD(net, eps=eps, steps=steps, loss="ce", seed=seed),
+        _apgdt_class()(net, eps=eps, steps=steps, n_classes=targets + 1, seed=seed),
+        torchattacks.FAB(net, eps=eps, steps=steps, multi_targeted=True, n_classes=targets + 1, seed=seed),
+        torchattacks.Square(net, eps=eps, n_queries=queries, seed=seed),
+    )
     for atk in stages:
         keep = np.flatnonzero(robust)
         if not len(keep):

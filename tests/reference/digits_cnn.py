@@ -19,14 +19,23 @@ def _net(arch: str):
 
     if arch == "conv":  # two 3×3 convolutions, one max pool, a linear head
         return nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(32 * 4 * 4, 10),
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(32 * 4 * 4, 10),
         )
     if arch == "wide":  # a 5×5 convolution, average pool, tanh hidden layer
         return nn.Sequential(
-            nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(), nn.AvgPool2d(2),
-            nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.Tanh(), nn.Linear(64, 10),
+            nn.Conv2d(1, 32, 5, padding=2),
+            nn.ReLU(),
+            nn.AvgPool2d(2),
+            nn.Flatten(),
+            nn.Linear(32 * 4 * 4, 64),
+            nn.Tanh(),
+            nn.Linear(64, 10),
         )
     raise ValueError(f"unknown arch {arch!r}; choose from {ARCHS}")
 
@@ -54,6 +63,14 @@ def digits_cnn(folder, *, arch: str = "conv", seed: int = 0, epochs: int = 30):
             opt.step()
     net.eval()
     path = str(folder / f"digits_{arch}.onnx")
-    torch.onnx.export(net, torch.zeros(1, 1, 8, 8), path, input_names=["image"], output_names=["logits"],
-                      dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}}, opset_version=17, dynamo=False)
+    torch.onnx.export(
+        net,
+        torch.zeros(1, 1, 8, 8),
+        path,
+        input_names=["image"],
+        output_names=["logits"],
+        dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}},
+        opset_version=17,
+        dynamo=False,
+    )
     return path, net, x[test], y[test]

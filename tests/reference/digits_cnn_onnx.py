@@ -21,14 +21,21 @@ def digits_cnn(path, *, epochs: int = 30, seed: int = 0):
     order = np.random.default_rng(seed).permutation(len(x))
     train, test = order[:1400], order[1400:]
     torch.manual_seed(seed)
-    net = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                        nn.Linear(16 * 16, 32), nn.ReLU(), nn.Linear(32, 10))
+    net = nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 16, 32),
+        nn.ReLU(),
+        nn.Linear(32, 10),
+    )
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     xt, yt = torch.from_numpy(x[train]), torch.from_numpy(y[train])
     for _ in range(epochs):
         for i in range(0, len(xt), 100):
             opt.zero_grad()
-            nn.functional.cross_entropy(net(xt[i:i + 100]), yt[i:i + 100]).backward()
+            nn.functional.cross_entropy(net(xt[i : i + 100]), yt[i : i + 100]).backward()
             opt.step()
     w = {k: v.detach().numpy() for k, v in net.state_dict().items()}
     nodes = [
@@ -40,12 +47,24 @@ def digits_cnn(path, *, epochs: int = 30, seed: int = 0):
         helper.make_node("Relu", ["h5"], ["h6"]),
         helper.make_node("Gemm", ["h6", "l2_w", "l2_b"], ["logits"], transB=1),
     ]
-    inits = [numpy_helper.from_array(w[k], n) for k, n in
-             (("0.weight", "c_w"), ("0.bias", "c_b"), ("4.weight", "l1_w"), ("4.bias", "l1_b"),
-              ("6.weight", "l2_w"), ("6.bias", "l2_b"))]
-    graph = helper.make_graph(nodes, "digits_cnn",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], inits)
+    inits = [
+        numpy_helper.from_array(w[k], n)
+        for k, n in (
+            ("0.weight", "c_w"),
+            ("0.bias", "c_b"),
+            ("4.weight", "l1_w"),
+            ("4.bias", "l1_b"),
+            ("6.weight", "l2_w"),
+            ("6.bias", "l2_b"),
+        )
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "digits_cnn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     model.metadata_props.add(key="advonnx.value_range", value="0,1")

@@ -27,7 +27,7 @@ def make_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         oy, ox = rng.integers(1, 4, n), rng.integers(1, 4, n)
         amp = rng.uniform(0.35, 0.6, n)
         for i in np.flatnonzero(y[:, k]):
-            x[i, 0, r0 + oy[i]:r0 + oy[i] + 4, c0 + ox[i]:c0 + ox[i] + 4] += amp[i]
+            x[i, 0, r0 + oy[i] : r0 + oy[i] + 4, c0 + ox[i] : c0 + ox[i] + 4] += amp[i]
     return np.clip(x, 0.0, 1.0).astype(np.float32), y
 
 
@@ -37,9 +37,14 @@ def build_net(seed: int = 0):
 
     torch.manual_seed(seed)
     return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(8 * 4 * 4, len(FINDINGS)),
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(8 * 4 * 4, len(FINDINGS)),
     )
 
 
@@ -67,6 +72,14 @@ def export(net, folder: str | Path, name: str = "multilabel.onnx") -> str:
 
     path = str(Path(folder) / name)
     model = torch.nn.Sequential(net, torch.nn.Sigmoid()).eval()
-    torch.onnx.export(model, torch.zeros(1, 1, SIZE, SIZE), path, input_names=["image"], output_names=["probs"],
-                      dynamic_axes={"image": {0: "N"}, "probs": {0: "N"}}, opset_version=17, dynamo=False)
+    torch.onnx.export(
+        model,
+        torch.zeros(1, 1, SIZE, SIZE),
+        path,
+        input_names=["image"],
+        output_names=["probs"],
+        dynamic_axes={"image": {0: "N"}, "probs": {0: "N"}},
+        opset_version=17,
+        dynamo=False,
+    )
     return path

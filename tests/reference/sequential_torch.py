@@ -30,9 +30,15 @@ def sequential_from_onnx(path: str):
             w = weights[node.input[1]]
             pads = list(attrs.get("pads", [0, 0, 0, 0]))
             assert pads[:2] == pads[2:], "asymmetric padding"
-            conv = nn.Conv2d(w.shape[1] * attrs.get("group", 1), w.shape[0], tuple(w.shape[2:]),
-                             stride=tuple(attrs.get("strides", [1, 1])), padding=tuple(pads[:2]),
-                             groups=attrs.get("group", 1), bias=len(node.input) > 2)
+            conv = nn.Conv2d(
+                w.shape[1] * attrs.get("group", 1),
+                w.shape[0],
+                tuple(w.shape[2:]),
+                stride=tuple(attrs.get("strides", [1, 1])),
+                padding=tuple(pads[:2]),
+                groups=attrs.get("group", 1),
+                bias=len(node.input) > 2,
+            )
             conv.weight = param(node.input[1])
             if len(node.input) > 2:
                 conv.bias = param(node.input[2])
@@ -40,7 +46,9 @@ def sequential_from_onnx(path: str):
         elif op == "Relu":
             layers.append(nn.ReLU())
         elif op == "MaxPool":
-            layers.append(nn.MaxPool2d(tuple(attrs["kernel_shape"]), stride=tuple(attrs.get("strides", attrs["kernel_shape"]))))
+            layers.append(
+                nn.MaxPool2d(tuple(attrs["kernel_shape"]), stride=tuple(attrs.get("strides", attrs["kernel_shape"])))
+            )
         elif op == "ReduceMean":
             layers.append(nn.AdaptiveAvgPool2d(1))
         elif op in ("Reshape", "Flatten"):

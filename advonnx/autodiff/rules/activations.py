@@ -89,8 +89,7 @@ def hard_sigmoid(ctx: VJPContext):
     b, x = ctx.b, ctx.x(0)
     alpha, beta = ctx.attr("alpha", 0.2), ctx.attr("beta", 0.5)
     z = b.op("Add", [b.op("Mul", [x, ctx.scalar(alpha)]), ctx.scalar(beta)])
-    inside = b.op("And", [b.op("Greater", [z, ctx.scalar(0.0)]),
-                          b.op("Less", [z, ctx.scalar(1.0)])])
+    inside = b.op("And", [b.op("Greater", [z, ctx.scalar(0.0)]), b.op("Less", [z, ctx.scalar(1.0)])])
     return [ctx.masked(inside, b.op("Mul", [ctx.g(), ctx.scalar(alpha)]))]
 
 
@@ -133,20 +132,36 @@ def gelu(ctx: VJPContext):
         # y = x/2 (1 + tanh(u)), u = c (x + 0.044715 x^3)
         c = math.sqrt(2.0 / math.pi)
         x2 = b.op("Mul", [x, x])
-        u = b.op("Mul", [b.op("Mul", [x, ctx.scalar(c)]),
-                         b.op("Add", [ctx.scalar(1.0), b.op("Mul", [x2, ctx.scalar(0.044715)])])])
+        u = b.op(
+            "Mul",
+            [b.op("Mul", [x, ctx.scalar(c)]), b.op("Add", [ctx.scalar(1.0), b.op("Mul", [x2, ctx.scalar(0.044715)])])],
+        )
         t = b.op("Tanh", [u])
         du = b.op("Add", [ctx.scalar(c), b.op("Mul", [x2, ctx.scalar(3 * 0.044715 * c)])])
         sech2 = b.op("Sub", [ctx.scalar(1.0), b.op("Mul", [t, t])])
-        d = b.op("Add", [b.op("Mul", [b.op("Add", [ctx.scalar(1.0), t]), ctx.scalar(0.5)]),
-                         b.op("Mul", [b.op("Mul", [x, ctx.scalar(0.5)]),
-                                      b.op("Mul", [sech2, du])])])
+        d = b.op(
+            "Add",
+            [
+                b.op("Mul", [b.op("Add", [ctx.scalar(1.0), t]), ctx.scalar(0.5)]),
+                b.op("Mul", [b.op("Mul", [x, ctx.scalar(0.5)]), b.op("Mul", [sech2, du])]),
+            ],
+        )
     else:
         # y = x Phi(x): y' = Phi(x) + x phi(x)
-        phi_cdf = b.op("Mul", [b.op("Add", [ctx.scalar(1.0), b.op(
-            "Erf", [b.op("Mul", [x, ctx.scalar(1.0 / math.sqrt(2.0))])])]), ctx.scalar(0.5)])
-        pdf = b.op("Mul", [b.op("Exp", [b.op("Mul", [b.op("Mul", [x, x]), ctx.scalar(-0.5)])]),
-                           ctx.scalar(1.0 / math.sqrt(2.0 * math.pi))])
+        phi_cdf = b.op(
+            "Mul",
+            [
+                b.op("Add", [ctx.scalar(1.0), b.op("Erf", [b.op("Mul", [x, ctx.scalar(1.0 / math.sqrt(2.0))])])]),
+                ctx.scalar(0.5),
+            ],
+        )
+        pdf = b.op(
+            "Mul",
+            [
+                b.op("Exp", [b.op("Mul", [b.op("Mul", [x, x]), ctx.scalar(-0.5)])]),
+                ctx.scalar(1.0 / math.sqrt(2.0 * math.pi)),
+            ],
+        )
         d = b.op("Add", [phi_cdf, b.op("Mul", [x, pdf])])
     return [b.op("Mul", [ctx.g(), d])]
 

@@ -40,8 +40,7 @@ def _flipped_weight(ctx: VJPContext, w: str, w_shape, group: int) -> str:
     m, cg, *k = w_shape
     nd = len(k)
     big = -(2**62)
-    w = b.op("Slice", [w, b.ints([-1] * nd), b.ints([big] * nd), b.ints(range(2, 2 + nd)),
-                       b.ints([-1] * nd)])
+    w = b.op("Slice", [w, b.ints([-1] * nd), b.ints([big] * nd), b.ints(range(2, 2 + nd)), b.ints([-1] * nd)])
     if cg == 1 and m == group:  # depthwise: already (C, 1, *k)
         return w
     w = b.op("Reshape", [w, b.ints([group, m // group, cg, *k])])
@@ -64,16 +63,16 @@ def conv(ctx: VJPContext):
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         if not all_int(in_sp):
             ctx.unsupported("auto_pad SAME with dynamic spatial dims")
-        pads = _same_pads([max(0, (-(-in_sp[i] // strides[i]) - 1) * strides[i] + eff[i] - in_sp[i])
-                           for i in range(nd)], auto_pad)
+        pads = _same_pads(
+            [max(0, (-(-in_sp[i] // strides[i]) - 1) * strides[i] + eff[i] - in_sp[i]) for i in range(nd)], auto_pad
+        )
     elif auto_pad == "VALID":
         pads = [0] * (2 * nd)
     else:
         pads = list(ctx.attr("pads") or [0] * (2 * nd))
     out_pad: list[int] | None = None
     if all_int(in_sp) and all_int(out_sp):  # static
-        out_pad = [in_sp[i] - ((out_sp[i] - 1) * strides[i] + eff[i] - pads[i] - pads[nd + i])
-                   for i in range(nd)]
+        out_pad = [in_sp[i] - ((out_sp[i] - 1) * strides[i] + eff[i] - pads[i] - pads[nd + i]) for i in range(nd)]
         for i in range(nd):  # rows the forward window never reached: crop instead
             if out_pad[i] < 0:
                 pads[nd + i] -= out_pad[i]
@@ -85,16 +84,36 @@ def conv(ctx: VJPContext):
     if ctx.need(0) and all(s == 1 for s in strides) and w_shape and min(flip_pads) >= 0:
         # stride 1: a plain Conv with the kernel flipped and its channels transposed per group
         # (onnxruntime's Conv kernels are faster than its ConvTranspose, depthwise above all)
-        gx = b.op("Conv", [g, _flipped_weight(ctx, w, w_shape, group)], dilations=dilations,
-                  pads=flip_pads, group=group, kernel_shape=kernel)
+        gx = b.op(
+            "Conv",
+            [g, _flipped_weight(ctx, w, w_shape, group)],
+            dilations=dilations,
+            pads=flip_pads,
+            group=group,
+            kernel_shape=kernel,
+        )
     elif ctx.need(0) and out_pad is not None:  # static
-        gx = b.op("ConvTranspose", [g, w], strides=strides, dilations=dilations, pads=pads,
-                  group=group, kernel_shape=kernel,
-                  output_padding=out_pad if any(out_pad) else None)
+        gx = b.op(
+            "ConvTranspose",
+            [g, w],
+            strides=strides,
+            dilations=dilations,
+            pads=pads,
+            group=group,
+            kernel_shape=kernel,
+            output_padding=out_pad if any(out_pad) else None,
+        )
     elif ctx.need(0):
         # dynamic sizes: crop nothing at the end, then cut (or zero-pad) to the input's size
-        gx = b.op("ConvTranspose", [g, w], strides=strides, dilations=dilations,
-                  pads=pads[:nd] + [0] * nd, group=group, kernel_shape=kernel)
+        gx = b.op(
+            "ConvTranspose",
+            [g, w],
+            strides=strides,
+            dilations=dilations,
+            pads=pads[:nd] + [0] * nd,
+            group=group,
+            kernel_shape=kernel,
+        )
         in_size = b.shape(x, start=2)
         gx = b.op("Slice", [gx, b.ints([0] * nd), in_size, b.ints(range(2, 2 + nd))])
         diff = b.op("Sub", [in_size, b.shape(gx, start=2)])
@@ -117,14 +136,26 @@ def conv_transpose(ctx: VJPContext):
         if xs is None or ys is None:
             ctx.unsupported("output_shape/auto_pad with dynamic shapes")
         out_pad = list(ctx.attr("output_padding") or [0] * nd)
-        pads = _same_pads([strides[i] * (xs[2 + i] - 1) + out_pad[i] + (kernel[i] - 1) * dilations[i] + 1 - ys[2 + i]
-                           for i in range(nd)], auto_pad)
+        pads = _same_pads(
+            [
+                strides[i] * (xs[2 + i] - 1) + out_pad[i] + (kernel[i] - 1) * dilations[i] + 1 - ys[2 + i]
+                for i in range(nd)
+            ],
+            auto_pad,
+        )
     elif auto_pad == "VALID":
         pads = [0] * (2 * nd)
     else:
         pads = list(ctx.attr("pads") or [0] * (2 * nd))
     gx = None
     if ctx.need(0):
-        gx = b.op("Conv", [g, w], strides=strides, dilations=dilations, pads=pads,
-                  group=ctx.attr("group", 1), kernel_shape=kernel)
+        gx = b.op(
+            "Conv",
+            [g, w],
+            strides=strides,
+            dilations=dilations,
+            pads=pads,
+            group=ctx.attr("group", 1),
+            kernel_shape=kernel,
+        )
     return [gx, None, _bias_grad(ctx, g)]

@@ -47,8 +47,7 @@ def pow_(ctx: VJPContext):
         if exponent is not None and exponent.size == 1 and float(exponent) == 2.0:
             d = b.op("Mul", [a, ctx.scalar(2.0, a)])
         else:
-            e_a = e if ctx.np_dtype(e) == ctx.np_dtype(a) else b.op(
-                "Cast", [e], to=ctx.elem(a))
+            e_a = e if ctx.np_dtype(e) == ctx.np_dtype(a) else b.op("Cast", [e], to=ctx.elem(a))
             d = b.op("Mul", [e_a, b.op("Pow", [a, b.op("Sub", [e_a, ctx.scalar(1.0, a)])])])
         ga = ctx.unbroadcast(b.op("Mul", [g, d]), a)
     if ctx.need(1):
@@ -107,8 +106,7 @@ def erf(ctx: VJPContext):
 
 @vjp("Sum")
 def sum_(ctx: VJPContext):
-    return [ctx.unbroadcast(ctx.g(), x) if ctx.need(i) else None
-            for i, x in enumerate(ctx.node.input)]
+    return [ctx.unbroadcast(ctx.g(), x) if ctx.need(i) else None for i, x in enumerate(ctx.node.input)]
 
 
 @vjp("Mean")

@@ -57,8 +57,7 @@ def matmul(ctx: VJPContext):
     return [ga, gb]
 
 
-def _sum_to(ctx: VJPContext, grad: str, target: str, rank: int, out_rank: int,
-            squeeze: int | None) -> str:
+def _sum_to(ctx: VJPContext, grad: str, target: str, rank: int, out_rank: int, squeeze: int | None) -> str:
     """Reduce the batch dims of a matmul cotangent back to ``target``'s (broadcast) shape."""
     b = ctx.b
     t_shape = ctx.dims(target)
@@ -68,7 +67,11 @@ def _sum_to(ctx: VJPContext, grad: str, target: str, rank: int, out_rank: int,
     batch_t = list(t_shape[: t_rank2 - 2]) if rank >= 2 else []
     y_shape = ctx.shape(ctx.y())
     # the forward output's batch dims (before any 1-D squeeze) are the broadcast batch dims
-    y_batch = list(y_shape[: out_rank - 2]) if y_shape is not None and len(y_shape) >= out_rank - 2 else [None] * (out_rank - 2)
+    y_batch = (
+        list(y_shape[: out_rank - 2])
+        if y_shape is not None and len(y_shape) >= out_rank - 2
+        else [None] * (out_rank - 2)
+    )
     for i, d in enumerate(batch_t):
         if d == 1 and y_batch[lead + i] != 1:
             axes.append(lead + i)
@@ -90,7 +93,8 @@ def _parse_einsum(eq: str, n_inputs: int):
         terms = eq.split(",")
         letters = [c for t in terms for c in t.replace("...", "")]
         out = ("..." if any("..." in t for t in terms) else "") + "".join(
-            sorted(c for c in set(letters) if letters.count(c) == 1))
+            sorted(c for c in set(letters) if letters.count(c) == 1)
+        )
     if len(terms) != n_inputs:
         raise ValueError("einsum equation does not match its inputs")
     return terms, out
@@ -131,8 +135,7 @@ def einsum(ctx: VJPContext):
             ctx.unsupported("ellipsis summed away")
         others = [t for j, t in enumerate(terms) if j != i]
         eq = ",".join([out] + others) + "->" + "".join(kept)
-        gi = b.op("Einsum", [g] + [x_ for j, x_ in enumerate(ctx.node.input) if j != i],
-                  equation=eq)
+        gi = b.op("Einsum", [g] + [x_ for j, x_ in enumerate(ctx.node.input) if j != i], equation=eq)
         if len(kept) != len(toks):
             missing = [k for k, t in enumerate(toks) if t not in elsewhere]
             gi = b.op("Unsqueeze", [gi, b.ints(missing)])
@@ -155,9 +158,9 @@ def _sum_ellipsis(ctx: VJPContext, gi: str, x: str, toks: list[str]) -> str:
     pos_out = out_toks.index("...")
     n_ell_y = len(ys) - (len(out_toks) - 1)
     if n_ell_x == n_ell_y:
-        ell_y = ys[pos_out: pos_out + n_ell_y]
+        ell_y = ys[pos_out : pos_out + n_ell_y]
         pos = toks.index("...")
-        ell_x = xs[pos: pos + n_ell_x]
+        ell_x = xs[pos : pos + n_ell_x]
         axes = [pos + k for k in range(n_ell_x) if ell_x[k] == 1 and ell_y[k] != 1]
         return ctx.b.reduce("ReduceSum", gi, axes, keepdims=True) if axes else gi
     ctx.unsupported("einsum ellipsis broadcasting across ranks")

@@ -33,10 +33,13 @@ def max_pool(ctx: VJPContext):
     indices = ctx.forward_output(1, "maxpool_indices")
     flat = b.ints([-1])
     numel = b.op("Reshape", [b.op("Size", [x]), b.ints([1])])
-    zeros = b.op("ConstantOfShape", [numel],
-                 value=helper.make_tensor("value", ctx.elem(x), [1], [0]))
-    s = b.op("ScatterElements", [zeros, b.op("Reshape", [indices, flat]),
-                                 b.op("Reshape", [g, flat])], axis=0, reduction="add")
+    zeros = b.op("ConstantOfShape", [numel], value=helper.make_tensor("value", ctx.elem(x), [1], [0]))
+    s = b.op(
+        "ScatterElements",
+        [zeros, b.op("Reshape", [indices, flat]), b.op("Reshape", [g, flat])],
+        axis=0,
+        reduction="add",
+    )
     return [b.reshape(s, x, ctx.static_shape(x))]
 
 
@@ -65,13 +68,17 @@ def _average_divisor(ctx: VJPContext, in_sp, out_sp, kernel, strides, dilations,
     node = helper.make_node("AveragePool", ["x"], ["y"])
     node.attribute.extend(ctx.node.attribute)
     graph = helper.make_graph(
-        [node], "probe",
+        [node],
+        "probe",
         [helper.make_tensor_value_info("x", 1, [1, 1, *in_sp])],
-        [helper.make_tensor_value_info("y", 1, None)])
+        [helper.make_tensor_value_info("y", 1, None)],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ctx.opset)])
-    mean_of_ones = ort.InferenceSession(model.SerializeToString(),
-                                        providers=["CPUExecutionProvider"]).run(
-        None, {"x": np.ones((1, 1, *in_sp), np.float32)})[0][0, 0].astype(np.float64)
+    mean_of_ones = (
+        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        .run(None, {"x": np.ones((1, 1, *in_sp), np.float32)})[0][0, 0]
+        .astype(np.float64)
+    )
     # number of input cells in every window
     valid = np.ones((), np.float64)
     for i in range(nd):
@@ -105,9 +112,16 @@ def average_pool(ctx: VJPContext):
     else:
         g = b.op("Mul", [g, b.const((1.0 / divisor)[None, None].astype(dt))])
     tpads, out_pad = transpose_geometry(in_sp, out_sp, eff, strides, pads)
-    gx = b.op("ConvTranspose", [g, b.const(weight)], strides=strides, dilations=dilations,
-              pads=tpads, group=channels, kernel_shape=kernel,
-              output_padding=out_pad if any(out_pad) else None)
+    gx = b.op(
+        "ConvTranspose",
+        [g, b.const(weight)],
+        strides=strides,
+        dilations=dilations,
+        pads=tpads,
+        group=channels,
+        kernel_shape=kernel,
+        output_padding=out_pad if any(out_pad) else None,
+    )
     return [gx]
 
 

@@ -36,8 +36,7 @@ from onnx import numpy_helper
 from ..registry import VJPContext, vjp
 
 ACTIVATIONS = ("Sigmoid", "Tanh", "Relu")
-DEFAULT_ACTIVATIONS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"],
-                       "RNN": ["Tanh"]}
+DEFAULT_ACTIVATIONS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"], "RNN": ["Tanh"]}
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 WEIGHT_INPUTS = {"LSTM": (1, 2, 3, 7), "GRU": (1, 2, 3), "RNN": (1, 2, 3)}
 
@@ -50,8 +49,7 @@ class _Sweep:
         self.op = op
         for i in WEIGHT_INPUTS[op]:
             if ctx.need(i):
-                ctx.unsupported("its weights depend on the input (only input and initial-state "
-                                "gradients are built)")
+                ctx.unsupported("its weights depend on the input (only input and initial-state gradients are built)")
         direction = ctx.attr_str("direction", "forward")
         if direction not in ("forward", "reverse", "bidirectional"):
             ctx.unsupported(f"direction {direction!r}")
@@ -62,8 +60,7 @@ class _Sweep:
             ctx.unsupported("input_forget=1")
         acts = ctx.attr("activations", None)
         k = len(DEFAULT_ACTIVATIONS[op])
-        acts = [a.decode() if isinstance(a, bytes) else a for a in acts] if acts \
-            else DEFAULT_ACTIVATIONS[op]
+        acts = [a.decode() if isinstance(a, bytes) else a for a in acts] if acts else DEFAULT_ACTIVATIONS[op]
         if len(acts) == k:
             acts = acts * len(self.directions)
         if len(acts) != k * len(self.directions):
@@ -71,15 +68,17 @@ class _Sweep:
         for a in acts:
             if a not in ACTIVATIONS:
                 ctx.unsupported(f"activation {a!r} (exact gradients for {', '.join(ACTIVATIONS)})")
-        self.acts = [acts[d * k:(d + 1) * k] for d in range(len(self.directions))]
+        self.acts = [acts[d * k : (d + 1) * k] for d in range(len(self.directions))]
         x = ctx.x(0)
         shape = ctx.shape(x)
         if shape is None or len(shape) != 3:
             ctx.unsupported(f"rank of {x!r} unknown after shape inference")
         T = shape[1 if self.layout else 0]
         if not isinstance(T, int):
-            ctx.unsupported("the sequence length is dynamic (the backward unrolls a static "
-                            "length: export the model with a fixed sequence length)")
+            ctx.unsupported(
+                "the sequence length is dynamic (the backward unrolls a static "
+                "length: export the model with a fixed sequence length)"
+            )
         self.T = T
         r_shape = ctx.shape(ctx.x(2))
         H = ctx.attr("hidden_size", None) or (r_shape[-1] if r_shape else None)
@@ -139,8 +138,7 @@ class _Sweep:
         return self.b.op_multi("Split", [t, self.b.ints([1] * self.T)], outputs=self.T, axis=0)
 
     def rows(self, t: str, start: int, stop: int, axis: int = 0) -> str:
-        return self.b.op("Slice", [t, self.b.ints([start]), self.b.ints([stop]),
-                                   self.b.ints([axis])])
+        return self.b.op("Slice", [t, self.b.ints([start]), self.b.ints([stop]), self.b.ints([axis])])
 
     def pick(self, t: str, d: int, axis: int) -> str:
         """Direction ``d`` of ``t`` along ``axis``, that axis dropped."""
@@ -155,10 +153,8 @@ class _Sweep:
         """(1, N, H) zeros (the default initial state)."""
         if self._zeros is None:
             b = self.b
-            shape = b.op("Concat", [b.ints([1]), b.shape(self.X, 1, 2), b.ints([self.H])],
-                         axis=0)
-            self._zeros = b.op("ConstantOfShape", [shape], value=numpy_helper.from_array(
-                np.zeros((1,), self.dt)))
+            shape = b.op("Concat", [b.ints([1]), b.shape(self.X, 1, 2), b.ints([self.H])], axis=0)
+            self._zeros = b.op("ConstantOfShape", [shape], value=numpy_helper.from_array(np.zeros((1,), self.dt)))
         return self._zeros
 
     def init_state(self, s, d):
@@ -284,8 +280,7 @@ class _Sweep:
             parts = []
             for d, dA in enumerate(dA_by_dir):
                 w = self.pick(ctx.x(1), d, 0)
-                parts.append(b.op("MatMul", [b.op("Concat", dA, axis=0) if len(dA) > 1
-                                             else dA[0], w]))
+                parts.append(b.op("MatMul", [b.op("Concat", dA, axis=0) if len(dA) > 1 else dA[0], w]))
             gx = self.add(*parts)
             out[0] = b.op("Transpose", [gx], perm=[1, 0, 2]) if self.layout else gx
         for i, per_dir in ((5, dh0_by_dir), (6, dc0_by_dir)):
@@ -371,14 +366,12 @@ def gru(ctx: VJPContext):
             if hh_t is not None:  # linear_before_reset
                 da_r = s.mul(da_h, hh_t[t], fr_t[t])
                 dA[t] = b.op("Concat", [da_z, da_r, da_h], axis=2)
-                rec = b.op("MatMul", [b.op("Concat", [da_z, da_r, s.mul(da_h, r_t[t])], axis=2),
-                                      r])
+                rec = b.op("MatMul", [b.op("Concat", [da_z, da_r, s.mul(da_h, r_t[t])], axis=2), r])
             else:
                 drh = b.op("MatMul", [da_h, r_h])
                 da_r = s.mul(drh, hp_t[t], fr_t[t])
                 dA[t] = b.op("Concat", [da_z, da_r, da_h], axis=2)
-                rec = s.add(s.mul(drh, r_t[t]),
-                            b.op("MatMul", [b.op("Concat", [da_z, da_r], axis=2), r_zr]))
+                rec = s.add(s.mul(drh, r_t[t]), b.op("MatMul", [b.op("Concat", [da_z, da_r], axis=2), r_zr]))
             dprev = s.add(s.mul(g, z_t[t]), rec)
             carry = s.carry(dprev, t, rev, k, init)
         dA_dirs.append(dA)
@@ -420,8 +413,7 @@ def lstm(ctx: VJPContext):
             i, di = s.activation(fname, a_i)
             fg, df = s.activation(fname, a_f)
             gg, dg = s.activation(gname, a_c)
-            c = b.op("Add", [s.mul(fg, c_prev), s.mul(i, gg)],
-                     output=b.fresh(f"lstm_c{d}_t{t}"))  # named for the tests
+            c = b.op("Add", [s.mul(fg, c_prev), s.mul(i, gg)], output=b.fresh(f"lstm_c{d}_t{t}"))  # named for the tests
             if peep is not None:
                 a_o = s.add(a_o, s.mul(p_o, c))
             o, do = s.activation(fname, a_o)
@@ -438,18 +430,15 @@ def lstm(ctx: VJPContext):
             c_prev, i, di, fg, df, gg, dg, o, do, hc, dhc = st[t]
             g = s.incoming(dh[t], carry_h)
             da_o = s.mul(g, hc, do)
-            dc = s.add(carry_c, dc_seed[t], s.mul(g, o, dhc),
-                       s.mul(da_o, p_o) if peep is not None else None)
+            dc = s.add(carry_c, dc_seed[t], s.mul(g, o, dhc), s.mul(da_o, p_o) if peep is not None else None)
             da_i = s.mul(dc, gg, di)
             da_f = s.mul(dc, c_prev, df)
             da_c = s.mul(dc, i, dg)
             dA[t] = da = b.op("Concat", [da_i, da_o, da_f, da_c], axis=2)
-            dc_prev = s.add(s.mul(dc, fg), *((s.mul(da_i, p_i), s.mul(da_f, p_f))
-                                             if peep is not None else ()))
+            dc_prev = s.add(s.mul(dc, fg), *((s.mul(da_i, p_i), s.mul(da_f, p_f)) if peep is not None else ()))
             carry_h = s.carry(b.op("MatMul", [da, r]), t, rev, k, init_h)
             carry_c = s.carry(dc_prev, t, rev, k, init_c)
         dA_dirs.append(dA)
         dh0_dirs.append(_sum_init(s, init_h, direct_h))
         dc0_dirs.append(_sum_init(s, init_c, direct_c))
     return s.finish(dA_dirs, dh0_dirs, dc0_dirs)
-

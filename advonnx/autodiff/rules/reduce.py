@@ -100,8 +100,7 @@ def reduce_max_min(ctx: VJPContext):
     if axes is None:
         return [ctx.g()]
     b, x = ctx.b, ctx.x(0)
-    mask = b.op("Cast", [b.op("Equal", [x, _y_keep(ctx, axes)])],
-                to=ctx.elem(x))
+    mask = b.op("Cast", [b.op("Equal", [x, _y_keep(ctx, axes)])], to=ctx.elem(x))
     count = b.reduce("ReduceSum", mask, axes, keepdims=True)
     g = ctx.g()
     if not ctx.attr("keepdims", 1):

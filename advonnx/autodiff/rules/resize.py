@@ -25,8 +25,7 @@ def _axis_matrix(attrs: bytes, opset: int, n_in: int, n_out: int, scale: float |
     """``M`` (n_out, n_in) of a 1-D resize with the node's attributes (serialized)."""
     import onnxruntime as ort
 
-    node = helper.make_node("Resize", ["x", "", "scales" if scale else "", "" if scale else "sizes"],
-                            ["y"])
+    node = helper.make_node("Resize", ["x", "", "scales" if scale else "", "" if scale else "sizes"], ["y"])
     proto = helper.make_node("Resize", [], [])
     proto.ParseFromString(attrs)
     node.attribute.extend(a for a in proto.attribute if a.name != "axes")
@@ -35,8 +34,13 @@ def _axis_matrix(attrs: bytes, opset: int, n_in: int, n_out: int, scale: float |
         inits.append(helper.make_tensor("scales", 1, [2], [1.0, scale]))
     else:
         inits.append(helper.make_tensor("sizes", 7, [2], [n_in, n_out]))
-    graph = helper.make_graph([node], "probe", [helper.make_tensor_value_info("x", 1, [n_in, n_in])],
-                              [helper.make_tensor_value_info("y", 1, None)], initializer=inits)
+    graph = helper.make_graph(
+        [node],
+        "probe",
+        [helper.make_tensor_value_info("x", 1, [n_in, n_in])],
+        [helper.make_tensor_value_info("y", 1, None)],
+        initializer=inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", max(opset, 13))])
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     m_t = sess.run(None, {"x": np.eye(n_in, dtype=np.float32)})[0]  # (n_in, n_out) = M^T
@@ -137,8 +141,7 @@ def resize(ctx: VJPContext):
         # dynamic length: only integer nearest upsampling, whose map does not depend on it
         k = _dynamic_repeat(key, ctx.opset, mode, scale)
         if k is None:
-            ctx.unsupported("resized axes must have static sizes (except integer nearest "
-                            "upsampling)")
+            ctx.unsupported("resized axes must have static sizes (except integer nearest upsampling)")
         repeats[a] = k
     if repeats:  # nearest integer upsampling: sum each block of k copies
         g = _sum_repeats(ctx, g, repeats)

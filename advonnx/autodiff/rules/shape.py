@@ -106,15 +106,13 @@ def slice_(ctx: VJPContext):
     for i, a in enumerate(axes_v):
         st, en, sp = (_element(ctx, ctx.x_opt(k), i) for k in (1, 2, 4))
         dim = _dim(ctx, x, a)
-        positions = b.op("Range", [b.const(np.int64(0)), b.op("Squeeze", [dim]),
-                                   b.const(np.int64(1))])
+        positions = b.op("Range", [b.const(np.int64(0)), b.op("Squeeze", [dim]), b.const(np.int64(1))])
         idx = b.op("Slice", [positions, st, en, b.ints([0]), sp])
         shape = [1] * rank
         shape[a] = -1
         idx = b.op("Expand", [b.op("Reshape", [idx, b.ints(shape)]), b.shape(g)])
         new_shape = b.op("ScatterElements", [b.shape(g), b.ints([a]), dim], axis=0)
-        zeros = b.op("ConstantOfShape", [new_shape], value=helper.make_tensor(
-            "value", ctx.elem(x), [1], [0]))
+        zeros = b.op("ConstantOfShape", [new_shape], value=helper.make_tensor("value", ctx.elem(x), [1], [0]))
         g = b.op("ScatterElements", [zeros, idx, g], axis=a)
     return [g]
 
@@ -143,9 +141,11 @@ def _slice_pad_runtime(ctx: VJPContext, axes: list[int]) -> str:
     begin = b.op("Min", [b.op("Max", [starts, zero]), dims])
     out_dims = b.op("Gather", [b.shape(ctx.y()), ax])
     end = b.op("Sub", [b.op("Sub", [dims, begin]), out_dims])
-    pads = b.op("ScatterElements", [b.ints([0] * (2 * rank)),
-                                    b.ints(axes + [a + rank for a in axes]),
-                                    b.op("Concat", [begin, end], axis=0)], axis=0)
+    pads = b.op(
+        "ScatterElements",
+        [b.ints([0] * (2 * rank)), b.ints(axes + [a + rank for a in axes]), b.op("Concat", [begin, end], axis=0)],
+        axis=0,
+    )
     return b.op("Pad", [ctx.g(), pads])
 
 
@@ -177,8 +177,7 @@ def pad(ctx: VJPContext):
     n = len(axes)
     begin, end = pads[:n], pads[n:]
     if mode != "constant":
-        return [_pad_scatter(ctx, mode, dict(zip(axes, zip(begin, end, strict=True),
-                                                 strict=True))), None, None, None]
+        return [_pad_scatter(ctx, mode, dict(zip(axes, zip(begin, end, strict=True), strict=True))), None, None, None]
     starts = [max(p, 0) for p in begin]
     ends = [-p if p > 0 else INT64_MAX for p in end]
     g = b.op("Slice", [ctx.g(), b.ints(starts), b.ints(ends), b.ints(axes)])
@@ -190,8 +189,7 @@ def pad(ctx: VJPContext):
     return [g, None, None, None]
 
 
-_NUMPY_PAD_MODES: dict[str, Literal["reflect", "edge", "wrap"]] = {
-    "reflect": "reflect", "edge": "edge", "wrap": "wrap"}
+_NUMPY_PAD_MODES: dict[str, Literal["reflect", "edge", "wrap"]] = {"reflect": "reflect", "edge": "edge", "wrap": "wrap"}
 
 
 def _pad_scatter(ctx: VJPContext, mode: str, pads: dict[int, tuple[int, int]]) -> str:
@@ -212,8 +210,7 @@ def _pad_scatter(ctx: VJPContext, mode: str, pads: dict[int, tuple[int, int]]) -
         shape[a] = -1
         idx = b.op("Expand", [b.const(source.reshape(shape)), b.shape(g)])
         target = b.op("ScatterElements", [b.shape(g), b.ints([a]), b.ints([d])], axis=0)
-        zeros = b.op("ConstantOfShape", [target], value=helper.make_tensor(
-            "value", ctx.elem(x), [1], [0]))
+        zeros = b.op("ConstantOfShape", [target], value=helper.make_tensor("value", ctx.elem(x), [1], [0]))
         g = b.op("ScatterElements", [zeros, idx, g], axis=a, reduction="add")
     return g
 
@@ -245,9 +242,10 @@ def _normalized_indices(ctx: VJPContext, idx: str, dim: str) -> str:
     if value is not None and np.all(np.asarray(value) >= 0):
         return idx
     b = ctx.b
-    return b.op("Where", [b.op("Less", [idx, b.const(np.int64(0))]),
-                          b.op("Add", [idx, b.op("Cast", [dim], to=ctx.elem(idx))]),
-                          idx])
+    return b.op(
+        "Where",
+        [b.op("Less", [idx, b.const(np.int64(0))]), b.op("Add", [idx, b.op("Cast", [dim], to=ctx.elem(idx))]), idx],
+    )
 
 
 @vjp("Gather", requires_opset=16)
@@ -265,8 +263,7 @@ def gather(ctx: VJPContext):
     xt = b.op("Transpose", [x], perm=perm_x) if a else x
     gt = b.op("Transpose", [g], perm=perm_g) if a and q else g
     zeros = b.zeros_like(xt, None, ctx.np_dtype(x))
-    out = b.op("ScatterND", [zeros, b.op("Unsqueeze", [idx, b.ints([-1])]), gt],
-               reduction="add")
+    out = b.op("ScatterND", [zeros, b.op("Unsqueeze", [idx, b.ints([-1])]), gt], reduction="add")
     if a:
         inverse = [0] * rank
         for i, p in enumerate(perm_x):
@@ -315,8 +312,10 @@ def trilu(ctx: VJPContext):
 @vjp("CumSum")
 def cumsum(ctx: VJPContext):
     """The adjoint of a cumulative sum is the cumulative sum the other way."""
-    return [ctx.b.op("CumSum", [ctx.g(), ctx.x(1)], exclusive=ctx.attr("exclusive", 0),
-                     reverse=1 - ctx.attr("reverse", 0)), None]
+    return [
+        ctx.b.op("CumSum", [ctx.g(), ctx.x(1)], exclusive=ctx.attr("exclusive", 0), reverse=1 - ctx.attr("reverse", 0)),
+        None,
+    ]
 
 
 @vjp("TopK", requires_opset=16)
@@ -325,5 +324,7 @@ def top_k(ctx: VJPContext):
     b, x = ctx.b, ctx.x(0)
     rank = ctx.rank(x)
     zeros = b.zeros_like(x, ctx.static_shape(x), ctx.np_dtype(x))
-    return [b.op("ScatterElements", [zeros, ctx.y(1), ctx.g()],
-                 axis=ctx.attr("axis", -1) % rank, reduction="add"), None]
+    return [
+        b.op("ScatterElements", [zeros, ctx.y(1), ctx.g()], axis=ctx.attr("axis", -1) % rank, reduction="add"),
+        None,
+    ]

@@ -14,15 +14,7 @@ from advonnx.data.dataset import Dataset, InputExpectation
 from advonnx.data.intensity import IntensityRule
 from advonnx.data.labels import finish_labels
 from advonnx.data.pipeline import Pipeline, size_str
-from advonnx.data.readers import (
-    SUPPORTED,
-    RawImage,
-    Unreadable,
-    dicom_group,
-    read_file,
-    read_series,
-    suffix,
-)
+from advonnx.data.readers import SUPPORTED, RawImage, Unreadable, dicom_group, read_file, read_series, suffix
 from advonnx.data.sources.base import LoadRequest, err
 from advonnx.data.stream import SampleArray, as_array, group_order
 from advonnx.errors import DataError
@@ -84,8 +76,9 @@ def _counts(shapes) -> dict:
     return out
 
 
-def read_item(pipe: Pipeline, it: Item, expect: InputExpectation, orientation: str | None
-              ) -> tuple[np.ndarray, tuple[float, ...] | None, np.ndarray | None]:
+def read_item(
+    pipe: Pipeline, it: Item, expect: InputExpectation, orientation: str | None
+) -> tuple[np.ndarray, tuple[float, ...] | None, np.ndarray | None]:
     """One sample through the pipeline: (image in the model's layout, spacing, mask or None)."""
     raw = read_series(it.files, orientation) if it.files is not None else read_file(it.path, orientation)
     arr, sp = pipe.image(raw, str(it.path))
@@ -103,8 +96,16 @@ class ItemSource:
     their files through a fresh pipeline (channels as resolved at load); masks of the last blocks
     read are kept for the labels' reads of the same indices."""
 
-    def __init__(self, items: list[Item], expect: InputExpectation, rule: IntensityRule, resize: str,
-                 orientation: str | None, voxel_spacing: tuple[float, ...] | None, channels: int | None):
+    def __init__(
+        self,
+        items: list[Item],
+        expect: InputExpectation,
+        rule: IntensityRule,
+        resize: str,
+        orientation: str | None,
+        voxel_spacing: tuple[float, ...] | None,
+        channels: int | None,
+    ):
         self.items, self.expect, self.rule, self.resize = items, expect, rule, resize
         self.orientation, self.voxel_spacing, self.channels = orientation, voxel_spacing, channels
         self.binary_255 = False
@@ -161,9 +162,9 @@ class ItemSource:
         self._lock = threading.Lock()
 
 
-
-def load_items(req: LoadRequest, items: list[Item], classes: list[str] | None,
-               skipped: list[tuple[str, str]], single: bool) -> Dataset:
+def load_items(
+    req: LoadRequest, items: list[Item], classes: list[str] | None, skipped: list[tuple[str, str]], single: bool
+) -> Dataset:
     """``items`` (in order) as a :class:`Dataset`: unreadable files skipped (listed in ``skipped``;
     ``single``: an error instead), samples grouped by size, read per block when streamed or of
     several sizes, else stacked."""
@@ -191,9 +192,11 @@ def load_items(req: LoadRequest, items: list[Item], classes: list[str] | None,
     y, classes = _labels(req, source, ys, r.mask_values, shapes, classes)
     if len(set(shapes)) > 1:
         desc["sizes"] = f"{len(set(shapes))} sample sizes, batched by size: " + ", ".join(
-            f"{size_str(s)} ({n})" for s, n in _counts(shapes).items())
-    desc["reading"] = "per block, samples read again from their files" if req.stream or len(set(shapes)) > 1 \
-        else "stacked in memory"
+            f"{size_str(s)} ({n})" for s, n in _counts(shapes).items()
+        )
+    desc["reading"] = (
+        "per block, samples read again from their files" if req.stream or len(set(shapes)) > 1 else "stacked in memory"
+    )
     spacing = None  # streamed or of several sizes: no per-sample spacing list
     if not req.stream and len(set(shapes)) == 1:
         x = np.stack([r.held[i][0] for i in order])
@@ -202,8 +205,7 @@ def load_items(req: LoadRequest, items: list[Item], classes: list[str] | None,
             y = (masks == 255).astype(np.int64) if source.binary_255 else masks
         spacing = None if expect.spatial_ndim is None else [tuple(s) for s in spacings if s is not None]
     _describe(req, pipe, len(kept), groups, group_sources, skipped)
-    return Dataset(as_array(x), None if y is None else as_array(y), ids, spacing, skipped, desc, classes,
-                   groups=groups)
+    return Dataset(as_array(x), None if y is None else as_array(y), ids, spacing, skipped, desc, classes, groups=groups)
 
 
 @dataclass
@@ -218,8 +220,9 @@ class _Read:
     held: list[tuple[np.ndarray, np.ndarray | None]] = field(default_factory=list)  # when not streamed
 
 
-def _read_all(req: LoadRequest, pipe: Pipeline, items: list[Item], skipped: list[tuple[str, str]],
-              single: bool) -> _Read:
+def _read_all(
+    req: LoadRequest, pipe: Pipeline, items: list[Item], skipped: list[tuple[str, str]], single: bool
+) -> _Read:
     """Every item (up to ``req.limit`` usable ones) through the pipeline once."""
     limit = req.limit
     r = _Read()
@@ -250,16 +253,19 @@ def _read_all(req: LoadRequest, pipe: Pipeline, items: list[Item], skipped: list
     if not r.kept:
         first = skipped[0] if skipped else ("?", "?")
         raise err(
-            req.path,
-            f"none of the {len(skipped)} files could be used (first: {first[0]}: {first[1]})",
-            first_todo,
+            req.path, f"none of the {len(skipped)} files could be used (first: {first[0]}: {first[1]})", first_todo
         )
     return r
 
 
-def _labels(req: LoadRequest, source: ItemSource, ys: list, mask_values: set[int],
-            shapes: list[tuple[int, ...]], classes: list[str] | None
-            ) -> tuple[np.ndarray | SampleArray | None, list[str] | None]:
+def _labels(
+    req: LoadRequest,
+    source: ItemSource,
+    ys: list,
+    mask_values: set[int],
+    shapes: list[tuple[int, ...]],
+    classes: list[str] | None,
+) -> tuple[np.ndarray | SampleArray | None, list[str] | None]:
     """Labels in sample order: label maps read per block, (N, K) finding vectors, or class indices."""
     expect = req.expect
     y: np.ndarray | SampleArray | None = None
@@ -275,8 +281,14 @@ def _labels(req: LoadRequest, source: ItemSource, ys: list, mask_values: set[int
     return y, classes
 
 
-def _describe(req: LoadRequest, pipe: Pipeline, n: int, groups: list[str], group_sources: dict[str, int],
-              skipped: list[tuple[str, str]]) -> None:
+def _describe(
+    req: LoadRequest,
+    pipe: Pipeline,
+    n: int,
+    groups: list[str],
+    group_sources: dict[str, int],
+    skipped: list[tuple[str, str]],
+) -> None:
     """What the pipeline did, into ``req.desc``."""
     desc, expect, resize, limit = req.desc, req.expect, req.resize, req.limit
     desc["format"] = desc["format"] or ""

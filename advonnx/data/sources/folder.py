@@ -20,16 +20,10 @@ def load(req: LoadRequest) -> Dataset:
     path = req.path
     skipped: list[tuple[str, str]] = []
     if not any(not n.startswith(".") for n in os.listdir(path)):
-        raise err(
-            path, "the folder is empty", f"point advonnx at a folder of images ({SUPPORTED})"
-        )
+        raise err(path, "the folder is empty", f"point advonnx at a folder of images ({SUPPORTED})")
     items, classes = _folder_items(path, req.expect, req.class_names, req.desc, skipped)
     if not items:
-        raise err(
-            path,
-            "the folder holds no image files",
-            f"point advonnx at a folder of images ({SUPPORTED})",
-        )
+        raise err(path, "the folder holds no image files", f"point advonnx at a folder of images ({SUPPORTED})")
     return load_items(req, items, classes, skipped, single=False)
 
 
@@ -71,9 +65,7 @@ def _walk(root: Path, top: Path, three_d: bool, label, items: list[Item], notes:
             items.append(Item(p.relative_to(root).as_posix(), p, label=label))
 
 
-def _folder_items(
-    root: Path, e: InputExpectation, class_names, desc, skipped
-) -> tuple[list[Item], list[str] | None]:
+def _folder_items(root: Path, e: InputExpectation, class_names, desc, skipped) -> tuple[list[Item], list[str] | None]:
     three_d = e.spatial_ndim == 3
     entries = _visible(os.listdir(root))
     subdirs = [n for n in entries if (root / n).is_dir()]
@@ -107,19 +99,13 @@ def _folder_items(
                 skipped.append((n, "file outside the class subfolders"))
         for s in subdirs:
             _walk(root, root / s, three_d, classes.index(s), items, notes)
-        desc["label_source"] = "class subfolders: " + ", ".join(
-            f"{i}={c}" for i, c in enumerate(classes)
-        )
+        desc["label_source"] = "class subfolders: " + ", ".join(f"{i}={c}" for i, c in enumerate(classes))
         desc["format"] = "class folders"
     else:
         _walk(root, root, three_d, None, items, notes)
-        desc["label_source"] = (
-            "none: folder without labels; clean predictions will be the reference"
-        )
+        desc["label_source"] = "none: folder without labels; clean predictions will be the reference"
         desc["format"] = "folder"
     if notes.get("hidden"):
         desc["notes"] += f"{notes['hidden']} hidden files ignored; "
     items.sort(key=lambda it: it.sample_id)
     return items, classes
-
-

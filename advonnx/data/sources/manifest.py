@@ -50,26 +50,14 @@ def _manifest_items(path: Path, e: InputExpectation, class_names, desc) -> list[
         ) from None
     rows = [r for r in rows if any(c.strip() for c in r)]
     if not rows:
-        raise err(
-            path,
-            "the manifest is empty",
-            "write a header path,label (or image,mask) and one row per sample",
-        )
+        raise err(path, "the manifest is empty", "write a header path,label (or image,mask) and one row per sample")
     header = [h.strip().lower() for h in rows[0]]
     if e.findings and "path" in header:
         return _multilabel_manifest(path, rows, e.findings, class_names, desc)
     if "path" in header:
-        ic, lc, kind = (
-            header.index("path"),
-            header.index("label") if "label" in header else None,
-            "label",
-        )
+        ic, lc, kind = (header.index("path"), header.index("label") if "label" in header else None, "label")
     elif "image" in header:
-        ic, lc, kind = (
-            header.index("image"),
-            header.index("mask") if "mask" in header else None,
-            "mask",
-        )
+        ic, lc, kind = (header.index("image"), header.index("mask") if "mask" in header else None, "mask")
     else:
         raise err(
             path,
@@ -83,9 +71,7 @@ def _manifest_items(path: Path, e: InputExpectation, class_names, desc) -> list[
             "use the header image,mask with one label image per sample",
         )
     if lc is not None and kind == "mask" and e.task == "classification":
-        raise err(
-            path, "an image,mask manifest for a classification model", "use the header path,label"
-        )
+        raise err(path, "an image,mask manifest for a classification model", "use the header path,label")
     gc = header.index("group") if "group" in header else None
     items = []
     for i, r in enumerate(rows[1:], start=2):
@@ -103,21 +89,18 @@ def _manifest_items(path: Path, e: InputExpectation, class_names, desc) -> list[
         raise err(path, "the manifest lists no samples", "add one row per sample under the header")
     desc["format"] = "CSV manifest"
     if lc is None:
-        desc["label_source"] = (
-            "none: manifest without labels; clean predictions will be the reference"
-        )
+        desc["label_source"] = "none: manifest without labels; clean predictions will be the reference"
     elif kind == "label":
         desc["label_source"] = f"manifest column '{header[lc]}'"
     else:
-        desc["label_source"] = (
-            f"manifest column '{header[lc]}' (label images, nearest-neighbour resampling)"
-        )
+        desc["label_source"] = f"manifest column '{header[lc]}' (label images, nearest-neighbour resampling)"
     desc["notes"] += "manifest order kept; "
     return items
 
 
-def _manifest_item(path: Path, r: list[str], i: int, width: int, ic: int, gc: int | None
-                   ) -> tuple[Item, list[str], str]:
+def _manifest_item(
+    path: Path, r: list[str], i: int, width: int, ic: int, gc: int | None
+) -> tuple[Item, list[str], str]:
     """Row ``i`` of a manifest (``r``, padded to ``width`` columns) as an item: its image path
     (column ``ic``; a folder must hold one DICOM series) and its group (column ``gc``, if any).
     Returns the item, the padded row and where it is, for messages."""
@@ -131,7 +114,9 @@ def _manifest_item(path: Path, r: list[str], i: int, width: int, ic: int, gc: in
     if gc is not None:
         it.group = r[gc].strip() or None
         if it.group is None:
-            raise err(where, "empty group", "give every row a group id (patient, subject or volume), or drop the column")
+            raise err(
+                where, "empty group", "give every row a group id (patient, subject or volume), or drop the column"
+            )
     if p.is_dir():
         series = dicom_series(p)
         if len(series) != 1:
@@ -158,14 +143,20 @@ def _multilabel_manifest(path: Path, rows: list[list[str]], k: int, class_names,
     cols = [i for i in range(len(raw)) if i not in (ic, gc)]
     names = [raw[i] for i in cols]
     if cols and "label" in [n.lower() for n in names] and k > 1:
-        raise err(path, "one 'label' column for a multi-label model",
-                   f"write one 0/1 column per finding ({k}), e.g. path,{','.join(class_names or ['finding1', '...'])}")
+        raise err(
+            path,
+            "one 'label' column for a multi-label model",
+            f"write one 0/1 column per finding ({k}), e.g. path,{','.join(class_names or ['finding1', '...'])}",
+        )
     if class_names and set(names) == set(class_names):
         cols = [cols[names.index(c)] for c in class_names]
         names = list(class_names)
     elif cols and len(cols) != k:
-        raise err(path, f"{len(cols)} finding columns ({', '.join(names)}) but the model has {k} findings",
-                   "write a path column and one 0/1 column per finding, in the model's output order")
+        raise err(
+            path,
+            f"{len(cols)} finding columns ({', '.join(names)}) but the model has {k} findings",
+            "write a path column and one 0/1 column per finding, in the model's output order",
+        )
     items = []
     for i, r in enumerate(rows[1:], start=2):
         it, r, where = _manifest_item(path, r, i, len(raw), ic, gc)
@@ -179,9 +170,10 @@ def _multilabel_manifest(path: Path, rows: list[list[str]], k: int, class_names,
     if not items:
         raise err(path, "the manifest lists no samples", "add one row per sample under the header")
     desc["format"] = "CSV manifest (multi-label)"
-    desc["label_source"] = (f"manifest finding columns: {', '.join(names)}" if cols else
-                            "none: manifest without finding columns; clean predictions will be the reference")
+    desc["label_source"] = (
+        f"manifest finding columns: {', '.join(names)}"
+        if cols
+        else "none: manifest without finding columns; clean predictions will be the reference"
+    )
     desc["notes"] += "manifest order kept; "
     return items
-
-

@@ -23,15 +23,23 @@ def matches(path: Path) -> bool:
 
 def load(req: LoadRequest) -> Dataset:
     if req.voxel_spacing is not None:
-        raise err(req.path, "--spacing resamples image files, not .npz arrays",
-                  "resample the arrays before saving them, or leave --spacing out")
-    return _load_npz(req.path, req.expect, req.intensity, req.rule, req.limit, req.class_names, req.desc,
-                     req.stream)
+        raise err(
+            req.path,
+            "--spacing resamples image files, not .npz arrays",
+            "resample the arrays before saving them, or leave --spacing out",
+        )
+    return _load_npz(req.path, req.expect, req.intensity, req.rule, req.limit, req.class_names, req.desc, req.stream)
 
 
 def _load_npz(
-    path: Path, e: InputExpectation, intensity: str, rule: IntensityRule, limit: int | None,
-    class_names: list[str] | None, desc: dict[str, str], stream: bool = False,
+    path: Path,
+    e: InputExpectation,
+    intensity: str,
+    rule: IntensityRule,
+    limit: int | None,
+    class_names: list[str] | None,
+    desc: dict[str, str],
+    stream: bool = False,
 ) -> Dataset:
     npz = _NpzFile(path)
     x = _open_x(path, e)
@@ -55,20 +63,22 @@ def _load_npz(
         class_names = [str(c) for c in npz.get("class_names").tolist()]
         desc["notes"] += "class names from the npz; "
     y = _labels(npz, x, n, e, class_names, desc)
-    ids = npz.per_sample_strings("sample_id", n_all, n, "store one id per sample") or [
-        f"npz:{i}" for i in range(n)]
+    ids = npz.per_sample_strings("sample_id", n_all, n, "store one id per sample") or [f"npz:{i}" for i in range(n)]
     groups = npz.per_sample_strings("group", n_all, n, "store one group id (patient, subject, volume) per sample")
     if groups is not None:
         desc["groups"] = f"npz array 'group' ({len(set(groups))} groups)"
     spacing = _spacing(npz, e, n_all, n, desc)
     desc["format"] = "npz"
-    desc["reading"] = ("per block (stored members by positioned reads, compressed ones by streaming "
-                       "decompression), never stacked whole" if stream else "stacked in memory")
+    desc["reading"] = (
+        "per block (stored members by positioned reads, compressed ones by streaming "
+        "decompression), never stacked whole"
+        if stream
+        else "stacked in memory"
+    )
     if not stream:
         xo = np.asarray(xo)
         y = y if y is None or isinstance(y, np.ndarray) else np.asarray(y)
-    return Dataset(as_array(xo), None if y is None else as_array(y), ids, spacing, [], desc, class_names,
-                   groups=groups)
+    return Dataset(as_array(xo), None if y is None else as_array(y), ids, spacing, [], desc, class_names, groups=groups)
 
 
 class _NpzFile:
@@ -81,9 +91,7 @@ class _NpzFile:
             self.files = list(self.z.files)
         except Exception as ex:  # noqa: BLE001 - any reader failure is the user's file
             raise err(
-                path,
-                f"cannot read as .npz ({one_line(ex, 150)})",
-                "save it with numpy.savez(path, x=..., y=...)",
+                path, f"cannot read as .npz ({one_line(ex, 150)})", "save it with numpy.savez(path, x=..., y=...)"
             ) from None
         if "x" not in self.files:
             raise err(
@@ -117,7 +125,9 @@ def _open_x(path: Path, e: InputExpectation) -> NpzMember:
     try:
         x = NpzMember(path, "x")
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as ex:
-        raise err(path, f"cannot read array 'x' ({one_line(ex, 150)})", "save it with numpy.savez(path, x=..., y=...)") from None
+        raise err(
+            path, f"cannot read array 'x' ({one_line(ex, 150)})", "save it with numpy.savez(path, x=..., y=...)"
+        ) from None
     if x.dtype.kind == "c":
         raise err(path, f"x is complex ({x.dtype})", "store real intensities (e.g. the magnitude)")
     if x.dtype.kind not in "biuf":
@@ -133,18 +143,15 @@ def _value_span(path: Path, x: NpzMember, n: int) -> tuple[float, float]:
         blk = x.read(a, min(n, a + CHECK_BLOCK))
         if not np.all(np.isfinite(blk)):
             bad = a + int(np.flatnonzero((~np.isfinite(blk.reshape(len(blk), -1))).any(axis=1))[0])
-            raise err(
-                path,
-                f"x holds NaN or infinite values (first in sample {bad})",
-                "replace or drop those samples",
-            )
+            raise err(path, f"x holds NaN or infinite values (first in sample {bad})", "replace or drop those samples")
         if blk.size:
             vmin, vmax = min(vmin, float(blk.min())), max(vmax, float(blk.max()))
     return vmin, vmax
 
 
-def _labels(npz: _NpzFile, x: NpzMember, n: int, e: InputExpectation, class_names: list[str] | None,
-            desc: dict[str, str]) -> np.ndarray | SampleArray | None:
+def _labels(
+    npz: _NpzFile, x: NpzMember, n: int, e: InputExpectation, class_names: list[str] | None, desc: dict[str, str]
+) -> np.ndarray | SampleArray | None:
     """``y`` checked (the first ``n``): class indices read whole, label maps read per block."""
     path, n_all = npz.path, x.shape[0]
     shim = _Shape((n, *x.shape[1:]))
@@ -166,8 +173,9 @@ def _labels(npz: _NpzFile, x: NpzMember, n: int, e: InputExpectation, class_name
     return y
 
 
-def _spacing(npz: _NpzFile, e: InputExpectation, n_all: int, n: int, desc: dict[str, str]
-             ) -> list[tuple[float, ...]] | None:
+def _spacing(
+    npz: _NpzFile, e: InputExpectation, n_all: int, n: int, desc: dict[str, str]
+) -> list[tuple[float, ...]] | None:
     """Per-sample spacing: a signal's sample period (s) from ``sampling_rate``, an image's voxel
     size (mm) from ``spacing``; None for tabular data and signals without a rate."""
     path, files = npz.path, npz.files
@@ -221,8 +229,14 @@ class _NpzSamples:
         x = self.member.rows(idx)
         lo, hi = self.e.value_range
         if self.rule.kind != "none" and len(x):
-            x = np.stack([apply_rule(x[j], self.rule, (lo, hi), eight_bit=x.dtype == np.uint8,
-                                     name=f"{self.name} sample {int(i)}") for j, i in enumerate(idx)])
+            x = np.stack(
+                [
+                    apply_rule(
+                        x[j], self.rule, (lo, hi), eight_bit=x.dtype == np.uint8, name=f"{self.name} sample {int(i)}"
+                    )
+                    for j, i in enumerate(idx)
+                ]
+            )
         return cast_to(x, np.dtype(self.e.dtype), lo, hi)
 
 
@@ -247,9 +261,7 @@ def _check_npz_shape(path: Path, x: NpzMember, e: InputExpectation) -> None:
     if x.ndim != want_ndim:
         hint = "store x in the model's layout"
         if nd is not None and x.ndim == want_ndim - 1 and e.channels in (1, None):
-            hint = (
-                "add a channel axis (x[:, None] for channels-first, x[..., None] for channels-last)"
-            )
+            hint = "add a channel axis (x[:, None] for channels-first, x[..., None] for channels-last)"
         raise err(path, got, hint)
     if x.shape[0] == 0:
         raise err(path, "x holds no samples", "store at least one sample")
@@ -263,19 +275,13 @@ def _check_npz_shape(path: Path, x: NpzMember, e: InputExpectation) -> None:
     else:
         c, sp = shape[-1], shape[1:-1]
     ok_c = e.channels is None or c == e.channels
-    ok_s = e.spatial_shape is None or all(
-        w is None or w == g for w, g in zip(e.spatial_shape, sp, strict=True)
-    )
+    ok_s = e.spatial_shape is None or all(w is None or w == g for w, g in zip(e.spatial_shape, sp, strict=True))
     if ok_c and ok_s:
         return
     hint = "store x in the model's layout and size"
     other_c = shape[-1] if e.channels_first else shape[1]
     if e.channels is not None and other_c == e.channels and c != e.channels:
-        perm = (
-            (0, x.ndim - 1, *range(1, x.ndim - 1))
-            if e.channels_first
-            else (0, *range(2, x.ndim), 1)
-        )
+        perm = (0, x.ndim - 1, *range(1, x.ndim - 1)) if e.channels_first else (0, *range(2, x.ndim), 1)
         hint = f"x looks channels-{'last' if e.channels_first else 'first'}; transpose it with x.transpose{perm}"
     raise err(path, got, hint)
 
@@ -297,20 +303,13 @@ def _npz_labels(path, y, n, x, e: InputExpectation, class_names):
     if e.findings:
         return _multilabel_npz(path, y, n, e.findings)
     if y.dtype.kind in "US":
-        vals = [
-            label_index(str(v), f"{path} y[{i}]", class_names)
-            for i, v in enumerate(y.reshape(-1).tolist())
-        ]
+        vals = [label_index(str(v), f"{path} y[{i}]", class_names) for i, v in enumerate(y.reshape(-1).tolist())]
         arr, _ = finish_labels(vals, str(path), class_names)
         y = arr.reshape(y.shape)
     if y.dtype.kind not in "biuf":
         raise err(path, f"y has dtype {y.dtype}", "store integer labels")
     if y.shape[:1] != (n,):
-        raise err(
-            path,
-            f"y has shape {y.shape} but x holds {n} samples",
-            "store one label (or label map) per sample",
-        )
+        raise err(path, f"y has shape {y.shape} but x holds {n} samples", "store one label (or label map) per sample")
     if y.dtype.kind == "f" and (not np.all(np.isfinite(y)) or not np.all(y == np.round(y))):
         raise err(path, "y holds non-integer values", "store integer class indices")
     if e.task == "classification":

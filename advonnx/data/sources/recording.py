@@ -14,6 +14,9 @@ matches = signals.is_recording
 def load(req: LoadRequest) -> Dataset:
     path, expect = req.path, req.expect
     if expect.spatial_ndim != 1:
-        raise err(path, f"a signal recording, but the model takes {expect.layout} inputs",
-                  "give a signal model (layout NCW or NWC) or image data")
+        raise err(
+            path,
+            f"a signal recording, but the model takes {expect.layout} inputs",
+            "give a signal model (layout NCW or NWC) or image data",
+        )
     return signals.load_recording(path, expect, req.rule, req.limit, req.desc, DataError)

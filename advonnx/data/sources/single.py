@@ -15,7 +15,5 @@ def matches(path: Path) -> bool:
 
 def load(req: LoadRequest) -> Dataset:
     path = req.path
-    req.desc["label_source"] = (
-        "none: a single image without a label; its prediction will be the reference"
-    )
+    req.desc["label_source"] = "none: a single image without a label; its prediction will be the reference"
     return load_items(req, [Item(path.name, path)], req.class_names, [], single=True)
