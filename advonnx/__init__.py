@@ -7,7 +7,8 @@ corruptions, run through onnxruntime on any ONNX model; results in Parquet.
 __version__ = "0.1.0"
 
 from .errors import AdvonnxError, DataError, GradientUnavailable, ModelError  # noqa: E402
-from .model import OnnxModel, load_model  # noqa: E402
+from .factory import load_model  # noqa: E402
+from .model import OnnxModel  # noqa: E402
 from .spec import ModelSpec  # noqa: E402
 
 

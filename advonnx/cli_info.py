@@ -37,7 +37,7 @@ def inspect(
     """
     from rich.table import Table
 
-    from .model import load_model
+    from .factory import load_model
 
     overrides: dict[str, Any] = {
         k: v
@@ -315,7 +315,7 @@ def doctor(seconds: Annotated[float, typer.Option("--seconds", help="Length of t
     except (ValueError, OSError, AttributeError):
         pass
     try:
-        from .model import load_model
+        from .factory import load_model
         from .suite import load_suite
 
         path = load_suite("quick").models[0].path

@@ -22,9 +22,10 @@ import numpy as np
 from .attacks import make_attack
 from .attacks.base import adversarial
 from .errors import AdvonnxError, DataError
+from .factory import LoadedModel, load_model
 from .joint import JointInputModel
 from .metrics import confidence
-from .model import LoadedModel, ModelRunError, load_model
+from .model import ModelRunError
 from .rows import Outcome, Row, certificate_rows, errored_rows, measured_rows, setting_columns, shape_text, skipped_rows
 from .suite import AttackEntry, DatasetEntry, ModelEntry
 from .target_map import NOT_ATTACKED, directions_for

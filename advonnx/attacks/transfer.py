@@ -23,7 +23,7 @@ _LOCK = threading.Lock()
 
 def load_surrogate(path: str, like_spec):
     """The surrogate at ``path`` with the target's declared value range and layout (cached)."""
-    from ..model import load_model
+    from ..factory import load_model
 
     key = (str(Path(path).resolve()), tuple(like_spec.value_range), like_spec.layout)
     with _LOCK:
