@@ -525,6 +525,8 @@ def test_assumed_value_range_warning_in_run_and_show(tmp_path):
             assert (warning in " ".join(stream.split())) is not declared, stream
 
 
+# waits 2 s for a new run id (seconds resolution)
+@pytest.mark.slow
 def test_run_failing_before_first_chunk_leaves_no_folder(tmp_path, monkeypatch):
     """A run that dies before its first chunk removes its folder (only .lock and _run.json were
     there) and the --out folder it created; earlier runs and resumable folders stay."""

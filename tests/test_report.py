@@ -200,6 +200,8 @@ def test_example_planes():
     assert _plane(np.zeros(10), "NF") is None
 
 
+# a real browser: seconds of start-up; the contents are checked fast by test_report_contents
+@pytest.mark.slow
 def test_report_in_chromium(tiny_results, full_report, tmp_path):
     """Opens the report in Debian's headless Chromium: no console errors, every plot and image
     decodes, sorting and the example selector work; saves a full-page screenshot."""
