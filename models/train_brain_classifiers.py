@@ -29,14 +29,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
-    SUITE_MODELS,
-    export_and_check,
-    make_deterministic,
-    per_class_accuracy,
-    pytorch_metadata,
-    train_all,
-)
+from _common import SUITE_MODELS, export_and_check, make_deterministic, per_class_accuracy, pytorch_metadata, train_all  # noqa: E402
 
 CLASS_NAMES = "csf_other,gray_matter,white_matter"
 

@@ -35,15 +35,7 @@ import optax  # noqa: E402
 from jax import lax  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
-    SUITE_DATA,
-    SUITE_MODELS,
-    WORK,
-    load_npz,
-    per_class_accuracy,
-    save_model,
-    update_metrics,
-)
+from _common import SUITE_DATA, SUITE_MODELS, WORK, load_npz, per_class_accuracy, save_model, update_metrics  # noqa: E402
 
 NAME = "brain_cnn_jax"
 CLASS_NAMES = "csf_other,gray_matter,white_matter"

@@ -38,14 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
-    SUITE_MODELS,
-    dice_per_class,
-    export_and_check,
-    make_deterministic,
-    pytorch_metadata,
-    train_all,
-)
+from _common import SUITE_MODELS, dice_per_class, export_and_check, make_deterministic, pytorch_metadata, train_all  # noqa: E402
 
 CLASS_NAMES = "background,csf_other,gray_matter,white_matter"
 N_CLASSES = 4

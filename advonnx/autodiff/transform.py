@@ -45,13 +45,7 @@ from .heads import (  # noqa: F401  (the gradient model's names, re-exported)
     LOSSES,
     _loss_head,
 )
-from .opset import (  # noqa: F401  (re-exported)
-    CUDA_SCATTER_OPSET,
-    SCATTER_OPSET,
-    _lift_for_scatter,
-    _set_opset,
-    lift_opset,
-)
+from .opset import CUDA_SCATTER_OPSET, SCATTER_OPSET, _lift_for_scatter, _set_opset, lift_opset  # noqa: F401  (re-exported)
 from .registry import FLOAT_TYPES, RuleUnavailable, TensorInfo, VJPContext
 
 

@@ -1,15 +1,3 @@
 """VJP rules, one module per op family; importing this package registers them all."""
 
-from . import (  # noqa: F401
-    activations,
-    conv,
-    elementwise,
-    linalg,
-    normalization,
-    pooling,
-    recurrent,
-    reduce,
-    resize,
-    shape,
-    softmax,
-)
+from . import activations, conv, elementwise, linalg, normalization, pooling, recurrent, reduce, resize, shape, softmax  # noqa: F401
