@@ -41,7 +41,7 @@ def _torchio(session):
 
 @nox.session
 def fast(session):
-    """The default developer loop: every test not marked slow (< 10 minutes on 2 cores)."""
+    """The default developer loop: every test not marked slow (about 2 minutes on 2 cores)."""
     session.install(".[test]")
     session.run("pytest", "-q", "-m", "not slow", *session.posargs)
 
