@@ -432,13 +432,3 @@ def headline_summaries(summaries: list[dict[str, Any]], headline: dict[str, Any]
         ]
         out.append(min(hit or ss, key=lambda s: (s["targeted"], overall(s))))
     return out
-
-
-def __getattr__(name: str) -> Any:
-    """The renderings, ``clinical_table`` and ``clinical_html``, live in ``clinical_view.py``
-    (which imports this module); offered here too, as they always were."""
-    if name in ("clinical_table", "clinical_html"):
-        from . import clinical_view
-
-        return getattr(clinical_view, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -233,7 +233,8 @@ def gate(
     ``baseline``: a model fails when, on some setting it shares with the baseline run, its
     robust figure is significantly lower (paired: the 95 % cluster-bootstrap interval of the
     difference lies below 0 and the exact McNemar p < 0.05; Dice: paired t)."""
-    from .summary import headline_for, headline_key, percent, setting_label, summarize
+    from .summary.headline import headline_for, headline_key
+    from .summary.setting import percent, setting_label, summarize
 
     fails: dict[str, str] = {}
     summaries = [s for s in summarize(table) if s.get("kind") == "adversarial"]

@@ -422,16 +422,3 @@ class OnnxModel:
             with_decisions=with_decisions,
             extras=extras,
         )
-
-
-# load_model, with_spec and LoadedModel live in advonnx.factory (which model a file becomes);
-# still importable from here.
-_IN_FACTORY = ("load_model", "with_spec", "LoadedModel")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _IN_FACTORY:
-        from . import factory
-
-        return getattr(factory, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

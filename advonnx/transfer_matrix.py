@@ -87,20 +87,18 @@ def transfer_peers(pairs, models, data_of) -> tuple[dict[tuple[str, str], list],
     return peers, notes
 
 
-def transfer_rows(unit, rows: list[dict], x, x_adv, labels, common: dict) -> list[dict]:
+def transfer_rows(targets: list[tuple[str, Any]], rows: list[dict], x, x_adv, labels, common: dict) -> list[dict]:
     """Rows of kind ``transfer``: the source's adversarial examples ``x_adv`` of one chunk (its
-    rows ``rows``, one per sample of ``x``) judged by each model of ``unit.transfer_to``."""
+    rows ``rows``, one per sample of ``x``) judged by each target model (``(name, model)``)."""
     from .model import ModelRunError
     from .results import empty_row
-    from .work import cached_model
 
     labels = np.asarray(labels)
     fooled_source = [
         bool(r.get("status") == "ok" and r.get("clean_correct") and r.get("adv_correct") is False) for r in rows
     ]
     out = []
-    for entry in unit.transfer_to:
-        target = cached_model(entry, unit.device, unit.batch_size, unit.threads)
+    for name, target in targets:
         t0 = time.perf_counter()
         try:
             clean = to_numpy(target.classify(x))
@@ -112,7 +110,7 @@ def transfer_rows(unit, rows: list[dict], x, x_adv, labels, common: dict) -> lis
                     **common,
                     "sample_id": r["sample_id"],
                     "kind": "transfer",
-                    "transfer_target": entry.name,
+                    "transfer_target": name,
                     "status": "errored",
                     "error": str(err),
                 }
@@ -127,7 +125,7 @@ def transfer_rows(unit, rows: list[dict], x, x_adv, labels, common: dict) -> lis
                     **common,
                     "sample_id": r["sample_id"],
                     "kind": "transfer",
-                    "transfer_target": entry.name,
+                    "transfer_target": name,
                     "label": int(labels[i]),
                     "clean_pred": int(clean[i]),
                     "adv_pred": int(adv[i]),

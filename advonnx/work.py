@@ -29,6 +29,7 @@ from .model import ModelRunError
 from .rows import Outcome, Row, certificate_rows, errored_rows, measured_rows, setting_columns, shape_text, skipped_rows
 from .suite import AttackEntry, DatasetEntry, ModelEntry
 from .target_map import NOT_ATTACKED, directions_for
+from .transfer_matrix import transfer_rows
 from .xp import Random, to_numpy
 
 Examples = dict[str, Any] | None
@@ -211,9 +212,8 @@ def _compute_block(unit: WorkUnit, model: Any, data: Any, attack: Any) -> tuple[
         and spec.output_kind != "multilabel"
         and not common["targeted"]
     ):
-        from .transfer_matrix import transfer_rows
-
-        rows = rows + transfer_rows(unit, rows, x, out.res_x, out.labels, common)
+        targets = [(e.name, cached_model(e, unit.device, unit.batch_size, unit.threads)) for e in unit.transfer_to]
+        rows = rows + transfer_rows(targets, rows, x, out.res_x, out.labels, common)
     return rows, _examples(unit, model, attack, out, ids, extras)
 
 

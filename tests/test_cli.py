@@ -414,7 +414,7 @@ def test_intensity_and_class_names_flags_reach_rows_and_metadata(tmp_path):
     the hand-mapped images), --class-names orders the labels, both recorded per dataset."""
     import json
 
-    from advonnx.model import load_model
+    from advonnx.factory import load_model
     from advonnx.results import run_metadata
 
     path = save(small_cnn(), tmp_path / "m.onnx")

@@ -13,8 +13,8 @@ from test_multi_input import F, SignalWithFeatures, _run_cli, data, export
 
 import advonnx
 from advonnx.errors import AdvonnxError
+from advonnx.factory import with_spec
 from advonnx.joint import JOINT_ATTACKS, JointInputModel, parse_attack_inputs
-from advonnx.model import with_spec
 
 torch = pytest.importorskip("torch")
 

@@ -299,7 +299,7 @@ def test_lift_opset_converts_only_when_below():
 def test_canonical_binary_probabilities_below_opset_15(tmp_path):
     """A single-sigmoid binary model exported at opset 13: the pipeline lifts the opset before
     emitting CastLike (lifting after it failed: no CastLike adapter from opset 14)."""
-    from advonnx.model import load_model
+    from advonnx.factory import load_model
 
     w = np.array([[0.5], [-2.0]], np.float32)
     raw = _model(

@@ -286,10 +286,7 @@ def test_transfer_rows_in_worst_case_runs_cover_the_attacked_samples_only(tmp_pa
     _check_against_hand(table, folder, paths)
 
 
-def test_a_failing_target_gives_errored_transfer_rows_left_out_of_the_matrix(monkeypatch):
-    from types import SimpleNamespace
-
-    import advonnx.work as suite_mod
+def test_a_failing_target_gives_errored_transfer_rows_left_out_of_the_matrix():
     from advonnx.model import ModelRunError
     from advonnx.results import rows_to_table
     from advonnx.transfer_matrix import transfer_rows
@@ -298,8 +295,6 @@ def test_a_failing_target_gives_errored_transfer_rows_left_out_of_the_matrix(mon
         def classify(self, x):
             raise ModelRunError("onnxruntime failed: out of memory")
 
-    monkeypatch.setattr(suite_mod, "cached_model", lambda *a, **k: Broken())
-    unit = SimpleNamespace(transfer_to=(ModelEntry("t", "t.onnx", "d"),), device="cpu", batch_size=8, threads=None)
     src = [{"sample_id": str(i), "status": "ok", "clean_correct": True, "adv_correct": False} for i in range(3)]
     common = {
         "model": "s",
@@ -311,6 +306,6 @@ def test_a_failing_target_gives_errored_transfer_rows_left_out_of_the_matrix(mon
         "settings": "{}",
         "targeted": False,
     }
-    rows = transfer_rows(unit, src, np.zeros((3, 1)), np.zeros((3, 1)), np.zeros(3, int), common)
+    rows = transfer_rows([("t", Broken())], src, np.zeros((3, 1)), np.zeros((3, 1)), np.zeros(3, int), common)
     assert [r["status"] for r in rows] == ["errored"] * 3 and "out of memory" in rows[0]["error"]
     assert transfer_matrix(rows_to_table(rows)) == []

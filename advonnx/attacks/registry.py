@@ -1,29 +1,14 @@
 """Attack registry: names → classes, construction from loose settings (CLI / suite TOML).
 
-Each attack class declares its ``name`` and ``aliases``; :func:`register` reads both."""
+Each attack class declares its ``name`` and ``aliases``; :func:`register` reads both. The built-in
+attacks are registered by ``advonnx/attacks/__init__.py``."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ..errors import AdvonnxError
-from .apgd import APGD
-from .apgdt import APGDT
-from .autoattack import AutoAttack
 from .base import Attack
-from .carlini_wagner import CarliniWagnerL2
-from .certify import Certify
-from .dag import DAG
-from .deepfool import DeepFool
-from .fab import FAB, FABT
-from .gradient_descent import BIM, FGSM, PGD
-from .hopskipjump import HopSkipJump
-from .jsma import JSMA
-from .nes import NES, SPSA
-from .segpgd import SegPGD
-from .square import Square
-from .transfer import Transfer
-from .universal import UniversalPerturbation
 
 ATTACKS: dict[str, type[Attack]] = {}
 ALIASES: dict[str, str] = {}  # alias -> registered name, filled from the classes' ``aliases``
@@ -47,17 +32,6 @@ def unregister(name: str) -> None:
     cls = ATTACKS.pop(name)
     for a in [a for a, n in ALIASES.items() if n == cls.name]:
         del ALIASES[a]
-
-
-_cls: type[Attack]
-for _cls in (FGSM, BIM, PGD, APGD, APGDT, DeepFool, JSMA, CarliniWagnerL2, DAG, FAB, FABT, SegPGD):
-    register(_cls)
-for _cls in (NES, SPSA, Square, HopSkipJump):  # query-only (score- and decision-based) attacks
-    register(_cls)
-register(AutoAttack)  # a cascade of registered attacks, looked up when it runs
-register(Transfer)  # white-box on a surrogate, decisions of the target
-register(UniversalPerturbation)
-register(Certify)  # certificates, not attacks: the suite writes their rows
 
 
 def attack_class(name: str) -> type[Attack]:

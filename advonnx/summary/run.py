@@ -169,8 +169,8 @@ def summarize_run(
     ``folders``: the run folders the table came from (the report's fallback for the masking
     verdicts); ``settings``: the table's :func:`summarize_settings`, if already computed."""
     from ..compare import contrast_tests
-    from ..run_summary import corruption_intervals
     from ..worst_case import worst_case
+    from .intervals import corruption_intervals
     from .notes import run_notes
 
     headline = headline or {}
