@@ -13,7 +13,7 @@ import inspect
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, final
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, final, get_args
 
 import numpy as np
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NORMS",
+    "Norm",
     "Attack",
     "AttackContext",
     "AttackResult",
@@ -39,7 +40,9 @@ __all__ = [
     "pixel_hit",
 ]
 
-NORMS = ("linf", "l2", "l0")
+# The norms budgets are measured in (eps in input value units; l0 counts changed elements).
+Norm = Literal["linf", "l2", "l0"]
+NORMS: tuple[Norm, ...] = get_args(Norm)
 
 
 @dataclass
@@ -95,7 +98,7 @@ class Attack(ABC):
     # not inherited: a subclass declares its own)
     aliases: ClassVar[tuple[str, ...]] = ()
     summary: ClassVar[str] = ""
-    norms: ClassVar[tuple[str, ...]] = ("linf", "l2")
+    norms: ClassVar[tuple[Norm, ...]] = ("linf", "l2")
     needs: ClassVar[str] = "gradient"  # gradient | scores | decisions
     minimal_norm: ClassVar[bool] = False
     tasks: ClassVar[tuple[str, ...]] = ("classification", "segmentation")
@@ -113,7 +116,7 @@ class Attack(ABC):
             raise AdvonnxError(f"{self.name} needs a budget eps > 0 (got {eps!r})")
         if loss not in ("ce", "margin"):
             raise AdvonnxError(f"{self.name}: loss must be 'ce' or 'margin', not {loss!r}")
-        self.norm = norm
+        self.norm: Norm = next(n for n in NORMS if n == norm)  # checked above: one of self.norms
         self.eps = None if eps is None else float(eps)
         self.loss = loss
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 # N: batch, C: channels, D/H/W: spatial axes (W alone: the time axis of a 1-D signal), F: features.
-LAYOUTS = ("NCHW", "NHWC", "NCDHW", "NDHWC", "NCW", "NWC", "NF")
+# What a model's input and output can be: one Literal type each, its values as a tuple.
+Layout = Literal["NCHW", "NHWC", "NCDHW", "NDHWC", "NCW", "NWC", "NF"]
+LAYOUTS: tuple[Layout, ...] = get_args(Layout)
 SIGNAL_LAYOUTS = ("NCW", "NWC")
 
 
@@ -31,9 +33,12 @@ def layout_spatial_ndim(layout: str) -> int | None:
     return n or None
 
 
-SCORES = ("logits", "probabilities")
-TASKS = ("classification", "segmentation")
-OUTPUT_KINDS = ("softmax", "binary", "multilabel", "dense")
+ScoreKind = Literal["logits", "probabilities"]
+SCORES: tuple[ScoreKind, ...] = get_args(ScoreKind)
+Task = Literal["classification", "segmentation"]
+TASKS: tuple[Task, ...] = get_args(Task)
+OutputKind = Literal["softmax", "binary", "multilabel", "dense"]
+OUTPUT_KINDS: tuple[OutputKind, ...] = get_args(OutputKind)
 RANDOMIZED_VOTES = 11  # evaluations per decision of a randomized model (majority vote)
 RANDOMIZED_EOT = 20  # gradient draws averaged per gradient of a randomized model (EOT)
 
@@ -82,10 +87,10 @@ class ModelSpec:
     # The model's other per-sample inputs, fed from the data and held fixed (never attacked):
     # (name, graph dims with None where dynamic, numpy dtype name) each.
     extra_inputs: tuple[tuple[str, tuple, str], ...] = ()
-    layout: str = "NCHW"
-    task: str = "classification"
-    scores: str = "logits"
-    output_kind: str = "softmax"
+    layout: Layout = "NCHW"
+    task: Task = "classification"
+    scores: ScoreKind = "logits"
+    output_kind: OutputKind = "softmax"
     num_classes: int = 0
     class_names: tuple[str, ...] = ()
     class_axis: int = 1  # in the canonical output

@@ -13,12 +13,12 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import ModelError
 from ..passes.graph import FLOAT_TYPES, INTEGER_TYPES, NUMPY_TYPES, dims, last_op, opset, producer_map, shape_text
-from .core import RANDOMIZED_EOT, RANDOMIZED_VOTES, ModelSpec, output_perm
+from .core import RANDOMIZED_EOT, RANDOMIZED_VOTES, Layout, ModelSpec, output_perm
 from .declared import normalize_declared, read_metadata, read_sidecar
 from .probe import attacked_tensor, infer_output, probe_output
 
 
-def _guess_layout(shape: tuple, first_ops: list[str], notes: list[str]) -> str:
+def _guess_layout(shape: tuple, first_ops: list[str], notes: list[str]) -> Layout:
     rank = len(shape)
     if rank == 2:
         return "NF"
@@ -31,7 +31,8 @@ def _guess_layout(shape: tuple, first_ops: list[str], notes: list[str]) -> str:
             "feature vectors (N,F)"
         )
     first, last = shape[1], shape[-1]
-    cf, cl = ("NCHW", "NHWC") if rank == 4 else ("NCDHW", "NDHWC")
+    cf: Layout = "NCHW" if rank == 4 else "NCDHW"
+    cl: Layout = "NHWC" if rank == 4 else "NDHWC"
     small = (1, 2, 3, 4)
     if "Transpose" in first_ops and last in small:
         notes.append(f"layout {cl}: the graph starts with a Transpose and the last dim is {last}")
@@ -47,7 +48,7 @@ def _guess_layout(shape: tuple, first_ops: list[str], notes: list[str]) -> str:
     return cf
 
 
-def _guess_signal_layout(shape: tuple, first_ops: list[str], notes: list[str]) -> str:
+def _guess_signal_layout(shape: tuple, first_ops: list[str], notes: list[str]) -> Layout:
     """(N, C, T) or (N, T, C): a signal has fewer channels (leads, electrodes) than time steps;
     a dynamic axis is the time axis."""
     mid, last = shape[1], shape[2]

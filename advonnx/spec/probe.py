@@ -15,7 +15,7 @@ from ..passes import remove_zipmap, select_scores
 from ..passes.graph import head as find_head
 from ..passes.graph import producer_map, replay
 from ..session import first_line, session_options
-from .core import ModelSpec, channel_axis, channels_first, output_perm
+from .core import ModelSpec, ScoreKind, channel_axis, channels_first, output_perm
 
 PROBE_SPATIAL = 64  # spatial size used to probe models whose spatial dims are dynamic
 PROBE_SIGNAL = 1024  # time steps used to probe signal models whose length is dynamic (pooling-deep 1-D nets)
@@ -172,7 +172,7 @@ def _task_of(spec: ModelSpec, scores: np.ndarray) -> tuple[str, int]:
     )
 
 
-def _scores_kind(spec: ModelSpec, scores: np.ndarray, last_op: str, declared: dict, notes: list[str]) -> str:
+def _scores_kind(spec: ModelSpec, scores: np.ndarray, last_op: str, declared: dict, notes: list[str]) -> ScoreKind:
     """``probabilities`` or ``logits``: declared, else from the final op, else from the values."""
     if "scores" in declared:
         return declared["scores"]
