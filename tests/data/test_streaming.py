@@ -368,3 +368,34 @@ def test_spacing_from_a_suite_is_recorded_and_rows_carry_the_resampled_shape(tmp
     meta = json.loads((folder / "_run.json").read_text(encoding="utf-8"))
     assert meta["datasets"]["d"]["voxel_spacing"].startswith("1.0 x 1.0 x 1.0 mm")
     assert meta["datasets"]["d"]["orientation"] == "as stored in each file"
+
+
+def test_streamed_nifti_segmentation_measures_hd95_in_mm_from_the_headers(tmp_path, nets):
+    """Runs always stream file datasets; each sample keeps its header spacing, so HD95 is in mm
+    (it was in pixels: streamed file datasets had no spacing)."""
+    from advonnx.seg_metrics import hd95, mean_hd95
+
+    _, (net, model) = nets
+    rng = np.random.default_rng(2)
+    spacings = [(2.0, 0.5), (0.7, 3.0), (2.0, 0.5)]
+    pairs = []
+    for i, (size, sp) in enumerate(zip(SIZES, spacings)):
+        img = rng.integers(0, 256, size=size).astype(np.uint8)
+        write_image(tmp_path / f"img{i}.nii.gz", img, spacing=sp)
+        write_image(tmp_path / f"mask{i}.nii.gz", (img // 86).astype(np.uint8), spacing=sp)
+        pairs.append((f"img{i}.nii.gz", f"mask{i}.nii.gz"))
+    manifest = _manifest(tmp_path / "nii.csv", pairs)
+    e = InputExpectation("NCHW", (None, None), 1, task="segmentation")
+    ds = load_dataset(manifest, e, stream=True)
+    by_id = dict(zip(ds.sample_ids, ds.spacing))
+    for p, sp in zip(pairs, spacings):  # NIfTI stores float32 spacings
+        np.testing.assert_allclose(by_id[p[0]], sp, rtol=1e-6)
+    rows = {r["sample_id"]: r for r in _run(tmp_path, model, manifest, name="nii")}
+    for i in range(len(ds.sample_ids)):
+        x, mask = np.asarray(ds.x[i : i + 1]), np.asarray(ds.y[i : i + 1])
+        with torch.no_grad():
+            pred = net(torch.tensor(x, dtype=torch.float32)).argmax(1).numpy()
+        expected = mean_hd95(hd95(pred, mask, 3, [by_id[ds.sample_ids[i]]]))[0]
+        in_pixels = mean_hd95(hd95(pred, mask, 3, None))[0]
+        assert rows[ds.sample_ids[i]]["hd95_clean"] == pytest.approx(expected, rel=1e-6)
+        assert expected != pytest.approx(in_pixels)  # the spacing matters for these samples

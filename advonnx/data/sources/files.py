@@ -197,13 +197,15 @@ def load_items(
     desc["reading"] = (
         "per block, samples read again from their files" if req.stream or len(set(shapes)) > 1 else "stacked in memory"
     )
-    spacing = None  # streamed or of several sizes: no per-sample spacing list
+    # every sample's spacing (mm, array order; 1 mm for formats without one), streamed or stacked:
+    # HD95 and spacing-aware corruptions read it per sample
+    known = expect.spatial_ndim is not None and all(s is not None for s in spacings)
+    spacing = [tuple(s) for s in spacings if s is not None] if known else None
     if not req.stream and len(set(shapes)) == 1:
         x = np.stack([r.held[i][0] for i in order])
         if isinstance(y, SampleArray):
             masks = np.stack([r.held[i][1] for i in order])
             y = (masks == 255).astype(np.int64) if source.binary_255 else masks
-        spacing = None if expect.spatial_ndim is None else [tuple(s) for s in spacings if s is not None]
     _describe(req, pipe, len(kept), groups, group_sources, skipped)
     return Dataset(as_array(x), None if y is None else as_array(y), ids, spacing, skipped, desc, classes, groups=groups)
 
