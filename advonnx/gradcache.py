@@ -7,8 +7,10 @@ graph optimizations off, which is what makes a warm start cheap (benchmarks/benc
 
 Key: sha256 of the exact graph that is differentiated (the model with its preprocessing and
 output selection folded in, so overrides count), the loss and output arguments, and the
-advonnx, onnx and onnxruntime versions, the execution providers and this CPU (an optimized
-model can hold CPU-specific layouts). Only CPU sessions are cached.
+advonnx, onnx and onnxruntime versions, the source of the gradient builder itself
+(``advonnx/autodiff``: a changed VJP rule builds another graph under the same version), the
+execution providers and this CPU (an optimized model can hold CPU-specific layouts). Only CPU
+sessions are cached.
 
 The list of ops without a gradient rule (a whole-graph check) is kept beside, under the same
 graph digest.
@@ -24,6 +26,7 @@ and an entry that fails the check or fails to load is deleted and rebuilt.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import mmap
@@ -75,6 +78,19 @@ def _cpu_id() -> str:
         if ln.split(":", 1)[0].strip() in ("model name", "flags", "Features")
     ][:2]
     return platform.machine() + "|" + platform.processor() + "|" + "|".join(wanted)
+
+
+@functools.cache
+def builder_digest() -> str:
+    """sha256 of the gradient builder's source (every ``.py`` under ``advonnx/autodiff``, by
+    relative path), so a changed rule never reuses a graph the old rules built."""
+    root = Path(__file__).parent / "autodiff"
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0")
+        with contextlib.suppress(OSError):
+            h.update(path.read_bytes())
+    return h.hexdigest()
 
 
 _DIGESTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -145,6 +161,7 @@ def entry_key(model, **facts: Any) -> str:
                 "advonnx": __version__,
                 "onnx": onnx.__version__,
                 "onnxruntime": ort.__version__,
+                "builder": builder_digest(),
                 **facts,
             },
             sort_keys=True,

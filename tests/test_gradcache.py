@@ -158,3 +158,17 @@ def test_rewritten_model_file_is_not_served_a_stale_entry(cache, case, monkeypat
     ref = _grad(path, x, y)
     np.testing.assert_allclose(got[1], ref[1], rtol=1e-5, atol=1e-7)
     assert len(list(cache.glob("*.onnx"))) == 2
+
+
+def test_a_changed_gradient_builder_does_not_reuse_the_old_graphs(cache, case, monkeypatch):
+    """The key holds the autodiff source digest: rules changed under the same version number
+    build (and store) a new graph instead of reopening the one the old rules built."""
+    path, x, y = case
+    builds = _count_builds(monkeypatch)
+    _grad(path, x, y)
+    _grad(path, x, y)
+    assert builds["n"] == 1 and builds["checks"] == 1
+    assert len(gradcache.builder_digest()) == 64
+    monkeypatch.setattr(gradcache, "builder_digest", lambda: "0" * 64)
+    _grad(path, x, y)
+    assert builds["n"] == 2 and builds["checks"] == 2 and len(list(cache.glob("*.onnx"))) == 2

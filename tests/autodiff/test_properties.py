@@ -38,7 +38,7 @@ def assume_forward_agrees(nodes, inits, x):
 def conv_cases(draw):
     nd = draw(st.sampled_from([1, 2]))
     group = draw(st.sampled_from([1, 2]))
-    cin, cout = group * draw(st.integers(1, 2)), group * draw(st.integers(1, 2))
+    cin, cout = group * draw(st.integers(1, 4)), group * draw(st.integers(1, 2))  # >= 4: Conv VJP
     k = [draw(st.integers(1, 3)) for _ in range(nd)]
     s = [draw(st.integers(1, 3)) for _ in range(nd)]
     d = [draw(st.integers(1, 2)) for _ in range(nd)]

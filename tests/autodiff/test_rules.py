@@ -199,6 +199,26 @@ CASES = {
         {"w": w(2, 1, 3, 2, 3)},
         (1, 1, 4, 5, 5),
     ),
+    "conv2d_depthwise_strided": (
+        [N("Conv", ["x", "w", "b"], group=4, strides=[2, 2], pads=[1, 1, 1, 1])],
+        {"w": w(4, 1, 3, 3), "b": w(4)},
+        (2, 4, 7, 6),
+    ),
+    "conv1d_strided_dilated_wide": (
+        [N("Conv", ["x", "w"], strides=[3], dilations=[2], pads=[2, 0])],
+        {"w": w(3, 5, 3)},
+        (2, 5, 12),
+    ),
+    "conv2d_strided_wide_crop": (
+        [N("Conv", ["x", "w"], strides=[2, 3], pads=[0, 1, 0, 0])],
+        {"w": w(3, 4, 2, 3)},
+        (1, 4, 8, 9),
+    ),
+    "conv3d_strided_wide": (
+        [N("Conv", ["x", "w"], strides=[2, 1, 2], pads=[1, 0, 1, 1, 1, 0])],
+        {"w": w(2, 4, 3, 2, 3)},
+        (1, 4, 5, 4, 6),
+    ),
     "conv_transpose2d": (
         [N("ConvTranspose", ["x", "w", "b"], strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 0])],
         {"w": w(3, 2, 3, 3), "b": w(2)},
@@ -229,6 +249,8 @@ CASES = {
     ),
     "maxpool_1d": ([N("MaxPool", ["x"], kernel_shape=[3], strides=[2])], {}, (2, 3, 9)),
     "maxpool_3d": ([N("MaxPool", ["x"], kernel_shape=[2, 2, 2], strides=[2, 2, 2])], {}, (1, 2, 4, 4, 4)),
+    "maxpool_2x2_odd_size": ([N("MaxPool", ["x"], kernel_shape=[2, 2], strides=[2, 2])], {}, (2, 3, 5, 4)),
+    "maxpool_kernel_below_stride": ([N("MaxPool", ["x"], kernel_shape=[2], strides=[3])], {}, (2, 3, 8)),
     "avgpool_2x2": ([N("AveragePool", ["x"], kernel_shape=[2, 2], strides=[2, 2])], {}, (2, 3, 4, 4)),
     "avgpool_pad_exclude": (
         [N("AveragePool", ["x"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])],
@@ -506,6 +528,20 @@ DYNAMIC_CASES = {
         {},
         ("N", 2, "H", "W"),
         (2, 2, 3, 4),
+        17,
+    ),
+    "maxpool_tiling_symbolic_batch": (
+        [N("MaxPool", ["x"], kernel_shape=[2, 2], strides=[2, 2])],
+        {},
+        ("N", 3, 4, 6),
+        (2, 3, 4, 6),
+        17,
+    ),
+    "conv_strided_wide_symbolic_batch": (
+        [N("Conv", ["x", "w"], strides=[2, 2], pads=[1, 1, 1, 1])],
+        {"w": w(3, 4, 3, 3)},
+        ("N", 4, 7, 6),
+        (2, 4, 7, 6),
         17,
     ),
     "maxpool_nearest_dynamic": (
