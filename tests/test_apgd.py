@@ -351,3 +351,58 @@ def test_apgd_ce_is_not_masked_by_large_logits(tmp_path):
     s = advonnx.attack(scaled, x, y, "apgd", **kw)
     assert 0.2 < a.success.mean() < 1.0
     assert (a.success == s.success).mean() >= 0.95, (a.success.mean(), s.success.mean())
+
+
+def _iterate_to_the_end():
+    """APGD's row bookkeeping with the authors' loop: a broken row is recorded at its first
+    adversarial iterate but keeps iterating (nothing leaves the batch)."""
+    from advonnx.attacks import apgd
+    from advonnx.attacks._batch import scatter, take
+
+    class KeepAll(apgd._Rows):
+        def retire(self, live, history, fooled, x_adv):
+            fresh = np.nonzero(fooled & self.robust)[0]
+            self.robust[fresh] = False
+            self.x_best_adv = scatter(self.x_best_adv, fresh, take(x_adv, fresh))
+            return live, history
+
+    return KeepAll
+
+
+@pytest.mark.parametrize(("norm", "eps", "loss"), [("linf", 0.02, "ce"), ("linf", 0.01, "dlr"), ("l2", 0.2, "ce")])
+def test_broken_samples_leave_the_loop_without_changing_the_others(tmp_path, monkeypatch, norm, eps, loss):
+    """A sample leaves APGD's loop at its first adversarial iterate: the robust flags, the
+    robust samples' results and the broken samples' adversarial iterates are exactly those of
+    the authors' loop (every row iterated to the end), for fewer model runs."""
+    from advonnx.attacks import apgd
+
+    model = advonnx.load_model(save(small_cnn(seed=4), tmp_path / "m.onnx"))  # predicts 2 classes here
+    x = np.random.default_rng(3).uniform(0, 1, (24,) + tuple(model.spec.input_shape[1:])).astype(np.float32)
+    y = model.classify(x).astype(np.int64)
+    settings = dict(norm=norm, eps=eps, loss=loss, steps=30, rng=0, gradient="exact")
+    early = advonnx.attack(model, x, y, "apgd", **settings)
+    monkeypatch.setattr(apgd, "_Rows", _iterate_to_the_end())
+    full = advonnx.attack(model, x, y, "apgd", **settings)
+    assert early.success.any() and not early.success.all()
+    assert np.array_equal(early.success, full.success)
+    np.testing.assert_array_equal(early.x_adv, full.x_adv)
+    assert early.queries.sum() < full.queries.sum()
+    assert np.all(early.queries[~early.success] == full.queries[~early.success])
+
+
+def test_linf_step_bounds_equal_projection_then_clip():
+    """The per-run linf bounds (eps-ball ∩ value range) give the numbers of projecting onto the
+    ball and then clipping, also for points outside the range."""
+
+    class Ctx:
+        @staticmethod
+        def clip(a):
+            return np.clip(a, 0.0, 1.0)
+
+    attack = make_attack("apgd", norm="linf", eps=0.1)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-0.3, 1.3, (50, 3, 4)).astype(np.float32)  # some rows outside [0, 1]
+    z = x + rng.uniform(-0.4, 0.4, x.shape).astype(np.float32)
+    want = Ctx.clip(attack._project(x, z))
+    got = attack._step_into(Ctx, x, attack._feasible(Ctx, x), z)
+    np.testing.assert_array_equal(got, want)

@@ -14,8 +14,9 @@ The authors' released code (fra31/auto-attack, ``autoattack/autopgd_base.py``) i
 - ``restarts`` runs, each on the samples no earlier run broke; samples the model misclassifies
   unattacked are not attacked.
 
-A sample's result is its last adversarial iterate if any iterate was adversarial, else its
-best-loss iterate. Multi-label models: ``ce`` is the binary cross-entropy of the label vector
+A sample's result is its first adversarial iterate if any iterate was adversarial (it then
+leaves the loop: no further model runs; the authors' code iterates it on and keeps the last
+one), else its best-loss iterate. Multi-label models: ``ce`` is the binary cross-entropy of the label vector
 (:func:`advonnx.losses.bce`), success a flipped finding. ``loss``: ``ce`` (cross-entropy) or ``dlr`` (difference of logits ratio,
 :func:`advonnx.losses.dlr`; for 2 and 3 classes see there). Segmentation models: ``ce`` is
 the per-pixel cross-entropy averaged over the image, success is the suite's (>= half of the
@@ -147,6 +148,22 @@ class APGD(Attack):
         scale = xp.minimum(xp.full_like(n, self.eps), n) / (n + 1e-12)
         return x + d * batch_view(xp.astype(scale, d.dtype), d.ndim)
 
+    def _feasible(self, ctx: AttackContext, x):
+        """linf: the eps-ball around ``x`` intersected with the value range, as per-element
+        bounds (lo, hi) computed once per run, so that projecting and clipping a step is one
+        min and one max (the same numbers as the ball projection followed by the range clip,
+        also where ``x`` lies outside the range); None for l2."""
+        if self.norm != "linf":
+            return None
+        return ctx.clip(x - self.eps), ctx.clip(x + self.eps)
+
+    def _step_into(self, ctx: AttackContext, x, feasible, z):
+        """``z`` projected onto the eps-ball around ``x`` and clipped to the value range."""
+        if feasible is None:
+            return ctx.clip(self._project(x, z))
+        xp = namespace(z)
+        return xp.minimum(xp.maximum(z, feasible[0]), feasible[1])
+
     def _direction(self, g):
         xp = namespace(g)
         if self.norm == "linf":
@@ -165,7 +182,11 @@ class APGD(Attack):
 
     def single_run(self, ctx: AttackContext, x, labels, idx, target=None):
         """One APGD run on the rows ``x`` (samples ``idx``): (best-loss iterate, still robust,
-        best loss, last adversarial iterate), the authors' ``attack_single_run``."""
+        best loss, first adversarial iterate), the authors' ``attack_single_run`` except that a
+        sample leaves the loop at its first adversarial iterate (the authors iterate it to the
+        end and keep its last one): which samples stay robust is the same, every row's
+        schedule is its own, so the others' iterates do not change, and a broken sample costs
+        no further model runs."""
         xp = namespace(x)
         loss = self._loss_name(ctx)
         n, steps = x.shape[0], self.steps
@@ -173,41 +194,64 @@ class APGD(Attack):
         k_min, k_decr = max(int(0.06 * steps), 1), max(int(0.03 * steps), 1)
         x_adv = self._start(ctx, x)
         value, grad, scores = self._loss_grad(ctx, x_adv, labels, idx, target, loss)
-        x_best, x_best_adv, grad_best, loss_best = x_adv, x_adv, grad, value
-        robust = ~self._fooled(ctx, scores, labels)
-        step = xp.full((n,), 2.0 * self.eps, dtype=x.dtype)
-        x_old = x_adv
-        history = [xp.zeros_like(value) for _ in range(steps)]  # the authors' loss_steps
+        fooled = host_bool(self._fooled(ctx, scores, labels))
+        # per-row state of the rows still iterated ("live", positions among the n rows)
+        rows = _Rows(x_adv, value, fooled)
+        live = {
+            "x": x,
+            "labels": labels,
+            "idx": np.asarray(idx),
+            "target": target,
+            "feasible": self._feasible(ctx, x),
+            "x_adv": x_adv,
+            "x_old": x_adv,
+            "grad": grad,
+            "x_best": x_adv,
+            "grad_best": grad,
+            "loss_best": value,
+            "loss_best_last": value,
+            "step": xp.full((n,), 2.0 * self.eps, dtype=x.dtype),
+            "reduced_last": xp.ones((n,), dtype=xp.bool),
+        }
+        history: list = [None] * steps  # the authors' loss_steps (None: a row of zeros)
+        live, history = rows.retire(live, history, fooled, x_adv)
         since_check = 0
-        loss_best_last = loss_best
-        reduced_last = xp.ones((n,), dtype=xp.bool)
         for i in range(steps):
-            momentum = x_adv - x_old
-            x_old = x_adv
+            if rows.count == 0:
+                break
+            x0, feasible = live["x"], live["feasible"]
+            momentum = live["x_adv"] - live["x_old"]
+            x_prev = live["x_adv"]
             a = 0.75 if i > 0 else 1.0
-            z = ctx.clip(self._project(x, x_adv + batch_view(step, x.ndim) * self._direction(grad)))
-            x_adv = ctx.clip(self._project(x, x_adv + (z - x_adv) * a + momentum * (1 - a)))
-            value, grad, scores = self._loss_grad(ctx, x_adv, labels, idx, target, loss)
-            fooled = self._fooled(ctx, scores, labels)
-            robust = robust & ~fooled
-            x_best_adv = xp.where(batch_view(fooled, x.ndim), x_adv, x_best_adv)
+            step = batch_view(live["step"], x0.ndim)
+            z = self._step_into(ctx, x0, feasible, x_prev + step * self._direction(live["grad"]))
+            x_adv = self._step_into(ctx, x0, feasible, x_prev + (z - x_prev) * a + momentum * (1 - a))
+            value, grad, scores = self._loss_grad(ctx, x_adv, live["labels"], live["idx"], live["target"], loss)
+            fooled = host_bool(self._fooled(ctx, scores, live["labels"]))
             history[i] = value
-            better = value > loss_best
-            bb = batch_view(better, x.ndim)
-            x_best, grad_best = xp.where(bb, x_adv, x_best), xp.where(bb, grad, grad_best)
-            loss_best = xp.where(better, value, loss_best)
+            better = value > live["loss_best"]
+            bb = batch_view(better, x0.ndim)
+            live["x_best"] = xp.where(bb, x_adv, live["x_best"])
+            live["grad_best"] = xp.where(bb, grad, live["grad_best"])
+            live["loss_best"] = xp.where(better, value, live["loss_best"])
+            live["x_old"], live["x_adv"], live["grad"] = x_prev, x_adv, grad
             since_check += 1
             if since_check == k:
                 # loss increases over the last k steps (index -1 reads the authors' unfilled last row)
-                ups = sum(xp.astype(history[i - c] > history[i - c - 1], xp.float32) for c in range(k))
-                reduce = (ups <= k * self.rho) | (~reduced_last & (loss_best_last >= loss_best))
-                reduced_last, loss_best_last = reduce, loss_best
-                step = xp.where(reduce, step / 2.0, step)
-                rb = batch_view(reduce, x.ndim)
-                x_adv, grad = xp.where(rb, x_best, x_adv), xp.where(rb, grad_best, grad)
+                ups = sum(
+                    xp.astype(_row(history, i - c, value) > _row(history, i - c - 1, value), xp.float32)
+                    for c in range(k)
+                )
+                reduce = (ups <= k * self.rho) | (~live["reduced_last"] & (live["loss_best_last"] >= live["loss_best"]))
+                live["reduced_last"], live["loss_best_last"] = reduce, live["loss_best"]
+                live["step"] = xp.where(reduce, live["step"] / 2.0, live["step"])
+                rb = batch_view(reduce, x0.ndim)
+                live["x_adv"] = xp.where(rb, live["x_best"], live["x_adv"])
+                live["grad"] = xp.where(rb, live["grad_best"], live["grad"])
                 since_check = 0
                 k = max(k - k_decr, k_min)
-        return x_best, robust, loss_best, x_best_adv
+            live, history = rows.retire(live, history, fooled, x_adv)
+        return rows.finish(live)
 
     def _initial(self, ctx: AttackContext, x, labels):
         """The samples to attack (host bool: correct unattacked) and the clean scores."""
@@ -246,3 +290,59 @@ class APGD(Attack):
         robust, _ = self._initial(ctx, x, labels)
         out, _ = self._runs(ctx, x, labels, robust, x)
         return out
+
+
+def _row(history: list, i: int, like):
+    """``history[i]`` (the losses of step ``i``), zeros where that step has not run yet."""
+    got = history[i]
+    return namespace(like).zeros_like(like) if got is None else got
+
+
+class _Rows:
+    """The results of one APGD run over all its rows while the live rows shrink: a row leaves
+    at its first adversarial iterate (kept as its result) with its best-loss iterate and loss
+    so far; :meth:`finish` adds the rows that stayed robust."""
+
+    def __init__(self, x_start, loss_start, fooled: np.ndarray):
+        n = fooled.shape[0]
+        self.positions = np.arange(n)  # positions (among the run's rows) of the live rows
+        self.robust = np.ones(n, dtype=bool)
+        self.x_best, self.x_best_adv, self.loss_best = x_start, x_start, loss_start
+
+    @property
+    def count(self) -> int:
+        return int(self.positions.shape[0])
+
+    def retire(self, live: dict, history: list, fooled: np.ndarray, x_adv):
+        """Record and drop the live rows ``fooled`` (host bool over the live rows), whose
+        adversarial iterate is their row of ``x_adv`` (the point just evaluated)."""
+        if not fooled.any():
+            return live, history
+        gone, keep = np.nonzero(fooled)[0], np.nonzero(~fooled)[0]
+        where = self.positions[gone]
+        self.robust[where] = False
+        self.x_best_adv = scatter(self.x_best_adv, where, take(x_adv, gone))
+        self.x_best = scatter(self.x_best, where, take(live["x_best"], gone))
+        self.loss_best = scatter(self.loss_best, where, take(live["loss_best"], gone))
+        self.positions = self.positions[keep]
+        if keep.shape[0] == 0:
+            return {}, history
+        kept = {}
+        for name, value in live.items():
+            if value is None:
+                kept[name] = None
+            elif name == "idx":
+                kept[name] = value[keep]
+            elif name == "feasible":
+                kept[name] = (take(value[0], keep), take(value[1], keep))
+            else:
+                kept[name] = take(value, keep)
+        return kept, [None if h is None else take(h, keep) for h in history]
+
+    def finish(self, live: dict):
+        """(best-loss iterate, still robust, best loss, first adversarial iterate) of all rows."""
+        if self.count:
+            self.x_best = scatter(self.x_best, self.positions, live["x_best"])
+            self.loss_best = scatter(self.loss_best, self.positions, live["loss_best"])
+        robust = from_numpy(self.loss_best, self.robust)
+        return self.x_best, robust, self.loss_best, self.x_best_adv
