@@ -327,7 +327,7 @@ class _Rows:
         self.positions = self.positions[keep]
         if keep.shape[0] == 0:
             return {}, history
-        kept = {}
+        kept: dict[str, object] = {}
         for name, value in live.items():
             if value is None:
                 kept[name] = None

@@ -119,16 +119,17 @@ def conv(ctx: VJPContext):
     gx = None
     group = ctx.attr("group", 1)
     w_shape = ctx.static_shape(w)
-    few_in = bool(w_shape) and w_shape[1] * group < 4  # the gradient has 1-3 channels
+    few_in = w_shape is not None and w_shape[1] * group < 4  # the gradient has 1-3 channels
     flip_pads = [e - 1 - p for e, p in zip(eff * 2, pads, strict=True)]
     zi_pads = None
-    if out_pad is not None and w_shape and any(s > 1 for s in strides):
-        zi_pads = _strided_flip_pads(in_sp, out_sp, strides, eff, pads[:nd])
-    if ctx.need(0) and not few_in and w_shape and zi_pads is not None:
+    static_out = list(out_sp) if all_int(out_sp) else None
+    if out_pad is not None and static_out is not None and any(s > 1 for s in strides):
+        zi_pads = _strided_flip_pads(in_sp, static_out, strides, eff, pads[:nd])
+    if ctx.need(0) and not few_in and w_shape and static_out is not None and zi_pads is not None:
         # strided, static: a stride-1 Conv with flipped weights over the zero-inserted cotangent
         gx = b.op(
             "Conv",
-            [_zero_inserted(ctx, g, out_sp, strides), _flipped_weight(ctx, w, w_shape, group)],
+            [_zero_inserted(ctx, g, static_out, strides), _flipped_weight(ctx, w, w_shape, group)],
             dilations=dilations,
             pads=zi_pads,
             group=group,
