@@ -12,6 +12,7 @@ to a whole channel block, so there ConvTranspose wins. Measured on the suite's g
 from __future__ import annotations
 
 import numpy as np
+import onnx
 
 from ..builder import all_int
 from ..registry import VJPContext, vjp
@@ -123,7 +124,8 @@ def conv(ctx: VJPContext):
     flip_pads = [e - 1 - p for e, p in zip(eff * 2, pads, strict=True)]
     zi_pads = None
     static_out = list(out_sp) if all_int(out_sp) else None
-    if out_pad is not None and static_out is not None and any(s > 1 for s in strides):
+    float32 = ctx.elem(x) == onnx.TensorProto.FLOAT  # the types onnxruntime's Resize and Conv share
+    if out_pad is not None and static_out is not None and float32 and any(s > 1 for s in strides):
         zi_pads = _strided_flip_pads(in_sp, static_out, strides, eff, pads[:nd])
     if ctx.need(0) and not few_in and w_shape and static_out is not None and zi_pads is not None:
         # strided, static: a stride-1 Conv with flipped weights over the zero-inserted cotangent

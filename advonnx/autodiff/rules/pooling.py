@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 from onnx import helper
 
 from ..registry import VJPContext, vjp
@@ -29,7 +30,7 @@ def _tiles_the_input(ctx: VJPContext, x: str) -> bool:
     dims): then every input cell is the argmax of at most one window, and MaxUnpool (whose
     output size inferred from its attributes is then the input's) scatters without collisions."""
     xs, ys = ctx.shape(x), ctx.shape(ctx.y())
-    if xs is None or ys is None:
+    if xs is None or ys is None or ctx.elem(x) != onnx.TensorProto.FLOAT:  # onnxruntime's kernel: float
         return False
     nd = len(xs) - 2
     in_sp, out_sp = list(xs[2:]), list(ys[2:])
