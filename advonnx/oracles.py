@@ -315,6 +315,8 @@ class ExactGradients:
                 class_axis=model.spec.class_axis,
                 scale_free=scale_free,
             )
+            if model.device.kind == "cuda":  # rules pick the constructions its kernels run fastest
+                args["kernels"] = "cuda"
             if decisions:
                 args["decision_output"] = model._scores_out
             if loss == "ml_margin":  # the decision threshold on the attacked scores (multi-label)

@@ -5,7 +5,7 @@ import pytest
 
 import advonnx
 from advonnx.oracles import EstimatorConfig
-from models import save, softmax_regression
+from models import save, small_cnn, softmax_regression
 
 
 def _analytic_ce_grad(x, y, w, b):
@@ -79,3 +79,29 @@ def test_estimator_is_deterministic_per_seed(regression):
     a = model.value_and_grad(x, y, gradient="estimated", rng=Random(5))[1]
     b = model.value_and_grad(x, y, gradient="estimated", rng=Random(5))[1]
     assert np.array_equal(a, b)
+
+
+def test_a_model_on_cuda_builds_its_gradient_graph_for_cuda_kernels(tmp_path, monkeypatch):
+    """The gradient graph is built for the execution provider that runs it (``kernels``), so
+    CPU-only constructions (MaxUnpool) never reach a CUDA session."""
+    import dataclasses
+
+    import advonnx.autodiff as autodiff
+
+    seen = []
+    real = autodiff.gradient_model
+
+    def recording(*a, **k):
+        seen.append(k.get("kernels", "cpu"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(autodiff, "gradient_model", recording)
+    monkeypatch.setenv("ADVONNX_CACHE", "0")
+    x = np.random.default_rng(0).uniform(0, 1, (3, 1, 8, 8)).astype(np.float32)
+    on_cpu = advonnx.load_model(save(small_cnn(), tmp_path / "m.onnx"), device="cpu")
+    cpu_grad = on_cpu.value_and_grad(x, np.arange(3), loss="ce", gradient="exact")[1]
+    on_cuda = advonnx.load_model(tmp_path / "m.onnx", device="cpu")
+    on_cuda.device = dataclasses.replace(on_cuda.device, kind="cuda")  # the kind, not the providers
+    cuda_grad = on_cuda.value_and_grad(x, np.arange(3), loss="ce", gradient="exact")[1]
+    assert seen == ["cpu", "cuda"]
+    np.testing.assert_allclose(cuda_grad, cpu_grad, rtol=1e-5, atol=1e-7)

@@ -87,6 +87,11 @@ class GraphInfo:
     constants: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+# execution providers a gradient graph can be built for (rules choose between exact
+# constructions by the speed of their kernels)
+KERNELS = ("cpu", "cuda")
+
+
 @dataclass
 class VJPContext:
     node: onnx.NodeProto
@@ -95,6 +100,7 @@ class VJPContext:
     grads: list[str | None]  # cotangent of every output (None: none flows back)
     needs: list[bool]  # whether every input needs a cotangent
     opset: int
+    kernels: str = "cpu"  # the execution provider the graph is for: "cpu" or "cuda"
 
     # -- node ------------------------------------------------------------------------------
     @property

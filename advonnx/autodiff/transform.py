@@ -46,7 +46,7 @@ from .heads import (  # noqa: F401  (the gradient model's names, re-exported)
     _loss_head,
 )
 from .opset import CUDA_SCATTER_OPSET, SCATTER_OPSET, _lift_for_scatter, _set_opset, lift_opset  # noqa: F401  (re-exported)
-from .registry import FLOAT_TYPES, RuleUnavailable, TensorInfo, VJPContext
+from .registry import FLOAT_TYPES, KERNELS, RuleUnavailable, TensorInfo, VJPContext
 
 
 def unsupported_ops(
@@ -107,6 +107,7 @@ def gradient_model(
     scale_free: bool = False,
     threshold: float = 0.0,
     decision_output: str | None = None,
+    kernels: str = "cpu",
 ) -> onnx.ModelProto:
     """A model computing ``advonnx_scores``, ``advonnx_loss`` (N,) and ``advonnx_grad``.
 
@@ -121,9 +122,13 @@ def gradient_model(
     sample, never underflowing to 0); ``advonnx_loss`` stays CE. ``bce`` / ``ml_margin``:
     multi-label (N, K) scores and (N, K) labels; ``threshold`` is ml_margin's decision threshold
     on the scores. Piecewise-constant ops
-    (:data:`STRAIGHT_THROUGH`) pass the cotangent unchanged (BPDA). Raises
+    (:data:`STRAIGHT_THROUGH`) pass the cotangent unchanged (BPDA). ``kernels`` (``cpu`` or
+    ``cuda``): the execution provider the graph is built for, where rules choose between exact
+    constructions by the speed of its kernels (autodiff/README.md). Raises
     :class:`GradientUnavailable` naming ops without a rule.
     """
+    if kernels not in KERNELS:
+        raise ValueError(f"unknown kernels {kernels!r}; choose one of {', '.join(KERNELS)}")
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
     input_name, output_name = _resolve_names(model.graph, input_name, output_name)
@@ -163,7 +168,7 @@ def gradient_model(
     graph.input.extend(new_inputs)
 
     # 2.-3. facts about the forward graph (with its loss head), the reverse sweep
-    b, grad = _reverse_sweep(model, opset, input_name, target, sinfo, cotangent=loss == "cotangent")
+    b, grad = _reverse_sweep(model, opset, input_name, target, sinfo, cotangent=loss == "cotangent", kernels=kernels)
     if grad is None:  # the output does not depend on the input
         in_dt = helper.tensor_dtype_to_np_dtype(in_info.elem_type if in_info else sinfo.elem_type)
         grad = b.zeros_like(input_name, None, in_dt)
@@ -212,7 +217,14 @@ def _lifted_copy(model: onnx.ModelProto, input_name: str, output_name: str) -> t
 
 
 def _reverse_sweep(
-    model: onnx.ModelProto, opset: int, input_name: str, target: str, sinfo: TensorInfo, *, cotangent: bool
+    model: onnx.ModelProto,
+    opset: int,
+    input_name: str,
+    target: str,
+    sinfo: TensorInfo,
+    *,
+    cotangent: bool,
+    kernels: str = "cpu",
 ) -> tuple[Builder, str | None]:
     """The backward nodes (in the returned builder) and the cotangent of ``input_name``
     (``None``: the target does not depend on it), seeded with ones or the cotangent input."""
@@ -248,7 +260,7 @@ def _reverse_sweep(
             continue
         needs = [bool(i) and i in active for i in node.input]
         rule = _rule_of(node, opset)
-        ctx = VJPContext(node, b, info, out_grads, needs, opset)
+        ctx = VJPContext(node, b, info, out_grads, needs, opset, kernels)
         in_grads = list(rule.fn(ctx))
         for i, gi in enumerate(in_grads):
             if gi is not None and i < len(needs) and needs[i]:

@@ -349,3 +349,30 @@ def test_gradient_model_is_deterministic_and_checked():
     b = gradient_model(linear_model(), loss="margin")
     assert a.SerializeToString() == b.SerializeToString()
     onnx.checker.check_model(a, full_check=True)
+
+
+def test_graphs_built_for_cuda_keep_the_kernels_cuda_has():
+    """``kernels="cuda"``: no MaxUnpool (a CPU-only kernel in onnxruntime) and no zero-inserted
+    strided Conv VJP (measured for CPU kernels); the same gradients as the CPU graph."""
+    import collections
+
+    from .harness import tiny_model
+    from .test_rules import CASES
+
+    rng = np.random.default_rng(0)
+    for name, want_cpu, want_cuda in (
+        ("maxpool_2x2", "MaxUnpool", "ScatterElements"),
+        ("conv2d_depthwise_strided", "Resize", "ConvTranspose"),
+    ):
+        nodes, inits, shape = CASES[name][:3]
+        model = tiny_model(nodes, inits, shape, np.float32)
+        graphs = {k: gradient_model(model, loss="cotangent", kernels=k) for k in ("cpu", "cuda")}
+        ops = {k: collections.Counter(n.op_type for n in g.graph.node) for k, g in graphs.items()}
+        assert ops["cpu"][want_cpu] and not ops["cuda"][want_cpu] and ops["cuda"][want_cuda], name
+        x = rng.standard_normal(shape).astype(np.float32)
+        y = ort_session(model).run(None, {"x": x})[0]
+        feeds = {"x": x, GRAD_INPUT_COTANGENT: rng.standard_normal(y.shape).astype(np.float32)}
+        got = {k: ort_session(g).run([GRAD_OUTPUT_GRAD], feeds)[0] for k, g in graphs.items()}
+        np.testing.assert_allclose(got["cpu"], got["cuda"], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown kernels"):
+        gradient_model(tiny_model(*CASES["maxpool_2x2"][:3], np.float32), loss="cotangent", kernels="tpu")

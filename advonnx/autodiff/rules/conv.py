@@ -6,7 +6,8 @@ is a GEMM followed by col2im, slower than its Conv kernels (NCHWc blocked, depth
 even when the Conv runs over a cotangent with ``stride - 1`` zeros inserted per cell; but a Conv
 whose output has 1 to 3 channels (the gradient of a first layer on grey or RGB input) pads them
 to a whole channel block, so there ConvTranspose wins. Measured on the suite's gradient graphs
-(32 rows, 2 threads): brain_mobilenet 5.8 -> 3.9 ms, brain_cnn 4.6 -> 3.4 ms per run.
+(32 rows, 2 threads): brain_mobilenet 5.8 -> 3.9 ms, brain_cnn 4.6 -> 3.4 ms per run. A graph
+built for CUDA (``kernels="cuda"``) keeps Conv at stride 1 and ConvTranspose otherwise.
 """
 
 from __future__ import annotations
@@ -120,12 +121,13 @@ def conv(ctx: VJPContext):
     gx = None
     group = ctx.attr("group", 1)
     w_shape = ctx.static_shape(w)
-    few_in = w_shape is not None and w_shape[1] * group < 4  # the gradient has 1-3 channels
+    cpu = ctx.kernels == "cpu"  # the choices below are measured on onnxruntime's CPU kernels
+    few_in = cpu and w_shape is not None and w_shape[1] * group < 4  # the gradient has 1-3 channels
     flip_pads = [e - 1 - p for e, p in zip(eff * 2, pads, strict=True)]
     zi_pads = None
     static_out = list(out_sp) if all_int(out_sp) else None
     float32 = ctx.elem(x) == onnx.TensorProto.FLOAT  # the types onnxruntime's Resize and Conv share
-    if out_pad is not None and static_out is not None and float32 and any(s > 1 for s in strides):
+    if cpu and float32 and out_pad is not None and static_out is not None and any(s > 1 for s in strides):
         zi_pads = _strided_flip_pads(in_sp, static_out, strides, eff, pads[:nd])
     if ctx.need(0) and not few_in and w_shape and static_out is not None and zi_pads is not None:
         # strided, static: a stride-1 Conv with flipped weights over the zero-inserted cotangent

@@ -54,7 +54,9 @@ def max_pool(ctx: VJPContext):
         ctx.unsupported("storage_order=1")
     b, x, g = ctx.b, ctx.x(0), ctx.g()
     indices = ctx.forward_output(1, "maxpool_indices")
-    if _tiles_the_input(ctx, x):
+    # built for CUDA: ScatterElements (onnxruntime's CUDA EP has scatter-add kernels, the
+    # MaxUnpool kernel is the CPU's)
+    if ctx.kernels == "cpu" and _tiles_the_input(ctx, x):
         nd = ctx.rank(x) - 2
         return [
             b.op(
