@@ -292,6 +292,16 @@ class APGD(Attack):
         return out
 
 
+def _take_rows(value, keep: np.ndarray):
+    """Rows ``keep`` of a live-state entry: an array (host or device), a tuple of arrays (the
+    linf bounds), or None (no target, no bounds, a step not run yet)."""
+    if value is None:
+        return None
+    if isinstance(value, tuple):
+        return tuple(take(v, keep) for v in value)
+    return take(value, keep)
+
+
 def _row(history: list, i: int, like):
     """``history[i]`` (the losses of step ``i``), zeros where that step has not run yet."""
     got = history[i]
@@ -327,17 +337,7 @@ class _Rows:
         self.positions = self.positions[keep]
         if keep.shape[0] == 0:
             return {}, history
-        kept: dict[str, object] = {}
-        for name, value in live.items():
-            if value is None:
-                kept[name] = None
-            elif name == "idx":
-                kept[name] = value[keep]
-            elif name == "feasible":
-                kept[name] = (take(value[0], keep), take(value[1], keep))
-            else:
-                kept[name] = take(value, keep)
-        return kept, [None if h is None else take(h, keep) for h in history]
+        return {name: _take_rows(value, keep) for name, value in live.items()}, [_take_rows(h, keep) for h in history]
 
     def finish(self, live: dict):
         """(best-loss iterate, still robust, best loss, first adversarial iterate) of all rows."""
